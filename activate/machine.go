@@ -1,0 +1,360 @@
+package activate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/fsys"
+)
+
+// ErrInvalidName is returned (wrapped) for a bad machine name.
+var ErrInvalidName = errors.New("invalid machine name")
+
+// ErrNoGeneration is returned (wrapped) when rollback has nowhere to go.
+var ErrNoGeneration = errors.New("no such generation")
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+
+// ValidName checks a machine name before it becomes a path.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("machine %q: %w (letters, digits, _ . -; 1-64 characters; not starting with . or -)", name, ErrInvalidName)
+	}
+	return nil
+}
+
+func linkPath(s *cache.Store, name string) string {
+	return filepath.Join(s.MachinesDir(), name, "current")
+}
+
+// Current returns the digest machine name's symlink points at, or an error
+// wrapping cache.ErrNotFound if it has none.
+func Current(s *cache.Store, name string) (digest.Digest, error) {
+	target, err := os.Readlink(linkPath(s, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("machine %s: %w", name, cache.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("machine %s: %w", name, err)
+	}
+	// ../../trees/sha256/<hex>
+	parts := strings.Split(target, "/")
+	if len(parts) < 2 {
+		return "", fmt.Errorf("machine %s: current points at %q: %w", name, target, cache.ErrInvalid)
+	}
+	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[len(parts)-2]), parts[len(parts)-1])
+	if err := d.Validate(); err != nil {
+		return "", fmt.Errorf("machine %s: current points at %q: %w", name, target, err)
+	}
+	return d, nil
+}
+
+// flip points machine name at tree d atomically and durably.
+func flip(s *cache.Store, name string, d digest.Digest) error {
+	dir := filepath.Join(s.MachinesDir(), name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("machine %s: %w", name, err)
+	}
+	var r [6]byte
+	rand.Read(r[:])
+	tmp := filepath.Join(dir, ".current-"+hex.EncodeToString(r[:]))
+	target := filepath.Join("..", "..", "trees", string(d.Algorithm()), d.Encoded())
+	// 1. The new link under a temporary name.
+	if err := os.Symlink(target, tmp); err != nil {
+		return fmt.Errorf("machine %s: %w", name, err)
+	}
+	// 2. rename(2) replaces `current` atomically.
+	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("machine %s: %w", name, err)
+	}
+	// 3. The rename is durable before the index records it.
+	return fsys.SyncDir(dir)
+}
+
+// state is a machine's index state reconciled with its symlink.
+type state struct {
+	m    cache.Machine
+	gens []cache.Generation
+	cur  digest.Digest // from the symlink; "" if none
+}
+
+func (st *state) gen(n uint64) (cache.Generation, bool) {
+	for _, g := range st.gens {
+		if g.Number == n {
+			return g, true
+		}
+	}
+	return cache.Generation{}, false
+}
+
+// load reads a machine's state and repairs the index if a crash left it
+// behind the symlink. The caller holds the machine lock.
+func load(s *cache.Store, name string) (*state, error) {
+	st := &state{}
+	cur, err := Current(s, name)
+	if err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return nil, err
+	}
+	st.cur = cur
+	err = s.View(func(tx *cache.Tx) error {
+		m, err := tx.Machine(name)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+		st.m = m
+		st.m.Name = name
+		st.gens, err = tx.Generations(name)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if g, ok := st.gen(st.m.Current); cur == "" || (ok && g.Digest == cur) {
+		return st, nil
+	}
+	// The symlink moved but the index did not follow: a crash between
+	// flip and record. Adopt the symlink.
+	err = s.Update(func(tx *cache.Tx) error {
+		for i := len(st.gens) - 1; i >= 0; i-- {
+			if st.gens[i].Digest == cur {
+				st.m.Current = st.gens[i].Number
+				return tx.PutMachine(st.m)
+			}
+		}
+		g, err := tx.AppendGeneration(name, cache.Generation{Digest: cur, Time: time.Now().UTC(), Reason: "recovered"})
+		if err != nil {
+			return err
+		}
+		st.gens = append(st.gens, g)
+		st.m.Current = g.Number
+		return tx.PutMachine(st.m)
+	})
+	return st, err
+}
+
+// lock takes the shared store lock (gc may not sweep under a flip) and the
+// machine's own lock (two flips may not lose each other).
+func lock(ctx context.Context, s *cache.Store, name string) (func(), error) {
+	sl, err := s.Lock(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	ml, err := s.LockMachine(ctx, name)
+	if err != nil {
+		sl.Unlock()
+		return nil, fmt.Errorf("machine %s: %w", name, err)
+	}
+	return func() { ml.Unlock(); sl.Unlock() }, nil
+}
+
+// Activate points machine name at tree d (which must be in the index) and
+// records a new generation with image ref and reason. Activating the tree
+// that is already current changes nothing and reports changed false.
+func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest, image, reason string) (g cache.Generation, changed bool, err error) {
+	if err := ValidName(name); err != nil {
+		return g, false, err
+	}
+	unlock, err := lock(ctx, s, name)
+	if err != nil {
+		return g, false, err
+	}
+	defer unlock()
+	st, err := load(s, name)
+	if err != nil {
+		return g, false, err
+	}
+	if cur, ok := st.gen(st.m.Current); ok && st.cur == d {
+		return cur, false, nil
+	}
+	var t cache.Tree
+	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(d); return err }); err != nil {
+		return g, false, err
+	}
+	if t.Broken {
+		return g, false, fmt.Errorf("tree %s: marked broken by verify; import it again", d)
+	}
+	if err := flip(s, name, d); err != nil {
+		return g, false, err
+	}
+	now := time.Now().UTC()
+	err = s.Update(func(tx *cache.Tx) error {
+		var err error
+		g, err = tx.AppendGeneration(name, cache.Generation{Digest: d, Image: image, Time: now, Reason: reason})
+		if err != nil {
+			return err
+		}
+		st.m.Current = g.Number
+		if err := tx.PutMachine(st.m); err != nil {
+			return err
+		}
+		t.LastUsed = now
+		if image != "" && !contains(t.Refs, image) {
+			t.Refs = append(t.Refs, image)
+		}
+		return tx.PutTree(t)
+	})
+	return g, err == nil, err
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Rollback moves machine name to an earlier generation: by default the one
+// before the current one, or the one named by to (a generation number or a
+// digest, whose newest generation is taken). No generation is added.
+func Rollback(ctx context.Context, s *cache.Store, name, to string) (cache.Generation, error) {
+	if err := ValidName(name); err != nil {
+		return cache.Generation{}, err
+	}
+	unlock, err := lock(ctx, s, name)
+	if err != nil {
+		return cache.Generation{}, err
+	}
+	defer unlock()
+	st, err := load(s, name)
+	if err != nil {
+		return cache.Generation{}, err
+	}
+	if len(st.gens) == 0 {
+		return cache.Generation{}, fmt.Errorf("machine %s: %w", name, cache.ErrNotFound)
+	}
+	target, err := pick(st, name, to)
+	if err != nil {
+		return cache.Generation{}, err
+	}
+	var t cache.Tree
+	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(target.Digest); return err }); err != nil {
+		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, target.Number, err)
+	}
+	if t.Broken {
+		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: tree %s is marked broken", name, target.Number, t.Digest)
+	}
+	if err := flip(s, name, target.Digest); err != nil {
+		return cache.Generation{}, err
+	}
+	err = s.Update(func(tx *cache.Tx) error {
+		st.m.Current = target.Number
+		return tx.PutMachine(st.m)
+	})
+	return target, err
+}
+
+func pick(st *state, name, to string) (cache.Generation, error) {
+	if to == "" {
+		prev := cache.Generation{}
+		for _, g := range st.gens {
+			if g.Number < st.m.Current && g.Number > prev.Number {
+				prev = g
+			}
+		}
+		if prev.Number == 0 {
+			return prev, fmt.Errorf("machine %s: generation %d is the oldest: %w", name, st.m.Current, ErrNoGeneration)
+		}
+		return prev, nil
+	}
+	if n, err := strconv.ParseUint(to, 10, 64); err == nil {
+		if g, ok := st.gen(n); ok {
+			return g, nil
+		}
+		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, n, ErrNoGeneration)
+	}
+	d, err := digest.Parse(to)
+	if err != nil {
+		return cache.Generation{}, fmt.Errorf("--to %q: not a generation number or digest: %w", to, cache.ErrInvalid)
+	}
+	for i := len(st.gens) - 1; i >= 0; i-- {
+		if st.gens[i].Digest == d {
+			return st.gens[i], nil
+		}
+	}
+	return cache.Generation{}, fmt.Errorf("machine %s: digest %s: %w", name, d, ErrNoGeneration)
+}
+
+// Status is one machine as `list` shows it.
+type Status struct {
+	Name       string        `json:"name"`
+	Digest     digest.Digest `json:"digest"`
+	Generation uint64        `json:"generation"`
+	Image      string        `json:"image"`
+	Activated  time.Time     `json:"activated"`
+}
+
+// List returns every machine, read from the index and the symlinks without
+// taking any lock.
+func List(s *cache.Store) ([]Status, error) {
+	var out []Status
+	err := s.View(func(tx *cache.Tx) error {
+		ms, err := tx.Machines()
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			gens, err := tx.Generations(m.Name)
+			if err != nil {
+				return err
+			}
+			st := Status{Name: m.Name, Generation: m.Current}
+			for _, g := range gens {
+				if g.Number == m.Current {
+					st.Digest, st.Image, st.Activated = g.Digest, g.Image, g.Time
+				}
+			}
+			if cur, err := Current(s, m.Name); err == nil && cur != st.Digest {
+				st.Digest, st.Image = cur, "" // a flip the index has not caught up with
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// History returns machine name's generations, oldest first, and the
+// number of the current one.
+func History(s *cache.Store, name string) ([]cache.Generation, uint64, error) {
+	if err := ValidName(name); err != nil {
+		return nil, 0, err
+	}
+	var gens []cache.Generation
+	var m cache.Machine
+	err := s.View(func(tx *cache.Tx) (err error) {
+		if m, err = tx.Machine(name); err != nil {
+			return err
+		}
+		gens, err = tx.Generations(name)
+		return err
+	})
+	return gens, m.Current, err
+}
+
+// TreeFor returns the absolute path of machine name's current tree.
+func TreeFor(s *cache.Store, name string) (string, digest.Digest, error) {
+	d, err := Current(s, name)
+	if err != nil {
+		return "", "", err
+	}
+	p := s.TreePath(d)
+	if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+		return "", "", fmt.Errorf("machine %s: tree %s is missing", name, d)
+	}
+	return p, d, nil
+}

@@ -1,0 +1,347 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/rootswap/rootswap/internal/fsys"
+)
+
+// smallFile is the size up to which a file is hashed in memory before
+// anything is written, so content the store already has costs no write.
+const smallFile = 1 << 20
+
+// Builder stages one tree. It holds the shared store lock and a lease from
+// NewBuilder until Commit or Abort, so gc never deletes an object it links.
+// A Builder is not safe for concurrent use.
+type Builder struct {
+	s       *Store
+	lock    *fsys.Lock // shared store lock
+	st      *Staging
+	rootfs  *fsys.Dir
+	mf      *os.File
+	mw      *bufio.Writer
+	mh      hash.Hash
+	dirs    []Entry // applied last, deepest first: read-only directories must stay writable until then
+	objTmp  string
+	buf     []byte
+	sawRoot bool
+	done    bool // committed: the lease went with the index record
+	stats   Tree
+	started time.Time
+}
+
+// NewBuilder starts staging a tree under tmp/. The caller must Commit or
+// Abort it.
+func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
+	lock, err := s.Lock(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	b := &Builder{s: s, lock: lock, mh: sha256.New(), started: time.Now()}
+	if b.st, err = s.NewStaging("import"); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	// The lease is written before the first object, so gc keeps them.
+	err = s.Update(func(tx *Tx) error {
+		return tx.PutLease(Lease{ID: b.st.ID, Created: b.started, Expires: b.started.Add(LeaseTTL), PID: os.Getpid()})
+	})
+	if err == nil {
+		err = os.Mkdir(filepath.Join(b.st.Dir, "rootfs"), 0o700)
+	}
+	if err == nil {
+		b.rootfs, err = fsys.OpenDir(filepath.Join(b.st.Dir, "rootfs"))
+	}
+	if err == nil {
+		b.mf, err = os.Create(filepath.Join(b.st.Dir, "manifest"))
+	}
+	if err != nil {
+		b.Abort()
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mf, b.mh), 64<<10)
+	b.objTmp = filepath.Join(b.st.Dir, "object")
+	return b, nil
+}
+
+// Add creates one entry in the staged tree; r supplies a regular file's
+// content (exactly e.Size bytes) and is ignored otherwise. Entries must
+// come parents first; the caller has validated names and hard link targets.
+func (b *Builder) Add(e Entry, r io.Reader) error {
+	var obj digest.Digest
+	var err error
+	switch e.Kind {
+	case KindDir:
+		if e.Name == "." {
+			b.sawRoot = true
+		} else {
+			err = b.rootfs.Mkdir(e.Name)
+		}
+		b.dirs = append(b.dirs, e)
+	case KindFile:
+		obj, err = b.addFile(&e, r)
+		b.stats.Bytes += e.Size
+	case KindSymlink:
+		if err = b.rootfs.Symlink(e.Linkname, e.Name); err == nil {
+			err = b.lmeta(&e)
+		}
+	case KindHardlink:
+		err = b.rootfs.Link(e.Linkname, e.Name)
+	case KindChar, KindBlock, KindFIFO:
+		mode := map[Kind]uint32{KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}[e.Kind]
+		err = b.rootfs.Mknod(e.Name, mode|0o600, unix.Mkdev(e.Devmajor, e.Devminor))
+		if err == nil {
+			err = b.lmeta(&e)
+		}
+	default:
+		err = fmt.Errorf("kind %q: %w", e.Kind, ErrInvalid)
+	}
+	if err != nil {
+		return fmt.Errorf("entry %q: %w", e.Name, err)
+	}
+	b.stats.Files++
+	_, err = b.mw.WriteString(manifestLine(&e, obj))
+	return err
+}
+
+// lmeta applies owner, mode and mtime to a symlink or special file, never
+// following it.
+func (b *Builder) lmeta(e *Entry) error {
+	if err := b.rootfs.Lchown(e.Name, e.UID, e.GID); err != nil {
+		return err
+	}
+	if e.Kind != KindSymlink {
+		// Special files cannot be opened safely; the entry was just made by
+		// us in a private staging directory, so the path names it.
+		f, err := b.rootfs.OpenDirFile(filepath.Dir(e.Name))
+		if err != nil {
+			return err
+		}
+		err = unix.Fchmodat(int(f.Fd()), filepath.Base(e.Name), e.Mode&0o7777, 0)
+		f.Close()
+		if err != nil {
+			return &os.PathError{Op: "chmod", Path: e.Name, Err: err}
+		}
+	}
+	return b.rootfs.Lchtimes(e.Name, e.ModTime)
+}
+
+// addFile stores a regular file's content as an object (or finds it
+// already stored) and links it into the tree. Empty files are created in
+// the tree: linking thousands of them to one inode gains nothing and
+// shares inode state (locks, truncation) that should not be shared.
+func (b *Builder) addFile(e *Entry, r io.Reader) (digest.Digest, error) {
+	h := objectHasher(e)
+	if e.Size == 0 {
+		return hashDigest(h), b.copyInto(e, nil)
+	}
+	if e.Size <= smallFile {
+		if cap(b.buf) < int(e.Size) {
+			b.buf = make([]byte, smallFile)
+		}
+		data := b.buf[:e.Size]
+		if _, err := io.ReadFull(r, data); err != nil {
+			return "", fmt.Errorf("read: %w", err)
+		}
+		h.Write(data)
+		obj := hashDigest(h)
+		if _, err := os.Lstat(b.s.ObjectPath(obj)); err == nil {
+			return obj, b.link(e, obj)
+		}
+		f, err := os.OpenFile(b.objTmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return "", err
+		}
+		_, err = f.Write(data)
+		return obj, b.publish(e, f, obj, err)
+	}
+	f, err := os.OpenFile(b.objTmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return "", err
+	}
+	n, err := io.Copy(io.MultiWriter(f, h), r)
+	if err == nil && n != e.Size {
+		err = fmt.Errorf("read %d of %d bytes: %w", n, e.Size, io.ErrUnexpectedEOF)
+	}
+	obj := hashDigest(h)
+	return obj, b.publish(e, f, obj, err)
+}
+
+// publish finishes the staged object file f, renames it to its name
+// unless another import got there first, and links it into the tree.
+func (b *Builder) publish(e *Entry, f *os.File, obj digest.Digest, err error) error {
+	if err == nil {
+		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	switch err := fsys.RenameNoReplace(b.objTmp, b.s.ObjectPath(obj)); {
+	case err == nil:
+		b.stats.NewBytes += e.Size
+	case errors.Is(err, os.ErrExist):
+		os.Remove(b.objTmp) // identical by construction
+	default:
+		return err
+	}
+	return b.link(e, obj)
+}
+
+// link hard-links object obj into the tree at e.Name. An object at the
+// file system's link limit (65000 on ext4) is copied instead.
+func (b *Builder) link(e *Entry, obj digest.Digest) error {
+	err := b.rootfs.LinkFrom(b.s.ObjectPath(obj), e.Name)
+	if !errors.Is(err, unix.EMLINK) {
+		return err
+	}
+	src, err := os.Open(b.s.ObjectPath(obj))
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	b.stats.NewBytes += e.Size
+	return b.copyInto(e, src)
+}
+
+// copyInto creates e.Name in the tree as a fresh file with src's content.
+func (b *Builder) copyInto(e *Entry, src *os.File) error {
+	f, err := b.rootfs.Create(e.Name)
+	if err != nil {
+		return err
+	}
+	if src != nil {
+		_, err = io.Copy(f, src)
+	}
+	if err == nil {
+		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Commit publishes the staged tree as image digest d, in the fixed order:
+// directory metadata, syncfs, rename manifest and tree into place, commit
+// the index record (dropping the lease). The caller holds LockTree(d). If
+// the index already has d, the staging is discarded and the existing record
+// returned. Either way the Builder is finished.
+func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (Tree, error) {
+	defer b.Abort()
+	var existing Tree
+	err := b.s.View(func(tx *Tx) (err error) { existing, err = tx.Tree(d); return err })
+	if err == nil && !existing.Broken {
+		return existing, nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return Tree{}, err
+	}
+	if err := b.finishDirs(); err != nil {
+		return Tree{}, err
+	}
+	if err := b.mw.Flush(); err != nil {
+		return Tree{}, fmt.Errorf("manifest: %w", err)
+	}
+	if err := b.mf.Close(); err != nil {
+		return Tree{}, fmt.Errorf("manifest: %w", err)
+	}
+	b.mf = nil
+	// 1. Everything staged reaches the disk before any name points at it.
+	if err := fsys.Syncfs(b.s.root); err != nil {
+		return Tree{}, err
+	}
+	// 2. A tree directory without an index record is a leftover of a crash
+	//    (or a broken tree): move it aside into our staging, which dies with us.
+	dst := b.s.TreePath(d)
+	if err := os.Rename(dst, filepath.Join(b.st.Dir, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	// 3. Manifest, then tree, renamed into place and made durable.
+	if err := os.Rename(filepath.Join(b.st.Dir, "manifest"), b.s.ManifestPath(d)); err != nil {
+		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	if err := os.Rename(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
+		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
+		return Tree{}, err
+	}
+	if err := fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d))); err != nil {
+		return Tree{}, err
+	}
+	// 4. The index record makes the tree exist.
+	now := time.Now().UTC()
+	rec := b.stats
+	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
+	rec.Manifest = hashDigest(b.mh)
+	err = b.s.Update(func(tx *Tx) error {
+		if err := tx.PutTree(rec); err != nil {
+			return err
+		}
+		return tx.DeleteLease(b.st.ID)
+	})
+	if err != nil {
+		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	b.done = true
+	return rec, nil
+}
+
+func (b *Builder) finishDirs() error {
+	if !b.sawRoot {
+		// As tar -x into a fresh directory would leave it.
+		b.dirs = append([]Entry{{Name: ".", Kind: KindDir, Mode: 0o755, ModTime: b.started}}, b.dirs...)
+	}
+	for i := len(b.dirs) - 1; i >= 0; i-- {
+		e := &b.dirs[i]
+		f, err := b.rootfs.OpenDirFile(e.Name)
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", e.Name, err)
+		}
+		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("entry %q: %w", e.Name, err)
+		}
+	}
+	return nil
+}
+
+// Abort discards the staging and drops the lease. It is safe to call
+// after Commit and more than once.
+func (b *Builder) Abort() {
+	if b.st == nil {
+		return
+	}
+	if b.mf != nil {
+		b.mf.Close()
+		b.mf = nil
+	}
+	if b.rootfs != nil {
+		b.rootfs.Close()
+		b.rootfs = nil
+	}
+	// Best effort: a lease left behind expires, and the next command
+	// removes staging whose lock is free.
+	if !b.done {
+		b.s.Update(func(tx *Tx) error { return tx.DeleteLease(b.st.ID) })
+	}
+	b.st.Remove()
+	b.st = nil
+	b.lock.Unlock()
+}

@@ -1,0 +1,44 @@
+// Package cache is rootswap's content-addressed store.
+//
+// Vocabulary:
+//   - An image digest (digest.Digest) names an image: the Docker image ID, or
+//     the sha256 of a rootfs tar stream. It is the store key of a tree.
+//   - An object is one published file under objects/sha256/<hex>. Its name is
+//     the sha256 of a canonical header (type, mode with setuid/setgid/sticky,
+//     uid, gid, mtime, kept xattrs) followed by the content, so a hard link to
+//     it can never merge two files that differ in anything tar records.
+//     Objects are never written once published.
+//   - A tree is one immutable rootfs under trees/sha256/<hex>/: directories,
+//     symlinks, device nodes, empty files, and hard links to objects.
+//   - A manifest (manifests/sha256/<hex>) lists a tree's entries; its digest
+//     is recorded in the tree's index record.
+//   - A lease marks an import in progress; gc treats it as a root.
+//   - A machine is a name with a current tree (machines/NAME/current, a
+//     symlink) and a list of generations, each one activation.
+//
+// On disk:
+//
+//	index.db                   bbolt: the only authority on what is complete
+//	lock                       store lock: shared for imports and activation, exclusive for gc
+//	locks/                     per-tree import locks and per-machine locks
+//	objects/sha256/<hex>       objects
+//	trees/sha256/<hex>/        trees
+//	manifests/sha256/<hex>     tree manifests
+//	machines/NAME/current      symlink → ../../trees/sha256/<hex>
+//	tmp/<id>.lock, tmp/<id>/   staging; removed by the next command once its lock is free
+//
+// Index layout (bbolt buckets):
+//
+//	meta          "version" → "1"
+//	trees         <image digest> → Tree (JSON)
+//	machines      <name> → Machine (JSON)
+//	generations   <name>/ (nested bucket) → <uint64 big-endian> → Generation (JSON)
+//	leases        <id> → Lease (JSON)
+//	pins          <image digest> → ""
+//
+// Write order, so that a crash leaves only unreferenced garbage: objects and
+// the tree are built in tmp/, the file system is synced, the manifest and
+// the tree are renamed into place, the index record is committed, and only
+// then may a machine's symlink point at the tree. The index and the symlinks
+// may lag the disk, never lead it.
+package cache

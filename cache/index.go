@@ -1,0 +1,304 @@
+package cache
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/rootswap/rootswap/internal/fsys"
+)
+
+var (
+	bucketMeta        = []byte("meta")
+	bucketTrees       = []byte("trees")
+	bucketMachines    = []byte("machines")
+	bucketGenerations = []byte("generations")
+	bucketLeases      = []byte("leases")
+	bucketPins        = []byte("pins")
+	allBuckets        = [][]byte{bucketMeta, bucketTrees, bucketMachines, bucketGenerations, bucketLeases, bucketPins}
+)
+
+// Tree is the index record of a complete tree.
+type Tree struct {
+	Digest   digest.Digest `json:"digest"`
+	Refs     []string      `json:"refs"`
+	Files    int64         `json:"files"`     // entries of every kind
+	Bytes    int64         `json:"bytes"`     // content bytes of regular files
+	NewBytes int64         `json:"new_bytes"` // content bytes this import added to the store
+	Created  time.Time     `json:"created"`
+	LastUsed time.Time     `json:"last_used"`
+	Manifest digest.Digest `json:"manifest"`
+	Broken   bool          `json:"broken,omitempty"` // set by verify --repair: prepare re-imports it
+}
+
+// Machine is the index record of a machine.
+type Machine struct {
+	Name    string `json:"name"`
+	Current uint64 `json:"current"` // the generation `current` points at
+}
+
+// Generation is one activation of a machine.
+type Generation struct {
+	Number uint64        `json:"generation"`
+	Digest digest.Digest `json:"digest"`
+	Image  string        `json:"image"`
+	Time   time.Time     `json:"activated"`
+	Reason string        `json:"reason"`
+}
+
+// Lease keeps an import's objects and staging alive until it commits or
+// expires.
+type Lease struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	PID     int       `json:"pid"`
+}
+
+// Tx is a read or write transaction on the index. Its methods are the only
+// way rootswap reads or writes bbolt; nothing slow happens inside one.
+type Tx struct {
+	tx *bolt.Tx
+}
+
+// View runs fn in a read-only transaction. The index is opened for the
+// call only, so a long command never blocks others.
+func (s *Store) View(fn func(*Tx) error) error {
+	db, err := s.openDB(true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+// Update runs fn in a read-write transaction; fn's effects are durable when
+// Update returns nil.
+func (s *Store) Update(fn func(*Tx) error) error {
+	db, err := s.openDB(false)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx}) })
+}
+
+func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
+	db, err := bolt.Open(s.indexPath(), 0o600, &bolt.Options{Timeout: s.lockTimeout, ReadOnly: readOnly})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			f, ferr := os.Open(s.indexPath())
+			who := "an unknown process"
+			if ferr == nil {
+				who = fsys.Holders(f)
+				f.Close()
+			}
+			return nil, fmt.Errorf("index %s: %w after %s: held by %s", s.indexPath(), ErrLocked, s.lockTimeout, who)
+		}
+		return nil, fmt.Errorf("index %s: %w", s.indexPath(), err)
+	}
+	return db, nil
+}
+
+// createIndex makes index.db with all buckets: built under a temporary
+// name, synced, then renamed, so a crash never leaves a half-made index.
+func createIndex(path string) error {
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d", os.Getpid()))
+	os.Remove(tmp)
+	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create index: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put([]byte("version"), []byte("1"))
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsys.RenameNoReplace(tmp, path)
+		if errors.Is(err, os.ErrExist) {
+			err = nil // another process created it first; theirs is as good
+		}
+	}
+	os.Remove(tmp)
+	if err != nil {
+		return fmt.Errorf("create index: %w", err)
+	}
+	return fsys.SyncDir(filepath.Dir(path))
+}
+
+func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
+	raw := b.Get(key)
+	if raw == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return false, fmt.Errorf("index record %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(b *bolt.Bucket, key []byte, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(key, raw)
+}
+
+// Tree returns the record of tree d, or an error wrapping ErrNotFound.
+func (t *Tx) Tree(d digest.Digest) (Tree, error) {
+	var rec Tree
+	ok, err := getJSON(t.tx.Bucket(bucketTrees), []byte(d), &rec)
+	if err == nil && !ok {
+		err = fmt.Errorf("tree %s: %w", d, ErrNotFound)
+	}
+	return rec, err
+}
+
+// PutTree writes a tree record.
+func (t *Tx) PutTree(rec Tree) error {
+	return putJSON(t.tx.Bucket(bucketTrees), []byte(rec.Digest), rec)
+}
+
+// DeleteTree removes a tree record.
+func (t *Tx) DeleteTree(d digest.Digest) error {
+	return t.tx.Bucket(bucketTrees).Delete([]byte(d))
+}
+
+// Trees returns every tree record, ordered by digest.
+func (t *Tx) Trees() ([]Tree, error) {
+	var out []Tree
+	err := t.tx.Bucket(bucketTrees).ForEach(func(k, v []byte) error {
+		var rec Tree
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("index record %q: %w", k, err)
+		}
+		out = append(out, rec)
+		return nil
+	})
+	return out, err
+}
+
+// Machine returns machine name's record, or an error wrapping ErrNotFound.
+func (t *Tx) Machine(name string) (Machine, error) {
+	var m Machine
+	ok, err := getJSON(t.tx.Bucket(bucketMachines), []byte(name), &m)
+	if err == nil && !ok {
+		err = fmt.Errorf("machine %s: %w", name, ErrNotFound)
+	}
+	return m, err
+}
+
+// PutMachine writes a machine record.
+func (t *Tx) PutMachine(m Machine) error {
+	return putJSON(t.tx.Bucket(bucketMachines), []byte(m.Name), m)
+}
+
+// Machines returns every machine record, ordered by name.
+func (t *Tx) Machines() ([]Machine, error) {
+	var out []Machine
+	err := t.tx.Bucket(bucketMachines).ForEach(func(k, v []byte) error {
+		var m Machine
+		if err := json.Unmarshal(v, &m); err != nil {
+			return fmt.Errorf("index record %q: %w", k, err)
+		}
+		out = append(out, m)
+		return nil
+	})
+	return out, err
+}
+
+func genKey(n uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], n)
+	return k[:]
+}
+
+// Generations returns machine name's generations, oldest first.
+func (t *Tx) Generations(name string) ([]Generation, error) {
+	b := t.tx.Bucket(bucketGenerations).Bucket([]byte(name))
+	if b == nil {
+		return nil, nil
+	}
+	var out []Generation
+	err := b.ForEach(func(k, v []byte) error {
+		var g Generation
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("generation %s/%x: %w", name, k, err)
+		}
+		out = append(out, g)
+		return nil
+	})
+	return out, err
+}
+
+// AppendGeneration records g as machine name's next generation, setting
+// g.Number, and returns it.
+func (t *Tx) AppendGeneration(name string, g Generation) (Generation, error) {
+	b, err := t.tx.Bucket(bucketGenerations).CreateBucketIfNotExists([]byte(name))
+	if err != nil {
+		return g, err
+	}
+	g.Number = 1
+	if k, _ := b.Cursor().Last(); k != nil {
+		g.Number = binary.BigEndian.Uint64(k) + 1
+	}
+	return g, putJSON(b, genKey(g.Number), g)
+}
+
+// PutLease writes a lease.
+func (t *Tx) PutLease(l Lease) error {
+	return putJSON(t.tx.Bucket(bucketLeases), []byte(l.ID), l)
+}
+
+// DeleteLease removes a lease; removing a missing lease is not an error.
+func (t *Tx) DeleteLease(id string) error {
+	return t.tx.Bucket(bucketLeases).Delete([]byte(id))
+}
+
+// Leases returns every lease.
+func (t *Tx) Leases() ([]Lease, error) {
+	var out []Lease
+	err := t.tx.Bucket(bucketLeases).ForEach(func(k, v []byte) error {
+		var l Lease
+		if err := json.Unmarshal(v, &l); err != nil {
+			return fmt.Errorf("lease %q: %w", k, err)
+		}
+		out = append(out, l)
+		return nil
+	})
+	return out, err
+}
+
+// Pinned reports whether d is pinned.
+func (t *Tx) Pinned(d digest.Digest) bool {
+	return t.tx.Bucket(bucketPins).Get([]byte(d)) != nil
+}
+
+// Pin and Unpin mark d as a gc root or stop doing so.
+func (t *Tx) Pin(d digest.Digest) error   { return t.tx.Bucket(bucketPins).Put([]byte(d), []byte{}) }
+func (t *Tx) Unpin(d digest.Digest) error { return t.tx.Bucket(bucketPins).Delete([]byte(d)) }
+
+// Check runs bbolt's consistency check over the whole file.
+func (t *Tx) Check() []error {
+	var errs []error
+	for err := range t.tx.Check() {
+		errs = append(errs, err)
+	}
+	return errs
+}

@@ -1,0 +1,206 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/fsys"
+)
+
+// Conditions callers branch on.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrLocked   = errors.New("store busy")
+	ErrUnsafe   = fsys.ErrUnsafePath
+	ErrInvalid  = errors.New("invalid")
+)
+
+// DefaultLockTimeout is how long a command waits for a contended lock.
+const DefaultLockTimeout = 60 * time.Second
+
+// LeaseTTL is how long an import's lease protects it from gc.
+const LeaseTTL = time.Hour
+
+// Store is an open store directory. It holds no descriptor between calls:
+// the index is opened per transaction and locks are taken per operation.
+type Store struct {
+	root        string
+	lockTimeout time.Duration
+}
+
+// Options tune Open.
+type Options struct {
+	LockTimeout time.Duration // zero means DefaultLockTimeout
+}
+
+// Open makes the store layout under root if needed (the index is created
+// atomically) and removes staging that no live process holds.
+func Open(ctx context.Context, root string, opt Options) (*Store, error) {
+	if opt.LockTimeout <= 0 {
+		opt.LockTimeout = DefaultLockTimeout
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
+	}
+	s := &Store{root: abs, lockTimeout: opt.LockTimeout}
+	if _, err := os.Stat(s.indexPath()); err != nil {
+		for _, d := range []string{"objects/sha256", "trees/sha256", "manifests/sha256", "machines", "tmp", "locks"} {
+			if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
+				return nil, fmt.Errorf("store %s: %w", root, err)
+			}
+		}
+		if err := createIndex(s.indexPath()); err != nil {
+			return nil, fmt.Errorf("store %s: %w", root, err)
+		}
+	}
+	if err := s.CleanTmp(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Root is the store directory.
+func (s *Store) Root() string { return s.root }
+
+// LockTimeout is how long this store's operations wait for a lock.
+func (s *Store) LockTimeout() time.Duration { return s.lockTimeout }
+
+func (s *Store) indexPath() string { return filepath.Join(s.root, "index.db") }
+
+// TreePath is where tree d lives (whether or not it exists).
+func (s *Store) TreePath(d digest.Digest) string {
+	return filepath.Join(s.root, "trees", string(d.Algorithm()), d.Encoded())
+}
+
+// ObjectPath is where object d lives.
+func (s *Store) ObjectPath(d digest.Digest) string {
+	return filepath.Join(s.root, "objects", string(d.Algorithm()), d.Encoded())
+}
+
+// ManifestPath is where the manifest of tree d lives.
+func (s *Store) ManifestPath(d digest.Digest) string {
+	return filepath.Join(s.root, "manifests", string(d.Algorithm()), d.Encoded())
+}
+
+// MachinesDir is the directory of machine symlinks.
+func (s *Store) MachinesDir() string { return filepath.Join(s.root, "machines") }
+
+// TmpDir is the staging directory.
+func (s *Store) TmpDir() string { return filepath.Join(s.root, "tmp") }
+
+// Lock takes the store lock: shared for imports and activation, exclusive
+// for gc's sweep. The error on timeout wraps ErrLocked and names the holder.
+func (s *Store) Lock(ctx context.Context, exclusive bool) (*fsys.Lock, error) {
+	return s.lockFile(ctx, filepath.Join(s.root, "lock"), exclusive)
+}
+
+// LockTree serialises imports of one image digest, so concurrent prepares
+// of the same new image export it once.
+func (s *Store) LockTree(ctx context.Context, d digest.Digest) (*fsys.Lock, error) {
+	return s.lockFile(ctx, filepath.Join(s.root, "locks", "tree-"+d.Encoded()), true)
+}
+
+// LockMachine serialises flips of one machine.
+func (s *Store) LockMachine(ctx context.Context, name string) (*fsys.Lock, error) {
+	return s.lockFile(ctx, filepath.Join(s.root, "locks", "machine-"+name), true)
+}
+
+func (s *Store) lockFile(ctx context.Context, path string, exclusive bool) (*fsys.Lock, error) {
+	l, err := fsys.LockFile(ctx, path, exclusive, s.lockTimeout)
+	if errors.Is(err, fsys.ErrLocked) {
+		return nil, fmt.Errorf("%s: %w: %w", filepath.Base(path), ErrLocked, err)
+	}
+	return l, err
+}
+
+// Staging is a private directory under tmp/, alive while its lock is held.
+type Staging struct {
+	ID   string
+	Dir  string
+	lock *fsys.Lock
+}
+
+// NewStaging creates tmp/<id>/ guarded by tmp/<id>.lock. The lock file is
+// created and locked before the directory exists, so a cleaner never
+// mistakes a live staging for a dead one.
+func (s *Store) NewStaging(kind string) (*Staging, error) {
+	var b [6]byte
+	rand.Read(b[:])
+	id := fmt.Sprintf("%s-%d-%s", kind, os.Getpid(), hex.EncodeToString(b[:]))
+	lockPath := filepath.Join(s.TmpDir(), id+".lock")
+	l, err := fsys.LockFile(context.Background(), lockPath, true, 0) // new file: never contended
+	if err != nil {
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	dir := filepath.Join(s.TmpDir(), id)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		l.Unlock()
+		os.Remove(lockPath)
+		return nil, fmt.Errorf("staging: %w", err)
+	}
+	return &Staging{ID: id, Dir: dir, lock: l}, nil
+}
+
+// Remove deletes the staging directory and then its lock file, in that
+// order, and releases the lock.
+func (st *Staging) Remove() error {
+	err := os.RemoveAll(st.Dir)
+	os.Remove(st.Dir + ".lock")
+	st.lock.Unlock()
+	return err
+}
+
+// CleanTmp removes staging whose lock no live process holds, and drops
+// the leases of the imports that owned it. It is cheap when tmp/ is empty,
+// which is the case on every path that matters for speed.
+func (s *Store) CleanTmp(ctx context.Context) error {
+	ents, err := os.ReadDir(s.TmpDir())
+	if err != nil {
+		return fmt.Errorf("store %s: %w", s.root, err)
+	}
+	if len(ents) == 0 {
+		return nil
+	}
+	var dead []string
+	for _, e := range ents {
+		name := e.Name()
+		if id, ok := strings.CutSuffix(name, ".lock"); ok {
+			l, free, err := fsys.TryLock(filepath.Join(s.TmpDir(), name))
+			if err != nil || !free {
+				continue
+			}
+			os.RemoveAll(filepath.Join(s.TmpDir(), id))
+			os.Remove(filepath.Join(s.TmpDir(), name))
+			l.Unlock()
+			dead = append(dead, id)
+			continue
+		}
+		// A directory without a lock file was left between the two
+		// removals above, or predates its lock: either way nobody owns it.
+		if _, err := os.Stat(filepath.Join(s.TmpDir(), name+".lock")); errors.Is(err, os.ErrNotExist) {
+			os.RemoveAll(filepath.Join(s.TmpDir(), name))
+		}
+	}
+	if len(dead) == 0 {
+		return nil
+	}
+	return s.Update(func(tx *Tx) error {
+		for _, id := range dead {
+			if err := tx.DeleteLease(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+// globals are the flags every command shares.
+type globals struct {
+	root        string
+	lockTimeout time.Duration
+	quiet       bool
+	verbose     bool
+	log         *slog.Logger
+}
+
+func (g *globals) open(ctx context.Context) (*cache.Store, error) {
+	return cache.Open(ctx, g.root, cache.Options{LockTimeout: g.lockTimeout})
+}
+
+func defaultRoot() string {
+	if r := os.Getenv("ROOTSWAP_ROOT"); r != "" {
+		return r
+	}
+	return "/var/lib/rootswap"
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "rootswap",
+		Short: "Run Docker images under systemd-nspawn from a deduplicated store",
+		Long: `rootswap imports Docker images into a content-addressed store of rootfs trees,
+points machines at them with an atomic symlink flip, and runs them under
+systemd-nspawn. A restart of an unchanged image costs milliseconds; a new
+version shares every unchanged file with the old one; rollback is one flip.`,
+		Example: `  rootswap prepare --pull web registry.example/web:stable
+  rootswap run web --bind=/srv/web /usr/bin/web-server
+  rootswap rollback web`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			level := slog.LevelInfo
+			switch {
+			case g.quiet:
+				level = slog.LevelError
+			case g.verbose:
+				level = slog.LevelDebug
+			}
+			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level,
+				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+					if a.Key == slog.TimeKey && len(groups) == 0 {
+						return slog.Attr{}
+					}
+					return a
+				}}))
+		},
+	}
+	root.PersistentFlags().StringVar(&g.root, "root", defaultRoot(), "store directory (env ROOTSWAP_ROOT)")
+	root.PersistentFlags().DurationVar(&g.lockTimeout, "lock-timeout", cache.DefaultLockTimeout, "how long to wait for a busy store")
+	root.PersistentFlags().BoolVarP(&g.quiet, "quiet", "q", false, "print errors only")
+	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "print debug messages")
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(importCmd(g), activateCmd(g), prepareCmd(g), rollbackCmd(g), historyCmd(g),
+		runCmd(g), listCmd(g), imagesCmd(g))
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error naming the command.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usage("%s: takes %d argument(s), got %d (see --help)", cmd.CommandPath(), n, len(args))
+		}
+		return nil
+	}
+}
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", usage("digest %q: %v", s, err)
+	}
+	return d, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func importCmd(g *globals) *cobra.Command {
+	var tarFile string
+	cmd := &cobra.Command{
+		Use:   "import (IMAGE | --tar FILE|-)",
+		Short: "Import an image into the store and print its digest",
+		Long: `Import resolves IMAGE (tag, name@digest or image ID) through the Docker daemon
+to its image ID, the store key. If the store has that tree it prints the digest
+and stops; otherwise it exports a created (never started) container straight
+into the store and removes the container again.
+
+With --tar it imports a rootfs tar stream from FILE or stdin (-); the key is
+the sha256 of the stream.`,
+		Example: `  rootswap import debian:bookworm
+  docker export c1 | rootswap import --tar -`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if (tarFile == "") == (len(args) == 0) || len(args) > 1 {
+				return usage("import: give exactly one of IMAGE or --tar FILE")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			s, err := g.open(ctx)
+			if err != nil {
+				return err
+			}
+			if tarFile != "" {
+				r := io.Reader(os.Stdin)
+				if tarFile != "-" {
+					f, err := os.Open(tarFile)
+					if err != nil {
+						return fmt.Errorf("import: %w", err)
+					}
+					defer f.Close()
+					r = f
+				}
+				t, err := snapshot.ImportTar(ctx, s, r, "")
+				if err != nil {
+					return fmt.Errorf("import %s: %w", tarFile, err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), t.Digest)
+				return nil
+			}
+			src, err := newDockerSource(s, g)
+			if err != nil {
+				return err
+			}
+			d, err := src.Resolve(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := src.Import(ctx, args[0], d); err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), d)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&tarFile, "tar", "", "import a rootfs tar stream from `FILE` (- for stdin)")
+	return cmd
+}
+
+func activateCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "activate NAME DIGEST",
+		Short: "Point machine NAME at an imported tree",
+		Long: `Activate flips machines/NAME/current to the tree DIGEST atomically (symlink to a
+temporary name, rename over current, fsync) and records a new generation.
+Activating the current tree changes nothing.`,
+		Example: `  rootswap activate web sha256:3f4e…`,
+		Args:    exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := activate.ValidName(args[0]); err != nil {
+				return err
+			}
+			d, err := parseDigest(args[1])
+			if err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			gen, _, err := activate.Activate(cmd.Context(), s, args[0], d, "", "activate")
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s\n", args[0], gen.Number, gen.Digest)
+			return nil
+		},
+	}
+}
+
+func prepareCmd(g *globals) *cobra.Command {
+	var pull bool
+	cmd := &cobra.Command{
+		Use:   "prepare [--pull] NAME IMAGE",
+		Short: "Import IMAGE if needed and make it machine NAME's current tree",
+		Long: `Prepare is what a unit's ExecStartPre runs: resolve IMAGE through the Docker
+daemon, import it if the store lacks it, and activate it for NAME. If IMAGE is
+already current it changes nothing and returns in milliseconds.
+
+With --pull the daemon pulls IMAGE first; a failed pull is a warning. If the
+daemon is unreachable and NAME has a current tree, prepare warns and exits 0 so
+the service starts from cache.`,
+		Example: `  rootswap prepare --pull web registry.example/web:stable`,
+		Args:    exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := activate.ValidName(args[0]); err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			src, err := newDockerSource(s, g)
+			if err != nil {
+				return err
+			}
+			p, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], pull)
+			if err != nil {
+				return err
+			}
+			what := "unchanged"
+			switch {
+			case p.Cached:
+				what = "cached, daemon unreachable"
+			case p.Imported:
+				what = "imported, activated"
+			case p.Activated:
+				what = "activated"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], p.Generation, p.Digest, what)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&pull, "pull", false, "pull IMAGE first; carry on with the local image if that fails")
+	return cmd
+}
+
+func rollbackCmd(g *globals) *cobra.Command {
+	var to string
+	cmd := &cobra.Command{
+		Use:   "rollback NAME [--to GEN|DIGEST]",
+		Short: "Move machine NAME back to an earlier generation",
+		Long: `Rollback flips NAME to the generation before the current one; repeated
+rollbacks walk further back. --to jumps to any recorded generation, by number
+or digest. No generation is added; a later prepare of a new image appends one.`,
+		Example: `  rootswap rollback web
+  rootswap rollback web --to 3`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := activate.ValidName(args[0]); err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			gen, err := activate.Rollback(cmd.Context(), s, args[0], to)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s\n", args[0], gen.Number, gen.Digest)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "generation number or digest to roll back to")
+	return cmd
+}
+
+func historyCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "history NAME",
+		Short:   "List machine NAME's generations",
+		Example: `  rootswap history web --json`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := activate.ValidName(args[0]); err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			gens, cur, err := activate.History(s, args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				type row struct {
+					cache.Generation
+					Current bool `json:"current"`
+				}
+				rows := []row{}
+				for _, gen := range gens {
+					rows = append(rows, row{gen, gen.Number == cur})
+				}
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "\tGEN\tDIGEST\tIMAGE\tACTIVATED\tREASON")
+			for _, gen := range gens {
+				mark := ""
+				if gen.Number == cur {
+					mark = "*"
+				}
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", mark, gen.Number, short(gen.Digest), gen.Image, gen.Time.Format(time.RFC3339), gen.Reason)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func short(d digest.Digest) string {
+	if len(d.Encoded()) < 12 {
+		return d.String()
+	}
+	return string(d.Algorithm()) + ":" + d.Encoded()[:12]
+}
+
+func runCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run NAME [NSPAWN-OPTIONS…] [COMMAND [ARGS…]]",
+		Short: "Run machine NAME's current tree under systemd-nspawn",
+		Long: `Run replaces itself with systemd-nspawn --machine NAME --directory <current tree>
+--volatile=overlay, so the container may write anywhere but the shared store is
+never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
+no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
+ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
+		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Flags are systemd-nspawn's: pick out only ours, before NAME.
+			for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+				switch a := args[0]; {
+				case a == "-h" || a == "--help":
+					return cmd.Help()
+				case strings.HasPrefix(a, "--root="):
+					g.root = strings.TrimPrefix(a, "--root=")
+				case a == "--root" && len(args) > 1:
+					g.root = args[1]
+					args = args[1:]
+				default:
+					return usage("run: unknown option %q before NAME (nspawn options go after NAME)", a)
+				}
+				args = args[1:]
+			}
+			if len(args) == 0 {
+				return usage("run: missing NAME (see --help)")
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return activate.Run(s, args[0], args[1:])
+		},
+	}
+}
+
+func listCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List machines",
+		Example: `  rootswap list --json`,
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ms, err := activate.List(s)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				if ms == nil {
+					ms = []activate.Status{}
+				}
+				return printJSON(cmd.OutOrStdout(), ms)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tDIGEST\tGEN\tIMAGE\tACTIVATED")
+			for _, m := range ms {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", m.Name, short(m.Digest), m.Generation, m.Image, m.Activated.Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// imageRow is one tree as `images` shows it.
+type imageRow struct {
+	Digest   digest.Digest `json:"digest"`
+	Refs     []string      `json:"refs"`
+	Files    int64         `json:"files"`
+	Bytes    int64         `json:"bytes"`
+	NewBytes int64         `json:"new_bytes"`
+	Created  time.Time     `json:"created"`
+	LastUsed time.Time     `json:"last_used"`
+	Machines []string      `json:"machines"`
+}
+
+func imagesCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "images",
+		Short:   "List the trees in the store",
+		Example: `  rootswap images --json`,
+		Args:    exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ms, err := activate.List(s)
+			if err != nil {
+				return err
+			}
+			var trees []cache.Tree
+			if err := s.View(func(tx *cache.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
+				return err
+			}
+			rows := []imageRow{}
+			for _, t := range trees {
+				r := imageRow{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}}
+				if r.Refs == nil {
+					r.Refs = []string{}
+				}
+				for _, m := range ms {
+					if m.Digest == t.Digest {
+						r.Machines = append(r.Machines, m.Name)
+					}
+				}
+				rows = append(rows, r)
+			}
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Created.Before(rows[j].Created) })
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), rows)
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "DIGEST\tREFS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES")
+			for _, r := range rows {
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// dockerSource adapts the snapshot package's Docker import to
+// activate.Source.
+type dockerSource struct {
+	s   *cache.Store
+	c   snapshot.Docker
+	log *slog.Logger
+}
+
+func newDockerSource(s *cache.Store, g *globals) (*dockerSource, error) {
+	c, err := snapshot.NewClient()
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return &dockerSource{s: s, c: c, log: g.log}, nil
+}
+
+func (d *dockerSource) Pull(ctx context.Context, ref string) error {
+	return snapshot.Pull(ctx, d.c, ref, nil)
+}
+
+func (d *dockerSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	dg, err := snapshot.Resolve(ctx, d.c, ref)
+	if errors.Is(err, snapshot.ErrUnreachable) {
+		return "", fmt.Errorf("%w: %w", activate.ErrUnreachable, err)
+	}
+	return dg, err
+}
+
+func (d *dockerSource) Import(ctx context.Context, ref string, dg digest.Digest) (bool, error) {
+	start := time.Now()
+	t, created, err := snapshot.ImportImage(ctx, d.s, d.c, ref, dg)
+	if created {
+		d.log.Info("imported", "image", ref, "digest", dg, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return created, err
+}

@@ -1,0 +1,35 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/cache"
+)
+
+// usageError marks a mistake in the command line: exit status 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usage(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitCode is the one place that maps error classes to exit statuses, and
+// prints the error as one line.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "rootswap:", err)
+	var u usageError
+	switch {
+	case errors.As(err, &u),
+		errors.Is(err, activate.ErrInvalidName),
+		errors.Is(err, cache.ErrInvalid):
+		return 2
+	}
+	return 1
+}

@@ -1,0 +1,11 @@
+// Package fsys is the one home of golang.org/x/sys/unix in rootswap: the
+// few Linux file-system calls the store needs that package os does not offer.
+//
+// Vocabulary:
+//   - a Dir is a directory handle that confines every name it is given to
+//     the directory beneath it: names are resolved with openat2(2) and
+//     RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, so no entry, however hostile, can
+//     reach outside it or through a symlink;
+//   - a Lock is an flock(2) on a lock file, taken with a deadline, whose
+//     contention error names the processes holding it.
+package fsys

@@ -1,0 +1,146 @@
+package fsys
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrLocked is returned (wrapped) when a lock could not be taken before its
+// deadline. The wrapping error names the holders.
+var ErrLocked = errors.New("locked")
+
+// Lock is a held flock(2). The zero value is not usable; see TryLock and
+// LockFile.
+type Lock struct {
+	f *os.File
+}
+
+// LockFile takes an flock on path (created if missing), shared or exclusive,
+// waiting at most timeout. On timeout the error wraps ErrLocked and names the
+// processes that hold the file (from /proc/locks). The caller must Unlock.
+func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Duration) (*Lock, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	how := unix.LOCK_SH
+	if exclusive {
+		how = unix.LOCK_EX
+	}
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return &Lock{f: f}, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !time.Now().Before(deadline) {
+			who := Holders(f)
+			f.Close()
+			return nil, fmt.Errorf("%w after %s: held by %s", ErrLocked, timeout, who)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		if wait < 50*time.Millisecond {
+			wait *= 2
+		}
+	}
+}
+
+// TryLock takes an exclusive flock on path without waiting. It reports
+// false, nil when somebody else holds it.
+func TryLock(path string) (*Lock, bool, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if err == unix.EWOULDBLOCK {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return &Lock{f: f}, true, nil
+}
+
+// Unlock releases the lock. It is safe to call on a nil Lock.
+func (l *Lock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	err := l.f.Close() // closing the last descriptor drops the flock
+	l.f = nil
+	return err
+}
+
+// Holders describes the processes holding an flock on f's inode, as
+// "pid 123 (rootswap gc)", from /proc/locks. It never fails: when nothing
+// can be learnt it says so.
+func Holders(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "an unknown process"
+	}
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	lf, err := os.Open("/proc/locks")
+	if err != nil {
+		return "an unknown process"
+	}
+	defer lf.Close()
+	seen := map[int]bool{}
+	var who []string
+	sc := bufio.NewScanner(lf)
+	for sc.Scan() {
+		// "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF"; blocked waiters carry "->".
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || fields[1] != "FLOCK" || fields[5] != id {
+			continue
+		}
+		pid, err := strconv.Atoi(fields[4])
+		if err != nil || seen[pid] || pid == os.Getpid() {
+			continue
+		}
+		seen[pid] = true
+		who = append(who, fmt.Sprintf("pid %d (%s)", pid, cmdline(pid)))
+	}
+	if len(who) == 0 {
+		return "an unknown process"
+	}
+	return strings.Join(who, ", ")
+}
+
+func cmdline(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || len(b) == 0 {
+		return "?"
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	if len(args) > 3 {
+		args = append(args[:3], "…")
+	}
+	for i, a := range args {
+		if i == 0 {
+			if j := strings.LastIndexByte(a, '/'); j >= 0 {
+				args[i] = a[j+1:]
+			}
+		}
+	}
+	return strings.Join(args, " ")
+}

@@ -1,0 +1,24 @@
+// Package snapshot turns an image into a tree in the store, exactly as
+// `docker export | tar -x --same-owner --xattrs` would lay it out, but
+// streaming, deduplicated and safe against hostile archives.
+//
+// Vocabulary:
+//   - an image ref is what a user types: a tag, name@digest or image ID;
+//   - an image digest is the Docker image ID it resolves to (sha256:…), or
+//     for a tar stream the sha256 of the stream's bytes: the store key;
+//   - an export is the flattened rootfs tar stream of a created (never
+//     started) container.
+//
+// The tar stream is hostile input. Extract validates every entry before it
+// reaches the store: names are cleaned and must stay inside the tree (a
+// leading "/" is stripped, as tar does; any ".." component is refused);
+// duplicate names, entries under a non-directory, hard links that do not
+// name an earlier regular file or symlink, owners outside 0..2^32-2,
+// device nodes outside dev/, whiteouts and trusted.* xattrs are refused.
+// Of the xattrs, security.capability and user.* are kept exactly;
+// security.selinux and system.* (ACLs, which tar only restores with --acls)
+// are dropped, as they describe the exporting host rather than the image.
+// The store then creates every entry relative to the tree root without
+// following symlinks (see internal/fsys), so even a check missed here
+// cannot write outside the tree.
+package snapshot

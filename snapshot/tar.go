@@ -1,0 +1,234 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/cache"
+)
+
+// Limits on names in an archive. Linux allows 4096 bytes per path and 255
+// per component; the depth bound keeps a pathological archive cheap.
+const (
+	maxName      = 4096
+	maxComponent = 255
+	maxDepth     = 256
+	maxOwner     = 1<<32 - 2 // (uid_t)-1 means "unchanged" to chown
+)
+
+// ErrUnsafe wraps every refusal of an archive entry.
+var ErrUnsafe = errors.New("unsafe archive entry")
+
+// extractor validates a tar stream entry by entry and feeds the builder.
+type extractor struct {
+	b    *cache.Builder
+	seen map[string]cache.Kind // every name added so far, hard links resolved to their target's kind
+}
+
+// Extract reads a rootfs tar stream into b. It returns the sha256 of every
+// byte read from r, padding included, which is the store key of a tar
+// import. On error nothing is committed; the caller aborts b.
+func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest, error) {
+	h := sha256.New()
+	tr := tar.NewReader(io.TeeReader(r, h))
+	x := &extractor{b: b, seen: map[string]cache.Kind{}}
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("read archive: %w", err)
+		}
+		if err := x.add(hdr, tr); err != nil {
+			return "", err
+		}
+	}
+	// The key covers the whole stream, trailing blocks included.
+	if _, err := io.Copy(io.Discard, io.TeeReader(r, h)); err != nil {
+		return "", fmt.Errorf("read archive: %w", err)
+	}
+	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+}
+
+func unsafe(name, why string) error {
+	return fmt.Errorf("entry %q: %s: %w", name, why, ErrUnsafe)
+}
+
+// cleanName maps an archive name to a clean relative name, "." for the
+// root. It refuses rather than repairs anything that is not plainly a path
+// inside the tree.
+func cleanName(raw string) (string, error) {
+	switch {
+	case raw == "":
+		return "", unsafe(raw, "empty name")
+	case strings.IndexByte(raw, 0) >= 0:
+		return "", unsafe(raw, "NUL in name")
+	case len(raw) > maxName:
+		return "", unsafe(raw[:64]+"…", "name longer than 4096 bytes")
+	}
+	n := strings.TrimLeft(raw, "/") // as tar: "Removing leading '/' from member names"
+	if n == "" {
+		return ".", nil
+	}
+	parts := strings.Split(n, "/")
+	if len(parts) > maxDepth {
+		return "", unsafe(raw, "deeper than 256 levels")
+	}
+	for _, p := range parts {
+		if p == ".." {
+			return "", unsafe(raw, "path escapes the tree")
+		}
+		if len(p) > maxComponent {
+			return "", unsafe(raw, "component longer than 255 bytes")
+		}
+	}
+	return path.Clean(n), nil
+}
+
+var kinds = map[byte]cache.Kind{
+	tar.TypeReg: cache.KindFile, tar.TypeRegA: cache.KindFile, tar.TypeGNUSparse: cache.KindFile,
+	tar.TypeDir: cache.KindDir, tar.TypeSymlink: cache.KindSymlink, tar.TypeLink: cache.KindHardlink,
+	tar.TypeChar: cache.KindChar, tar.TypeBlock: cache.KindBlock, tar.TypeFifo: cache.KindFIFO,
+}
+
+func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil
+	}
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	kind, ok := kinds[hdr.Typeflag]
+	if !ok {
+		return unsafe(hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
+	}
+	if kind == cache.KindFile && hdr.Typeflag == tar.TypeRegA && strings.HasSuffix(hdr.Name, "/") {
+		kind = cache.KindDir // old tars mark directories this way
+	}
+	base := path.Base(name)
+	switch {
+	case strings.HasPrefix(base, ".wh."):
+		return unsafe(hdr.Name, "whiteout in a flattened export")
+	case name == "." && kind != cache.KindDir:
+		return unsafe(hdr.Name, "root entry is not a directory")
+	case hdr.Uid < 0 || hdr.Uid > maxOwner || hdr.Gid < 0 || hdr.Gid > maxOwner:
+		return unsafe(hdr.Name, fmt.Sprintf("owner %d:%d out of range", hdr.Uid, hdr.Gid))
+	case (kind == cache.KindChar || kind == cache.KindBlock) && !strings.HasPrefix(name, "dev/"):
+		return unsafe(hdr.Name, "device node outside dev/")
+	case kind == cache.KindFile && hdr.Size < 0:
+		return unsafe(hdr.Name, "negative size")
+	}
+	if _, dup := x.seen[name]; dup {
+		if name == "." {
+			return nil // "./" and "/" both name the root; tar lists it at most once in practice
+		}
+		return unsafe(hdr.Name, "duplicate entry")
+	}
+	if err := x.parents(name, hdr); err != nil {
+		return err
+	}
+	e := cache.Entry{
+		Name: name, Kind: kind, Mode: uint32(hdr.Mode) & 0o7777,
+		UID: hdr.Uid, GID: hdr.Gid, ModTime: hdr.ModTime,
+		Devmajor: uint32(hdr.Devmajor), Devminor: uint32(hdr.Devminor),
+	}
+	if e.Xattrs, err = xattrs(hdr); err != nil {
+		return err
+	}
+	switch kind {
+	case cache.KindFile:
+		e.Size = hdr.Size
+	case cache.KindSymlink:
+		if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxName {
+			return unsafe(hdr.Name, "bad symlink target")
+		}
+		e.Linkname = hdr.Linkname // stored verbatim, never followed by rootswap
+	case cache.KindHardlink:
+		target, err := cleanName(hdr.Linkname)
+		if err != nil {
+			return unsafe(hdr.Name, "hard link target: "+err.Error())
+		}
+		switch x.seen[target] {
+		case cache.KindFile, cache.KindSymlink:
+		case 0:
+			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not an earlier entry", hdr.Linkname))
+		default:
+			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
+		}
+		e.Linkname = target
+		x.seen[name] = x.seen[target]
+	}
+	if kind != cache.KindHardlink {
+		x.seen[name] = kind
+	}
+	if err := x.b.Add(e, r); err != nil {
+		return err
+	}
+	return nil
+}
+
+// parents checks that name's parent is a directory, creating missing
+// parents as tar does (mode 0755, root-owned, the entry's mtime).
+func (x *extractor) parents(name string, hdr *tar.Header) error {
+	if name == "." {
+		return nil
+	}
+	dir := path.Dir(name)
+	switch x.seen[dir] {
+	case cache.KindDir:
+		return nil
+	case 0:
+		if dir == "." {
+			return nil // the tree root always exists
+		}
+		if err := x.parents(dir, hdr); err != nil {
+			return err
+		}
+		x.seen[dir] = cache.KindDir
+		return x.b.Add(cache.Entry{Name: dir, Kind: cache.KindDir, Mode: 0o755, ModTime: hdr.ModTime}, nil)
+	default:
+		return unsafe(hdr.Name, fmt.Sprintf("parent %q is not a directory", dir))
+	}
+}
+
+// xattrs applies the xattr policy described in the package doc.
+func xattrs(hdr *tar.Header) (map[string][]byte, error) {
+	var out map[string][]byte
+	for k, v := range hdr.PAXRecords {
+		name, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+		if !ok {
+			continue
+		}
+		switch {
+		case name == "security.capability" || strings.HasPrefix(name, "user."):
+			if !utf8.ValidString(name) || len(name) > 255 || len(v) > 64<<10 {
+				return nil, unsafe(hdr.Name, fmt.Sprintf("bad xattr %q", name))
+			}
+			if out == nil {
+				out = map[string][]byte{}
+			}
+			out[name] = []byte(v)
+		case name == "security.selinux" || strings.HasPrefix(name, "system."):
+			// dropped: see the package doc
+		case strings.HasPrefix(name, "trusted."):
+			return nil, unsafe(hdr.Name, fmt.Sprintf("xattr %q is reserved for the host", name))
+		default:
+			return nil, unsafe(hdr.Name, fmt.Sprintf("unsupported xattr %q", name))
+		}
+	}
+	return out, nil
+}

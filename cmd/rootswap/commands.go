@@ -339,7 +339,7 @@ func runCmd(g *globals) *cobra.Command {
 never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
 no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
 ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
-		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
+		Example:            `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Flags are systemd-nspawn's: pick out only ours, before NAME.

@@ -1,0 +1,279 @@
+package activate
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+func newStore(t *testing.T) *cache.Store {
+	t.Helper()
+	s, err := cache.Open(context.Background(), filepath.Join(t.TempDir(), "store"), cache.Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// importTree imports a tiny tree whose /etc/version says v.
+func importTree(t *testing.T, s *cache.Store, v string) digest.Digest {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
+	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
+	tw.Write([]byte(v))
+	tw.Close()
+	tr, err := snapshot.ImportTar(context.Background(), s, &buf, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Digest
+}
+
+func TestValidName(t *testing.T) {
+	for _, n := range []string{"a", "web-1", "A_b.c", strings.Repeat("x", 64), "0"} {
+		if err := ValidName(n); err != nil {
+			t.Errorf("%q: %v", n, err)
+		}
+	}
+	for _, n := range []string{"", ".a", "-a", "a/b", "..", strings.Repeat("x", 65), "a b", "ä"} {
+		if err := ValidName(n); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%q: got %v, want ErrInvalidName", n, err)
+		}
+	}
+}
+
+func TestActivateRollbackGenerations(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	d1, d2, d3 := importTree(t, s, "v1"), importTree(t, s, "v2"), importTree(t, s, "v3")
+
+	for i, d := range []digest.Digest{d1, d2, d3} {
+		g, changed, err := Activate(ctx, s, "m", d, "img:"+fmt.Sprint(i+1), "test")
+		if err != nil || !changed || g.Number != uint64(i+1) {
+			t.Fatalf("activate %d: gen %d changed %v err %v", i+1, g.Number, changed, err)
+		}
+	}
+	if _, changed, _ := Activate(ctx, s, "m", d3, "img:3", "test"); changed {
+		t.Error("activating the current tree again changed something")
+	}
+	assertCurrent(t, s, "m", d3, "v3")
+
+	g, err := Rollback(ctx, s, "m", "")
+	if err != nil || g.Number != 2 {
+		t.Fatalf("rollback: %v %v", g, err)
+	}
+	assertCurrent(t, s, "m", d2, "v2")
+	if g, err = Rollback(ctx, s, "m", ""); err != nil || g.Number != 1 {
+		t.Fatalf("second rollback: %v %v", g, err)
+	}
+	if _, err = Rollback(ctx, s, "m", ""); !errors.Is(err, ErrNoGeneration) {
+		t.Fatalf("rollback past the oldest: %v", err)
+	}
+	if g, err = Rollback(ctx, s, "m", d3.String()); err != nil || g.Number != 3 {
+		t.Fatalf("rollback --to digest: %v %v", g, err)
+	}
+	if g, err = Rollback(ctx, s, "m", "1"); err != nil || g.Number != 1 {
+		t.Fatalf("rollback --to 1: %v %v", g, err)
+	}
+	if _, err = Rollback(ctx, s, "m", "9"); !errors.Is(err, ErrNoGeneration) {
+		t.Fatalf("rollback --to 9: %v", err)
+	}
+	// A new activation after rollbacks appends, it does not rewrite history.
+	g, _, err = Activate(ctx, s, "m", d2, "img:2", "test")
+	if err != nil || g.Number != 4 {
+		t.Fatalf("activate after rollback: %v %v", g, err)
+	}
+	gens, cur, err := History(s, "m")
+	if err != nil || len(gens) != 4 || cur != 4 {
+		t.Fatalf("history: %d gens, current %d, %v", len(gens), cur, err)
+	}
+	if _, _, err := Activate(ctx, s, "m", digest.FromString("nope"), "", "test"); !errors.Is(err, cache.ErrNotFound) {
+		t.Fatalf("activate of a missing tree: %v", err)
+	}
+}
+
+func assertCurrent(t *testing.T, s *cache.Store, name string, d digest.Digest, version string) {
+	t.Helper()
+	got, err := Current(s, name)
+	if err != nil || got != d {
+		t.Fatalf("current: %s %v, want %s", got, err, d)
+	}
+	b, err := os.ReadFile(filepath.Join(s.MachinesDir(), name, "current", "etc", "version"))
+	if err != nil || string(b) != version {
+		t.Fatalf("current/etc/version: %q %v, want %q", b, err, version)
+	}
+	ms, err := List(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Name == name && m.Digest != d {
+			t.Fatalf("list says %s is at %s, want %s", name, m.Digest, d)
+		}
+	}
+}
+
+// A crash between the symlink flip and the index record leaves the index
+// behind; the next operation adopts the symlink.
+func TestRecoverFlipWithoutRecord(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	d1, d2 := importTree(t, s, "v1"), importTree(t, s, "v2")
+	if _, _, err := Activate(ctx, s, "m", d1, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := flip(s, "m", d2); err != nil { // the crash: no record follows
+		t.Fatal(err)
+	}
+	if _, _, err := Activate(ctx, s, "m", d2, "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	gens, cur, _ := History(s, "m")
+	if len(gens) != 2 || gens[1].Digest != d2 || gens[1].Reason != "recovered" || cur != 2 {
+		t.Fatalf("after recovery: %+v current %d", gens, cur)
+	}
+	if g, err := Rollback(ctx, s, "m", ""); err != nil || g.Digest != d1 {
+		t.Fatalf("rollback after recovery: %+v %v", g, err)
+	}
+}
+
+func TestFlipLeavesNoTemporaries(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	d1, d2 := importTree(t, s, "v1"), importTree(t, s, "v2")
+	for i := 0; i < 10; i++ {
+		d := d1
+		if i%2 == 1 {
+			d = d2
+		}
+		if _, _, err := Activate(ctx, s, "m", d, "", "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ents, _ := os.ReadDir(filepath.Join(s.MachinesDir(), "m"))
+	if len(ents) != 1 || ents[0].Name() != "current" {
+		t.Fatalf("machines/m holds %v, want only current", ents)
+	}
+}
+
+func TestNspawnArgs(t *testing.T) {
+	args, err := NspawnArgs("web", "/t", []string{"--bind=/a:/b", "-E", "X=1", "/bin/sh", "-c", "-U"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "--machine web --directory /t --volatile=overlay --register=no --keep-unit --bind=/a:/b -E X=1 /bin/sh -c -U"
+	if got := strings.Join(args, " "); got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+	args, _ = NspawnArgs("web", "/t", []string{"--volatile=state", "/bin/true"}, true)
+	if got := strings.Join(args, " "); got != "--machine web --directory /t --volatile=state /bin/true" {
+		t.Errorf("volatile=state, registered: %s", got)
+	}
+	for _, bad := range [][]string{
+		{"--volatile=no"}, {"-D", "/"}, {"--directory=/"}, {"-M", "x"}, {"--image=/x.raw"},
+		{"-U"}, {"-bU"}, {"--private-users-chown"}, {"--private-users-ownership=chown"},
+		{"--bind", "/a", "-U", "/bin/true"},
+	} {
+		if _, err := NspawnArgs("web", "/t", bad, false); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	// -E takes the rest of the cluster as its value: "-EUSER=x" is not -U.
+	if _, err := NspawnArgs("web", "/t", []string{"-EUSER=x", "/bin/true"}, false); err != nil {
+		t.Errorf("-EUSER=x refused: %v", err)
+	}
+}
+
+// fakeSource is the Docker side of Prepare in unit tests.
+type fakeSource struct {
+	s        *cache.Store
+	images   map[string]string // ref → content of /etc/version
+	down     bool
+	pullErr  error
+	imports  int
+	resolved map[string]digest.Digest
+}
+
+func (f *fakeSource) Pull(ctx context.Context, ref string) error { return f.pullErr }
+
+func (f *fakeSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	if f.down {
+		return "", fmt.Errorf("fake: %w", ErrUnreachable)
+	}
+	v, ok := f.images[ref]
+	if !ok {
+		return "", fmt.Errorf("image %s: not found", ref)
+	}
+	return digest.FromString(v), nil
+}
+
+func (f *fakeSource) Import(ctx context.Context, ref string, d digest.Digest) (bool, error) {
+	if _, err := os.Stat(f.s.TreePath(d)); err == nil {
+		return false, nil
+	}
+	f.imports++
+	b, err := f.s.NewBuilder(ctx)
+	if err != nil {
+		return false, err
+	}
+	v := f.images[ref]
+	b.Add(cache.Entry{Name: "etc", Kind: cache.KindDir, Mode: 0o755}, nil)
+	if err := b.Add(cache.Entry{Name: "etc/version", Kind: cache.KindFile, Mode: 0o644, Size: int64(len(v))}, strings.NewReader(v)); err != nil {
+		b.Abort()
+		return false, err
+	}
+	_, err = b.Commit(ctx, d, []string{ref})
+	return true, err
+}
+
+func TestPrepare(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
+
+	p, err := Prepare(ctx, s, src, log, "m", "app:1", false)
+	if err != nil || !p.Imported || !p.Activated || p.Generation != 1 {
+		t.Fatalf("first prepare: %+v %v", p, err)
+	}
+	p, err = Prepare(ctx, s, src, log, "m", "app:1", false)
+	if err != nil || p.Imported || p.Activated || p.Generation != 1 || src.imports != 1 {
+		t.Fatalf("cache-hit prepare: %+v %v (imports %d)", p, err, src.imports)
+	}
+	p, err = Prepare(ctx, s, src, log, "m", "app:2", false)
+	if err != nil || !p.Activated || p.Generation != 2 {
+		t.Fatalf("upgrade: %+v %v", p, err)
+	}
+	src.pullErr = errors.New("registry down")
+	if _, err = Prepare(ctx, s, src, log, "m", "app:2", true); err != nil || !strings.Contains(logs.String(), "pull failed") {
+		t.Fatalf("failed pull must warn and carry on: %v, log %q", err, logs.String())
+	}
+	src.down = true
+	p, err = Prepare(ctx, s, src, log, "m", "app:2", false)
+	if err != nil || !p.Cached || p.Digest != digest.FromString("v2") {
+		t.Fatalf("daemon down with a cached tree: %+v %v", p, err)
+	}
+	if _, err = Prepare(ctx, s, src, log, "other", "app:2", false); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "other") {
+		t.Fatalf("daemon down without a cached tree: %v", err)
+	}
+	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", false); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("bad name: %v", err)
+	}
+}

@@ -77,6 +77,7 @@ version shares every unchanged file with the old one; rollback is one flip.`,
 		runCmd(g),
 		listCmd(g),
 		imagesCmd(g),
+		verifyCmd(g),
 	)
 	return root
 }

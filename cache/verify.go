@@ -1,0 +1,422 @@
+package cache
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
+
+	"github.com/rootswap/rootswap/internal/fsys"
+)
+
+// IdentityXattr reports whether xattr name is part of an object's
+// identity: the ones an import keeps. Others (an SELinux label the host
+// adds, say) are the host's business and ignored by verify.
+func IdentityXattr(name string) bool {
+	return name == "security.capability" || strings.HasPrefix(name, "user.")
+}
+
+// Problem is one inconsistency verify found.
+type Problem struct {
+	Kind   string        `json:"kind"` // index, tree, object, machine
+	Digest digest.Digest `json:"digest,omitempty"`
+	Path   string        `json:"path,omitempty"`
+	Detail string        `json:"detail"`
+}
+
+func (p Problem) String() string {
+	what := p.Kind
+	if p.Digest != "" {
+		what += " " + p.Digest.String()
+	}
+	if p.Path != "" {
+		what += " " + p.Path
+	}
+	return what + ": " + p.Detail
+}
+
+// Report is the result of Verify.
+type Report struct {
+	Trees     int       `json:"trees"`
+	Objects   int       `json:"objects"`
+	Problems  []Problem `json:"problems"`
+	Leftovers []string  `json:"leftovers"` // unreferenced files and directories, relative to the store
+	Repaired  []string  `json:"repaired,omitempty"`
+}
+
+// Verify checks the store: the index is internally consistent; every
+// indexed tree (or only those in only) exists and matches its manifest;
+// every object hashes to its name, metadata included; every machine points
+// at an indexed, complete tree. It lists unreferenced leftovers. With
+// repair, under the exclusive store lock, it removes leftovers and corrupt
+// objects and marks broken trees so the next prepare imports them again.
+func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*Report, error) {
+	lock, err := s.Lock(ctx, repair)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	rep := &Report{Problems: []Problem{}, Leftovers: []string{}}
+	var trees []Tree
+	err = s.View(func(tx *Tx) error {
+		for _, e := range tx.Check() {
+			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
+		}
+		var err error
+		trees, err = tx.Trees()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	indexed := map[digest.Digest]bool{}
+	for _, t := range trees {
+		indexed[t.Digest] = true
+	}
+	if len(only) > 0 {
+		var sel []Tree
+		for _, d := range only {
+			found := false
+			for _, t := range trees {
+				if t.Digest == d {
+					sel, found = append(sel, t), true
+				}
+			}
+			if !found {
+				return nil, fmt.Errorf("tree %s: %w", d, ErrNotFound)
+			}
+		}
+		trees = sel
+	}
+
+	// Objects first, in parallel: a tree file linked to a sound object is
+	// sound without hashing it again.
+	badObjects, nobj, err := s.verifyObjects(ctx, len(only) == 0)
+	if err != nil {
+		return nil, err
+	}
+	rep.Objects = nobj
+	for d, why := range badObjects {
+		rep.Problems = append(rep.Problems, Problem{Kind: "object", Digest: d, Detail: why})
+	}
+	broken := map[digest.Digest]bool{}
+	for _, t := range trees {
+		rep.Trees++
+		if t.Broken {
+			rep.Problems = append(rep.Problems, Problem{Kind: "tree", Digest: t.Digest, Detail: "marked broken; the next prepare imports it again"})
+			broken[t.Digest] = true
+			continue
+		}
+		for _, p := range s.verifyTree(t, badObjects) {
+			rep.Problems = append(rep.Problems, p)
+			broken[t.Digest] = true
+		}
+	}
+	rep.Problems = append(rep.Problems, s.verifyMachines(indexed, broken)...)
+	if len(only) == 0 {
+		rep.Leftovers = s.leftovers(indexed)
+	}
+	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
+	if repair {
+		if err := s.repair(ctx, rep, badObjects, broken); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+// ObjectDigest computes the name a file deserves as an object, from its
+// metadata and content.
+func ObjectDigest(p string) (digest.Digest, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", fmt.Errorf("%s: not a regular file", p)
+	}
+	xs, err := fsys.Xattrs(f)
+	if err != nil {
+		return "", err
+	}
+	for k := range xs {
+		if !IdentityXattr(k) {
+			delete(xs, k)
+		}
+	}
+	e := Entry{Mode: st.Mode & 0o7777, UID: int(st.Uid), GID: int(st.Gid), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec), Xattrs: xs}
+	h := objectHasher(&e)
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hashDigest(h), nil
+}
+
+func (s *Store) verifyObjects(ctx context.Context, all bool) (map[digest.Digest]string, int, error) {
+	dir := filepath.Join(s.root, "objects", "sha256")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, 0, err
+	}
+	bad := map[digest.Digest]string{}
+	var mu sync.Mutex
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.NumCPU(); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				want := digest.NewDigestFromEncoded(digest.SHA256, name)
+				why := ""
+				if want.Validate() != nil {
+					why = "name is not a sha256 digest"
+				} else if got, err := ObjectDigest(filepath.Join(dir, name)); err != nil {
+					why = err.Error()
+				} else if got != want {
+					why = "content or metadata changed: hashes to " + got.String()
+				}
+				if why != "" {
+					mu.Lock()
+					bad[want] = why
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for _, e := range ents {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- e.Name()
+	}
+	close(work)
+	wg.Wait()
+	return bad, len(ents), ctx.Err()
+}
+
+// verifyTree compares tree t with its manifest, entry by entry.
+func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Problem {
+	var out []Problem
+	bad := func(path, format string, args ...any) {
+		out = append(out, Problem{Kind: "tree", Digest: t.Digest, Path: path, Detail: fmt.Sprintf(format, args...)})
+	}
+	root := s.TreePath(t.Digest)
+	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
+		bad("", "tree directory missing")
+		return out
+	}
+	mf, err := os.Open(s.ManifestPath(t.Digest))
+	if err != nil {
+		bad("", "manifest: %v", err)
+		return out
+	}
+	defer mf.Close()
+	h := sha256.New()
+	sc := bufio.NewScanner(io.TeeReader(mf, h))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := int64(0)
+	for sc.Scan() {
+		me, err := ParseManifestLine(sc.Text())
+		if err != nil {
+			bad("", "manifest: %v", err)
+			return out
+		}
+		n++
+		if me.Kind == KindDir && me.Name == "." {
+			continue
+		}
+		p := filepath.Join(root, me.Name)
+		var st unix.Stat_t
+		if err := unix.Lstat(p, &st); err != nil {
+			bad(me.Name, "missing: %v", err)
+			continue
+		}
+		wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindFile: unix.S_IFREG, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
+		switch me.Kind {
+		case KindHardlink:
+			var tst unix.Stat_t
+			if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
+				bad(me.Name, "no longer a hard link to %s", me.Linkname)
+			}
+			continue
+		case KindFile:
+			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+				bad(me.Name, "not a regular file")
+				continue
+			}
+			if why, ok := badObjects[me.Object]; ok {
+				bad(me.Name, "object %s is corrupt: %s", me.Object, why)
+				continue
+			}
+			var ost unix.Stat_t
+			if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
+				continue // the object was hashed above
+			}
+			if got, err := ObjectDigest(p); err != nil || got != me.Object {
+				bad(me.Name, "content or metadata differ from object %s", me.Object)
+			}
+			continue
+		}
+		if st.Mode&unix.S_IFMT != wantType[me.Kind] {
+			bad(me.Name, "type changed")
+			continue
+		}
+		if me.Kind != KindSymlink && (st.Mode&0o7777 != me.Mode || int(st.Uid) != me.UID || int(st.Gid) != me.GID) {
+			bad(me.Name, "mode or owner changed: %o %d:%d, want %o %d:%d", st.Mode&0o7777, st.Uid, st.Gid, me.Mode, me.UID, me.GID)
+		}
+		if me.Kind == KindSymlink {
+			if target, _ := os.Readlink(p); target != me.Linkname {
+				bad(me.Name, "symlink points at %q, want %q", target, me.Linkname)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		bad("", "manifest: %v", err)
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != t.Manifest {
+		bad("", "manifest hashes to %s, index says %s", got, t.Manifest)
+	}
+	if n != t.Files {
+		bad("", "manifest lists %d entries, index says %d", n, t.Files)
+	}
+	// Anything in the tree the manifest does not list.
+	count := int64(0)
+	filepath.Walk(root, func(string, os.FileInfo, error) error { count++; return nil })
+	if count-1 > t.Files { // the root itself is not always listed
+		bad("", "tree has %d entries, manifest %d", count-1, t.Files)
+	}
+	return out
+}
+
+func (s *Store) verifyMachines(indexed, broken map[digest.Digest]bool) []Problem {
+	var out []Problem
+	ents, _ := os.ReadDir(s.MachinesDir())
+	for _, e := range ents {
+		link := filepath.Join(s.MachinesDir(), e.Name(), "current")
+		target, err := os.Readlink(link)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			out = append(out, Problem{Kind: "machine", Path: e.Name(), Detail: err.Error()})
+			continue
+		}
+		parts := strings.Split(target, "/")
+		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[len(parts)-2]), parts[len(parts)-1])
+		switch {
+		case d.Validate() != nil:
+			out = append(out, Problem{Kind: "machine", Path: e.Name(), Detail: fmt.Sprintf("current points at %q", target)})
+		case !indexed[d]:
+			out = append(out, Problem{Kind: "machine", Path: e.Name(), Digest: d, Detail: "current points at a tree the index does not have"})
+		case broken[d]:
+			out = append(out, Problem{Kind: "machine", Path: e.Name(), Digest: d, Detail: "current points at a broken tree"})
+		}
+	}
+	return out
+}
+
+// leftovers lists what no index record, machine or live process needs:
+// unindexed trees and manifests, staging whose lock is free, and objects
+// no tree links (link count 1).
+func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
+	var out []string
+	for _, kind := range []string{"trees", "manifests"} {
+		ents, _ := os.ReadDir(filepath.Join(s.root, kind, "sha256"))
+		for _, e := range ents {
+			if !indexed[digest.NewDigestFromEncoded(digest.SHA256, e.Name())] {
+				out = append(out, filepath.Join(kind, "sha256", e.Name()))
+			}
+		}
+	}
+	ents, _ := os.ReadDir(s.TmpDir())
+	for _, e := range ents {
+		if id, ok := strings.CutSuffix(e.Name(), ".lock"); ok {
+			if l, free, _ := fsys.TryLock(filepath.Join(s.TmpDir(), e.Name())); free {
+				l.Unlock()
+				out = append(out, filepath.Join("tmp", id))
+			}
+		}
+	}
+	dir := filepath.Join(s.root, "objects", "sha256")
+	objs, _ := os.ReadDir(dir)
+	for _, e := range objs {
+		var st unix.Stat_t
+		if unix.Lstat(filepath.Join(dir, e.Name()), &st) == nil && st.Nlink == 1 {
+			out = append(out, filepath.Join("objects", "sha256", e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.Digest]string, broken map[digest.Digest]bool) error {
+	// Corrupt objects leave objects/ so that a re-import writes them anew;
+	// every tree that names one is broken.
+	for d := range badObjects {
+		if err := os.Remove(s.ObjectPath(d)); err == nil {
+			rep.Repaired = append(rep.Repaired, "removed corrupt object "+d.String())
+		}
+	}
+	if len(broken) > 0 {
+		err := s.Update(func(tx *Tx) error {
+			for d := range broken {
+				t, err := tx.Tree(d)
+				if err != nil {
+					continue
+				}
+				t.Broken = true
+				if err := tx.PutTree(t); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for d := range broken {
+			rep.Repaired = append(rep.Repaired, "marked tree "+d.String()+" broken")
+		}
+	}
+	if err := s.CleanTmp(ctx); err != nil {
+		return err
+	}
+	for _, l := range rep.Leftovers {
+		if strings.HasPrefix(l, "trees/") && s.machineUses(filepath.Base(l)) {
+			continue // an unindexed tree a machine still runs is not ours to delete
+		}
+		if err := os.RemoveAll(filepath.Join(s.root, l)); err == nil {
+			rep.Repaired = append(rep.Repaired, "removed "+l)
+		}
+	}
+	sort.Strings(rep.Repaired)
+	return nil
+}
+
+func (s *Store) machineUses(hex string) bool {
+	ents, _ := os.ReadDir(s.MachinesDir())
+	for _, e := range ents {
+		if target, err := os.Readlink(filepath.Join(s.MachinesDir(), e.Name(), "current")); err == nil && filepath.Base(target) == hex {
+			return true
+		}
+	}
+	return false
+}

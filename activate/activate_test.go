@@ -99,9 +99,9 @@ func TestActivateRollbackGenerations(t *testing.T) {
 	if err != nil || g.Number != 4 {
 		t.Fatalf("activate after rollback: %v %v", g, err)
 	}
-	gens, cur, err := History(s, "m")
-	if err != nil || len(gens) != 4 || cur != 4 {
-		t.Fatalf("history: %d gens, current %d, %v", len(gens), cur, err)
+	gens, m, err := History(s, "m")
+	if err != nil || len(gens) != 4 || m.Current != 4 {
+		t.Fatalf("history: %d gens, current %d, %v", len(gens), m.Current, err)
 	}
 	if _, _, err := Activate(ctx, s, "m", digest.FromString("nope"), "", "test"); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("activate of a missing tree: %v", err)
@@ -144,9 +144,9 @@ func TestRecoverFlipWithoutRecord(t *testing.T) {
 	if _, _, err := Activate(ctx, s, "m", d2, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	gens, cur, _ := History(s, "m")
-	if len(gens) != 2 || gens[1].Digest != d2 || gens[1].Reason != "recovered" || cur != 2 {
-		t.Fatalf("after recovery: %+v current %d", gens, cur)
+	gens, m, _ := History(s, "m")
+	if len(gens) != 2 || gens[1].Digest != d2 || gens[1].Reason != "recovered" || m.Current != 2 {
+		t.Fatalf("after recovery: %+v current %d", gens, m.Current)
 	}
 	if g, err := Rollback(ctx, s, "m", ""); err != nil || g.Digest != d1 {
 		t.Fatalf("rollback after recovery: %+v %v", g, err)
@@ -249,31 +249,130 @@ func TestPrepare(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 
-	p, err := Prepare(ctx, s, src, log, "m", "app:1", false)
+	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
 	if err != nil || !p.Imported || !p.Activated || p.Generation != 1 {
 		t.Fatalf("first prepare: %+v %v", p, err)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:1", false)
+	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
 	if err != nil || p.Imported || p.Activated || p.Generation != 1 || src.imports != 1 {
 		t.Fatalf("cache-hit prepare: %+v %v (imports %d)", p, err, src.imports)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", false)
+	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
 	if err != nil || !p.Activated || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	src.pullErr = errors.New("registry down")
-	if _, err = Prepare(ctx, s, src, log, "m", "app:2", true); err != nil || !strings.Contains(logs.String(), "pull failed") {
+	if _, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
 		t.Fatalf("failed pull must warn and carry on: %v, log %q", err, logs.String())
 	}
 	src.down = true
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", false)
+	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
 	if err != nil || !p.Cached || p.Digest != digest.FromString("v2") {
 		t.Fatalf("daemon down with a cached tree: %+v %v", p, err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "other", "app:2", false); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "other") {
+	if _, err = Prepare(ctx, s, src, log, "other", "app:2", PrepareOptions{}); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "other") {
 		t.Fatalf("daemon down without a cached tree: %v", err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", false); !errors.Is(err, ErrInvalidName) {
+	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("bad name: %v", err)
+	}
+}
+
+// simulateRun does what `run` then `report` record for one run of machine
+// name that lasted up and ended with r.
+func simulateRun(t *testing.T, s *cache.Store, name string, up time.Duration, r RunResult) cache.Generation {
+	t.Helper()
+	now := time.Now()
+	if _, err := updateCurrent(s, name, func(g *cache.Generation) { g.Starts++; g.LastStart = now.Add(-up) }); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Report(s, name, r, DefaultHealthyAfter, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestCrashLoopRollsBack(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
+	fail := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
+	ok := RunResult{ServiceResult: "success", ExitCode: "exited", ExitStatus: "0"}
+
+	if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if g := simulateRun(t, s, "m", time.Minute, ok); !Healthy(g, DefaultHealthyAfter) || g.Starts != 1 {
+		t.Fatalf("a one-minute run did not make generation 1 healthy: %+v", g)
+	}
+	if p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Generation != 2 {
+		t.Fatalf("upgrade: %+v %v", p, err)
+	}
+	// Two failures are not yet a loop.
+	for i := 0; i < 2; i++ {
+		simulateRun(t, s, "m", time.Second, fail)
+		p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+		if err != nil || p.RolledBack || p.Generation != 2 {
+			t.Fatalf("after %d failures: %+v %v", i+1, p, err)
+		}
+	}
+	g := simulateRun(t, s, "m", time.Second, fail)
+	if g.Failures != 3 || g.LastResult != "exit-code exited 1" {
+		t.Fatalf("third failure recorded as %+v", g)
+	}
+	p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	if err != nil || !p.RolledBack || !p.Declined || p.Digest != digest.FromString("v1") || p.Generation != 1 {
+		t.Fatalf("crash loop: %+v %v", p, err)
+	}
+	if !strings.Contains(logs.String(), "rolled back a crash-looping generation") {
+		t.Errorf("no warning logged: %s", logs.String())
+	}
+	assertCurrent(t, s, "m", digest.FromString("v1"), "v1")
+	// The bad digest stays declined while the ref still names it.
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || !p.Declined || p.RolledBack || p.Generation != 1 {
+		t.Fatalf("second prepare of the failed digest: %+v %v", p, err)
+	}
+	gens, m, _ := History(s, "m")
+	if HealthOf(m, gens[1], DefaultHealthyAfter) != "failed" || HealthOf(m, gens[0], DefaultHealthyAfter) != "healthy" {
+		t.Errorf("health labels: %q %q", HealthOf(m, gens[0], DefaultHealthyAfter), HealthOf(m, gens[1], DefaultHealthyAfter))
+	}
+	// A new digest behind the ref is tried.
+	src.images["app:2"] = "v2-fixed"
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || !p.Activated || p.Digest != digest.FromString("v2-fixed") {
+		t.Fatalf("fixed image: %+v %v", p, err)
+	}
+	// --force brings the failed digest back.
+	src.images["app:2"] = "v2"
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Force: true}); err != nil || !p.Activated || p.Digest != digest.FromString("v2") {
+		t.Fatalf("--force: %+v %v", p, err)
+	}
+	if _, m, _ = History(s, "m"); len(m.Failed) != 0 {
+		t.Errorf("--force left the digest marked failed: %v", m.Failed)
+	}
+}
+
+func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1"}}
+	Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	for i := 0; i < 3; i++ {
+		simulateRun(t, s, "m", time.Second, RunResult{ServiceResult: "signal", ExitCode: "killed", ExitStatus: "SEGV"})
+	}
+	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	if err != nil || p.RolledBack || p.Declined || p.Generation != 1 {
+		t.Fatalf("nothing to roll back to: %+v %v", p, err)
+	}
+	if !strings.Contains(logs.String(), "no healthy generation") {
+		t.Errorf("no warning: %s", logs.String())
+	}
+	// A long run that fails is not part of a loop.
+	if g := simulateRun(t, s, "m", 2*time.Minute, RunResult{ServiceResult: "exit-code", ExitStatus: "1"}); g.Failures != 0 {
+		t.Errorf("a long failed run counted as a crash: %+v", g)
 	}
 }

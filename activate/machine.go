@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -328,11 +329,11 @@ func List(s *cache.Store) ([]Status, error) {
 	return out, err
 }
 
-// History returns machine name's generations, oldest first, and the
-// number of the current one.
-func History(s *cache.Store, name string) ([]cache.Generation, uint64, error) {
+// History returns machine name's generations, oldest first, and its
+// record (the current generation, the failed digests).
+func History(s *cache.Store, name string) ([]cache.Generation, cache.Machine, error) {
 	if err := ValidName(name); err != nil {
-		return nil, 0, err
+		return nil, cache.Machine{}, err
 	}
 	var gens []cache.Generation
 	var m cache.Machine
@@ -343,7 +344,22 @@ func History(s *cache.Store, name string) ([]cache.Generation, uint64, error) {
 		gens, err = tx.Generations(name)
 		return err
 	})
-	return gens, m.Current, err
+	return gens, m, err
+}
+
+// HealthOf labels generation g of machine m: "failed" (rolled back from a
+// crash loop), "healthy" (stayed up healthyAfter), "failing" (its last runs
+// failed) or "" (nothing known yet).
+func HealthOf(m cache.Machine, g cache.Generation, healthyAfter time.Duration) string {
+	switch {
+	case slices.Contains(m.Failed, g.Digest):
+		return "failed"
+	case Healthy(g, healthyAfter):
+		return "healthy"
+	case g.Failures > 0:
+		return "failing"
+	}
+	return ""
 }
 
 // TreeFor returns the absolute path of machine name's current tree.

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -26,25 +28,51 @@ type Source interface {
 // ErrUnreachable is wrapped by a Source that cannot be reached.
 var ErrUnreachable = errors.New("image source unreachable")
 
+// PrepareOptions tune Prepare; the zero value means no pull and the
+// default health policy.
+type PrepareOptions struct {
+	Pull         bool
+	Force        bool          // activate a digest even if it failed before
+	HealthyAfter time.Duration // a run this long makes a generation healthy
+	MaxFailures  int           // failed short runs in a row that make a crash loop
+}
+
+func (p *PrepareOptions) defaults() {
+	if p.HealthyAfter <= 0 {
+		p.HealthyAfter = DefaultHealthyAfter
+	}
+	if p.MaxFailures <= 0 {
+		p.MaxFailures = DefaultMaxFailures
+	}
+}
+
 // Prepared says what Prepare did.
 type Prepared struct {
 	Digest     digest.Digest
 	Generation uint64
 	Imported   bool // a new tree was exported into the store
-	Activated  bool // current moved
+	Activated  bool // current moved to a new generation
 	Cached     bool // the source was unreachable: the cached tree stays current
+	RolledBack bool // current was crash-looping and was rolled back
+	Declined   bool // the image's digest failed before: the current tree stays
 }
 
 // Prepare makes machine name run image ref: resolve, import if the store
-// lacks the tree, activate. When ref already names the current tree it
-// costs one resolve, one readlink and one index read, and writes nothing.
-// With pull, a failed pull is a warning. When the source is unreachable and
-// the machine has a current tree, it warns and keeps that tree.
-func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, name, ref string, pull bool) (Prepared, error) {
+// lacks the tree, activate. When ref already names the current tree (and
+// it is not crash-looping) it costs one resolve, one readlink and one index
+// read, and writes nothing.
+//
+// Around that: with Pull, a failed pull is a warning. When the source is
+// unreachable and the machine has a current tree, it warns and keeps it.
+// When the current generation is crash-looping, it rolls back to the last
+// healthy one and marks the bad digest failed; a failed digest is declined
+// (warning, no error) until ref names another digest or Force is set.
+func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, name, ref string, opt PrepareOptions) (Prepared, error) {
+	opt.defaults()
 	if err := ValidName(name); err != nil {
 		return Prepared{}, err
 	}
-	if pull {
+	if opt.Pull {
 		if err := src.Pull(ctx, ref); err != nil {
 			log.Warn("pull failed; using the local image", "image", ref, "err", err)
 		}
@@ -61,33 +89,61 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 	if err != nil {
 		return Prepared{}, err
 	}
-	// The path every restart takes: nothing to do if d is current.
-	if cur, err := Current(s, name); err == nil && cur == d {
-		var p Prepared
-		err := s.View(func(tx *cache.Tx) error {
-			m, err := tx.Machine(name)
-			if err != nil {
-				return err
-			}
-			t, err := tx.Tree(d)
-			if err != nil || t.Broken {
-				return cache.ErrNotFound
-			}
-			p = Prepared{Digest: d, Generation: m.Current}
-			return nil
-		})
-		if err == nil {
-			return p, nil
+
+	// One read for the path every restart takes, and for the health check.
+	cur, _ := Current(s, name)
+	var m cache.Machine
+	var g cache.Generation
+	treeOK := false
+	err = s.View(func(tx *cache.Tx) error {
+		var err error
+		if m, err = tx.Machine(name); err != nil {
+			return nil // a new machine
 		}
-	}
-	p := Prepared{Digest: d}
-	if p.Imported, err = src.Import(ctx, ref, d); err != nil {
-		return Prepared{}, err
-	}
-	g, changed, err := Activate(ctx, s, name, d, ref, "prepare")
+		g, _ = tx.Generation(name, m.Current)
+		t, err := tx.Tree(d)
+		treeOK = err == nil && !t.Broken
+		return nil
+	})
 	if err != nil {
 		return Prepared{}, err
 	}
-	p.Generation, p.Activated = g.Number, changed
+	p := Prepared{Digest: d}
+	if m.Current != 0 && g.Digest == cur && crashLooping(g, opt) && !opt.Force {
+		good, ok, err := autoRollback(ctx, s, log, name, g, opt)
+		if err != nil {
+			return Prepared{}, err
+		}
+		if ok {
+			cur, p.RolledBack, p.Digest, p.Generation = good.Digest, true, good.Digest, good.Number
+			m.Failed = append(m.Failed, g.Digest)
+		}
+	}
+	if slices.Contains(m.Failed, d) {
+		if !opt.Force {
+			log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
+				"machine", name, "image", ref, "digest", d, "current", cur)
+			p.Digest, p.Declined = cur, true
+			if !p.RolledBack {
+				p.Generation = m.Current
+			}
+			return p, nil
+		}
+		if err := clearFailed(s, name, d); err != nil {
+			return Prepared{}, err
+		}
+	}
+	if cur == d && treeOK && !p.RolledBack {
+		p.Generation = m.Current
+		return p, nil
+	}
+	if p.Imported, err = src.Import(ctx, ref, d); err != nil {
+		return Prepared{}, err
+	}
+	gen, changed, err := Activate(ctx, s, name, d, ref, "prepare")
+	if err != nil {
+		return Prepared{}, err
+	}
+	p.Digest, p.Generation, p.Activated = d, gen.Number, changed
 	return p, nil
 }

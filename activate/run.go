@@ -115,16 +115,26 @@ func Run(s *cache.Store, name string, user []string) error {
 	if err != nil {
 		return err
 	}
-	// Best effort: last_used feeds gc's --unused-for; a busy index must not
-	// stop a service from starting.
+	// Best effort, one transaction: the run's start feeds crash-loop
+	// detection and last_used feeds gc's --unused-for; a busy index must
+	// not stop a service from starting.
 	now := time.Now().UTC()
 	s.Update(func(tx *cache.Tx) error {
-		t, err := tx.Tree(d)
+		if t, err := tx.Tree(d); err == nil {
+			t.LastUsed = now
+			tx.PutTree(t)
+		}
+		m, err := tx.Machine(name)
 		if err != nil {
 			return err
 		}
-		t.LastUsed = now
-		return tx.PutTree(t)
+		g, err := tx.Generation(name, m.Current)
+		if err != nil || g.Digest != d {
+			return err
+		}
+		g.Starts++
+		g.LastStart = now
+		return tx.PutGeneration(name, g)
 	})
 	return syscall.Exec(bin, append([]string{bin}, args...), os.Environ())
 }

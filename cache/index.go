@@ -41,8 +41,9 @@ type Tree struct {
 
 // Machine is the index record of a machine.
 type Machine struct {
-	Name    string `json:"name"`
-	Current uint64 `json:"current"` // the generation `current` points at
+	Name    string          `json:"name"`
+	Current uint64          `json:"current"`          // the generation `current` points at
+	Failed  []digest.Digest `json:"failed,omitempty"` // digests rolled back from a crash loop: not activated again without --force
 }
 
 // Generation is one activation of a machine.
@@ -52,6 +53,16 @@ type Generation struct {
 	Image  string        `json:"image"`
 	Time   time.Time     `json:"activated"`
 	Reason string        `json:"reason"`
+	Health
+}
+
+// Health is what `run` and `report` learn about a generation's runs.
+type Health struct {
+	Starts     int           `json:"starts"`                // runs started
+	Failures   int           `json:"failures"`              // failed runs since the last success
+	LongestRun time.Duration `json:"longest_run"`           // the longest run reported
+	LastStart  time.Time     `json:"last_start,omitzero"`   // when the current (or last) run started
+	LastResult string        `json:"last_result,omitempty"` // "$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS"
 }
 
 // Lease keeps an import's objects and staging alive until it commits or
@@ -247,6 +258,21 @@ func (t *Tx) Generations(name string) ([]Generation, error) {
 	return out, err
 }
 
+// Generation returns generation n of machine name, or an error wrapping
+// ErrNotFound.
+func (t *Tx) Generation(name string, n uint64) (Generation, error) {
+	var g Generation
+	b := t.tx.Bucket(bucketGenerations).Bucket([]byte(name))
+	if b == nil {
+		return g, fmt.Errorf("machine %s: generation %d: %w", name, n, ErrNotFound)
+	}
+	ok, err := getJSON(b, genKey(n), &g)
+	if err == nil && !ok {
+		err = fmt.Errorf("machine %s: generation %d: %w", name, n, ErrNotFound)
+	}
+	return g, err
+}
+
 // AppendGeneration records g as machine name's next generation, setting
 // g.Number, and returns it.
 func (t *Tx) AppendGeneration(name string, g Generation) (Generation, error) {
@@ -259,6 +285,15 @@ func (t *Tx) AppendGeneration(name string, g Generation) (Generation, error) {
 		g.Number = binary.BigEndian.Uint64(k) + 1
 	}
 	return g, putJSON(b, genKey(g.Number), g)
+}
+
+// PutGeneration rewrites an existing generation of machine name.
+func (t *Tx) PutGeneration(name string, g Generation) error {
+	b := t.tx.Bucket(bucketGenerations).Bucket([]byte(name))
+	if b == nil || b.Get(genKey(g.Number)) == nil {
+		return fmt.Errorf("machine %s: generation %d: %w", name, g.Number, ErrNotFound)
+	}
+	return putJSON(b, genKey(g.Number), g)
 }
 
 // PutLease writes a lease.

@@ -139,9 +139,9 @@ Activating the current tree changes nothing.`,
 }
 
 func prepareCmd(g *globals) *cobra.Command {
-	var pull bool
+	opt := activate.PrepareOptions{HealthyAfter: envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)}
 	cmd := &cobra.Command{
-		Use:   "prepare [--pull] NAME IMAGE",
+		Use:   "prepare [--pull] [--force] NAME IMAGE",
 		Short: "Import IMAGE if needed and make it machine NAME's current tree",
 		Long: `Prepare is what a unit's ExecStartPre runs: resolve IMAGE through the Docker
 daemon, import it if the store lacks it, and activate it for NAME. If IMAGE is
@@ -149,7 +149,13 @@ already current it changes nothing and returns in milliseconds.
 
 With --pull the daemon pulls IMAGE first; a failed pull is a warning. If the
 daemon is unreachable and NAME has a current tree, prepare warns and exits 0 so
-the service starts from cache.`,
+the service starts from cache.
+
+Crash loops: when the current generation failed --max-failures runs in a row
+(as recorded by 'rootswap report') without ever staying up --healthy-after,
+prepare rolls back to the last healthy generation and marks the bad digest
+failed. A failed digest is declined (warning, exit 0) until IMAGE resolves to
+another digest or --force is given.`,
 		Example: `  rootswap prepare --pull web registry.example/web:stable`,
 		Args:    exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -164,12 +170,18 @@ the service starts from cache.`,
 			if err != nil {
 				return err
 			}
-			p, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], pull)
+			p, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], opt)
 			if err != nil {
 				return err
 			}
 			what := "unchanged"
 			switch {
+			case p.Declined && p.RolledBack:
+				what = "rolled back from a crash loop; new image declined"
+			case p.Declined:
+				what = "image declined: it failed before"
+			case p.RolledBack:
+				what = "rolled back from a crash loop"
 			case p.Cached:
 				what = "cached, daemon unreachable"
 			case p.Imported:
@@ -181,7 +193,10 @@ the service starts from cache.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&pull, "pull", false, "pull IMAGE first; carry on with the local image if that fails")
+	cmd.Flags().BoolVar(&opt.Pull, "pull", false, "pull IMAGE first; carry on with the local image if that fails")
+	cmd.Flags().BoolVar(&opt.Force, "force", false, "activate IMAGE even if its digest failed on NAME before")
+	cmd.Flags().DurationVar(&opt.HealthyAfter, "healthy-after", opt.HealthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
+	cmd.Flags().IntVar(&opt.MaxFailures, "max-failures", activate.DefaultMaxFailures, "failed short runs in a row that make a crash loop")
 	return cmd
 }
 
@@ -218,9 +233,10 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 
 func historyCmd(g *globals) *cobra.Command {
 	var asJSON bool
+	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
 	cmd := &cobra.Command{
 		Use:     "history NAME",
-		Short:   "List machine NAME's generations",
+		Short:   "List machine NAME's generations and their health",
 		Example: `  rootswap history web --json`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -231,33 +247,36 @@ func historyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			gens, cur, err := activate.History(s, args[0])
+			gens, m, err := activate.History(s, args[0])
 			if err != nil {
 				return err
 			}
+			type row struct {
+				cache.Generation
+				Current bool   `json:"current"`
+				State   string `json:"health"`
+			}
+			rows := []row{}
+			for _, gen := range gens {
+				rows = append(rows, row{gen, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
+			}
 			if asJSON {
-				type row struct {
-					cache.Generation
-					Current bool `json:"current"`
-				}
-				rows := []row{}
-				for _, gen := range gens {
-					rows = append(rows, row{gen, gen.Number == cur})
-				}
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "\tGEN\tDIGEST\tIMAGE\tACTIVATED\tREASON")
-			for _, gen := range gens {
+			fmt.Fprintln(w, "\tGEN\tDIGEST\tIMAGE\tACTIVATED\tREASON\tSTARTS\tFAILS\tLONGEST RUN\tHEALTH")
+			for _, r := range rows {
 				mark := ""
-				if gen.Number == cur {
+				if r.Current {
 					mark = "*"
 				}
-				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", mark, gen.Number, short(gen.Digest), gen.Image, gen.Time.Format(time.RFC3339), gen.Reason)
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", mark, r.Number, short(r.Digest), r.Image,
+					r.Time.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, r.LongestRun.Round(time.Second), r.State)
 			}
 			return w.Flush()
 		},
 	}
+	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -438,4 +457,13 @@ func (d *dockerSource) Import(ctx context.Context, ref string, dg digest.Digest)
 		d.log.Info("imported", "image", ref, "digest", dg, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return created, err
+}
+
+// envDuration reads a duration from the environment, falling back to def
+// when it is unset or malformed.
+func envDuration(name string, def time.Duration) time.Duration {
+	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
 }

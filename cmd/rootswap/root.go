@@ -78,6 +78,7 @@ version shares every unchanged file with the old one; rollback is one flip.`,
 		listCmd(g),
 		imagesCmd(g),
 		verifyCmd(g),
+		reportCmd(g),
 	)
 	return root
 }

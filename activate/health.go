@@ -1,0 +1,150 @@
+package activate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/cache"
+)
+
+// Health policy defaults: a generation that fails DefaultMaxFailures runs
+// in a row without ever staying up DefaultHealthyAfter is crash-looping.
+const (
+	DefaultHealthyAfter = 30 * time.Second
+	DefaultMaxFailures  = 3
+)
+
+// RunResult is what systemd tells ExecStopPost about the run that ended.
+type RunResult struct {
+	ServiceResult string // $SERVICE_RESULT: success, exit-code, signal, timeout, core-dump, watchdog, …
+	ExitCode      string // $EXIT_CODE: exited, killed, dumped
+	ExitStatus    string // $EXIT_STATUS: a number or a signal name
+}
+
+// Failed reports whether the run failed. Without $SERVICE_RESULT (not run
+// by systemd) a non-zero $EXIT_STATUS decides.
+func (r RunResult) Failed() bool {
+	if r.ServiceResult != "" {
+		return r.ServiceResult != "success"
+	}
+	return r.ExitStatus != "" && r.ExitStatus != "0"
+}
+
+func (r RunResult) String() string {
+	return fmt.Sprintf("%s %s %s", r.ServiceResult, r.ExitCode, r.ExitStatus)
+}
+
+// updateCurrent applies fn to machine name's current generation in one
+// transaction.
+func updateCurrent(s *cache.Store, name string, fn func(*cache.Generation)) (cache.Generation, error) {
+	var g cache.Generation
+	err := s.Update(func(tx *cache.Tx) error {
+		m, err := tx.Machine(name)
+		if err != nil {
+			return err
+		}
+		if g, err = tx.Generation(name, m.Current); err != nil {
+			return err
+		}
+		fn(&g)
+		return tx.PutGeneration(name, g)
+	})
+	return g, err
+}
+
+// Report records how the current generation's run ended (called by
+// `report` as the unit's ExecStopPost). A failed run shorter than
+// healthyAfter counts towards a crash loop; a success or a long run ends one.
+func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (cache.Generation, error) {
+	if err := ValidName(name); err != nil {
+		return cache.Generation{}, err
+	}
+	return updateCurrent(s, name, func(g *cache.Generation) {
+		var up time.Duration
+		if !g.LastStart.IsZero() {
+			up = now.Sub(g.LastStart)
+		}
+		g.LongestRun = max(g.LongestRun, up)
+		g.LastResult = r.String()
+		if r.Failed() && up < healthyAfter {
+			g.Failures++
+		} else {
+			g.Failures = 0
+		}
+	})
+}
+
+// Healthy reports whether g ever stayed up for healthyAfter.
+func Healthy(g cache.Generation, healthyAfter time.Duration) bool {
+	return g.LongestRun >= healthyAfter
+}
+
+// crashLooping reports whether g failed maxFailures runs in a row without
+// ever having been healthy.
+func crashLooping(g cache.Generation, p PrepareOptions) bool {
+	return g.Failures >= p.MaxFailures && !Healthy(g, p.HealthyAfter)
+}
+
+// autoRollback moves machine name off the crash-looping generation bad to
+// the newest healthy generation of another digest, and marks bad's digest
+// failed. It returns the generation now current, or false if there is no
+// healthy generation to go to.
+func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name string, bad cache.Generation, p PrepareOptions) (cache.Generation, bool, error) {
+	gens, _, err := History(s, name)
+	if err != nil {
+		return cache.Generation{}, false, err
+	}
+	var good cache.Generation
+	for _, g := range gens {
+		if g.Digest != bad.Digest && Healthy(g, p.HealthyAfter) && g.Number > good.Number {
+			good = g
+		}
+	}
+	if good.Number == 0 {
+		log.Warn("generation is crash-looping and no healthy generation exists to roll back to",
+			"machine", name, "generation", bad.Number, "digest", bad.Digest, "failures", bad.Failures)
+		return cache.Generation{}, false, nil
+	}
+	if _, err := Rollback(ctx, s, name, strconv.FormatUint(good.Number, 10)); err != nil {
+		return cache.Generation{}, false, err
+	}
+	err = s.Update(func(tx *cache.Tx) error {
+		m, err := tx.Machine(name)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(m.Failed, bad.Digest) {
+			m.Failed = append(m.Failed, bad.Digest)
+		}
+		return tx.PutMachine(m)
+	})
+	if err != nil {
+		return cache.Generation{}, false, err
+	}
+	log.Warn("rolled back a crash-looping generation",
+		"machine", name, "generation", good.Number, "digest", good.Digest,
+		"failed_generation", bad.Number, "failed_digest", bad.Digest, "failures", bad.Failures,
+		"healthy_after", p.HealthyAfter)
+	return good, true, nil
+}
+
+// clearFailed forgets that d failed on machine name (prepare --force).
+func clearFailed(s *cache.Store, name string, d digest.Digest) error {
+	return s.Update(func(tx *cache.Tx) error {
+		m, err := tx.Machine(name)
+		if err != nil {
+			return nil // a new machine has nothing to forget
+		}
+		if i := slices.Index(m.Failed, d); i >= 0 {
+			m.Failed = slices.Delete(m.Failed, i, i+1)
+			return tx.PutMachine(m)
+		}
+		return nil
+	})
+}

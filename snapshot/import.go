@@ -60,7 +60,8 @@ func Lookup(s *cache.Store, d digest.Digest) (cache.Tree, bool, error) {
 // store and removes the container on every path, Ctrl-C included.
 // Concurrent imports of one digest export it once: the others wait for the
 // tree lock and then find the tree.
-func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d digest.Digest) (t cache.Tree, created bool, err error) {
+// progress may be nil.
+func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d digest.Digest, progress Progress) (t cache.Tree, created bool, err error) {
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
@@ -82,7 +83,7 @@ func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d di
 		return t, false, err
 	}
 	defer cleanup()
-	if _, err := Extract(ctx, rc, b); err != nil {
+	if _, err := extract(ctx, rc, b, progress); err != nil {
 		return t, false, fmt.Errorf("export of %s: %w", ref, err)
 	}
 	t, err = b.Commit(ctx, d, refs(ref))

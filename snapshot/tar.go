@@ -34,12 +34,23 @@ type extractor struct {
 	seen map[string]cache.Kind // every name added so far, hard links resolved to their target's kind
 }
 
+// Progress, if not nil, is told the bytes read and entries added so far,
+// after every entry. It must be quick.
+type Progress func(bytes, entries int64)
+
 // Extract reads a rootfs tar stream into b. It returns the sha256 of every
 // byte read from r, padding included, which is the store key of a tar
 // import. On error nothing is committed; the caller aborts b.
 func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest, error) {
+	return extract(ctx, r, b, nil)
+}
+
+func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progress) (digest.Digest, error) {
 	h := sha256.New()
+	cr := &countingReader{r: r}
+	r = cr
 	tr := tar.NewReader(io.TeeReader(r, h))
+	var entries int64
 	x := &extractor{b: b, seen: map[string]cache.Kind{}}
 	for {
 		if err := ctx.Err(); err != nil {
@@ -54,6 +65,10 @@ func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest,
 		}
 		if err := x.add(hdr, tr); err != nil {
 			return "", err
+		}
+		entries++
+		if progress != nil {
+			progress(cr.n, entries)
 		}
 	}
 	// The key covers the whole stream, trailing blocks included.
@@ -231,4 +246,15 @@ func xattrs(hdr *tar.Header) (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -425,9 +425,10 @@ func imagesCmd(g *globals) *cobra.Command {
 // dockerSource adapts the snapshot package's Docker import to
 // activate.Source.
 type dockerSource struct {
-	s   *cache.Store
-	c   snapshot.Docker
-	log *slog.Logger
+	s     *cache.Store
+	c     snapshot.Docker
+	log   *slog.Logger
+	quiet bool
 }
 
 func newDockerSource(s *cache.Store, g *globals) (*dockerSource, error) {
@@ -435,11 +436,11 @@ func newDockerSource(s *cache.Store, g *globals) (*dockerSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &dockerSource{s: s, c: c, log: g.log}, nil
+	return &dockerSource{s: s, c: c, log: g.log, quiet: g.quiet}, nil
 }
 
 func (d *dockerSource) Pull(ctx context.Context, ref string) error {
-	return snapshot.Pull(ctx, d.c, ref, nil)
+	return snapshot.Pull(ctx, d.c, ref, pullProgress(d.quiet))
 }
 
 func (d *dockerSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
@@ -452,7 +453,9 @@ func (d *dockerSource) Resolve(ctx context.Context, ref string) (digest.Digest, 
 
 func (d *dockerSource) Import(ctx context.Context, ref string, dg digest.Digest) (bool, error) {
 	start := time.Now()
-	t, created, err := snapshot.ImportImage(ctx, d.s, d.c, ref, dg)
+	progress, done := importProgress(ref, d.quiet)
+	t, created, err := snapshot.ImportImage(ctx, d.s, d.c, ref, dg, progress)
+	done()
 	if created {
 		d.log.Info("imported", "image", ref, "digest", dg, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}

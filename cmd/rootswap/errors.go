@@ -23,7 +23,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "rootswap:", err)
+	fmt.Fprintln(os.Stderr, errorPrefix()+"rootswap:", err)
 	var u usageError
 	switch {
 	case errors.As(err, &u),

@@ -53,13 +53,7 @@ version shares every unchanged file with the old one; rollback is one flip.`,
 			case g.verbose:
 				level = slog.LevelDebug
 			}
-			g.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level,
-				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
-					if a.Key == slog.TimeKey && len(groups) == 0 {
-						return slog.Attr{}
-					}
-					return a
-				}}))
+			g.log = newLogger(level)
 		},
 	}
 	root.PersistentFlags().StringVar(&g.root, "root", defaultRoot(), "store directory (env ROOTSWAP_ROOT)")

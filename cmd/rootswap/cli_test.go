@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/cache"
+)
+
+// execute runs the CLI in-process as main does and returns its exit code
+// and output.
+func execute(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"--root", filepath.Join(t.TempDir(), "store")}, args...))
+	err := root.Execute()
+	if err != nil {
+		fmt.Fprintln(&out, err)
+	}
+	return exitCode(err), out.String()
+}
+
+func TestEveryCommandHasHelpWithExample(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || strings.HasPrefix(sub.CommandPath(), "rootswap completion") {
+				continue
+			}
+			t.Run(sub.CommandPath(), func(t *testing.T) {
+				args := append(strings.Fields(strings.TrimPrefix(sub.CommandPath(), "rootswap ")), "--help")
+				code, out := execute(t, args...)
+				if code != 0 || !strings.Contains(out, "Usage:") {
+					t.Errorf("%v: exit %d\n%s", args, code, out)
+				}
+				if sub.Example == "" {
+					t.Errorf("%s has no example", sub.CommandPath())
+				}
+			})
+			walk(sub)
+		}
+	}
+	walk(newRootCmd())
+}
+
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, args := range [][]string{
+		{"prepare", "only-one"},
+		{"prepare", "--no-such-flag", "a", "b"},
+		{"activate", "-bad", "sha256:" + strings.Repeat("a", 64)},
+		{"activate", "ok", "not-a-digest"},
+		{"rollback"},
+		{"history", "a/b"},
+		{"import"},
+		{"import", "img", "--tar", "x.tar"},
+		{"list", "extra"},
+		{"run"},
+	} {
+		if code, out := execute(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2\n%s", args, code, out)
+		}
+	}
+}
+
+func TestFailuresExit1(t *testing.T) {
+	for _, args := range [][]string{
+		{"activate", "m", "sha256:" + strings.Repeat("a", 64)},
+		{"rollback", "nomachine"},
+		{"import", "--tar", "/nonexistent.tar"},
+	} {
+		if code, out := execute(t, args...); code != 1 {
+			t.Errorf("%v: exit %d, want 1\n%s", args, code, out)
+		}
+	}
+}
+
+func TestExitCodeClasses(t *testing.T) {
+	for err, want := range map[error]int{
+		nil:          0,
+		usage("bad"): 2,
+		fmt.Errorf("x: %w", activate.ErrInvalidName): 2,
+		fmt.Errorf("tree: %w", cache.ErrNotFound):    1,
+		fmt.Errorf("lock: %w", cache.ErrLocked):      1,
+		errors.New("anything else"):                  1,
+	} {
+		if got := exitCode(err); got != want {
+			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
+		}
+	}
+}
+
+func TestJournalEntry(t *testing.T) {
+	h := &journalHandler{level: slog.LevelInfo}
+	h2 := h.WithAttrs([]slog.Attr{slog.String("machine", "web")}).(*journalHandler)
+	r := slog.NewRecord(time.Now(), slog.LevelWarn, "rolled back", 0)
+	r.AddAttrs(slog.String("digest", "sha256:ab"), slog.Uint64("generation", 3), slog.String("other", "x y"))
+	msg, pri, vars := h2.entry(r)
+	if pri != journal.PriWarning {
+		t.Errorf("priority %d, want warning", pri)
+	}
+	for k, v := range map[string]string{"ROOTSWAP_MACHINE": "web", "ROOTSWAP_DIGEST": "sha256:ab", "ROOTSWAP_GENERATION": "3", "SYSLOG_IDENTIFIER": "rootswap"} {
+		if vars[k] != v {
+			t.Errorf("%s=%q, want %q", k, vars[k], v)
+		}
+	}
+	if !strings.Contains(msg, `rolled back machine="web"`) || !strings.Contains(msg, `other="x y"`) {
+		t.Errorf("message %q", msg)
+	}
+	if h.Enabled(context.Background(), slog.LevelDebug) || !h.Enabled(context.Background(), slog.LevelError) {
+		t.Error("level filter")
+	}
+	for l, want := range map[slog.Level]journal.Priority{slog.LevelDebug: journal.PriDebug, slog.LevelInfo: journal.PriInfo, slog.LevelError: journal.PriErr} {
+		if priority(l) != want {
+			t.Errorf("priority(%v) = %d", l, priority(l))
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/gc"
+)
+
+func gcCmd(g *globals) *cobra.Command {
+	var (
+		opt    gc.Options
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "gc [--keep N] [--unused-for DURATION] [--dry-run] [--json]",
+		Short: "Remove trees and objects no machine needs",
+		Long: `Gc removes every tree that is not a root, then every object no remaining tree
+links, dead staging under tmp/ and expired leases. Roots are each machine's
+current tree, the trees of its N newest generations (--keep, default 3: the
+current one and two rollbacks), pinned trees (see pin) and trees a running
+process still uses (an nspawn overlay, a bind mount, a cwd or chroot).
+
+With --unused-for, an unreachable tree is removed only once it has not been
+activated or run for that long. --dry-run prints the plan a real run would
+execute and changes nothing. Gc holds the store lock exclusively while it
+runs; imports and activations wait for it.`,
+		Example: `  rootswap gc --dry-run
+  rootswap gc --keep 5 --unused-for 720h --json`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opt.Keep < 0 {
+				return usage("gc: --keep %d: must be 0 or more", opt.Keep)
+			}
+			if opt.UnusedFor < 0 {
+				return usage("gc: --unused-for %s: must not be negative", opt.UnusedFor)
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			rep, err := gc.Collect(cmd.Context(), s, opt)
+			if asJSON {
+				if perr := printJSON(cmd.OutOrStdout(), rep); err == nil {
+					err = perr
+				}
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			verb := "removed"
+			if opt.DryRun {
+				verb = "would remove"
+			}
+			for _, t := range rep.Trees {
+				fmt.Fprintf(w, "%s\t%s\t%d bytes\t%s\n", verb, t.Digest, t.Bytes, t.Reason)
+			}
+			if opt.DryRun {
+				for _, k := range rep.Kept {
+					fmt.Fprintf(w, "keep\t%s\t\t%s\n", k.Digest, k.Why)
+				}
+			}
+			w.Flush()
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes\n",
+				verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed)
+			return err
+		},
+	}
+	cmd.Flags().IntVar(&opt.Keep, "keep", gc.DefaultKeep, "keep the trees of each machine's `N` newest generations")
+	cmd.Flags().DurationVar(&opt.UnusedFor, "unused-for", 0, "remove an unreachable tree only if unused for `DURATION` (e.g. 720h)")
+	cmd.Flags().BoolVar(&opt.DryRun, "dry-run", false, "print the plan; change nothing")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func pinCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pin DIGEST",
+		Short: "Keep tree DIGEST through every gc until unpinned",
+		Long: `Pin makes the tree DIGEST a gc root: gc never removes it, however old it is and
+whether or not a machine uses it. The tree must be in the store.`,
+		Example: `  rootswap pin sha256:3f4e…`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := parseDigest(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if err := gc.Pin(cmd.Context(), s, d); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pinned %s\n", d)
+			return nil
+		},
+	}
+}
+
+func unpinCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unpin DIGEST",
+		Short: "Let gc remove tree DIGEST again once nothing else keeps it",
+		Long: `Unpin removes the pin on DIGEST. Unpinning a digest that is not pinned
+changes nothing and is not an error.`,
+		Example: `  rootswap unpin sha256:3f4e…`,
+		Args:    exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			d, err := parseDigest(args[0])
+			if err != nil {
+				return err
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			was, err := gc.Unpin(cmd.Context(), s, d)
+			if err != nil {
+				return err
+			}
+			if was {
+				fmt.Fprintf(cmd.OutOrStdout(), "unpinned %s\n", d)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s was not pinned\n", d)
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/journal"
+)
+
+// newLogger logs to the journal, with priorities and ROOTSWAP_* fields,
+// when stderr is connected to it (JOURNAL_STREAM matches), and as plain
+// text on stderr otherwise.
+func newLogger(level slog.Level) *slog.Logger {
+	if toJournal() {
+		return slog.New(&journalHandler{level: level})
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey && len(groups) == 0 {
+				return slog.Attr{} // the journal or the terminal has the time
+			}
+			return a
+		}}))
+}
+
+func toJournal() bool {
+	ok, err := journal.StderrIsJournalStream()
+	return err == nil && ok && journal.Enabled()
+}
+
+// journalHandler sends each record as one journal entry. Attributes named
+// machine, digest and generation become ROOTSWAP_MACHINE=, ROOTSWAP_DIGEST=
+// and ROOTSWAP_GENERATION= fields, so `journalctl ROOTSWAP_MACHINE=web`
+// finds them; all attributes are also kept in the message text.
+type journalHandler struct {
+	level slog.Level
+	attrs []slog.Attr
+}
+
+func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+
+func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
+	msg, pri, vars := h.entry(r)
+	return journal.Send(msg, pri, vars)
+}
+
+// entry turns a record into a journal message, priority and fields.
+func (h *journalHandler) entry(r slog.Record) (string, journal.Priority, map[string]string) {
+	var msg strings.Builder
+	msg.WriteString(r.Message)
+	vars := map[string]string{"SYSLOG_IDENTIFIER": "rootswap"}
+	add := func(a slog.Attr) bool {
+		v := a.Value.String()
+		fmt.Fprintf(&msg, " %s=%q", a.Key, v)
+		switch a.Key {
+		case "machine", "digest", "generation":
+			vars["ROOTSWAP_"+strings.ToUpper(a.Key)] = v
+		}
+		return true
+	}
+	for _, a := range h.attrs {
+		add(a)
+	}
+	r.Attrs(add)
+	return msg.String(), priority(r.Level), vars
+}
+
+func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &journalHandler{level: h.level, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+}
+
+func (h *journalHandler) WithGroup(string) slog.Handler { return h }
+
+func priority(l slog.Level) journal.Priority {
+	switch {
+	case l >= slog.LevelError:
+		return journal.PriErr
+	case l >= slog.LevelWarn:
+		return journal.PriWarning
+	case l >= slog.LevelInfo:
+		return journal.PriInfo
+	}
+	return journal.PriDebug
+}
+
+// errorPrefix makes the final error line an error-priority journal entry:
+// journald reads a "<3>" prefix on a stream line as the priority.
+func errorPrefix() string {
+	if toJournal() {
+		return "<3>"
+	}
+	return ""
+}

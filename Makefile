@@ -1,0 +1,34 @@
+# rootswap: build, test and demo. `make test` and `make demo` run as root:
+# they install packages (scripts/deps.sh) and start a private Docker daemon
+# (scripts/dockerd.sh) that they stop again, even when a step fails; a
+# private daemon that was already running is left running.
+
+BIN := bin/rootswap
+GO  ?= go
+
+.PHONY: build test demo deps vet fmt clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/rootswap
+
+deps:
+	scripts/deps.sh
+
+# dockerd.sh run: start the daemon if needed, run the command with
+# DOCKER_HOST pointing at it, stop the daemon if it started it, and exit
+# with the command's status.
+test: deps build
+	scripts/dockerd.sh run env ROOTSWAP_INTEGRATION=1 ROOTSWAP_BIN=$(CURDIR)/$(BIN) \
+		$(GO) test -count=1 -timeout 20m ./...
+
+demo: deps build
+	scripts/dockerd.sh run scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w .
+
+clean:
+	rm -rf bin

@@ -341,6 +341,9 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	for _, kind := range []string{"trees", "manifests"} {
 		ents, _ := os.ReadDir(filepath.Join(s.root, kind, "sha256"))
 		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".#") {
+				continue // systemd-nspawn's lock on a tree it runs: .#<hex>.lck
+			}
 			if !indexed[digest.NewDigestFromEncoded(digest.SHA256, e.Name())] {
 				out = append(out, filepath.Join(kind, "sha256", e.Name()))
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/journal"
+	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/rootswap/rootswap/activate"
@@ -127,5 +129,46 @@ func TestJournalEntry(t *testing.T) {
 		if priority(l) != want {
 			t.Errorf("priority(%v) = %d", l, priority(l))
 		}
+	}
+}
+
+func TestCompletionOffersMachinesAndDigests(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	ctx := context.Background()
+	s, err := cache.Open(ctx, root, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.NewBuilder(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Add(cache.Entry{Name: "usr", Kind: cache.KindDir, Mode: 0o755}, nil)
+	d := digest.FromString("tree")
+	if _, err := b.Commit(ctx, d, []string{"img:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := activate.Activate(ctx, s, "web", d, "img:1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	complete := func(args ...string) string {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(io.Discard)
+		cmd.SetArgs(append([]string{"__complete", "--root", root}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if out := complete("rollback", "w"); !strings.Contains(out, "web\n") {
+		t.Errorf("rollback w<TAB>: %q", out)
+	}
+	if out := complete("activate", "web", "sha256:"); !strings.Contains(out, d.String()+"\timg:1") {
+		t.Errorf("activate web sha256:<TAB>: %q", out)
+	}
+	if out := complete("rollback", "x"); strings.Contains(out, "web") {
+		t.Errorf("rollback x<TAB> offered web: %q", out)
 	}
 }

@@ -114,8 +114,9 @@ func activateCmd(g *globals) *cobra.Command {
 		Long: `Activate flips machines/NAME/current to the tree DIGEST atomically (symlink to a
 temporary name, rename over current, fsync) and records a new generation.
 Activating the current tree changes nothing.`,
-		Example: `  rootswap activate web sha256:3f4e…`,
-		Args:    exactArgs(2),
+		Example:           `  rootswap activate web sha256:3f4e…`,
+		ValidArgsFunction: g.complete("machine", "digest"),
+		Args:              exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
@@ -156,8 +157,9 @@ Crash loops: when the current generation failed --max-failures runs in a row
 prepare rolls back to the last healthy generation and marks the bad digest
 failed. A failed digest is declined (warning, exit 0) until IMAGE resolves to
 another digest or --force is given.`,
-		Example: `  rootswap prepare --pull web registry.example/web:stable`,
-		Args:    exactArgs(2),
+		Example:           `  rootswap prepare --pull web registry.example/web:stable`,
+		ValidArgsFunction: g.complete("machine", ""),
+		Args:              exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
@@ -210,7 +212,8 @@ rollbacks walk further back. --to jumps to any recorded generation, by number
 or digest. No generation is added; a later prepare of a new image appends one.`,
 		Example: `  rootswap rollback web
   rootswap rollback web --to 3`,
-		Args: exactArgs(1),
+		ValidArgsFunction: g.complete("machine"),
+		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
@@ -235,10 +238,11 @@ func historyCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
 	cmd := &cobra.Command{
-		Use:     "history NAME",
-		Short:   "List machine NAME's generations and their health",
-		Example: `  rootswap history web --json`,
-		Args:    exactArgs(1),
+		Use:               "history NAME",
+		Short:             "List machine NAME's generations and their health",
+		Example:           `  rootswap history web --json`,
+		ValidArgsFunction: g.complete("machine"),
+		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
@@ -298,6 +302,7 @@ never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
 no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
 ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
 		Example:            `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
+		ValidArgsFunction:  g.complete("machine"),
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Flags are systemd-nspawn's: pick out only ours, before NAME.

@@ -20,8 +20,9 @@ for ExecStopPost) and the run time of NAME's current generation in the index.
 A failed run shorter than --healthy-after counts towards a crash loop, which
 the next 'rootswap prepare' rolls back. It always exits 0 unless the index
 cannot be written, so that it never masks the service's own result.`,
-		Example: `  ExecStopPost=/usr/local/bin/rootswap report web`,
-		Args:    exactArgs(1),
+		Example:           `  ExecStopPost=/usr/local/bin/rootswap report web`,
+		ValidArgsFunction: g.complete("machine"),
+		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err

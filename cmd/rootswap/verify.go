@@ -25,6 +25,7 @@ an indexed, complete tree. It lists leftovers nothing references.
 the next prepare imports them again. Exit status 1 when problems were found.`,
 		Example: `  rootswap verify
   rootswap verify --repair --json`,
+		ValidArgsFunction: g.complete("digest…"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var only []digest.Digest
 			for _, a := range args {

@@ -376,3 +376,38 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 		t.Errorf("a long failed run counted as a crash: %+v", g)
 	}
 }
+
+func TestLinkMachine(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	d1, d2 := importTree(t, s, "v1"), importTree(t, s, "v2")
+	dir := filepath.Join(t.TempDir(), "machines")
+	Activate(ctx, s, "m", d1, "", "test")
+	if err := LinkMachine(s, "m", dir); err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		b, err := os.ReadFile(filepath.Join(dir, "m", "etc", "version"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if read() != "v1" {
+		t.Fatal("link does not reach the current tree")
+	}
+	Activate(ctx, s, "m", d2, "", "test")
+	if read() != "v2" {
+		t.Fatal("link does not follow a flip")
+	}
+	if err := LinkMachine(s, "m", dir); err != nil {
+		t.Fatalf("linking again: %v", err)
+	}
+	os.Mkdir(filepath.Join(dir, "theirs"), 0o755)
+	if err := LinkMachine(s, "theirs", dir); !errors.Is(err, cache.ErrExists) {
+		t.Fatalf("replaced a real directory: %v", err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 2 {
+		t.Fatalf("%s holds %v", dir, ents)
+	}
+}

@@ -349,3 +349,30 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkMachines: --link-machines makes /var/lib/machines/NAME reach the
+// current tree, so `systemd-nspawn -M NAME` runs it. (machinectl needs
+// machined, which these machines lack.)
+func TestLinkMachines(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := testimage.Images(t)
+	s := newStore(t)
+	name := fmt.Sprintf("rootswap-it-%d", os.Getpid())
+	link := filepath.Join("/var/lib/machines", name)
+	t.Cleanup(func() { os.Remove(link) })
+	s.ok("prepare", "--link-machines", name, v1)
+	nspawn := func() string {
+		out, err := exec.Command("systemd-nspawn", "-q", "-M", name, "--register=no", "--keep-unit", "--volatile=overlay", "/bin/cat", "/etc/rootswap-version").CombinedOutput()
+		if err != nil {
+			t.Fatalf("systemd-nspawn -M %s: %v\n%s", name, err, out)
+		}
+		return string(out)
+	}
+	if out := nspawn(); !strings.Contains(out, "v1") {
+		t.Errorf("nspawn -M after prepare v1: %q", out)
+	}
+	s.ok("prepare", "--link-machines", name, v2)
+	if out := nspawn(); !strings.Contains(out, "v2") {
+		t.Errorf("nspawn -M after prepare v2: %q", out)
+	}
+}

@@ -108,7 +108,8 @@ the sha256 of the stream.`,
 }
 
 func activateCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var link linkFlags
+	cmd := &cobra.Command{
 		Use:   "activate NAME DIGEST",
 		Short: "Point machine NAME at an imported tree",
 		Long: `Activate flips machines/NAME/current to the tree DIGEST atomically (symlink to a
@@ -133,14 +134,20 @@ Activating the current tree changes nothing.`,
 			if err != nil {
 				return err
 			}
+			if err := link.apply(s, args[0]); err != nil {
+				return err
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s\n", args[0], gen.Number, gen.Digest)
 			return nil
 		},
 	}
+	link.register(cmd)
+	return cmd
 }
 
 func prepareCmd(g *globals) *cobra.Command {
 	opt := activate.PrepareOptions{HealthyAfter: envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)}
+	var link linkFlags
 	cmd := &cobra.Command{
 		Use:   "prepare [--pull] [--force] NAME IMAGE",
 		Short: "Import IMAGE if needed and make it machine NAME's current tree",
@@ -176,6 +183,9 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
+			if err := link.apply(s, args[0]); err != nil {
+				return err
+			}
 			what := "unchanged"
 			switch {
 			case p.Declined && p.RolledBack:
@@ -199,6 +209,7 @@ another digest or --force is given.`,
 	cmd.Flags().BoolVar(&opt.Force, "force", false, "activate IMAGE even if its digest failed on NAME before")
 	cmd.Flags().DurationVar(&opt.HealthyAfter, "healthy-after", opt.HealthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
 	cmd.Flags().IntVar(&opt.MaxFailures, "max-failures", activate.DefaultMaxFailures, "failed short runs in a row that make a crash loop")
+	link.register(cmd)
 	return cmd
 }
 
@@ -474,4 +485,29 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return v
 	}
 	return def
+}
+
+// linkFlags are --link-machines and --machines-dir, shared by activate and
+// prepare. ROOTSWAP_LINK_MACHINES=1 (or a directory) makes linking the
+// default.
+type linkFlags struct {
+	on  bool
+	dir string
+}
+
+func (l *linkFlags) register(cmd *cobra.Command) {
+	env := os.Getenv("ROOTSWAP_LINK_MACHINES")
+	dir := activate.DefaultMachinesDir
+	if strings.HasPrefix(env, "/") {
+		dir = env
+	}
+	cmd.Flags().BoolVar(&l.on, "link-machines", env != "" && env != "0", "keep DIR/NAME pointing at the current tree for machinectl and nspawn -M (env ROOTSWAP_LINK_MACHINES)")
+	cmd.Flags().StringVar(&l.dir, "machines-dir", dir, "the `DIR` for --link-machines")
+}
+
+func (l *linkFlags) apply(s *cache.Store, name string) error {
+	if !l.on {
+		return nil
+	}
+	return activate.LinkMachine(s, name, l.dir)
 }

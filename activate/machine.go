@@ -243,7 +243,9 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (cache.Gener
 		return cache.Generation{}, err
 	}
 	var t cache.Tree
-	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(target.Digest); return err }); err != nil {
+	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(target.Digest); return err }); errors.Is(err, cache.ErrNotFound) {
+		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: its tree %s was removed by gc: %w", name, target.Number, target.Digest, ErrNoGeneration)
+	} else if err != nil {
 		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, target.Number, err)
 	}
 	if t.Broken {

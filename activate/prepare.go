@@ -137,6 +137,14 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 		p.Generation = m.Current
 		return p, nil
 	}
+	// Between the import's commit and the activation the tree is no gc
+	// root yet: the shared store lock keeps gc's sweep out until the
+	// symlink makes it one.
+	lock, err := s.Lock(ctx, false)
+	if err != nil {
+		return Prepared{}, err
+	}
+	defer lock.Unlock()
 	if p.Imported, err = src.Import(ctx, ref, d); err != nil {
 		return Prepared{}, err
 	}

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
@@ -23,7 +25,12 @@ const (
 	maxComponent = 255
 	maxDepth     = 256
 	maxOwner     = 1<<32 - 2 // (uid_t)-1 means "unchanged" to chown
+	maxMajor     = 1<<12 - 1 // what mknod's 32-bit dev_t holds
+	maxMinor     = 1<<20 - 1
 )
+
+// The mtimes whose nanoseconds since the epoch fit in an int64.
+var minTime, maxTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
 // ErrUnsafe wraps every refusal of an archive entry.
 var ErrUnsafe = errors.New("unsafe archive entry")
@@ -52,20 +59,31 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 	tr := tar.NewReader(io.TeeReader(r, h))
 	var entries int64
 	x := &extractor{b: b, seen: map[string]cache.Kind{}}
+	where := "read archive"
+	var end int64 // where the entry read last ends, padding included
 	for {
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
 		hdr, err := tr.Next()
+		if err == io.EOF && cr.n == end {
+			// archive/tar also reports a stream that stops between two
+			// entries as EOF; only a zero block after the last entry
+			// shows that the writer finished. A dropped `docker export`
+			// must not become a complete tree.
+			err = fmt.Errorf("stream ends without an end-of-archive marker: %w", io.ErrUnexpectedEOF)
+		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("read archive: %w", err)
+			return "", fmt.Errorf("%s: %w", where, err)
 		}
+		end = (cr.n + dataSize(hdr) + 511) &^ 511
 		if err := x.add(hdr, tr); err != nil {
 			return "", err
 		}
+		where = fmt.Sprintf("read archive after entry %q", hdr.Name)
 		entries++
 		if progress != nil {
 			progress(cr.n, entries)
@@ -76,6 +94,17 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 		return "", fmt.Errorf("read archive: %w", err)
 	}
 	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+}
+
+// dataSize is how many bytes of the stream follow hdr's header block(s),
+// padding excluded. archive/tar ignores the size of the types that have no
+// content, and has consumed a global header's records already.
+func dataSize(hdr *tar.Header) int64 {
+	switch hdr.Typeflag {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo, tar.TypeXGlobalHeader:
+		return 0
+	}
+	return hdr.Size
 }
 
 func unsafe(name, why string) error {
@@ -144,8 +173,18 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 		return unsafe(hdr.Name, fmt.Sprintf("owner %d:%d out of range", hdr.Uid, hdr.Gid))
 	case (kind == cache.KindChar || kind == cache.KindBlock) && !strings.HasPrefix(name, "dev/"):
 		return unsafe(hdr.Name, "device node outside dev/")
+	case (kind == cache.KindChar || kind == cache.KindBlock) && (hdr.Devmajor < 0 || hdr.Devmajor > maxMajor || hdr.Devminor < 0 || hdr.Devminor > maxMinor):
+		// mknod(2) silently drops the bits that do not fit.
+		return unsafe(hdr.Name, fmt.Sprintf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor))
 	case kind == cache.KindFile && hdr.Size < 0:
 		return unsafe(hdr.Name, "negative size")
+	case sparse(hdr):
+		// Its holes would be written out in full: a few bytes of archive
+		// could fill the disk. Docker never exports sparse entries.
+		return unsafe(hdr.Name, "sparse file")
+	case hdr.ModTime.Before(minTime) || hdr.ModTime.After(maxTime):
+		// The manifest and object names record nanoseconds in an int64.
+		return unsafe(hdr.Name, fmt.Sprintf("mtime %d out of range", hdr.ModTime.Unix()))
 	}
 	if _, dup := x.seen[name]; dup {
 		if name == "." {
@@ -164,6 +203,9 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 	if e.Xattrs, err = xattrs(hdr); err != nil {
 		return err
 	}
+	if _, ok := e.Xattrs["security.capability"]; ok && kind != cache.KindFile && kind != cache.KindHardlink {
+		return unsafe(hdr.Name, "file capability on a non-regular file")
+	}
 	switch kind {
 	case cache.KindFile:
 		e.Size = hdr.Size
@@ -175,7 +217,7 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 	case cache.KindHardlink:
 		target, err := cleanName(hdr.Linkname)
 		if err != nil {
-			return unsafe(hdr.Name, "hard link target: "+err.Error())
+			return fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
 		}
 		switch x.seen[target] {
 		case cache.KindFile, cache.KindSymlink:
@@ -236,6 +278,9 @@ func xattrs(hdr *tar.Header) (map[string][]byte, error) {
 			if out == nil {
 				out = map[string][]byte{}
 			}
+			if name == "security.capability" {
+				v = kernelCap(v)
+			}
 			out[name] = []byte(v)
 		case name == "security.selinux" || strings.HasPrefix(name, "system."):
 			// dropped: see the package doc
@@ -257,4 +302,28 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// kernelCap returns a file capability as the kernel stores it. Set by a
+// process in the initial user namespace, a revision 3 capability whose
+// root uid is 0 is kept as revision 2; the object's name must describe
+// what is on disk.
+func kernelCap(v string) string {
+	if len(v) != 24 || v[3] != 3 || v[20:] != "\x00\x00\x00\x00" {
+		return v
+	}
+	return v[:3] + "\x02" + v[4:20] // magic_etc is little-endian: the revision is its top byte
+}
+
+// sparse reports a sparse entry in the old GNU or the PAX format.
+func sparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/coreos/go-systemd/v22/unit"
+	"github.com/spf13/cobra"
+)
+
+// unitFile is one systemd unit to print or install.
+type unitFile struct {
+	name string
+	opts []*unit.UnitOption
+}
+
+func unitCmd(g *globals) *cobra.Command {
+	var (
+		gcTimer bool
+		install bool
+		unitDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "unit --gc-timer [--install [--unit-dir DIR]]",
+		Short: "Print or install systemd units for rootswap",
+		Long: `Unit prints systemd units that run rootswap; with --install it writes them to
+/etc/systemd/system (or --unit-dir) and prints the commands that enable them.
+
+--gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
+this store (--root), and rootswap-gc.timer, which starts it daily at a random
+time within the first hour, catching up after downtime.`,
+		Example: `  rootswap unit --gc-timer
+  rootswap --root /srv/rootswap unit --gc-timer --install`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case gcTimer && len(args) > 0:
+				return usage("unit: give --gc-timer or NAME IMAGE, not both")
+			case !gcTimer && len(args) != 2:
+				return usage("unit: give --gc-timer or NAME IMAGE (see --help)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bin, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("unit: own path: %w", err)
+			}
+			root, err := filepath.Abs(g.root)
+			if err != nil {
+				return fmt.Errorf("unit: root %s: %w", g.root, err)
+			}
+			var files []unitFile
+			switch {
+			case gcTimer:
+				files, err = gcTimerUnits(bin, root)
+			default:
+				err = fmt.Errorf("unit %s: service units are not available yet", args[0])
+			}
+			if err != nil {
+				return err
+			}
+			if !install {
+				return printUnits(cmd.OutOrStdout(), unitDir, files)
+			}
+			return installUnits(cmd.OutOrStdout(), unitDir, files)
+		},
+	}
+	cmd.Flags().BoolVar(&gcTimer, "gc-timer", false, "the daily gc service and timer")
+	cmd.Flags().BoolVar(&install, "install", false, "write the units instead of printing them")
+	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where --install writes units (`DIR`)")
+	return cmd
+}
+
+// gcTimerUnits are rootswap-gc.service and rootswap-gc.timer for the
+// binary bin and store root, both absolute.
+func gcTimerUnits(bin, root string) ([]unitFile, error) {
+	exec, err := execLine(bin, "--root", root, "gc")
+	if err != nil {
+		return nil, err
+	}
+	// No Nice= or IOSchedulingClass=idle: gc holds the store lock
+	// exclusively, and a slow gc would hold up every machine's start.
+	service := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", "Remove rootswap trees and objects no machine needs"),
+		unit.NewUnitOption("Service", "Type", "oneshot"),
+		unit.NewUnitOption("Service", "ExecStart", exec),
+	}
+	timer := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", "Daily rootswap garbage collection"),
+		unit.NewUnitOption("Timer", "OnCalendar", "daily"),
+		unit.NewUnitOption("Timer", "RandomizedDelaySec", "1h"),
+		unit.NewUnitOption("Timer", "Persistent", "true"),
+		unit.NewUnitOption("Install", "WantedBy", "timers.target"),
+	}
+	return []unitFile{{"rootswap-gc.service", service}, {"rootswap-gc.timer", timer}}, nil
+}
+
+// execLine quotes a command line for ExecStart=: arguments with blanks,
+// quotes or backslashes are double-quoted, "%" is doubled so systemd
+// expands no specifier, and "$" is doubled in the arguments so it expands
+// no variable (it expands none in the executable's path, where "$$" would
+// stay two characters).
+func execLine(args ...string) (string, error) {
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		if strings.ContainsAny(a, "\n\r") {
+			return "", usage("unit: argument %q: a unit file cannot hold a newline", a)
+		}
+		a = strings.ReplaceAll(a, "%", "%%")
+		if i > 0 {
+			a = strings.ReplaceAll(a, "$", "$$")
+		}
+		if a == "" || strings.ContainsAny(a, " \t\"'\\;") {
+			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		}
+		quoted[i] = a
+	}
+	return strings.Join(quoted, " "), nil
+}
+
+func serialize(f unitFile) ([]byte, error) {
+	b, err := io.ReadAll(unit.Serialize(f.opts))
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: %w", f.name, err)
+	}
+	return b, nil
+}
+
+// printUnits writes the units one after another, each under a comment
+// naming the file it belongs in.
+func printUnits(w io.Writer, dir string, files []unitFile) error {
+	for i, f := range files {
+		b, err := serialize(f)
+		if err != nil {
+			return err
+		}
+		if i > 0 {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "# %s\n%s", filepath.Join(dir, f.name), b)
+	}
+	return nil
+}
+
+// installUnits writes each unit under a temporary name and renames it into
+// place, so systemd never reads half a file, then says what to run next.
+func installUnits(w io.Writer, dir string, files []unitFile) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("unit dir %s: %w", dir, err)
+	}
+	var timers []string
+	for _, f := range files {
+		b, err := serialize(f)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(dir, f.name)
+		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", f.name, os.Getpid()))
+		err = writeSynced(tmp, b)
+		if err == nil {
+			err = os.Rename(tmp, path)
+		}
+		if err != nil {
+			os.Remove(tmp)
+			return fmt.Errorf("unit %s: %w", path, err)
+		}
+		fmt.Fprintf(w, "wrote %s\n", path)
+		if strings.HasSuffix(f.name, ".timer") {
+			timers = append(timers, f.name)
+		}
+	}
+	fmt.Fprintf(w, "next: systemctl daemon-reload && systemctl enable --now %s\n", strings.Join(timers, " "))
+	return nil
+}
+
+// writeSynced writes a world-readable file (whatever the umask: systemd
+// and admins read units) and syncs it, so the rename that follows never
+// publishes an empty file after a crash.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

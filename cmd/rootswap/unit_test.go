@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-systemd/v22/unit"
+)
+
+// readUnit parses an installed unit back into section → name → values.
+func readUnit(t *testing.T, path string) map[string]map[string][]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	opts, err := unit.Deserialize(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	out := map[string]map[string][]string{}
+	for _, o := range opts {
+		if out[o.Section] == nil {
+			out[o.Section] = map[string][]string{}
+		}
+		out[o.Section][o.Name] = append(out[o.Section][o.Name], o.Value)
+	}
+	return out
+}
+
+func TestUnitGCTimer(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	dir := filepath.Join(t.TempDir(), "units")
+	out := mustRun(t, store, "unit", "--gc-timer", "--install", "--unit-dir", dir)
+	want := "wrote " + dir + "/rootswap-gc.service\nwrote " + dir + "/rootswap-gc.timer\n" +
+		"next: systemctl daemon-reload && systemctl enable --now rootswap-gc.timer\n"
+	if out != want {
+		t.Errorf("install said:\n%s\nwant:\n%s", out, want)
+	}
+	bin, _ := os.Executable()
+	svc := readUnit(t, filepath.Join(dir, "rootswap-gc.service"))
+	if got := svc["Service"]["ExecStart"]; len(got) != 1 || got[0] != bin+" --root "+store+" gc" {
+		t.Errorf("ExecStart %q, want %q", got, bin+" --root "+store+" gc")
+	}
+	if got := svc["Service"]["Type"]; len(got) != 1 || got[0] != "oneshot" {
+		t.Errorf("Type %q, want oneshot", got)
+	}
+	timer := readUnit(t, filepath.Join(dir, "rootswap-gc.timer"))
+	for name, want := range map[string]string{"OnCalendar": "daily", "RandomizedDelaySec": "1h", "Persistent": "true"} {
+		if got := timer["Timer"][name]; len(got) != 1 || got[0] != want {
+			t.Errorf("timer %s = %q, want %q", name, got, want)
+		}
+	}
+	if got := timer["Install"]["WantedBy"]; len(got) != 1 || got[0] != "timers.target" {
+		t.Errorf("timer WantedBy %q", got)
+	}
+	for _, name := range []string{"rootswap-gc.service", "rootswap-gc.timer"} {
+		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode %v, %v; want 0644", name, fi.Mode(), err)
+		}
+	}
+	verifyUnits(t, dir)
+
+	// Printing gives the same units, each under a comment naming its file.
+	printed := mustRun(t, store, "unit", "--gc-timer", "--unit-dir", dir)
+	for _, name := range []string{"rootswap-gc.service", "rootswap-gc.timer"} {
+		b, _ := os.ReadFile(filepath.Join(dir, name))
+		if !strings.Contains(printed, "# "+filepath.Join(dir, name)+"\n"+string(b)) {
+			t.Errorf("printed units lack %s as installed:\n%s", name, printed)
+		}
+	}
+}
+
+// TestUnitQuoting installs units for a binary and store whose paths need
+// quoting and escaping, and lets systemd read them back.
+func TestUnitQuoting(t *testing.T) {
+	base := t.TempDir()
+	bin := filepath.Join(base, "my bin 100%", "root$swap")
+	os.MkdirAll(filepath.Dir(bin), 0o755)
+	self, _ := os.Executable()
+	if err := os.Symlink(self, bin); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(base, `100% "$store"`)
+	files, err := gcTimerUnits(bin, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "units")
+	if err := installUnits(&bytes.Buffer{}, dir, files); err != nil {
+		t.Fatal(err)
+	}
+	got := readUnit(t, filepath.Join(dir, "rootswap-gc.service"))["Service"]["ExecStart"]
+	want := `"` + filepath.Join(base, "my bin 100%%", "root$swap") + `" --root "` + filepath.Join(base, `100%% \"$$store\"`) + `" gc`
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("ExecStart\n got %q\nwant %q", got, want)
+	}
+	verifyUnits(t, dir)
+
+	if _, err := gcTimerUnits(bin, "/a\nb"); err == nil {
+		t.Error("a newline in the store path was accepted")
+	}
+}
+
+// verifyUnits runs systemd-analyze verify, which reads units offline (no
+// systemd as PID 1 needed) and checks the ExecStart binary exists. It
+// prints warnings without failing, so any output is a failure.
+func verifyUnits(t *testing.T, dir string) {
+	t.Helper()
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Logf("systemd-analyze verify skipped: %v", err)
+		return
+	}
+	cmd := exec.Command(sa, "verify", filepath.Join(dir, "rootswap-gc.timer"), filepath.Join(dir, "rootswap-gc.service"))
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=warning")
+	out, err := cmd.CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestUnitCommandLine(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"unit"}, 2},
+		{[]string{"unit", "--gc-timer", "web", "img"}, 2},
+		{[]string{"unit", "web"}, 2},
+		{[]string{"unit", "web", "img"}, 1}, // service units come with a later change
+		{[]string{"unit", "--gc-timer"}, 0},
+	} {
+		if code, out := rootswapIn(t, store, tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
+		}
+	}
+}

@@ -1,0 +1,82 @@
+// Package gc prunes the store: a pure mark over a small graph (Mark,
+// Orphans) and a sweep that reads the store into that graph and deletes
+// what the mark leaves (Collect).
+//
+// Vocabulary:
+//   - a root is a tree that is never collected: every machine's current
+//     tree (where machines/NAME/current points, even if the index lags or
+//     the tree has no record, and the generation the index calls current),
+//     the trees of each machine's Keep highest-numbered generations
+//     (default 3: the current one and two rollbacks), pinned trees, and
+//     trees a running process still uses;
+//   - a stale tree is any other tree: an indexed one (with --unused-for D,
+//     only if its last use is older than D) or a directory under trees/
+//     without an index record, which only a crash leaves;
+//   - an orphan object is one whose only name will be its own once the
+//     stale trees are gone. Trees hard-link objects, so the object's link
+//     count says how many tree names use it: with n names in stale trees,
+//     an object with st_nlink <= n+1 goes. An object already at 1 is the
+//     leftover of a crash and goes too;
+//   - the plan is the list of what a run deletes. A dry run and a real run
+//     make it with the same function under the same lock; the real run
+//     then executes it, so the two cannot differ.
+//
+// Leases. An import writes a lease before its first object and drops it
+// with its index record (cache.Builder). It also holds the store lock
+// shared from NewBuilder to Commit or Abort, and Collect holds it
+// exclusively from planning to the end of the sweep, so no import is ever
+// half-way while gc looks: every object then on disk is linked by a tree,
+// by staging, or by nothing. Leases therefore protect no tree here. What
+// an import leaves in tmp/ is protected by its staging lock, which only a
+// live process holds; gc removes staging whose lock is free (the store's
+// own CleanTmp rule) with its lease, and deletes leases that have expired.
+// Any lease gc sees belongs to an import that has finished or died.
+//
+// Trees in use. A machine's current can move on while systemd-nspawn
+// still runs the old tree, so Collect asks the kernel which trees are in
+// use, in two ways:
+//   - the mount table of every mount namespace (/proc/PID/mountinfo, read
+//     once per namespace): a tree path in a file system's options (the
+//     lowerdir= of the overlay that --volatile=overlay mounts over the
+//     tree), a bind mount whose source is in a tree (--volatile=yes/state
+//     and plain binds; matched by device and path below the file system
+//     root, because that is all mountinfo records of a bind's source), or
+//     anything mounted on or in a tree;
+//   - every process's cwd and root (/proc/PID/cwd, /proc/PID/root): a
+//     shell cd'd into a tree, or a chroot.
+//
+// Mount tables are what catch nspawn: inside the container cwd and root
+// show the overlay, not the tree, while the overlay's options name the
+// tree for as long as anything in the namespace lives. cwd and root catch
+// the cases without a mount. Open file descriptors are not scanned (a
+// walk over every fd of every process costs far more than it saves; a
+// process holding a file open keeps its inode alive after deletion
+// anyway). A process that cannot be read is skipped; an unreadable /proc
+// fails the run, because the roots would be unknown.
+//
+// Lock files under locks/ are left alone: LockTree is taken without the
+// store lock, so a file removed between another process's open and its
+// flock would let two imports of one image run at once. Removing them
+// safely needs the lock to check, after flock, that its path still names
+// the file it locked.
+//
+// The sweep, under the exclusive store lock, in this order:
+//  1. one index transaction deletes the stale trees' records and the
+//     dead leases;
+//  2. dead staging is removed (cache.Store.CleanTmp);
+//  3. each stale tree is renamed into a fresh gc staging directory under
+//     tmp/, then the staging is removed;
+//  4. the stale trees' manifests, and manifests of trees that are neither
+//     indexed nor on disk, are removed;
+//  5. orphan objects are removed, each after checking again that its link
+//     count is 1.
+//
+// What a crash leaves, and who finishes it: after 1, trees on disk without
+// a record, which the next run collects as unindexed (no machine can
+// activate or pin a tree without its record); after 3 has begun, a gc
+// staging directory whose lock died with the process, removed by the next
+// command that opens the store; after 3, manifests without a tree and
+// objects with one link, which the next run removes. No step leaves a
+// record, symlink or pin naming something missing, and no tree is ever
+// half-deleted under its own name.
+package gc

@@ -1,0 +1,236 @@
+package gc
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// storeMount says how trees/ appears in mount tables: as a path (paths:
+// absolute, as the store was opened and with symlinks resolved, since a
+// mount option keeps the path it was given while the kernel reports cwd
+// and mount points resolved) and, for bind mounts, as a path inside its
+// file system (dev "major:minor" and rel, the path below that file
+// system's root).
+type storeMount struct {
+	paths []string
+	dev   string
+	rel   string
+}
+
+// treeOf returns the tree that path p lies in, under any of the store's
+// names for trees/.
+func (sm storeMount) treeOf(p string) (digest.Digest, bool) {
+	for _, dir := range sm.paths {
+		if d, ok := treeOf(dir, p); ok {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+// inUse finds the trees under treesDir that running processes still use
+// although no machine may point at them any more. It looks at every
+// process's cwd and root, and at the mount table of every mount namespace
+// once: a bind mount of a tree, a mount on or inside a tree, or a tree
+// named in a file system's options (the overlay lowerdir= that
+// systemd-nspawn --volatile=overlay mounts). Processes that vanish or
+// cannot be read while it looks are skipped; an unreadable /proc is an
+// error, because then nothing can be known.
+func inUse(procDir, treesDir string) (map[digest.Digest]string, error) {
+	sm, err := findStoreMount(procDir, treesDir)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(procDir)
+	if err != nil {
+		return nil, fmt.Errorf("scan processes: %w", err)
+	}
+	found := map[digest.Digest]string{}
+	use := func(d digest.Digest, why string) {
+		if _, ok := found[d]; !ok {
+			found[d] = why
+		}
+	}
+	seenNS := map[string]bool{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		dir := filepath.Join(procDir, e.Name())
+		who := fmt.Sprintf("pid %d (%s)", pid, comm(dir))
+		for _, link := range []string{"cwd", "root"} {
+			target, err := os.Readlink(filepath.Join(dir, link))
+			if err != nil {
+				continue
+			}
+			if d, ok := sm.treeOf(target); ok {
+				use(d, fmt.Sprintf("%s %s %s", who, link, target))
+			}
+		}
+		ns, err := os.Readlink(filepath.Join(dir, "ns", "mnt"))
+		if err != nil || seenNS[ns] {
+			continue
+		}
+		f, err := os.Open(filepath.Join(dir, "mountinfo"))
+		if err != nil {
+			continue
+		}
+		seenNS[ns] = true
+		for _, u := range scanMountinfo(f, sm) {
+			use(u.digest, who+": "+u.how)
+		}
+		f.Close()
+	}
+	return found, nil
+}
+
+// findStoreMount resolves treesDir and finds the mount that holds it in
+// this process's mount table.
+func findStoreMount(procDir, treesDir string) (storeMount, error) {
+	real, err := filepath.EvalSymlinks(treesDir)
+	if err != nil {
+		return storeMount{}, fmt.Errorf("trees %s: %w", treesDir, err)
+	}
+	sm := storeMount{paths: []string{real}}
+	if abs, err := filepath.Abs(treesDir); err == nil && abs != real {
+		sm.paths = append(sm.paths, abs)
+	}
+	f, err := os.Open(filepath.Join(procDir, "self", "mountinfo"))
+	if err != nil {
+		return storeMount{}, fmt.Errorf("scan mounts: %w", err)
+	}
+	defer f.Close()
+	best := -1
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		m, ok := parseMountinfo(sc.Text())
+		if !ok || !within(real, m.point) || len(m.point) <= best {
+			continue
+		}
+		best = len(m.point)
+		sm.dev = m.dev
+		sm.rel = filepath.Join(m.root, strings.TrimPrefix(real, m.point))
+	}
+	return sm, sc.Err()
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+// mount is the part of a mountinfo line the scan needs.
+type mount struct {
+	dev, root, point, fstype, superOpts string
+}
+
+// parseMountinfo splits one line of /proc/PID/mountinfo:
+//
+//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+func parseMountinfo(line string) (mount, bool) {
+	pre, post, ok := strings.Cut(line, " - ")
+	if !ok {
+		return mount{}, false
+	}
+	a, b := strings.Fields(pre), strings.Fields(post)
+	if len(a) < 6 || len(b) < 3 {
+		return mount{}, false
+	}
+	return mount{dev: a[2], root: unescape(a[3]), point: unescape(a[4]), fstype: b[0], superOpts: unescape(b[2])}, true
+}
+
+// unescape undoes mountinfo's octal escapes of space, tab, newline and
+// backslash.
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+type mountUse struct {
+	digest digest.Digest
+	how    string
+}
+
+// scanMountinfo returns the trees one mount table uses.
+func scanMountinfo(r io.Reader, sm storeMount) []mountUse {
+	var out []mountUse
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		m, ok := parseMountinfo(sc.Text())
+		if !ok {
+			continue
+		}
+		// A bind mount of a tree (or of a directory in it), wherever it is mounted.
+		if sm.dev != "" && m.dev == sm.dev {
+			if d, ok := treeOf(sm.rel, m.root); ok {
+				out = append(out, mountUse{d, "bind mount of " + m.root + " at " + m.point})
+			}
+		}
+		// Anything mounted on or in a tree pins it as a mount point.
+		if d, ok := sm.treeOf(m.point); ok {
+			out = append(out, mountUse{d, m.fstype + " mounted at " + m.point})
+		}
+		// A tree named in the options: overlay's lowerdir=, upperdir=.
+		for _, opt := range strings.Split(m.superOpts, ",") {
+			key, val, ok := strings.Cut(opt, "=")
+			if !ok {
+				continue
+			}
+			for _, p := range strings.Split(val, ":") {
+				if d, ok := sm.treeOf(p); ok {
+					out = append(out, mountUse{d, fmt.Sprintf("%s %s=%s at %s", m.fstype, key, p, m.point)})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// treeOf returns the tree that path p lies in, if it lies in one under
+// treesDir (…/trees, holding <algorithm>/<encoded>).
+func treeOf(treesDir, p string) (digest.Digest, bool) {
+	rest, ok := strings.CutPrefix(p, treesDir+"/")
+	if !ok {
+		return "", false
+	}
+	parts := strings.SplitN(rest, "/", 3)
+	if len(parts) < 2 {
+		return "", false
+	}
+	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[1])
+	if d.Validate() != nil {
+		return "", false
+	}
+	return d, true
+}
+
+func comm(procPID string) string {
+	b, err := os.ReadFile(filepath.Join(procPID, "comm"))
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
+}

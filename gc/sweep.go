@@ -1,0 +1,408 @@
+package gc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/cache"
+)
+
+// DefaultKeep is how many generations of each machine keep their trees:
+// the current one and two to roll back to.
+const DefaultKeep = 3
+
+// procDir is where the kernel shows processes; a variable for tests only.
+var procDir = "/proc"
+
+// Options tune Collect.
+type Options struct {
+	Keep      int           // trees of each machine's Keep newest generations are kept
+	UnusedFor time.Duration // > 0: keep unreachable trees used more recently than this
+	DryRun    bool          // plan only: report what a real run would do, change nothing
+	Now       time.Time     // zero means time.Now()
+}
+
+// Report is what a collection removed, or with DryRun would remove.
+type Report struct {
+	DryRun     bool         `json:"dry_run"`
+	Trees      []TreeReport `json:"trees"`
+	Objects    int          `json:"objects"`
+	BytesFreed int64        `json:"bytes_freed"` // content bytes of every file that disappears
+	Leases     int          `json:"leases"`      // expired or dead imports' leases dropped
+	Staging    int          `json:"staging"`     // dead staging directories under tmp/ removed
+	Kept       []KeptReport `json:"kept"`
+}
+
+// TreeReport is one tree removed.
+type TreeReport struct {
+	Digest digest.Digest `json:"digest"`
+	Bytes  int64         `json:"bytes"` // content bytes of its regular files, shared or not
+	Reason string        `json:"reason"`
+}
+
+// KeptReport is one tree kept and why.
+type KeptReport struct {
+	Digest digest.Digest `json:"digest"`
+	Why    string        `json:"why"`
+}
+
+// Collect removes what no root needs: stale trees, then the objects only
+// they linked, dead staging and expired leases. It holds the exclusive
+// store lock throughout, so no import, activation or pin runs meanwhile;
+// with DryRun it takes the same lock, makes the same plan and stops there,
+// so the plan it reports is the one a real run would have executed.
+//
+// A real run that fails part-way has still left a consistent store (see
+// the package documentation); the next Collect finishes the job.
+func Collect(ctx context.Context, s *cache.Store, opt Options) (Report, error) {
+	if opt.Keep < 0 {
+		return Report{}, fmt.Errorf("keep %d: %w", opt.Keep, cache.ErrInvalid)
+	}
+	if opt.Now.IsZero() {
+		opt.Now = time.Now()
+	}
+	lock, err := s.Lock(ctx, true)
+	if err != nil {
+		return Report{}, fmt.Errorf("gc: %w", err)
+	}
+	defer lock.Unlock()
+	p, err := makePlan(s, opt)
+	if err != nil {
+		return Report{}, fmt.Errorf("gc: %w", err)
+	}
+	if opt.DryRun {
+		return p.Report, nil
+	}
+	err = p.execute(ctx, s)
+	if err != nil {
+		err = fmt.Errorf("gc: %w", err)
+	}
+	return p.Report, err
+}
+
+// plan is everything a run will delete, with the report it will give.
+type plan struct {
+	Report
+	trees     []staleTree
+	objects   []Object
+	manifests []digest.Digest
+	leases    []string
+	staging   []string // dead staging ids
+}
+
+type staleTree struct {
+	digest  digest.Digest
+	indexed bool
+}
+
+type inode struct{ dev, ino uint64 }
+
+// makePlan reads the index, the disk and /proc, lets Mark decide, and
+// works out what the stale trees take with them. It writes nothing.
+func makePlan(s *cache.Store, opt Options) (*plan, error) {
+	g, indexed, err := graph(s)
+	if err != nil {
+		return nil, err
+	}
+	marked := Mark(g, Policy{Keep: opt.Keep, UnusedFor: opt.UnusedFor, Now: opt.Now})
+	p := &plan{Report: Report{DryRun: opt.DryRun, Trees: []TreeReport{}, Kept: []KeptReport{}}}
+	kept := map[digest.Digest]bool{}
+	for _, k := range marked.Kept {
+		kept[k.Digest] = true
+		p.Kept = append(p.Kept, KeptReport{k.Digest, k.String()})
+	}
+
+	// Objects by inode, so the names in stale trees can be counted
+	// against them.
+	names, err := s.ObjectDigests()
+	if err != nil {
+		return nil, err
+	}
+	var objs []Object
+	objAt := map[inode]digest.Digest{}
+	for _, d := range names {
+		fi, err := os.Lstat(s.ObjectPath(d))
+		if err != nil {
+			return nil, fmt.Errorf("object %s: %w", d, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || !fi.Mode().IsRegular() {
+			continue // not something the store made; leave it alone
+		}
+		objs = append(objs, Object{d, uint64(st.Nlink), fi.Size()})
+		objAt[inode{st.Dev, st.Ino}] = d
+	}
+
+	// Every name in a stale tree or dead staging is about to go.
+	dropped := map[digest.Digest]uint64{}
+	type other struct {
+		links, names uint64
+		size         int64
+	}
+	others := map[inode]*other{} // files that are no object: empty files, copies past the link limit
+	walk := func(dir string) (int64, error) {
+		var bytes int64
+		seen := map[inode]bool{}
+		err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
+			if err != nil {
+				if path == dir && errors.Is(err, fs.ErrNotExist) {
+					return fs.SkipAll // an index record without its tree
+				}
+				return err
+			}
+			if !de.Type().IsRegular() {
+				return nil
+			}
+			fi, err := de.Info()
+			if err != nil {
+				return err
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			key := inode{st.Dev, st.Ino}
+			if !seen[key] {
+				seen[key] = true
+				bytes += fi.Size()
+			}
+			if d, ok := objAt[key]; ok {
+				dropped[d]++
+				return nil
+			}
+			o := others[key]
+			if o == nil {
+				o = &other{links: uint64(st.Nlink), size: fi.Size()}
+				others[key] = o
+			}
+			o.names++
+			return nil
+		})
+		return bytes, err
+	}
+	for _, st := range marked.Stale {
+		bytes, err := walk(s.TreePath(st.Digest))
+		if err != nil {
+			return nil, fmt.Errorf("tree %s: %w", st.Digest, err)
+		}
+		_, ok := indexed[st.Digest]
+		p.trees = append(p.trees, staleTree{st.Digest, ok})
+		p.Trees = append(p.Trees, TreeReport{st.Digest, bytes, st.Reason})
+		p.manifests = append(p.manifests, st.Digest)
+	}
+	if p.staging, err = s.DeadStaging(); err != nil {
+		return nil, err
+	}
+	for _, id := range p.staging {
+		dir := filepath.Join(s.TmpDir(), id)
+		if _, err := os.Lstat(dir); err != nil {
+			continue // a lock file whose directory is already gone
+		}
+		p.Staging++
+		if _, err := walk(dir); err != nil {
+			return nil, fmt.Errorf("staging %s: %w", id, err)
+		}
+	}
+
+	p.objects = Orphans(objs, dropped)
+	p.Objects = len(p.objects)
+	for _, o := range p.objects {
+		p.BytesFreed += o.Size
+	}
+	for _, o := range others {
+		if o.names >= o.links {
+			p.BytesFreed += o.size
+		}
+	}
+
+	// Manifests whose tree is neither indexed nor on disk: a crash fell
+	// between a previous run's removal of the record and of the manifest.
+	known := map[digest.Digest]bool{}
+	for _, t := range g.Trees {
+		known[t.Digest] = true
+	}
+	mfs, err := s.ManifestDigests()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range mfs {
+		if !known[d] && !kept[d] {
+			p.manifests = append(p.manifests, d)
+		}
+	}
+
+	// Leases: expired ones, and those of imports whose staging is dead.
+	dead := map[string]bool{}
+	for _, id := range p.staging {
+		dead[id] = true
+	}
+	p.leases = marked.ExpiredLeases
+	for _, l := range g.Leases {
+		if dead[l.ID] && l.Expires.After(opt.Now) {
+			p.leases = append(p.leases, l.ID)
+		}
+	}
+	sort.Strings(p.leases)
+	p.Leases = len(p.leases)
+	return p, nil
+}
+
+// graph builds Mark's input from the index, the disk and /proc. It also
+// returns the index's tree records.
+func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
+	var g Graph
+	indexed := map[digest.Digest]cache.Tree{}
+	machines := map[string]*Machine{}
+	err := s.View(func(tx *cache.Tx) error {
+		trees, err := tx.Trees()
+		if err != nil {
+			return err
+		}
+		for _, t := range trees {
+			indexed[t.Digest] = t
+			g.Trees = append(g.Trees, Tree{Digest: t.Digest, Indexed: true, LastUsed: t.LastUsed})
+		}
+		ms, err := tx.Machines()
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			gens, err := tx.Generations(m.Name)
+			if err != nil {
+				return err
+			}
+			mm := &Machine{Name: m.Name, Current: m.Current}
+			for _, gen := range gens {
+				mm.Generations = append(mm.Generations, Generation{gen.Number, gen.Digest})
+			}
+			machines[m.Name] = mm
+		}
+		if g.Pins, err = tx.Pins(); err != nil {
+			return err
+		}
+		leases, err := tx.Leases()
+		for _, l := range leases {
+			g.Leases = append(g.Leases, Lease{l.ID, l.Expires})
+		}
+		return err
+	})
+	if err != nil {
+		return g, nil, err
+	}
+
+	onDisk, err := s.TreeDigests()
+	if err != nil {
+		return g, nil, err
+	}
+	for _, d := range onDisk {
+		if _, ok := indexed[d]; !ok {
+			g.Trees = append(g.Trees, Tree{Digest: d})
+		}
+	}
+
+	// The symlinks are the truth about what runs: a machine the index
+	// does not know yet (a crash right after its first flip) counts too.
+	ents, err := os.ReadDir(s.MachinesDir())
+	if err != nil {
+		return g, nil, fmt.Errorf("machines: %w", err)
+	}
+	for _, e := range ents {
+		if e.IsDir() && activate.ValidName(e.Name()) == nil && machines[e.Name()] == nil {
+			machines[e.Name()] = &Machine{Name: e.Name()}
+		}
+	}
+	for name, m := range machines {
+		d, err := activate.Current(s, name)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return g, nil, err // a root that cannot be read: sweeping now could delete it
+		}
+		m.Link = d
+		g.Machines = append(g.Machines, *m)
+	}
+	sort.Slice(g.Machines, func(i, j int) bool { return g.Machines[i].Name < g.Machines[j].Name })
+
+	g.InUse, err = inUse(procDir, filepath.Join(s.Root(), "trees"))
+	if err != nil {
+		return g, nil, err
+	}
+	return g, indexed, nil
+}
+
+// execute carries out the plan in the order that keeps every crash
+// recoverable (see the package documentation). The caller holds the
+// exclusive store lock. Its report is corrected for anything skipped.
+func (p *plan) execute(ctx context.Context, s *cache.Store) error {
+	// 1. The index forgets the stale trees and dead leases in one
+	//    transaction: from here on nothing can activate or pin them.
+	err := s.Update(func(tx *cache.Tx) error {
+		for _, t := range p.trees {
+			if t.indexed {
+				if err := tx.DeleteTree(t.digest); err != nil {
+					return err
+				}
+			}
+		}
+		for _, id := range p.leases {
+			if err := tx.DeleteLease(id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// 2. Dead staging, by the store's own rule.
+	if err := s.CleanTmp(ctx); err != nil {
+		return err
+	}
+	// 3. Each stale tree leaves its live name in one rename, into staging
+	//    that dies with this process, so no half-deleted tree is ever
+	//    visible under trees/. The staging is ours until Remove.
+	if len(p.trees) > 0 {
+		st, err := s.NewStaging("gc")
+		if err != nil {
+			return err
+		}
+		for _, t := range p.trees {
+			err := os.Rename(s.TreePath(t.digest), filepath.Join(st.Dir, t.digest.Encoded()))
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				st.Remove()
+				return fmt.Errorf("tree %s: %w", t.digest, err)
+			}
+		}
+		if err := st.Remove(); err != nil {
+			return fmt.Errorf("staging %s: %w", st.ID, err)
+		}
+	}
+	// 4. Manifests of trees that no longer exist.
+	for _, d := range p.manifests {
+		if err := os.Remove(s.ManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("manifest %s: %w", d, err)
+		}
+	}
+	// 5. Objects that only their own name links now. The link count is
+	//    checked again: an object some unseen name still links stays.
+	for _, o := range p.objects {
+		path := s.ObjectPath(o.Digest)
+		fi, err := os.Lstat(path)
+		if err == nil && fi.Sys().(*syscall.Stat_t).Nlink == 1 {
+			err = os.Remove(path)
+		} else if err == nil {
+			p.Objects--
+			p.BytesFreed -= o.Size
+			continue
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("object %s: %w", o.Digest, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,210 @@
+package integration
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// gcImages imports n images with docker import: each has the same 4 MB
+// of shared files plus 1 MB of its own, so what gc frees is known.
+func gcImages(t *testing.T, n int) []string {
+	t.Helper()
+	stamp := time.Now().UnixNano()
+	mt := time.Unix(1700000000, 0)
+	var refs []string
+	for v := 1; v <= n; v++ {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for _, d := range []string{"usr/", "usr/share/", "etc/"} {
+			tw.WriteHeader(&tar.Header{Name: d, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
+		}
+		add := func(name string, seed uint64, size int) {
+			rng := rand.New(rand.NewPCG(seed, seed))
+			data := make([]byte, size)
+			for i := range data {
+				data[i] = byte(rng.Uint32())
+			}
+			tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(size), ModTime: mt})
+			tw.Write(data)
+		}
+		for i := 0; i < 4; i++ {
+			add(fmt.Sprintf("usr/share/shared-%d", i), uint64(i), 1<<20)
+		}
+		add("usr/share/own", uint64(stamp)+uint64(v), 1<<20)
+		version := fmt.Sprintf("v%d\n", v)
+		tw.WriteHeader(&tar.Header{Name: "etc/version", Mode: 0o644, Size: int64(len(version)), ModTime: mt})
+		tw.Write([]byte(version))
+		tw.Close()
+		ref := fmt.Sprintf("rootswap-test/gc:%d-v%d", stamp, v)
+		cmd := exec.Command("docker", "import", "-", ref)
+		cmd.Stdin = &buf
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker import: %v\n%s", err, out)
+		}
+		refs = append(refs, ref)
+		t.Cleanup(func() { exec.Command("docker", "rmi", ref).Run() })
+	}
+	return refs
+}
+
+// storeBytes is the space the store's files take (hard links once).
+func storeBytes(t *testing.T, root string) int64 {
+	seen := map[uint64]bool{}
+	var n int64
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil || !fi.Mode().IsRegular() {
+			return nil
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if !seen[st.Ino] {
+			seen[st.Ino] = true
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func TestGCKeepsGenerationsAndPins(t *testing.T) {
+	needIntegration(t)
+	imgs := gcImages(t, 5)
+	s := newStore(t)
+	var digests []string
+	for _, img := range imgs[:4] {
+		s.ok("prepare", "app", img)
+		digests = append(digests, strings.TrimSpace(s.ok("import", img)))
+	}
+	// A fifth tree, not used by any machine, pinned.
+	pinned := strings.TrimSpace(s.ok("import", imgs[4]))
+	s.ok("pin", pinned)
+
+	before := listing(t, s.root)
+	plan := s.ok("gc", "--keep", "3", "--dry-run", "--json")
+	if after := listing(t, s.root); after != before {
+		t.Fatalf("gc --dry-run changed the store")
+	}
+	var p struct {
+		Trees []struct {
+			Digest string `json:"digest"`
+		} `json:"trees"`
+	}
+	if err := json.Unmarshal([]byte(plan), &p); err != nil {
+		t.Fatalf("gc --dry-run --json: %v\n%s", err, plan)
+	}
+	if len(p.Trees) != 1 || p.Trees[0].Digest != digests[0] {
+		t.Fatalf("gc plan removes %+v, want only v1 %s", p.Trees, digests[0])
+	}
+
+	size := storeBytes(t, s.root)
+	s.ok("gc", "--keep", "3")
+	freed := size - storeBytes(t, s.root)
+	if _, err := os.Stat(s.treePath(digests[0])); !os.IsNotExist(err) {
+		t.Errorf("v1's tree survived gc --keep 3: %v", err)
+	}
+	for _, d := range append(digests[1:], pinned) {
+		if _, err := os.Stat(filepath.Join(s.treePath(d), "usr", "share", "own")); err != nil {
+			t.Errorf("gc removed a kept tree %s: %v", d, err)
+		}
+	}
+	// v1 owned 1 MB and a version file; everything else is shared.
+	if freed < 1<<20 || freed > 1<<20+64<<10 {
+		t.Errorf("gc freed %d bytes, want about v1's unique 1 MiB", freed)
+	}
+	if r := s.run("verify"); r.code != 0 || !strings.Contains(r.stdout, "0 problems") {
+		t.Errorf("verify after gc: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// Two rollbacks are still possible.
+	for _, want := range []string{"v3", "v2"} {
+		s.ok("rollback", "app")
+		if b, err := os.ReadFile(filepath.Join(s.root, "machines", "app", "current", "etc", "version")); err != nil || strings.TrimSpace(string(b)) != want {
+			t.Errorf("after rollback: %q %v, want %s", b, err, want)
+		}
+	}
+	s.ok("unpin", pinned)
+	s.ok("gc", "--keep", "3")
+	if _, err := os.Stat(s.treePath(pinned)); !os.IsNotExist(err) {
+		t.Errorf("an unpinned, unused tree survived gc: %v", err)
+	}
+	s.fail(1, []string{"not found"}, "pin", "sha256:"+strings.Repeat("1", 64))
+}
+
+// TestGCUnderConcurrency runs prepares (new and cached digests) and
+// rollbacks while gc runs again and again. Every command either succeeds
+// or fails with "store busy"; no machine's tree ever misses a file; the
+// store is consistent at the end.
+func TestGCUnderConcurrency(t *testing.T) {
+	needIntegration(t)
+	imgs := gcImages(t, 6)
+	s := newStore(t)
+	s.ok("prepare", "a", imgs[0])
+	s.ok("prepare", "b", imgs[1])
+	deadline := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	var ops, busy atomic.Int32
+	var mu sync.Mutex
+	var failures []string
+	check := func(args []string, r result) {
+		ops.Add(1)
+		switch {
+		case r.code == 0:
+		case strings.Contains(r.stderr, "store busy"):
+			busy.Add(1)
+		case args[0] == "rollback" && (strings.Contains(r.stderr, "oldest") || strings.Contains(r.stderr, "removed by gc")):
+		default:
+			mu.Lock()
+			failures = append(failures, fmt.Sprintf("%v: exit %d: %s", args, r.code, strings.TrimSpace(r.stderr)))
+			mu.Unlock()
+		}
+	}
+	worker := func(seed uint64, name string) {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(seed, 1))
+		for time.Now().Before(deadline) {
+			var args []string
+			if rng.IntN(3) == 0 {
+				args = []string{"rollback", name}
+			} else {
+				args = []string{"prepare", name, imgs[rng.IntN(len(imgs))]}
+			}
+			check(args, s.run(append([]string{"--lock-timeout", "5s"}, args...)...))
+			// The machine's tree must be whole at every moment we look.
+			for _, f := range []string{"etc/version", "usr/share/own", "usr/share/shared-3"} {
+				if _, err := os.Stat(filepath.Join(s.root, "machines", name, "current", f)); err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("machine %s: %s missing: %v", name, f, err))
+					mu.Unlock()
+				}
+			}
+		}
+	}
+	wg.Add(3)
+	go worker(1, "a")
+	go worker(2, "b")
+	go func() {
+		defer wg.Done()
+		for time.Now().Before(deadline) {
+			args := []string{"gc", "--keep", "1"}
+			check(args, s.run("--lock-timeout", "5s", "gc", "--keep", "1"))
+		}
+	}()
+	wg.Wait()
+	for _, f := range failures {
+		t.Error(f)
+	}
+	t.Logf("%d commands, %d answered store busy", ops.Load(), busy.Load())
+	if r := s.run("verify"); r.code != 0 {
+		t.Errorf("verify at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}

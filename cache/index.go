@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -122,8 +123,9 @@ func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 // createIndex makes index.db with all buckets: built under a temporary
 // name, synced, then renamed, so a crash never leaves a half-made index.
 func createIndex(path string) error {
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d", os.Getpid()))
-	os.Remove(tmp)
+	var r [6]byte
+	rand.Read(r[:])
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d.%x", os.Getpid(), r))
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("create index: %w", err)

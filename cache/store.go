@@ -41,6 +41,7 @@ type Store struct {
 // Options tune Open.
 type Options struct {
 	LockTimeout time.Duration // zero means DefaultLockTimeout
+	KeepTmp     bool          // leave dead staging alone (gc --dry-run changes nothing)
 }
 
 // Open makes the store layout under root if needed (the index is created
@@ -64,8 +65,10 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 			return nil, fmt.Errorf("store %s: %w", root, err)
 		}
 	}
-	if err := s.CleanTmp(ctx); err != nil {
-		return nil, err
+	if !opt.KeepTmp {
+		if err := s.CleanTmp(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

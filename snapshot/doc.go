@@ -14,7 +14,11 @@
 // leading "/" is stripped, as tar does; any ".." component is refused);
 // duplicate names, entries under a non-directory, hard links that do not
 // name an earlier regular file or symlink, owners outside 0..2^32-2,
-// device nodes outside dev/, whiteouts and trusted.* xattrs are refused.
+// device nodes outside dev/ or with numbers Linux cannot hold, sparse
+// entries (Docker never exports them; expanding one could fill the disk),
+// mtimes outside 1678–2262, a stream that ends without its end-of-archive
+// block, capabilities on anything but a regular file, whiteouts and
+// trusted.* xattrs are refused.
 // Of the xattrs, security.capability and user.* are kept exactly;
 // security.selinux and system.* (ACLs, which tar only restores with --acls)
 // are dropped, as they describe the exporting host rather than the image.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -170,5 +171,33 @@ func TestCompletionOffersMachinesAndDigests(t *testing.T) {
 	}
 	if out := complete("rollback", "x"); strings.Contains(out, "web") {
 		t.Errorf("rollback x<TAB> offered web: %q", out)
+	}
+}
+
+func TestGCDryRunLeavesDeadStaging(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(root, "tmp", "import-1-dead")
+	os.Mkdir(dead, 0o700)
+	os.WriteFile(dead+".lock", nil, 0o600)
+	cmd := newRootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetArgs([]string{"--root", root, "gc", "--dry-run"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); err != nil {
+		t.Fatalf("gc --dry-run removed dead staging: %v", err)
+	}
+	cmd = newRootCmd()
+	cmd.SetOut(io.Discard)
+	cmd.SetArgs([]string{"--root", root, "gc"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dead); !os.IsNotExist(err) {
+		t.Fatalf("gc left dead staging: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/gc"
 )
 
@@ -37,7 +38,9 @@ runs; imports and activations wait for it.`,
 			if opt.UnusedFor < 0 {
 				return usage("gc: --unused-for %s: must not be negative", opt.UnusedFor)
 			}
-			s, err := g.open(cmd.Context())
+			// A dry run must not even clean dead staging, as every other
+			// command does on open: the plan lists it instead.
+			s, err := cache.Open(cmd.Context(), g.root, cache.Options{LockTimeout: g.lockTimeout, KeepTmp: opt.DryRun})
 			if err != nil {
 				return err
 			}

@@ -13,7 +13,7 @@ import (
 
 // unitFile is one systemd unit to print or install.
 type unitFile struct {
-	name string
+	name string // relative to the unit directory
 	opts []*unit.UnitOption
 }
 
@@ -22,24 +22,37 @@ func unitCmd(g *globals) *cobra.Command {
 		gcTimer bool
 		install bool
 		unitDir string
+		svc     serviceOptions
 	)
 	cmd := &cobra.Command{
-		Use:   "unit --gc-timer [--install [--unit-dir DIR]]",
+		Use:   "unit (--gc-timer | NAME IMAGE [-- COMMAND ARGS…]) [--install [--unit-dir DIR]]",
 		Short: "Print or install systemd units for rootswap",
 		Long: `Unit prints systemd units that run rootswap; with --install it writes them to
 /etc/systemd/system (or --unit-dir) and prints the commands that enable them.
 
+NAME IMAGE gives rootswap-NAME.service: ExecStartPre prepares IMAGE (pulling
+it, starting from cache when Docker is down, rolling back crash loops),
+ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
+reports how the run ended; Restart=always; Wants=/After=docker.service but not
+Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
+and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
+
 --gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
 this store (--root), and rootswap-gc.timer, which starts it daily at a random
 time within the first hour, catching up after downtime.`,
-		Example: `  rootswap unit --gc-timer
+		Example: `  rootswap unit web registry.example/web:stable -- /usr/bin/web-server --port 80
+  rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
+  rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
+  rootswap unit --gc-timer
   rootswap --root /srv/rootswap unit --gc-timer --install`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case gcTimer && len(args) > 0:
 				return usage("unit: give --gc-timer or NAME IMAGE, not both")
-			case !gcTimer && len(args) != 2:
-				return usage("unit: give --gc-timer or NAME IMAGE (see --help)")
+			case !gcTimer && len(args) < 2,
+				!gcTimer && cmd.ArgsLenAtDash() < 0 && len(args) != 2,
+				!gcTimer && cmd.ArgsLenAtDash() >= 0 && cmd.ArgsLenAtDash() != 2:
+				return usage("unit: give --gc-timer or NAME IMAGE [-- COMMAND ARGS…] (see --help)")
 			}
 			return nil
 		},
@@ -56,8 +69,10 @@ time within the first hour, catching up after downtime.`,
 			switch {
 			case gcTimer:
 				files, err = gcTimerUnits(bin, root)
+			case svc.settingsFile:
+				files, err = settingsUnits(bin, root, args[0], args[1], args[2:], &svc)
 			default:
-				err = fmt.Errorf("unit %s: service units are not available yet", args[0])
+				files, err = serviceUnits(bin, root, args[0], args[1], args[2:], &svc)
 			}
 			if err != nil {
 				return err
@@ -71,6 +86,7 @@ time within the first hour, catching up after downtime.`,
 	cmd.Flags().BoolVar(&gcTimer, "gc-timer", false, "the daily gc service and timer")
 	cmd.Flags().BoolVar(&install, "install", false, "write the units instead of printing them")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where --install writes units (`DIR`)")
+	svc.register(cmd)
 	return cmd
 }
 
@@ -151,15 +167,18 @@ func installUnits(w io.Writer, dir string, files []unitFile) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("unit dir %s: %w", dir, err)
 	}
-	var timers []string
+	var enable []string
 	for _, f := range files {
 		b, err := serialize(f)
 		if err != nil {
 			return err
 		}
 		path := filepath.Join(dir, f.name)
-		tmp := filepath.Join(dir, fmt.Sprintf(".%s.%d", f.name, os.Getpid()))
-		err = writeSynced(tmp, b)
+		tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
+		err = os.MkdirAll(filepath.Dir(path), 0o755)
+		if err == nil {
+			err = writeSynced(tmp, b)
+		}
 		if err == nil {
 			err = os.Rename(tmp, path)
 		}
@@ -168,11 +187,16 @@ func installUnits(w io.Writer, dir string, files []unitFile) error {
 			return fmt.Errorf("unit %s: %w", path, err)
 		}
 		fmt.Fprintf(w, "wrote %s\n", path)
-		if strings.HasSuffix(f.name, ".timer") {
-			timers = append(timers, f.name)
+		switch {
+		case strings.HasSuffix(f.name, ".timer"):
+			enable = append(enable, f.name)
+		case strings.HasSuffix(f.name, ".service") && !strings.HasPrefix(f.name, "rootswap-gc"):
+			enable = append(enable, f.name)
+		case strings.HasSuffix(f.name, ".service.d/rootswap.conf"):
+			enable = append(enable, strings.TrimSuffix(f.name, ".d/rootswap.conf"))
 		}
 	}
-	fmt.Fprintf(w, "next: systemctl daemon-reload && systemctl enable --now %s\n", strings.Join(timers, " "))
+	fmt.Fprintf(w, "next: systemctl daemon-reload && systemctl enable --now %s\n", strings.Join(enable, " "))
 	return nil
 }
 

@@ -134,11 +134,88 @@ func TestUnitCommandLine(t *testing.T) {
 		{[]string{"unit"}, 2},
 		{[]string{"unit", "--gc-timer", "web", "img"}, 2},
 		{[]string{"unit", "web"}, 2},
-		{[]string{"unit", "web", "img"}, 1}, // service units come with a later change
+		{[]string{"unit", "web", "img"}, 0},
+		{[]string{"unit", "web", "img", "--", "/bin/app", "-x"}, 0},
+		{[]string{"unit", "web", "img", "extra"}, 2},
+		{[]string{"unit", "-bad", "img"}, 2},
+		{[]string{"unit", "web", "img", "--nspawn-opt=-U"}, 2},
+		{[]string{"unit", "web", "img", "--setenv", "NOEQUALS"}, 2},
 		{[]string{"unit", "--gc-timer"}, 0},
 	} {
 		if code, out := rootswapIn(t, store, tc.args...); code != tc.code {
 			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
 		}
+	}
+}
+
+func TestUnitService(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	dir := filepath.Join(t.TempDir(), "units")
+	out := mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--bind", "/srv/a:/data", "--setenv", "X=1 2",
+		"--notify", "--healthy-after", "45s", "--private-users", "web", "reg/web:1", "--", "/bin/sh", "-c", "echo 100% $HOME")
+	if !strings.Contains(out, "next: systemctl daemon-reload && systemctl enable --now rootswap-web.service") {
+		t.Errorf("install said %q", out)
+	}
+	bin, _ := os.Executable()
+	u := readUnit(t, filepath.Join(dir, "rootswap-web.service"))
+	want := map[string]map[string]string{
+		"Unit": {"Wants": "docker.service", "After": "docker.service"},
+		"Service": {
+			"Type":         "notify",
+			"Environment":  "ROOTSWAP_HEALTHY_AFTER=45s",
+			"ExecStartPre": bin + " --root " + store + " prepare --pull web reg/web:1",
+			"ExecStart": bin + " --root " + store + ` run web --keep-unit --bind=/srv/a:/data "--setenv=X=1 2" ` +
+				`--private-users=pick --private-users-ownership=map --notify-ready=yes /bin/sh -c "echo 100%% $$HOME"`,
+			"ExecStopPost": bin + " --root " + store + " report web",
+			"Restart":      "always",
+			"KillMode":     "mixed",
+			"Delegate":     "yes",
+		},
+		"Install": {"WantedBy": "multi-user.target"},
+	}
+	for sec, opts := range want {
+		for k, v := range opts {
+			if got := u[sec][k]; len(got) != 1 || got[0] != v {
+				t.Errorf("[%s] %s = %q, want %q", sec, k, got, v)
+			}
+		}
+	}
+	if _, ok := u["Unit"]["Requires"]; ok {
+		t.Error("the unit Requires= docker: it could not start from cache with Docker down")
+	}
+	if strings.Contains(u["Service"]["ExecStart"][0], " -U") {
+		t.Error("the unit passes -U")
+	}
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Logf("systemd-analyze verify skipped: %v", err)
+		return
+	}
+	cmd := exec.Command(sa, "verify", filepath.Join(dir, "rootswap-web.service"))
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=warning")
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestUnitNspawnFile(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	base := t.TempDir()
+	dir := filepath.Join(base, "system")
+	mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--nspawn-file", "--bind-ro", "/etc/ssl", "--read-only", "web", "reg/web:1", "--", "/app", "--serve")
+	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
+	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/app --serve", "Files/Volatile": "state",
+		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl"} {
+		sec, name, _ := strings.Cut(k, "/")
+		if got := n[sec][name]; len(got) != 1 || got[0] != v {
+			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
+		}
+	}
+	d := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
+	if got := d["Service"]["ExecStart"]; len(got) != 2 || got[0] != "" || strings.Contains(got[1], "-U") || !strings.Contains(got[1], "--settings=override") {
+		t.Errorf("drop-in ExecStart %q: must reset the template's and never pass -U", got)
+	}
+	if got := d["Service"]["ExecStartPre"]; len(got) != 1 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") {
+		t.Errorf("drop-in ExecStartPre %q", got)
 	}
 }

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/unit"
+	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/activate"
+)
+
+// serviceOptions are the choices `rootswap unit NAME IMAGE` offers: the
+// nspawn options users need most, without ever passing -U (its fallback is
+// a recursive chown that would rewrite files every tree shares).
+type serviceOptions struct {
+	binds        []string
+	bindsRO      []string
+	env          []string
+	readOnly     bool
+	privateUsers bool
+	notify       bool
+	nspawnOpts   []string
+	restartSec   time.Duration
+	healthyAfter time.Duration
+	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
+}
+
+func (o *serviceOptions) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVar(&o.binds, "bind", nil, "bind mount `SRC[:DST]` into the container (repeatable)")
+	f.StringArrayVar(&o.bindsRO, "bind-ro", nil, "read-only bind mount `SRC[:DST]` (repeatable)")
+	f.StringArrayVarP(&o.env, "setenv", "E", nil, "set `VAR=VALUE` in the container (repeatable)")
+	f.BoolVar(&o.readOnly, "read-only", false, "root read-only with a tmpfs /var (--volatile=state) instead of a writable overlay")
+	f.BoolVar(&o.privateUsers, "private-users", false, "user namespace with --private-users-ownership=map (never -U)")
+	f.BoolVar(&o.notify, "notify", false, "Type=notify: the payload reports readiness itself (--notify-ready=yes)")
+	f.StringArrayVar(&o.nspawnOpts, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
+	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
+	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
+	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
+}
+
+// nspawnArgs are the options `rootswap run` passes on for these choices.
+func (o *serviceOptions) nspawnArgs() []string {
+	var a []string
+	for _, b := range o.binds {
+		a = append(a, "--bind="+b)
+	}
+	for _, b := range o.bindsRO {
+		a = append(a, "--bind-ro="+b)
+	}
+	for _, e := range o.env {
+		a = append(a, "--setenv="+e)
+	}
+	if o.readOnly {
+		// The tree read-only with a tmpfs /var, instead of an overlay on
+		// everything.
+		a = append(a, "--volatile=state")
+	}
+	if o.privateUsers {
+		a = append(a, "--private-users=pick", "--private-users-ownership=map")
+	}
+	if o.notify {
+		a = append(a, "--notify-ready=yes")
+	}
+	return append(a, o.nspawnOpts...)
+}
+
+func (o *serviceOptions) check(name string, command []string) error {
+	if err := activate.ValidName(name); err != nil {
+		return err
+	}
+	for _, e := range o.env {
+		if !strings.Contains(e, "=") {
+			return usage("unit: --setenv %q: want VAR=VALUE", e)
+		}
+	}
+	// The same refusals as `rootswap run`, now rather than at the first start.
+	if _, err := activate.NspawnArgs(name, "/", append(o.nspawnArgs(), command...), false); err != nil {
+		return usage("unit: %v", err)
+	}
+	return nil
+}
+
+// serviceUnits is rootswap-NAME.service: prepare before every start, run
+// under nspawn, report after every stop, restart always.
+func serviceUnits(bin, root, name, image string, command []string, o *serviceOptions) ([]unitFile, error) {
+	if err := o.check(name, command); err != nil {
+		return nil, err
+	}
+	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", name, image)
+	if err != nil {
+		return nil, err
+	}
+	run, err := execLine(append(append([]string{bin, "--root", root, "run", name, "--keep-unit"}, o.nspawnArgs()...), command...)...)
+	if err != nil {
+		return nil, err
+	}
+	report, err := execLine(bin, "--root", root, "report", name)
+	if err != nil {
+		return nil, err
+	}
+	opts := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", fmt.Sprintf("rootswap machine %s (%s)", name, image)),
+		// Wants, not Requires: the service must start from cache while
+		// Docker is down.
+		unit.NewUnitOption("Unit", "Wants", "docker.service"),
+		unit.NewUnitOption("Unit", "After", "docker.service"),
+	}
+	typ := "simple"
+	if o.notify {
+		typ = "notify"
+	}
+	opts = append(opts, unit.NewUnitOption("Service", "Type", typ))
+	if o.healthyAfter > 0 {
+		opts = append(opts, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+o.healthyAfter.String()))
+	}
+	opts = append(opts,
+		unit.NewUnitOption("Service", "ExecStartPre", prepare),
+		unit.NewUnitOption("Service", "ExecStart", run),
+		unit.NewUnitOption("Service", "ExecStopPost", report),
+		unit.NewUnitOption("Service", "Restart", "always"),
+		unit.NewUnitOption("Service", "RestartSec", o.restartSec.String()),
+		// A cold import of a large image can take minutes.
+		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		unit.NewUnitOption("Service", "KillMode", "mixed"),
+		unit.NewUnitOption("Service", "Delegate", "yes"),
+		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),
+	)
+	return []unitFile{{"rootswap-" + name + ".service", opts}}, nil
+}
+
+// settingsUnits are the alternative for systemd-nspawn@.service users:
+// NAME.nspawn (for /etc/systemd/nspawn) and a drop-in that prepares the
+// image before every start, reports after every stop, and replaces the
+// template's ExecStart, whose -U could chown the shared tree.
+func settingsUnits(bin, root, name, image string, command []string, o *serviceOptions) ([]unitFile, error) {
+	if err := o.check(name, command); err != nil {
+		return nil, err
+	}
+	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", "--link-machines", name, image)
+	if err != nil {
+		return nil, err
+	}
+	report, err := execLine(bin, "--root", root, "report", name)
+	if err != nil {
+		return nil, err
+	}
+	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	if len(command) > 0 {
+		line, err := execLine(command...)
+		if err != nil {
+			return nil, err
+		}
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
+	}
+	for _, e := range o.env {
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Environment", e))
+	}
+	if o.privateUsers {
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "PrivateUsers", "pick"))
+	}
+	if o.notify {
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "NotifyReady", "yes"))
+	}
+	if o.readOnly {
+		nspawn = append(nspawn, unit.NewUnitOption("Files", "ReadOnly", "yes"), unit.NewUnitOption("Files", "Volatile", "state"))
+	} else {
+		nspawn = append(nspawn, unit.NewUnitOption("Files", "Volatile", "overlay"))
+	}
+	nspawn = append(nspawn, unit.NewUnitOption("Files", "PrivateUsersOwnership", "map"))
+	for _, b := range o.binds {
+		nspawn = append(nspawn, unit.NewUnitOption("Files", "Bind", b))
+	}
+	for _, b := range o.bindsRO {
+		nspawn = append(nspawn, unit.NewUnitOption("Files", "BindReadOnly", b))
+	}
+	extra := ""
+	if len(o.nspawnOpts) > 0 {
+		extra = " " + strings.Join(o.nspawnOpts, " ")
+	}
+	dropin := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Wants", "docker.service"),
+		unit.NewUnitOption("Unit", "After", "docker.service"),
+		unit.NewUnitOption("Service", "ExecStartPre", prepare),
+		unit.NewUnitOption("Service", "ExecStart", ""),
+		unit.NewUnitOption("Service", "ExecStart", "systemd-nspawn --quiet --keep-unit --link-journal=try-guest --settings=override --machine=%i"+extra),
+		unit.NewUnitOption("Service", "ExecStopPost", report),
+		unit.NewUnitOption("Service", "Restart", "always"),
+		unit.NewUnitOption("Service", "RestartSec", o.restartSec.String()),
+		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+	}
+	if o.healthyAfter > 0 {
+		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+o.healthyAfter.String()))
+	}
+	return []unitFile{
+		{"../nspawn/" + name + ".nspawn", nspawn},
+		{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin},
+	}, nil
+}

@@ -6,7 +6,7 @@
 BIN := bin/rootswap
 GO  ?= go
 
-.PHONY: build test demo deps vet fmt clean
+.PHONY: build test fuzz demo deps vet fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/rootswap
@@ -20,6 +20,13 @@ deps:
 test: deps build
 	scripts/dockerd.sh run env ROOTSWAP_INTEGRATION=1 ROOTSWAP_BIN=$(CURDIR)/$(BIN) \
 		$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz FUZZTIME=30s
+
+# A short fuzz of the tar extractor; run longer by hand, e.g.
+# make fuzz FUZZTIME=30m. /dev/shm keeps each execution cheap.
+FUZZTIME ?= 30s
+fuzz:
+	TMPDIR=/dev/shm $(GO) test ./snapshot -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 demo: deps build
 	scripts/dockerd.sh run scripts/demo.sh

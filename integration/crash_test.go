@@ -177,6 +177,12 @@ func TestCrashAnywhere(t *testing.T) {
 		}
 	}
 	t.Logf("%d trials, %d kills landed while the command ran", trials, landed)
+	// A killed export cannot remove its container; the next cold import
+	// removes every one whose process is gone.
+	s.ok("import", gcImages(t, 1)[0])
+	if leaked := leakedContainers(t); len(leaked) > 0 {
+		t.Errorf("containers of killed imports survived the next import: %v", leaked)
+	}
 	if landed < trials/3 {
 		t.Errorf("only %d of %d kills landed: the delays are too long to test anything", landed, trials)
 	}

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
@@ -25,7 +28,16 @@ type Docker interface {
 	ContainerCreate(ctx context.Context, config *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
 	ContainerExport(ctx context.Context, id string) (io.ReadCloser, error)
 	ContainerRemove(ctx context.Context, id string, opts container.RemoveOptions) error
+	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 }
+
+// Labels on export containers: which image, and which process on which
+// host created it, so a later import can remove what a killed one left.
+const (
+	labelExport = "org.rootswap.export"
+	labelPID    = "org.rootswap.pid"
+	labelHost   = "org.rootswap.host"
+)
 
 // Conditions the CLI branches on.
 var (
@@ -95,13 +107,15 @@ func Pull(ctx context.Context, c Docker, ref string, progress io.Writer) error {
 // export stream. cleanup closes the stream and removes the container; it
 // runs even when ctx is cancelled.
 func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func(), error) {
+	reap(ctx, c)
+	host, _ := os.Hostname()
 	name := fmt.Sprintf("rootswap-export-%s-%d", d.Encoded()[:12], os.Getpid())
 	cr, err := c.ContainerCreate(ctx, &container.Config{
 		Image:           d.String(),
 		Cmd:             []string{"/rootswap-export-never-started"}, // images without CMD need one to be created
 		Entrypoint:      []string{},
 		NetworkDisabled: true,
-		Labels:          map[string]string{"org.rootswap.export": d.String()},
+		Labels:          map[string]string{labelExport: d.String(), labelPID: strconv.Itoa(os.Getpid()), labelHost: host},
 	}, &container.HostConfig{NetworkMode: "none"}, nil, nil, name)
 	if err != nil {
 		return nil, nil, classify(d.String(), err)
@@ -117,4 +131,35 @@ func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func
 		return nil, nil, classify(d.String(), err)
 	}
 	return rc, func() { rc.Close(); remove() }, nil
+}
+
+// reap removes export containers that an import on this host created and
+// could not remove because it was killed: its process is gone. It is best
+// effort and runs only on the cold path, before a new export.
+func reap(ctx context.Context, c Docker) {
+	host, _ := os.Hostname()
+	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelExport))})
+	if err != nil {
+		return
+	}
+	for _, ct := range list {
+		pid, err := strconv.Atoi(ct.Labels[labelPID])
+		if ct.Labels[labelHost] != host || (err == nil && alive(pid)) {
+			continue
+		}
+		c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	}
+}
+
+// alive reports whether pid is a running process (not a zombie). A reused
+// pid keeps a dead import's container until that process ends: a leak,
+// never the removal of a live export.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S …": the state follows the last ')'.
+	i := strings.LastIndexByte(string(b), ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z'
 }

@@ -144,7 +144,7 @@ func reap(ctx context.Context, c Docker) {
 	}
 	for _, ct := range list {
 		pid, err := strconv.Atoi(ct.Labels[labelPID])
-		if ct.Labels[labelHost] != host || (err == nil && alive(pid)) {
+		if h, ok := ct.Labels[labelHost]; (ok && h != host) || (err == nil && alive(pid)) {
 			continue
 		}
 		c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})

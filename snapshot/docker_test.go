@@ -46,12 +46,13 @@ func TestReapRemovesOnlyDeadImportsOfThisHost(t *testing.T) {
 	f := &fakeDocker{containers: []container.Summary{
 		{ID: "dead", Labels: map[string]string{labelExport: "x", labelPID: dead, labelHost: host}},
 		{ID: "nopid", Labels: map[string]string{labelExport: "x", labelHost: host}},
+		{ID: "unlabelled", Labels: map[string]string{labelExport: "x"}},
 		{ID: "live", Labels: map[string]string{labelExport: "x", labelPID: strconv.Itoa(os.Getpid()), labelHost: host}},
 		{ID: "otherhost", Labels: map[string]string{labelExport: "x", labelPID: dead, labelHost: host + "-other"}},
 	}}
 	reap(context.Background(), f)
 	slices.Sort(f.removed)
-	if !slices.Equal(f.removed, []string{"dead", "nopid"}) {
-		t.Errorf("reap removed %v, want [dead nopid]", f.removed)
+	if !slices.Equal(f.removed, []string{"dead", "nopid", "unlabelled"}) {
+		t.Errorf("reap removed %v, want [dead nopid unlabelled]", f.removed)
 	}
 }

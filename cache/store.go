@@ -134,15 +134,15 @@ type Staging struct {
 	lock *fsys.Lock
 }
 
-// NewStaging creates tmp/<id>/ guarded by tmp/<id>.lock. The lock file is
-// created and locked before the directory exists, so a cleaner never
-// mistakes a live staging for a dead one.
+// NewStaging creates tmp/<id>/ guarded by tmp/<id>.lock. The lock file
+// appears already locked, and before the directory exists, so a cleaner
+// never mistakes a live staging for a dead one.
 func (s *Store) NewStaging(kind string) (*Staging, error) {
 	var b [6]byte
 	rand.Read(b[:])
 	id := fmt.Sprintf("%s-%d-%s", kind, os.Getpid(), hex.EncodeToString(b[:]))
 	lockPath := filepath.Join(s.TmpDir(), id+".lock")
-	l, err := fsys.LockFile(context.Background(), lockPath, true, 0) // new file: never contended
+	l, err := fsys.CreateLocked(lockPath)
 	if err != nil {
 		return nil, fmt.Errorf("staging: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -61,6 +62,27 @@ func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Dur
 			wait *= 2
 		}
 	}
+}
+
+// CreateLocked creates path as a new lock file that is already locked
+// exclusively when it appears: it is made unnamed (O_TMPFILE), locked, and
+// only then linked in. A cleaner that finds the name free to lock can
+// therefore trust that its owner is gone. path must not exist.
+func CreateLocked(path string) (*Lock, error) {
+	fd, err := unix.Open(filepath.Dir(path), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, &os.PathError{Op: "create", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "link", Path: path, Err: err}
+	}
+	return &Lock{f: f}, nil
 }
 
 // TryLock takes an exclusive flock on path without waiting. It reports

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -164,36 +163,25 @@ func (st *Staging) Remove() error {
 	return err
 }
 
-// CleanTmp removes staging whose lock no live process holds, and drops
-// the leases of the imports that owned it. It is cheap when tmp/ is empty,
-// which is the case on every path that matters for speed.
+// CleanTmp removes staging whose lock no live process holds (see
+// DeadStaging), and drops the leases of the imports that owned it. It is
+// cheap when tmp/ is empty, which is the case on every path that matters
+// for speed.
 func (s *Store) CleanTmp(ctx context.Context) error {
-	ents, err := os.ReadDir(s.TmpDir())
+	dead, err := s.DeadStaging()
 	if err != nil {
-		return fmt.Errorf("store %s: %w", s.root, err)
+		return err
 	}
-	if len(ents) == 0 {
-		return nil
-	}
-	var dead []string
-	for _, e := range ents {
-		name := e.Name()
-		if id, ok := strings.CutSuffix(name, ".lock"); ok {
-			l, free, err := fsys.TryLock(filepath.Join(s.TmpDir(), name))
-			if err != nil || !free {
-				continue
-			}
-			os.RemoveAll(filepath.Join(s.TmpDir(), id))
-			os.Remove(filepath.Join(s.TmpDir(), name))
-			l.Unlock()
-			dead = append(dead, id)
+	for _, id := range dead {
+		// Hold the lock while removing, so no other cleaner races us;
+		// a directory that never had a lock file has none to take.
+		l, free, err := fsys.TryLock(filepath.Join(s.TmpDir(), id+".lock"))
+		if err == nil && !free {
 			continue
 		}
-		// A directory without a lock file was left between the two
-		// removals above, or predates its lock: either way nobody owns it.
-		if _, err := os.Stat(filepath.Join(s.TmpDir(), name+".lock")); errors.Is(err, os.ErrNotExist) {
-			os.RemoveAll(filepath.Join(s.TmpDir(), name))
-		}
+		os.RemoveAll(filepath.Join(s.TmpDir(), id))
+		os.Remove(filepath.Join(s.TmpDir(), id+".lock"))
+		l.Unlock()
 	}
 	if len(dead) == 0 {
 		return nil

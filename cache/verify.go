@@ -349,14 +349,9 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 			}
 		}
 	}
-	ents, _ := os.ReadDir(s.TmpDir())
-	for _, e := range ents {
-		if id, ok := strings.CutSuffix(e.Name(), ".lock"); ok {
-			if l, free, _ := fsys.TryLock(filepath.Join(s.TmpDir(), e.Name())); free {
-				l.Unlock()
-				out = append(out, filepath.Join("tmp", id))
-			}
-		}
+	dead, _ := s.DeadStaging()
+	for _, id := range dead {
+		out = append(out, filepath.Join("tmp", id))
 	}
 	dir := filepath.Join(s.root, "objects", "sha256")
 	objs, _ := os.ReadDir(dir)

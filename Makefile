@@ -6,7 +6,7 @@
 BIN := bin/rootswap
 GO  ?= go
 
-.PHONY: build test fuzz demo deps vet fmt clean
+.PHONY: build test fuzz bench bench-quick demo deps vet fmt clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/rootswap
@@ -21,12 +21,23 @@ test: deps build
 	scripts/dockerd.sh run env ROOTSWAP_INTEGRATION=1 ROOTSWAP_BIN=$(CURDIR)/$(BIN) \
 		$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=30s
+	$(MAKE) bench-quick
 
 # A short fuzz of the tar extractor; run longer by hand, e.g.
 # make fuzz FUZZTIME=30m. /dev/shm keeps each execution cheap.
 FUZZTIME ?= 30s
 fuzz:
 	TMPDIR=/dev/shm $(GO) test ./snapshot -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+
+# The benchmark against the docker export | tar chain (bench/): the full
+# run builds a Debian and a 1 GB image and takes most of an hour; results
+# go to bench/results/. bench-quick is its smoke test on a small image,
+# run by `make test`, with results in a temporary directory.
+bench:
+	scripts/bench.sh
+
+bench-quick:
+	d=$$(mktemp -d) && BENCH_GO=0 scripts/bench.sh --quick --out $$d && rm -rf $$d
 
 demo: deps build
 	scripts/dockerd.sh run scripts/demo.sh

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -330,7 +331,43 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 			t.Errorf("machine %s is at %s, want %s", m.Name, m.Digest, want)
 		}
 	}
-	// Different images and machines at once.
+	// Different images and machines at once, while list and images poll:
+	// they must answer within the lock timeout and never show a machine
+	// at a tree the index does not have.
+	stop := make(chan struct{})
+	polled := make(chan []string)
+	go func() {
+		var bad []string
+		for {
+			select {
+			case <-stop:
+				polled <- bad
+				return
+			default:
+			}
+			r := s.run("--lock-timeout", "10s", "list", "--json")
+			ri := s.run("--lock-timeout", "10s", "images", "--json")
+			if r.code != 0 || ri.code != 0 || r.took > 10*time.Second {
+				bad = append(bad, fmt.Sprintf("list/images: exit %d/%d after %s: %s%s", r.code, ri.code, r.took, r.stderr, ri.stderr))
+				continue
+			}
+			var ms []machineJSON
+			var ims []imageJSON
+			json.Unmarshal([]byte(r.stdout), &ms)
+			json.Unmarshal([]byte(ri.stdout), &ims)
+			have := map[string]bool{}
+			for _, im := range ims {
+				have[im.Digest] = true
+			}
+			for _, m := range ms {
+				// images ran after list and nothing removes trees here:
+				// every tree list named must be there.
+				if m.Digest == "" || !have[m.Digest] {
+					bad = append(bad, fmt.Sprintf("list shows %s at %q, which images does not have", m.Name, m.Digest))
+				}
+			}
+		}
+	}()
 	for i := range results {
 		wg.Add(1)
 		go func() {
@@ -343,6 +380,10 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	close(stop)
+	for _, b := range <-polled {
+		t.Error(b)
+	}
 	for i, r := range results {
 		if r.code != 0 {
 			t.Errorf("prepare n%d: exit %d: %s", i, r.code, r.stderr)
@@ -374,5 +415,26 @@ func TestLinkMachines(t *testing.T) {
 	s.ok("prepare", "--link-machines", name, v2)
 	if out := nspawn(); !strings.Contains(out, "v2") {
 		t.Errorf("nspawn -M after prepare v2: %q", out)
+	}
+}
+
+// TestProgressOnlyOnATerminal: an import draws progress on a terminal
+// (run under script(1) for a pty) and prints only its result otherwise.
+func TestProgressOnlyOnATerminal(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	s := newStore(t)
+	cmdline := fmt.Sprintf("%s --root %s import %s", rootswapBin(t), s.root, v1)
+	out, err := exec.Command("script", "-qec", cmdline, "/dev/null").CombinedOutput()
+	if err != nil {
+		t.Fatalf("script: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "files") || !strings.Contains(string(out), "import "+v1) {
+		t.Errorf("no progress on a terminal:\n%q", out)
+	}
+	s2 := newStore(t)
+	r := s2.run("import", v1)
+	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || strings.Contains(r.stderr, "\r") || !strings.Contains(lines[0], "msg=imported") {
+		t.Errorf("progress drawn off a terminal: %q", r.stderr)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -199,5 +200,47 @@ func TestGCDryRunLeavesDeadStaging(t *testing.T) {
 	}
 	if _, err := os.Stat(dead); !os.IsNotExist(err) {
 		t.Fatalf("gc left dead staging: %v", err)
+	}
+}
+
+func TestImagesShowsPins(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "store")
+	ctx := context.Background()
+	s, err := cache.Open(ctx, root, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		b, err := s.NewBuilder(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Add(cache.Entry{Name: name, Kind: cache.KindDir, Mode: 0o755}, nil)
+		if _, err := b.Commit(ctx, digest.FromString(name), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run := func(args ...string) string {
+		cmd := newRootCmd()
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetArgs(append([]string{"--root", root}, args...))
+		if err := cmd.Execute(); err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return out.String()
+	}
+	run("pin", digest.FromString("a").String())
+	var rows []imageRow
+	if err := json.Unmarshal([]byte(run("images", "--json")), &rows); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if want := r.Digest == digest.FromString("a"); r.Pinned != want {
+			t.Errorf("images: %s pinned=%v, want %v", r.Digest, r.Pinned, want)
+		}
+	}
+	if len(rows) != 2 {
+		t.Fatalf("images listed %d trees", len(rows))
 	}
 }

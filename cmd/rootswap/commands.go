@@ -387,6 +387,7 @@ type imageRow struct {
 	Created  time.Time     `json:"created"`
 	LastUsed time.Time     `json:"last_used"`
 	Machines []string      `json:"machines"`
+	Pinned   bool          `json:"pinned"`
 }
 
 func imagesCmd(g *globals) *cobra.Command {
@@ -406,12 +407,20 @@ func imagesCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var trees []cache.Tree
-			if err := s.View(func(tx *cache.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
+			pinned := map[digest.Digest]bool{}
+			err = s.View(func(tx *cache.Tx) (err error) {
+				trees, err = tx.Trees()
+				for _, t := range trees {
+					pinned[t.Digest] = tx.Pinned(t.Digest)
+				}
+				return err
+			})
+			if err != nil {
 				return err
 			}
 			rows := []imageRow{}
 			for _, t := range trees {
-				r := imageRow{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}}
+				r := imageRow{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest]}
 				if r.Refs == nil {
 					r.Refs = []string{}
 				}
@@ -427,9 +436,13 @@ func imagesCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DIGEST\tREFS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES")
+			fmt.Fprintln(w, "DIGEST\tREFS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES\tPINNED")
 			for _, r := range rows {
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","))
+				pin := ""
+				if r.Pinned {
+					pin = "yes"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
 			}
 			return w.Flush()
 		},

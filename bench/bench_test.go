@@ -414,3 +414,17 @@ func TestRender(t *testing.T) {
 		t.Errorf("rendered results.md lacks the restart target:\n%s", md)
 	}
 }
+
+// A series keeps the old chain's figures it was given, whatever the
+// caller does with its variable afterwards (upgrade and rollback are built
+// one after the other).
+func TestAddCopiesOld(t *testing.T) {
+	b := &bench{res: &Results{}}
+	o := Stats{MedianMS: 3000}
+	b.add(Series{Scenario: "upgrade", Image: "debian", Old: &o, New: Stats{MedianMS: 1500}, Order: "ON"})
+	o = Stats{MedianMS: 1}
+	s := b.res.series("upgrade", "debian")
+	if s.Old.MedianMS != 3000 || s.Ratio != 0.5 || s.Runs != 2 {
+		t.Errorf("upgrade series: old median %v, ratio %v, runs %d; want 3000, 0.5, 2", s.Old.MedianMS, s.Ratio, s.Runs)
+	}
+}

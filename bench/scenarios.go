@@ -45,6 +45,9 @@ const (
 func (b *bench) add(s Series) {
 	s.Runs, s.Note, s.Load = len(s.Order), b.note, b.load+" → "+loadavg()
 	if s.Old != nil {
+		// A copy: callers build several series from one scope.
+		o := *s.Old
+		s.Old = &o
 		s.Ratio = s.New.MedianMS / s.Old.MedianMS
 	}
 	b.res.Series = append(b.res.Series, s)
@@ -269,11 +272,11 @@ func (b *bench) upgrade(ctx context.Context, set *imageSet) error {
 		}
 		g.Ratio = float64(medianInt(g.StoreGrowth)) / float64(g.V2FileBytes)
 		b.res.Growth = append(b.res.Growth, g)
-		o := newStats(oldChainCommand(set.V2), oldUp)
-		b.add(Series{Scenario: "upgrade", Image: set.Name, Regime: regimeUpg, Old: &o,
+		up := newStats(oldChainCommand(set.V2), oldUp)
+		b.add(Series{Scenario: "upgrade", Image: set.Name, Regime: regimeUpg, Old: &up,
 			New: newStats("rootswap prepare NAME "+set.V2+" (v1 in the store)", newUp), Order: order})
-		o = newStats(oldChainCommand(set.V1), oldBack)
-		b.add(Series{Scenario: "rollback", Image: set.Name, Regime: regimeRoll, Old: &o,
+		back := newStats(oldChainCommand(set.V1), oldBack)
+		b.add(Series{Scenario: "rollback", Image: set.Name, Regime: regimeRoll, Old: &back,
 			New: newStats("rootswap rollback NAME", newBack), Order: order})
 		logf("  store growth for v2: %s for %s of new/changed files (%.2f×), new_bytes %s",
 			fmtBytes(medianInt(g.StoreGrowth)), fmtBytes(g.V2FileBytes), g.Ratio, fmtBytes(medianInt(g.NewBytes)))

@@ -14,7 +14,8 @@ import (
 	"time"
 )
 
-// Floor is what any command costs on this machine before doing work: a
+// Floor is what any command costs on this machine before doing work,
+// the lower of two measurements (before and after the series): a
 // cache-hit prepare or a rollback cannot be faster than starting a
 // process and asking the daemon one question, so these explain the
 // absolute numbers of the fast paths.

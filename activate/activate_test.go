@@ -19,7 +19,7 @@ import (
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-func newStore(t *testing.T) *cache.Store {
+func newStore(t testing.TB) *cache.Store {
 	t.Helper()
 	s, err := cache.Open(context.Background(), filepath.Join(t.TempDir(), "store"), cache.Options{LockTimeout: 2 * time.Second})
 	if err != nil {
@@ -29,7 +29,7 @@ func newStore(t *testing.T) *cache.Store {
 }
 
 // importTree imports a tiny tree whose /etc/version says v.
-func importTree(t *testing.T, s *cache.Store, v string) digest.Digest {
+func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

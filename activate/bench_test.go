@@ -1,62 +1,28 @@
-package activate_test
+package activate
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/rootswap/rootswap/activate"
-	"github.com/rootswap/rootswap/cache"
-	"github.com/rootswap/rootswap/snapshot"
 )
 
 // The flip and the cache-hit path, in process: what rootswap itself costs
 // on a restart or a rollback, without process start-up or Docker.
-
-func benchStore(b *testing.B) *cache.Store {
-	b.Helper()
-	s, err := cache.Open(context.Background(), filepath.Join(b.TempDir(), "store"), cache.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return s
-}
-
-// benchTree imports a one-file tree whose etc/version says v.
-func benchTree(b *testing.B, s *cache.Store, v string) digest.Digest {
-	b.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Unix(1700000000, 0)
-	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
-	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
-	tw.Write([]byte(v))
-	tw.Close()
-	tr, err := snapshot.ImportTar(context.Background(), s, &buf, "")
-	if err != nil {
-		b.Fatal(err)
-	}
-	return tr.Digest
-}
 
 // BenchmarkActivate flips a machine between two trees: machine lock,
 // symlink + rename + directory fsync, and one index update appending a
 // generation.
 func BenchmarkActivate(b *testing.B) {
 	ctx := context.Background()
-	s := benchStore(b)
-	d := [2]digest.Digest{benchTree(b, s, "a"), benchTree(b, s, "b")}
+	s := newStore(b)
+	d := [2]digest.Digest{importTree(b, s, "a"), importTree(b, s, "b")}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, changed, err := activate.Activate(ctx, s, "m", d[i%2], "img", "bench"); err != nil || !changed {
+		if _, changed, err := Activate(ctx, s, "m", d[i%2], "img", "bench"); err != nil || !changed {
 			b.Fatalf("activate %d: changed %v, %v", i, changed, err)
 		}
 	}
@@ -66,16 +32,16 @@ func BenchmarkActivate(b *testing.B) {
 // as Activate, with an index update that adds no generation.
 func BenchmarkRollback(b *testing.B) {
 	ctx := context.Background()
-	s := benchStore(b)
+	s := newStore(b)
 	for _, v := range []string{"a", "b"} {
-		if _, _, err := activate.Activate(ctx, s, "m", benchTree(b, s, v), "img", "bench"); err != nil {
+		if _, _, err := Activate(ctx, s, "m", importTree(b, s, v), "img", "bench"); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		to := strconv.Itoa(1 + i%2) // generation 2 is current: go to 1 first
-		if g, err := activate.Rollback(ctx, s, "m", to); err != nil || strconv.FormatUint(g.Number, 10) != to {
+		if g, err := Rollback(ctx, s, "m", to); err != nil || strconv.FormatUint(g.Number, 10) != to {
 			b.Fatalf("rollback to %s: got generation %d, %v", to, g.Number, err)
 		}
 	}
@@ -96,15 +62,15 @@ func (s source) Import(context.Context, string, digest.Digest) (bool, error) {
 // the Docker round trip.
 func BenchmarkPrepareCacheHit(b *testing.B) {
 	ctx := context.Background()
-	s := benchStore(b)
-	d := benchTree(b, s, "a")
-	if _, _, err := activate.Activate(ctx, s, "m", d, "img", "bench"); err != nil {
+	s := newStore(b)
+	d := importTree(b, s, "a")
+	if _, _, err := Activate(ctx, s, "m", d, "img", "bench"); err != nil {
 		b.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p, err := activate.Prepare(ctx, s, source{d}, log, "m", "img", activate.PrepareOptions{})
+		p, err := Prepare(ctx, s, source{d}, log, "m", "img", PrepareOptions{})
 		if err != nil || p.Activated || p.Imported || p.Digest != d {
 			b.Fatalf("prepare: %+v, %v", p, err)
 		}

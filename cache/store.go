@@ -75,9 +75,6 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 // Root is the store directory.
 func (s *Store) Root() string { return s.root }
 
-// LockTimeout is how long this store's operations wait for a lock.
-func (s *Store) LockTimeout() time.Duration { return s.lockTimeout }
-
 func (s *Store) indexPath() string { return filepath.Join(s.root, "index.db") }
 
 // TreePath is where tree d lives (whether or not it exists).

@@ -3,7 +3,6 @@ package fsys
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"strings"
@@ -46,9 +45,6 @@ func (d *Dir) Close() error {
 	}
 	return unix.Close(d.fd)
 }
-
-// Path is the directory's path as it was opened.
-func (d *Dir) Path() string { return d.path }
 
 // parent returns a descriptor for the directory holding name (owned by d,
 // not to be closed) and name's last component.
@@ -305,11 +301,4 @@ func SyncDir(p string) error {
 // of replacing new.
 func RenameNoReplace(old, new string) error {
 	return wrap("rename", new, unix.Renameat2(unix.AT_FDCWD, old, unix.AT_FDCWD, new, unix.RENAME_NOREPLACE))
-}
-
-// CopyFile copies the content of src into dst (both open) with
-// copy_file_range, in kernel space.
-func CopyFile(dst, src *os.File) error {
-	_, err := io.Copy(dst, src) // io.Copy uses copy_file_range between *os.File
-	return err
 }

@@ -19,8 +19,9 @@ import (
 )
 
 // smallFile is the size up to which a file is hashed in memory before
-// anything is written, so content the store already has costs no write.
-const smallFile = 1 << 20
+// anything is written, so content the store already has costs one link.
+// Larger files are written into the tree while they are hashed.
+const smallFile = 4 << 20
 
 // Builder stages one tree. It holds the shared store lock and a lease from
 // NewBuilder until Commit or Abort, so gc never deletes an object it links.
@@ -34,7 +35,6 @@ type Builder struct {
 	mw      *bufio.Writer
 	mh      hash.Hash
 	dirs    []Entry // applied last, deepest first: read-only directories must stay writable until then
-	objTmp  string
 	buf     []byte
 	sawRoot bool
 	done    bool // committed: the lease went with the index record
@@ -72,7 +72,6 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 		return nil, fmt.Errorf("staging: %w", err)
 	}
 	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mf, b.mh), 64<<10)
-	b.objTmp = filepath.Join(b.st.Dir, "object")
 	return b, nil
 }
 
@@ -138,49 +137,54 @@ func (b *Builder) lmeta(e *Entry) error {
 	return b.rootfs.Lchtimes(e.Name, e.ModTime)
 }
 
-// addFile stores a regular file's content as an object (or finds it
-// already stored) and links it into the tree. Empty files are created in
-// the tree: linking thousands of them to one inode gains nothing and
-// shares inode state (locks, truncation) that should not be shared.
+// addFile links a regular file into the tree: to the stored object with
+// its content and metadata if the store has one, else as a new file that
+// then becomes that object. Empty files are created in the tree: linking
+// thousands of them to one inode gains nothing and shares inode state
+// (locks, truncation) that should not be shared.
 func (b *Builder) addFile(e *Entry, r io.Reader) (digest.Digest, error) {
 	h := objectHasher(e)
 	if e.Size == 0 {
 		return hashDigest(h), b.copyInto(e, nil)
 	}
-	if e.Size <= smallFile {
-		if cap(b.buf) < int(e.Size) {
-			b.buf = make([]byte, smallFile)
-		}
-		data := b.buf[:e.Size]
-		if _, err := io.ReadFull(r, data); err != nil {
-			return "", fmt.Errorf("read: %w", err)
-		}
-		h.Write(data)
-		obj := hashDigest(h)
-		if _, err := os.Lstat(b.s.ObjectPath(obj)); err == nil {
-			return obj, b.link(e, obj)
-		}
-		f, err := os.OpenFile(b.objTmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if e.Size > smallFile {
+		f, err := b.rootfs.Create(e.Name)
 		if err != nil {
 			return "", err
 		}
-		_, err = f.Write(data)
+		n, err := io.Copy(io.MultiWriter(f, h), r)
+		if err == nil && n != e.Size {
+			err = fmt.Errorf("read %d of %d bytes: %w", n, e.Size, io.ErrUnexpectedEOF)
+		}
+		obj := hashDigest(h)
 		return obj, b.publish(e, f, obj, err)
 	}
-	f, err := os.OpenFile(b.objTmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if cap(b.buf) < int(e.Size) {
+		b.buf = make([]byte, max(int(e.Size), 2*cap(b.buf), 64<<10))
+	}
+	data := b.buf[:e.Size]
+	if _, err := io.ReadFull(r, data); err != nil {
+		return "", fmt.Errorf("read: %w", err)
+	}
+	h.Write(data)
+	obj := hashDigest(h)
+	switch err := b.link(e, obj); {
+	case err == nil:
+		return obj, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	f, err := b.rootfs.Create(e.Name)
 	if err != nil {
 		return "", err
 	}
-	n, err := io.Copy(io.MultiWriter(f, h), r)
-	if err == nil && n != e.Size {
-		err = fmt.Errorf("read %d of %d bytes: %w", n, e.Size, io.ErrUnexpectedEOF)
-	}
-	obj := hashDigest(h)
+	_, err = f.Write(data)
 	return obj, b.publish(e, f, obj, err)
 }
 
-// publish finishes the staged object file f, renames it to its name
-// unless another import got there first, and links it into the tree.
+// publish finishes f, the new file e.Name in the tree, and links it into
+// the store as object obj. If another import stored obj first, the tree
+// gets that one instead: identical by construction.
 func (b *Builder) publish(e *Entry, f *os.File, obj digest.Digest, err error) error {
 	if err == nil {
 		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
@@ -191,19 +195,22 @@ func (b *Builder) publish(e *Entry, f *os.File, obj digest.Digest, err error) er
 	if err != nil {
 		return err
 	}
-	switch err := fsys.RenameNoReplace(b.objTmp, b.s.ObjectPath(obj)); {
+	switch err := b.rootfs.LinkOut(e.Name, b.s.ObjectPath(obj)); {
 	case err == nil:
 		b.stats.NewBytes += e.Size
-	case errors.Is(err, os.ErrExist):
-		os.Remove(b.objTmp) // identical by construction
-	default:
+		return nil
+	case !errors.Is(err, os.ErrExist):
+		return err
+	}
+	if err := b.rootfs.Remove(e.Name); err != nil {
 		return err
 	}
 	return b.link(e, obj)
 }
 
-// link hard-links object obj into the tree at e.Name. An object at the
-// file system's link limit (65000 on ext4) is copied instead.
+// link hard-links object obj into the tree at e.Name; the error wraps
+// os.ErrNotExist if the store has no such object. An object at the file
+// system's link limit (65000 on ext4) is copied instead.
 func (b *Builder) link(e *Entry, obj digest.Digest) error {
 	err := b.rootfs.LinkFrom(b.s.ObjectPath(obj), e.Name)
 	if !errors.Is(err, unix.EMLINK) {

@@ -218,6 +218,9 @@ func TestBuilderDedupe(t *testing.T) {
 	if stat(t, filepath.Join(a, "big")).Ino != stat(t, filepath.Join(b, "bigsame")).Ino {
 		t.Error("identical large files do not share an inode")
 	}
+	if n := stat(t, filepath.Join(b, "bigsame")).Nlink; n != 3 {
+		t.Errorf("large object has %d links, want 3 (the object and one per tree)", n)
+	}
 	seen := map[uint64]string{obj: "f"}
 	for _, it := range items[2:] {
 		p := filepath.Join(b, it.Name)

@@ -83,7 +83,7 @@ func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d di
 		return t, false, err
 	}
 	defer cleanup()
-	if _, err := extract(ctx, rc, b, progress); err != nil {
+	if err := extract(ctx, rc, b, progress); err != nil {
 		return t, false, fmt.Errorf("export of %s: %w", ref, err)
 	}
 	t, err = b.Commit(ctx, d, refs(ref))

@@ -49,21 +49,25 @@ type Progress func(bytes, entries int64)
 // byte read from r, padding included, which is the store key of a tar
 // import. On error nothing is committed; the caller aborts b.
 func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest, error) {
-	return extract(ctx, r, b, nil)
+	h := sha256.New()
+	if err := extract(ctx, io.TeeReader(r, h), b, nil); err != nil {
+		return "", err
+	}
+	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
 }
 
-func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progress) (digest.Digest, error) {
-	h := sha256.New()
+// extract is Extract without the key: an image import has its key already
+// and skips hashing the whole stream a second time.
+func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progress) error {
 	cr := &countingReader{r: r}
-	r = cr
-	tr := tar.NewReader(io.TeeReader(r, h))
+	tr := tar.NewReader(cr)
 	var entries int64
 	x := &extractor{b: b, seen: map[string]cache.Kind{}}
 	where := "read archive"
 	var end int64 // where the entry read last ends, padding included
 	for {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return err
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF && cr.n == end {
@@ -77,11 +81,11 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 			break
 		}
 		if err != nil {
-			return "", fmt.Errorf("%s: %w", where, err)
+			return fmt.Errorf("%s: %w", where, err)
 		}
 		end = (cr.n + dataSize(hdr) + 511) &^ 511
 		if err := x.add(hdr, tr); err != nil {
-			return "", err
+			return err
 		}
 		where = fmt.Sprintf("read archive after entry %q", hdr.Name)
 		entries++
@@ -89,11 +93,11 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 			progress(cr.n, entries)
 		}
 	}
-	// The key covers the whole stream, trailing blocks included.
-	if _, err := io.Copy(io.Discard, io.TeeReader(r, h)); err != nil {
-		return "", fmt.Errorf("read archive: %w", err)
+	// Read to the end: a tar key covers the trailing blocks too.
+	if _, err := io.Copy(io.Discard, cr); err != nil {
+		return fmt.Errorf("read archive: %w", err)
 	}
-	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
+	return nil
 }
 
 // dataSize is how many bytes of the stream follow hdr's header block(s),

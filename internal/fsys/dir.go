@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -129,6 +130,26 @@ func (d *Dir) LinkFrom(src, name string) error {
 	return wrap("link", name, unix.Linkat(unix.AT_FDCWD, src, pfd, base, 0))
 }
 
+// LinkOut hard-links the file name inside d to the absolute path dst (the
+// store's object). A symlink at name is linked itself, never followed. The
+// error is unwrapped enough for errors.Is(err, unix.EEXIST).
+func (d *Dir) LinkOut(name, dst string) error {
+	pfd, base, err := d.parent(name)
+	if err != nil {
+		return err
+	}
+	return wrap("link", name, unix.Linkat(pfd, base, unix.AT_FDCWD, dst, 0))
+}
+
+// Remove removes the non-directory name.
+func (d *Dir) Remove(name string) error {
+	pfd, base, err := d.parent(name)
+	if err != nil {
+		return err
+	}
+	return wrap("remove", name, unix.Unlinkat(pfd, base, 0))
+}
+
 // Mknod creates a device node or FIFO. mode carries the file type bits.
 func (d *Dir) Mknod(name string, mode uint32, dev uint64) error {
 	pfd, base, err := d.parent(name)
@@ -227,9 +248,19 @@ func SetMeta(f *os.File, uid, gid int, mode uint32, xattrs map[string][]byte, mt
 			return &os.PathError{Op: "setxattr " + k, Path: f.Name(), Err: err}
 		}
 	}
-	ts := unix.NsecToTimespec(mtime.UnixNano())
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), []unix.Timespec{ts, ts}, 0); err != nil {
+	if err := futimens(fd, mtime); err != nil {
 		return &os.PathError{Op: "utimes", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// futimens sets fd's atime and mtime: utimensat(fd, NULL, ...), which
+// x/sys does not wrap (its Futimes goes through /proc/self/fd).
+func futimens(fd int, mtime time.Time) error {
+	ts := [2]unix.Timespec{unix.NsecToTimespec(mtime.UnixNano()), unix.NsecToTimespec(mtime.UnixNano())}
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts)), 0, 0, 0)
+	if errno != 0 {
+		return errno
 	}
 	return nil
 }

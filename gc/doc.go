@@ -65,18 +65,21 @@
 //     dead leases;
 //  2. dead staging is removed (cache.Store.CleanTmp);
 //  3. each stale tree is renamed into a fresh gc staging directory under
-//     tmp/, then the staging is removed;
+//     tmp/;
 //  4. the stale trees' manifests, and manifests of trees that are neither
 //     indexed nor on disk, are removed;
-//  5. orphan objects are removed, each after checking again that its link
-//     count is 1.
+//  5. the gc staging is removed and, at the same time (the two halves of
+//     the deletion share the disk's work on two cores), the orphan objects,
+//     each after checking again that its link count is at most 1 plus its
+//     names in the stale trees: names elsewhere keep it, and the trees'
+//     removal only lowers the count.
 //
 // What a crash leaves, and who finishes it: after 1, trees on disk without
 // a record, which the next run collects as unindexed (no machine can
 // activate or pin a tree without its record); after 3 has begun, a gc
 // staging directory whose lock died with the process, removed by the next
-// command that opens the store; after 3, manifests without a tree and
-// objects with one link, which the next run removes. No step leaves a
+// command that opens the store; after 4, orphan objects, which the next run
+// removes. No step leaves a
 // record, symlink or pin naming something missing, and no tree is ever
 // half-deleted under its own name.
 package gc

@@ -95,6 +95,7 @@ type plan struct {
 	Report
 	trees     []staleTree
 	objects   []Object
+	dropped   map[digest.Digest]uint64 // names of each object in the stale trees and dead staging
 	manifests []digest.Digest
 	leases    []string
 	staging   []string // dead staging ids
@@ -211,7 +212,7 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		}
 	}
 
-	p.objects = Orphans(objs, dropped)
+	p.objects, p.dropped = Orphans(objs, dropped), dropped
 	p.Objects = len(p.objects)
 	for _, o := range p.objects {
 		p.BytesFreed += o.Size
@@ -366,9 +367,9 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	// 3. Each stale tree leaves its live name in one rename, into staging
 	//    that dies with this process, so no half-deleted tree is ever
 	//    visible under trees/. The staging is ours until Remove.
+	var st *cache.Staging
 	if len(p.trees) > 0 {
-		st, err := s.NewStaging("gc")
-		if err != nil {
+		if st, err = s.NewStaging("gc"); err != nil {
 			return err
 		}
 		for _, t := range p.trees {
@@ -378,22 +379,43 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 				return fmt.Errorf("tree %s: %w", t.digest, err)
 			}
 		}
-		if err := st.Remove(); err != nil {
-			return fmt.Errorf("staging %s: %w", st.ID, err)
-		}
 	}
 	// 4. Manifests of trees that no longer exist.
 	for _, d := range p.manifests {
 		if err := os.Remove(s.ManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if st != nil {
+				st.Remove()
+			}
 			return fmt.Errorf("manifest %s: %w", d, err)
 		}
 	}
-	// 5. Objects that only their own name links now. The link count is
-	//    checked again: an object some unseen name still links stays.
+	// 5. The trees and the objects only they link, side by side.
+	treesDone := make(chan error, 1)
+	go func() {
+		if st == nil {
+			treesDone <- nil
+			return
+		}
+		if err := st.Remove(); err != nil {
+			treesDone <- fmt.Errorf("staging %s: %w", st.ID, err)
+			return
+		}
+		treesDone <- nil
+	}()
+	err = p.removeObjects(s)
+	if terr := <-treesDone; err == nil {
+		err = terr
+	}
+	return err
+}
+
+// removeObjects removes the orphan objects. The link count is checked
+// again: an object that a name the plan did not see still links stays.
+func (p *plan) removeObjects(s *cache.Store) error {
 	for _, o := range p.objects {
 		path := s.ObjectPath(o.Digest)
 		fi, err := os.Lstat(path)
-		if err == nil && fi.Sys().(*syscall.Stat_t).Nlink == 1 {
+		if err == nil && uint64(fi.Sys().(*syscall.Stat_t).Nlink) <= 1+p.dropped[o.Digest] {
 			err = os.Remove(path)
 		} else if err == nil {
 			p.Objects--

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bufio"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -32,6 +33,7 @@ type Builder struct {
 	st      *Staging
 	rootfs  *fsys.Dir
 	mf      *os.File
+	mz      *gzip.Writer
 	mw      *bufio.Writer
 	mh      hash.Hash
 	dirs    []Entry // applied last, deepest first: read-only directories must stay writable until then
@@ -71,7 +73,9 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 		b.Abort()
 		return nil, fmt.Errorf("staging: %w", err)
 	}
-	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mf, b.mh), 64<<10)
+	// The manifest is mostly digests and names: gzip halves it, or better.
+	b.mz, _ = gzip.NewWriterLevel(b.mf, gzip.BestSpeed)
+	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mz, b.mh), 64<<10)
 	return b, nil
 }
 
@@ -262,6 +266,9 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 		return Tree{}, err
 	}
 	if err := b.mw.Flush(); err != nil {
+		return Tree{}, fmt.Errorf("manifest: %w", err)
+	}
+	if err := b.mz.Close(); err != nil {
 		return Tree{}, fmt.Errorf("manifest: %w", err)
 	}
 	if err := b.mf.Close(); err != nil {

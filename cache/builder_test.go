@@ -126,7 +126,19 @@ func TestBuilderRoundTrip(t *testing.T) {
 	}
 
 	// The manifest lists the entries in order and hashes to the record.
-	mf, err := os.ReadFile(s.ManifestPath(d))
+	raw, err := os.ReadFile(s.ManifestPath(d))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(raw, []byte("\x1f\x8b")) {
+		t.Errorf("manifest on disk is not gzip-compressed")
+	}
+	r, err := s.OpenManifest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := io.ReadAll(r)
+	r.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,5 +381,46 @@ func TestBuilderCommitExisting(t *testing.T) {
 	}
 	if got := names(t, s.TreePath(d)); len(got) != 1 || got[0] != "g" {
 		t.Errorf("broken tree not replaced: %q", got)
+	}
+}
+
+// TestManifestFormats: verify reads the gzip manifest a build writes and
+// a plain one as early versions wrote, and notices a changed plain one.
+func TestManifestFormats(t *testing.T) {
+	s := testStore(t)
+	d := digest.FromString("m")
+	build(t, s, d, reg("a", "one", 0o644), reg("b", "two", 0o600))
+	verify := func() []Problem {
+		t.Helper()
+		rep, err := s.Verify(context.Background(), nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep.Problems
+	}
+	if p := verify(); len(p) != 0 {
+		t.Fatalf("fresh tree: %v", p)
+	}
+	r, err := s.OpenManifest(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.ManifestPath(d), plain, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p := verify(); len(p) != 0 {
+		t.Fatalf("plain manifest: %v", p)
+	}
+	changed := bytes.Replace(plain, []byte(" 0 0 "), []byte(" 0 1 "), 1)
+	if err := os.WriteFile(s.ManifestPath(d), changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if p := verify(); len(p) == 0 {
+		t.Fatal("a changed manifest passed verify")
 	}
 }

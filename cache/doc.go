@@ -10,8 +10,9 @@
 //     Objects are never written once published.
 //   - A tree is one immutable rootfs under trees/sha256/<hex>/: directories,
 //     symlinks, device nodes, empty files, and hard links to objects.
-//   - A manifest (manifests/sha256/<hex>) lists a tree's entries; its digest
-//     is recorded in the tree's index record.
+//   - A manifest (manifests/sha256/<hex>, gzip) lists a tree's entries; the
+//     digest of its uncompressed lines is recorded in the tree's index
+//     record.
 //   - A lease marks an import in progress; gc treats it as a root.
 //   - A machine is a name with a current tree (machines/NAME/current, a
 //     symlink) and a list of generations, each one activation.

@@ -1,10 +1,13 @@
 package cache
 
 import (
+	"bufio"
+	"compress/gzip"
 	"crypto/sha256"
 	"fmt"
 	"hash"
 	"io"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -85,6 +88,33 @@ func manifestLine(e *Entry, obj digest.Digest) string {
 	}
 	return fmt.Sprintf("%c %o %d %d %d %s %d %s %s\n", e.Kind, e.Mode&0o7777, e.UID, e.GID,
 		e.ModTime.UnixNano(), o, e.Size, strconv.Quote(e.Name), strconv.Quote(link))
+}
+
+// OpenManifest opens the manifest of tree d for reading its lines
+// (manifestLine); the index's Tree.Manifest is the sha256 of what it reads.
+// On disk it is gzip-compressed; a plain one, as early versions wrote, is
+// read as it is.
+func (s *Store) OpenManifest(d digest.Digest) (io.ReadCloser, error) {
+	f, err := os.Open(s.ManifestPath(d))
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReader(f)
+	if magic, _ := br.Peek(2); string(magic) != "\x1f\x8b" {
+		return struct {
+			io.Reader
+			io.Closer
+		}{br, f}, nil
+	}
+	z, err := gzip.NewReader(br)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("manifest %s: %w", d, err)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{z, f}, nil
 }
 
 // ManifestEntry is one parsed manifest line.

@@ -223,7 +223,7 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 		bad("", "tree directory missing")
 		return out
 	}
-	mf, err := os.Open(s.ManifestPath(t.Digest))
+	mf, err := s.OpenManifest(t.Digest)
 	if err != nil {
 		bad("", "manifest: %v", err)
 		return out

@@ -77,7 +77,7 @@ func checkStore(t testing.TB, s *cache.Store) {
 // regular files only: empty files are made in the tree, not linked).
 func manifestObjects(t testing.TB, s *cache.Store, d digest.Digest) []digest.Digest {
 	t.Helper()
-	f, err := os.Open(s.ManifestPath(d))
+	f, err := s.OpenManifest(d)
 	if err != nil {
 		t.Fatalf("manifest %s: %v", d, err)
 	}

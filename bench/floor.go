@@ -22,6 +22,13 @@ import (
 type Floor struct {
 	// TrueMS is the median wall time of /bin/true: fork, exec, exit.
 	TrueMS float64 `json:"bin_true_ms"`
+	// GoHelloMS is a Go hello world (bench/floor/hello): the Go runtime's
+	// start-up, the floor of any Go command here.
+	GoHelloMS float64 `json:"go_hello_ms"`
+	// DockerClientMS is a Go program that only links the Docker client
+	// package rootswap must use (bench/floor/dockerclient): the floor of
+	// any command built on it, before it does anything.
+	DockerClientMS float64 `json:"go_docker_client_ms"`
 	// StartMS is `rootswap activate` without arguments, a usage error:
 	// process start-up and Go package initialisation of the rootswap
 	// binary, no store and no Docker.
@@ -33,6 +40,13 @@ type Floor struct {
 }
 
 const floorRuns = 15
+
+// min keeps, field by field, the lower of two measurements.
+func (f Floor) min(o Floor) Floor {
+	return Floor{TrueMS: min(f.TrueMS, o.TrueMS), GoHelloMS: min(f.GoHelloMS, o.GoHelloMS),
+		DockerClientMS: min(f.DockerClientMS, o.DockerClientMS), StartMS: min(f.StartMS, o.StartMS),
+		PingMS: min(f.PingMS, o.PingMS), InspectMS: min(f.InspectMS, o.InspectMS)}
+}
 
 func (r *runner) floor(ctx context.Context, image string) (Floor, error) {
 	var f Floor
@@ -50,6 +64,12 @@ func (r *runner) floor(ctx context.Context, image string) (Floor, error) {
 	}
 	var err error
 	if f.TrueMS, err = times(0, "/bin/true"); err != nil {
+		return f, err
+	}
+	if f.GoHelloMS, err = times(0, r.hello); err != nil {
+		return f, err
+	}
+	if f.DockerClientMS, err = times(0, r.dockerClient); err != nil {
 		return f, err
 	}
 	// A usage error: parsed and refused before any store or Docker call.

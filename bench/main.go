@@ -192,6 +192,12 @@ func run(ctx context.Context, o options) error {
 	}
 
 	r := &runner{rs: o.rootswap, verbose: o.verbose}
+	if r.hello, err = buildCommand(ctx, tmp, "./bench/floor/hello"); err != nil {
+		return err
+	}
+	if r.dockerClient, err = buildCommand(ctx, tmp, "./bench/floor/dockerclient"); err != nil {
+		return err
+	}
 	res := &Results{
 		Machine: machineInfo(ctx, mod, work),
 		Config:  Config{Quick: o.quick, Runs: o.runs, Settle: o.settle.String(), Work: o.work},
@@ -206,13 +212,12 @@ func run(ctx context.Context, o options) error {
 			logf("floor: %v", err)
 			return
 		}
-		logf("floor: /bin/true %s, rootswap start-up %s, Docker ping %s, inspect %s",
-			fmtMS(f.TrueMS), fmtMS(f.StartMS), fmtMS(f.PingMS), fmtMS(f.InspectMS))
+		logf("floor: /bin/true %s, Go hello world %s, Go + Docker client %s, rootswap start-up %s, Docker ping %s, inspect %s",
+			fmtMS(f.TrueMS), fmtMS(f.GoHelloMS), fmtMS(f.DockerClientMS), fmtMS(f.StartMS), fmtMS(f.PingMS), fmtMS(f.InspectMS))
 		if res.Floor != nil {
 			// Measured before and after the series: the lower of the two
 			// is the less disturbed by whatever else the machine does.
-			f = Floor{min(f.TrueMS, res.Floor.TrueMS), min(f.StartMS, res.Floor.StartMS),
-				min(f.PingMS, res.Floor.PingMS), min(f.InspectMS, res.Floor.InspectMS)}
+			f = f.min(*res.Floor)
 		}
 		res.Floor = &f
 	}

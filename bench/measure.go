@@ -51,6 +51,9 @@ mv "$2/$3_new" "$2/$3_running"
 type runner struct {
 	rs      string // the rootswap binary
 	verbose bool
+	// The floor programs (bench/floor/...): a Go hello world and one that
+	// only links the Docker client package.
+	hello, dockerClient string
 }
 
 // exec runs argv and returns its output; a non-zero exit is an error
@@ -107,6 +110,21 @@ func (r *runner) oldChain(ctx context.Context, dir, image string, run int) (samp
 	return s, err
 }
 
+// exportOnly times `docker export` of a created container of image into
+// /dev/null, the container made and removed untimed: the floor of any
+// import that reads the image's files through the Docker API.
+func (r *runner) exportOnly(ctx context.Context, image string) (sample, error) {
+	_, out, err := r.exec(ctx, "docker", "create", image)
+	if err != nil {
+		return sample{}, err
+	}
+	id := strings.TrimSpace(out)
+	defer r.exec(context.WithoutCancel(ctx), "docker", "rm", "-f", id)
+	s, _, err := r.timed(ctx, "bash", "-c", `docker export "$1" >/dev/null`, "export-only", id)
+	s.MaxRSS = 0
+	return s, err
+}
+
 // diskUsage is what du(1) reports for a directory tree: allocated blocks,
 // each inode counted once however many links it has, and the apparent
 // size of those inodes.
@@ -114,6 +132,8 @@ type diskUsage struct {
 	Blocks   int64 `json:"bytes_allocated"`
 	Apparent int64 `json:"bytes_apparent"`
 	Inodes   int64 `json:"inodes"`
+	// DirBlocks is the part of Blocks that directories take.
+	DirBlocks int64 `json:"dir_bytes_allocated"`
 }
 
 func du(dir string) (diskUsage, error) {
@@ -138,6 +158,9 @@ func du(dir string) (diskUsage, error) {
 		}
 		seen[k] = true
 		u.Blocks += st.Blocks * 512
+		if d.IsDir() {
+			u.DirBlocks += st.Blocks * 512
+		}
 		u.Apparent += st.Size
 		u.Inodes++
 		return nil
@@ -199,15 +222,20 @@ func (r *runner) gcCommand(ctx context.Context) []string {
 
 // buildRootswap builds the CLI from the module that holds this program.
 func buildRootswap(ctx context.Context, dir string) (string, error) {
+	return buildCommand(ctx, dir, "./cmd/rootswap")
+}
+
+// buildCommand builds the main package pkg of this module into dir.
+func buildCommand(ctx context.Context, dir, pkg string) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
 		return "", fmt.Errorf("go list -m: %w", err)
 	}
-	bin := filepath.Join(dir, "rootswap")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/rootswap")
+	bin := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = strings.TrimSpace(string(out))
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/rootswap: %v: %s", err, lastLines(string(out), 10))
+		return "", fmt.Errorf("go build %s: %v: %s", pkg, err, lastLines(string(out), 10))
 	}
 	return bin, nil
 }

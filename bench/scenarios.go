@@ -188,10 +188,15 @@ func (b *bench) cold(ctx context.Context, set *imageSet) error {
 		if err := os.Mkdir(oldDir, 0o755); err != nil {
 			return err
 		}
-		var olds, news []sample
+		var olds, news, exports []sample
 		order, err := b.alternate(set.size(2), func(i int) error {
 			s, err := b.r.oldChain(ctx, oldDir, set.V1, i)
 			olds = append(olds, s)
+			if err != nil {
+				return err
+			}
+			s, err = b.r.exportOnly(ctx, set.V1)
+			exports = append(exports, s)
 			return err
 		}, func(i int) error {
 			s, out, err := b.r.rootswap(ctx, filepath.Join(dir, fmt.Sprintf("store-%d", i)), "prepare", machine, set.V1)
@@ -205,7 +210,8 @@ func (b *bench) cold(ctx context.Context, set *imageSet) error {
 			return err
 		}
 		o := newStats(oldChainCommand(set.V1), olds)
-		b.add(Series{Scenario: "cold", Image: set.Name, Regime: regimeCold, Old: &o,
+		e := newStats("docker export ID >/dev/null", exports)
+		b.add(Series{Scenario: "cold", Image: set.Name, Regime: regimeCold, Old: &o, ExportOnly: &e,
 			New: newStats("rootswap prepare NAME "+set.V1+" (empty store)", news), Order: order})
 		return nil
 	})
@@ -220,11 +226,16 @@ func (b *bench) upgrade(ctx context.Context, set *imageSet) error {
 				return err
 			}
 		}
-		var oldUp, newUp, oldBack, newBack []sample
+		var oldUp, newUp, oldBack, newBack, exports []sample
 		g := Growth{Image: set.Name, V2FileBytes: set.V2FileBytes}
 		order, err := b.alternate(set.size(3), func(i int) error {
 			s, err := b.r.oldChain(ctx, oldV2, set.V2, i)
 			oldUp = append(oldUp, s)
+			if err != nil {
+				return err
+			}
+			s, err = b.r.exportOnly(ctx, set.V2)
+			exports = append(exports, s)
 			if err != nil {
 				return err
 			}
@@ -260,6 +271,17 @@ func (b *bench) upgrade(ctx context.Context, set *imageSet) error {
 			g.StoreGrowth = append(g.StoreGrowth, after.Blocks-before.Blocks)
 			g.StoreGrowthApparent = append(g.StoreGrowthApparent, after.Apparent-before.Apparent)
 			g.StoreGrowthInodes = append(g.StoreGrowthInodes, after.Inodes-before.Inodes)
+			hex := strings.TrimPrefix(set.V2ID, "sha256:")
+			tree, err := du(filepath.Join(store, "trees", "sha256", hex))
+			if err != nil {
+				return err
+			}
+			g.TreeDirBytes = append(g.TreeDirBytes, tree.DirBlocks)
+			mf, err := os.Stat(filepath.Join(store, "manifests", "sha256", hex))
+			if err != nil {
+				return err
+			}
+			g.ManifestBytes = append(g.ManifestBytes, mf.Size())
 			s, out, err = b.r.rootswap(ctx, store, "rollback", machine)
 			if err == nil && !strings.Contains(out, set.V1ID) {
 				err = fmt.Errorf("rollback said %q, want %s", strings.TrimSpace(out), set.V1ID)
@@ -273,7 +295,8 @@ func (b *bench) upgrade(ctx context.Context, set *imageSet) error {
 		g.Ratio = float64(medianInt(g.StoreGrowth)) / float64(g.V2FileBytes)
 		b.res.Growth = append(b.res.Growth, g)
 		up := newStats(oldChainCommand(set.V2), oldUp)
-		b.add(Series{Scenario: "upgrade", Image: set.Name, Regime: regimeUpg, Old: &up,
+		e := newStats("docker export ID >/dev/null", exports)
+		b.add(Series{Scenario: "upgrade", Image: set.Name, Regime: regimeUpg, Old: &up, ExportOnly: &e,
 			New: newStats("rootswap prepare NAME "+set.V2+" (v1 in the store)", newUp), Order: order})
 		back := newStats(oldChainCommand(set.V1), oldBack)
 		b.add(Series{Scenario: "rollback", Image: set.Name, Regime: regimeRoll, Old: &back,

@@ -54,11 +54,13 @@
 // anyway). A process that cannot be read is skipped; an unreadable /proc
 // fails the run, because the roots would be unknown.
 //
-// Lock files under locks/ are left alone: LockTree is taken without the
-// store lock, so a file removed between another process's open and its
-// flock would let two imports of one image run at once. Removing them
-// safely needs the lock to check, after flock, that its path still names
-// the file it locked.
+// Tree lock files under locks/ of digests the index does not have are
+// removed at the end of a run, each only while gc holds it (LockTree is
+// taken without the store lock). A process that opened the file before its
+// removal finds, once it has the flock, that the path no longer names it,
+// and locks the new file instead (fsys.LockFile), so two imports of one
+// image never run at once. Machine lock files stay: machines are not
+// removed.
 //
 // The sweep, under the exclusive store lock, in this order:
 //  1. one index transaction deletes the stale trees' records and the
@@ -72,7 +74,8 @@
 //     the deletion share the disk's work on two cores), the orphan objects,
 //     each after checking again that its link count is at most 1 plus its
 //     names in the stale trees: names elsewhere keep it, and the trees'
-//     removal only lowers the count.
+//     removal only lowers the count;
+//  6. tree lock files that no import holds, of digests not indexed.
 //
 // What a crash leaves, and who finishes it: after 1, trees on disk without
 // a record, which the next run collects as unindexed (no machine can

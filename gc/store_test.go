@@ -243,6 +243,9 @@ func TestKeepThreeGenerations(t *testing.T) {
 	if exists(s.TreePath(ds[0])) || exists(s.ManifestPath(ds[0])) || indexed(t, s, ds[0]) {
 		t.Errorf("v1's tree, manifest or record survived")
 	}
+	if exists(s.TreeLockPath(ds[0])) || !exists(s.TreeLockPath(ds[1])) {
+		t.Errorf("lock files: v1's exists %v (want false), v2's %v (want true)", exists(s.TreeLockPath(ds[0])), exists(s.TreeLockPath(ds[1])))
+	}
 	for _, obj := range v1Objects {
 		shared := false
 		for _, o := range v2Objects {
@@ -623,5 +626,38 @@ func TestInUseByMount(t *testing.T) {
 				t.Fatal("a mounted tree was removed")
 			}
 		})
+	}
+}
+
+// TestTreeLockFiles: gc removes the tree lock files of digests the index
+// does not have, except one an import holds.
+func TestTreeLockFiles(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	held, free := digest.FromString("importing"), digest.FromString("failed import")
+	l, err := s.LockTree(ctx, held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Unlock()
+	l2, err := s.LockTree(ctx, free)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.Unlock()
+	other := filepath.Join(s.Root(), "locks", "machine-web")
+	if err := os.WriteFile(other, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	collect(t, s, Options{DryRun: true})
+	if !exists(s.TreeLockPath(free)) {
+		t.Fatal("a dry run removed a lock file")
+	}
+	collect(t, s, Options{})
+	if exists(s.TreeLockPath(free)) {
+		t.Error("the lock file of a failed import survived")
+	}
+	if !exists(s.TreeLockPath(held)) || !exists(other) {
+		t.Error("gc removed a held tree lock or a machine lock")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/fsys"
 )
 
 // DefaultKeep is how many generations of each machine keep their trees:
@@ -99,6 +101,7 @@ type plan struct {
 	manifests []digest.Digest
 	leases    []string
 	staging   []string // dead staging ids
+	locks     []string // tree lock files of digests the index will not have
 }
 
 type staleTree struct {
@@ -252,6 +255,27 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 	}
 	sort.Strings(p.leases)
 	p.Leases = len(p.leases)
+
+	// Tree lock files of digests the index will not have: trees removed
+	// now, and imports that failed or were killed.
+	stale := map[digest.Digest]bool{}
+	for _, t := range p.trees {
+		stale[t.digest] = true
+	}
+	ents, err := os.ReadDir(filepath.Join(s.Root(), "locks"))
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range ents {
+		hex, ok := strings.CutPrefix(e.Name(), "tree-")
+		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
+		if !ok || d.Validate() != nil || s.TreeLockPath(d) != filepath.Join(s.Root(), "locks", e.Name()) {
+			continue
+		}
+		if _, ok := indexed[d]; !ok || stale[d] {
+			p.locks = append(p.locks, s.TreeLockPath(d))
+		}
+	}
 	return p, nil
 }
 
@@ -406,7 +430,17 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	if terr := <-treesDone; err == nil {
 		err = terr
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	// 6. Tree lock files nobody holds. One held is an import under way,
+	//    which keeps it.
+	for _, path := range p.locks {
+		if _, err := fsys.RemoveLocked(path); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // removeObjects removes the orphan objects. The link count is checked

@@ -27,21 +27,34 @@ type Lock struct {
 // LockFile takes an flock on path (created if missing), shared or exclusive,
 // waiting at most timeout. On timeout the error wraps ErrLocked and names the
 // processes that hold the file (from /proc/locks). The caller must Unlock.
+//
+// A lock file may be removed by whoever holds it exclusively (see
+// RemoveLocked): a lock taken on a file that path no longer names is
+// dropped and taken again on the file path names now.
 func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Duration) (*Lock, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
 	}
 	deadline := time.Now().Add(timeout)
 	wait := time.Millisecond
+	f, oerr := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	for {
+		if oerr != nil {
+			return nil, oerr
+		}
 		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
-			return &Lock{f: f}, nil
+			if same, err := names(path, f); same || err != nil {
+				if err != nil {
+					f.Close()
+					return nil, err
+				}
+				return &Lock{f: f}, nil
+			}
+			f.Close() // removed while we waited: lock the new file
+			f, oerr = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			continue
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
 			f.Close()
@@ -62,6 +75,40 @@ func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Dur
 			wait *= 2
 		}
 	}
+}
+
+// names reports whether path still names the open file f.
+func names(path string, f *os.File) (bool, error) {
+	var a, b unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &a); err != nil {
+		return false, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	switch err := unix.Stat(path, &b); {
+	case err == unix.ENOENT:
+		return false, nil
+	case err != nil:
+		return false, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return a.Dev == b.Dev && a.Ino == b.Ino, nil
+}
+
+// RemoveLocked removes the lock file path if nobody holds it, reporting
+// whether it did. A process that opened the file before the
+// removal finds, once it gets the flock, that path no longer names it, and
+// LockFile takes a new one.
+func RemoveLocked(path string) (bool, error) {
+	l, free, err := TryLock(path)
+	if err != nil || !free {
+		if errors.Is(err, os.ErrNotExist) {
+			err = nil
+		}
+		return false, err
+	}
+	defer l.Unlock()
+	if err := os.Remove(path); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // CreateLocked creates path as a new lock file that is already locked

@@ -100,21 +100,17 @@ func (s *Store) OpenManifest(d digest.Digest) (io.ReadCloser, error) {
 		return nil, err
 	}
 	br := bufio.NewReader(f)
-	if magic, _ := br.Peek(2); string(magic) != "\x1f\x8b" {
-		return struct {
-			io.Reader
-			io.Closer
-		}{br, f}, nil
-	}
-	z, err := gzip.NewReader(br)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("manifest %s: %w", d, err)
+	var r io.Reader = br
+	if magic, _ := br.Peek(2); string(magic) == "\x1f\x8b" {
+		if r, err = gzip.NewReader(br); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("manifest %s: %w", d, err)
+		}
 	}
 	return struct {
 		io.Reader
 		io.Closer
-	}{z, f}, nil
+	}{r, f}, nil
 }
 
 // ManifestEntry is one parsed manifest line.

@@ -56,6 +56,24 @@ func (s *Store) listDigests(kind string) ([]digest.Digest, error) {
 	return out, nil
 }
 
+// TreeLocks lists the digests that have a LockTree lock file, with or
+// without a tree.
+func (s *Store) TreeLocks() ([]digest.Digest, error) {
+	ents, err := os.ReadDir(filepath.Join(s.root, "locks"))
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.root, err)
+	}
+	var out []digest.Digest
+	for _, e := range ents {
+		if hex, ok := strings.CutPrefix(e.Name(), "tree-"); ok {
+			if d := digest.NewDigestFromEncoded(digest.SHA256, hex); d.Validate() == nil {
+				out = append(out, d)
+			}
+		}
+	}
+	return out, nil
+}
+
 // TreeLockPath is the lock file LockTree uses for d.
 func (s *Store) TreeLockPath(d digest.Digest) string {
 	return filepath.Join(s.root, "locks", "tree-"+d.Encoded())

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"syscall"
 	"time"
 
@@ -262,16 +261,11 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 	for _, t := range p.trees {
 		stale[t.digest] = true
 	}
-	ents, err := os.ReadDir(filepath.Join(s.Root(), "locks"))
+	locked, err := s.TreeLocks()
 	if err != nil {
 		return nil, err
 	}
-	for _, e := range ents {
-		hex, ok := strings.CutPrefix(e.Name(), "tree-")
-		d := digest.NewDigestFromEncoded(digest.SHA256, hex)
-		if !ok || d.Validate() != nil || s.TreeLockPath(d) != filepath.Join(s.Root(), "locks", e.Name()) {
-			continue
-		}
+	for _, d := range locked {
 		if _, ok := indexed[d]; !ok || stale[d] {
 			p.locks = append(p.locks, s.TreeLockPath(d))
 		}
@@ -415,20 +409,14 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	}
 	// 5. The trees and the objects only they link, side by side.
 	treesDone := make(chan error, 1)
-	go func() {
-		if st == nil {
-			treesDone <- nil
-			return
-		}
-		if err := st.Remove(); err != nil {
-			treesDone <- fmt.Errorf("staging %s: %w", st.ID, err)
-			return
-		}
+	if st == nil {
 		treesDone <- nil
-	}()
+	} else {
+		go func() { treesDone <- st.Remove() }()
+	}
 	err = p.removeObjects(s)
-	if terr := <-treesDone; err == nil {
-		err = terr
+	if terr := <-treesDone; err == nil && terr != nil {
+		err = fmt.Errorf("staging %s: %w", st.ID, terr)
 	}
 	if err != nil {
 		return err

@@ -215,7 +215,9 @@ func TestImagesShowsPins(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.Add(cache.Entry{Name: name, Kind: cache.KindDir, Mode: 0o755}, nil)
+		if err := b.Add(cache.Entry{Name: name, Kind: cache.KindDir, Mode: 0o755}, nil); err != nil {
+			t.Fatal(err)
+		}
 		if _, err := b.Commit(ctx, digest.FromString(name), nil); err != nil {
 			t.Fatal(err)
 		}

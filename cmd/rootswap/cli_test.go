@@ -98,7 +98,7 @@ func TestExitCodeClasses(t *testing.T) {
 		usage("bad"): 2,
 		fmt.Errorf("x: %w", activate.ErrInvalidName): 2,
 		fmt.Errorf("tree: %w", cache.ErrNotFound):    1,
-		fmt.Errorf("lock: %w", cache.ErrLocked):      1,
+		fmt.Errorf("lock: %w", cache.ErrLocked):      75,
 		errors.New("anything else"):                  1,
 	} {
 		if got := exitCode(err); got != want {
@@ -244,5 +244,16 @@ func TestImagesShowsPins(t *testing.T) {
 	}
 	if len(rows) != 2 {
 		t.Fatalf("images listed %d trees", len(rows))
+	}
+}
+
+// TestErrorsNameTheCommandOnce: exitCode prints "rootswap: " before every
+// error, so an error must not start with "rootswap" again.
+func TestErrorsNameTheCommandOnce(t *testing.T) {
+	for _, args := range [][]string{{"list", "extra"}, {"history"}, {"gc", "x"}} {
+		_, out := execute(t, args...)
+		if strings.HasPrefix(out, "rootswap") || !strings.HasPrefix(out, args[0]+": ") {
+			t.Errorf("%v: error %q, want it to start with %q", args, out, args[0]+": ")
+		}
 	}
 }

@@ -25,7 +25,7 @@ import (
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return usage("%s: takes %d argument(s), got %d (see --help)", cmd.CommandPath(), n, len(args))
+			return usage("%s: takes %d argument(s), got %d (see --help)", cmd.Name(), n, len(args))
 		}
 		return nil
 	}

@@ -312,24 +312,21 @@ func runCmd(g *globals) *cobra.Command {
 never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
 no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
 ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
-		Example:            `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
-		ValidArgsFunction:  g.complete("machine"),
+		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
+  rootswap -q --lock-timeout 5s run -- web /bin/sh`,
+		ValidArgsFunction:  g.completeRun,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Flags are systemd-nspawn's: pick out only ours, before NAME.
-			for len(args) > 0 && strings.HasPrefix(args[0], "-") {
-				switch a := args[0]; {
-				case a == "-h" || a == "--help":
-					return cmd.Help()
-				case strings.HasPrefix(a, "--root="):
-					g.root = strings.TrimPrefix(a, "--root=")
-				case a == "--root" && len(args) > 1:
-					g.root = args[1]
-					args = args[1:]
-				default:
-					return usage("run: unknown option %q before NAME (nspawn options go after NAME)", a)
-				}
-				args = args[1:]
+			// Flags after NAME are systemd-nspawn's; before it, ours.
+			args, help, err := g.runArgs(args)
+			if err != nil {
+				return err
+			}
+			if help {
+				return cmd.Help()
+			}
+			if err := g.setup(cmd); err != nil {
+				return err
 			}
 			if len(args) == 0 {
 				return usage("run: missing NAME (see --help)")

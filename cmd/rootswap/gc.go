@@ -40,7 +40,7 @@ runs; imports and activations wait for it.`,
 			}
 			// A dry run must not even clean dead staging, as every other
 			// command does on open: the plan lists it instead.
-			s, err := cache.Open(cmd.Context(), g.root, cache.Options{LockTimeout: g.lockTimeout, KeepTmp: opt.DryRun})
+			s, err := g.openWith(cmd.Context(), cache.Options{KeepTmp: opt.DryRun})
 			if err != nil {
 				return err
 			}

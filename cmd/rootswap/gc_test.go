@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rootswap/rootswap/cache"
 )
 
 // rootswapIn runs the CLI in-process on the store at root and returns its
@@ -127,6 +130,9 @@ func TestGCPinUnpin(t *testing.T) {
 
 func TestGCCommandLineErrors(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
+	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,7 +32,7 @@ activated or run for that long. --dry-run prints the plan a real run would
 execute and changes nothing. Gc holds the store lock exclusively while it
 runs; imports and activations wait for it.`,
 		Example: `  rootswap gc --dry-run
-  rootswap gc --keep 5 --unused-for 720h --json`,
+  rootswap gc --keep 5 --unused-for 30d --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Keep < 0 {
@@ -71,7 +74,7 @@ runs; imports and activations wait for it.`,
 		},
 	}
 	cmd.Flags().IntVar(&opt.Keep, "keep", gc.DefaultKeep, "keep the trees of each machine's `N` newest generations")
-	cmd.Flags().DurationVar(&opt.UnusedFor, "unused-for", 0, "remove an unreachable tree only if unused for `DURATION` (e.g. 720h)")
+	cmd.Flags().Var((*days)(&opt.UnusedFor), "unused-for", "remove an unreachable tree only if unused for `DURATION` (e.g. 30d, 1d12h, 720h)")
 	cmd.Flags().BoolVar(&opt.DryRun, "dry-run", false, "print the plan; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -132,4 +135,35 @@ changes nothing and is not an error.`,
 			return nil
 		},
 	}
+}
+
+// days is a duration flag that also takes whole days: "30d", "1d12h", as
+// well as anything time.ParseDuration takes.
+type days time.Duration
+
+func (d *days) String() string { return time.Duration(*d).String() }
+func (d *days) Type() string   { return "duration" }
+
+func (d *days) Set(v string) error {
+	var total time.Duration
+	rest := v
+	if n, after, ok := strings.Cut(v, "d"); ok {
+		k, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		total, rest = time.Duration(k)*24*time.Hour, after
+	}
+	if rest != "" {
+		x, err := time.ParseDuration(rest)
+		if err != nil {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		if x < 0 && total > 0 {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		total += x
+	}
+	*d = days(total)
+	return nil
 }

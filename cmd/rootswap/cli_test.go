@@ -521,3 +521,46 @@ func TestReportCountsEachRunOnce(t *testing.T) {
 		t.Errorf("report -bad: exit %d\n%s", code, out)
 	}
 }
+
+// TestShortDigests: the 12-digit digests list and images print (or any
+// unique prefix of at least 4 hex digits) work wherever a digest is asked.
+func TestShortDigests(t *testing.T) {
+	root, first := storeWithMachine(t)
+	ctx := context.Background()
+	s, err := cache.Open(ctx, root, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := digest.Digest("sha256:abcd1" + strings.Repeat("1", 59))
+	b := digest.Digest("sha256:abcd2" + strings.Repeat("2", 59))
+	for _, d := range []digest.Digest{a, b} {
+		bld, err := s.NewBuilder(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bld.Add(cache.Entry{Name: "etc", Kind: cache.KindDir, Mode: 0o755}, nil)
+		if _, err := bld.Commit(ctx, d, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"activate", "web", short(a)}, 0, "generation 2 " + a.String()},
+		{[]string{"activate", "web", "abcd2"}, 0, "generation 3 " + b.String()},
+		{[]string{"activate", "web", "sha256:abcd"}, 2, "ambiguous: it starts " + a.String() + ", " + b.String()},
+		{[]string{"activate", "web", "abc"}, 2, "at least 4 hex digits"},
+		{[]string{"activate", "web", "ffff"}, 1, "no tree in the store starts with it"},
+		{[]string{"pin", short(b)}, 0, "pinned " + b.String()},
+		{[]string{"unpin", b.Encoded()[:8]}, 0, "unpinned " + b.String()},
+		{[]string{"rollback", "web", "--to", short(first)}, 0, "generation 1 " + first.String()},
+		{[]string{"rollback", "web", "--to", "abcd"}, 2, "ambiguous"},
+	} {
+		code, out := cli(t, append([]string{"--root", root}, tc.args...)...)
+		if code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("%v: exit %d, want %d and %q\n%s", tc.args, code, tc.code, tc.want, out)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -37,6 +38,76 @@ func parseDigest(s string) (digest.Digest, error) {
 		return "", usage("digest %q: %v", s, err)
 	}
 	return d, nil
+}
+
+// minPrefix is the fewest hex digits a digest prefix may have.
+const minPrefix = 4
+
+// resolveDigest turns s, a full digest or a unique prefix of one as `list`
+// and `images` print them ("sha256:3f4e5a6b7c8d", "3f4e5a"), into the
+// digest among candidates it names. A full digest is returned as it is,
+// candidate or not, so the command's own "not found" names it.
+func resolveDigest(s string, candidates []digest.Digest) (digest.Digest, error) {
+	if d, err := digest.Parse(s); err == nil {
+		return d, nil
+	}
+	hex := strings.TrimPrefix(s, string(digest.SHA256)+":")
+	if len(hex) < minPrefix || len(hex) >= 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+		_, err := digest.Parse(s)
+		return "", usage("digest %q: %v (or give at least %d hex digits of one)", s, err, minPrefix)
+	}
+	var match []digest.Digest
+	for _, c := range candidates {
+		if c.Algorithm() == digest.SHA256 && strings.HasPrefix(c.Encoded(), hex) && !slices.Contains(match, c) {
+			match = append(match, c)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("digest %s: no tree in the store starts with it: %w", s, cache.ErrNotFound)
+	case 1:
+		return match[0], nil
+	}
+	names := make([]string, len(match))
+	for i, m := range match {
+		names[i] = m.String()
+	}
+	sort.Strings(names)
+	return "", usage("digest %s is ambiguous: it starts %s", s, strings.Join(names, ", "))
+}
+
+// treeDigests lists the digests of the store's trees, for resolveDigest.
+func treeDigests(s *cache.Store) ([]digest.Digest, error) {
+	var out []digest.Digest
+	err := s.View(func(tx *cache.Tx) error {
+		ts, err := tx.Trees()
+		for _, t := range ts {
+			out = append(out, t.Digest)
+		}
+		return err
+	})
+	return out, err
+}
+
+// storeDigest opens the store and resolves s against its trees.
+func (g *globals) storeDigest(cmd *cobra.Command, s string) (*cache.Store, digest.Digest, error) {
+	if d, err := digest.Parse(s); err == nil {
+		st, err := g.open(cmd.Context())
+		return st, d, err
+	}
+	if _, err := resolveDigest(s, nil); !errors.Is(err, cache.ErrNotFound) {
+		return nil, "", err // malformed: a usage error before touching the store
+	}
+	st, err := g.open(cmd.Context())
+	if err != nil {
+		return nil, "", err
+	}
+	ds, err := treeDigests(st)
+	if err != nil {
+		return nil, "", err
+	}
+	d, err := resolveDigest(s, ds)
+	return st, d, err
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -115,18 +186,15 @@ func activateCmd(g *globals) *cobra.Command {
 		Long: `Activate flips machines/NAME/current to the tree DIGEST atomically (symlink to a
 temporary name, rename over current, fsync) and records a new generation.
 Activating the current tree changes nothing.`,
-		Example:           `  rootswap activate web sha256:3f4e…`,
+		Example: `  rootswap activate web sha256:3f4e5a6b7c8d…
+  rootswap activate web 3f4e5a   # a unique prefix, as list and images print`,
 		ValidArgsFunction: g.complete("machine", "digest"),
 		Args:              exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
 			}
-			d, err := parseDigest(args[1])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[1])
 			if err != nil {
 				return err
 			}
@@ -222,7 +290,8 @@ func rollbackCmd(g *globals) *cobra.Command {
 rollbacks walk further back. --to jumps to any recorded generation, by number
 or digest. No generation is added; a later prepare of a new image appends one.`,
 		Example: `  rootswap rollback web
-  rootswap rollback web --to 3`,
+  rootswap rollback web --to 3
+  rootswap rollback web --to sha256:3f4e5a6b7c8d`,
 		ValidArgsFunction: g.complete("machine"),
 		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -233,6 +302,21 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 			if err != nil {
 				return err
 			}
+			if to != "" && strings.Trim(to, "0123456789") != "" {
+				gens, _, err := activate.History(s, args[0])
+				if err != nil {
+					return err
+				}
+				var ds []digest.Digest
+				for _, gen := range gens {
+					ds = append(ds, gen.Digest)
+				}
+				d, err := resolveDigest(to, ds)
+				if err != nil {
+					return fmt.Errorf("rollback %s --to: %w", args[0], err)
+				}
+				to = d.String()
+			}
 			gen, err := activate.Rollback(cmd.Context(), s, args[0], to)
 			if err != nil {
 				return err
@@ -241,7 +325,7 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "generation number or digest to roll back to")
+	cmd.Flags().StringVar(&to, "to", "", "generation number or digest (or a unique prefix of one) to roll back to")
 	return cmd
 }
 

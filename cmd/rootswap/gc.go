@@ -86,14 +86,10 @@ func pinCmd(g *globals) *cobra.Command {
 		Short: "Keep tree DIGEST through every gc until unpinned",
 		Long: `Pin makes the tree DIGEST a gc root: gc never removes it, however old it is and
 whether or not a machine uses it. The tree must be in the store.`,
-		Example: `  rootswap pin sha256:3f4e…`,
+		Example: `  rootswap pin sha256:3f4e5a6b7c8d   # a unique prefix will do`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := parseDigest(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -115,11 +111,7 @@ changes nothing and is not an error.`,
 		Example: `  rootswap unpin sha256:3f4e…`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := parseDigest(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[0])
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -562,5 +563,12 @@ func TestShortDigests(t *testing.T) {
 		if code != tc.code || !strings.Contains(out, tc.want) {
 			t.Errorf("%v: exit %d, want %d and %q\n%s", tc.args, code, tc.code, tc.want, out)
 		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, out := cli(t, "--version")
+	if code != 0 || !strings.HasPrefix(out, "rootswap version ") || !strings.Contains(out, runtime.Version()) {
+		t.Errorf("--version: exit %d\n%s", code, out)
 	}
 }

@@ -329,6 +329,23 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 	return cmd
 }
 
+// historyRow is one generation as `history` shows it. Durations in JSON
+// are seconds (a number, fractions allowed), as everywhere in --json.
+type historyRow struct {
+	Number     uint64        `json:"generation"`
+	Digest     digest.Digest `json:"digest"`
+	Image      string        `json:"image"`
+	Activated  time.Time     `json:"activated"`
+	Reason     string        `json:"reason"`
+	Starts     int           `json:"starts"`
+	Failures   int           `json:"failures"`
+	LongestRun float64       `json:"longest_run_seconds"`
+	LastStart  time.Time     `json:"last_start,omitzero"`
+	LastResult string        `json:"last_result,omitempty"`
+	Current    bool          `json:"current"`
+	Health     string        `json:"health"`
+}
+
 func historyCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
@@ -350,14 +367,10 @@ func historyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type row struct {
-				cache.Generation
-				Current bool   `json:"current"`
-				State   string `json:"health"`
-			}
-			rows := []row{}
+			rows := []historyRow{}
 			for _, gen := range gens {
-				rows = append(rows, row{gen, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
+				rows = append(rows, historyRow{gen.Number, gen.Digest, gen.Image, gen.Time, gen.Reason, gen.Starts, gen.Failures,
+					gen.LongestRun.Seconds(), gen.LastStart, gen.LastResult, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), rows)
@@ -370,7 +383,7 @@ func historyCmd(g *globals) *cobra.Command {
 					mark = "*"
 				}
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", mark, r.Number, short(r.Digest), r.Image,
-					r.Time.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, r.LongestRun.Round(time.Second), r.State)
+					r.Activated.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, (time.Duration(r.LongestRun * float64(time.Second))).Round(time.Second), r.Health)
 			}
 			return w.Flush()
 		},

@@ -48,6 +48,12 @@ runs; imports and activations wait for it.`,
 				return err
 			}
 			rep, err := gc.Collect(cmd.Context(), s, opt)
+			if rep.Trees == nil {
+				rep.Trees = []gc.TreeReport{} // JSON lists are [] when empty, never null
+			}
+			if rep.Kept == nil {
+				rep.Kept = []gc.KeptReport{}
+			}
 			if asJSON {
 				if perr := printJSON(cmd.OutOrStdout(), rep); err == nil {
 					err = perr

@@ -620,3 +620,12 @@ func TestJSONListsAndDurations(t *testing.T) {
 		t.Errorf("history --json: %v %v", rows, err)
 	}
 }
+
+func TestPrepareWithDockerDownNamesTheGeneration(t *testing.T) {
+	root, d := storeWithMachine(t)
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+	code, out := cli(t, "-q", "--root", root, "prepare", "web", "img:2")
+	if code != 0 || !strings.Contains(out, "web: generation 1 "+d.String()+" (cached, daemon unreachable)") {
+		t.Errorf("prepare with Docker down: exit %d\n%s", code, out)
+	}
+}

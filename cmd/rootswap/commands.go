@@ -269,7 +269,21 @@ another digest or --force is given.`,
 			case p.Activated:
 				what = "activated"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], p.Generation, p.Digest, what)
+			gen := p.Generation
+			if gen == 0 { // the cached path reads only the link: find its generation
+				if gens, m, err := activate.History(s, args[0]); err == nil {
+					for _, g := range gens {
+						if g.Number == m.Current && g.Digest == p.Digest {
+							gen = g.Number
+						}
+					}
+				}
+			}
+			if gen == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s)\n", args[0], p.Digest, what)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], gen, p.Digest, what)
 			return nil
 		},
 	}

@@ -29,7 +29,7 @@ func importProgress(what string, quiet bool) (snapshot.Progress, func()) {
 	}
 	p := &progress{w: os.Stderr, what: what, start: time.Now(), width: func() int {
 		w, _, err := term.GetSize(int(os.Stderr.Fd()))
-		if err != nil {
+		if err != nil || w <= 0 { // unknown (a pty nobody sized, as script(1) makes)
 			return 80
 		}
 		return w

@@ -651,3 +651,18 @@ func TestProgressLineFitsAndCountsBytes(t *testing.T) {
 		t.Errorf("drawn %q", s)
 	}
 }
+
+// TestQuietKeepsTheResult: stdout is the command's result and -q never
+// silences it; -q silences the log messages on stderr.
+func TestQuietKeepsTheResult(t *testing.T) {
+	root, _ := storeWithMachine(t)
+	env := []string{"DOCKER_HOST=unix://" + filepath.Join(t.TempDir(), "no-docker.sock")}
+	code, stdout, stderr := asMain(t, env, "--root", root, "prepare", "web", "img:2")
+	if code != 0 || !strings.Contains(stdout, "web: generation 1") || !strings.Contains(stderr, "unreachable") {
+		t.Errorf("prepare, Docker down: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+	code, stdout, stderr = asMain(t, env, "-q", "--root", root, "prepare", "web", "img:2")
+	if code != 0 || !strings.Contains(stdout, "web: generation 1") || stderr != "" {
+		t.Errorf("-q prepare, Docker down: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
+	}
+}

@@ -2,10 +2,12 @@ package activate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -25,7 +27,17 @@ type RunResult struct {
 	ServiceResult string // $SERVICE_RESULT: success, exit-code, signal, timeout, core-dump, watchdog, …
 	ExitCode      string // $EXIT_CODE: exited, killed, dumped
 	ExitStatus    string // $EXIT_STATUS: a number or a signal name
+	// Ran is how long the run lasted, when the reporter knows it. Zero
+	// means "it ended just now": systemd starts ExecStopPost right after
+	// the main process exits, so the run lasted from the start `run`
+	// recorded until the report.
+	Ran time.Duration
 }
+
+// ErrNoRun is Report's error when no run started since the last report
+// (the service failed before `run`, or the run was reported already):
+// there is nothing to count, and nothing is recorded.
+var ErrNoRun = errors.New("no run started since the last report")
 
 // Failed reports whether the run failed. Without $SERVICE_RESULT (not run
 // by systemd) a non-zero $EXIT_STATUS decides.
@@ -37,7 +49,16 @@ func (r RunResult) Failed() bool {
 }
 
 func (r RunResult) String() string {
-	return fmt.Sprintf("%s %s %s", r.ServiceResult, r.ExitCode, r.ExitStatus)
+	var parts []string
+	for _, p := range []string{r.ServiceResult, r.ExitCode, r.ExitStatus} {
+		if p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if parts == nil {
+		return "no result"
+	}
+	return strings.Join(parts, " ")
 }
 
 // updateCurrent applies fn to machine name's current generation in one
@@ -61,23 +82,45 @@ func updateCurrent(s *cache.Store, name string, fn func(*cache.Generation)) (cac
 // Report records how the current generation's run ended (called by
 // `report` as the unit's ExecStopPost). A failed run shorter than
 // healthyAfter counts towards a crash loop; a success or a long run ends one.
+// Each run `run` started is counted once: Report clears its start, and
+// returns ErrNoRun when there is none, so a report for a start that
+// failed before `run` (or a second report) never counts as a long run.
 func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (cache.Generation, error) {
 	if err := ValidName(name); err != nil {
 		return cache.Generation{}, err
 	}
-	return updateCurrent(s, name, func(g *cache.Generation) {
-		var up time.Duration
-		if !g.LastStart.IsZero() {
-			up = now.Sub(g.LastStart)
+	var g cache.Generation
+	err := s.Update(func(tx *cache.Tx) error {
+		m, err := tx.Machine(name)
+		if err != nil {
+			return err
 		}
-		g.LongestRun = max(g.LongestRun, up)
-		g.LastResult = r.String()
-		if r.Failed() && up < healthyAfter {
-			g.Failures++
-		} else {
-			g.Failures = 0
+		if g, err = tx.Generation(name, m.Current); err != nil {
+			return err
 		}
+		if g.LastStart.IsZero() {
+			return fmt.Errorf("machine %s: generation %d: %w", name, g.Number, ErrNoRun)
+		}
+		recordRun(&g, r, healthyAfter, now)
+		return tx.PutGeneration(name, g)
 	})
+	return g, err
+}
+
+// recordRun counts the run that started at g.LastStart and ended with r.
+func recordRun(g *cache.Generation, r RunResult, healthyAfter time.Duration, now time.Time) {
+	up := r.Ran
+	if up <= 0 {
+		up = max(now.Sub(g.LastStart), 0)
+	}
+	g.LastStart = time.Time{}
+	g.LongestRun = max(g.LongestRun, up)
+	g.LastResult = r.String()
+	if r.Failed() && up < healthyAfter {
+		g.Failures++
+	} else {
+		g.Failures = 0
+	}
 }
 
 // Healthy reports whether g ever stayed up for healthyAfter.

@@ -39,15 +39,25 @@ type Store struct {
 
 // Options tune Open.
 type Options struct {
-	LockTimeout time.Duration // zero means DefaultLockTimeout
+	LockTimeout time.Duration // zero means DefaultLockTimeout; negative: try once, fail at once if busy
 	KeepTmp     bool          // leave dead staging alone (gc --dry-run changes nothing)
+	MustExist   bool          // fail with ErrNoStore rather than create a store
 }
 
+// ErrNoStore is Open's error for a root that holds no store when
+// Options.MustExist is set.
+var ErrNoStore = errors.New("no store")
+
 // Open makes the store layout under root if needed (the index is created
-// atomically) and removes staging that no live process holds.
+// atomically) and removes staging that no live process holds. With
+// MustExist, a root with neither index.db nor trees/ is ErrNoStore and
+// nothing is created.
 func Open(ctx context.Context, root string, opt Options) (*Store, error) {
-	if opt.LockTimeout <= 0 {
+	switch {
+	case opt.LockTimeout == 0:
 		opt.LockTimeout = DefaultLockTimeout
+	case opt.LockTimeout < 0:
+		opt.LockTimeout = time.Nanosecond // both flock loops try once before the deadline
 	}
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -55,6 +65,9 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 	}
 	s := &Store{root: abs, lockTimeout: opt.LockTimeout}
 	if _, err := os.Stat(s.indexPath()); err != nil {
+		if _, terr := os.Stat(filepath.Join(abs, "trees")); opt.MustExist && os.IsNotExist(err) && os.IsNotExist(terr) {
+			return nil, fmt.Errorf("%w at %s", ErrNoStore, abs)
+		}
 		for _, d := range []string{"objects/sha256", "trees/sha256", "manifests/sha256", "machines", "tmp", "locks"} {
 			if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 				return nil, fmt.Errorf("store %s: %w", root, err)

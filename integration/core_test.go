@@ -287,8 +287,9 @@ func TestErrors(t *testing.T) {
 	s.fail(2, []string{"a/b"}, "activate", "a/b", "sha256:"+strings.Repeat("0", 64))
 	s.fail(2, []string{strings.Repeat("x", 65)}, "history", strings.Repeat("x", 65))
 	s.fail(2, []string{"sha256:xyz"}, "activate", "ok", "sha256:xyz")
+	s.fail(1, []string{"no store at"}, "activate", "ok", "sha256:"+strings.Repeat("0", 64))
+	s.fail(1, []string{"no-such-image:v9", "not found"}, "import", "no-such-image:v9") // creates the store
 	s.fail(1, []string{"sha256:" + strings.Repeat("0", 64), "not found"}, "activate", "ok", "sha256:"+strings.Repeat("0", 64))
-	s.fail(1, []string{"no-such-image:v9", "not found"}, "import", "no-such-image:v9")
 	s.fail(1, []string{"no-such-image:v9", "not found"}, "prepare", "m", "no-such-image:v9")
 	s.fail(2, []string{"takes 2"}, "prepare", "onlyname")
 	s.fail(2, []string{"unknown flag"}, "prepare", "--bogus", "a", "b")

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -25,7 +26,7 @@ import (
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return usage("%s: takes %d argument(s), got %d (see --help)", cmd.CommandPath(), n, len(args))
+			return usage("%s: takes %d argument(s), got %d (see --help)", cmd.Name(), n, len(args))
 		}
 		return nil
 	}
@@ -37,6 +38,76 @@ func parseDigest(s string) (digest.Digest, error) {
 		return "", usage("digest %q: %v", s, err)
 	}
 	return d, nil
+}
+
+// minPrefix is the fewest hex digits a digest prefix may have.
+const minPrefix = 4
+
+// resolveDigest turns s, a full digest or a unique prefix of one as `list`
+// and `images` print them ("sha256:3f4e5a6b7c8d", "3f4e5a"), into the
+// digest among candidates it names. A full digest is returned as it is,
+// candidate or not, so the command's own "not found" names it.
+func resolveDigest(s string, candidates []digest.Digest) (digest.Digest, error) {
+	if d, err := digest.Parse(s); err == nil {
+		return d, nil
+	}
+	hex := strings.TrimPrefix(s, string(digest.SHA256)+":")
+	if len(hex) < minPrefix || len(hex) >= 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+		_, err := digest.Parse(s)
+		return "", usage("digest %q: %v (or give at least %d hex digits of one)", s, err, minPrefix)
+	}
+	var match []digest.Digest
+	for _, c := range candidates {
+		if c.Algorithm() == digest.SHA256 && strings.HasPrefix(c.Encoded(), hex) && !slices.Contains(match, c) {
+			match = append(match, c)
+		}
+	}
+	switch len(match) {
+	case 0:
+		return "", fmt.Errorf("digest %s: no tree in the store starts with it: %w", s, cache.ErrNotFound)
+	case 1:
+		return match[0], nil
+	}
+	names := make([]string, len(match))
+	for i, m := range match {
+		names[i] = m.String()
+	}
+	sort.Strings(names)
+	return "", usage("digest %s is ambiguous: it starts %s", s, strings.Join(names, ", "))
+}
+
+// treeDigests lists the digests of the store's trees, for resolveDigest.
+func treeDigests(s *cache.Store) ([]digest.Digest, error) {
+	var out []digest.Digest
+	err := s.View(func(tx *cache.Tx) error {
+		ts, err := tx.Trees()
+		for _, t := range ts {
+			out = append(out, t.Digest)
+		}
+		return err
+	})
+	return out, err
+}
+
+// storeDigest opens the store and resolves s against its trees.
+func (g *globals) storeDigest(cmd *cobra.Command, s string) (*cache.Store, digest.Digest, error) {
+	if d, err := digest.Parse(s); err == nil {
+		st, err := g.open(cmd.Context())
+		return st, d, err
+	}
+	if _, err := resolveDigest(s, nil); !errors.Is(err, cache.ErrNotFound) {
+		return nil, "", err // malformed: a usage error before touching the store
+	}
+	st, err := g.open(cmd.Context())
+	if err != nil {
+		return nil, "", err
+	}
+	ds, err := treeDigests(st)
+	if err != nil {
+		return nil, "", err
+	}
+	d, err := resolveDigest(s, ds)
+	return st, d, err
 }
 
 func printJSON(w io.Writer, v any) error {
@@ -115,18 +186,15 @@ func activateCmd(g *globals) *cobra.Command {
 		Long: `Activate flips machines/NAME/current to the tree DIGEST atomically (symlink to a
 temporary name, rename over current, fsync) and records a new generation.
 Activating the current tree changes nothing.`,
-		Example:           `  rootswap activate web sha256:3f4e…`,
+		Example: `  rootswap activate web sha256:3f4e5a6b7c8d…
+  rootswap activate web 3f4e5a   # a unique prefix, as list and images print`,
 		ValidArgsFunction: g.complete("machine", "digest"),
 		Args:              exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
 			}
-			d, err := parseDigest(args[1])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[1])
 			if err != nil {
 				return err
 			}
@@ -201,7 +269,21 @@ another digest or --force is given.`,
 			case p.Activated:
 				what = "activated"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], p.Generation, p.Digest, what)
+			gen := p.Generation
+			if gen == 0 { // the cached path reads only the link: find its generation
+				if gens, m, err := activate.History(s, args[0]); err == nil {
+					for _, g := range gens {
+						if g.Number == m.Current && g.Digest == p.Digest {
+							gen = g.Number
+						}
+					}
+				}
+			}
+			if gen == 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s)\n", args[0], p.Digest, what)
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], gen, p.Digest, what)
 			return nil
 		},
 	}
@@ -222,7 +304,8 @@ func rollbackCmd(g *globals) *cobra.Command {
 rollbacks walk further back. --to jumps to any recorded generation, by number
 or digest. No generation is added; a later prepare of a new image appends one.`,
 		Example: `  rootswap rollback web
-  rootswap rollback web --to 3`,
+  rootswap rollback web --to 3
+  rootswap rollback web --to sha256:3f4e5a6b7c8d`,
 		ValidArgsFunction: g.complete("machine"),
 		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -233,6 +316,21 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 			if err != nil {
 				return err
 			}
+			if to != "" && strings.Trim(to, "0123456789") != "" {
+				gens, _, err := activate.History(s, args[0])
+				if err != nil {
+					return err
+				}
+				var ds []digest.Digest
+				for _, gen := range gens {
+					ds = append(ds, gen.Digest)
+				}
+				d, err := resolveDigest(to, ds)
+				if err != nil {
+					return fmt.Errorf("rollback %s --to: %w", args[0], err)
+				}
+				to = d.String()
+			}
 			gen, err := activate.Rollback(cmd.Context(), s, args[0], to)
 			if err != nil {
 				return err
@@ -241,8 +339,25 @@ or digest. No generation is added; a later prepare of a new image appends one.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&to, "to", "", "generation number or digest to roll back to")
+	cmd.Flags().StringVar(&to, "to", "", "generation number or digest (or a unique prefix of one) to roll back to")
 	return cmd
+}
+
+// historyRow is one generation as `history` shows it. Durations in JSON
+// are seconds (a number, fractions allowed), as everywhere in --json.
+type historyRow struct {
+	Number     uint64        `json:"generation"`
+	Digest     digest.Digest `json:"digest"`
+	Image      string        `json:"image"`
+	Activated  time.Time     `json:"activated"`
+	Reason     string        `json:"reason"`
+	Starts     int           `json:"starts"`
+	Failures   int           `json:"failures"`
+	LongestRun float64       `json:"longest_run_seconds"`
+	LastStart  time.Time     `json:"last_start,omitzero"`
+	LastResult string        `json:"last_result,omitempty"`
+	Current    bool          `json:"current"`
+	Health     string        `json:"health"`
 }
 
 func historyCmd(g *globals) *cobra.Command {
@@ -266,14 +381,10 @@ func historyCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			type row struct {
-				cache.Generation
-				Current bool   `json:"current"`
-				State   string `json:"health"`
-			}
-			rows := []row{}
+			rows := []historyRow{}
 			for _, gen := range gens {
-				rows = append(rows, row{gen, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
+				rows = append(rows, historyRow{gen.Number, gen.Digest, gen.Image, gen.Time, gen.Reason, gen.Starts, gen.Failures,
+					gen.LongestRun.Seconds(), gen.LastStart, gen.LastResult, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), rows)
@@ -286,7 +397,7 @@ func historyCmd(g *globals) *cobra.Command {
 					mark = "*"
 				}
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", mark, r.Number, short(r.Digest), r.Image,
-					r.Time.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, r.LongestRun.Round(time.Second), r.State)
+					r.Activated.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, (time.Duration(r.LongestRun * float64(time.Second))).Round(time.Second), r.Health)
 			}
 			return w.Flush()
 		},
@@ -312,24 +423,21 @@ func runCmd(g *globals) *cobra.Command {
 never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
 no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
 ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
-		Example:            `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80`,
-		ValidArgsFunction:  g.complete("machine"),
+		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
+  rootswap -q --lock-timeout 5s run -- web /bin/sh`,
+		ValidArgsFunction:  g.completeRun,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Flags are systemd-nspawn's: pick out only ours, before NAME.
-			for len(args) > 0 && strings.HasPrefix(args[0], "-") {
-				switch a := args[0]; {
-				case a == "-h" || a == "--help":
-					return cmd.Help()
-				case strings.HasPrefix(a, "--root="):
-					g.root = strings.TrimPrefix(a, "--root=")
-				case a == "--root" && len(args) > 1:
-					g.root = args[1]
-					args = args[1:]
-				default:
-					return usage("run: unknown option %q before NAME (nspawn options go after NAME)", a)
-				}
-				args = args[1:]
+			// Flags after NAME are systemd-nspawn's; before it, ours.
+			args, help, err := g.runArgs(args)
+			if err != nil {
+				return err
+			}
+			if help {
+				return cmd.Help()
+			}
+			if err := g.setup(cmd); err != nil {
+				return err
 			}
 			if len(args) == 0 {
 				return usage("run: missing NAME (see --help)")

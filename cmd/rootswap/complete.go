@@ -77,3 +77,13 @@ func (g *globals) complete(positions ...string) func(*cobra.Command, []string, s
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 }
+
+// completeRun completes run's NAME. Cobra parses no flags for run, so the
+// global flags before NAME (--root above all) are parsed here.
+func (g *globals) completeRun(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	rest, _, err := g.runArgs(args)
+	if err != nil || len(rest) > 0 || strings.HasPrefix(toComplete, "-") {
+		return nil, cobra.ShellCompDirectiveDefault
+	}
+	return g.machineNames(cmd, toComplete), cobra.ShellCompDirectiveNoFileComp
+}

@@ -17,6 +17,15 @@ func (u usageError) Unwrap() error { return u.err }
 
 func usage(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
 
+// Exit statuses (README "Commands"): 0 success, 1 failure, 2 usage error,
+// 75 store busy (EX_TEMPFAIL from sysexits.h: the same command may succeed
+// if retried later).
+const (
+	exitFailure = 1
+	exitUsage   = 2
+	exitBusy    = 75
+)
+
 // exitCode is the one place that maps error classes to exit statuses, and
 // prints the error as one line.
 func exitCode(err error) int {
@@ -29,7 +38,9 @@ func exitCode(err error) int {
 	case errors.As(err, &u),
 		errors.Is(err, activate.ErrInvalidName),
 		errors.Is(err, cache.ErrInvalid):
-		return 2
+		return exitUsage
+	case errors.Is(err, cache.ErrLocked):
+		return exitBusy
 	}
-	return 1
+	return exitFailure
 }

@@ -2,7 +2,10 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -29,7 +32,7 @@ activated or run for that long. --dry-run prints the plan a real run would
 execute and changes nothing. Gc holds the store lock exclusively while it
 runs; imports and activations wait for it.`,
 		Example: `  rootswap gc --dry-run
-  rootswap gc --keep 5 --unused-for 720h --json`,
+  rootswap gc --keep 5 --unused-for 30d --json`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opt.Keep < 0 {
@@ -40,11 +43,17 @@ runs; imports and activations wait for it.`,
 			}
 			// A dry run must not even clean dead staging, as every other
 			// command does on open: the plan lists it instead.
-			s, err := cache.Open(cmd.Context(), g.root, cache.Options{LockTimeout: g.lockTimeout, KeepTmp: opt.DryRun})
+			s, err := g.openWith(cmd.Context(), cache.Options{KeepTmp: opt.DryRun})
 			if err != nil {
 				return err
 			}
 			rep, err := gc.Collect(cmd.Context(), s, opt)
+			if rep.Trees == nil {
+				rep.Trees = []gc.TreeReport{} // JSON lists are [] when empty, never null
+			}
+			if rep.Kept == nil {
+				rep.Kept = []gc.KeptReport{}
+			}
 			if asJSON {
 				if perr := printJSON(cmd.OutOrStdout(), rep); err == nil {
 					err = perr
@@ -71,7 +80,7 @@ runs; imports and activations wait for it.`,
 		},
 	}
 	cmd.Flags().IntVar(&opt.Keep, "keep", gc.DefaultKeep, "keep the trees of each machine's `N` newest generations")
-	cmd.Flags().DurationVar(&opt.UnusedFor, "unused-for", 0, "remove an unreachable tree only if unused for `DURATION` (e.g. 720h)")
+	cmd.Flags().Var((*days)(&opt.UnusedFor), "unused-for", "remove an unreachable tree only if unused for `DURATION` (e.g. 30d, 1d12h, 720h)")
 	cmd.Flags().BoolVar(&opt.DryRun, "dry-run", false, "print the plan; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -83,14 +92,10 @@ func pinCmd(g *globals) *cobra.Command {
 		Short: "Keep tree DIGEST through every gc until unpinned",
 		Long: `Pin makes the tree DIGEST a gc root: gc never removes it, however old it is and
 whether or not a machine uses it. The tree must be in the store.`,
-		Example: `  rootswap pin sha256:3f4e…`,
+		Example: `  rootswap pin sha256:3f4e5a6b7c8d   # a unique prefix will do`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := parseDigest(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -112,11 +117,7 @@ changes nothing and is not an error.`,
 		Example: `  rootswap unpin sha256:3f4e…`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := parseDigest(args[0])
-			if err != nil {
-				return err
-			}
-			s, err := g.open(cmd.Context())
+			s, d, err := g.storeDigest(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -132,4 +133,35 @@ changes nothing and is not an error.`,
 			return nil
 		},
 	}
+}
+
+// days is a duration flag that also takes whole days: "30d", "1d12h", as
+// well as anything time.ParseDuration takes.
+type days time.Duration
+
+func (d *days) String() string { return time.Duration(*d).String() }
+func (d *days) Type() string   { return "duration" }
+
+func (d *days) Set(v string) error {
+	var total time.Duration
+	rest := v
+	if n, after, ok := strings.Cut(v, "d"); ok {
+		k, err := strconv.ParseUint(n, 10, 16)
+		if err != nil {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		total, rest = time.Duration(k)*24*time.Hour, after
+	}
+	if rest != "" {
+		x, err := time.ParseDuration(rest)
+		if err != nil {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		if x < 0 && total > 0 {
+			return fmt.Errorf("%q: want a duration such as 30d, 1d12h or 720h", v)
+		}
+		total += x
+	}
+	*d = days(total)
+	return nil
 }

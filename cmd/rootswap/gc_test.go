@@ -3,6 +3,7 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rootswap/rootswap/cache"
 )
 
 // rootswapIn runs the CLI in-process on the store at root and returns its
@@ -127,6 +130,9 @@ func TestGCPinUnpin(t *testing.T) {
 
 func TestGCCommandLineErrors(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
+	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -145,5 +151,29 @@ func TestGCCommandLineErrors(t *testing.T) {
 		if code, out := rootswapIn(t, root, tc.args...); code != tc.code {
 			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
 		}
+	}
+}
+
+func TestUnusedForTakesDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"30d": 30 * 24 * time.Hour, "1d12h": 36 * time.Hour, "720h": 720 * time.Hour, "0": 0, "1d30m": 24*time.Hour + 30*time.Minute,
+	} {
+		var d days
+		if err := d.Set(in); err != nil || time.Duration(d) != want {
+			t.Errorf("--unused-for %s = %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{"d", "xd", "1.5d", "-1d", "1dd", "soon", "1d-1h"} {
+		var d days
+		if err := d.Set(in); err == nil {
+			t.Errorf("--unused-for %s accepted as %v", in, time.Duration(d))
+		}
+	}
+	root := filepath.Join(t.TempDir(), "store")
+	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := rootswapIn(t, root, "gc", "--dry-run", "--unused-for", "30d"); code != 0 {
+		t.Errorf("gc --unused-for 30d: exit %d\n%s", code, out)
 	}
 }

@@ -23,6 +23,7 @@ const fsSize = 64 << 20
 
 // loopFS is a mounted ext4 image.
 type loopFS struct {
+	t             *testing.T
 	img, dev, dir string
 }
 
@@ -64,14 +65,19 @@ func makeFS(t *testing.T, img string) {
 // t.Cleanup, whatever happens, unless unmount ran first.
 func mountFS(t *testing.T, img string) *loopFS {
 	t.Helper()
-	l := &loopFS{img: img, dir: filepath.Join(t.TempDir(), "mnt")}
+	l := &loopFS{t: t, img: img, dir: filepath.Join(t.TempDir(), "mnt")}
 	if err := os.Mkdir(l.dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	l.dev = sh(t, "losetup", "--find", "--show", img)
 	t.Cleanup(l.unmount)
+	sh(t, "blockdev", "--flushbufs", l.dev) // nothing cached from the device's previous image
 	if out, err := exec.Command("mount", l.dev, l.dir).CombinedOutput(); err != nil {
 		t.Fatalf("mount %s: %v\n%s", l.dev, err, out)
+	}
+	// Loop devices are shared with everything else on the machine.
+	if back := sh(t, "losetup", "--list", "--noheadings", "-O", "BACK-FILE", l.dev); back != img {
+		t.Fatalf("%s is backed by %q, not %s: another user of loop devices took it", l.dev, back, img)
 	}
 	return l
 }
@@ -80,9 +86,18 @@ func (l *loopFS) unmount() {
 	if l.dev == "" {
 		return
 	}
-	exec.Command("umount", l.dir).Run()
-	exec.Command("losetup", "-d", l.dev).Run()
+	if out, err := exec.Command("umount", l.dir).CombinedOutput(); err != nil {
+		l.t.Errorf("umount %s: %v\n%s", l.dir, err, out)
+	}
+	if out, err := exec.Command("losetup", "-d", l.dev).CombinedOutput(); err != nil {
+		l.t.Errorf("losetup -d %s: %v\n%s", l.dev, err, out)
+	}
 	l.dev = ""
+	// The image is copied next: all of it on disk first.
+	if f, err := os.OpenFile(l.img, os.O_RDWR, 0); err == nil {
+		f.Sync()
+		f.Close()
+	}
 }
 
 // free is the number of blocks an unprivileged-or-not writer can still

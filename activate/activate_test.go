@@ -138,7 +138,7 @@ func TestRecoverFlipWithoutRecord(t *testing.T) {
 	if _, _, err := Activate(ctx, s, "m", d1, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := flip(s, "m", d2); err != nil { // the crash: no record follows
+	if err := flip(s, "m", d2, func() error { return nil }, nil); err != nil { // the record is lost
 		t.Fatal(err)
 	}
 	if _, _, err := Activate(ctx, s, "m", d2, "", "test"); err != nil {

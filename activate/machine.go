@@ -62,27 +62,54 @@ func Current(s *cache.Store, name string) (digest.Digest, error) {
 	return d, nil
 }
 
-// flip points machine name at tree d atomically and durably.
-func flip(s *cache.Store, name string, d digest.Digest) error {
+// tmpLinkPrefix names a link staged by flip; load removes any a crash or
+// a failure left behind.
+const tmpLinkPrefix = ".current-"
+
+// flip points machine name at tree d, with record committing the index
+// record of the change, in the order that keeps the index and the link
+// agreeing:
+//
+//  1. The new link under a temporary name. This is where a full disk
+//     fails a flip: a target of ~80 bytes does not fit in an ext4 inode
+//     and takes a block.
+//  2. record commits the index. If it fails, the staged link goes and
+//     nothing changed.
+//  3. rename(2) replaces `current` atomically and needs no new space. If
+//     it fails, undo reverts the index, best effort.
+//  4. fsync the directory, so the rename is durable.
+//
+// A crash (or a failed undo) between 2 and 3 leaves the index ahead of
+// the link; the next load sees the disagreement and adopts the link.
+func flip(s *cache.Store, name string, d digest.Digest, record func() error, undo func() error) error {
 	dir := filepath.Join(s.MachinesDir(), name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
 	var r [6]byte
 	rand.Read(r[:])
-	tmp := filepath.Join(dir, ".current-"+hex.EncodeToString(r[:]))
+	tmp := filepath.Join(dir, tmpLinkPrefix+hex.EncodeToString(r[:]))
 	target := filepath.Join("..", "..", "trees", string(d.Algorithm()), d.Encoded())
-	// 1. The new link under a temporary name.
+	// 1.
 	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
-	// 2. rename(2) replaces `current` atomically.
+	// 2.
+	if err := record(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	// 3.
 	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
 		os.Remove(tmp)
+		undo()
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
-	// 3. The rename is durable before the index records it.
-	return fsys.SyncDir(dir)
+	// 4.
+	if err := fsys.SyncDir(dir); err != nil {
+		return fmt.Errorf("machine %s: %w", name, err)
+	}
+	return nil
 }
 
 // state is a machine's index state reconciled with its symlink.
@@ -104,6 +131,11 @@ func (st *state) gen(n uint64) (cache.Generation, bool) {
 // load reads a machine's state and repairs the index if a crash left it
 // behind the symlink. The caller holds the machine lock.
 func load(s *cache.Store, name string) (*state, error) {
+	// Links staged by a flip that failed or crashed before its rename.
+	staged, _ := filepath.Glob(filepath.Join(s.MachinesDir(), name, tmpLinkPrefix+"*"))
+	for _, p := range staged {
+		os.Remove(p)
+	}
 	st := &state{}
 	cur, err := Current(s, name)
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
@@ -126,8 +158,9 @@ func load(s *cache.Store, name string) (*state, error) {
 	if g, ok := st.gen(st.m.Current); cur == "" || (ok && g.Digest == cur) {
 		return st, nil
 	}
-	// The symlink moved but the index did not follow: a crash between
-	// flip and record. Adopt the symlink.
+	// The index and the symlink disagree: a crash, or a failed undo,
+	// between the index commit and the rename (see flip). The symlink is
+	// what runs: adopt it.
 	err = s.Update(func(tx *cache.Tx) error {
 		for i := len(st.gens) - 1; i >= 0; i-- {
 			if st.gens[i].Digest == cur {
@@ -168,6 +201,7 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	if err := ValidName(name); err != nil {
 		return g, false, err
 	}
+	defer func() { err = noSpace(s, name, fmt.Sprintf("machine %s: activate %s", name, d), err) }()
 	unlock, err := lock(ctx, s, name)
 	if err != nil {
 		return g, false, err
@@ -187,27 +221,34 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	if t.Broken {
 		return g, false, fmt.Errorf("tree %s: marked broken by verify; import it again", d)
 	}
-	if err := flip(s, name, d); err != nil {
-		return g, false, err
-	}
+	prev := st.m
 	now := time.Now().UTC()
-	err = s.Update(func(tx *cache.Tx) error {
-		var err error
-		g, err = tx.AppendGeneration(name, cache.Generation{Digest: d, Image: image, Time: now, Reason: reason})
-		if err != nil {
-			return err
-		}
-		st.m.Current = g.Number
-		if err := tx.PutMachine(st.m); err != nil {
-			return err
-		}
-		t.LastUsed = now
-		if image != "" && !contains(t.Refs, image) {
-			t.Refs = append(t.Refs, image)
-		}
-		return tx.PutTree(t)
-	})
-	return g, err == nil, err
+	record := func() error {
+		return s.Update(func(tx *cache.Tx) error {
+			var err error
+			g, err = tx.AppendGeneration(name, cache.Generation{Digest: d, Image: image, Time: now, Reason: reason})
+			if err != nil {
+				return err
+			}
+			m := prev
+			m.Current = g.Number
+			if err := tx.PutMachine(m); err != nil {
+				return err
+			}
+			t.LastUsed = now
+			if image != "" && !contains(t.Refs, image) {
+				t.Refs = append(t.Refs, image)
+			}
+			return tx.PutTree(t)
+		})
+	}
+	// The generation stays in the history, never current: there is no
+	// taking back a number once it was committed.
+	undo := func() error { return s.Update(func(tx *cache.Tx) error { return tx.PutMachine(prev) }) }
+	if err := flip(s, name, d, record, undo); err != nil {
+		return cache.Generation{}, false, err
+	}
+	return g, true, nil
 }
 
 func contains(list []string, s string) bool {
@@ -222,10 +263,11 @@ func contains(list []string, s string) bool {
 // Rollback moves machine name to an earlier generation: by default the one
 // before the current one, or the one named by to (a generation number or a
 // digest, whose newest generation is taken). No generation is added.
-func Rollback(ctx context.Context, s *cache.Store, name, to string) (cache.Generation, error) {
+func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ cache.Generation, err error) {
 	if err := ValidName(name); err != nil {
 		return cache.Generation{}, err
 	}
+	defer func() { err = noSpace(s, name, fmt.Sprintf("machine %s: rollback", name), err) }()
 	unlock, err := lock(ctx, s, name)
 	if err != nil {
 		return cache.Generation{}, err
@@ -251,14 +293,19 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (cache.Gener
 	if t.Broken {
 		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: tree %s is marked broken", name, target.Number, t.Digest)
 	}
-	if err := flip(s, name, target.Digest); err != nil {
+	prev := st.m
+	record := func() error {
+		return s.Update(func(tx *cache.Tx) error {
+			m := prev
+			m.Current = target.Number
+			return tx.PutMachine(m)
+		})
+	}
+	undo := func() error { return s.Update(func(tx *cache.Tx) error { return tx.PutMachine(prev) }) }
+	if err := flip(s, name, target.Digest, record, undo); err != nil {
 		return cache.Generation{}, err
 	}
-	err = s.Update(func(tx *cache.Tx) error {
-		st.m.Current = target.Number
-		return tx.PutMachine(st.m)
-	})
-	return target, err
+	return target, nil
 }
 
 func pick(st *state, name, to string) (cache.Generation, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -67,11 +68,12 @@ type Prepared struct {
 // When the current generation is crash-looping, it rolls back to the last
 // healthy one and marks the bad digest failed; a failed digest is declined
 // (warning, no error) until ref names another digest or Force is set.
-func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, name, ref string, opt PrepareOptions) (Prepared, error) {
+func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, name, ref string, opt PrepareOptions) (_ Prepared, err error) {
 	opt.defaults()
 	if err := ValidName(name); err != nil {
 		return Prepared{}, err
 	}
+	defer func() { err = noSpace(s, name, fmt.Sprintf("prepare %s %s", name, ref), err) }()
 	if opt.Pull {
 		if err := src.Pull(ctx, ref); err != nil {
 			log.Warn("pull failed; using the local image", "image", ref, "err", err)
@@ -133,7 +135,9 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 			return Prepared{}, err
 		}
 	}
-	if cur == d && treeOK && !p.RolledBack {
+	// Only when the index agrees with the link: otherwise Activate's load
+	// reconciles them.
+	if cur == d && treeOK && !p.RolledBack && m.Current != 0 && g.Digest == cur {
 		p.Generation = m.Current
 		return p, nil
 	}
@@ -154,4 +158,37 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 	}
 	p.Digest, p.Generation, p.Activated = d, gen.Number, changed
 	return p, nil
+}
+
+// noSpaceError is a command that found the disk full: one line saying
+// what failed, on which store, and what the machine runs now.
+type noSpaceError struct {
+	what, store string
+	cur         digest.Digest
+	err         error
+}
+
+func (e *noSpaceError) Error() string {
+	still := "the machine has no current tree"
+	if e.cur != "" {
+		still = "the machine still runs " + string(e.cur)
+	}
+	return fmt.Sprintf("%s: no space left on device (store %s): %s", e.what, e.store, still)
+}
+
+func (e *noSpaceError) Unwrap() error { return e.err }
+
+// noSpace turns an error caused by a full disk into a noSpaceError about
+// what, and leaves any other error alone. What the machine runs is read
+// from its link after the failure: the link is what runs.
+func noSpace(s *cache.Store, name, what string, err error) error {
+	if !errors.Is(err, syscall.ENOSPC) {
+		return err
+	}
+	var inner *noSpaceError
+	if errors.As(err, &inner) {
+		err = inner.err // a prepare's activation: say it once, as the prepare
+	}
+	cur, _ := Current(s, name)
+	return &noSpaceError{what: what, store: s.Root(), cur: cur, err: err}
 }

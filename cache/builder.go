@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -36,7 +37,8 @@ type Builder struct {
 	mz      *gzip.Writer
 	mw      *bufio.Writer
 	mh      hash.Hash
-	dirs    []Entry // applied last, deepest first: read-only directories must stay writable until then
+	dirs    []Entry           // applied last, deepest first: read-only directories must stay writable until then
+	groups  map[string]string // hard link target → the copy later links join, once the target hit the link limit
 	buf     []byte
 	sawRoot bool
 	done    bool // committed: the lease went with the index record
@@ -101,7 +103,7 @@ func (b *Builder) Add(e Entry, r io.Reader) error {
 			err = b.lmeta(&e)
 		}
 	case KindHardlink:
-		err = b.rootfs.Link(e.Linkname, e.Name)
+		obj, err = b.hardlink(&e)
 	case KindChar, KindBlock, KindFIFO:
 		mode := map[Kind]uint32{KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}[e.Kind]
 		err = b.rootfs.Mknod(e.Name, mode|0o600, unix.Mkdev(e.Devmajor, e.Devminor))
@@ -227,6 +229,96 @@ func (b *Builder) link(e *Entry, obj digest.Digest) error {
 	defer src.Close()
 	b.stats.NewBytes += e.Size
 	return b.copyInto(e, src)
+}
+
+// hardlink creates e.Name as a hard link to the earlier entry e.Linkname.
+// At the file system's link limit (65000 on ext4: an object many trees
+// share, or an archive's own thousands of links) e becomes a copy of the
+// target instead, with its content and metadata, recorded in the manifest
+// as what it is (a regular file of the target's object, or a symlink); it
+// starts a new link group, which later links to the same target join.
+func (b *Builder) hardlink(e *Entry) (digest.Digest, error) {
+	target := e.Linkname
+	if g, ok := b.groups[target]; ok {
+		e.Linkname = g
+	}
+	err := b.rootfs.Link(e.Linkname, e.Name)
+	if !errors.Is(err, unix.EMLINK) {
+		return "", err
+	}
+	obj, err := b.copyLinked(e)
+	if err != nil {
+		return "", err
+	}
+	if b.groups == nil {
+		b.groups = map[string]string{}
+	}
+	b.groups[target] = e.Name
+	return obj, nil
+}
+
+// copyLinked replaces hard link entry e with a copy of its target, as the
+// target is in the tree: the same content, owner, mode, mtime and identity
+// xattrs, so the copy names the same object.
+func (b *Builder) copyLinked(e *Entry) (digest.Digest, error) {
+	root, err := os.OpenRoot(filepath.Join(b.st.Dir, "rootfs"))
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	fi, err := root.Lstat(e.Linkname)
+	if err != nil {
+		return "", err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if st == nil {
+		return "", fmt.Errorf("stat %s: no owner", e.Linkname)
+	}
+	c := Entry{Name: e.Name, Mode: uint32(st.Mode) & 0o7777, UID: int(st.Uid), GID: int(st.Gid), ModTime: time.Unix(st.Mtim.Sec, st.Mtim.Nsec)}
+	if fi.Mode()&os.ModeSymlink != 0 {
+		c.Kind = KindSymlink
+		if c.Linkname, err = root.Readlink(e.Linkname); err != nil {
+			return "", err
+		}
+		if err := b.rootfs.Symlink(c.Linkname, c.Name); err != nil {
+			return "", err
+		}
+		*e = c
+		return "", b.lmeta(e)
+	}
+	src, err := root.Open(e.Linkname)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	c.Kind, c.Size = KindFile, fi.Size()
+	if c.Xattrs, err = fsys.Xattrs(src); err != nil {
+		return "", err
+	}
+	for k := range c.Xattrs {
+		if !IdentityXattr(k) {
+			delete(c.Xattrs, k)
+		}
+	}
+	h := objectHasher(&c)
+	f, err := b.rootfs.Create(c.Name)
+	if err != nil {
+		return "", err
+	}
+	_, err = io.Copy(io.MultiWriter(f, h), src)
+	if err == nil {
+		err = fsys.SetMeta(f, c.UID, c.GID, c.Mode, c.Xattrs, c.ModTime)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", err
+	}
+	*e = c
+	b.stats.Bytes += c.Size
+	b.stats.NewBytes += c.Size
+	return hashDigest(h), nil
 }
 
 // copyInto creates e.Name in the tree as a fresh file with src's content.

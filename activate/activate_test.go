@@ -45,19 +45,6 @@ func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	return tr.Digest
 }
 
-func TestValidName(t *testing.T) {
-	for _, n := range []string{"a", "web-1", "A_b.c", strings.Repeat("x", 64), "0"} {
-		if err := ValidName(n); err != nil {
-			t.Errorf("%q: %v", n, err)
-		}
-	}
-	for _, n := range []string{"", ".a", "-a", "a/b", "..", strings.Repeat("x", 65), "a b", "ä"} {
-		if err := ValidName(n); !errors.Is(err, ErrInvalidName) {
-			t.Errorf("%q: got %v, want ErrInvalidName", n, err)
-		}
-	}
-}
-
 func TestActivateRollbackGenerations(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)

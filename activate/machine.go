@@ -26,12 +26,21 @@ var ErrInvalidName = errors.New("invalid machine name")
 // ErrNoGeneration is returned (wrapped) when rollback has nowhere to go.
 var ErrNoGeneration = errors.New("no such generation")
 
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$`)
+// nameRE is systemd's hostname_is_valid(name, 0), which systemd-nspawn
+// applies to --machine and machined to registrations (src/basic/
+// hostname-util.c, the same in systemd 252): dot-separated labels of
+// ASCII letters, digits and hyphens, no label empty or starting or ending
+// with a hyphen. ValidName adds the length limit, HOST_NAME_MAX (64).
+// Such a name is also a safe path component (no "/", never "." or "..")
+// and a unit name part that needs no systemd-escape ("-" and "." are kept
+// as they are in rootswap-NAME.service and systemd-nspawn@NAME.service).
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$`)
 
-// ValidName checks a machine name before it becomes a path.
+// ValidName checks a machine name before it becomes a path, a unit name
+// or systemd-nspawn's --machine: it accepts exactly the names nspawn does.
 func ValidName(name string) error {
-	if !nameRE.MatchString(name) {
-		return fmt.Errorf("machine %q: %w (letters, digits, _ . -; 1-64 characters; not starting with . or -)", name, ErrInvalidName)
+	if len(name) > 64 || !nameRE.MatchString(name) {
+		return fmt.Errorf("machine %q: %w (a hostname: letters, digits and -, in labels separated by single dots, no label starting or ending with -; at most 64 characters)", name, ErrInvalidName)
 	}
 	return nil
 }

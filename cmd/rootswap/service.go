@@ -93,7 +93,13 @@ func serviceUnits(bin, root, name, image string, command []string, o *serviceOpt
 	if err != nil {
 		return nil, err
 	}
-	run, err := execLine(append(append([]string{bin, "--root", root, "run", name, "--keep-unit"}, o.nspawnArgs()...), command...)...)
+	runArgs := append([]string{bin, "--root", root, "run", name, "--keep-unit"}, o.nspawnArgs()...)
+	if len(command) > 0 {
+		// "--": a command word that looks like an option (-x, --) stays
+		// the command.
+		runArgs = append(append(runArgs, "--"), command...)
+	}
+	run, err := execLine(runArgs...)
 	if err != nil {
 		return nil, err
 	}
@@ -149,14 +155,18 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 	}
 	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
 	if len(command) > 0 {
-		line, err := execLine(command...)
+		line, err := settingsWords(command)
 		if err != nil {
 			return nil, err
 		}
 		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
 	}
 	for _, e := range o.env {
-		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Environment", e))
+		line, err := settingsWords([]string{e})
+		if err != nil {
+			return nil, err
+		}
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Environment", line))
 	}
 	if o.privateUsers {
 		nspawn = append(nspawn, unit.NewUnitOption("Exec", "PrivateUsers", "pick"))
@@ -176,16 +186,19 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 	for _, b := range o.bindsRO {
 		nspawn = append(nspawn, unit.NewUnitOption("Files", "BindReadOnly", b))
 	}
-	extra := ""
-	if len(o.nspawnOpts) > 0 {
-		extra = " " + strings.Join(o.nspawnOpts, " ")
+	// The machine by name rather than %i: a valid name is the instance
+	// string as it is, and execLine would double the "%".
+	start, err := execLine(append([]string{"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest",
+		"--settings=override", "--machine=" + name}, o.nspawnOpts...)...)
+	if err != nil {
+		return nil, err
 	}
 	dropin := []*unit.UnitOption{
 		unit.NewUnitOption("Unit", "Wants", "docker.service"),
 		unit.NewUnitOption("Unit", "After", "docker.service"),
 		unit.NewUnitOption("Service", "ExecStartPre", prepare),
 		unit.NewUnitOption("Service", "ExecStart", ""),
-		unit.NewUnitOption("Service", "ExecStart", "systemd-nspawn --quiet --keep-unit --link-journal=try-guest --settings=override --machine=%i"+extra),
+		unit.NewUnitOption("Service", "ExecStart", start),
 		unit.NewUnitOption("Service", "ExecStopPost", report),
 		unit.NewUnitOption("Service", "Restart", "always"),
 		unit.NewUnitOption("Service", "RestartSec", o.restartSec.String()),
@@ -198,4 +211,43 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 		{"../nspawn/" + name + ".nspawn", nspawn},
 		{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin},
 	}, nil
+}
+
+// settingsWords quotes a list of words for a .nspawn file's Parameters=
+// and Environment= (systemd.nspawn(5)). Those are split by the config
+// parser's extract_first_word(EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE):
+// single and double quotes group, a backslash is an ordinary character
+// (so "\"" inside double quotes ends the quote, and nspawn ignores the
+// whole line as invalid), and nothing expands: no specifiers, no
+// variables, no C escapes. Each word is written as single-quoted runs,
+// with its single quotes in double quotes ('it'"'"'s'). A newline cannot
+// be written at all: it would end the line.
+func settingsWords(words []string) (string, error) {
+	out := make([]string, len(words))
+	for i, w := range words {
+		if strings.ContainsAny(w, "\n\r\x00") {
+			return "", usage("unit --nspawn-file: %q: a .nspawn file cannot hold a newline (the service unit, without --nspawn-file, can)", w)
+		}
+		if w != "" && !strings.ContainsAny(w, " \t\"'\\") {
+			out[i] = w
+			continue
+		}
+		var b strings.Builder
+		for len(w) > 0 || b.Len() == 0 {
+			n := strings.IndexByte(w, '\'')
+			switch {
+			case n < 0:
+				n = len(w)
+				fallthrough
+			case n > 0:
+				b.WriteString("'" + w[:n] + "'")
+			default:
+				n = len(w) - len(strings.TrimLeft(w, "'"))
+				b.WriteString(`"` + w[:n] + `"`)
+			}
+			w = w[n:]
+		}
+		out[i] = b.String()
+	}
+	return strings.Join(out, " "), nil
 }

@@ -114,27 +114,78 @@ func gcTimerUnits(bin, root string) ([]unitFile, error) {
 	return []unitFile{{"rootswap-gc.service", service}, {"rootswap-gc.timer", timer}}, nil
 }
 
-// execLine quotes a command line for ExecStart=: arguments with blanks,
-// quotes or backslashes are double-quoted, "%" is doubled so systemd
-// expands no specifier, and "$" is doubled in the arguments so it expands
-// no variable (it expands none in the executable's path, where "$$" would
-// stay two characters).
+// execLine quotes a command line for ExecStart= and the other Exec*=
+// settings (systemd.service(5), "Command lines"): systemd expands
+// specifiers in the whole line, splits it into words, unquotes them and
+// decodes C escapes, and only when the command starts substitutes
+// variables in every argument but the executable's path. So "%" is
+// doubled everywhere, "$" in the arguments (in the path "$$" would stay
+// two characters), and a word with a blank, a quote, a backslash, a ";"
+// (a lone one separates commands) or a control character is
+// double-quoted with \" \\ and C escapes (\n \t \xNN), so newlines and
+// tabs arrive as such. The executable itself must be a path systemd
+// accepts: absolute or a bare name, no leading prefix character (- @ + !
+// :), no quote, backslash or control character.
 func execLine(args ...string) (string, error) {
+	if err := checkExecutable(args[0]); err != nil {
+		return "", err
+	}
 	quoted := make([]string, len(args))
 	for i, a := range args {
-		if strings.ContainsAny(a, "\n\r") {
-			return "", usage("unit: argument %q: a unit file cannot hold a newline", a)
-		}
 		a = strings.ReplaceAll(a, "%", "%%")
 		if i > 0 {
 			a = strings.ReplaceAll(a, "$", "$$")
 		}
-		if a == "" || strings.ContainsAny(a, " \t\"'\\;") {
-			a = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool {
+			return r <= ' ' || r == 0x7f || strings.ContainsRune("\"'\\;", r)
+		}) {
+			a = `"` + cQuote(a) + `"`
 		}
 		quoted[i] = a
 	}
 	return strings.Join(quoted, " "), nil
+}
+
+// cQuote escapes s for the inside of a double-quoted word of a command
+// line: \\, \", and C escapes for control characters.
+func cQuote(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\\', '"':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\t':
+			b.WriteString(`\t`)
+		case '\r':
+			b.WriteString(`\r`)
+		default:
+			if c < ' ' || c == 0x7f {
+				fmt.Fprintf(&b, `\x%02x`, c)
+			} else {
+				b.WriteByte(c)
+			}
+		}
+	}
+	return b.String()
+}
+
+// checkExecutable refuses what systemd would read as prefixes or refuse
+// to run ("Executable name contains special characters").
+func checkExecutable(p string) error {
+	switch {
+	case p == "":
+		return usage("unit: executable %q: empty", p)
+	case strings.ContainsAny(p[:1], "-@+!:"):
+		return usage("unit: executable %q: systemd would read its first character as a prefix", p)
+	case strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f || strings.ContainsRune("\"'\\", r) }):
+		return usage("unit: executable %q: systemd refuses an executable path holding a quote, a backslash or a control character; move the binary", p)
+	case !filepath.IsAbs(p) && strings.Contains(p, "/"):
+		return usage("unit: executable %q: want an absolute path or a bare name", p)
+	}
+	return nil
 }
 
 func serialize(f unitFile) ([]byte, error) {

@@ -102,8 +102,14 @@ func TestUnitQuoting(t *testing.T) {
 	}
 	verifyUnits(t, dir)
 
-	if _, err := gcTimerUnits(bin, "/a\nb"); err == nil {
-		t.Error("a newline in the store path was accepted")
+	// A newline cannot stand in a unit line; it goes in as \n, which
+	// systemd decodes (TestExecLineSystemdParses runs systemd's parser).
+	files, err = gcTimerUnits(bin, "/a\nb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := files[0].opts[2].Value; !strings.HasSuffix(got, ` --root "/a\nb" gc`) {
+		t.Errorf("ExecStart %q, want the newline as \\n in quotes", got)
 	}
 }
 
@@ -165,7 +171,7 @@ func TestUnitService(t *testing.T) {
 			"Environment":  "ROOTSWAP_HEALTHY_AFTER=45s",
 			"ExecStartPre": bin + " --root " + store + " prepare --pull web reg/web:1",
 			"ExecStart": bin + " --root " + store + ` run web --keep-unit --bind=/srv/a:/data "--setenv=X=1 2" ` +
-				`--private-users=pick --private-users-ownership=map --notify-ready=yes /bin/sh -c "echo 100%% $$HOME"`,
+				`--private-users=pick --private-users-ownership=map --notify-ready=yes -- /bin/sh -c "echo 100%% $$HOME"`,
 			"ExecStopPost": bin + " --root " + store + " report web",
 			"Restart":      "always",
 			"KillMode":     "mixed",

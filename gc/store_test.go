@@ -661,3 +661,24 @@ func TestTreeLockFiles(t *testing.T) {
 		t.Error("gc removed a held tree lock or a machine lock")
 	}
 }
+
+// TestMachineLinkUnderAnOldName: a machine directory whose name today's
+// rules refuse (web_1 was accepted before names followed nspawn's rules)
+// and that the index does not know is still a root: its link is what a
+// running service may use.
+func TestMachineLinkUnderAnOldName(t *testing.T) {
+	s := newStore(t)
+	ds, _ := versions(t, s)
+	dir := filepath.Join(s.MachinesDir(), "web_1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join("..", "..", "trees", string(ds[1].Algorithm()), ds[1].Encoded())
+	if err := os.Symlink(target, filepath.Join(dir, "current")); err != nil {
+		t.Fatal(err)
+	}
+	rep := collect(t, s, Options{Keep: 0})
+	if !exists(s.TreePath(ds[1])) {
+		t.Fatalf("gc removed the tree machines/web_1/current points at (removed %v)", treeDigests(rep))
+	}
+}

@@ -327,13 +327,15 @@ func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
 	}
 
 	// The symlinks are the truth about what runs: a machine the index
-	// does not know yet (a crash right after its first flip) counts too.
+	// does not know yet (a crash right after its first flip, a rebuilt
+	// index) counts too, whatever its name: a directory named before
+	// names followed nspawn's rules still holds a link a service may use.
 	ents, err := os.ReadDir(s.MachinesDir())
 	if err != nil {
 		return g, nil, fmt.Errorf("machines: %w", err)
 	}
 	for _, e := range ents {
-		if e.IsDir() && activate.ValidName(e.Name()) == nil && machines[e.Name()] == nil {
+		if e.IsDir() && machines[e.Name()] == nil {
 			machines[e.Name()] = &Machine{Name: e.Name()}
 		}
 	}

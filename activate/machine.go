@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -73,15 +74,18 @@ func flip(s *cache.Store, name string, d digest.Digest) error {
 	tmp := filepath.Join(dir, ".current-"+hex.EncodeToString(r[:]))
 	target := filepath.Join("..", "..", "trees", string(d.Algorithm()), d.Encoded())
 	// 1. The new link under a temporary name.
+	failpoint.Hit("flip-before-symlink")
 	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
 	// 2. rename(2) replaces `current` atomically.
+	failpoint.Hit("flip-temp-link")
 	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
 	// 3. The rename is durable before the index records it.
+	failpoint.Hit("flip-renamed")
 	return fsys.SyncDir(dir)
 }
 
@@ -190,6 +194,7 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	if err := flip(s, name, d); err != nil {
 		return g, false, err
 	}
+	failpoint.Hit("activate-before-index")
 	now := time.Now().UTC()
 	err = s.Update(func(tx *cache.Tx) error {
 		var err error
@@ -207,6 +212,7 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 		}
 		return tx.PutTree(t)
 	})
+	failpoint.Hit("activate-after-index")
 	return g, err == nil, err
 }
 
@@ -254,10 +260,12 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (cache.Gener
 	if err := flip(s, name, target.Digest); err != nil {
 		return cache.Generation{}, err
 	}
+	failpoint.Hit("rollback-before-index")
 	err = s.Update(func(tx *cache.Tx) error {
 		st.m.Current = target.Number
 		return tx.PutMachine(st.m)
 	})
+	failpoint.Hit("rollback-after-index")
 	return target, err
 }
 

@@ -225,6 +225,9 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 		}
 		t.Fatalf("%s: left in tmp/ after two more commands: %v", what, names)
 	}
+	if staged, _ := filepath.Glob(filepath.Join(s.root, "machines", "*", ".current-*")); len(staged) > 0 {
+		t.Errorf("%s: staged links left after the command ran again: %v", what, staged)
+	}
 	return again.took
 }
 

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 
 	"github.com/rootswap/rootswap/internal/testimage"
 )
@@ -26,7 +30,7 @@ var dockerInitDirs = map[string]bool{"etc": true, "dev": true, "dev/pts": true, 
 
 func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	needIntegration(t)
-	v1, _ := testimage.Images(t)
+	v1 := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 
 	start := time.Now()
@@ -34,11 +38,11 @@ func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	if want := testimage.ImageID(t, v1); d != want {
 		t.Fatalf("import %s printed %s, want the image ID %s", v1, d, want)
 	}
-	if n := containerCreates(t, start); n != 1 {
+	if n := exportCreates(t, start, d); n != 1 {
 		t.Errorf("first import created %d containers, want 1", n)
 	}
-	if leaked := leakedContainers(t); len(leaked) > 0 {
-		t.Errorf("containers left behind after import: %v", leaked)
+	if out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=org.rootswap.export="+d).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("containers left behind after import: %q %v", out, err)
 	}
 
 	start = time.Now()
@@ -49,14 +53,14 @@ func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	if byID != d {
 		t.Fatalf("import by image ID printed %s, want %s", byID, d)
 	}
-	if n := containerCreates(t, start); n != 0 {
+	if n := exportCreates(t, start, d); n != 0 {
 		t.Errorf("cached imports created %d containers, want 0", n)
 	}
 }
 
 func TestPrepareCacheHitChangesNothing(t *testing.T) {
 	needIntegration(t)
-	v1, _ := testimage.Images(t)
+	v1 := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 	s.ok("prepare", "web", v1)
 	before := listing(t, s.root)
@@ -70,7 +74,7 @@ func TestPrepareCacheHitChangesNothing(t *testing.T) {
 		}
 		took = append(took, r.took)
 	}
-	if n := containerCreates(t, start); n != 0 {
+	if n := exportCreates(t, start, testimage.ImageID(t, v1)); n != 0 {
 		t.Errorf("cache-hit prepare created %d containers, want 0", n)
 	}
 	if after := listing(t, s.root); after != before {
@@ -306,6 +310,7 @@ func TestErrors(t *testing.T) {
 func TestConcurrentPrepareExportsOnce(t *testing.T) {
 	needIntegration(t)
 	v1, v2 := testimage.Images(t)
+	fresh := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -314,7 +319,7 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = s.run("prepare", fmt.Sprintf("m%d", i), v1)
+			results[i] = s.run("prepare", fmt.Sprintf("m%d", i), fresh)
 		}()
 	}
 	wg.Wait()
@@ -323,10 +328,10 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 			t.Errorf("prepare m%d: exit %d: %s", i, r.code, r.stderr)
 		}
 	}
-	if n := containerCreates(t, start); n != 1 {
+	want := testimage.ImageID(t, fresh)
+	if n := exportCreates(t, start, want); n != 1 {
 		t.Errorf("8 concurrent prepares of one new image created %d containers, want 1", n)
 	}
-	want := testimage.ImageID(t, v1)
 	for _, m := range s.machines() {
 		if m.Digest != want {
 			t.Errorf("machine %s is at %s, want %s", m.Name, m.Digest, want)
@@ -460,5 +465,37 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	r := s2.run("import", v1)
 	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || strings.Contains(r.stderr, "\r") || !strings.Contains(lines[0], "msg=imported") {
 		t.Errorf("progress drawn off a terminal: %q", r.stderr)
+	}
+}
+
+// exportCreates counts the export containers created for image id since
+// start. The daemon is shared (other tests, other stores): only an image
+// of the test's own makes the count the test's own.
+func exportCreates(t *testing.T, since time.Time, id string) int {
+	t.Helper()
+	c := dockerClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msgs, errs := c.Events(ctx, events.ListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Until:   fmt.Sprintf("%d", time.Now().Add(time.Second).Unix()),
+		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "create"), filters.Arg("label", "org.rootswap.export="+id)),
+	})
+	n := 0
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return n
+			}
+			if m.Action == "create" {
+				n++
+			}
+		case err := <-errs:
+			if err != nil && err.Error() != "EOF" {
+				t.Fatalf("docker events: %v", err)
+			}
+			return n
+		}
 	}
 }

@@ -214,7 +214,7 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 			}
 		}
 		if link := r.current(m.Name); idx != link {
-			t.Errorf("%s: after running it again, machine %s's link points at %s but the index's current generation is %q", what, m.Name, link, idx)
+			t.Fatalf("%s: after running it again, machine %s's link points at %s but the index's current generation is %q", what, m.Name, link, idx)
 		}
 	}
 	s.ok("list")
@@ -226,7 +226,7 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 		t.Fatalf("%s: left in tmp/ after two more commands: %v", what, names)
 	}
 	if staged, _ := filepath.Glob(filepath.Join(s.root, "machines", "*", ".current-*")); len(staged) > 0 {
-		t.Errorf("%s: staged links left after the command ran again: %v", what, staged)
+		t.Fatalf("%s: staged links left after the command ran again: %v", what, staged)
 	}
 	return again.took
 }

@@ -96,7 +96,7 @@ type historyRow struct {
 // crashRig is the store TestCrashAnywhere kills commands on, and how each
 // kind of command is set up so that it does real work: machine m switches
 // between two pinned tar trees (activate, rollback) and the images v1 and
-// v2 (prepare); machine cold gets an image the store has never seen
+// v2, pinned too (prepare); machine cold gets an image the store has never seen
 // (prepare-cold); gc always finds an unused tree with an object of its own.
 type crashRig struct {
 	t        *testing.T

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -100,20 +101,24 @@ func flip(s *cache.Store, name string, d digest.Digest, record func() error, und
 	tmp := filepath.Join(dir, tmpLinkPrefix+hex.EncodeToString(r[:]))
 	target := filepath.Join("..", "..", "trees", string(d.Algorithm()), d.Encoded())
 	// 1.
+	failpoint.Hit("flip-before-symlink")
 	if err := os.Symlink(target, tmp); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
+	failpoint.Hit("flip-temp-link")
 	// 2.
 	if err := record(); err != nil {
 		os.Remove(tmp)
 		return err
 	}
+	failpoint.Hit("flip-recorded")
 	// 3.
 	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
 		os.Remove(tmp)
 		undo()
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
+	failpoint.Hit("flip-renamed")
 	// 4.
 	if err := fsys.SyncDir(dir); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
@@ -233,6 +238,7 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	prev := st.m
 	now := time.Now().UTC()
 	record := func() error {
+		failpoint.Hit("activate-before-index")
 		return s.Update(func(tx *cache.Tx) error {
 			var err error
 			g, err = tx.AppendGeneration(name, cache.Generation{Digest: d, Image: image, Time: now, Reason: reason})
@@ -257,6 +263,7 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	if err := flip(s, name, d, record, undo); err != nil {
 		return cache.Generation{}, false, err
 	}
+	failpoint.Hit("activate-after-index")
 	return g, true, nil
 }
 
@@ -304,6 +311,7 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ cache.Gen
 	}
 	prev := st.m
 	record := func() error {
+		failpoint.Hit("rollback-before-index")
 		return s.Update(func(tx *cache.Tx) error {
 			m := prev
 			m.Current = target.Number
@@ -314,6 +322,7 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ cache.Gen
 	if err := flip(s, name, target.Digest, record, undo); err != nil {
 		return cache.Generation{}, err
 	}
+	failpoint.Hit("rollback-after-index")
 	return target, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -367,10 +368,12 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 		return Tree{}, fmt.Errorf("manifest: %w", err)
 	}
 	b.mf = nil
+	failpoint.Hit("cache-staged")
 	// 1. Everything staged reaches the disk before any name points at it.
 	if err := fsys.Syncfs(b.s.root); err != nil {
 		return Tree{}, err
 	}
+	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
 	dst := b.s.TreePath(d)
@@ -381,9 +384,11 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 	if err := os.Rename(filepath.Join(b.st.Dir, "manifest"), b.s.ManifestPath(d)); err != nil {
 		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
+	failpoint.Hit("cache-manifest-renamed")
 	if err := os.Rename(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
 		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
+	failpoint.Hit("cache-tree-renamed")
 	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
 		return Tree{}, err
 	}
@@ -391,6 +396,7 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 		return Tree{}, err
 	}
 	// 4. The index record makes the tree exist.
+	failpoint.Hit("cache-before-index")
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
@@ -405,6 +411,7 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	b.done = true
+	failpoint.Hit("cache-after-index")
 	return rec, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,23 +20,36 @@ func TestCleanTmpNeverRemovesLiveStaging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The cleaner counts its passes, so every round can wait until one
+	// whole pass has run while its staging was live: a fixed number of
+	// rounds, each of which really met the cleaner, however fast or slow
+	// the machine (a time box could end after no round at all on a slow one).
 	var stop atomic.Bool
+	var passes atomic.Int64
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		for !stop.Load() {
 			s.CleanTmp(ctx)
+			passes.Add(1)
 		}
 	}()
-	deadline := time.Now().Add(2 * time.Second)
-	n := 0
-	for time.Now().Before(deadline) {
+	defer func() { stop.Store(true); wg.Wait() }()
+	const rounds = 200
+	for n := 0; n < rounds; n++ {
 		st, err := s.NewStaging("race")
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(100 * time.Microsecond)
+		// A pass that started after NewStaging returned has ended once the
+		// counter moved twice.
+		for p0, deadline := passes.Load(), time.Now().Add(30*time.Second); passes.Load() < p0+2; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the cleaner made no pass in 30s", n)
+			}
+			runtime.Gosched()
+		}
 		if _, err := os.Stat(st.Dir); err != nil {
 			t.Fatalf("live staging %s removed by a cleaner after %d rounds: %v", st.ID, n, err)
 		}
@@ -43,9 +57,6 @@ func TestCleanTmpNeverRemovesLiveStaging(t *testing.T) {
 			t.Fatalf("live staging lock %s removed after %d rounds: %v", st.ID, n, err)
 		}
 		st.Remove()
-		n++
 	}
-	stop.Store(true)
-	wg.Wait()
-	t.Logf("%d stagings created under a busy cleaner", n)
+	t.Logf("%d stagings created under a cleaner that made %d passes", rounds, passes.Load())
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -380,6 +381,7 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	if err != nil {
 		return err
 	}
+	failpoint.Hit("gc-records-deleted")
 	// 2. Dead staging, by the store's own rule.
 	if err := s.CleanTmp(ctx); err != nil {
 		return err
@@ -400,6 +402,7 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 			}
 		}
 	}
+	failpoint.Hit("gc-trees-aside")
 	// 4. Manifests of trees that no longer exist.
 	for _, d := range p.manifests {
 		if err := os.Remove(s.ManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -409,6 +412,7 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 			return fmt.Errorf("manifest %s: %w", d, err)
 		}
 	}
+	failpoint.Hit("gc-manifests-removed")
 	// 5. The trees and the objects only they link, side by side.
 	treesDone := make(chan error, 1)
 	if st == nil {
@@ -441,6 +445,7 @@ func (p *plan) removeObjects(s *cache.Store) error {
 		fi, err := os.Lstat(path)
 		if err == nil && uint64(fi.Sys().(*syscall.Stat_t).Nlink) <= 1+p.dropped[o.Digest] {
 			err = os.Remove(path)
+			failpoint.Hit("gc-mid-objects") // the trees are being removed beside
 		} else if err == nil {
 			p.Objects--
 			p.BytesFreed -= o.Size

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,8 +10,12 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
 
 	"github.com/rootswap/rootswap/internal/testimage"
 )
@@ -25,7 +30,7 @@ var dockerInitDirs = map[string]bool{"etc": true, "dev": true, "dev/pts": true, 
 
 func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	needIntegration(t)
-	v1, _ := testimage.Images(t)
+	v1 := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 
 	start := time.Now()
@@ -33,11 +38,11 @@ func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	if want := testimage.ImageID(t, v1); d != want {
 		t.Fatalf("import %s printed %s, want the image ID %s", v1, d, want)
 	}
-	if n := containerCreates(t, start); n != 1 {
+	if n := exportCreates(t, start, d); n != 1 {
 		t.Errorf("first import created %d containers, want 1", n)
 	}
-	if leaked := leakedContainers(t); len(leaked) > 0 {
-		t.Errorf("containers left behind after import: %v", leaked)
+	if out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=org.rootswap.export="+d).CombinedOutput(); err != nil || len(strings.TrimSpace(string(out))) > 0 {
+		t.Errorf("containers left behind after import: %q %v", out, err)
 	}
 
 	start = time.Now()
@@ -48,14 +53,14 @@ func TestImportIsKeyedByImageIDAndCached(t *testing.T) {
 	if byID != d {
 		t.Fatalf("import by image ID printed %s, want %s", byID, d)
 	}
-	if n := containerCreates(t, start); n != 0 {
+	if n := exportCreates(t, start, d); n != 0 {
 		t.Errorf("cached imports created %d containers, want 0", n)
 	}
 }
 
 func TestPrepareCacheHitChangesNothing(t *testing.T) {
 	needIntegration(t)
-	v1, _ := testimage.Images(t)
+	v1 := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 	s.ok("prepare", "web", v1)
 	before := listing(t, s.root)
@@ -69,7 +74,7 @@ func TestPrepareCacheHitChangesNothing(t *testing.T) {
 		}
 		took = append(took, r.took)
 	}
-	if n := containerCreates(t, start); n != 0 {
+	if n := exportCreates(t, start, testimage.ImageID(t, v1)); n != 0 {
 		t.Errorf("cache-hit prepare created %d containers, want 0", n)
 	}
 	if after := listing(t, s.root); after != before {
@@ -306,6 +311,7 @@ func TestErrors(t *testing.T) {
 func TestConcurrentPrepareExportsOnce(t *testing.T) {
 	needIntegration(t)
 	v1, v2 := testimage.Images(t)
+	fresh := gcImages(t, 1)[0] // its own: exports of it are this test's alone
 	s := newStore(t)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -314,7 +320,7 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i] = s.run("prepare", fmt.Sprintf("m%d", i), v1)
+			results[i] = s.run("prepare", fmt.Sprintf("m%d", i), fresh)
 		}()
 	}
 	wg.Wait()
@@ -323,39 +329,56 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 			t.Errorf("prepare m%d: exit %d: %s", i, r.code, r.stderr)
 		}
 	}
-	if n := containerCreates(t, start); n != 1 {
+	want := testimage.ImageID(t, fresh)
+	if n := exportCreates(t, start, want); n != 1 {
 		t.Errorf("8 concurrent prepares of one new image created %d containers, want 1", n)
 	}
-	want := testimage.ImageID(t, v1)
 	for _, m := range s.machines() {
 		if m.Digest != want {
 			t.Errorf("machine %s is at %s, want %s", m.Name, m.Digest, want)
 		}
 	}
 	// Different images and machines at once, while list and images poll:
-	// they must answer within the lock timeout and never show a machine
-	// at a tree the index does not have.
+	// they must succeed (a lock they waited for past --lock-timeout would
+	// fail them with "store busy"; no wall clock judges them) and never
+	// show a machine at a tree the index does not have. At least one poll
+	// must fall entirely within the prepares, or this part tested nothing.
 	stop := make(chan struct{})
-	polled := make(chan []string)
+	type pollResult struct {
+		bad    []string
+		within int // polls that started and ended while the prepares ran
+	}
+	polled := make(chan pollResult)
+	var running atomic.Bool
+	running.Store(true)
 	go func() {
-		var bad []string
+		var pr pollResult
 		for {
 			select {
 			case <-stop:
-				polled <- bad
+				polled <- pr
 				return
 			default:
 			}
-			r := s.run("--lock-timeout", "10s", "list", "--json")
-			ri := s.run("--lock-timeout", "10s", "images", "--json")
-			if r.code != 0 || ri.code != 0 || r.took > 10*time.Second {
-				bad = append(bad, fmt.Sprintf("list/images: exit %d/%d after %s: %s%s", r.code, ri.code, r.took, r.stderr, ri.stderr))
+			r := s.run("list", "--json")
+			ri := s.run("images", "--json")
+			if running.Load() {
+				pr.within++
+			}
+			if r.code != 0 || ri.code != 0 {
+				pr.bad = append(pr.bad, fmt.Sprintf("list/images: exit %d/%d: %s%s", r.code, ri.code, r.stderr, ri.stderr))
 				continue
 			}
 			var ms []machineJSON
 			var ims []imageJSON
-			json.Unmarshal([]byte(r.stdout), &ms)
-			json.Unmarshal([]byte(ri.stdout), &ims)
+			if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil {
+				pr.bad = append(pr.bad, fmt.Sprintf("list --json: %v: %q", err, r.stdout))
+				continue
+			}
+			if err := json.Unmarshal([]byte(ri.stdout), &ims); err != nil {
+				pr.bad = append(pr.bad, fmt.Sprintf("images --json: %v: %q", err, ri.stdout))
+				continue
+			}
 			have := map[string]bool{}
 			for _, im := range ims {
 				have[im.Digest] = true
@@ -364,7 +387,7 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 				// images ran after list and nothing removes trees here:
 				// every tree list named must be there.
 				if m.Digest == "" || !have[m.Digest] {
-					bad = append(bad, fmt.Sprintf("list shows %s at %q, which images does not have", m.Name, m.Digest))
+					pr.bad = append(pr.bad, fmt.Sprintf("list shows %s at %q, which images does not have", m.Name, m.Digest))
 				}
 			}
 		}
@@ -381,10 +404,16 @@ func TestConcurrentPrepareExportsOnce(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	running.Store(false)
 	close(stop)
-	for _, b := range <-polled {
+	pr := <-polled
+	for _, b := range pr.bad {
 		t.Error(b)
 	}
+	if pr.within == 0 {
+		t.Error("no list/images poll ran entirely while the prepares ran: the check tested nothing")
+	}
+	t.Logf("%d list/images polls while the prepares ran", pr.within)
 	for i, r := range results {
 		if r.code != 0 {
 			t.Errorf("prepare n%d: exit %d: %s", i, r.code, r.stderr)
@@ -437,5 +466,37 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	r := s2.run("import", v1)
 	if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); len(lines) != 1 || strings.Contains(r.stderr, "\r") || !strings.Contains(lines[0], "msg=imported") {
 		t.Errorf("progress drawn off a terminal: %q", r.stderr)
+	}
+}
+
+// exportCreates counts the export containers created for image id since
+// start. The daemon is shared (other tests, other stores): only an image
+// of the test's own makes the count the test's own.
+func exportCreates(t *testing.T, since time.Time, id string) int {
+	t.Helper()
+	c := dockerClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	msgs, errs := c.Events(ctx, events.ListOptions{
+		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
+		Until:   fmt.Sprintf("%d", time.Now().Add(time.Second).Unix()),
+		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "create"), filters.Arg("label", "org.rootswap.export="+id)),
+	})
+	n := 0
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return n
+			}
+			if m.Action == "create" {
+				n++
+			}
+		case err := <-errs:
+			if err != nil && err.Error() != "EOF" {
+				t.Fatalf("docker events: %v", err)
+			}
+			return n
+		}
 	}
 }

@@ -141,44 +141,59 @@ func TestGCKeepsGenerationsAndPins(t *testing.T) {
 }
 
 // TestGCUnderConcurrency runs prepares (new and cached digests) and
-// rollbacks while gc runs again and again. Every command either succeeds
-// or fails with "store busy"; no machine's tree ever misses a file; the
-// store is consistent at the end.
+// rollbacks on two machines while gc runs again and again, for a fixed
+// number of rounds rather than a wall clock. "store busy" is tolerated
+// (each command waits up to --lock-timeout) but is not success: most of
+// each side's commands must succeed, gc must really remove trees, and the
+// prepares must really import again what gc removed. No machine's tree
+// ever misses a file; the store is consistent at the end.
 func TestGCUnderConcurrency(t *testing.T) {
 	needIntegration(t)
 	imgs := gcImages(t, 6)
 	s := newStore(t)
 	s.ok("prepare", "a", imgs[0])
 	s.ok("prepare", "b", imgs[1])
-	deadline := time.Now().Add(20 * time.Second)
+	const rounds = 15 // per machine
 	var wg sync.WaitGroup
-	var ops, busy atomic.Int32
 	var mu sync.Mutex
 	var failures []string
-	check := func(args []string, r result) {
-		ops.Add(1)
+	type tally struct{ ran, ok, busy, imported, removed int }
+	tallies := map[string]*tally{"a": {}, "b": {}, "gc": {}}
+	check := func(who string, args []string, r result) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		tl := tallies[who]
+		tl.ran++
 		switch {
 		case r.code == 0:
+			tl.ok++
+			return true
 		case strings.Contains(r.stderr, "store busy"):
-			busy.Add(1)
+			tl.busy++
 		case args[0] == "rollback" && (strings.Contains(r.stderr, "oldest") || strings.Contains(r.stderr, "removed by gc")):
+			tl.ok++ // a correct answer, not a failure
 		default:
-			mu.Lock()
 			failures = append(failures, fmt.Sprintf("%v: exit %d: %s", args, r.code, strings.TrimSpace(r.stderr)))
-			mu.Unlock()
 		}
+		return false
 	}
+	lockTimeout := []string{"--lock-timeout", "60s"}
 	worker := func(seed uint64, name string) {
 		defer wg.Done()
 		rng := rand.New(rand.NewPCG(seed, 1))
-		for time.Now().Before(deadline) {
+		for range rounds {
 			var args []string
 			if rng.IntN(3) == 0 {
 				args = []string{"rollback", name}
 			} else {
 				args = []string{"prepare", name, imgs[rng.IntN(len(imgs))]}
 			}
-			check(args, s.run(append([]string{"--lock-timeout", "5s"}, args...)...))
+			r := s.run(append(lockTimeout, args...)...)
+			if check(name, args, r) && args[0] == "prepare" && strings.Contains(r.stdout+r.stderr, "imported") {
+				mu.Lock()
+				tallies[name].imported++
+				mu.Unlock()
+			}
 			// The machine's tree must be whole at every moment we look.
 			for _, f := range []string{"etc/version", "usr/share/own", "usr/share/shared-3"} {
 				if _, err := os.Stat(filepath.Join(s.root, "machines", name, "current", f)); err != nil {
@@ -189,21 +204,53 @@ func TestGCUnderConcurrency(t *testing.T) {
 			}
 		}
 	}
+	var workersDone atomic.Int32
 	wg.Add(3)
-	go worker(1, "a")
-	go worker(2, "b")
+	for i, name := range []string{"a", "b"} {
+		go func() {
+			defer workersDone.Add(1)
+			worker(uint64(i+1), name)
+		}()
+	}
 	go func() {
 		defer wg.Done()
-		for time.Now().Before(deadline) {
-			args := []string{"gc", "--keep", "1"}
-			check(args, s.run("--lock-timeout", "5s", "gc", "--keep", "1"))
+		// gc runs as long as the prepares do, and at least three times.
+		for n := 0; n < 3 || workersDone.Load() < 2; n++ {
+			args := []string{"gc", "--keep", "1", "--json"}
+			r := s.run(append(lockTimeout, args...)...)
+			if !check("gc", args, r) {
+				continue
+			}
+			var rep struct {
+				Trees []struct{} `json:"trees"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+				mu.Lock()
+				failures = append(failures, fmt.Sprintf("gc --json: %v: %q", err, r.stdout))
+				mu.Unlock()
+			}
+			mu.Lock()
+			tallies["gc"].removed += len(rep.Trees)
+			mu.Unlock()
 		}
 	}()
 	wg.Wait()
 	for _, f := range failures {
 		t.Error(f)
 	}
-	t.Logf("%d commands, %d answered store busy", ops.Load(), busy.Load())
+	for _, who := range []string{"a", "b", "gc"} {
+		tl := tallies[who]
+		t.Logf("%s: %d commands, %d succeeded, %d store busy, %d imports, %d trees removed", who, tl.ran, tl.ok, tl.busy, tl.imported, tl.removed)
+		if tl.ok*2 < tl.ran {
+			t.Errorf("%s: only %d of %d commands succeeded", who, tl.ok, tl.ran)
+		}
+	}
+	if tallies["gc"].removed == 0 {
+		t.Error("gc removed no tree: the prepares never raced a real sweep")
+	}
+	if tallies["a"].imported+tallies["b"].imported == 0 {
+		t.Error("no prepare imported a tree: no export ran beside gc")
+	}
 	if r := s.run("verify"); r.code != 0 {
 		t.Errorf("verify at the end: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

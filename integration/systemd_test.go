@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,6 +116,11 @@ func (sr serviceRun) cycle(t *testing.T) (preOut string, status int) {
 // TestGeneratedUnitCrashLoopRollsBack drives a generated unit through the
 // sequence systemd would: a healthy v1, then a v2 whose payload exits 1 at
 // once; after three failed starts the next ExecStartPre rolls back to v1.
+//
+// "At once" is relative to this machine: --healthy-after is five times the
+// measured duration of a run whose payload exits at once (at least 2 s),
+// and v1's payload sleeps longer than that, so neither side of the health
+// line depends on the machine's speed.
 func TestGeneratedUnitCrashLoopRollsBack(t *testing.T) {
 	needIntegration(t)
 	v1, v2 := testimage.Images(t)
@@ -127,9 +133,13 @@ func TestGeneratedUnitCrashLoopRollsBack(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
 	retag(v1)
+	healthy := quickRun(t, s, v1) * 5
+	healthy = max(2*time.Second, healthy.Round(time.Second)+time.Second)
+	sleep := strconv.Itoa(int(healthy/time.Second) + 1)
+	t.Logf("--healthy-after %s, v1 sleeps %ss", healthy, sleep)
 	dir := t.TempDir()
-	s.ok("unit", "--install", "--unit-dir", dir, "--healthy-after", "2s", "app", tag, "--",
-		"/bin/sh", "-c", "if grep -q v2 /etc/rootswap-version; then exit 1; fi; sleep 3")
+	s.ok("unit", "--install", "--unit-dir", dir, "--healthy-after", healthy.String(), "app", tag, "--",
+		"/bin/sh", "-c", "if grep -q v2 /etc/rootswap-version; then exit 1; fi; sleep "+sleep)
 	sr := loadService(t, filepath.Join(dir, "rootswap-app.service"))
 
 	if _, status := sr.cycle(t); status != 0 {
@@ -152,11 +162,28 @@ func TestGeneratedUnitCrashLoopRollsBack(t *testing.T) {
 	if code, out := sr.exec(t, sr.pre); code != 0 || !strings.Contains(out, "declined") {
 		t.Errorf("ExecStartPre with the failed digest still tagged: exit %d\n%s", code, out)
 	}
-	hist := s.ok("history", "--healthy-after", "2s", "app")
+	hist := s.ok("history", "--healthy-after", healthy.String(), "app")
 	if !strings.Contains(hist, "failed") || !strings.Contains(hist, "healthy") {
 		t.Errorf("history does not show health:\n%s", hist)
 	}
 	if got := s.ok("run", "app", "/bin/cat", "/etc/rootswap-version"); !strings.Contains(got, "v1") {
 		t.Errorf("current after rollback: %q", got)
 	}
+}
+
+// quickRun is the median duration of `rootswap run` of image img with a
+// payload that exits at once: what a crash-looping start costs here.
+func quickRun(t *testing.T, s *store, img string) time.Duration {
+	t.Helper()
+	s.ok("prepare", "quickrun", img)
+	var took []time.Duration
+	for range 3 {
+		r := s.run("run", "quickrun", "/bin/false")
+		if r.code != 1 {
+			t.Fatalf("run quickrun /bin/false: exit %d, want 1: %s", r.code, r.stderr)
+		}
+		took = append(took, r.took)
+	}
+	slices.Sort(took)
+	return took[1]
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/rootswap/rootswap/internal/failpoint"
 )
 
 // Docker is the subset of the Docker client that rootswap uses; *client.Client
@@ -120,6 +122,7 @@ func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func
 	if err != nil {
 		return nil, nil, classify(d.String(), err)
 	}
+	failpoint.Hit("snapshot-container-created")
 	remove := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()

@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/failpoint"
 )
 
 // Limits on names in an archive. Linux allows 4096 bytes per path and 255
@@ -89,6 +90,9 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 		}
 		where = fmt.Sprintf("read archive after entry %q", hdr.Name)
 		entries++
+		if entries == 16 {
+			failpoint.Hit("snapshot-mid-extract") // objects and a lease written, nothing published
+		}
 		if progress != nil {
 			progress(cr.n, entries)
 		}

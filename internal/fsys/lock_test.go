@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestLockFileFollowsRemoval: a process waiting for a lock file that its
@@ -27,7 +29,10 @@ func TestLockFileFollowsRemoval(t *testing.T) {
 		}
 		got <- l
 	}()
-	time.Sleep(100 * time.Millisecond) // the waiter has the old file open
+	// Remove the file only once the waiter has it open, however long that
+	// takes: removing it earlier would let the waiter open the new file
+	// and the test would test nothing.
+	waitOpen(t, path, 2)
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +47,37 @@ func TestLockFileFollowsRemoval(t *testing.T) {
 	}
 	if _, err := LockFile(ctx, path, true, 20*time.Millisecond); !errors.Is(err, ErrLocked) {
 		t.Fatalf("a later locker got %v, want ErrLocked", err)
+	}
+}
+
+// waitOpen waits until this process has at least n descriptors open on
+// the file path names.
+func waitOpen(t *testing.T, path string, n int) {
+	t.Helper()
+	var want unix.Stat_t
+	if err := unix.Stat(path, &want); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		open := 0
+		for _, e := range ents {
+			var st unix.Stat_t
+			if unix.Stat(filepath.Join("/proc/self/fd", e.Name()), &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
+				open++
+			}
+		}
+		if open >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d descriptors open after 30s, want %d", path, open, n)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

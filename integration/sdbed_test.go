@@ -223,9 +223,9 @@ func (b *bed) stopPosts(n int) []string {
 	b.t.Helper()
 	var lines []string
 	b.waitFor(fmt.Sprintf("%d ExecStopPost records", n), 2*time.Minute, func() bool {
-		out, _ := b.run("cat", "/run/stoppost.log")
+		out, code := b.run("cat", "/run/stoppost.log")
 		lines = strings.Split(strings.TrimSpace(out), "\n")
-		return len(lines) >= n && lines[0] != ""
+		return code == 0 && len(lines) >= n
 	})
 	return lines
 }

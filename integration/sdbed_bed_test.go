@@ -165,6 +165,7 @@ func aptMirror() string {
 // bed is one booted test bed.
 type bed struct {
 	t       *testing.T
+	booted  time.Time
 	nspawn  *exec.Cmd
 	exited  chan struct{} // closed when nspawn has exited
 	pid     int           // the bed's PID 1 (systemd) on the host
@@ -206,6 +207,7 @@ func bootBed(t *testing.T) *bed {
 		"--bind="+b.store)
 	b.nspawn.Stdout, b.nspawn.Stderr = con, con
 	start := time.Now()
+	b.booted = start
 	if err := b.nspawn.Start(); err != nil {
 		con.Close()
 		t.Fatalf("bed: systemd-nspawn: %v", err)
@@ -465,6 +467,17 @@ func (b *bed) shutdown() {
 	if t.Failed() {
 		t.Logf("bed console:\n%s", b.consoleTail())
 	}
+	bedTotal.n++
+	bedTotal.d += time.Since(b.booted)
+	t.Logf("bed: this bed lived %s; %d beds so far in this process, %s in all",
+		time.Since(b.booted).Round(100*time.Millisecond), bedTotal.n, bedTotal.d.Round(100*time.Millisecond))
+}
+
+// bedTotal sums the beds' lifetimes (boot to powered off), the systemd
+// tests' cost; tests run one at a time, so no lock.
+var bedTotal struct {
+	n int
+	d time.Duration
 }
 
 func (b *bed) consoleTail() string {

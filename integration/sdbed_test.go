@@ -326,3 +326,60 @@ func TestSdbedGracefulStop(t *testing.T) {
 		t.Errorf("history after a graceful stop: %+v", h)
 	}
 }
+
+// TestSdbedUpgradeAndCrashLoopRollback: under systemd, a new image under
+// the unit's tag is picked up by the next start and flipped to; when it
+// crash-loops, the unit's own ExecStartPre rolls back to the healthy
+// generation, with the warning in the journal at warning priority and
+// queryable by ROOTSWAP_MACHINE=.
+func TestSdbedUpgradeAndCrashLoopRollback(t *testing.T) {
+	needIntegration(t)
+	good := payloadImage(t, clockScript)
+	bad := payloadImage(t, "#!/bin/sh\necho v2 crashing\nexit 1\n")
+	tag := fmt.Sprintf("rootswap-test/sdbed-app:%d", time.Now().UnixNano())
+	retag := func(img string) {
+		if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
+			t.Fatalf("docker tag: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+	retag(good)
+	b := bootBed(t)
+	// No start rate limit: the crash loop starts the unit 4 times in a few
+	// seconds, which is what systemd's default would refuse on a slow day.
+	unit := b.install("app", map[string]string{"nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--healthy-after", "2s", "--restart-sec", "500ms", "app", tag, "--", "/bin/sh", "/run.sh")
+	isDate := func(e journalEntry) bool { return dateLine.MatchString(e.Message) }
+	b.ok("systemctl", "start", unit)
+	b.waitJournal("date lines", 3, 2*time.Minute, isDate, "-u", unit) // > 2 s up: healthy
+	goodID := testimage.ImageID(t, good)
+
+	retag(bad)
+	b.ok("systemctl", "restart", unit)
+	b.waitJournal("v2 crashes", 3, 2*time.Minute, func(e journalEntry) bool { return e.Message == "v2 crashing" }, "-u", unit)
+	warn := b.waitJournal("rollback warnings", 1, 2*time.Minute, func(e journalEntry) bool {
+		return strings.HasPrefix(e.Message, "rolled back a crash-looping generation")
+	}, "ROOTSWAP_MACHINE=app", "-p", "warning")
+	if p := fmt.Sprint(warn[0].Fields["PRIORITY"]); p != "4" {
+		t.Errorf("rollback logged at priority %s, want 4 (warning)", p)
+	}
+	rolledBack := warn[0].Realtime
+	b.waitFor("a date line from the rolled-back generation", 2*time.Minute, func() bool {
+		for _, e := range b.journal("-u", unit) {
+			if isDate(e) && e.Realtime.After(rolledBack) {
+				return true
+			}
+		}
+		return false
+	})
+	var ms []machineJSON
+	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Digest != goodID {
+		t.Errorf("after the rollback machines are %+v, want app on %s", ms, goodID)
+	}
+	if h := b.rootswap("history", "--healthy-after", "2s", "app"); !strings.Contains(h, "failed") || !strings.Contains(h, "healthy") {
+		t.Errorf("history does not show the failed and the healthy generation:\n%s", h)
+	}
+}

@@ -235,8 +235,11 @@ func bootBed(t *testing.T) *bed {
 	}
 	// is-system-running --wait needs the manager's private socket, which
 	// appears a moment after PID 1 starts.
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
 	for {
-		out, _ := b.cmd("systemctl", "is-system-running", "--wait").Output()
+		c := b.cmd("systemctl", "is-system-running", "--wait")
+		out, _ := exec.CommandContext(ctx, c.Path, c.Args[1:]...).Output()
 		state := strings.TrimSpace(string(out))
 		if state == "running" || state == "degraded" {
 			if state == "degraded" {

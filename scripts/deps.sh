@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install what the integration tests and the demo need: a Docker engine (to
 # build and export test images), systemd-nspawn (to run them), a static
-# busybox (the test images' only binary, so they run without a libc) and GNU
-# tar. Idempotent and quiet when everything is already there.
+# busybox (the test images' only binary, so they run without a libc), GNU
+# tar and debootstrap (for the systemd test bed, integration/sdbed_test.go).
+# Idempotent and quiet when everything is already there.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -18,7 +19,7 @@ static_busybox() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 
 gnu_tar() { have tar && tar --version 2>/dev/null | head -n1 | grep -q 'GNU tar'; }
 
-if have dockerd && have docker && have systemd-nspawn && static_busybox && gnu_tar; then
+if have dockerd && have docker && have systemd-nspawn && static_busybox && gnu_tar && have debootstrap; then
 	exit 0
 fi
 
@@ -36,7 +37,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq >/dev/null
 # tar is Essential on Debian; naming it repairs a replaced one and is a no-op
 # otherwise. busybox-static replaces (conflicts with) the dynamic busybox.
-apt-get install -y -qq docker.io systemd-container busybox-static tar >/dev/null
+apt-get install -y -qq docker.io systemd-container busybox-static tar debootstrap >/dev/null
 
 if ! static_busybox; then
 	echo "deps.sh: /bin/busybox is still not a static binary after installing busybox-static" >&2

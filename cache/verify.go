@@ -70,7 +70,7 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	defer lock.Unlock()
 	rep := &Report{Problems: []Problem{}, Leftovers: []string{}}
 	var trees []Tree
-	err = s.View(func(tx *Tx) error {
+	err = s.viewChecked(func(tx *Tx) error {
 		for _, e := range tx.Check() {
 			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
 		}

@@ -1,14 +1,12 @@
 package cache
 
 import (
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -347,35 +345,10 @@ func checkFreelist(f *os.File, m boltMeta) string {
 // createIndex makes index.db with all buckets: built under a temporary
 // name, synced, then renamed, so a crash never leaves a half-made index.
 func createIndex(path string) error {
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d.%x", os.Getpid(), r))
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
+	if err := writeIndex(path, "", nil); err != nil {
 		return fmt.Errorf("create index: %w", err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket(bucketMeta).Put([]byte("version"), []byte("1"))
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = fsys.RenameNoReplace(tmp, path)
-		if errors.Is(err, os.ErrExist) {
-			err = nil // another process created it first; theirs is as good
-		}
-	}
-	os.Remove(tmp)
-	if err != nil {
-		return fmt.Errorf("create index: %w", err)
-	}
-	return fsys.SyncDir(filepath.Dir(path))
+	return nil
 }
 
 func getJSON(b *bolt.Bucket, key []byte, v any) (bool, error) {
@@ -520,6 +493,34 @@ func (t *Tx) PutGeneration(name string, g Generation) error {
 		return fmt.Errorf("machine %s: generation %d: %w", name, g.Number, ErrNotFound)
 	}
 	return putJSON(b, genKey(g.Number), g)
+}
+
+// AdoptLink makes machine name's record agree with its link to tree d, as
+// after a crash between a flip and its index commit: the newest generation
+// of d becomes current, or, if there is none, a new generation of d with
+// reason "recovered".
+func (t *Tx) AdoptLink(name string, d digest.Digest, now time.Time) error {
+	m, err := t.Machine(name)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	m.Name = name
+	gens, err := t.Generations(name)
+	if err != nil {
+		return err
+	}
+	for i := len(gens) - 1; i >= 0; i-- {
+		if gens[i].Digest == d {
+			m.Current = gens[i].Number
+			return t.PutMachine(m)
+		}
+	}
+	g, err := t.AppendGeneration(name, Generation{Digest: d, Time: now, Reason: "recovered"})
+	if err != nil {
+		return err
+	}
+	m.Current = g.Number
+	return t.PutMachine(m)
 }
 
 // PutLease writes a lease.

@@ -91,7 +91,7 @@ type Tx struct {
 // call only, so a long command never blocks others. A damaged index.db is
 // an error wrapping ErrIndexDamaged, never a panic (see guarded).
 func (s *Store) View(fn func(*Tx) error) error {
-	return s.guarded(true, false, func(db *bolt.DB) error {
+	return s.guarded(true, func(db *bolt.DB) error {
 		return db.View(func(tx *bolt.Tx) error { return s.run(tx, fn) })
 	})
 }
@@ -100,17 +100,8 @@ func (s *Store) View(fn func(*Tx) error) error {
 // Update returns nil. A damaged index.db is an error wrapping
 // ErrIndexDamaged.
 func (s *Store) Update(fn func(*Tx) error) error {
-	return s.guarded(false, false, func(db *bolt.DB) error {
+	return s.guarded(false, func(db *bolt.DB) error {
 		return db.Update(func(tx *bolt.Tx) error { return s.run(tx, fn) })
-	})
-}
-
-// viewChecked is View for bbolt's Check: the freelist is loaded while
-// opening, under the guard, because Check would load it in a goroutine of
-// its own that no recover reaches.
-func (s *Store) viewChecked(fn func(*Tx) error) error {
-	return s.guarded(true, true, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error { return s.run(tx, fn) })
 	})
 }
 
@@ -135,7 +126,7 @@ func (s *Store) run(tx *bolt.Tx, fn func(*Tx) error) error {
 //
 // A panic that is neither a fault nor raised inside bbolt is a bug of the
 // caller's fn and is not disguised as damage.
-func (s *Store) guarded(readOnly, preload bool, fn func(*bolt.DB) error) (err error) {
+func (s *Store) guarded(readOnly bool, fn func(*bolt.DB) error) (err error) {
 	if err := s.knownDamage(); err != nil {
 		return err
 	}
@@ -155,7 +146,7 @@ func (s *Store) guarded(readOnly, preload bool, fn func(*bolt.DB) error) (err er
 		}
 		err = s.damaged(why)
 	}()
-	db, err := s.openDB(readOnly, preload)
+	db, err := s.openDB(readOnly)
 	if err != nil {
 		return err
 	}
@@ -182,11 +173,14 @@ func (s *Store) knownDamage() error {
 	return nil
 }
 
-func (s *Store) openDB(readOnly, preload bool) (*bolt.DB, error) {
+func (s *Store) openDB(readOnly bool) (*bolt.DB, error) {
 	if why := checkIndexFile(s.indexPath()); why != "" {
 		return nil, s.damaged(why)
 	}
-	db, err := bolt.Open(s.indexPath(), 0o600, &bolt.Options{Timeout: s.lockTimeout, ReadOnly: readOnly, PreLoadFreelist: preload})
+	// The freelist is loaded while opening, under the guard, even read-only:
+	// bbolt's Check would otherwise load it in a goroutine of its own that
+	// no recover reaches. checkIndexFile has read it anyway.
+	db, err := bolt.Open(s.indexPath(), 0o600, &bolt.Options{Timeout: s.lockTimeout, ReadOnly: readOnly, PreLoadFreelist: true})
 	switch {
 	case err == nil:
 		return db, nil
@@ -561,7 +555,7 @@ func (t *Tx) Unpin(d digest.Digest) error { return t.tx.Bucket(bucketPins).Delet
 // process; so first every page below the high water mark and every bucket,
 // key and value is read here, in the caller's guarded goroutine (see
 // guarded), and only a file that survives that is handed to bbolt's check,
-// which then reads nothing new. Call it inside viewChecked.
+// which then reads nothing new.
 func (t *Tx) Check() []error {
 	for id := 0; ; id++ {
 		info, err := t.tx.Page(id)

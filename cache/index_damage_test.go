@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +152,25 @@ func TestIndexFaultIsAnError(t *testing.T) {
 		t.Fatalf("View over a truncated mapping: %v, want ErrIndexDamaged", err)
 	}
 	t.Log(err)
+}
+
+// Open cleans dead staging without the index: `run` must start a machine
+// whose link is sound even when index.db is damaged.
+func TestOpenWithDamagedIndex(t *testing.T) {
+	root := t.TempDir()
+	s, err := Open(context.Background(), root, Options{LockTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer damagedIndexes.Clear()
+	if err := os.Mkdir(filepath.Join(s.TmpDir(), "import-1-dead"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	os.Truncate(s.indexPath(), 0)
+	if _, err := Open(context.Background(), root, Options{LockTimeout: 5 * time.Second}); err != nil {
+		t.Fatalf("Open with a damaged index: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.TmpDir(), "import-1-dead")); !os.IsNotExist(err) {
+		t.Errorf("dead staging not removed: %v", err)
+	}
 }

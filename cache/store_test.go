@@ -166,7 +166,7 @@ func TestOpenConcurrent(t *testing.T) {
 		}
 	}
 	s := &Store{root: root, lockTimeout: time.Second}
-	err := s.viewChecked(func(tx *Tx) error {
+	err := s.View(func(tx *Tx) error {
 		if errs := tx.Check(); len(errs) > 0 {
 			return errs[0]
 		}

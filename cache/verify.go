@@ -73,7 +73,7 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	var trees []Tree
 	var machines map[string]indexedMachine
 	read := func() error {
-		return s.viewChecked(func(tx *Tx) error {
+		return s.View(func(tx *Tx) error {
 			for _, e := range tx.Check() {
 				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
 			}

@@ -295,9 +295,85 @@ func checkIndexFile(path string) string {
 	case best.freelist != noFreelist && (best.freelist < 2 || best.freelist >= best.pgid):
 		return fmt.Sprintf("freelist page %d outside the file's %d pages", best.freelist, best.pgid)
 	case best.freelist != noFreelist:
-		return checkFreelist(f, best)
+		if why := checkFreelist(f, best); why != "" {
+			return why
+		}
 	}
-	return ""
+	return checkTree(f, best)
+}
+
+// checkTree walks the b+trees from the root page the way bbolt will, with
+// bounds checks bbolt does not make: every page it reaches is within the
+// file, says it is that page, is a branch or leaf whose elements fit in
+// it, and is reached once. A cycle of pages would send bbolt into endless
+// recursion, a stack overflow no recover catches.
+func checkTree(f *os.File, m boltMeta) string {
+	ps := uint64(m.pageSize)
+	data := make([]byte, m.pgid*ps)
+	if _, err := f.ReadAt(data, 0); err != nil {
+		return "reading the pages: " + err.Error()
+	}
+	le := binary.LittleEndian
+	seen := make([]bool, m.pgid)
+	var visit func(id uint64, depth int) string
+	visit = func(id uint64, depth int) string {
+		switch {
+		case id < 2 || id >= m.pgid:
+			return fmt.Sprintf("a page refers to page %d, outside the file's %d pages", id, m.pgid)
+		case seen[id]:
+			return fmt.Sprintf("page %d is referred to twice", id)
+		case depth > 64:
+			return "the b+tree is deeper than any bbolt writes"
+		}
+		seen[id] = true
+		p := data[id*ps:]
+		flags, count, overflow := le.Uint16(p[8:]), uint64(le.Uint16(p[10:])), uint64(le.Uint32(p[12:]))
+		size := (overflow + 1) * ps
+		if le.Uint64(p) != id || id+overflow >= m.pgid {
+			return fmt.Sprintf("page %d: bad header", id)
+		}
+		if flags != 0x01 && flags != 0x02 {
+			return fmt.Sprintf("page %d: neither branch nor leaf (flags %#x)", id, flags)
+		}
+		for j := id + 1; j <= id+overflow; j++ {
+			seen[j] = true
+		}
+		if pageHeaderSize+count*16 > size {
+			return fmt.Sprintf("page %d: %d elements do not fit", id, count)
+		}
+		for i := range count {
+			e := p[pageHeaderSize+i*16:]
+			if flags == 0x01 { // branch: pos, ksize, pgid
+				pos, ksize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:]))
+				if pageHeaderSize+i*16+pos+ksize > size {
+					return fmt.Sprintf("page %d: element %d runs past the page", id, i)
+				}
+				if why := visit(le.Uint64(e[8:]), depth+1); why != "" {
+					return why
+				}
+				continue
+			}
+			// leaf: flags, pos, ksize, vsize; a bucket's value starts with
+			// its root page (0: inline, with no buckets of its own).
+			eflags, pos, ksize, vsize := le.Uint32(e), uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
+			start := pageHeaderSize + i*16 + pos
+			if start+ksize+vsize > size {
+				return fmt.Sprintf("page %d: element %d runs past the page", id, i)
+			}
+			if eflags&0x01 != 0 {
+				if vsize < 16 {
+					return fmt.Sprintf("page %d: element %d: short bucket header", id, i)
+				}
+				if root := le.Uint64(p[start+ksize:]); root != 0 {
+					if why := visit(root, depth+1); why != "" {
+						return why
+					}
+				}
+			}
+		}
+		return ""
+	}
+	return visit(m.root, 0)
 }
 
 // checkFreelist checks the freelist page as bbolt will read it while

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Damage is one way index.db gets broken: a disk error, a truncation by a
@@ -54,6 +55,24 @@ func findPage(t *testing.T, path string, flags uint16) int {
 	return 0
 }
 
+// treesRoot returns the root page of the trees bucket, a branch page once
+// fillIndex has run.
+func treesRoot(t *testing.T, path string) int {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var root int
+	db.View(func(tx *bolt.Tx) error { root = int(tx.Bucket(bucketTrees).RootPage()); return nil })
+	b, _ := os.ReadFile(path)
+	if pageFlags(b, root) != 0x01 {
+		t.Fatalf("the trees bucket's root page %d is no branch page", root)
+	}
+	return root
+}
+
 var damages = []damage{
 	{"zero-length", func(t *testing.T, p string) { os.Truncate(p, 0) }},
 	{"truncated to half", func(t *testing.T, p string) {
@@ -64,8 +83,14 @@ var damages = []damage{
 	{"truncated mid-page", func(t *testing.T, p string) { os.Truncate(p, 3*testPage+100) }},
 	{"random bytes over the meta pages", func(t *testing.T, p string) { scribble(t, p, 0, 2*testPage) }},
 	{"random bytes over the freelist page", func(t *testing.T, p string) { scribble(t, p, findPage(t, p, 0x10)*testPage, testPage) }},
-	{"random bytes over a branch page", func(t *testing.T, p string) { scribble(t, p, findPage(t, p, 0x01)*testPage, testPage) }},
-	{"random bytes over a branch page's elements", func(t *testing.T, p string) { scribble(t, p, findPage(t, p, 0x01)*testPage+16, 64) }},
+	{"random bytes over a branch page", func(t *testing.T, p string) { scribble(t, p, treesRoot(t, p)*testPage, testPage) }},
+	{"a branch page that points to itself", func(t *testing.T, p string) {
+		b, _ := os.ReadFile(p)
+		n := treesRoot(t, p)
+		binary.LittleEndian.PutUint64(b[n*testPage+16+8:], uint64(n))
+		os.WriteFile(p, b, 0o600)
+	}},
+	{"random bytes over a branch page's elements", func(t *testing.T, p string) { scribble(t, p, treesRoot(t, p)*testPage+16, 64) }},
 }
 
 // fillIndex writes enough records that the trees bucket needs branch pages

@@ -21,10 +21,15 @@ func verifyCmd(g *globals) *cobra.Command {
 		Long: `Verify checks that the index is internally consistent (bbolt's check), that every
 indexed tree (or each DIGEST) exists and matches its manifest, that every
 object hashes to its name with its metadata, and that every machine points at
-an indexed, complete tree. It lists leftovers nothing references.
+an indexed, complete tree that the index's current generation agrees with. It
+lists leftovers nothing references, grouped per kind (-v lists every path).
 
---repair removes leftovers and corrupt objects and marks broken trees, so that
-the next prepare imports them again. Exit status 1 when problems were found.`,
+--repair removes leftovers and corrupt objects, marks broken trees so that
+the next prepare imports them again, and makes the index adopt machine links
+ahead of it. A damaged index.db is rebuilt from the disk: trees that match
+their manifests, and one "recovered" generation per machine link; history,
+refs, pins and leases are reported lost. The damaged file is kept as
+index.db.damaged-<time>. Exit status 1 when problems were found.`,
 		Example: `  rootswap verify
   rootswap verify --repair --json`,
 		ValidArgsFunction: g.complete("digest…"),

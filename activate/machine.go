@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -51,25 +50,10 @@ func linkPath(s *cache.Store, name string) string {
 }
 
 // Current returns the digest machine name's symlink points at, or an error
-// wrapping cache.ErrNotFound if it has none.
+// wrapping cache.ErrNotFound if it has none. The link format is cache's
+// (cache.ParseLinkTarget); a malformed link is an error naming the machine.
 func Current(s *cache.Store, name string) (digest.Digest, error) {
-	target, err := os.Readlink(linkPath(s, name))
-	if errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("machine %s: %w", name, cache.ErrNotFound)
-	}
-	if err != nil {
-		return "", fmt.Errorf("machine %s: %w", name, err)
-	}
-	// ../../trees/sha256/<hex>
-	parts := strings.Split(target, "/")
-	if len(parts) < 2 {
-		return "", fmt.Errorf("machine %s: current points at %q: %w", name, target, cache.ErrInvalid)
-	}
-	d := digest.NewDigestFromEncoded(digest.Algorithm(parts[len(parts)-2]), parts[len(parts)-1])
-	if err := d.Validate(); err != nil {
-		return "", fmt.Errorf("machine %s: current points at %q: %w", name, target, err)
-	}
-	return d, nil
+	return s.ReadMachineLink(name)
 }
 
 // tmpLinkPrefix names a link staged by flip; load removes any a crash or

@@ -196,7 +196,7 @@ func (s *Store) CleanTmp(ctx context.Context) error {
 	if len(dead) == 0 {
 		return nil
 	}
-	return s.Update(func(tx *Tx) error {
+	err = s.Update(func(tx *Tx) error {
 		for _, id := range dead {
 			if err := tx.DeleteLease(id); err != nil {
 				return err
@@ -204,4 +204,10 @@ func (s *Store) CleanTmp(ctx context.Context) error {
 		}
 		return nil
 	})
+	if errors.Is(err, ErrIndexDamaged) {
+		// The leases expire, or go with the rebuild; commands that need
+		// the index report the damage themselves, and `run` needs none.
+		return nil
+	}
+	return err
 }

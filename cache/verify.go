@@ -54,6 +54,7 @@ type Report struct {
 	Problems  []Problem `json:"problems"`
 	Leftovers []string  `json:"leftovers"` // unreferenced files and directories, relative to the store
 	Repaired  []string  `json:"repaired,omitempty"`
+	Rebuilt   *Rebuild  `json:"rebuilt,omitempty"` // set when --repair rebuilt a damaged index
 }
 
 // Verify checks the store: the index is internally consistent; every
@@ -70,14 +71,35 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	defer lock.Unlock()
 	rep := &Report{Problems: []Problem{}, Leftovers: []string{}}
 	var trees []Tree
-	err = s.View(func(tx *Tx) error {
-		for _, e := range tx.Check() {
-			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
+	var machines map[string]indexedMachine
+	read := func() error {
+		return s.View(func(tx *Tx) error {
+			for _, e := range tx.Check() {
+				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
+			}
+			var err error
+			if trees, err = tx.Trees(); err != nil {
+				return err
+			}
+			machines, err = readMachines(tx)
+			return err
+		})
+	}
+	err = read()
+	if errors.Is(err, ErrIndexDamaged) && !repair {
+		return nil, err
+	}
+	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
+		// The index cannot be trusted: make a new one from the disk, then
+		// verify the store against that.
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: err.Error()})
 		}
-		var err error
-		trees, err = tx.Trees()
-		return err
-	})
+		if rep.Rebuilt, err = s.rebuild(); err != nil {
+			return nil, err
+		}
+		err = read()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -124,13 +146,14 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 			broken[t.Digest] = true
 		}
 	}
-	rep.Problems = append(rep.Problems, s.verifyMachines(indexed, broken)...)
+	mprobs, adopt := s.verifyMachines(machines, indexed, broken)
+	rep.Problems = append(rep.Problems, mprobs...)
 	if len(only) == 0 {
 		rep.Leftovers = s.leftovers(indexed)
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
 	if repair {
-		if err := s.repair(ctx, rep, badObjects, broken); err != nil {
+		if err := s.repair(ctx, rep, badObjects, broken, adopt); err != nil {
 			return rep, err
 		}
 	}
@@ -306,31 +329,85 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 	return out
 }
 
-func (s *Store) verifyMachines(indexed, broken map[digest.Digest]bool) []Problem {
+// indexedMachine is what the index says of a machine's current tree.
+type indexedMachine struct {
+	current uint64
+	digest  digest.Digest // of the current generation; "" if the index has none
+}
+
+func readMachines(tx *Tx) (map[string]indexedMachine, error) {
+	ms, err := tx.Machines()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]indexedMachine{}
+	for _, m := range ms {
+		im := indexedMachine{current: m.Current}
+		if g, err := tx.Generation(m.Name, m.Current); err == nil {
+			im.digest = g.Digest
+		} else if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		out[m.Name] = im
+	}
+	return out, nil
+}
+
+// verifyMachines compares every machine's link with the disk and the
+// index: a machine the index records or the disk has (machines/NAME/)
+// must have a well-formed link to a complete, indexed tree, and the
+// index's current generation must be that tree. It returns the machines
+// whose link repair may adopt into the index (link ahead of the index).
+func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, broken map[digest.Digest]bool) ([]Problem, map[string]digest.Digest) {
 	var out []Problem
+	adopt := map[string]digest.Digest{}
+	names := map[string]bool{}
+	for name := range machines {
+		names[name] = true
+	}
 	ents, _ := os.ReadDir(s.MachinesDir())
 	for _, e := range ents {
-		link := filepath.Join(s.MachinesDir(), e.Name(), "current")
-		target, err := os.Readlink(link)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
+		names[e.Name()] = true
+	}
+	for name := range names {
+		bad := func(d digest.Digest, format string, args ...any) {
+			out = append(out, Problem{Kind: "machine", Path: name, Digest: d, Detail: fmt.Sprintf(format, args...)})
 		}
-		if err != nil {
-			out = append(out, Problem{Kind: "machine", Path: e.Name(), Detail: err.Error()})
-			continue
-		}
-		parts := strings.Split(target, "/")
-		d := digest.NewDigestFromEncoded(digest.Algorithm(parts[len(parts)-2]), parts[len(parts)-1])
+		im, known := machines[name]
+		d, err := s.ReadMachineLink(name)
 		switch {
-		case d.Validate() != nil:
-			out = append(out, Problem{Kind: "machine", Path: e.Name(), Detail: fmt.Sprintf("current points at %q", target)})
+		case errors.Is(err, ErrNotFound) && known:
+			bad(im.digest, "the index records generation %d but %s is missing; `rootswap activate %s %s` points it again", im.current, s.MachineLink(name), name, im.digest)
+			continue
+		case errors.Is(err, ErrNotFound):
+			continue // a directory left without a link: nothing runs from it
+		case err != nil:
+			bad("", "%s", strings.TrimPrefix(err.Error(), "machine "+name+": "))
+			continue
+		}
+		if fi, err := os.Stat(s.TreePath(d)); err != nil || !fi.IsDir() {
+			bad(d, "current points at a tree that is missing")
+			continue
+		}
+		switch {
 		case !indexed[d]:
-			out = append(out, Problem{Kind: "machine", Path: e.Name(), Digest: d, Detail: "current points at a tree the index does not have"})
+			bad(d, "current points at a tree the index does not have")
+			continue
 		case broken[d]:
-			out = append(out, Problem{Kind: "machine", Path: e.Name(), Digest: d, Detail: "current points at a broken tree"})
+			bad(d, "current points at a broken tree")
+			continue
+		}
+		const fix = "the next prepare or activate of the machine reconciles; verify --repair adopts the link"
+		switch {
+		case !known:
+			bad(d, "current exists but the index has no record of the machine (a crash after its first flip): %s", fix)
+			adopt[name] = d
+		case im.digest != d:
+			bad(d, "current points here but the index's current generation %d is %q (a crash or a full disk between the flip and the index commit): %s", im.current, im.digest, fix)
+			adopt[name] = d
 		}
 	}
-	return out
+	return out, adopt
 }
 
 // leftovers lists what no index record, machine or live process needs:
@@ -365,7 +442,24 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.Digest]string, broken map[digest.Digest]bool) error {
+func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
+	if len(adopt) > 0 {
+		now := time.Now().UTC()
+		err := s.Update(func(tx *Tx) error {
+			for name, d := range adopt {
+				if err := tx.AdoptLink(name, d, now); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for name, d := range adopt {
+			rep.Repaired = append(rep.Repaired, fmt.Sprintf("machine %s: the index adopts its current link to %s", name, d))
+		}
+	}
 	// Corrupt objects leave objects/ so that a re-import writes them anew;
 	// every tree that names one is broken.
 	for d := range badObjects {
@@ -412,7 +506,7 @@ func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.D
 func (s *Store) machineUses(hex string) bool {
 	ents, _ := os.ReadDir(s.MachinesDir())
 	for _, e := range ents {
-		if target, err := os.Readlink(filepath.Join(s.MachinesDir(), e.Name(), "current")); err == nil && filepath.Base(target) == hex {
+		if d, err := s.ReadMachineLink(e.Name()); err == nil && d.Encoded() == hex {
 			return true
 		}
 	}

@@ -446,6 +446,11 @@ ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
 			if err != nil {
 				return err
 			}
+			// The link, not the index, says what runs; Run's bookkeeping
+			// is best effort, so a damaged index is worth one warning.
+			if err := s.View(func(*cache.Tx) error { return nil }); errors.Is(err, cache.ErrIndexDamaged) {
+				fmt.Fprintln(cmd.ErrOrStderr(), "rootswap: warning: run", args[0]+": starts without recording the run:", err)
+			}
 			return activate.Run(s, args[0], args[1:])
 		},
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -19,10 +21,15 @@ func verifyCmd(g *globals) *cobra.Command {
 		Long: `Verify checks that the index is internally consistent (bbolt's check), that every
 indexed tree (or each DIGEST) exists and matches its manifest, that every
 object hashes to its name with its metadata, and that every machine points at
-an indexed, complete tree. It lists leftovers nothing references.
+an indexed, complete tree that the index's current generation agrees with. It
+lists leftovers nothing references, grouped per kind (-v lists every path).
 
---repair removes leftovers and corrupt objects and marks broken trees, so that
-the next prepare imports them again. Exit status 1 when problems were found.`,
+--repair removes leftovers and corrupt objects, marks broken trees so that
+the next prepare imports them again, and makes the index adopt machine links
+ahead of it. A damaged index.db is rebuilt from the disk: trees that match
+their manifests, and one "recovered" generation per machine link; history,
+refs, pins and leases are reported lost. The damaged file is kept as
+index.db.damaged-<time>. Exit status 1 when problems were found.`,
 		Example: `  rootswap verify
   rootswap verify --repair --json`,
 		ValidArgsFunction: g.complete("digest…"),
@@ -52,13 +59,30 @@ the next prepare imports them again. Exit status 1 when problems were found.`,
 				for _, p := range rep.Problems {
 					fmt.Fprintln(w, "problem:", p)
 				}
-				for _, l := range rep.Leftovers {
-					fmt.Fprintln(w, "leftover:", l)
+				printGrouped(w, "leftover:", "", rep.Leftovers, g.verbose)
+				if rb := rep.Rebuilt; rb != nil {
+					fmt.Fprintf(w, "rebuilt: index.db from the disk: %d trees, %d machines; the damaged file is kept as %s\n", rb.Trees, rb.Machines, rb.Damaged)
+					for _, l := range rb.Lost {
+						fmt.Fprintln(w, "lost:", l)
+					}
 				}
+				var removed, other []string
 				for _, r := range rep.Repaired {
+					if p, ok := strings.CutPrefix(r, "removed "); ok && !strings.HasPrefix(p, "corrupt ") {
+						removed = append(removed, p)
+					} else {
+						other = append(other, r)
+					}
+				}
+				for _, r := range other {
 					fmt.Fprintln(w, "repaired:", r)
 				}
-				fmt.Fprintf(w, "%d trees, %d objects checked: %d problems, %d leftovers\n", rep.Trees, rep.Objects, len(rep.Problems), len(rep.Leftovers))
+				printGrouped(w, "repaired:", "removed ", removed, g.verbose)
+				fmt.Fprintf(w, "%d trees, %d objects checked: %d problems, %d leftovers", rep.Trees, rep.Objects, len(rep.Problems), len(rep.Leftovers))
+				if repair {
+					fmt.Fprintf(w, ", %d repaired", len(rep.Repaired))
+				}
+				fmt.Fprintln(w)
 			}
 			if len(rep.Problems) > 0 && !repair {
 				return errProblems
@@ -69,4 +93,39 @@ the next prepare imports them again. Exit status 1 when problems were found.`,
 	cmd.Flags().BoolVar(&repair, "repair", false, "remove leftovers and corrupt objects, mark broken trees for re-import")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// groupShown is how many paths of each kind verify prints without -v.
+const groupShown = 3
+
+// printGrouped prints store paths (relative to the store) one line per
+// top directory (objects, trees, manifests, tmp) with a count and the first
+// few, or with -v all of them one per line: after an interrupted import
+// there are thousands, and the summary must not scroll away.
+func printGrouped(w io.Writer, label, verb string, paths []string, all bool) {
+	if all {
+		for _, p := range paths {
+			fmt.Fprintln(w, label, verb+p)
+		}
+		return
+	}
+	var kinds []string
+	byKind := map[string][]string{}
+	for _, p := range paths {
+		k, _, _ := strings.Cut(p, "/")
+		if byKind[k] == nil {
+			kinds = append(kinds, k)
+		}
+		byKind[k] = append(byKind[k], p)
+	}
+	for _, k := range kinds {
+		ps := byKind[k]
+		if len(ps) <= groupShown {
+			for _, p := range ps {
+				fmt.Fprintln(w, label, verb+p)
+			}
+			continue
+		}
+		fmt.Fprintf(w, "%s %s%d in %s/: %s and %d more (-v lists them)\n", label, verb, len(ps), k, strings.Join(ps[:groupShown], ", "), len(ps)-groupShown)
+	}
 }

@@ -1,0 +1,97 @@
+package cache
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+)
+
+func TestRebuildFromDisk(t *testing.T) {
+	ctx := context.Background()
+	s := testStore(t)
+	t1 := build(t, s, digest.FromString("1"), reg("a", "one", 0o644), reg("b", "shared", 0o600))
+	t2 := build(t, s, digest.FromString("2"), reg("a", "two", 0o644), reg("b", "shared", 0o600))
+	t3 := build(t, s, digest.FromString("3"), reg("a", "three", 0o644))
+	machine(t, s, "web", t1.Digest)
+	machine(t, s, "web", t2.Digest) // generation 2
+	machine(t, s, "api", t1.Digest)
+	if err := s.Update(func(tx *Tx) error { return tx.Pin(t1.Digest) }); err != nil {
+		t.Fatal(err)
+	}
+	// Tree 3 no longer matches its manifest: it is not recovered.
+	if err := os.Remove(filepath.Join(s.TreePath(t3.Digest), "a")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(s.indexPath(), 0); err != nil {
+		t.Fatal(err)
+	}
+	defer damagedIndexes.Clear()
+
+	rep, err := s.Verify(ctx, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := rep.Rebuilt
+	if rb == nil || rb.Trees != 2 || rb.Machines != 2 {
+		t.Fatalf("rebuilt %+v, want 2 trees and 2 machines", rb)
+	}
+	if fi, err := os.Stat(filepath.Join(s.root, rb.Damaged)); err != nil || fi.Size() != 0 {
+		t.Errorf("the damaged index is not kept as %s: %v", rb.Damaged, err)
+	}
+	lost := strings.Join(rb.Lost, "\n")
+	for _, want := range []string{"tree " + t3.Digest.String() + ": not recovered", "history of 2 machine(s)", "pin", "lease"} {
+		if !strings.Contains(lost, want) {
+			t.Errorf("lost %q does not say %q", rb.Lost, want)
+		}
+	}
+	err = s.View(func(tx *Tx) error {
+		for _, want := range []Tree{t1, t2} {
+			got, err := tx.Tree(want.Digest)
+			if err != nil {
+				return err
+			}
+			if got.Files != want.Files || got.Bytes != want.Bytes || got.Manifest != want.Manifest || got.Broken {
+				t.Errorf("tree %s rebuilt as %+v, was %+v", want.Digest, got, want)
+			}
+		}
+		if _, err := tx.Tree(t3.Digest); err == nil {
+			t.Errorf("tree %s that does not match its manifest was recovered", t3.Digest)
+		}
+		for name, d := range map[string]digest.Digest{"web": t2.Digest, "api": t1.Digest} {
+			m, err := tx.Machine(name)
+			if err != nil {
+				return err
+			}
+			gens, err := tx.Generations(name)
+			if err != nil {
+				return err
+			}
+			if len(gens) != 1 || m.Current != gens[0].Number || gens[0].Digest != d || gens[0].Reason != "recovered" {
+				t.Errorf("machine %s rebuilt as %+v %+v, want one recovered generation of %s", name, m, gens, d)
+			}
+		}
+		if tx.Pinned(t1.Digest) {
+			t.Error("a pin was invented")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rest of the repair ran against the new index: tree 3 went as a
+	// leftover, and the store is sound.
+	if _, err := os.Stat(s.TreePath(t3.Digest)); !os.IsNotExist(err) {
+		t.Errorf("unrecovered tree 3 left in trees/: %v", err)
+	}
+	if rep, err = s.Verify(ctx, nil, false); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("after the rebuild: %v, %v", rep.Problems, err)
+	}
+	// An index that is sound is not rebuilt.
+	if rep, err = s.Verify(ctx, nil, true); err != nil || rep.Rebuilt != nil {
+		t.Fatalf("sound index: rebuilt %+v, %v", rep.Rebuilt, err)
+	}
+}

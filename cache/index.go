@@ -247,6 +247,9 @@ func parseMeta(b []byte) boltMeta {
 // It returns why the file is damaged, or "" if it looks sound.
 func checkIndexFile(path string) string {
 	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return "the file is missing" // Open creates it only in a store without trees
+	}
 	if err != nil {
 		return "" // bolt.Open reports it, with its cause
 	}

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,5 +94,38 @@ func TestRebuildFromDisk(t *testing.T) {
 	// An index that is sound is not rebuilt.
 	if rep, err = s.Verify(ctx, nil, true); err != nil || rep.Rebuilt != nil {
 		t.Fatalf("sound index: rebuilt %+v, %v", rep.Rebuilt, err)
+	}
+}
+
+// TestMissingIndexIsNotRecreatedEmpty: a store whose index.db is gone but
+// whose trees are there must not get a fresh empty index (gc would then
+// take every tree for a crash leftover); it is damage that verify --repair
+// mends.
+func TestMissingIndexIsNotRecreatedEmpty(t *testing.T) {
+	ctx := context.Background()
+	s := testStore(t)
+	t1 := build(t, s, digest.FromString("1"), reg("a", "one", 0o644))
+	machine(t, s, "web", t1.Digest)
+	if err := os.Remove(s.indexPath()); err != nil {
+		t.Fatal(err)
+	}
+	defer damagedIndexes.Clear()
+	s2, err := Open(ctx, s.root, Options{})
+	if err != nil {
+		t.Fatalf("open with index.db missing: %v", err)
+	}
+	if _, err := os.Stat(s.indexPath()); err == nil {
+		t.Fatal("Open made a new, empty index.db beside the trees")
+	}
+	err = s2.View(func(tx *Tx) error { _, err := tx.Trees(); return err })
+	if !errors.Is(err, ErrIndexDamaged) || !strings.Contains(err.Error(), "index.db") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("reading a missing index: %v, want ErrIndexDamaged naming index.db as missing", err)
+	}
+	rep, err := s2.Verify(ctx, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Rebuilt == nil || rep.Rebuilt.Trees != 1 || rep.Rebuilt.Machines != 1 {
+		t.Fatalf("rebuilt %+v, want 1 tree and 1 machine", rep.Rebuilt)
 	}
 }

@@ -68,6 +68,13 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 		if _, terr := os.Stat(filepath.Join(abs, "trees")); opt.MustExist && os.IsNotExist(err) && os.IsNotExist(terr) {
 			return nil, fmt.Errorf("%w at %s", ErrNoStore, abs)
 		}
+		// A store that has trees or machines but lost its index is
+		// damaged, not new: an empty index would make gc take every tree
+		// for a crash leftover. Transactions then report index.db as
+		// missing; verify --repair rebuilds it.
+		if os.IsNotExist(err) && s.hasContent() {
+			return s, nil
+		}
 		for _, d := range []string{"objects/sha256", "trees/sha256", "manifests/sha256", "machines", "tmp", "locks"} {
 			if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 				return nil, fmt.Errorf("store %s: %w", root, err)
@@ -83,6 +90,16 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 		}
 	}
 	return s, nil
+}
+
+// hasContent reports whether the store holds any tree or machine.
+func (s *Store) hasContent() bool {
+	for _, d := range []string{filepath.Join(s.root, "trees", "sha256"), s.MachinesDir()} {
+		if ents, err := os.ReadDir(d); err == nil && len(ents) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Root is the store directory.

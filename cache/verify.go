@@ -37,6 +37,13 @@ type Problem struct {
 }
 
 func (p Problem) String() string {
+	if p.Kind == "machine" { // a machine is named first, then what its link points at
+		what := "machine " + p.Path
+		if p.Digest != "" {
+			what += " (current " + p.Digest.String() + ")"
+		}
+		return what + ": " + p.Detail
+	}
 	what := p.Kind
 	if p.Digest != "" {
 		what += " " + p.Digest.String()
@@ -403,7 +410,7 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 			bad(d, "current exists but the index has no record of the machine (a crash after its first flip): %s", fix)
 			adopt[name] = d
 		case im.digest != d:
-			bad(d, "current points here but the index's current generation %d is %q (a crash or a full disk between the flip and the index commit): %s", im.current, im.digest, fix)
+			bad(d, "the index's current generation %d is %s (a crash or a full disk between the index commit and the flip): %s", im.current, im.digest, fix)
 			adopt[name] = d
 		}
 	}

@@ -188,7 +188,11 @@ func (r *crashRig) args(kind string) []string {
 func (r *crashRig) afterCrash(what string, before map[string]string, args []string) time.Duration {
 	t, s := r.t, r.s
 	t.Helper()
-	if res := s.run("verify"); res.code != 0 {
+	// A kill between the index commit and the rename leaves the index one
+	// generation ahead of the link: verify must report it, and that is
+	// the only problem a kill may leave; running the command again mends
+	// it (checked below with a second verify).
+	if res := s.run("verify"); res.code != 0 && !onlyLinkLag(res.stdout) {
 		t.Fatalf("%s: verify after the kill: exit %d\n%s%s", what, res.code, res.stdout, res.stderr)
 	}
 	for name, d := range before {
@@ -217,6 +221,9 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 			t.Fatalf("%s: after running it again, machine %s's link points at %s but the index's current generation is %q", what, m.Name, link, idx)
 		}
 	}
+	if res := s.run("verify"); res.code != 0 {
+		t.Fatalf("%s: verify after running it again: exit %d\n%s%s", what, res.code, res.stdout, res.stderr)
+	}
 	s.ok("list")
 	if ents, _ := os.ReadDir(filepath.Join(s.root, "tmp")); len(ents) != 0 {
 		names := []string{}
@@ -229,6 +236,21 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 		t.Fatalf("%s: staged links left after the command ran again: %v", what, staged)
 	}
 	return again.took
+}
+
+// onlyLinkLag reports whether every problem verify printed is a machine
+// whose link and index disagree in the way the next command reconciles.
+func onlyLinkLag(out string) bool {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(l), "problem:") {
+			if !strings.Contains(l, "the next prepare or activate of the machine reconciles") {
+				return false
+			}
+			n++
+		}
+	}
+	return n > 0
 }
 
 func (r *crashRig) currents() map[string]string {

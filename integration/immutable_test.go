@@ -269,39 +269,57 @@ func TestRunReadOnly(t *testing.T) {
 	s.ok("prepare", "old", v1)
 	s.fail(1, []string{"old", "/run"}, "run", "old", "--read-only", "/bin/true")
 	s.fail(1, []string{"old", "/run"}, "run", "old", "--volatile=state", "/bin/true")
-	s.fail(1, []string{"old", "/var/none", "--bind"}, "run", "app", "--volatile=state", "--bind=/etc:/var/none", "/bin/true")
+	s.fail(1, []string{"app", "/var/none", "--bind"}, "run", "app", "--volatile=state", "--bind=/etc:/var/none", "/bin/true")
 	// With the overlay, nspawn makes missing mount points itself.
 	s.ok("run", "old", "--bind-ro=/etc:/var/none", "/bin/true")
 }
 
-// TestRunChecks: --private-users gets ownership=map, a broken tree warns,
-// and a missing ROOTSWAP_NSPAWN is named.
+// TestRunChecks: --private-users gets ownership=map (files keep their
+// owners inside, nothing is chowned or copied), a broken tree warns, and
+// a missing ROOTSWAP_NSPAWN is named.
 func TestRunChecks(t *testing.T) {
 	needIntegration(t)
-	v1, _ := testimage.Images(t)
+	ref := imageWithRun(t)
 	s := newStore(t)
-	s.ok("prepare", "app", v1)
-	tree := s.treePath(testimage.ImageID(t, v1))
+	s.ok("prepare", "app", ref)
+	tree := s.treePath(testimage.ImageID(t, ref))
 	before := snapshotStore(t, s, tree)
-	out := s.ok("run", "app", "--private-users=pick", "/bin/sh", "-c", "cat /proc/self/uid_map; id -u")
-	if f := strings.Fields(out); len(f) < 2 || f[1] == "0" {
-		t.Errorf("--private-users=pick: uid map %q, want a shifted range", out)
+	// nspawn 252 cannot ID-map its overlay: user namespaces need --read-only.
+	out := s.ok("run", "app", "--read-only", "--private-users=pick", "/bin/sh", "-c", "cat /proc/self/uid_map; stat -c %u /etc/passwd")
+	if f := strings.Fields(out); len(f) < 4 || f[1] == "0" || f[3] != "0" {
+		t.Errorf("--private-users=pick: got %q, want a shifted uid map and /etc/passwd owned by 0 inside", out)
 	}
 	before.unchanged(t, snapshotStore(t, s, tree), "--private-users=pick")
 
+	// A tree verify --repair marked broken still runs, with a warning.
+	f, err := os.OpenFile(filepath.Join(tree, "etc", "passwd"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("damage\n")
+	f.Close()
+	s.run("verify", "--repair")
+	r := s.run("run", "app", "/bin/true")
+	if r.code != 0 || !strings.Contains(r.stderr, "warning") || !strings.Contains(r.stderr, "broken") {
+		t.Errorf("run of a broken tree: exit %d, stderr %q; want 0 and a warning", r.code, r.stderr)
+	}
+
 	s.env = append(s.env, "ROOTSWAP_NSPAWN=/nonexistent/nspawn")
-	s.fail(1, []string{"ROOTSWAP_NSPAWN", "/nonexistent/nspawn"}, "run", "app", "/bin/true")
+	s.fail(1, []string{"app", "ROOTSWAP_NSPAWN", "/nonexistent/nspawn", "no such file"}, "run", "app", "/bin/true")
 }
 
 // TestGCSeesRunningContainer: a container started by `run` keeps its tree
 // from gc although no machine points at it any more.
 func TestGCSeesRunningContainer(t *testing.T) {
 	needIntegration(t)
-	v1, v2 := testimage.Images(t)
+	_, v2 := testimage.Images(t)
+	ref := imageWithRun(t)
 	s := newStore(t)
-	d1 := testimage.ImageID(t, v1)
-	for _, opts := range [][]string{nil, {"--bind-ro=" + s.treePath(d1) + "/etc:/x"}} {
-		s.ok("prepare", "app", v1)
+	d1 := testimage.ImageID(t, ref)
+	// The overlay (lowerdir= names the tree) and a read-only root (nspawn
+	// bind-mounts the tree, seen as a bind mount of its path).
+	for _, opts := range [][]string{nil, {"--read-only"}} {
+		s.ok("prepare", "app", ref)
 		cmd := exec.Command(rootswapBin(t), append(append([]string{"--root", s.root, "run", "app"}, opts...), "/bin/sh", "-c", "echo started; exec sleep 100000")...)
 		cmd.Env = os.Environ()
 		stdout, err := cmd.StdoutPipe()
@@ -313,7 +331,7 @@ func TestGCSeesRunningContainer(t *testing.T) {
 		}
 		stop := func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
 		t.Cleanup(stop)
-		if line, _ := bufio.NewReader(stdout).ReadString('\n'); line != "started\n" {
+		if line, _ := bufio.NewReader(stdout).ReadString('\n'); strings.TrimSpace(line) != "started" {
 			t.Fatalf("run %v: %q", opts, line)
 		}
 		s.ok("prepare", "app", v2)

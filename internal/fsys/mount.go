@@ -34,10 +34,7 @@ func ReadOnlyView(dir string, paths ...string) error {
 	if real, err = filepath.Abs(real); err != nil {
 		return fmt.Errorf("read-only view of %s: %w", dir, err)
 	}
-	// Never unlocked: the thread's namespace is no longer the process's,
-	// so the runtime must not hand the thread to another goroutine (a
-	// locked thread whose goroutine exits is destroyed, not reused).
-	runtime.LockOSThread()
+	lockThread()
 	step := func(what string, err error) error {
 		if err != nil {
 			return fmt.Errorf("read-only view of %s: %s: %w", dir, what, err)
@@ -86,6 +83,12 @@ func ReadOnlyView(dir string, paths ...string) error {
 	return nil
 }
 
+// lockThread locks the goroutine to its thread for good: the thread's
+// namespace is no longer the process's, so the runtime must not hand the
+// thread to another goroutine (a locked thread whose goroutine exits is
+// destroyed, not reused).
+func lockThread() { runtime.LockOSThread() }
+
 // remountEachReadOnly remounts dir and every mount below it read-only,
 // parents first, keeping each mount's other flags.
 func remountEachReadOnly(dir string) error {
@@ -129,20 +132,25 @@ func checkReadOnly(dir string) error {
 }
 
 type mountPoint struct {
-	point string
-	ro    bool
+	id, parent string
+	point      string
+	ro         bool
 }
 
-// mountsUnder lists the mounts at or below dir in this thread's mount
-// namespace (/proc/thread-self: /proc/self is the main thread's, which
-// kept the host's), shortest path first.
+// mountsUnder lists the visible mounts at or below dir in this thread's
+// mount namespace (/proc/thread-self: /proc/self is the main thread's,
+// which kept the host's), shortest path first. Visible means the topmost
+// mount at dir and its descendants: the recursive bind in ReadOnlyView
+// covers the original mounts at the same paths, which stay listed (and
+// writable) but cannot be reached.
 func mountsUnder(dir string) ([]mountPoint, error) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []mountPoint
+	var all []mountPoint
+	top := -1
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
@@ -159,10 +167,30 @@ func mountsUnder(dir string) ([]mountPoint, error) {
 		for _, o := range strings.Split(fields[5], ",") {
 			ro = ro || o == "ro"
 		}
-		out = append(out, mountPoint{point: p, ro: ro})
+		if p == dir {
+			top = len(all) // later lines are mounted on top of earlier ones
+		}
+		all = append(all, mountPoint{id: fields[0], parent: fields[1], point: p, ro: ro})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	out := all
+	if top >= 0 {
+		visible := map[string]bool{all[top].id: true}
+		out = []mountPoint{all[top]}
+		for grew := true; grew; {
+			grew = false
+			for _, m := range all {
+				if !visible[m.id] && visible[m.parent] {
+					visible[m.id], grew = true, true
+					out = append(out, m)
+				}
+			}
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return len(out[i].point) < len(out[j].point) })
-	return out, sc.Err()
+	return out, nil
 }
 
 // unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).

@@ -23,16 +23,25 @@ import (
 // mechanism, with options the early check would have refused.
 const skipOptionCheck = "ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1"
 
-// attack is the payload of every immutability test: it copies busybox to
-// the container's /tmp (a tmpfs nspawn mounts), lists everything in / but
-// /tmp and the API file systems (pruned by name at any depth: a bound
-// store shows them again on the running tree), bound store paths
-// included, then tries
-// to write, chmod, chown, touch, create in, rename and unlink every entry.
-// It ends with "attack-done N" (N entries tried) if it got that far.
+// attack is the payload of every immutability test, run as
+// sh -c attack sh STORE PATH…. It copies busybox to the container's /tmp
+// (a tmpfs nspawn mounts), lists everything on the root file system and
+// on each of the container PATHs that is a mount point (where the test
+// binds store paths), then tries to write, chmod, chown, touch, create in,
+// rename and unlink every entry. Every mount of something outside STORE
+// is pruned (/proc, /sys, /dev, /run, /tmp, nspawn's binds of host files,
+// the running tree's own /proc and /sys that a bound store shows again
+// below the tree): the container is root, and those lead to the host. It ends with "attack-done N" (N entries tried).
 const attack = `B=/tmp/busybox
 /bin/busybox cp /bin/busybox $B || exit 97
-$B find / \( -name proc -o -name sys -o -name dev -o -name run -o -path /tmp \) -prune -o -print > /tmp/.l 2>/dev/null
+store=$1; shift
+roots=/
+for r in "$@"; do $B grep -q "^[^ ]* [^ ]* [^ ]* [^ ]* $r " /proc/self/mountinfo && roots="$roots $r"; done
+set --
+for m in $($B awk -v s="$store" 'index($4, s "/") != 1 && $4 != s { print $5 }' /proc/self/mountinfo); do
+  case " $roots " in *" $m "*) ;; *) set -- "$@" -path "$m" -o ;; esac
+done
+$B find $roots \( "$@" -path /nonexistent/sentinel \) -prune -o -print > /tmp/.l 2>/dev/null
 n=0; while read -r p; do n=$((n+1)); done < /tmp/.l
 $B xargs $B chmod 0777 < /tmp/.l >/dev/null 2>&1
 $B xargs $B chown -h 4242:4242 < /tmp/.l >/dev/null 2>&1
@@ -44,6 +53,9 @@ done < /tmp/.l 2>/dev/null
 $B tac /tmp/.l | while read -r p; do $B mv "$p" "$p.moved"; done >/dev/null 2>&1
 $B tac /tmp/.l | while read -r p; do $B rm -rf "$p.moved" "$p"; done >/dev/null 2>&1
 echo attack-done $n`
+
+// boundPaths are the container paths the tests bind store paths to.
+var boundPaths = []string{"/s", "/o", "/t", "/r", "/ov", "/ov2"}
 
 // storeState is what must not change: the full listing of one tree
 // (type, mode, owner, mtime, content hash, inode), of objects/, and of the
@@ -100,7 +112,7 @@ func (b storeState) unchanged(t *testing.T, a storeState, what string) {
 func attackWith(t *testing.T, s *store, tree string, opts []string) bool {
 	t.Helper()
 	before := snapshotStore(t, s, tree)
-	args := append(append([]string{"run", "app"}, opts...), "/bin/sh", "-c", attack)
+	args := append(append(append([]string{"run", "app"}, opts...), "/bin/sh", "-c", attack, "sh", s.root), boundPaths...)
 	r := s.run(args...)
 	done := strings.Contains(r.stdout, "attack-done")
 	t.Logf("run %s: exit %d, attack ran: %v; %s", strings.Join(opts, " "), r.code, done, lastLine(r.stdout+r.stderr))
@@ -285,9 +297,11 @@ func TestRunChecks(t *testing.T) {
 	tree := s.treePath(testimage.ImageID(t, ref))
 	before := snapshotStore(t, s, tree)
 	// nspawn 252 cannot ID-map its overlay: user namespaces need --read-only.
-	out := s.ok("run", "app", "--read-only", "--private-users=pick", "/bin/sh", "-c", "cat /proc/self/uid_map; stat -c %u /etc/passwd")
-	if f := strings.Fields(out); len(f) < 4 || f[1] == "0" || f[3] != "0" {
-		t.Errorf("--private-users=pick: got %q, want a shifted uid map and /etc/passwd owned by 0 inside", out)
+	// Without ownership=map nspawn chowns: the root is not ID-mapped.
+	out := s.ok("run", "app", "--read-only", "--private-users=pick", "/bin/sh", "-c",
+		"cat /proc/self/uid_map; stat -c %u /etc/passwd; /bin/busybox grep -c ' / / .*idmapped' /proc/self/mountinfo; true")
+	if f := strings.Fields(out); len(f) < 5 || f[1] == "0" || f[3] != "0" || f[4] == "0" {
+		t.Errorf("--private-users=pick: got %q, want a shifted uid map, /etc/passwd owned by 0 inside and an ID-mapped root", out)
 	}
 	before.unchanged(t, snapshotStore(t, s, tree), "--private-users=pick")
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -25,7 +26,8 @@ import (
 // nspawn error. The check below exists for clear, early errors only.
 
 // SkipOptionCheckEnv, set to 1, makes NspawnArgs pass every option on
-// without the early check, and Run skip its mount point check. It is for tests that prove the read-only mount
+// without the early check, and Run skip its bind source and mount point
+// checks. It is for tests that prove the read-only mount
 // alone keeps the store safe; users gain nothing from it but obscure
 // nspawn errors.
 const SkipOptionCheckEnv = "ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK"
@@ -62,8 +64,12 @@ type nspawnOpts struct {
 	refusal   error // the first option the early check refuses
 }
 
-// mountTarget is a path in the container that an option mounts on.
-type mountTarget struct{ opt, path string }
+// mountTarget is a path in the container that an option mounts on, and
+// the host paths it mounts there.
+type mountTarget struct {
+	opt, path string
+	sources   []string
+}
 
 // parseBool is systemd's parse_boolean; ok is false for anything else.
 func parseBool(v string) (val, ok bool) {
@@ -157,12 +163,13 @@ func scanOptions(name string, user []string) nspawnOpts {
 			if len(parts) > 1 {
 				dst = parts[1]
 			}
-			o.target(opt, val, dst)
+			o.target(opt, val, dst, parts[0])
 		case "--tmpfs":
 			dst, _, _ := strings.Cut(val, ":")
 			o.target(opt, val, dst)
 		case "--overlay", "--overlay-ro":
-			o.target(opt, val, val[strings.LastIndex(val, ":")+1:])
+			parts := strings.Split(val, ":")
+			o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
 		}
 	}
 	return o
@@ -181,10 +188,42 @@ func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
 
 // target records a mount point, unless its path is escaped or relative,
 // which the check cannot read the way nspawn does.
-func (o *nspawnOpts) target(opt, val, p string) {
+func (o *nspawnOpts) target(opt, val, p string, sources ...string) {
 	if strings.HasPrefix(p, "/") && !strings.Contains(val, `\`) {
-		o.targets = append(o.targets, mountTarget{opt + "=" + val, path.Clean(p)})
+		o.targets = append(o.targets, mountTarget{opt + "=" + val, path.Clean(p), sources})
 	}
+}
+
+// checkSources refuses to bind the store, a path in it or one above it
+// into the container. The store stays read-only regardless, but below
+// the running tree such a bind shows the container nspawn's own mounts
+// as they were before nspawn made them read-only: /proc/sys and the
+// cgroup hierarchies, writable, which is the host's kernel.
+func checkSources(name, store string, o nspawnOpts) error {
+	real, err := filepath.EvalSymlinks(store)
+	if err != nil {
+		real = store
+	}
+	for _, t := range o.targets {
+		for _, src := range t.sources {
+			if !strings.HasPrefix(src, "/") {
+				continue // "+PATH" is in the container; relative paths are nspawn's to refuse
+			}
+			p := filepath.Clean(src)
+			if r, err := filepath.EvalSymlinks(p); err == nil {
+				p = r
+			}
+			if within(p, real) || within(real, p) {
+				return fmt.Errorf("run %s: option %s: would bind the store (%s) into the container, and beneath the running tree its own /proc/sys and cgroups read-write", name, t.opt, store)
+			}
+		}
+	}
+	return nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
 
 // NspawnArgs builds the systemd-nspawn argument list for running tree under
@@ -340,6 +379,9 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		return err
 	}
 	if os.Getenv(SkipOptionCheckEnv) != "1" {
+		if err := checkSources(name, s.Root(), o); err != nil {
+			return err
+		}
 		if err := checkMountPoints(name, tree, o); err != nil {
 			return err
 		}

@@ -143,3 +143,31 @@ func TestNspawnBinary(t *testing.T) {
 		t.Errorf("directory: %v", err)
 	}
 }
+
+// TestCheckSources: no bind or overlay may bring the store, a path in it
+// or a directory above it into the container.
+func TestCheckSources(t *testing.T) {
+	base := t.TempDir()
+	store := filepath.Join(base, "store")
+	os.MkdirAll(filepath.Join(store, "objects"), 0o755)
+	os.Symlink(store, filepath.Join(base, "alias"))
+	for _, bad := range [][]string{
+		{"--bind=" + store + ":/s"}, {"--bind", store + "/objects:/o"}, {"--bind-ro=" + base + ":/b"},
+		{"--bind=/:/host"}, {"--bind=" + base + "/alias/objects:/o"}, {"--bind=" + store + "/objects"},
+		{"--overlay=" + store + "/objects:/tmp/u:/ov"}, {"--overlay-ro=/etc:" + store + ":/ov"},
+	} {
+		_, o, _ := nspawnArgs("web", "/t", bad, false)
+		if err := checkSources("web", store, o); err == nil || !strings.Contains(err.Error(), "would bind the store") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	for _, ok := range [][]string{
+		{"--bind=/srv:/srv"}, {"--bind=+/etc:/x"}, {"--bind-ro=" + base + "/storex:/x"}, {"--tmpfs=" + store},
+		{"--overlay=/etc:/tmp/u:" + store},
+	} {
+		_, o, _ := nspawnArgs("web", "/t", ok, false)
+		if err := checkSources("web", store, o); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+}

@@ -287,8 +287,8 @@ func TestRunReadOnly(t *testing.T) {
 }
 
 // TestRunChecks: --private-users gets ownership=map (files keep their
-// owners inside, nothing is chowned or copied), a broken tree warns, and
-// a missing ROOTSWAP_NSPAWN is named.
+// owners inside, nothing is chowned or copied), a broken tree warns, a
+// bind of the store is refused, and a missing ROOTSWAP_NSPAWN is named.
 func TestRunChecks(t *testing.T) {
 	needIntegration(t)
 	ref := imageWithRun(t)
@@ -317,6 +317,9 @@ func TestRunChecks(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stderr, "warning") || !strings.Contains(r.stderr, "broken") {
 		t.Errorf("run of a broken tree: exit %d, stderr %q; want 0 and a warning", r.code, r.stderr)
 	}
+
+	// Binding the store in would show the tree's own /proc/sys writable.
+	s.fail(1, []string{"app", "would bind the store"}, "run", "app", "--bind-ro="+s.root+"/objects:/o", "/bin/true")
 
 	s.env = append(s.env, "ROOTSWAP_NSPAWN=/nonexistent/nspawn")
 	s.fail(1, []string{"app", "ROOTSWAP_NSPAWN", "/nonexistent/nspawn", "no such file"}, "run", "app", "/bin/true")

@@ -299,7 +299,7 @@ func TestRunChecks(t *testing.T) {
 	// nspawn 252 cannot ID-map its overlay: user namespaces need --read-only.
 	// Without ownership=map nspawn chowns: the root is not ID-mapped.
 	out := s.ok("run", "app", "--read-only", "--private-users=pick", "/bin/sh", "-c",
-		"cat /proc/self/uid_map; stat -c %u /etc/passwd; /bin/busybox grep -c ' / / .*idmapped' /proc/self/mountinfo; true")
+		"cat /proc/self/uid_map; stat -c %u /etc/passwd; /bin/busybox grep -cE '^[^ ]+ [^ ]+ [^ ]+ [^ ]+ / [^ ]*idmapped' /proc/self/mountinfo; true")
 	if f := strings.Fields(out); len(f) < 5 || f[1] == "0" || f[3] != "0" || f[4] == "0" {
 		t.Errorf("--private-users=pick: got %q, want a shifted uid map, /etc/passwd owned by 0 inside and an ID-mapped root", out)
 	}

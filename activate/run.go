@@ -1,9 +1,14 @@
 package activate
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -11,12 +16,29 @@ import (
 	"github.com/coreos/go-systemd/v22/util"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/fsys"
 )
 
-// nspawnValued lists the systemd-nspawn options that take their value as a
-// separate argument, so NspawnArgs can tell options from the command.
+// The store is kept immutable by the kernel, not by this file's option
+// check: Run hands systemd-nspawn a store that is mounted read-only in a
+// mount namespace of its own (fsys.ReadOnlyView), so whatever options
+// reach nspawn, the worst a container can get is a read-only root or an
+// nspawn error. The check below exists for clear, early errors only.
+
+// SkipOptionCheckEnv, set to 1, makes NspawnArgs pass every option on
+// without the early check, and Run skip its bind source and mount point
+// checks. It is for tests that prove the read-only mount
+// alone keeps the store safe; users gain nothing from it but obscure
+// nspawn errors.
+const SkipOptionCheckEnv = "ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK"
+
+// nspawnValued lists the systemd-nspawn (252) options that take a
+// required value, which may be the next argument, so the scan can tell
+// options from the command. --volatile and --private-users take an
+// optional value: only "--volatile=MODE" gives one, "--volatile no" is
+// --volatile=yes and the command "no", as nspawn's getopt reads it.
 var nspawnValued = map[string]bool{
-	"-D": true, "--directory": true, "--template": true, "-i": true, "--image": true,
+	"-D": true, "--directory": true, "--template": true, "-i": true, "--image": true, "--oci-bundle": true,
 	"-u": true, "--user": true, "-M": true, "--machine": true, "-E": true, "--setenv": true,
 	"-p": true, "--port": true, "-S": true, "--slice": true, "-Z": true, "--selinux-context": true,
 	"-L": true, "--selinux-apifs-context": true, "--bind": true, "--bind-ro": true, "--tmpfs": true,
@@ -24,54 +46,281 @@ var nspawnValued = map[string]bool{
 	"--network-ipvlan": true, "--network-veth-extra": true, "--network-bridge": true,
 	"--network-zone": true, "--network-namespace-path": true, "--chdir": true, "--pivot-root": true,
 	"--property": true, "--kill-signal": true, "--link-journal": true, "--capability": true,
-	"--drop-capability": true, "--system-call-filter": true, "--rlimit": true, "--oom-score-adjust": true,
-	"--cpu-affinity": true, "--personality": true, "--resolv-conf": true, "--timezone": true,
-	"--console": true, "--uuid": true, "--hostname": true, "--load-credential": true,
-	"--set-credential": true, "--inaccessible": true, "--notify-ready": true, "--root-hash": true,
-	"--root-hash-sig": true, "--verity-data": true, "--bind-user": true, "--settings": true,
-	"--private-users-ownership": true, "--register": true,
+	"--drop-capability": true, "--ambient-capability": true, "--system-call-filter": true, "--rlimit": true,
+	"--oom-score-adjust": true, "--cpu-affinity": true, "--personality": true, "--resolv-conf": true,
+	"--timezone": true, "--console": true, "--uuid": true, "--hostname": true, "--load-credential": true,
+	"--set-credential": true, "--inaccessible": true, "--notify-ready": true, "--suppress-sync": true,
+	"--no-new-privileges": true, "--root-hash": true, "--root-hash-sig": true, "--verity-data": true,
+	"--bind-user": true, "--settings": true, "--private-users-ownership": true, "--register": true,
 }
 
-// NspawnArgs builds the systemd-nspawn argument list for running tree under
-// machine name with the user's arguments (options, then the command).
-// The container never writes the tree: it gets --volatile=overlay unless
-// the user chose another volatile mode that also keeps the tree read-only.
-// Options that would change which tree runs, or chown it, are refused.
-// registered says whether nspawn may register with machined.
-func NspawnArgs(name, tree string, user []string, registered bool) ([]string, error) {
-	volatile := false
+// nspawnOpts is what the scan learns from the user's options.
+type nspawnOpts struct {
+	volatile  string // "" if not given, else the mode: "no", "yes", "state", "overlay" or the value as given
+	readOnly  bool   // --read-only
+	userns    bool   // --private-users other than no
+	ownership string // --private-users-ownership, lowercased ("" if not given)
+	targets   []mountTarget
+	refusal   error // the first option the early check refuses
+}
+
+// mountTarget is a path in the container that an option mounts on, and
+// the host paths it mounts there.
+type mountTarget struct {
+	opt, path string
+	sources   []string
+}
+
+// parseBool is systemd's parse_boolean; ok is false for anything else.
+func parseBool(v string) (val, ok bool) {
+	switch strings.ToLower(v) {
+	case "1", "yes", "y", "true", "t", "on":
+		return true, true
+	case "0", "no", "n", "false", "f", "off":
+		return false, true
+	}
+	return false, false
+}
+
+// volatileMode is nspawn's reading of --volatile=v.
+func volatileMode(v string) string {
+	if b, ok := parseBool(v); ok {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	return strings.ToLower(v)
+}
+
+// scanOptions reads the nspawn options at the start of user, up to the
+// command, the way nspawn's getopt does.
+func scanOptions(name string, user []string) nspawnOpts {
+	var o nspawnOpts
+	refuse := func(format string, a ...any) {
+		if o.refusal == nil {
+			o.refusal = fmt.Errorf("run %s: option "+format, append([]any{name}, a...)...)
+		}
+	}
 	for i := 0; i < len(user); i++ {
 		a := user[i]
 		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
 			break // the command starts here
 		}
 		opt, val, hasVal := strings.Cut(a, "=")
+		if !strings.HasPrefix(a, "--") && len(a) > 2 {
+			// A cluster of short options: "-qU", or "-EX=1" where -E
+			// takes the rest as its value.
+			valued := false
+			for j := 1; j < len(a) && !valued; j++ {
+				c := "-" + a[j:j+1]
+				if valued = nspawnValued[c]; valued {
+					opt, val = c, a[j+1:]
+					hasVal = val != ""
+				} else {
+					o.short(c, refuse, a)
+				}
+			}
+			if !valued {
+				continue
+			}
+		}
 		if !hasVal && nspawnValued[opt] && i+1 < len(user) {
 			val = user[i+1]
 			i++
 		}
-		switch {
-		case opt == "-D" || opt == "--directory" || opt == "-i" || opt == "--image" || opt == "-M" || opt == "--machine" || opt == "--template":
-			return nil, fmt.Errorf("run %s: option %s: rootswap sets the machine and its tree itself", name, opt)
-		case opt == "--volatile":
-			if val == "no" || val == "false" || val == "0" {
-				return nil, fmt.Errorf("run %s: option %s: the container would write the shared store", name, a)
+		switch opt {
+		case "-D", "--directory", "-i", "--image", "-M", "--machine", "--template", "--oci-bundle":
+			refuse("%s: rootswap sets the machine and its tree itself", opt)
+		case "-x", "--ephemeral":
+			refuse("%s: would copy the tree inside the store; the default overlay already discards writes", opt)
+		case "--volatile":
+			if !hasVal {
+				val = "yes"
 			}
-			volatile = true
-		case opt == "-U" || opt == "--private-users-chown" || (opt == "--private-users-ownership" && val == "chown"):
-			return nil, fmt.Errorf("run %s: option %s: would chown the shared tree; use --private-users-ownership=map", name, a)
-		case len(opt) > 2 && opt[1] != '-' && clusterHasU(opt[1:]):
-			return nil, fmt.Errorf("run %s: option %s: -U would chown the shared tree; use --private-users-ownership=map", name, a)
+			o.volatile = volatileMode(val)
+			if o.volatile == "no" {
+				refuse("%s: the container would write the shared store (the store is mounted read-only, so nspawn would fail)", a)
+			}
+		case "--read-only":
+			o.readOnly = true
+		case "--private-users":
+			b, isBool := parseBool(val)
+			o.userns = !hasVal || !isBool || b
+		case "--private-users-ownership":
+			o.ownership = strings.ToLower(val)
+			if o.ownership == "chown" || o.ownership == "auto" {
+				refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+			}
+		case "--private-users-chown":
+			refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+		case "-U":
+			o.short(opt, refuse, a)
+		case "--bind", "--bind-ro":
+			// SRC[:DST[:OPTIONS]]; DST defaults to SRC.
+			parts := strings.SplitN(val, ":", 3)
+			dst := parts[0]
+			if len(parts) > 1 {
+				dst = parts[1]
+			}
+			o.target(opt, val, dst, parts[0])
+		case "--tmpfs":
+			dst, _, _ := strings.Cut(val, ":")
+			o.target(opt, val, dst)
+		case "--overlay", "--overlay-ro":
+			parts := strings.Split(val, ":")
+			o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
 		}
 	}
+	return o
+}
+
+// short handles the short options without a value that the check cares
+// about, alone or in a cluster.
+func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
+	switch c {
+	case "-U":
+		refuse("%s: -U would chown the shared tree; use --private-users=pick --private-users-ownership=map", a)
+	case "-x":
+		refuse("%s: -x would copy the tree inside the store; the default overlay already discards writes", a)
+	}
+}
+
+// target records a mount point, unless its path is escaped or relative,
+// which the check cannot read the way nspawn does.
+func (o *nspawnOpts) target(opt, val, p string, sources ...string) {
+	if strings.HasPrefix(p, "/") && !strings.Contains(val, `\`) {
+		o.targets = append(o.targets, mountTarget{opt + "=" + val, path.Clean(p), sources})
+	}
+}
+
+// checkSources refuses to bind the store, a path in it or one above it
+// into the container. The store stays read-only regardless, but below
+// the running tree such a bind shows the container nspawn's own mounts
+// as they were before nspawn made them read-only: /proc/sys and the
+// cgroup hierarchies, writable, which is the host's kernel.
+func checkSources(name, store string, o nspawnOpts) error {
+	real, err := filepath.EvalSymlinks(store)
+	if err != nil {
+		real = store
+	}
+	for _, t := range o.targets {
+		for _, src := range t.sources {
+			if !strings.HasPrefix(src, "/") {
+				continue // "+PATH" is in the container; relative paths are nspawn's to refuse
+			}
+			p := filepath.Clean(src)
+			if r, err := filepath.EvalSymlinks(p); err == nil {
+				p = r
+			}
+			if within(p, real) || within(real, p) {
+				return fmt.Errorf("run %s: option %s: would bind the store (%s) into the container, and beneath the running tree its own /proc/sys and cgroups read-write", name, t.opt, store)
+			}
+		}
+	}
+	return nil
+}
+
+// within reports whether p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
+}
+
+// NspawnArgs builds the systemd-nspawn argument list for running tree under
+// machine name with the user's arguments (options, then the command).
+// The root is the tree under --volatile=overlay unless the user chose a
+// volatile mode or --read-only; with --private-users and no ownership
+// mode, --private-users-ownership=map is added so nspawn never chowns or
+// copies the tree. Options that would change which tree runs, write or
+// chown it are refused early (unless $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1):
+// a clear error, not the safety mechanism (see Run).
+// registered says whether nspawn may register with machined.
+func NspawnArgs(name, tree string, user []string, registered bool) ([]string, error) {
+	args, _, err := nspawnArgs(name, tree, user, registered)
+	return args, err
+}
+
+func nspawnArgs(name, tree string, user []string, registered bool) ([]string, nspawnOpts, error) {
+	o := scanOptions(name, user)
+	if o.refusal == nil && o.readOnly && o.volatile == "overlay" {
+		o.refusal = fmt.Errorf("run %s: option --read-only with --volatile=overlay: the overlay makes the root writable; drop one", name)
+	}
+	if o.refusal != nil && os.Getenv(SkipOptionCheckEnv) != "1" {
+		return nil, o, o.refusal
+	}
 	args := []string{"--machine", name, "--directory", tree}
-	if !volatile {
+	if o.volatile == "" && !o.readOnly {
 		args = append(args, "--volatile=overlay")
+	}
+	if o.userns && o.ownership == "" {
+		args = append(args, "--private-users-ownership=map")
 	}
 	if !registered {
 		args = append(args, "--register=no", "--keep-unit")
 	}
-	return append(args, user...), nil
+	return append(args, user...), o, nil
+}
+
+// readOnlyRoot names the option that leaves the container's root the
+// read-only tree, or "" when nspawn mounts something writable on / (the
+// overlay, or the tmpfs of --volatile=yes) and so can make mount points.
+func (o nspawnOpts) readOnlyRoot() string {
+	switch {
+	case o.volatile == "state":
+		return "--volatile=state"
+	case o.volatile == "no" && o.readOnly:
+		return "--read-only"
+	case o.volatile == "no":
+		return "--volatile=no"
+	case o.volatile == "" && o.readOnly:
+		return "--read-only"
+	}
+	return ""
+}
+
+// apiMounts are the mount points nspawn needs in every tree; it makes
+// them itself on a writable root only.
+var apiMounts = []string{"/dev", "/proc", "/run", "/sys", "/tmp"}
+
+// checkMountPoints says in one line which mount points a read-only root
+// lacks, before nspawn fails on the first one with an obscure message.
+func checkMountPoints(name, tree string, o nspawnOpts) error {
+	mode := o.readOnlyRoot()
+	if mode == "" {
+		return nil
+	}
+	root, err := os.OpenRoot(tree)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	defer root.Close()
+	var missing []string
+	seen := map[string]bool{}
+	lack := func(p, why string) {
+		if seen[p] {
+			return
+		}
+		seen[p] = true
+		// Only a clear "does not exist" counts: a symlink out of the
+		// tree or an unreadable entry is left for nspawn to judge.
+		if _, err := root.Stat("." + p); errors.Is(err, fs.ErrNotExist) {
+			missing = append(missing, p+why)
+		}
+	}
+	for _, p := range apiMounts {
+		lack(p, "")
+	}
+	if o.volatile == "state" {
+		lack("/var", " (for --volatile=state)")
+	}
+	for _, t := range o.targets {
+		lack(t.path, " (for "+t.opt+")")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("run %s: the image has no %s to mount on, and %s keeps the root read-only: add them to the image or drop %s",
+			name, strings.Join(missing, ", "), mode, mode)
+	}
+	return nil
 }
 
 // Registered reports whether machined can take a registration: systemd is
@@ -86,20 +335,34 @@ func Registered() bool {
 }
 
 // Nspawn is the systemd-nspawn binary: $ROOTSWAP_NSPAWN or found in $PATH.
+// The error names the path and where it came from.
 func Nspawn() (string, error) {
 	if p := os.Getenv("ROOTSWAP_NSPAWN"); p != "" {
+		fi, err := os.Stat(p)
+		if err == nil && (fi.IsDir() || fi.Mode()&0o111 == 0) {
+			err = errors.New("not an executable file")
+		}
+		if err != nil {
+			return "", fmt.Errorf("systemd-nspawn %s (from ROOTSWAP_NSPAWN): %w", p, err)
+		}
 		return p, nil
 	}
 	p, err := exec.LookPath("systemd-nspawn")
 	if err != nil {
-		return "", fmt.Errorf("systemd-nspawn not found (install systemd-container, or set ROOTSWAP_NSPAWN): %w", err)
+		return "", fmt.Errorf("systemd-nspawn not found in $PATH (install systemd-container, or set ROOTSWAP_NSPAWN): %w", err)
 	}
 	return p, nil
 }
 
 // Run replaces the process with systemd-nspawn on machine name's current
-// tree. It returns only on error.
-func Run(s *cache.Store, name string, user []string) error {
+// tree. It returns only on error. A tree that verify --repair marked
+// broken still runs (the current link decides what runs), with a warning
+// on warn.
+//
+// Order: checks, then the index bookkeeping (the last write to the store),
+// then the read-only view of the whole store, then exec from the same
+// thread, so nspawn and the container only ever see the store read-only.
+func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -109,18 +372,28 @@ func Run(s *cache.Store, name string, user []string) error {
 	}
 	bin, err := Nspawn()
 	if err != nil {
-		return err
+		return fmt.Errorf("run %s: %w", name, err)
 	}
-	args, err := NspawnArgs(name, tree, user, Registered())
+	args, o, err := nspawnArgs(name, tree, user, Registered())
 	if err != nil {
 		return err
+	}
+	if os.Getenv(SkipOptionCheckEnv) != "1" {
+		if err := checkSources(name, s.Root(), o); err != nil {
+			return err
+		}
+		if err := checkMountPoints(name, tree, o); err != nil {
+			return err
+		}
 	}
 	// Best effort, one transaction: the run's start feeds crash-loop
 	// detection and last_used feeds gc's --unused-for; a busy index must
 	// not stop a service from starting.
 	now := time.Now().UTC()
+	broken := false
 	s.Update(func(tx *cache.Tx) error {
 		if t, err := tx.Tree(d); err == nil {
+			broken = t.Broken
 			t.LastUsed = now
 			tx.PutTree(t)
 		}
@@ -136,19 +409,15 @@ func Run(s *cache.Store, name string, user []string) error {
 		g.LastStart = now
 		return tx.PutGeneration(name, g)
 	})
-	return syscall.Exec(bin, append([]string{bin}, args...), os.Environ())
-}
-
-// clusterHasU reports whether a cluster of short options ("bU") holds -U
-// before any option that takes the rest of the cluster as its value.
-func clusterHasU(cluster string) bool {
-	for _, c := range cluster {
-		if c == 'U' {
-			return true
-		}
-		if nspawnValued["-"+string(c)] {
-			return false
-		}
+	if broken {
+		fmt.Fprintf(warn, "rootswap: warning: run %s: tree %s was marked broken by verify --repair; running it anyway (prepare re-imports it)\n", name, d)
 	}
-	return false
+	// Nothing may write the store after this: the view is read-only.
+	if err := fsys.ReadOnlyView(s.Root(), tree); err != nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	if err := syscall.Exec(bin, append([]string{bin}, args...), os.Environ()); err != nil {
+		return fmt.Errorf("run %s: exec %s: %w", name, bin, err)
+	}
+	return nil
 }

@@ -420,9 +420,13 @@ func runCmd(g *globals) *cobra.Command {
 		Short: "Run machine NAME's current tree under systemd-nspawn",
 		Long: `Run replaces itself with systemd-nspawn --machine NAME --directory <current tree>
 --volatile=overlay, so the container may write anywhere but the shared store is
-never modified. Everything after NAME goes to systemd-nspawn unchanged. Where
-no systemd runs as PID 1 (no machined), --register=no --keep-unit are added.
-ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
+never modified: nspawn runs in a private mount namespace where the whole store
+is mounted read-only, whatever options it gets. --read-only (or a --volatile
+mode) replaces the overlay: a read-only root. Everything after NAME goes to
+systemd-nspawn unchanged; --private-users without an ownership mode gets
+--private-users-ownership=map. Where no systemd runs as PID 1 (no machined),
+--register=no --keep-unit are added. ROOTSWAP_NSPAWN overrides the
+systemd-nspawn binary.`,
 		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
   rootswap -q --lock-timeout 5s run -- web /bin/sh`,
 		ValidArgsFunction:  g.completeRun,
@@ -451,7 +455,7 @@ ROOTSWAP_NSPAWN overrides the systemd-nspawn binary.`,
 			if err := s.View(func(*cache.Tx) error { return nil }); errors.Is(err, cache.ErrIndexDamaged) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "rootswap: warning: run", args[0]+": starts without recording the run:", err)
 			}
-			return activate.Run(s, args[0], args[1:])
+			return activate.Run(s, args[0], args[1:], cmd.ErrOrStderr())
 		},
 	}
 }

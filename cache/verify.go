@@ -66,8 +66,9 @@ type Report struct {
 
 // Verify checks the store: the index is internally consistent; every
 // indexed tree (or only those in only) exists and matches its manifest;
-// every object hashes to its name, metadata included; every machine points
-// at an indexed, complete tree. It lists unreferenced leftovers. With
+// every object hashes to its name, metadata included; and, unless only is
+// given, every machine points at an indexed, complete tree that the index
+// records as its current generation. It lists unreferenced leftovers. With
 // repair, under the exclusive store lock, it removes leftovers and corrupt
 // objects and marks broken trees so the next prepare imports them again.
 func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*Report, error) {
@@ -153,10 +154,16 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 			broken[t.Digest] = true
 		}
 	}
-	mprobs, adopt := s.verifyMachines(machines, indexed, broken)
-	rep.Problems = append(rep.Problems, mprobs...)
+	// Machines and leftovers belong to the whole store: verify DIGEST…
+	// answers for those trees alone.
+	var adopt map[string]digest.Digest
 	if len(only) == 0 {
-		rep.Leftovers = s.leftovers(indexed)
+		var mprobs []Problem
+		mprobs, adopt = s.verifyMachines(machines, indexed, broken)
+		rep.Problems = append(rep.Problems, mprobs...)
+		if l := s.leftovers(indexed); l != nil {
+			rep.Leftovers = l
+		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
 	if repair {

@@ -8,8 +8,10 @@ GO  ?= go
 
 .PHONY: build test fuzz bench bench-quick demo deps vet fmt clean
 
+# -buildvcs=auto: this machine's go env sets -buildvcs=false, which would
+# leave `rootswap --version` without the revision it was built from.
 build:
-	$(GO) build -o $(BIN) ./cmd/rootswap
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/rootswap
 
 deps:
 	scripts/deps.sh

@@ -239,6 +239,35 @@ func parseMeta(b []byte) boltMeta {
 		pgid: le.Uint64(m[40:]), txid: le.Uint64(m[48:]), valid: true}
 }
 
+// checkMetaPages reports each of the two meta pages whose page header or
+// meta is not what bbolt's Check asserts.
+func checkMetaPages(path string, pageSize int) []error {
+	f, err := os.Open(path)
+	if err != nil {
+		return []error{err}
+	}
+	defer f.Close()
+	buf := make([]byte, 2*pageSize)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return []error{fmt.Errorf("reading the meta pages: %w", err)}
+	}
+	const metaFlag = 0x04
+	var errs []error
+	for id := 0; id < 2; id++ {
+		pg := buf[id*pageSize:]
+		m := parseMeta(pg)
+		switch {
+		case binary.LittleEndian.Uint64(pg) != uint64(id):
+			errs = append(errs, fmt.Errorf("meta page %d: its header names page %d", id, binary.LittleEndian.Uint64(pg)))
+		case binary.LittleEndian.Uint16(pg[8:]) != metaFlag:
+			errs = append(errs, fmt.Errorf("meta page %d: not marked as a meta page (flags %#x)", id, binary.LittleEndian.Uint16(pg[8:])))
+		case !m.valid:
+			errs = append(errs, fmt.Errorf("meta page %d: %s", id, m.invalidReason))
+		}
+	}
+	return errs
+}
+
 // checkIndexFile catches, before bbolt maps the file, the damage on which
 // bbolt would crash or hang rather than fail: an empty file (which bbolt
 // would quietly make a new, bucketless database of), a file shorter than
@@ -636,6 +665,12 @@ func (t *Tx) Unpin(d digest.Digest) error { return t.tx.Bucket(bucketPins).Delet
 // guarded), and only a file that survives that is handed to bbolt's check,
 // which then reads nothing new.
 func (t *Tx) Check() []error {
+	// bbolt's Check asserts, in a goroutine no recover reaches, that pages
+	// 0 and 1 are sound meta pages; Open tolerates one that is not (a torn
+	// write: bbolt reads the other), so look before bbolt does.
+	if errs := checkMetaPages(t.tx.DB().Path(), t.tx.DB().Info().PageSize); len(errs) > 0 {
+		return errs
+	}
 	for id := 0; ; id++ {
 		info, err := t.tx.Page(id)
 		if err != nil {

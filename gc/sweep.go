@@ -34,26 +34,26 @@ type Options struct {
 	Now       time.Time     // zero means time.Now()
 }
 
-// Report is what a collection removed, or with DryRun would remove.
-type Report struct {
-	DryRun     bool         `json:"dry_run"`
-	Trees      []TreeReport `json:"trees"`
-	Objects    int          `json:"objects"`
-	BytesFreed int64        `json:"bytes_freed"` // content bytes of every file that disappears
-	Leases     int          `json:"leases"`      // expired or dead imports' leases dropped
-	Staging    int          `json:"staging"`     // dead staging directories under tmp/ removed
-	Kept       []KeptReport `json:"kept"`
+// Result is what a collection removed, or with DryRun would remove.
+type Result struct {
+	DryRun     bool          `json:"dry_run"`
+	Trees      []RemovedTree `json:"trees"`
+	Objects    int           `json:"objects"`
+	BytesFreed int64         `json:"bytes_freed"` // content bytes of every file that disappears
+	Leases     int           `json:"leases"`      // expired or dead imports' leases dropped
+	Staging    int           `json:"staging"`     // dead staging directories under tmp/ removed
+	Kept       []KeptTree    `json:"kept"`
 }
 
-// TreeReport is one tree removed.
-type TreeReport struct {
+// RemovedTree is one tree removed (with DryRun: one a real run would remove).
+type RemovedTree struct {
 	Digest digest.Digest `json:"digest"`
 	Bytes  int64         `json:"bytes"` // content bytes of its regular files, shared or not
 	Reason string        `json:"reason"`
 }
 
-// KeptReport is one tree kept and why.
-type KeptReport struct {
+// KeptTree is one tree kept and why.
+type KeptTree struct {
 	Digest digest.Digest `json:"digest"`
 	Why    string        `json:"why"`
 }
@@ -66,35 +66,35 @@ type KeptReport struct {
 //
 // A real run that fails part-way has still left a consistent store (see
 // the package documentation); the next Collect finishes the job.
-func Collect(ctx context.Context, s *cache.Store, opt Options) (Report, error) {
+func Collect(ctx context.Context, s *cache.Store, opt Options) (Result, error) {
 	if opt.Keep < 0 {
-		return Report{}, fmt.Errorf("keep %d: %w", opt.Keep, cache.ErrInvalid)
+		return Result{}, fmt.Errorf("keep %d: %w", opt.Keep, cache.ErrInvalid)
 	}
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
 	}
 	lock, err := s.Lock(ctx, true)
 	if err != nil {
-		return Report{}, fmt.Errorf("gc: %w", err)
+		return Result{}, fmt.Errorf("gc: %w", err)
 	}
 	defer lock.Unlock()
 	p, err := makePlan(s, opt)
 	if err != nil {
-		return Report{}, fmt.Errorf("gc: %w", err)
+		return Result{}, fmt.Errorf("gc: %w", err)
 	}
 	if opt.DryRun {
-		return p.Report, nil
+		return p.Result, nil
 	}
 	err = p.execute(ctx, s)
 	if err != nil {
 		err = fmt.Errorf("gc: %w", err)
 	}
-	return p.Report, err
+	return p.Result, err
 }
 
 // plan is everything a run will delete, with the report it will give.
 type plan struct {
-	Report
+	Result
 	trees     []staleTree
 	objects   []Object
 	dropped   map[digest.Digest]uint64 // names of each object in the stale trees and dead staging
@@ -119,11 +119,11 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		return nil, err
 	}
 	marked := Mark(g, Policy{Keep: opt.Keep, UnusedFor: opt.UnusedFor, Now: opt.Now})
-	p := &plan{Report: Report{DryRun: opt.DryRun, Trees: []TreeReport{}, Kept: []KeptReport{}}}
+	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Kept: []KeptTree{}}}
 	kept := map[digest.Digest]bool{}
 	for _, k := range marked.Kept {
 		kept[k.Digest] = true
-		p.Kept = append(p.Kept, KeptReport{k.Digest, k.String()})
+		p.Kept = append(p.Kept, KeptTree{k.Digest, k.String()})
 	}
 
 	// Objects by inode, so the names in stale trees can be counted
@@ -198,7 +198,7 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		}
 		_, ok := indexed[st.Digest]
 		p.trees = append(p.trees, staleTree{st.Digest, ok})
-		p.Trees = append(p.Trees, TreeReport{st.Digest, bytes, st.Reason})
+		p.Trees = append(p.Trees, RemovedTree{st.Digest, bytes, st.Reason})
 		p.manifests = append(p.manifests, st.Digest)
 	}
 	if p.staging, err = s.DeadStaging(); err != nil {

@@ -54,8 +54,8 @@ func (p Problem) String() string {
 	return what + ": " + p.Detail
 }
 
-// Report is the result of Verify.
-type Report struct {
+// VerifyReport is what Verify found, and with repair what it mended.
+type VerifyReport struct {
 	Trees     int       `json:"trees"`
 	Objects   int       `json:"objects"`
 	Problems  []Problem `json:"problems"`
@@ -71,13 +71,13 @@ type Report struct {
 // records as its current generation. It lists unreferenced leftovers. With
 // repair, under the exclusive store lock, it removes leftovers and corrupt
 // objects and marks broken trees so the next prepare imports them again.
-func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*Report, error) {
+func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*VerifyReport, error) {
 	lock, err := s.Lock(ctx, repair)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	rep := &Report{Problems: []Problem{}, Leftovers: []string{}}
+	rep := &VerifyReport{Problems: []Problem{}, Leftovers: []string{}}
 	var trees []Tree
 	var machines map[string]indexedMachine
 	read := func() error {
@@ -456,7 +456,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
+func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
 	if len(adopt) > 0 {
 		now := time.Now().UTC()
 		err := s.Update(func(tx *Tx) error {

@@ -65,7 +65,7 @@ func checkStore(t testing.TB, s *cache.Store) {
 	}
 	ents, _ := os.ReadDir(s.MachinesDir())
 	for _, e := range ents {
-		if d, err := activate.Current(s, e.Name()); err == nil {
+		if d, err := activate.CurrentTree(s, e.Name()); err == nil {
 			if _, err := os.Stat(s.TreePath(d)); err != nil {
 				t.Errorf("consistency: machine %s points at missing tree %s", e.Name(), d)
 			}

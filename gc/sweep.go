@@ -341,7 +341,7 @@ func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
 		}
 	}
 	for name, m := range machines {
-		d, err := activate.Current(s, name)
+		d, err := activate.CurrentTree(s, name)
 		if err != nil && !errors.Is(err, cache.ErrNotFound) {
 			return g, nil, err // a root that cannot be read: sweeping now could delete it
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/journal"
 )
 
 // usageError marks a mistake in the command line: exit status 2.
@@ -32,7 +33,7 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, errorPrefix()+"rootswap:", err)
+	fmt.Fprintln(os.Stderr, journal.ErrorPrefix()+"rootswap:", err)
 	var u usageError
 	switch {
 	case errors.As(err, &u),

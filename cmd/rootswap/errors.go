@@ -8,6 +8,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
+	"github.com/rootswap/rootswap/unit"
 )
 
 // usageError marks a mistake in the command line: exit status 2.
@@ -38,6 +39,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &u),
 		errors.Is(err, activate.ErrInvalidName),
+		errors.Is(err, unit.ErrInvalid),
 		errors.Is(err, cache.ErrInvalid):
 		return exitUsage
 	case errors.Is(err, cache.ErrLocked):

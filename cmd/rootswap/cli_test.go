@@ -207,7 +207,7 @@ func TestImagesShowsPins(t *testing.T) {
 		return out.String()
 	}
 	run("pin", digest.FromString("a").String())
-	var rows []imageRow
+	var rows []activate.TreeStatus
 	if err := json.Unmarshal([]byte(run("images", "--json")), &rows); err != nil {
 		t.Fatal(err)
 	}

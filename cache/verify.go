@@ -280,49 +280,8 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 		if me.Kind == KindDir && me.Name == "." {
 			continue
 		}
-		p := filepath.Join(root, me.Name)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			bad(me.Name, "missing: %v", err)
-			continue
-		}
-		wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindFile: unix.S_IFREG, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
-		switch me.Kind {
-		case KindHardlink:
-			var tst unix.Stat_t
-			if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
-				bad(me.Name, "no longer a hard link to %s", me.Linkname)
-			}
-			continue
-		case KindFile:
-			if st.Mode&unix.S_IFMT != unix.S_IFREG {
-				bad(me.Name, "not a regular file")
-				continue
-			}
-			if why, ok := badObjects[me.Object]; ok {
-				bad(me.Name, "object %s is corrupt: %s", me.Object, why)
-				continue
-			}
-			var ost unix.Stat_t
-			if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
-				continue // the object was hashed above
-			}
-			if got, err := ObjectDigest(p); err != nil || got != me.Object {
-				bad(me.Name, "content or metadata differ from object %s", me.Object)
-			}
-			continue
-		}
-		if st.Mode&unix.S_IFMT != wantType[me.Kind] {
-			bad(me.Name, "type changed")
-			continue
-		}
-		if me.Kind != KindSymlink && (st.Mode&0o7777 != me.Mode || int(st.Uid) != me.UID || int(st.Gid) != me.GID) {
-			bad(me.Name, "mode or owner changed: %o %d:%d, want %o %d:%d", st.Mode&0o7777, st.Uid, st.Gid, me.Mode, me.UID, me.GID)
-		}
-		if me.Kind == KindSymlink {
-			if target, _ := os.Readlink(p); target != me.Linkname {
-				bad(me.Name, "symlink points at %q, want %q", target, me.Linkname)
-			}
+		if detail := s.checkEntry(root, me, badObjects); detail != "" {
+			bad(me.Name, "%s", detail)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -341,6 +300,57 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 		bad("", "tree has %d entries, manifest %d", count-1, t.Files)
 	}
 	return out
+}
+
+// checkEntry compares manifest entry me with the file it names under
+// root, and says how they differ, or "" if they agree.
+func (s *Store) checkEntry(root string, me ManifestEntry, badObjects map[digest.Digest]string) string {
+	p := filepath.Join(root, me.Name)
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return fmt.Sprintf("missing: %v", err)
+	}
+	switch me.Kind {
+	case KindHardlink:
+		var tst unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
+			return fmt.Sprintf("no longer a hard link to %s", me.Linkname)
+		}
+		return ""
+	case KindFile:
+		return s.checkFile(p, st, me, badObjects)
+	}
+	wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
+	if st.Mode&unix.S_IFMT != wantType[me.Kind] {
+		return "type changed"
+	}
+	if me.Kind == KindSymlink {
+		if target, _ := os.Readlink(p); target != me.Linkname {
+			return fmt.Sprintf("symlink points at %q, want %q", target, me.Linkname)
+		}
+	} else if st.Mode&0o7777 != me.Mode || int(st.Uid) != me.UID || int(st.Gid) != me.GID {
+		return fmt.Sprintf("mode or owner changed: %o %d:%d, want %o %d:%d", st.Mode&0o7777, st.Uid, st.Gid, me.Mode, me.UID, me.GID)
+	}
+	return ""
+}
+
+// checkFile compares regular file p (stat st) with its object: the same
+// inode, which Verify hashed already, or the same content and metadata.
+func (s *Store) checkFile(p string, st unix.Stat_t, me ManifestEntry, badObjects map[digest.Digest]string) string {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "not a regular file"
+	}
+	if why, ok := badObjects[me.Object]; ok {
+		return fmt.Sprintf("object %s is corrupt: %s", me.Object, why)
+	}
+	var ost unix.Stat_t
+	if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
+		return "" // the object was hashed above
+	}
+	if got, err := ObjectDigest(p); err != nil || got != me.Object {
+		return fmt.Sprintf("content or metadata differ from object %s", me.Object)
+	}
+	return ""
 }
 
 // indexedMachine is what the index says of a machine's current tree.

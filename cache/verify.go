@@ -78,36 +78,7 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	}
 	defer lock.Unlock()
 	rep := &VerifyReport{Problems: []Problem{}, Leftovers: []string{}}
-	var trees []Tree
-	var machines map[string]indexedMachine
-	read := func() error {
-		return s.View(func(tx *Tx) error {
-			for _, e := range tx.Check() {
-				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
-			}
-			var err error
-			if trees, err = tx.Trees(); err != nil {
-				return err
-			}
-			machines, err = readMachines(tx)
-			return err
-		})
-	}
-	err = read()
-	if errors.Is(err, ErrIndexDamaged) && !repair {
-		return nil, err
-	}
-	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
-		// The index cannot be trusted: make a new one from the disk, then
-		// verify the store against that.
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: err.Error()})
-		}
-		if rep.Rebuilt, err = s.rebuild(); err != nil {
-			return nil, err
-		}
-		err = read()
-	}
+	trees, machines, err := s.readIndex(rep, repair)
 	if err != nil {
 		return nil, err
 	}
@@ -116,19 +87,9 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 		indexed[t.Digest] = true
 	}
 	if len(only) > 0 {
-		var sel []Tree
-		for _, d := range only {
-			found := false
-			for _, t := range trees {
-				if t.Digest == d {
-					sel, found = append(sel, t), true
-				}
-			}
-			if !found {
-				return nil, fmt.Errorf("tree %s: %w", d, ErrNotFound)
-			}
+		if trees, err = selectTrees(trees, only); err != nil {
+			return nil, err
 		}
-		trees = sel
 	}
 
 	// Objects first, in parallel: a tree file linked to a sound object is
@@ -141,19 +102,7 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	for d, why := range badObjects {
 		rep.Problems = append(rep.Problems, Problem{Kind: "object", Digest: d, Detail: why})
 	}
-	broken := map[digest.Digest]bool{}
-	for _, t := range trees {
-		rep.Trees++
-		if t.Broken {
-			rep.Problems = append(rep.Problems, Problem{Kind: "tree", Digest: t.Digest, Detail: "marked broken; the next prepare imports it again"})
-			broken[t.Digest] = true
-			continue
-		}
-		for _, p := range s.verifyTree(t, badObjects) {
-			rep.Problems = append(rep.Problems, p)
-			broken[t.Digest] = true
-		}
-	}
+	broken := s.verifyTrees(rep, trees, badObjects)
 	// Machines and leftovers belong to the whole store: verify DIGEST…
 	// answers for those trees alone.
 	var adopt map[string]digest.Digest
@@ -172,6 +121,81 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 		}
 	}
 	return rep, nil
+}
+
+// readIndex reads the trees and machines Verify checks, and the index's
+// own problems into rep. With repair, an index that is damaged or has
+// problems is rebuilt from the disk first (rep.Rebuilt) and read again;
+// without, a damaged index is an error wrapping ErrIndexDamaged.
+func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]Tree, map[string]indexedMachine, error) {
+	var trees []Tree
+	var machines map[string]indexedMachine
+	read := func() error {
+		return s.View(func(tx *Tx) error {
+			for _, e := range tx.Check() {
+				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
+			}
+			var err error
+			if trees, err = tx.Trees(); err != nil {
+				return err
+			}
+			machines, err = readMachines(tx)
+			return err
+		})
+	}
+	err := read()
+	if errors.Is(err, ErrIndexDamaged) && !repair {
+		return nil, nil, err
+	}
+	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
+		// The index cannot be trusted: make a new one from the disk, then
+		// verify the store against that.
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: err.Error()})
+		}
+		if rep.Rebuilt, err = s.rebuild(); err != nil {
+			return nil, nil, err
+		}
+		err = read()
+	}
+	return trees, machines, err
+}
+
+// selectTrees returns the trees named in only, in only's order; a digest
+// the index lacks is an error wrapping ErrNotFound.
+func selectTrees(trees []Tree, only []digest.Digest) ([]Tree, error) {
+	var sel []Tree
+	for _, d := range only {
+		found := false
+		for _, t := range trees {
+			if t.Digest == d {
+				sel, found = append(sel, t), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("tree %s: %w", d, ErrNotFound)
+		}
+	}
+	return sel, nil
+}
+
+// verifyTrees checks each tree into rep and returns the broken ones:
+// marked broken already, or with a problem now.
+func (s *Store) verifyTrees(rep *VerifyReport, trees []Tree, badObjects map[digest.Digest]string) map[digest.Digest]bool {
+	broken := map[digest.Digest]bool{}
+	for _, t := range trees {
+		rep.Trees++
+		if t.Broken {
+			rep.Problems = append(rep.Problems, Problem{Kind: "tree", Digest: t.Digest, Detail: "marked broken; the next prepare imports it again"})
+			broken[t.Digest] = true
+			continue
+		}
+		for _, p := range s.verifyTree(t, badObjects) {
+			rep.Problems = append(rep.Problems, p)
+			broken[t.Digest] = true
+		}
+	}
+	return broken
 }
 
 // ObjectDigest computes the name a file deserves as an object, from its

@@ -12,6 +12,7 @@ import (
 	"github.com/rootswap/rootswap/unit"
 )
 
+// unitCmd is long only by its help text: its work is one unit package call.
 func unitCmd(g *globals) *cobra.Command {
 	var (
 		gcTimer bool

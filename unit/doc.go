@@ -20,4 +20,8 @@
 // (execLine for Exec*= lines, settingsWords for .nspawn files). What no
 // file format can carry is refused with an error wrapping ErrInvalid;
 // nothing is silently altered. Install replaces each unit atomically.
+//
+// Inside this package, unit.X is go-systemd's unit package (the file
+// serialiser), imported under its own name to keep the moved code as it
+// was; callers never see it except as the options inside a File.
 package unit

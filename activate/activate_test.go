@@ -97,7 +97,7 @@ func TestActivateRollbackGenerations(t *testing.T) {
 
 func assertCurrent(t *testing.T, s *cache.Store, name string, d digest.Digest, version string) {
 	t.Helper()
-	got, err := Current(s, name)
+	got, err := CurrentTree(s, name)
 	if err != nil || got != d {
 		t.Fatalf("current: %s %v, want %s", got, err, d)
 	}

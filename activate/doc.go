@@ -8,7 +8,12 @@
 //     fsync of the directory), so a reader sees the old tree or the new one;
 //   - a generation is one activation: number, digest, image ref, time and
 //     reason. Rollback moves current back along the generations without
-//     adding one; a new activation appends one.
+//     adding one; a new activation appends one;
+//   - nspawn options are checked in one place (run.go's scan, behind
+//     NspawnArgs); NspawnOptions are the choices rootswap offers by name,
+//     with their command-line (Args) and .nspawn file (Settings) spellings.
+//   - List (machines) and Trees (trees with their machines and pins) are
+//     the read-only views `list` and `images` print.
 //
 // The symlink is flipped before the generation is recorded, so the index
 // never claims a flip that did not happen. If a crash falls between the

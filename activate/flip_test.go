@@ -90,7 +90,7 @@ func TestPrepareReconcilesIndexAndLink(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			link, _ := Current(s, "m")
+			link, _ := CurrentTree(s, "m")
 			n, idx := currentGen(t, s, "m")
 			if idx != link || p.Generation != n || p.Digest != link {
 				t.Fatalf("after prepare %s: link %s, index current %d %s, prepare said %d %s", c.ref, link, n, idx, p.Generation, p.Digest)
@@ -115,7 +115,7 @@ func TestFlipFailures(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("failed record: %v", err)
 	}
-	if cur, _ := Current(s, "m"); cur != d1 {
+	if cur, _ := CurrentTree(s, "m"); cur != d1 {
 		t.Fatalf("failed record moved the link to %s", cur)
 	}
 

@@ -49,10 +49,10 @@ func linkPath(s *cache.Store, name string) string {
 	return filepath.Join(s.MachinesDir(), name, "current")
 }
 
-// Current returns the digest machine name's symlink points at, or an error
+// CurrentTree returns the digest machine name's symlink points at, or an error
 // wrapping cache.ErrNotFound if it has none. The link format is cache's
 // (cache.ParseLinkTarget); a malformed link is an error naming the machine.
-func Current(s *cache.Store, name string) (digest.Digest, error) {
+func CurrentTree(s *cache.Store, name string) (digest.Digest, error) {
 	return s.ReadMachineLink(name)
 }
 
@@ -135,7 +135,7 @@ func load(s *cache.Store, name string) (*state, error) {
 		os.Remove(p)
 	}
 	st := &state{}
-	cur, err := Current(s, name)
+	cur, err := CurrentTree(s, name)
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return nil, err
 	}
@@ -370,7 +370,7 @@ func List(s *cache.Store) ([]Status, error) {
 					st.Digest, st.Image, st.Activated = g.Digest, g.Image, g.Time
 				}
 			}
-			if cur, err := Current(s, m.Name); err == nil && cur != st.Digest {
+			if cur, err := CurrentTree(s, m.Name); err == nil && cur != st.Digest {
 				st.Digest, st.Image = cur, "" // a flip the index has not caught up with
 			}
 			out = append(out, st)
@@ -415,7 +415,7 @@ func HealthOf(m cache.Machine, g cache.Generation, healthyAfter time.Duration) s
 
 // TreeFor returns the absolute path of machine name's current tree.
 func TreeFor(s *cache.Store, name string) (string, digest.Digest, error) {
-	d, err := Current(s, name)
+	d, err := CurrentTree(s, name)
 	if err != nil {
 		return "", "", err
 	}

@@ -81,7 +81,7 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 	}
 	d, err := src.Resolve(ctx, ref)
 	if errors.Is(err, ErrUnreachable) {
-		cur, cerr := Current(s, name)
+		cur, cerr := CurrentTree(s, name)
 		if cerr != nil {
 			return Prepared{}, fmt.Errorf("%w; machine %s has no cached tree to start from", err, name)
 		}
@@ -93,7 +93,7 @@ func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, 
 	}
 
 	// One read for the path every restart takes, and for the health check.
-	cur, _ := Current(s, name)
+	cur, _ := CurrentTree(s, name)
 	var m cache.Machine
 	var g cache.Generation
 	treeOK := false
@@ -189,6 +189,6 @@ func noSpace(s *cache.Store, name, what string, err error) error {
 	if errors.As(err, &inner) {
 		err = inner.err // a prepare's activation: say it once, as the prepare
 	}
-	cur, _ := Current(s, name)
+	cur, _ := CurrentTree(s, name)
 	return &noSpaceError{what: what, store: s.Root(), cur: cur, err: err}
 }

@@ -323,10 +323,10 @@ func checkMountPoints(name, tree string, o nspawnOpts) error {
 	return nil
 }
 
-// Registered reports whether machined can take a registration: systemd is
+// MachinedAvailable reports whether machined can take a registration: systemd is
 // PID 1 and the system bus is there. Elsewhere (build machines, plain
 // containers) nspawn must be told --register=no --keep-unit.
-func Registered() bool {
+func MachinedAvailable() bool {
 	if !util.IsRunningSystemd() {
 		return false
 	}
@@ -374,7 +374,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("run %s: %w", name, err)
 	}
-	args, o, err := nspawnArgs(name, tree, user, Registered())
+	args, o, err := nspawnArgs(name, tree, user, MachinedAvailable())
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,9 @@
 //   - A lease marks an import in progress; gc treats it as a root.
 //   - A machine is a name with a current tree (machines/NAME/current, a
 //     symlink) and a list of generations, each one activation.
+//   - Verify checks the store against itself and returns a VerifyReport:
+//     its problems (index, tree, object, machine) and unreferenced
+//     leftovers, and with repair what it mended.
 //
 // On disk:
 //

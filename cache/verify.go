@@ -54,8 +54,8 @@ func (p Problem) String() string {
 	return what + ": " + p.Detail
 }
 
-// Report is the result of Verify.
-type Report struct {
+// VerifyReport is what Verify found, and with repair what it mended.
+type VerifyReport struct {
 	Trees     int       `json:"trees"`
 	Objects   int       `json:"objects"`
 	Problems  []Problem `json:"problems"`
@@ -71,43 +71,14 @@ type Report struct {
 // records as its current generation. It lists unreferenced leftovers. With
 // repair, under the exclusive store lock, it removes leftovers and corrupt
 // objects and marks broken trees so the next prepare imports them again.
-func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*Report, error) {
+func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (*VerifyReport, error) {
 	lock, err := s.Lock(ctx, repair)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Unlock()
-	rep := &Report{Problems: []Problem{}, Leftovers: []string{}}
-	var trees []Tree
-	var machines map[string]indexedMachine
-	read := func() error {
-		return s.View(func(tx *Tx) error {
-			for _, e := range tx.Check() {
-				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
-			}
-			var err error
-			if trees, err = tx.Trees(); err != nil {
-				return err
-			}
-			machines, err = readMachines(tx)
-			return err
-		})
-	}
-	err = read()
-	if errors.Is(err, ErrIndexDamaged) && !repair {
-		return nil, err
-	}
-	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
-		// The index cannot be trusted: make a new one from the disk, then
-		// verify the store against that.
-		if err != nil {
-			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: err.Error()})
-		}
-		if rep.Rebuilt, err = s.rebuild(); err != nil {
-			return nil, err
-		}
-		err = read()
-	}
+	rep := &VerifyReport{Problems: []Problem{}, Leftovers: []string{}}
+	trees, machines, err := s.readIndex(rep, repair)
 	if err != nil {
 		return nil, err
 	}
@@ -116,19 +87,9 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 		indexed[t.Digest] = true
 	}
 	if len(only) > 0 {
-		var sel []Tree
-		for _, d := range only {
-			found := false
-			for _, t := range trees {
-				if t.Digest == d {
-					sel, found = append(sel, t), true
-				}
-			}
-			if !found {
-				return nil, fmt.Errorf("tree %s: %w", d, ErrNotFound)
-			}
+		if trees, err = selectTrees(trees, only); err != nil {
+			return nil, err
 		}
-		trees = sel
 	}
 
 	// Objects first, in parallel: a tree file linked to a sound object is
@@ -141,19 +102,7 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	for d, why := range badObjects {
 		rep.Problems = append(rep.Problems, Problem{Kind: "object", Digest: d, Detail: why})
 	}
-	broken := map[digest.Digest]bool{}
-	for _, t := range trees {
-		rep.Trees++
-		if t.Broken {
-			rep.Problems = append(rep.Problems, Problem{Kind: "tree", Digest: t.Digest, Detail: "marked broken; the next prepare imports it again"})
-			broken[t.Digest] = true
-			continue
-		}
-		for _, p := range s.verifyTree(t, badObjects) {
-			rep.Problems = append(rep.Problems, p)
-			broken[t.Digest] = true
-		}
-	}
+	broken := s.verifyTrees(rep, trees, badObjects)
 	// Machines and leftovers belong to the whole store: verify DIGEST…
 	// answers for those trees alone.
 	var adopt map[string]digest.Digest
@@ -172,6 +121,81 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 		}
 	}
 	return rep, nil
+}
+
+// readIndex reads the trees and machines Verify checks, and the index's
+// own problems into rep. With repair, an index that is damaged or has
+// problems is rebuilt from the disk first (rep.Rebuilt) and read again;
+// without, a damaged index is an error wrapping ErrIndexDamaged.
+func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]Tree, map[string]indexedMachine, error) {
+	var trees []Tree
+	var machines map[string]indexedMachine
+	read := func() error {
+		return s.View(func(tx *Tx) error {
+			for _, e := range tx.Check() {
+				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
+			}
+			var err error
+			if trees, err = tx.Trees(); err != nil {
+				return err
+			}
+			machines, err = readMachines(tx)
+			return err
+		})
+	}
+	err := read()
+	if errors.Is(err, ErrIndexDamaged) && !repair {
+		return nil, nil, err
+	}
+	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
+		// The index cannot be trusted: make a new one from the disk, then
+		// verify the store against that.
+		if err != nil {
+			rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: err.Error()})
+		}
+		if rep.Rebuilt, err = s.rebuild(); err != nil {
+			return nil, nil, err
+		}
+		err = read()
+	}
+	return trees, machines, err
+}
+
+// selectTrees returns the trees named in only, in only's order; a digest
+// the index lacks is an error wrapping ErrNotFound.
+func selectTrees(trees []Tree, only []digest.Digest) ([]Tree, error) {
+	var sel []Tree
+	for _, d := range only {
+		found := false
+		for _, t := range trees {
+			if t.Digest == d {
+				sel, found = append(sel, t), true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("tree %s: %w", d, ErrNotFound)
+		}
+	}
+	return sel, nil
+}
+
+// verifyTrees checks each tree into rep and returns the broken ones:
+// marked broken already, or with a problem now.
+func (s *Store) verifyTrees(rep *VerifyReport, trees []Tree, badObjects map[digest.Digest]string) map[digest.Digest]bool {
+	broken := map[digest.Digest]bool{}
+	for _, t := range trees {
+		rep.Trees++
+		if t.Broken {
+			rep.Problems = append(rep.Problems, Problem{Kind: "tree", Digest: t.Digest, Detail: "marked broken; the next prepare imports it again"})
+			broken[t.Digest] = true
+			continue
+		}
+		for _, p := range s.verifyTree(t, badObjects) {
+			rep.Problems = append(rep.Problems, p)
+			broken[t.Digest] = true
+		}
+	}
+	return broken
 }
 
 // ObjectDigest computes the name a file deserves as an object, from its
@@ -280,49 +304,8 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 		if me.Kind == KindDir && me.Name == "." {
 			continue
 		}
-		p := filepath.Join(root, me.Name)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
-			bad(me.Name, "missing: %v", err)
-			continue
-		}
-		wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindFile: unix.S_IFREG, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
-		switch me.Kind {
-		case KindHardlink:
-			var tst unix.Stat_t
-			if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
-				bad(me.Name, "no longer a hard link to %s", me.Linkname)
-			}
-			continue
-		case KindFile:
-			if st.Mode&unix.S_IFMT != unix.S_IFREG {
-				bad(me.Name, "not a regular file")
-				continue
-			}
-			if why, ok := badObjects[me.Object]; ok {
-				bad(me.Name, "object %s is corrupt: %s", me.Object, why)
-				continue
-			}
-			var ost unix.Stat_t
-			if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
-				continue // the object was hashed above
-			}
-			if got, err := ObjectDigest(p); err != nil || got != me.Object {
-				bad(me.Name, "content or metadata differ from object %s", me.Object)
-			}
-			continue
-		}
-		if st.Mode&unix.S_IFMT != wantType[me.Kind] {
-			bad(me.Name, "type changed")
-			continue
-		}
-		if me.Kind != KindSymlink && (st.Mode&0o7777 != me.Mode || int(st.Uid) != me.UID || int(st.Gid) != me.GID) {
-			bad(me.Name, "mode or owner changed: %o %d:%d, want %o %d:%d", st.Mode&0o7777, st.Uid, st.Gid, me.Mode, me.UID, me.GID)
-		}
-		if me.Kind == KindSymlink {
-			if target, _ := os.Readlink(p); target != me.Linkname {
-				bad(me.Name, "symlink points at %q, want %q", target, me.Linkname)
-			}
+		if detail := s.checkEntry(root, me, badObjects); detail != "" {
+			bad(me.Name, "%s", detail)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -341,6 +324,57 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 		bad("", "tree has %d entries, manifest %d", count-1, t.Files)
 	}
 	return out
+}
+
+// checkEntry compares manifest entry me with the file it names under
+// root, and says how they differ, or "" if they agree.
+func (s *Store) checkEntry(root string, me ManifestEntry, badObjects map[digest.Digest]string) string {
+	p := filepath.Join(root, me.Name)
+	var st unix.Stat_t
+	if err := unix.Lstat(p, &st); err != nil {
+		return fmt.Sprintf("missing: %v", err)
+	}
+	switch me.Kind {
+	case KindHardlink:
+		var tst unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
+			return fmt.Sprintf("no longer a hard link to %s", me.Linkname)
+		}
+		return ""
+	case KindFile:
+		return s.checkFile(p, st, me, badObjects)
+	}
+	wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
+	if st.Mode&unix.S_IFMT != wantType[me.Kind] {
+		return "type changed"
+	}
+	if me.Kind == KindSymlink {
+		if target, _ := os.Readlink(p); target != me.Linkname {
+			return fmt.Sprintf("symlink points at %q, want %q", target, me.Linkname)
+		}
+	} else if st.Mode&0o7777 != me.Mode || int(st.Uid) != me.UID || int(st.Gid) != me.GID {
+		return fmt.Sprintf("mode or owner changed: %o %d:%d, want %o %d:%d", st.Mode&0o7777, st.Uid, st.Gid, me.Mode, me.UID, me.GID)
+	}
+	return ""
+}
+
+// checkFile compares regular file p (stat st) with its object: the same
+// inode, which Verify hashed already, or the same content and metadata.
+func (s *Store) checkFile(p string, st unix.Stat_t, me ManifestEntry, badObjects map[digest.Digest]string) string {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "not a regular file"
+	}
+	if why, ok := badObjects[me.Object]; ok {
+		return fmt.Sprintf("object %s is corrupt: %s", me.Object, why)
+	}
+	var ost unix.Stat_t
+	if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
+		return "" // the object was hashed above
+	}
+	if got, err := ObjectDigest(p); err != nil || got != me.Object {
+		return fmt.Sprintf("content or metadata differ from object %s", me.Object)
+	}
+	return ""
 }
 
 // indexedMachine is what the index says of a machine's current tree.
@@ -456,7 +490,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *Report, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
+func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
 	if len(adopt) > 0 {
 		now := time.Now().UTC()
 		err := s.Update(func(tx *Tx) error {

@@ -37,7 +37,7 @@ func setLink(t *testing.T, s *Store, name, target string) {
 	}
 }
 
-func machineProblems(rep *Report, name string) []string {
+func machineProblems(rep *VerifyReport, name string) []string {
 	var out []string
 	for _, p := range rep.Problems {
 		if p.Kind == "machine" && p.Path == name {

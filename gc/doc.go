@@ -17,9 +17,13 @@
 //     count says how many tree names use it: with n names in stale trees,
 //     an object with st_nlink <= n+1 goes. An object already at 1 is the
 //     leftover of a crash and goes too;
-//   - the plan is the list of what a run deletes. A dry run and a real run
-//     make it with the same function under the same lock; the real run
-//     then executes it, so the two cannot differ.
+//   - the plan is the list of what a run deletes, built one inventory at a
+//     time (stale trees, dead staging, orphan objects, lost manifests,
+//     dead leases, stale tree locks). A dry run and a real run make it
+//     with the same function under the same lock; the real run then
+//     executes it, so the two cannot differ;
+//   - the Result is what a run removed (or, with DryRun, would remove) and
+//     the trees it kept, with why.
 //
 // Leases. An import writes a lease before its first object and drops it
 // with its index record (cache.Builder). It also holds the store lock

@@ -65,7 +65,7 @@ func checkStore(t testing.TB, s *cache.Store) {
 	}
 	ents, _ := os.ReadDir(s.MachinesDir())
 	for _, e := range ents {
-		if d, err := activate.Current(s, e.Name()); err == nil {
+		if d, err := activate.CurrentTree(s, e.Name()); err == nil {
 			if _, err := os.Stat(s.TreePath(d)); err != nil {
 				t.Errorf("consistency: machine %s points at missing tree %s", e.Name(), d)
 			}
@@ -158,7 +158,7 @@ func activateTree(t testing.TB, s *cache.Store, name string, d digest.Digest) {
 	}
 }
 
-func collect(t testing.TB, s *cache.Store, opt Options) Report {
+func collect(t testing.TB, s *cache.Store, opt Options) Result {
 	t.Helper()
 	rep, err := Collect(context.Background(), s, opt)
 	if err != nil {
@@ -181,7 +181,7 @@ func indexed(t testing.TB, s *cache.Store, d digest.Digest) bool {
 	return err == nil
 }
 
-func treeDigests(rep Report) []digest.Digest {
+func treeDigests(rep Result) []digest.Digest {
 	out := []digest.Digest{}
 	for _, t := range rep.Trees {
 		out = append(out, t.Digest)
@@ -189,7 +189,7 @@ func treeDigests(rep Report) []digest.Digest {
 	return out
 }
 
-func keptWhy(rep Report, d digest.Digest) string {
+func keptWhy(rep Result, d digest.Digest) string {
 	for _, k := range rep.Kept {
 		if k.Digest == d {
 			return k.Why

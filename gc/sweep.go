@@ -34,26 +34,26 @@ type Options struct {
 	Now       time.Time     // zero means time.Now()
 }
 
-// Report is what a collection removed, or with DryRun would remove.
-type Report struct {
-	DryRun     bool         `json:"dry_run"`
-	Trees      []TreeReport `json:"trees"`
-	Objects    int          `json:"objects"`
-	BytesFreed int64        `json:"bytes_freed"` // content bytes of every file that disappears
-	Leases     int          `json:"leases"`      // expired or dead imports' leases dropped
-	Staging    int          `json:"staging"`     // dead staging directories under tmp/ removed
-	Kept       []KeptReport `json:"kept"`
+// Result is what a collection removed, or with DryRun would remove.
+type Result struct {
+	DryRun     bool          `json:"dry_run"`
+	Trees      []RemovedTree `json:"trees"`
+	Objects    int           `json:"objects"`
+	BytesFreed int64         `json:"bytes_freed"` // content bytes of every file that disappears
+	Leases     int           `json:"leases"`      // expired or dead imports' leases dropped
+	Staging    int           `json:"staging"`     // dead staging directories under tmp/ removed
+	Kept       []KeptTree    `json:"kept"`
 }
 
-// TreeReport is one tree removed.
-type TreeReport struct {
+// RemovedTree is one tree removed (with DryRun: one a real run would remove).
+type RemovedTree struct {
 	Digest digest.Digest `json:"digest"`
 	Bytes  int64         `json:"bytes"` // content bytes of its regular files, shared or not
 	Reason string        `json:"reason"`
 }
 
-// KeptReport is one tree kept and why.
-type KeptReport struct {
+// KeptTree is one tree kept and why.
+type KeptTree struct {
 	Digest digest.Digest `json:"digest"`
 	Why    string        `json:"why"`
 }
@@ -66,35 +66,35 @@ type KeptReport struct {
 //
 // A real run that fails part-way has still left a consistent store (see
 // the package documentation); the next Collect finishes the job.
-func Collect(ctx context.Context, s *cache.Store, opt Options) (Report, error) {
+func Collect(ctx context.Context, s *cache.Store, opt Options) (Result, error) {
 	if opt.Keep < 0 {
-		return Report{}, fmt.Errorf("keep %d: %w", opt.Keep, cache.ErrInvalid)
+		return Result{}, fmt.Errorf("keep %d: %w", opt.Keep, cache.ErrInvalid)
 	}
 	if opt.Now.IsZero() {
 		opt.Now = time.Now()
 	}
 	lock, err := s.Lock(ctx, true)
 	if err != nil {
-		return Report{}, fmt.Errorf("gc: %w", err)
+		return Result{}, fmt.Errorf("gc: %w", err)
 	}
 	defer lock.Unlock()
 	p, err := makePlan(s, opt)
 	if err != nil {
-		return Report{}, fmt.Errorf("gc: %w", err)
+		return Result{}, fmt.Errorf("gc: %w", err)
 	}
 	if opt.DryRun {
-		return p.Report, nil
+		return p.Result, nil
 	}
 	err = p.execute(ctx, s)
 	if err != nil {
 		err = fmt.Errorf("gc: %w", err)
 	}
-	return p.Report, err
+	return p.Result, err
 }
 
 // plan is everything a run will delete, with the report it will give.
 type plan struct {
-	Report
+	Result
 	trees     []staleTree
 	objects   []Object
 	dropped   map[digest.Digest]uint64 // names of each object in the stale trees and dead staging
@@ -112,97 +112,141 @@ type staleTree struct {
 type inode struct{ dev, ino uint64 }
 
 // makePlan reads the index, the disk and /proc, lets Mark decide, and
-// works out what the stale trees take with them. It writes nothing.
+// works out what the stale trees take with them: one step per inventory
+// (trees, staging, objects, manifests, leases, tree locks), each adding
+// its part to the plan. It writes nothing.
 func makePlan(s *cache.Store, opt Options) (*plan, error) {
 	g, indexed, err := graph(s)
 	if err != nil {
 		return nil, err
 	}
 	marked := Mark(g, Policy{Keep: opt.Keep, UnusedFor: opt.UnusedFor, Now: opt.Now})
-	p := &plan{Report: Report{DryRun: opt.DryRun, Trees: []TreeReport{}, Kept: []KeptReport{}}}
+	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Kept: []KeptTree{}}}
 	kept := map[digest.Digest]bool{}
 	for _, k := range marked.Kept {
 		kept[k.Digest] = true
-		p.Kept = append(p.Kept, KeptReport{k.Digest, k.String()})
+		p.Kept = append(p.Kept, KeptTree{k.Digest, k.String()})
 	}
-
-	// Objects by inode, so the names in stale trees can be counted
-	// against them.
-	names, err := s.ObjectDigests()
+	objs, names, err := objectNames(s)
 	if err != nil {
 		return nil, err
 	}
+	if err := p.staleTrees(s, marked.Stale, indexed, names); err != nil {
+		return nil, err
+	}
+	if err := p.deadStaging(s, names); err != nil {
+		return nil, err
+	}
+	p.orphans(objs, names)
+	if err := p.lostManifests(s, g, kept); err != nil {
+		return nil, err
+	}
+	p.deadLeases(g, marked, opt.Now)
+	if err := p.staleLocks(s, indexed); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// names counts the names that are about to go (those in stale trees and
+// dead staging) of every object, and of the files that are no object
+// (empty files, copies past the link limit), by inode.
+type names struct {
+	objAt   map[inode]digest.Digest
+	dropped map[digest.Digest]uint64
+	others  map[inode]*other
+}
+
+type other struct {
+	links, names uint64
+	size         int64
+}
+
+// objectNames lists the objects, and indexes them by inode so that the
+// names in stale trees can be counted against them.
+func objectNames(s *cache.Store) ([]Object, *names, error) {
+	digests, err := s.ObjectDigests()
+	if err != nil {
+		return nil, nil, err
+	}
 	var objs []Object
-	objAt := map[inode]digest.Digest{}
-	for _, d := range names {
+	n := &names{objAt: map[inode]digest.Digest{}, dropped: map[digest.Digest]uint64{}, others: map[inode]*other{}}
+	for _, d := range digests {
 		fi, err := os.Lstat(s.ObjectPath(d))
 		if err != nil {
-			return nil, fmt.Errorf("object %s: %w", d, err)
+			return nil, nil, fmt.Errorf("object %s: %w", d, err)
 		}
 		st, ok := fi.Sys().(*syscall.Stat_t)
 		if !ok || !fi.Mode().IsRegular() {
 			continue // not something the store made; leave it alone
 		}
 		objs = append(objs, Object{d, uint64(st.Nlink), fi.Size()})
-		objAt[inode{st.Dev, st.Ino}] = d
+		n.objAt[inode{st.Dev, st.Ino}] = d
 	}
+	return objs, n, nil
+}
 
-	// Every name in a stale tree or dead staging is about to go.
-	dropped := map[digest.Digest]uint64{}
-	type other struct {
-		links, names uint64
-		size         int64
-	}
-	others := map[inode]*other{} // files that are no object: empty files, copies past the link limit
-	walk := func(dir string) (int64, error) {
-		var bytes int64
-		seen := map[inode]bool{}
-		err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
-			if err != nil {
-				if path == dir && errors.Is(err, fs.ErrNotExist) {
-					return fs.SkipAll // an index record without its tree
-				}
-				return err
-			}
-			if !de.Type().IsRegular() {
-				return nil
-			}
-			fi, err := de.Info()
-			if err != nil {
-				return err
-			}
-			st := fi.Sys().(*syscall.Stat_t)
-			key := inode{st.Dev, st.Ino}
-			if !seen[key] {
-				seen[key] = true
-				bytes += fi.Size()
-			}
-			if d, ok := objAt[key]; ok {
-				dropped[d]++
-				return nil
-			}
-			o := others[key]
-			if o == nil {
-				o = &other{links: uint64(st.Nlink), size: fi.Size()}
-				others[key] = o
-			}
-			o.names++
-			return nil
-		})
-		return bytes, err
-	}
-	for _, st := range marked.Stale {
-		bytes, err := walk(s.TreePath(st.Digest))
+// drop counts every regular file under dir as a name about to go, and
+// returns the content bytes of its distinct files. A dir that does not
+// exist (an index record without its tree) counts nothing.
+func (n *names) drop(dir string) (int64, error) {
+	var bytes int64
+	seen := map[inode]bool{}
+	err := filepath.WalkDir(dir, func(path string, de fs.DirEntry, err error) error {
 		if err != nil {
-			return nil, fmt.Errorf("tree %s: %w", st.Digest, err)
+			if path == dir && errors.Is(err, fs.ErrNotExist) {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if !de.Type().IsRegular() {
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		key := inode{st.Dev, st.Ino}
+		if !seen[key] {
+			seen[key] = true
+			bytes += fi.Size()
+		}
+		if d, ok := n.objAt[key]; ok {
+			n.dropped[d]++
+			return nil
+		}
+		o := n.others[key]
+		if o == nil {
+			o = &other{links: uint64(st.Nlink), size: fi.Size()}
+			n.others[key] = o
+		}
+		o.names++
+		return nil
+	})
+	return bytes, err
+}
+
+// staleTrees plans the removal of Mark's stale trees and their manifests.
+func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Digest]cache.Tree, n *names) error {
+	for _, st := range stale {
+		bytes, err := n.drop(s.TreePath(st.Digest))
+		if err != nil {
+			return fmt.Errorf("tree %s: %w", st.Digest, err)
 		}
 		_, ok := indexed[st.Digest]
 		p.trees = append(p.trees, staleTree{st.Digest, ok})
-		p.Trees = append(p.Trees, TreeReport{st.Digest, bytes, st.Reason})
+		p.Trees = append(p.Trees, RemovedTree{st.Digest, bytes, st.Reason})
 		p.manifests = append(p.manifests, st.Digest)
 	}
+	return nil
+}
+
+// deadStaging plans the removal of staging whose import is dead.
+func (p *plan) deadStaging(s *cache.Store, n *names) error {
+	var err error
 	if p.staging, err = s.DeadStaging(); err != nil {
-		return nil, err
+		return err
 	}
 	for _, id := range p.staging {
 		dir := filepath.Join(s.TmpDir(), id)
@@ -210,73 +254,115 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 			continue // a lock file whose directory is already gone
 		}
 		p.Staging++
-		if _, err := walk(dir); err != nil {
-			return nil, fmt.Errorf("staging %s: %w", id, err)
+		if _, err := n.drop(dir); err != nil {
+			return fmt.Errorf("staging %s: %w", id, err)
 		}
 	}
+	return nil
+}
 
-	p.objects, p.dropped = Orphans(objs, dropped), dropped
+// orphans plans the removal of the objects only the dropped names link,
+// and counts the bytes freed: those objects', and those of the other
+// files whose every name goes.
+func (p *plan) orphans(objs []Object, n *names) {
+	p.objects, p.dropped = Orphans(objs, n.dropped), n.dropped
 	p.Objects = len(p.objects)
 	for _, o := range p.objects {
 		p.BytesFreed += o.Size
 	}
-	for _, o := range others {
+	for _, o := range n.others {
 		if o.names >= o.links {
 			p.BytesFreed += o.size
 		}
 	}
+}
 
-	// Manifests whose tree is neither indexed nor on disk: a crash fell
-	// between a previous run's removal of the record and of the manifest.
+// lostManifests plans the removal of manifests whose tree is neither
+// indexed nor on disk: a crash fell between a previous run's removal of
+// the record and of the manifest.
+func (p *plan) lostManifests(s *cache.Store, g Graph, kept map[digest.Digest]bool) error {
 	known := map[digest.Digest]bool{}
 	for _, t := range g.Trees {
 		known[t.Digest] = true
 	}
 	mfs, err := s.ManifestDigests()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, d := range mfs {
 		if !known[d] && !kept[d] {
 			p.manifests = append(p.manifests, d)
 		}
 	}
+	return nil
+}
 
-	// Leases: expired ones, and those of imports whose staging is dead.
+// deadLeases plans dropping expired leases, and those of imports whose
+// staging is dead. It needs deadStaging's list.
+func (p *plan) deadLeases(g Graph, marked Marked, now time.Time) {
 	dead := map[string]bool{}
 	for _, id := range p.staging {
 		dead[id] = true
 	}
 	p.leases = marked.ExpiredLeases
 	for _, l := range g.Leases {
-		if dead[l.ID] && l.Expires.After(opt.Now) {
+		if dead[l.ID] && l.Expires.After(now) {
 			p.leases = append(p.leases, l.ID)
 		}
 	}
 	sort.Strings(p.leases)
 	p.Leases = len(p.leases)
+}
 
-	// Tree lock files of digests the index will not have: trees removed
-	// now, and imports that failed or were killed.
+// staleLocks plans the removal of tree lock files of digests the index
+// will not have: trees removed now, and imports that failed or were
+// killed. It needs staleTrees' list.
+func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]cache.Tree) error {
 	stale := map[digest.Digest]bool{}
 	for _, t := range p.trees {
 		stale[t.digest] = true
 	}
 	locked, err := s.TreeLocks()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, d := range locked {
 		if _, ok := indexed[d]; !ok || stale[d] {
 			p.locks = append(p.locks, s.TreeLockPath(d))
 		}
 	}
-	return p, nil
+	return nil
 }
 
 // graph builds Mark's input from the index, the disk and /proc. It also
 // returns the index's tree records.
 func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
+	g, indexed, machines, err := indexRecords(s)
+	if err != nil {
+		return g, nil, err
+	}
+	onDisk, err := s.TreeDigests()
+	if err != nil {
+		return g, nil, err
+	}
+	for _, d := range onDisk {
+		if _, ok := indexed[d]; !ok {
+			g.Trees = append(g.Trees, Tree{Digest: d})
+		}
+	}
+	if g.Machines, err = machineLinks(s, machines); err != nil {
+		return g, nil, err
+	}
+	g.InUse, err = inUse(procDir, filepath.Join(s.Root(), "trees"))
+	if err != nil {
+		return g, nil, err
+	}
+	return g, indexed, nil
+}
+
+// indexRecords reads, in one transaction, the graph's trees, pins and
+// leases and the machines with their generations, and the tree records.
+func indexRecords(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, map[string]*Machine, error) {
 	var g Graph
 	indexed := map[digest.Digest]cache.Tree{}
 	machines := map[string]*Machine{}
@@ -313,53 +399,44 @@ func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
 		}
 		return err
 	})
-	if err != nil {
-		return g, nil, err
-	}
+	return g, indexed, machines, err
+}
 
-	onDisk, err := s.TreeDigests()
-	if err != nil {
-		return g, nil, err
-	}
-	for _, d := range onDisk {
-		if _, ok := indexed[d]; !ok {
-			g.Trees = append(g.Trees, Tree{Digest: d})
-		}
-	}
-
-	// The symlinks are the truth about what runs: a machine the index
-	// does not know yet (a crash right after its first flip, a rebuilt
-	// index) counts too, whatever its name: a directory named before
-	// names followed nspawn's rules still holds a link a service may use.
+// machineLinks adds to the index's machines where each one's symlink
+// points, and returns them by name.
+//
+// The symlinks are the truth about what runs: a machine the index does
+// not know yet (a crash right after its first flip, a rebuilt index)
+// counts too, whatever its name: a directory named before names followed
+// nspawn's rules still holds a link a service may use.
+func machineLinks(s *cache.Store, machines map[string]*Machine) ([]Machine, error) {
 	ents, err := os.ReadDir(s.MachinesDir())
 	if err != nil {
-		return g, nil, fmt.Errorf("machines: %w", err)
+		return nil, fmt.Errorf("machines: %w", err)
 	}
 	for _, e := range ents {
 		if e.IsDir() && machines[e.Name()] == nil {
 			machines[e.Name()] = &Machine{Name: e.Name()}
 		}
 	}
+	var out []Machine
 	for name, m := range machines {
-		d, err := activate.Current(s, name)
+		d, err := activate.CurrentTree(s, name)
 		if err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return g, nil, err // a root that cannot be read: sweeping now could delete it
+			return nil, err // a root that cannot be read: sweeping now could delete it
 		}
 		m.Link = d
-		g.Machines = append(g.Machines, *m)
+		out = append(out, *m)
 	}
-	sort.Slice(g.Machines, func(i, j int) bool { return g.Machines[i].Name < g.Machines[j].Name })
-
-	g.InUse, err = inUse(procDir, filepath.Join(s.Root(), "trees"))
-	if err != nil {
-		return g, nil, err
-	}
-	return g, indexed, nil
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
 }
 
 // execute carries out the plan in the order that keeps every crash
 // recoverable (see the package documentation). The caller holds the
 // exclusive store lock. Its report is corrected for anything skipped.
+// It stays one function, longer than most, so that the numbered steps
+// read in the order they run.
 func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	// 1. The index forgets the stale trees and dead leases in one
 	//    transaction: from here on nothing can activate or pin them.

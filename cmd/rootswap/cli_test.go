@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +16,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/coreos/go-systemd/v22/journal"
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
@@ -106,33 +104,6 @@ func TestExitCodeClasses(t *testing.T) {
 	} {
 		if got := exitCode(err); got != want {
 			t.Errorf("exitCode(%v) = %d, want %d", err, got, want)
-		}
-	}
-}
-
-func TestJournalEntry(t *testing.T) {
-	h := &journalHandler{level: slog.LevelInfo}
-	h2 := h.WithAttrs([]slog.Attr{slog.String("machine", "web")}).(*journalHandler)
-	r := slog.NewRecord(time.Now(), slog.LevelWarn, "rolled back", 0)
-	r.AddAttrs(slog.String("digest", "sha256:ab"), slog.Uint64("generation", 3), slog.String("other", "x y"))
-	msg, pri, vars := h2.entry(r)
-	if pri != journal.PriWarning {
-		t.Errorf("priority %d, want warning", pri)
-	}
-	for k, v := range map[string]string{"ROOTSWAP_MACHINE": "web", "ROOTSWAP_DIGEST": "sha256:ab", "ROOTSWAP_GENERATION": "3", "SYSLOG_IDENTIFIER": "rootswap"} {
-		if vars[k] != v {
-			t.Errorf("%s=%q, want %q", k, vars[k], v)
-		}
-	}
-	if !strings.Contains(msg, `rolled back machine="web"`) || !strings.Contains(msg, `other="x y"`) {
-		t.Errorf("message %q", msg)
-	}
-	if h.Enabled(context.Background(), slog.LevelDebug) || !h.Enabled(context.Background(), slog.LevelError) {
-		t.Error("level filter")
-	}
-	for l, want := range map[slog.Level]journal.Priority{slog.LevelDebug: journal.PriDebug, slog.LevelInfo: journal.PriInfo, slog.LevelError: journal.PriErr} {
-		if priority(l) != want {
-			t.Errorf("priority(%v) = %d", l, priority(l))
 		}
 	}
 }
@@ -236,7 +207,7 @@ func TestImagesShowsPins(t *testing.T) {
 		return out.String()
 	}
 	run("pin", digest.FromString("a").String())
-	var rows []imageRow
+	var rows []activate.TreeStatus
 	if err := json.Unmarshal([]byte(run("images", "--json")), &rows); err != nil {
 		t.Fatal(err)
 	}

@@ -494,19 +494,6 @@ func listCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// imageRow is one tree as `images` shows it.
-type imageRow struct {
-	Digest   digest.Digest `json:"digest"`
-	Refs     []string      `json:"refs"`
-	Files    int64         `json:"files"`
-	Bytes    int64         `json:"bytes"`
-	NewBytes int64         `json:"new_bytes"`
-	Created  time.Time     `json:"created"`
-	LastUsed time.Time     `json:"last_used"`
-	Machines []string      `json:"machines"`
-	Pinned   bool          `json:"pinned"`
-}
-
 func imagesCmd(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -519,36 +506,10 @@ func imagesCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ms, err := activate.List(s)
+			rows, err := activate.Trees(s)
 			if err != nil {
 				return err
 			}
-			var trees []cache.Tree
-			pinned := map[digest.Digest]bool{}
-			err = s.View(func(tx *cache.Tx) (err error) {
-				trees, err = tx.Trees()
-				for _, t := range trees {
-					pinned[t.Digest] = tx.Pinned(t.Digest)
-				}
-				return err
-			})
-			if err != nil {
-				return err
-			}
-			rows := []imageRow{}
-			for _, t := range trees {
-				r := imageRow{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest]}
-				if r.Refs == nil {
-					r.Refs = []string{}
-				}
-				for _, m := range ms {
-					if m.Digest == t.Digest {
-						r.Machines = append(r.Machines, m.Name)
-					}
-				}
-				rows = append(rows, r)
-			}
-			sort.Slice(rows, func(i, j int) bool { return rows[i].Created.Before(rows[j].Created) })
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), rows)
 			}

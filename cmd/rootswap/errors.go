@@ -7,6 +7,8 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/journal"
+	"github.com/rootswap/rootswap/unit"
 )
 
 // usageError marks a mistake in the command line: exit status 2.
@@ -32,11 +34,12 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, errorPrefix()+"rootswap:", err)
+	fmt.Fprintln(os.Stderr, journal.ErrorPrefix()+"rootswap:", err)
 	var u usageError
 	switch {
 	case errors.As(err, &u),
 		errors.Is(err, activate.ErrInvalidName),
+		errors.Is(err, unit.ErrInvalid),
 		errors.Is(err, cache.ErrInvalid):
 		return exitUsage
 	case errors.Is(err, cache.ErrLocked):

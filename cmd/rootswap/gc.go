@@ -49,10 +49,10 @@ runs; imports and activations wait for it.`,
 			}
 			rep, err := gc.Collect(cmd.Context(), s, opt)
 			if rep.Trees == nil {
-				rep.Trees = []gc.TreeReport{} // JSON lists are [] when empty, never null
+				rep.Trees = []gc.RemovedTree{} // JSON lists are [] when empty, never null
 			}
 			if rep.Kept == nil {
-				rep.Kept = []gc.KeptReport{}
+				rep.Kept = []gc.KeptTree{}
 			}
 			if asJSON {
 				if perr := printJSON(cmd.OutOrStdout(), rep); err == nil {

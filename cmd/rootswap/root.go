@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/journal"
 )
 
 // globals are the flags every command shares.
@@ -48,7 +49,7 @@ func (g *globals) setup(cmd *cobra.Command) error {
 	case g.verbose:
 		level = slog.LevelDebug
 	}
-	g.log = newLogger(level)
+	g.log = journal.NewLogger(level)
 	return nil
 }
 

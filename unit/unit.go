@@ -1,6 +1,7 @@
-package main
+package unit
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -8,91 +9,29 @@ import (
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/unit"
-	"github.com/spf13/cobra"
 )
 
-// unitFile is one systemd unit to print or install.
-type unitFile struct {
+// File is one systemd unit (or .nspawn file) to print or install.
+type File struct {
 	name string // relative to the unit directory
 	opts []*unit.UnitOption
 }
 
-func unitCmd(g *globals) *cobra.Command {
-	var (
-		gcTimer bool
-		install bool
-		unitDir string
-		svc     serviceOptions
-	)
-	cmd := &cobra.Command{
-		Use:   "unit (--gc-timer | NAME IMAGE [-- COMMAND ARGS…]) [--install [--unit-dir DIR]]",
-		Short: "Print or install systemd units for rootswap",
-		Long: `Unit prints systemd units that run rootswap; with --install it writes them to
-/etc/systemd/system (or --unit-dir) and prints the commands that enable them.
+// ErrInvalid marks a request no unit can be written for: an executable
+// systemd would misread, a word a .nspawn file cannot hold, an nspawn
+// option `rootswap run` would refuse.
+var ErrInvalid = errors.New("invalid unit request")
 
-NAME IMAGE gives rootswap-NAME.service: ExecStartPre prepares IMAGE (pulling
-it, starting from cache when Docker is down, rolling back crash loops),
-ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
-reports how the run ended; Restart=always; Wants=/After=docker.service but not
-Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
-and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
+// invalid is an error that is ErrInvalid without saying so in its text.
+type invalid struct{ error }
 
---gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
-this store (--root), and rootswap-gc.timer, which starts it daily at a random
-time within the first hour, catching up after downtime.`,
-		Example: `  rootswap unit web registry.example/web:stable -- /usr/bin/web-server --port 80
-  rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
-  rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
-  rootswap unit --gc-timer
-  rootswap --root /srv/rootswap unit --gc-timer --install`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			switch {
-			case gcTimer && len(args) > 0:
-				return usage("unit: give --gc-timer or NAME IMAGE, not both")
-			case !gcTimer && len(args) < 2,
-				!gcTimer && cmd.ArgsLenAtDash() < 0 && len(args) != 2,
-				!gcTimer && cmd.ArgsLenAtDash() >= 0 && cmd.ArgsLenAtDash() != 2:
-				return usage("unit: give --gc-timer or NAME IMAGE [-- COMMAND ARGS…] (see --help)")
-			}
-			return nil
-		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			bin, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("unit: own path: %w", err)
-			}
-			root, err := filepath.Abs(g.root)
-			if err != nil {
-				return fmt.Errorf("unit: root %s: %w", g.root, err)
-			}
-			var files []unitFile
-			switch {
-			case gcTimer:
-				files, err = gcTimerUnits(bin, root)
-			case svc.settingsFile:
-				files, err = settingsUnits(bin, root, args[0], args[1], args[2:], &svc)
-			default:
-				files, err = serviceUnits(bin, root, args[0], args[1], args[2:], &svc)
-			}
-			if err != nil {
-				return err
-			}
-			if !install {
-				return printUnits(cmd.OutOrStdout(), unitDir, files)
-			}
-			return installUnits(cmd.OutOrStdout(), unitDir, files)
-		},
-	}
-	cmd.Flags().BoolVar(&gcTimer, "gc-timer", false, "the daily gc service and timer")
-	cmd.Flags().BoolVar(&install, "install", false, "write the units instead of printing them")
-	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where --install writes units (`DIR`)")
-	svc.register(cmd)
-	return cmd
-}
+func (invalid) Is(target error) bool { return target == ErrInvalid }
 
-// gcTimerUnits are rootswap-gc.service and rootswap-gc.timer for the
+func invalidf(format string, a ...any) error { return invalid{fmt.Errorf(format, a...)} }
+
+// GCTimerFiles are rootswap-gc.service and rootswap-gc.timer for the
 // binary bin and store root, both absolute.
-func gcTimerUnits(bin, root string) ([]unitFile, error) {
+func GCTimerFiles(bin, root string) ([]File, error) {
 	exec, err := execLine(bin, "--root", root, "gc")
 	if err != nil {
 		return nil, err
@@ -111,7 +50,7 @@ func gcTimerUnits(bin, root string) ([]unitFile, error) {
 		unit.NewUnitOption("Timer", "Persistent", "true"),
 		unit.NewUnitOption("Install", "WantedBy", "timers.target"),
 	}
-	return []unitFile{{"rootswap-gc.service", service}, {"rootswap-gc.timer", timer}}, nil
+	return []File{{"rootswap-gc.service", service}, {"rootswap-gc.timer", timer}}, nil
 }
 
 // execLine quotes a command line for ExecStart= and the other Exec*=
@@ -177,18 +116,18 @@ func cQuote(s string) string {
 func checkExecutable(p string) error {
 	switch {
 	case p == "":
-		return usage("unit: executable %q: empty", p)
+		return invalidf("unit: executable %q: empty", p)
 	case strings.ContainsAny(p[:1], "-@+!:"):
-		return usage("unit: executable %q: systemd would read its first character as a prefix", p)
+		return invalidf("unit: executable %q: systemd would read its first character as a prefix", p)
 	case strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r == 0x7f || strings.ContainsRune("\"'\\", r) }):
-		return usage("unit: executable %q: systemd refuses an executable path holding a quote, a backslash or a control character; move the binary", p)
+		return invalidf("unit: executable %q: systemd refuses an executable path holding a quote, a backslash or a control character; move the binary", p)
 	case !filepath.IsAbs(p) && strings.Contains(p, "/"):
-		return usage("unit: executable %q: want an absolute path or a bare name", p)
+		return invalidf("unit: executable %q: want an absolute path or a bare name", p)
 	}
 	return nil
 }
 
-func serialize(f unitFile) ([]byte, error) {
+func serialize(f File) ([]byte, error) {
 	b, err := io.ReadAll(unit.Serialize(f.opts))
 	if err != nil {
 		return nil, fmt.Errorf("unit %s: %w", f.name, err)
@@ -196,9 +135,9 @@ func serialize(f unitFile) ([]byte, error) {
 	return b, nil
 }
 
-// printUnits writes the units one after another, each under a comment
-// naming the file it belongs in.
-func printUnits(w io.Writer, dir string, files []unitFile) error {
+// Print writes the units one after another, each under a comment naming
+// the file in dir it belongs in.
+func Print(w io.Writer, dir string, files []File) error {
 	for i, f := range files {
 		b, err := serialize(f)
 		if err != nil {
@@ -212,9 +151,11 @@ func printUnits(w io.Writer, dir string, files []unitFile) error {
 	return nil
 }
 
-// installUnits writes each unit under a temporary name and renames it into
-// place, so systemd never reads half a file, then says what to run next.
-func installUnits(w io.Writer, dir string, files []unitFile) error {
+// Install writes each unit under dir, under a temporary name renamed into
+// place, so systemd never reads half a file, then says on w what to run
+// next. A unit that fails leaves no temporary file; those written before
+// it stay.
+func Install(w io.Writer, dir string, files []File) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("unit dir %s: %w", dir, err)
 	}

@@ -1,4 +1,4 @@
-package main
+package journal
 
 import (
 	"context"
@@ -7,15 +7,15 @@ import (
 	"os"
 	"strings"
 
-	"github.com/coreos/go-systemd/v22/journal"
+	sd "github.com/coreos/go-systemd/v22/journal"
 )
 
-// newLogger logs to the journal, with priorities and ROOTSWAP_* fields,
+// NewLogger logs to the journal, with priorities and ROOTSWAP_* fields,
 // when stderr is connected to it (JOURNAL_STREAM matches), and as plain
 // text on stderr otherwise.
-func newLogger(level slog.Level) *slog.Logger {
+func NewLogger(level slog.Level) *slog.Logger {
 	if toJournal() {
-		return slog.New(&journalHandler{level: level})
+		return slog.New(&handler{level: level})
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
@@ -27,28 +27,28 @@ func newLogger(level slog.Level) *slog.Logger {
 }
 
 func toJournal() bool {
-	ok, err := journal.StderrIsJournalStream()
-	return err == nil && ok && journal.Enabled()
+	ok, err := sd.StderrIsJournalStream()
+	return err == nil && ok && sd.Enabled()
 }
 
-// journalHandler sends each record as one journal entry. Attributes named
+// handler sends each record as one journal entry. Attributes named
 // machine, digest and generation become ROOTSWAP_MACHINE=, ROOTSWAP_DIGEST=
 // and ROOTSWAP_GENERATION= fields, so `journalctl ROOTSWAP_MACHINE=web`
 // finds them; all attributes are also kept in the message text.
-type journalHandler struct {
+type handler struct {
 	level slog.Level
 	attrs []slog.Attr
 }
 
-func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h *handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
 
-func (h *journalHandler) Handle(_ context.Context, r slog.Record) error {
+func (h *handler) Handle(_ context.Context, r slog.Record) error {
 	msg, pri, vars := h.entry(r)
-	return journal.Send(msg, pri, vars)
+	return sd.Send(msg, pri, vars)
 }
 
 // entry turns a record into a journal message, priority and fields.
-func (h *journalHandler) entry(r slog.Record) (string, journal.Priority, map[string]string) {
+func (h *handler) entry(r slog.Record) (string, sd.Priority, map[string]string) {
 	var msg strings.Builder
 	msg.WriteString(r.Message)
 	vars := map[string]string{"SYSLOG_IDENTIFIER": "rootswap"}
@@ -68,27 +68,27 @@ func (h *journalHandler) entry(r slog.Record) (string, journal.Priority, map[str
 	return msg.String(), priority(r.Level), vars
 }
 
-func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &journalHandler{level: h.level, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
+func (h *handler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &handler{level: h.level, attrs: append(append([]slog.Attr{}, h.attrs...), as...)}
 }
 
-func (h *journalHandler) WithGroup(string) slog.Handler { return h }
+func (h *handler) WithGroup(string) slog.Handler { return h }
 
-func priority(l slog.Level) journal.Priority {
+func priority(l slog.Level) sd.Priority {
 	switch {
 	case l >= slog.LevelError:
-		return journal.PriErr
+		return sd.PriErr
 	case l >= slog.LevelWarn:
-		return journal.PriWarning
+		return sd.PriWarning
 	case l >= slog.LevelInfo:
-		return journal.PriInfo
+		return sd.PriInfo
 	}
-	return journal.PriDebug
+	return sd.PriDebug
 }
 
-// errorPrefix makes the final error line an error-priority journal entry:
+// ErrorPrefix makes the final error line an error-priority journal entry:
 // journald reads a "<3>" prefix on a stream line as the priority.
-func errorPrefix() string {
+func ErrorPrefix() string {
 	if toJournal() {
 		return "<3>"
 	}

@@ -1,4 +1,4 @@
-package main
+package unit
 
 import (
 	"fmt"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/unit"
 
+	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/internal/sdverify"
 )
 
@@ -42,7 +43,7 @@ func parsedExec(t *testing.T, lines []string) [][]string {
 	for _, l := range lines {
 		opts = append(opts, unit.NewUnitOption("Service", "ExecStart", l))
 	}
-	if err := installUnits(&strings.Builder{}, dir, []unitFile{{"escape-test.service", opts}}); err != nil {
+	if err := Install(&strings.Builder{}, dir, []File{{"escape-test.service", opts}}); err != nil {
 		t.Fatal(err)
 	}
 	cmds, err := sdverify.Commands(filepath.Join(dir, "escape-test.service"))
@@ -136,7 +137,9 @@ func TestUnitsSystemdParses(t *testing.T) {
 	command := append([]string{"/bin/sh", "-c", `echo "$@" 100%`}, hostileArgs...)
 
 	dir := t.TempDir()
-	mustRun(t, store, append([]string{"unit", "--install", "--unit-dir", dir, "--setenv", env, "--nspawn-opt", opt, name, "img", "--"}, command...)...)
+	files, err := ServiceFiles(bin, store, Spec{Name: name, Image: "img", Command: command,
+		Nspawn: activate.NspawnOptions{Env: []string{env}, Extra: []string{opt}}})
+	install(t, dir, files, err)
 	cmds, err := sdverify.Commands(filepath.Join(dir, "rootswap-"+name+".service"))
 	if err != nil {
 		t.Fatal(err)
@@ -156,7 +159,9 @@ func TestUnitsSystemdParses(t *testing.T) {
 
 	// The drop-in, on the template it drops into.
 	dir = filepath.Join(t.TempDir(), "system")
-	mustRun(t, store, append([]string{"unit", "--install", "--nspawn-file", "--unit-dir", dir, "--nspawn-opt", opt, "--nspawn-opt=--hostname=x", name, "img", "--"}, command...)...)
+	files, err = NspawnFiles(bin, store, Spec{Name: name, Image: "img", Command: command,
+		Nspawn: activate.NspawnOptions{Extra: []string{opt, "--hostname=x"}}})
+	install(t, dir, files, err)
 	tmpl, err := os.ReadFile("/lib/systemd/system/systemd-nspawn@.service")
 	if err != nil {
 		t.Skipf("no systemd-nspawn@.service to drop in to: %v", err)

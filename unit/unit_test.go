@@ -1,4 +1,4 @@
-package main
+package unit
 
 import (
 	"bytes"
@@ -7,8 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/unit"
+
+	"github.com/rootswap/rootswap/activate"
 )
 
 // readUnit parses an installed unit back into section → name → values.
@@ -33,16 +36,30 @@ func readUnit(t *testing.T, path string) map[string]map[string][]string {
 	return out
 }
 
+// install writes files to dir and returns what Install said.
+func install(t *testing.T, dir string, files []File, err error) string {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := Install(&out, dir, files); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
 func TestUnitGCTimer(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	dir := filepath.Join(t.TempDir(), "units")
-	out := mustRun(t, store, "unit", "--gc-timer", "--install", "--unit-dir", dir)
+	bin, _ := os.Executable()
+	files, err := GCTimerFiles(bin, store)
+	out := install(t, dir, files, err)
 	want := "wrote " + dir + "/rootswap-gc.service\nwrote " + dir + "/rootswap-gc.timer\n" +
 		"next: systemctl daemon-reload && systemctl enable --now rootswap-gc.timer\n"
 	if out != want {
 		t.Errorf("install said:\n%s\nwant:\n%s", out, want)
 	}
-	bin, _ := os.Executable()
 	svc := readUnit(t, filepath.Join(dir, "rootswap-gc.service"))
 	if got := svc["Service"]["ExecStart"]; len(got) != 1 || got[0] != bin+" --root "+store+" gc" {
 		t.Errorf("ExecStart %q, want %q", got, bin+" --root "+store+" gc")
@@ -67,7 +84,11 @@ func TestUnitGCTimer(t *testing.T) {
 	verifyUnits(t, dir)
 
 	// Printing gives the same units, each under a comment naming its file.
-	printed := mustRun(t, store, "unit", "--gc-timer", "--unit-dir", dir)
+	var b strings.Builder
+	if err := Print(&b, dir, files); err != nil {
+		t.Fatal(err)
+	}
+	printed := b.String()
 	for _, name := range []string{"rootswap-gc.service", "rootswap-gc.timer"} {
 		b, _ := os.ReadFile(filepath.Join(dir, name))
 		if !strings.Contains(printed, "# "+filepath.Join(dir, name)+"\n"+string(b)) {
@@ -87,14 +108,9 @@ func TestUnitQuoting(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := filepath.Join(base, `100% "$store"`)
-	files, err := gcTimerUnits(bin, store)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, err := GCTimerFiles(bin, store)
 	dir := filepath.Join(base, "units")
-	if err := installUnits(&bytes.Buffer{}, dir, files); err != nil {
-		t.Fatal(err)
-	}
+	install(t, dir, files, err)
 	got := readUnit(t, filepath.Join(dir, "rootswap-gc.service"))["Service"]["ExecStart"]
 	want := `"` + filepath.Join(base, "my bin 100%%", "root$swap") + `" --root "` + filepath.Join(base, `100%% \"$$store\"`) + `" gc`
 	if len(got) != 1 || got[0] != want {
@@ -104,7 +120,7 @@ func TestUnitQuoting(t *testing.T) {
 
 	// A newline cannot stand in a unit line; it goes in as \n, which
 	// systemd decodes (TestExecLineSystemdParses runs systemd's parser).
-	files, err = gcTimerUnits(bin, "/a\nb")
+	files, err = GCTimerFiles(bin, "/a\nb")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,38 +147,17 @@ func verifyUnits(t *testing.T, dir string) {
 	}
 }
 
-func TestUnitCommandLine(t *testing.T) {
-	store := filepath.Join(t.TempDir(), "store")
-	for _, tc := range []struct {
-		args []string
-		code int
-	}{
-		{[]string{"unit"}, 2},
-		{[]string{"unit", "--gc-timer", "web", "img"}, 2},
-		{[]string{"unit", "web"}, 2},
-		{[]string{"unit", "web", "img"}, 0},
-		{[]string{"unit", "web", "img", "--", "/bin/app", "-x"}, 0},
-		{[]string{"unit", "web", "img", "extra"}, 2},
-		{[]string{"unit", "-bad", "img"}, 2},
-		{[]string{"unit", "web", "img", "--nspawn-opt=-U"}, 2},
-		{[]string{"unit", "web", "img", "--setenv", "NOEQUALS"}, 2},
-		{[]string{"unit", "--gc-timer"}, 0},
-	} {
-		if code, out := rootswapIn(t, store, tc.args...); code != tc.code {
-			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
-		}
-	}
-}
-
 func TestUnitService(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	dir := filepath.Join(t.TempDir(), "units")
-	out := mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--bind", "/srv/a:/data", "--setenv", "X=1 2",
-		"--notify", "--healthy-after", "45s", "--private-users", "web", "reg/web:1", "--", "/bin/sh", "-c", "echo 100% $HOME")
+	bin, _ := os.Executable()
+	files, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/bin/sh", "-c", "echo 100% $HOME"},
+		Nspawn:     activate.NspawnOptions{Binds: []string{"/srv/a:/data"}, Env: []string{"X=1 2"}, NotifyReady: true, PrivateUsers: true},
+		RestartSec: 5 * time.Second, HealthyAfter: 45 * time.Second})
+	out := install(t, dir, files, err)
 	if !strings.Contains(out, "next: systemctl daemon-reload && systemctl enable --now rootswap-web.service") {
 		t.Errorf("install said %q", out)
 	}
-	bin, _ := os.Executable()
 	u := readUnit(t, filepath.Join(dir, "rootswap-web.service"))
 	want := map[string]map[string]string{
 		"Unit": {"Wants": "docker.service", "After": "docker.service"},
@@ -208,7 +203,10 @@ func TestUnitNspawnFile(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	base := t.TempDir()
 	dir := filepath.Join(base, "system")
-	mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--nspawn-file", "--bind-ro", "/etc/ssl", "--read-only", "web", "reg/web:1", "--", "/app", "--serve")
+	bin, _ := os.Executable()
+	files, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app", "--serve"},
+		Nspawn: activate.NspawnOptions{BindsRO: []string{"/etc/ssl"}, ReadOnly: true}, RestartSec: 5 * time.Second})
+	install(t, dir, files, err)
 	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
 	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/app --serve", "Files/Volatile": "state",
 		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl"} {

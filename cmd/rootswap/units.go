@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/unit"
+)
+
+// unitCmd is long only by its help text: its work is one unit package call.
+func unitCmd(g *globals) *cobra.Command {
+	var (
+		gcTimer bool
+		install bool
+		unitDir string
+		svc     serviceFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "unit (--gc-timer | NAME IMAGE [-- COMMAND ARGS…]) [--install [--unit-dir DIR]]",
+		Short: "Print or install systemd units for rootswap",
+		Long: `Unit prints systemd units that run rootswap; with --install it writes them to
+/etc/systemd/system (or --unit-dir) and prints the commands that enable them.
+
+NAME IMAGE gives rootswap-NAME.service: ExecStartPre prepares IMAGE (pulling
+it, starting from cache when Docker is down, rolling back crash loops),
+ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
+reports how the run ended; Restart=always; Wants=/After=docker.service but not
+Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
+and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
+
+--gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
+this store (--root), and rootswap-gc.timer, which starts it daily at a random
+time within the first hour, catching up after downtime.`,
+		Example: `  rootswap unit web registry.example/web:stable -- /usr/bin/web-server --port 80
+  rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
+  rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
+  rootswap unit --gc-timer
+  rootswap --root /srv/rootswap unit --gc-timer --install`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case gcTimer && len(args) > 0:
+				return usage("unit: give --gc-timer or NAME IMAGE, not both")
+			case !gcTimer && len(args) < 2,
+				!gcTimer && cmd.ArgsLenAtDash() < 0 && len(args) != 2,
+				!gcTimer && cmd.ArgsLenAtDash() >= 0 && cmd.ArgsLenAtDash() != 2:
+				return usage("unit: give --gc-timer or NAME IMAGE [-- COMMAND ARGS…] (see --help)")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bin, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("unit: own path: %w", err)
+			}
+			root, err := filepath.Abs(g.root)
+			if err != nil {
+				return fmt.Errorf("unit: root %s: %w", g.root, err)
+			}
+			var files []unit.File
+			switch {
+			case gcTimer:
+				files, err = unit.GCTimerFiles(bin, root)
+			case svc.settingsFile:
+				files, err = unit.NspawnFiles(bin, root, svc.spec(args))
+			default:
+				files, err = unit.ServiceFiles(bin, root, svc.spec(args))
+			}
+			if err != nil {
+				return err
+			}
+			if !install {
+				return unit.Print(cmd.OutOrStdout(), unitDir, files)
+			}
+			return unit.Install(cmd.OutOrStdout(), unitDir, files)
+		},
+	}
+	cmd.Flags().BoolVar(&gcTimer, "gc-timer", false, "the daily gc service and timer")
+	cmd.Flags().BoolVar(&install, "install", false, "write the units instead of printing them")
+	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where --install writes units (`DIR`)")
+	svc.register(cmd)
+	return cmd
+}
+
+// serviceFlags are the flags of `rootswap unit NAME IMAGE`; the unit
+// package writes the units and activate knows what each nspawn choice is.
+type serviceFlags struct {
+	nspawn       activate.NspawnOptions
+	restartSec   time.Duration
+	healthyAfter time.Duration
+	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
+}
+
+func (o *serviceFlags) register(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringArrayVar(&o.nspawn.Binds, "bind", nil, "bind mount `SRC[:DST]` into the container (repeatable)")
+	f.StringArrayVar(&o.nspawn.BindsRO, "bind-ro", nil, "read-only bind mount `SRC[:DST]` (repeatable)")
+	f.StringArrayVarP(&o.nspawn.Env, "setenv", "E", nil, "set `VAR=VALUE` in the container (repeatable)")
+	f.BoolVar(&o.nspawn.ReadOnly, "read-only", false, "root read-only with a tmpfs /var (--volatile=state) instead of a writable overlay")
+	f.BoolVar(&o.nspawn.PrivateUsers, "private-users", false, "user namespace with --private-users-ownership=map (never -U)")
+	f.BoolVar(&o.nspawn.NotifyReady, "notify", false, "Type=notify: the payload reports readiness itself (--notify-ready=yes)")
+	f.StringArrayVar(&o.nspawn.Extra, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
+	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
+	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
+	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
+}
+
+// spec is the service NAME IMAGE [COMMAND…] with these flags.
+func (o *serviceFlags) spec(args []string) unit.Spec {
+	return unit.Spec{Name: args[0], Image: args[1], Command: args[2:], Nspawn: o.nspawn,
+		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter}
+}

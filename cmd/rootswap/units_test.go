@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/unit"
+)
+
+func TestUnitCommandLine(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"unit"}, 2},
+		{[]string{"unit", "--gc-timer", "web", "img"}, 2},
+		{[]string{"unit", "web"}, 2},
+		{[]string{"unit", "web", "img"}, 0},
+		{[]string{"unit", "web", "img", "--", "/bin/app", "-x"}, 0},
+		{[]string{"unit", "web", "img", "extra"}, 2},
+		{[]string{"unit", "-bad", "img"}, 2},
+		{[]string{"unit", "web", "img", "--nspawn-opt=-U"}, 2},
+		{[]string{"unit", "web", "img", "--setenv", "NOEQUALS"}, 2},
+		{[]string{"unit", "--gc-timer"}, 0},
+	} {
+		if code, out := rootswapIn(t, store, tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
+		}
+	}
+}
+
+// TestUnitFlags: the command is flags and one call: what it prints is
+// what the unit package makes of the spec its flags spell.
+func TestUnitFlags(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	bin, _ := os.Executable()
+	spec := unit.Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app", "-x"},
+		Nspawn: activate.NspawnOptions{Binds: []string{"/srv/a:/data"}, BindsRO: []string{"/etc/ssl"}, Env: []string{"X=1 2"},
+			ReadOnly: true, PrivateUsers: true, NotifyReady: true, Extra: []string{"--hostname=h"}},
+		RestartSec: 7 * time.Second, HealthyAfter: 45 * time.Second}
+	flags := []string{"--unit-dir", "/u", "--bind", "/srv/a:/data", "--bind-ro", "/etc/ssl", "--setenv", "X=1 2", "--read-only",
+		"--private-users", "--notify", "--nspawn-opt=--hostname=h", "--restart-sec", "7s", "--healthy-after", "45s", "web", "reg/web:1", "--", "/app", "-x"}
+	for _, tc := range []struct {
+		flag string
+		make func(bin, root string, sp unit.Spec) ([]unit.File, error)
+	}{{"", unit.ServiceFiles}, {"--nspawn-file", unit.NspawnFiles}} {
+		args := append([]string{"unit"}, flags...)
+		if tc.flag != "" {
+			args = append([]string{"unit", tc.flag}, flags...)
+		}
+		got := mustRun(t, store, args...)
+		files, err := tc.make(bin, store, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		if err := unit.Print(&want, "/u", files); err != nil {
+			t.Fatal(err)
+		}
+		if got != want.String() {
+			t.Errorf("rootswap %q printed\n%s\nwant\n%s", args, got, want.String())
+		}
+	}
+}

@@ -1,0 +1,190 @@
+package unit
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/unit"
+
+	"github.com/rootswap/rootswap/activate"
+)
+
+// Spec is one machine's service: what `rootswap unit NAME IMAGE` offers.
+// The nspawn choices are activate's, which also checks them.
+type Spec struct {
+	Name, Image  string
+	Command      []string // run in the tree; empty: the image's own
+	Nspawn       activate.NspawnOptions
+	RestartSec   time.Duration // RestartSec= between restarts
+	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
+}
+
+func (sp *Spec) check() error {
+	if err := activate.ValidName(sp.Name); err != nil {
+		return err
+	}
+	// The same refusals as `rootswap run`, now rather than at the first start.
+	if err := sp.Nspawn.Check(sp.Name, sp.Command); err != nil {
+		return invalidf("unit: %w", err)
+	}
+	return nil
+}
+
+// ServiceFiles are rootswap-NAME.service for the binary bin and store
+// root, both absolute: prepare before every start, run under nspawn,
+// report after every stop, restart always. An error wrapping ErrInvalid
+// or activate.ErrInvalidName is a spec no unit can be written for.
+func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
+	if err := sp.check(); err != nil {
+		return nil, err
+	}
+	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
+	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", name, image)
+	if err != nil {
+		return nil, err
+	}
+	runArgs := append([]string{bin, "--root", root, "run", name, "--keep-unit"}, o.Args()...)
+	if len(command) > 0 {
+		// "--": a command word that looks like an option (-x, --) stays
+		// the command.
+		runArgs = append(append(runArgs, "--"), command...)
+	}
+	run, err := execLine(runArgs...)
+	if err != nil {
+		return nil, err
+	}
+	report, err := execLine(bin, "--root", root, "report", name)
+	if err != nil {
+		return nil, err
+	}
+	opts := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", fmt.Sprintf("rootswap machine %s (%s)", name, image)),
+		// Wants, not Requires: the service must start from cache while
+		// Docker is down.
+		unit.NewUnitOption("Unit", "Wants", "docker.service"),
+		unit.NewUnitOption("Unit", "After", "docker.service"),
+	}
+	typ := "simple"
+	if o.NotifyReady {
+		typ = "notify"
+	}
+	opts = append(opts, unit.NewUnitOption("Service", "Type", typ))
+	if sp.HealthyAfter > 0 {
+		opts = append(opts, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
+	}
+	opts = append(opts,
+		unit.NewUnitOption("Service", "ExecStartPre", prepare),
+		unit.NewUnitOption("Service", "ExecStart", run),
+		unit.NewUnitOption("Service", "ExecStopPost", report),
+		unit.NewUnitOption("Service", "Restart", "always"),
+		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
+		// A cold import of a large image can take minutes.
+		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		unit.NewUnitOption("Service", "KillMode", "mixed"),
+		unit.NewUnitOption("Service", "Delegate", "yes"),
+		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),
+	)
+	return []File{{"rootswap-" + name + ".service", opts}}, nil
+}
+
+// NspawnFiles are the alternative for systemd-nspawn@.service users:
+// NAME.nspawn (for /etc/systemd/nspawn) and a drop-in that prepares the
+// image before every start, reports after every stop, and replaces the
+// template's ExecStart, whose -U could chown the shared tree. Errors are
+// as ServiceFiles'.
+func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
+	if err := sp.check(); err != nil {
+		return nil, err
+	}
+	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
+	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", "--link-machines", name, image)
+	if err != nil {
+		return nil, err
+	}
+	report, err := execLine(bin, "--root", root, "report", name)
+	if err != nil {
+		return nil, err
+	}
+	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	if len(command) > 0 {
+		line, err := settingsWords(command)
+		if err != nil {
+			return nil, err
+		}
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
+	}
+	for _, st := range o.Settings() {
+		v := st.Value
+		if st.Word {
+			if v, err = settingsWords([]string{v}); err != nil {
+				return nil, err
+			}
+		}
+		nspawn = append(nspawn, unit.NewUnitOption(st.Section, st.Key, v))
+	}
+	// The machine by name rather than %i: a valid name is the instance
+	// string as it is, and execLine would double the "%".
+	start, err := execLine(append([]string{"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest",
+		"--settings=override", "--machine=" + name}, o.Extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	dropin := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Wants", "docker.service"),
+		unit.NewUnitOption("Unit", "After", "docker.service"),
+		unit.NewUnitOption("Service", "ExecStartPre", prepare),
+		unit.NewUnitOption("Service", "ExecStart", ""),
+		unit.NewUnitOption("Service", "ExecStart", start),
+		unit.NewUnitOption("Service", "ExecStopPost", report),
+		unit.NewUnitOption("Service", "Restart", "always"),
+		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
+		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+	}
+	if sp.HealthyAfter > 0 {
+		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
+	}
+	return []File{
+		{"../nspawn/" + name + ".nspawn", nspawn},
+		{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin},
+	}, nil
+}
+
+// settingsWords quotes a list of words for a .nspawn file's Parameters=
+// and Environment= (systemd.nspawn(5)). Those are split by the config
+// parser's extract_first_word(EXTRACT_UNQUOTE|EXTRACT_RETAIN_ESCAPE):
+// single and double quotes group, a backslash is an ordinary character
+// (so "\"" inside double quotes ends the quote, and nspawn ignores the
+// whole line as invalid), and nothing expands: no specifiers, no
+// variables, no C escapes. Each word is written as single-quoted runs,
+// with its single quotes in double quotes ('it'"'"'s'). A newline cannot
+// be written at all: it would end the line.
+func settingsWords(words []string) (string, error) {
+	out := make([]string, len(words))
+	for i, w := range words {
+		if strings.ContainsAny(w, "\n\r\x00") {
+			return "", invalidf("unit --nspawn-file: %q: a .nspawn file cannot hold a newline (the service unit, without --nspawn-file, can)", w)
+		}
+		if w != "" && !strings.ContainsAny(w, " \t\"'\\") {
+			out[i] = w
+			continue
+		}
+		var b strings.Builder
+		for len(w) > 0 || b.Len() == 0 {
+			n := strings.IndexByte(w, '\'')
+			switch {
+			case n < 0:
+				n = len(w)
+				fallthrough
+			case n > 0:
+				b.WriteString("'" + w[:n] + "'")
+			default:
+				n = len(w) - len(strings.TrimLeft(w, "'"))
+				b.WriteString(`"` + w[:n] + `"`)
+			}
+			w = w[n:]
+		}
+		out[i] = b.String()
+	}
+	return strings.Join(out, " "), nil
+}

@@ -33,8 +33,10 @@ const (
 // The mtimes whose nanoseconds since the epoch fit in an int64.
 var minTime, maxTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
-// ErrUnsafe wraps every refusal of an archive entry.
-var ErrUnsafe = errors.New("unsafe archive entry")
+// ErrUnsafeEntry wraps every refusal of an archive entry by the checks
+// here (cache.ErrUnsafe is the store refusing a path that would leave a
+// tree, the backstop below them).
+var ErrUnsafeEntry = errors.New("unsafe archive entry")
 
 // extractor validates a tar stream entry by entry and feeds the builder.
 type extractor struct {
@@ -42,9 +44,15 @@ type extractor struct {
 	seen map[string]cache.Kind // every name added so far, hard links resolved to their target's kind
 }
 
-// Progress, if not nil, is told the bytes read and entries added so far,
-// after every entry. It must be quick.
-type Progress func(bytes, entries int64)
+// Progress is told how an import advances. Both methods must be quick.
+type Progress interface {
+	// Update is told the bytes read and entries added so far, after
+	// every entry.
+	Update(bytes, entries int64)
+	// Done is called once when the stream ends, whatever its result. An
+	// import that finds the tree in the store calls neither.
+	Done()
+}
 
 // Extract reads a rootfs tar stream into b. It returns the sha256 of every
 // byte read from r, padding included, which is the store key of a tar
@@ -94,7 +102,7 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 			failpoint.Hit("snapshot-mid-extract") // objects and a lease written, nothing published
 		}
 		if progress != nil {
-			progress(cr.n, entries)
+			progress.Update(cr.n, entries)
 		}
 	}
 	// Read to the end: a tar key covers the trailing blocks too.
@@ -116,7 +124,7 @@ func dataSize(hdr *tar.Header) int64 {
 }
 
 func unsafe(name, why string) error {
-	return fmt.Errorf("entry %q: %s: %w", name, why, ErrUnsafe)
+	return fmt.Errorf("entry %q: %s: %w", name, why, ErrUnsafeEntry)
 }
 
 // cleanName maps an archive name to a clean relative name, "." for the

@@ -223,7 +223,7 @@ func (p *preparation) readIndex(st *view) error {
 		// A missing current generation is the index behind the link
 		// (see flip): Activate's load reconciles it.
 		if st.cur, err = tx.Generation(p.name, m.Current); err != nil && !errors.Is(err, cache.ErrNotFound) {
-			return err
+			return fmt.Errorf("machine %s: generation %d: %w", p.name, m.Current, err)
 		}
 		return nil
 	})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -141,33 +142,13 @@ the sha256 of the stream.`,
 			if err != nil {
 				return err
 			}
+			var d digest.Digest
 			if tarFile != "" {
-				r := io.Reader(os.Stdin)
-				if tarFile != "-" {
-					f, err := os.Open(tarFile)
-					if err != nil {
-						return fmt.Errorf("import: %w", err)
-					}
-					defer f.Close()
-					r = f
-				}
-				t, err := snapshot.ImportTar(ctx, s, r, "")
-				if err != nil {
-					return fmt.Errorf("import %s: %w", tarFile, err)
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), t.Digest)
-				return nil
+				d, err = importTar(ctx, s, tarFile)
+			} else {
+				d, err = g.importImage(ctx, s, args[0])
 			}
-			src, err := g.newSource()
 			if err != nil {
-				return err
-			}
-			d, err := src.Resolve(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			opt := snapshot.ImportOptions{Progress: importProgress(args[0], g.quiet), Log: g.log}
-			if _, _, err := snapshot.ImportImage(ctx, s, src, args[0], d, opt); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), d)
@@ -176,6 +157,41 @@ the sha256 of the stream.`,
 	}
 	cmd.Flags().StringVar(&tarFile, "tar", "", "import a rootfs tar stream from `FILE` (- for stdin)")
 	return cmd
+}
+
+// importTar imports the rootfs tar stream in file, or stdin for "-".
+func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest, error) {
+	r := io.Reader(os.Stdin)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	t, err := snapshot.ImportTar(ctx, s, r, "")
+	if err != nil {
+		return "", fmt.Errorf("import %s: %w", file, err)
+	}
+	return t.Digest, nil
+}
+
+// importImage resolves ref through the image source and imports it.
+func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
+	src, err := g.newSource()
+	if err != nil {
+		return "", err
+	}
+	d, err := src.Resolve(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	opt := snapshot.ImportOptions{Progress: importProgress(ref, g.quiet), Log: g.log}
+	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
+		return "", err
+	}
+	return d, nil
 }
 
 func activateCmd(g *globals) *cobra.Command {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +32,15 @@ func newStore(t testing.TB) *cache.Store {
 // importTree imports a tiny tree whose /etc/version says v.
 func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	t.Helper()
+	tr, err := snapshot.ImportTar(context.Background(), s, bytes.NewReader(versionTar(v)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Digest
+}
+
+// versionTar is a rootfs tar stream whose /etc/version says v.
+func versionTar(v string) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	mt := time.Unix(1700000000, 0)
@@ -38,11 +48,7 @@ func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
 	tw.Write([]byte(v))
 	tw.Close()
-	tr, err := snapshot.ImportTar(context.Background(), s, &buf, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Digest
+	return buf.Bytes()
 }
 
 func TestActivateRollbackGenerations(t *testing.T) {
@@ -187,46 +193,44 @@ func TestNspawnArgs(t *testing.T) {
 	}
 }
 
-// fakeSource is the Docker side of Prepare in unit tests.
+// fakeSource is the Docker side of Prepare in unit tests: image ref →
+// content of /etc/version, digest.FromString of it.
 type fakeSource struct {
-	s        *cache.Store
-	images   map[string]string // ref → content of /etc/version
-	down     bool
-	pullErr  error
-	imports  int
-	resolved map[string]digest.Digest
+	images  map[string]string
+	down    bool
+	pullErr error
+	imports int
 }
 
+func (f *fakeSource) String() string                             { return "fake" }
 func (f *fakeSource) Pull(ctx context.Context, ref string) error { return f.pullErr }
 
 func (f *fakeSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
 	if f.down {
-		return "", fmt.Errorf("fake: %w", ErrUnreachable)
+		return "", fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
 	}
 	v, ok := f.images[ref]
 	if !ok {
-		return "", fmt.Errorf("image %s: not found", ref)
+		return "", fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
 	return digest.FromString(v), nil
 }
 
-func (f *fakeSource) Import(ctx context.Context, ref string, d digest.Digest) (bool, error) {
-	if _, err := os.Stat(f.s.TreePath(d)); err == nil {
-		return false, nil
+func (f *fakeSource) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+	for _, v := range f.images {
+		if digest.FromString(v) == d {
+			f.imports++
+			return []snapshot.Layer{versionLayer(v)}, nil
+		}
 	}
-	f.imports++
-	b, err := f.s.NewBuilder(ctx)
-	if err != nil {
-		return false, err
-	}
-	v := f.images[ref]
-	b.Add(cache.Entry{Name: "etc", Kind: cache.KindDir, Mode: 0o755}, nil)
-	if err := b.Add(cache.Entry{Name: "etc/version", Kind: cache.KindFile, Mode: 0o644, Size: int64(len(v))}, strings.NewReader(v)); err != nil {
-		b.Abort()
-		return false, err
-	}
-	_, err = b.Commit(ctx, d, []string{ref})
-	return true, err
+	return nil, fmt.Errorf("image %s: %w", d, snapshot.ErrImageNotFound)
+}
+
+// versionLayer is a rootfs whose /etc/version says v.
+type versionLayer string
+
+func (v versionLayer) Open(context.Context) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(versionTar(string(v)))), nil
 }
 
 func TestPrepare(t *testing.T) {
@@ -234,18 +238,18 @@ func TestPrepare(t *testing.T) {
 	s := newStore(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
+	src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 
 	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
-	if err != nil || !p.Imported || !p.Activated || p.Generation != 1 {
+	if err != nil || p.Change != Imported || p.Generation != 1 {
 		t.Fatalf("first prepare: %+v %v", p, err)
 	}
 	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
-	if err != nil || p.Imported || p.Activated || p.Generation != 1 || src.imports != 1 {
+	if err != nil || p.Change != Unchanged || p.Generation != 1 || src.imports != 1 {
 		t.Fatalf("cache-hit prepare: %+v %v (imports %d)", p, err, src.imports)
 	}
 	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
-	if err != nil || !p.Activated || p.Generation != 2 {
+	if err != nil || p.Change != Imported || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	src.pullErr = errors.New("registry down")
@@ -254,10 +258,10 @@ func TestPrepare(t *testing.T) {
 	}
 	src.down = true
 	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
-	if err != nil || !p.Cached || p.Digest != digest.FromString("v2") {
+	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || p.Generation != 2 || p.String() != "generation 2 "+p.Digest.String()+" (cached, fake unreachable)" {
 		t.Fatalf("daemon down with a cached tree: %+v %v", p, err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "other", "app:2", PrepareOptions{}); !errors.Is(err, ErrUnreachable) || !strings.Contains(err.Error(), "other") {
+	if _, err = Prepare(ctx, s, src, log, "other", "app:2", PrepareOptions{}); !errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "other") {
 		t.Fatalf("daemon down without a cached tree: %v", err)
 	}
 	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
@@ -285,7 +289,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	s := newStore(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
+	src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 	fail := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
 	ok := RunResult{ServiceResult: "success", ExitCode: "exited", ExitStatus: "0"}
 
@@ -302,7 +306,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		simulateRun(t, s, "m", time.Second, fail)
 		p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
-		if err != nil || p.RolledBack || p.Generation != 2 {
+		if err != nil || p.Change != Unchanged || p.Generation != 2 {
 			t.Fatalf("after %d failures: %+v %v", i+1, p, err)
 		}
 	}
@@ -311,7 +315,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 		t.Fatalf("third failure recorded as %+v", g)
 	}
 	p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
-	if err != nil || !p.RolledBack || !p.Declined || p.Digest != digest.FromString("v1") || p.Generation != 1 {
+	if err != nil || p.Change != RolledBackDeclined || p.Digest != digest.FromString("v1") || p.Generation != 1 {
 		t.Fatalf("crash loop: %+v %v", p, err)
 	}
 	if !strings.Contains(logs.String(), "rolled back a crash-looping generation") {
@@ -319,7 +323,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	assertCurrent(t, s, "m", digest.FromString("v1"), "v1")
 	// The bad digest stays declined while the ref still names it.
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || !p.Declined || p.RolledBack || p.Generation != 1 {
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Declined || p.Generation != 1 {
 		t.Fatalf("second prepare of the failed digest: %+v %v", p, err)
 	}
 	gens, m, _ := History(s, "m")
@@ -328,12 +332,12 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	// A new digest behind the ref is tried.
 	src.images["app:2"] = "v2-fixed"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || !p.Activated || p.Digest != digest.FromString("v2-fixed") {
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != digest.FromString("v2-fixed") {
 		t.Fatalf("fixed image: %+v %v", p, err)
 	}
 	// --force brings the failed digest back.
 	src.images["app:2"] = "v2"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Force: true}); err != nil || !p.Activated || p.Digest != digest.FromString("v2") {
+	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != digest.FromString("v2") {
 		t.Fatalf("--force: %+v %v", p, err)
 	}
 	if _, m, _ = History(s, "m"); len(m.Failed) != 0 {
@@ -346,13 +350,13 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 	s := newStore(t)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
-	src := &fakeSource{s: s, images: map[string]string{"app:1": "v1"}}
+	src := &fakeSource{images: map[string]string{"app:1": "v1"}}
 	Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
 	for i := 0; i < 3; i++ {
 		simulateRun(t, s, "m", time.Second, RunResult{ServiceResult: "signal", ExitCode: "killed", ExitStatus: "SEGV"})
 	}
 	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
-	if err != nil || p.RolledBack || p.Declined || p.Generation != 1 {
+	if err != nil || p.Change != Unchanged || p.Generation != 1 {
 		t.Fatalf("nothing to roll back to: %+v %v", p, err)
 	}
 	if !strings.Contains(logs.String(), "no healthy generation") {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // The flip and the cache-hit path, in process: what rootswap itself costs
@@ -53,7 +55,8 @@ type source struct{ d digest.Digest }
 
 func (s source) Pull(context.Context, string) error                     { return nil }
 func (s source) Resolve(context.Context, string) (digest.Digest, error) { return s.d, nil }
-func (s source) Import(context.Context, string, digest.Digest) (bool, error) {
+func (s source) String() string                                         { return "bench" }
+func (s source) Layers(context.Context, digest.Digest) ([]snapshot.Layer, error) {
 	panic("cache hit expected, but Prepare asked for an import")
 }
 
@@ -71,7 +74,7 @@ func BenchmarkPrepareCacheHit(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p, err := Prepare(ctx, s, source{d}, log, "m", "img", PrepareOptions{})
-		if err != nil || p.Activated || p.Imported || p.Digest != d {
+		if err != nil || p.Change != Unchanged || p.Digest != d {
 			b.Fatalf("prepare: %+v, %v", p, err)
 		}
 	}

@@ -74,7 +74,7 @@ func TestPrepareReconcilesIndexAndLink(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
-			src := &fakeSource{s: s, images: map[string]string{"app:1": "v1", "app:2": "v2"}}
+			src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 			if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}

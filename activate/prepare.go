@@ -12,30 +12,17 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/snapshot"
 )
-
-// Source is where prepare gets images: the Docker daemon through the
-// snapshot package in rootswap, a fake in unit tests.
-type Source interface {
-	// Pull asks for a fresh copy of ref.
-	Pull(ctx context.Context, ref string) error
-	// Resolve returns the image digest ref names now; an error wrapping
-	// ErrUnreachable means the source cannot be asked at all.
-	Resolve(ctx context.Context, ref string) (digest.Digest, error)
-	// Import makes sure the store has tree d; created reports an export.
-	Import(ctx context.Context, ref string, d digest.Digest) (created bool, err error)
-}
-
-// ErrUnreachable is wrapped by a Source that cannot be reached.
-var ErrUnreachable = errors.New("image source unreachable")
 
 // PrepareOptions tune Prepare; the zero value means no pull and the
 // default health policy.
 type PrepareOptions struct {
 	Pull         bool
-	Force        bool          // activate a digest even if it failed before
-	HealthyAfter time.Duration // a run this long makes a generation healthy
-	MaxFailures  int           // failed short runs in a row that make a crash loop
+	Force        bool              // activate a digest even if it failed before
+	HealthyAfter time.Duration     // a run this long makes a generation healthy
+	MaxFailures  int               // failed short runs in a row that make a crash loop
+	Progress     snapshot.Progress // shown while an import streams; may be nil
 }
 
 func (p *PrepareOptions) defaults() {
@@ -47,117 +34,284 @@ func (p *PrepareOptions) defaults() {
 	}
 }
 
-// Prepared says what Prepare did.
-type Prepared struct {
-	Digest     digest.Digest
-	Generation uint64
-	Imported   bool // a new tree was exported into the store
-	Activated  bool // current moved to a new generation
-	Cached     bool // the source was unreachable: the cached tree stays current
-	RolledBack bool // current was crash-looping and was rolled back
-	Declined   bool // the image's digest failed before: the current tree stays
+// Change is what Prepare did to a machine.
+type Change int
+
+const (
+	Unchanged          Change = iota // the machine already ran the image
+	Activated                        // current moved to a tree the store had
+	Imported                         // the tree was imported, then activated
+	FromCache                        // the source was unreachable: the current tree stays
+	Declined                         // the image's digest failed before: the current tree stays
+	RolledBack                       // current was crash-looping and was rolled back (and the image activated)
+	RolledBackDeclined               // rolled back, and the image's digest is the one that failed
+)
+
+// Outcome says what Prepare did and what the machine runs now.
+type Outcome struct {
+	Change     Change
+	Digest     digest.Digest // the tree machines/NAME/current names now
+	Generation uint64        // its generation; 0 if the index could not say (FromCache)
+	Source     string        // the source's name, for FromCache
 }
 
-// Prepare makes machine name run image ref: resolve, import if the store
-// lacks the tree, activate. When ref already names the current tree (and
-// it is not crash-looping) it costs one resolve, one readlink and one index
-// read, and writes nothing.
+// String is the outcome as `prepare` prints it after the machine's name.
+func (o Outcome) String() string {
+	what := [...]string{
+		Unchanged:          "unchanged",
+		Activated:          "activated",
+		Imported:           "imported, activated",
+		FromCache:          "cached, " + o.Source + " unreachable",
+		Declined:           "image declined: it failed before",
+		RolledBack:         "rolled back from a crash loop",
+		RolledBackDeclined: "rolled back from a crash loop; new image declined",
+	}[o.Change]
+	if o.Generation == 0 {
+		return fmt.Sprintf("%s (%s)", o.Digest, what)
+	}
+	return fmt.Sprintf("generation %d %s (%s)", o.Generation, o.Digest, what)
+}
+
+// Prepare makes machine name run image ref from src: resolve, import if
+// the store lacks the tree, activate. When ref already names the current
+// tree (and it is not crash-looping) it costs one resolve, one readlink
+// and one index read, and writes nothing.
 //
 // Around that: with Pull, a failed pull is a warning. When the source is
 // unreachable and the machine has a current tree, it warns and keeps it.
 // When the current generation is crash-looping, it rolls back to the last
 // healthy one and marks the bad digest failed; a failed digest is declined
 // (warning, no error) until ref names another digest or Force is set.
-func Prepare(ctx context.Context, s *cache.Store, src Source, log *slog.Logger, name, ref string, opt PrepareOptions) (_ Prepared, err error) {
+// An index record that cannot be read is an error, never a new machine.
+func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog.Logger, name, ref string, opt PrepareOptions) (_ Outcome, err error) {
 	opt.defaults()
 	if err := ValidName(name); err != nil {
-		return Prepared{}, err
+		return Outcome{}, err
 	}
 	defer func() { err = noSpace(s, name, fmt.Sprintf("prepare %s %s", name, ref), err) }()
-	if opt.Pull {
-		if err := src.Pull(ctx, ref); err != nil {
-			log.Warn("pull failed; using the local image", "image", ref, "err", err)
-		}
-	}
-	d, err := src.Resolve(ctx, ref)
-	if errors.Is(err, ErrUnreachable) {
-		cur, cerr := CurrentTree(s, name)
-		if cerr != nil {
-			return Prepared{}, fmt.Errorf("%w; machine %s has no cached tree to start from", err, name)
-		}
-		log.Warn("image source unreachable; keeping the cached tree", "machine", name, "digest", cur, "err", err)
-		return Prepared{Digest: cur, Cached: true}, nil
-	}
+	p := &preparation{s: s, src: src, log: log, name: name, ref: ref, opt: opt}
+	st, err := p.observe(ctx)
 	if err != nil {
-		return Prepared{}, err
+		return Outcome{}, err
 	}
+	// Each action but the last changes the view it was decided on; the
+	// loop ends because a rollback and a forget each happen at most once.
+	for {
+		o, done, err := p.do(ctx, decide(st, opt), &st)
+		if err != nil || done {
+			return o, err
+		}
+	}
+}
 
-	// One read for the path every restart takes, and for the health check.
-	cur, _ := CurrentTree(s, name)
-	var m cache.Machine
-	var g cache.Generation
-	treeOK := false
-	err = s.View(func(tx *cache.Tx) error {
-		var err error
-		if m, err = tx.Machine(name); err != nil {
+// view is what Prepare decides on, read once by observe and then kept up
+// to date by the actions that change it.
+type view struct {
+	unreachable error            // the source could not be asked; resolved is ""
+	resolved    digest.Digest    // the image digest ref names now
+	treeOK      bool             // the store has tree resolved, not marked broken
+	link        digest.Digest    // what machines/NAME/current names; "" if none
+	m           cache.Machine    // the machine's record; zero for a new machine
+	cur         cache.Generation // generation m.Current; zero if none
+	rolledBack  bool             // this prepare rolled a crash loop back
+	noHealthy   bool             // a crash loop with no healthy generation to go to
+}
+
+// agree reports whether the index's current generation is the link's tree.
+func (st view) agree() bool {
+	return st.m.Current != 0 && st.link != "" && st.cur.Digest == st.link
+}
+
+// action is one step of a prepare.
+type action int
+
+const (
+	noCache        action = iota // source unreachable, nothing cached: fail
+	startFromCache               // source unreachable: keep the current tree
+	rollback                     // move off a crash-looping generation, then decide again
+	decline                      // the digest failed here before: keep the current tree
+	forget                       // --force: forget that the digest failed, then decide again
+	hit                          // the machine runs the image already
+	install                      // import if need be, then activate
+)
+
+// decide is the policy of Prepare: a pure function of what it read.
+func decide(st view, opt PrepareOptions) action {
+	failed := slices.Contains(st.m.Failed, st.resolved)
+	switch {
+	case st.unreachable != nil && st.link == "":
+		return noCache
+	case st.unreachable != nil:
+		return startFromCache
+	case st.agree() && crashLooping(st.cur, opt) && !opt.Force && !st.rolledBack && !st.noHealthy:
+		return rollback
+	case failed && !opt.Force:
+		return decline
+	case failed:
+		return forget
+	case st.link == st.resolved && st.treeOK && st.agree() && !st.rolledBack:
+		// Only when the index agrees with the link: otherwise Activate's
+		// load reconciles them.
+		return hit
+	}
+	return install
+}
+
+// preparation is one Prepare call: what it works on.
+type preparation struct {
+	s    *cache.Store
+	src  snapshot.Source
+	log  *slog.Logger
+	name string
+	ref  string
+	opt  PrepareOptions
+}
+
+// observe pulls if asked, resolves ref and reads the machine's link and
+// records: all that decide looks at.
+func (p *preparation) observe(ctx context.Context) (view, error) {
+	if p.opt.Pull {
+		if err := p.src.Pull(ctx, p.ref); err != nil {
+			p.log.Warn("pull failed; using the local image", "image", p.ref, "err", err)
+		}
+	}
+	var st view
+	var err error
+	st.resolved, err = p.src.Resolve(ctx, p.ref)
+	if errors.Is(err, snapshot.ErrUnreachable) {
+		st.unreachable = err
+	} else if err != nil {
+		return st, err
+	}
+	if st.link, err = CurrentTree(p.s, p.name); err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return st, err
+	}
+	err = p.readIndex(&st)
+	if st.unreachable != nil {
+		// The link is what runs: a damaged index must not keep the
+		// machine from starting from cache while the source is down.
+		// Only the generation number goes missing from the outcome.
+		return st, nil
+	}
+	return st, err
+}
+
+// readIndex reads the tree's and the machine's records in one
+// transaction. Only ErrNotFound means "none": any other error is the
+// caller's, or a record that fails to decode would turn off crash-loop
+// rollback without a word.
+func (p *preparation) readIndex(st *view) error {
+	return p.s.View(func(tx *cache.Tx) error {
+		if st.resolved != "" {
+			t, err := tx.Tree(st.resolved)
+			if err != nil && !errors.Is(err, cache.ErrNotFound) {
+				return err
+			}
+			st.treeOK = err == nil && !t.Broken
+		}
+		m, err := tx.Machine(p.name)
+		if errors.Is(err, cache.ErrNotFound) {
 			return nil // a new machine
 		}
-		g, _ = tx.Generation(name, m.Current)
-		t, err := tx.Tree(d)
-		treeOK = err == nil && !t.Broken
+		if err != nil {
+			return fmt.Errorf("machine %s: %w", p.name, err)
+		}
+		st.m = m
+		if m.Current == 0 {
+			return nil
+		}
+		// A missing current generation is the index behind the link
+		// (see flip): Activate's load reconciles it.
+		if st.cur, err = tx.Generation(p.name, m.Current); err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return fmt.Errorf("machine %s: generation %d: %w", p.name, m.Current, err)
+		}
 		return nil
 	})
+}
+
+// do carries out a and reports whether Prepare is done; the actions that
+// are not final update st.
+func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool, error) {
+	switch a {
+	case noCache:
+		return Outcome{}, true, fmt.Errorf("%w; machine %s has no cached tree to start from", st.unreachable, p.name)
+	case startFromCache:
+		p.log.Warn("image source unreachable; keeping the cached tree", "machine", p.name, "digest", st.link, "err", st.unreachable)
+		o := Outcome{Change: FromCache, Digest: st.link, Source: p.src.String()}
+		if st.agree() {
+			o.Generation = st.m.Current
+		}
+		return o, true, nil
+	case rollback:
+		return Outcome{}, false, p.rollback(ctx, st)
+	case decline:
+		p.log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
+			"machine", p.name, "image", p.ref, "digest", st.resolved, "current", st.link)
+		o := Outcome{Change: Declined, Digest: st.link, Generation: st.m.Current}
+		if st.rolledBack {
+			o.Change = RolledBackDeclined
+		}
+		return o, true, nil
+	case forget:
+		st.m.Failed = slices.DeleteFunc(slices.Clone(st.m.Failed), func(d digest.Digest) bool { return d == st.resolved })
+		return Outcome{}, false, clearFailed(p.s, p.name, st.resolved)
+	case hit:
+		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
+	}
+	o, err := p.importAndActivate(ctx, *st)
+	return o, true, err
+}
+
+// rollback moves the machine off its crash-looping generation, if it has
+// a healthy one to go to, and records in st where it went.
+func (p *preparation) rollback(ctx context.Context, st *view) error {
+	bad := st.cur
+	good, ok, err := autoRollback(ctx, p.s, p.log, p.name, bad, p.opt)
 	if err != nil {
-		return Prepared{}, err
+		return err
 	}
-	p := Prepared{Digest: d}
-	if m.Current != 0 && g.Digest == cur && crashLooping(g, opt) && !opt.Force {
-		good, ok, err := autoRollback(ctx, s, log, name, g, opt)
-		if err != nil {
-			return Prepared{}, err
-		}
-		if ok {
-			cur, p.RolledBack, p.Digest, p.Generation = good.Digest, true, good.Digest, good.Number
-			m.Failed = append(m.Failed, g.Digest)
-		}
+	if !ok {
+		st.noHealthy = true
+		return nil
 	}
-	if slices.Contains(m.Failed, d) {
-		if !opt.Force {
-			log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
-				"machine", name, "image", ref, "digest", d, "current", cur)
-			p.Digest, p.Declined = cur, true
-			if !p.RolledBack {
-				p.Generation = m.Current
-			}
-			return p, nil
-		}
-		if err := clearFailed(s, name, d); err != nil {
-			return Prepared{}, err
-		}
+	st.rolledBack = true
+	st.link, st.cur, st.m.Current = good.Digest, good, good.Number
+	if !slices.Contains(st.m.Failed, bad.Digest) {
+		st.m.Failed = append(slices.Clone(st.m.Failed), bad.Digest)
 	}
-	// Only when the index agrees with the link: otherwise Activate's load
-	// reconciles them.
-	if cur == d && treeOK && !p.RolledBack && m.Current != 0 && g.Digest == cur {
-		p.Generation = m.Current
-		return p, nil
-	}
+	return nil
+}
+
+// importAndActivate imports the tree if the store lacks it and makes it
+// current.
+func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, error) {
 	// Between the import's commit and the activation the tree is no gc
 	// root yet: the shared store lock keeps gc's sweep out until the
 	// symlink makes it one.
-	lock, err := s.Lock(ctx, false)
+	lock, err := p.s.Lock(ctx, false)
 	if err != nil {
-		return Prepared{}, err
+		return Outcome{}, err
 	}
 	defer lock.Unlock()
-	if p.Imported, err = src.Import(ctx, ref, d); err != nil {
-		return Prepared{}, err
-	}
-	gen, changed, err := Activate(ctx, s, name, d, ref, "prepare")
+	d := st.resolved
+	_, created, err := snapshot.ImportImage(ctx, p.s, p.src, p.ref, d, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
 	if err != nil {
-		return Prepared{}, err
+		return Outcome{}, err
 	}
-	p.Digest, p.Generation, p.Activated = d, gen.Number, changed
-	return p, nil
+	gen, changed, err := Activate(ctx, p.s, p.name, d, p.ref, "prepare")
+	if err != nil {
+		return Outcome{}, err
+	}
+	o := Outcome{Change: Unchanged, Digest: d, Generation: gen.Number}
+	switch {
+	case st.rolledBack:
+		o.Change = RolledBack
+	case created:
+		o.Change = Imported
+	case changed:
+		o.Change = Activated
+	}
+	return o, nil
 }
 
 // noSpaceError is a command that found the disk full: one line saying

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/snapshot"
+	dockersource "github.com/rootswap/rootswap/snapshot/docker"
 )
 
 // profileImport imports o.profile into a new store in this process,
@@ -42,22 +43,23 @@ func profileImport(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	c, err := snapshot.NewClient()
+	c, err := dockersource.NewClient()
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
 	}
 	defer c.Close()
+	src := dockersource.New(c, nil)
 	if o.profileBase != "" {
 		// The upgrade case: the base image's objects are in the store.
-		bd, err := snapshot.Resolve(ctx, c, o.profileBase)
+		bd, err := src.Resolve(ctx, o.profileBase)
 		if err != nil {
 			return err
 		}
-		if _, _, err := snapshot.ImportImage(ctx, s, c, o.profileBase, bd, nil); err != nil {
+		if _, _, err := snapshot.ImportImage(ctx, s, src, o.profileBase, bd, snapshot.ImportOptions{}); err != nil {
 			return err
 		}
 	}
-	d, err := snapshot.Resolve(ctx, c, o.profile)
+	d, err := src.Resolve(ctx, o.profile)
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,7 @@ func profileImport(ctx context.Context, o options) error {
 		}
 	}()
 	start := time.Now()
-	t, _, err := snapshot.ImportImage(ctx, s, c, o.profile, d, nil)
+	t, _, err := snapshot.ImportImage(ctx, s, src, o.profile, d, snapshot.ImportOptions{})
 	took := time.Since(start)
 	pprof.StopCPUProfile()
 	close(done)

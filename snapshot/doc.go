@@ -4,10 +4,17 @@
 //
 // Vocabulary:
 //   - an image ref is what a user types: a tag, name@digest or image ID;
-//   - an image digest is the Docker image ID it resolves to (sha256:…), or
-//     for a tar stream the sha256 of the stream's bytes: the store key;
+//   - an image digest is what a source resolves a ref to (for Docker the
+//     image ID, sha256:…), or for a tar stream the sha256 of the stream's
+//     bytes: the store key;
+//   - a source (Source) resolves image refs to image digests and streams
+//     an image's rootfs as layers: tar streams, lowest first. Sources live
+//     in subpackages (snapshot/docker: the Docker daemon); what they stream
+//     is validated here, the same for every source;
 //   - an export is the flattened rootfs tar stream of a created (never
-//     started) container.
+//     started) container: the one layer the Docker source yields.
+//
+// ImportImage imports an image from a source, ImportTar a tar stream.
 //
 // The tar stream is hostile input. Extract validates every entry before it
 // reaches the store: names are cleaned and must stay inside the tree (a

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -54,14 +56,20 @@ func Lookup(s *cache.Store, d digest.Digest) (cache.Tree, bool, error) {
 	return t, !t.Broken, nil
 }
 
-// ImportImage makes sure the store has a tree for image digest d (resolved
-// from ref). If the store already has it, nothing else happens and created
-// is false. Otherwise it creates a container, streams its export into the
-// store and removes the container on every path, Ctrl-C included.
-// Concurrent imports of one digest export it once: the others wait for the
-// tree lock and then find the tree.
-// progress may be nil.
-func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d digest.Digest, progress Progress) (t cache.Tree, created bool, err error) {
+// ImportOptions tune ImportImage; the zero value shows and logs nothing.
+type ImportOptions struct {
+	Progress Progress     // told how the stream advances; may be nil
+	Log      *slog.Logger // told of each tree created; may be nil
+}
+
+// ImportImage makes sure the store has a tree for image digest d, which
+// src resolved from ref. If the store already has it, src is not asked
+// and created is false. Otherwise the image's rootfs streams from src
+// through the hostile-input checks into the store, and every stream is
+// closed on every path, Ctrl-C included (for Docker: the export container
+// is removed). Concurrent imports of one digest stream it once: the
+// others wait for the tree lock and then find the tree.
+func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (t cache.Tree, created bool, err error) {
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
@@ -73,19 +81,43 @@ func ImportImage(ctx context.Context, s *cache.Store, c Docker, ref string, d di
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
+	start := time.Now()
+	if t, err = build(ctx, s, src, ref, d, opt.Progress); err != nil {
+		return t, false, err
+	}
+	if opt.Log != nil {
+		opt.Log.Info("imported", "image", ref, "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return t, true, nil
+}
+
+// build streams image d's rootfs from src into a new tree and commits it.
+// The caller holds d's tree lock. progress is done when build returns.
+func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, progress Progress) (cache.Tree, error) {
+	if progress != nil {
+		defer progress.Done()
+	}
+	layers, err := src.Layers(ctx, d)
+	if err != nil {
+		return cache.Tree{}, err
+	}
+	if len(layers) != 1 {
+		// Merging layers (whiteouts, opaque directories) is not written
+		// yet: the extractor refuses whiteouts as a flattened export's.
+		return cache.Tree{}, fmt.Errorf("image %s: %d layers from the %s: only a flattened rootfs can be imported", ref, len(layers), src)
+	}
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
-		return t, false, err
+		return cache.Tree{}, err
 	}
 	defer b.Abort() // a no-op after Commit
-	rc, cleanup, err := export(ctx, c, d)
+	rc, err := layers[0].Open(ctx)
 	if err != nil {
-		return t, false, err
+		return cache.Tree{}, err
 	}
-	defer cleanup()
+	defer rc.Close()
 	if err := extract(ctx, rc, b, progress); err != nil {
-		return t, false, fmt.Errorf("export of %s: %w", ref, err)
+		return cache.Tree{}, fmt.Errorf("export of %s: %w", ref, err)
 	}
-	t, err = b.Commit(ctx, d, refs(ref))
-	return t, err == nil, err
+	return b.Commit(ctx, d, refs(ref))
 }

@@ -33,8 +33,10 @@ const (
 // The mtimes whose nanoseconds since the epoch fit in an int64.
 var minTime, maxTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 
-// ErrUnsafe wraps every refusal of an archive entry.
-var ErrUnsafe = errors.New("unsafe archive entry")
+// ErrUnsafeEntry wraps every refusal of an archive entry by the checks
+// here (cache.ErrUnsafe is the store refusing a path that would leave a
+// tree, the backstop below them).
+var ErrUnsafeEntry = errors.New("unsafe archive entry")
 
 // extractor validates a tar stream entry by entry and feeds the builder.
 type extractor struct {
@@ -42,9 +44,15 @@ type extractor struct {
 	seen map[string]cache.Kind // every name added so far, hard links resolved to their target's kind
 }
 
-// Progress, if not nil, is told the bytes read and entries added so far,
-// after every entry. It must be quick.
-type Progress func(bytes, entries int64)
+// Progress is told how an import advances. Both methods must be quick.
+type Progress interface {
+	// Update is told the bytes read and entries added so far, after
+	// every entry.
+	Update(bytes, entries int64)
+	// Done is called once when the stream ends, whatever its result. An
+	// import that finds the tree in the store calls neither.
+	Done()
+}
 
 // Extract reads a rootfs tar stream into b. It returns the sha256 of every
 // byte read from r, padding included, which is the store key of a tar
@@ -94,7 +102,7 @@ func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progre
 			failpoint.Hit("snapshot-mid-extract") // objects and a lease written, nothing published
 		}
 		if progress != nil {
-			progress(cr.n, entries)
+			progress.Update(cr.n, entries)
 		}
 	}
 	// Read to the end: a tar key covers the trailing blocks too.
@@ -116,7 +124,7 @@ func dataSize(hdr *tar.Header) int64 {
 }
 
 func unsafe(name, why string) error {
-	return fmt.Errorf("entry %q: %s: %w", name, why, ErrUnsafe)
+	return fmt.Errorf("entry %q: %s: %w", name, why, ErrUnsafeEntry)
 }
 
 // cleanName maps an archive name to a clean relative name, "." for the
@@ -156,32 +164,70 @@ var kinds = map[byte]cache.Kind{
 	tar.TypeChar: cache.KindChar, tar.TypeBlock: cache.KindBlock, tar.TypeFifo: cache.KindFIFO,
 }
 
+// add validates one archive entry and hands it to the builder, in the
+// order a refusal is reported: name and type, the header's own fields,
+// the entry's place among earlier ones, its xattrs, its link target.
 func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
 	}
-	name, err := cleanName(hdr.Name)
+	name, kind, err := nameAndKind(hdr)
 	if err != nil {
 		return err
 	}
+	if err := checkHeader(hdr, name, kind); err != nil {
+		return err
+	}
+	if _, dup := x.seen[name]; dup {
+		if name == "." {
+			return nil // "./" and "/" both name the root; tar lists it at most once in practice
+		}
+		return unsafe(hdr.Name, "duplicate entry")
+	}
+	if err := x.parents(name, hdr); err != nil {
+		return err
+	}
+	e, err := newEntry(hdr, name, kind)
+	if err != nil {
+		return err
+	}
+	k, err := x.target(hdr, &e)
+	if err != nil {
+		return err
+	}
+	x.seen[name] = k
+	return x.b.Add(e, r)
+}
+
+// nameAndKind returns hdr's clean name and the kind of entry it makes.
+func nameAndKind(hdr *tar.Header) (string, cache.Kind, error) {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return "", 0, err
+	}
 	kind, ok := kinds[hdr.Typeflag]
 	if !ok {
-		return unsafe(hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
+		return "", 0, unsafe(hdr.Name, fmt.Sprintf("unsupported entry type %q", hdr.Typeflag))
 	}
 	if kind == cache.KindFile && hdr.Typeflag == tar.TypeRegA && strings.HasSuffix(hdr.Name, "/") {
 		kind = cache.KindDir // old tars mark directories this way
 	}
-	base := path.Base(name)
+	return name, kind, nil
+}
+
+// checkHeader refuses what hdr says about itself, whatever came before.
+func checkHeader(hdr *tar.Header, name string, kind cache.Kind) error {
+	device := kind == cache.KindChar || kind == cache.KindBlock
 	switch {
-	case strings.HasPrefix(base, ".wh."):
+	case strings.HasPrefix(path.Base(name), ".wh."):
 		return unsafe(hdr.Name, "whiteout in a flattened export")
 	case name == "." && kind != cache.KindDir:
 		return unsafe(hdr.Name, "root entry is not a directory")
 	case hdr.Uid < 0 || hdr.Uid > maxOwner || hdr.Gid < 0 || hdr.Gid > maxOwner:
 		return unsafe(hdr.Name, fmt.Sprintf("owner %d:%d out of range", hdr.Uid, hdr.Gid))
-	case (kind == cache.KindChar || kind == cache.KindBlock) && !strings.HasPrefix(name, "dev/"):
+	case device && !strings.HasPrefix(name, "dev/"):
 		return unsafe(hdr.Name, "device node outside dev/")
-	case (kind == cache.KindChar || kind == cache.KindBlock) && (hdr.Devmajor < 0 || hdr.Devmajor > maxMajor || hdr.Devminor < 0 || hdr.Devminor > maxMinor):
+	case device && (hdr.Devmajor < 0 || hdr.Devmajor > maxMajor || hdr.Devminor < 0 || hdr.Devminor > maxMinor):
 		// mknod(2) silently drops the bits that do not fit.
 		return unsafe(hdr.Name, fmt.Sprintf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor))
 	case kind == cache.KindFile && hdr.Size < 0:
@@ -194,56 +240,54 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 		// The manifest and object names record nanoseconds in an int64.
 		return unsafe(hdr.Name, fmt.Sprintf("mtime %d out of range", hdr.ModTime.Unix()))
 	}
-	if _, dup := x.seen[name]; dup {
-		if name == "." {
-			return nil // "./" and "/" both name the root; tar lists it at most once in practice
-		}
-		return unsafe(hdr.Name, "duplicate entry")
-	}
-	if err := x.parents(name, hdr); err != nil {
-		return err
-	}
+	return nil
+}
+
+// newEntry is hdr as the builder takes it, its link target still unset.
+func newEntry(hdr *tar.Header, name string, kind cache.Kind) (cache.Entry, error) {
 	e := cache.Entry{
 		Name: name, Kind: kind, Mode: uint32(hdr.Mode) & 0o7777,
 		UID: hdr.Uid, GID: hdr.Gid, ModTime: hdr.ModTime,
 		Devmajor: uint32(hdr.Devmajor), Devminor: uint32(hdr.Devminor),
 	}
+	if kind == cache.KindFile {
+		e.Size = hdr.Size
+	}
+	var err error
 	if e.Xattrs, err = xattrs(hdr); err != nil {
-		return err
+		return e, err
 	}
 	if _, ok := e.Xattrs["security.capability"]; ok && kind != cache.KindFile && kind != cache.KindHardlink {
-		return unsafe(hdr.Name, "file capability on a non-regular file")
+		return e, unsafe(hdr.Name, "file capability on a non-regular file")
 	}
-	switch kind {
-	case cache.KindFile:
-		e.Size = hdr.Size
+	return e, nil
+}
+
+// target checks and sets e's link target, and returns the kind to record
+// for e's name: a hard link counts as what it links to.
+func (x *extractor) target(hdr *tar.Header, e *cache.Entry) (cache.Kind, error) {
+	switch e.Kind {
 	case cache.KindSymlink:
 		if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxName {
-			return unsafe(hdr.Name, "bad symlink target")
+			return 0, unsafe(hdr.Name, "bad symlink target")
 		}
 		e.Linkname = hdr.Linkname // stored verbatim, never followed by rootswap
 	case cache.KindHardlink:
 		target, err := cleanName(hdr.Linkname)
 		if err != nil {
-			return fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
+			return 0, fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
 		}
 		switch x.seen[target] {
 		case cache.KindFile, cache.KindSymlink:
 		case 0:
-			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not an earlier entry", hdr.Linkname))
+			return 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not an earlier entry", hdr.Linkname))
 		default:
-			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
+			return 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
 		}
 		e.Linkname = target
-		x.seen[name] = x.seen[target]
+		return x.seen[target], nil
 	}
-	if kind != cache.KindHardlink {
-		x.seen[name] = kind
-	}
-	if err := x.b.Add(e, r); err != nil {
-		return err
-	}
-	return nil
+	return e.Kind, nil
 }
 
 // parents checks that name's parent is a directory, creating missing

@@ -476,7 +476,7 @@ type tarCase struct {
 	name   string
 	tar    func(v env) []byte
 	refuse string // the error must contain this: the offending entry
-	is     error  // the error class of a refusal; snapshot.ErrUnsafe if nil
+	is     error  // the error class of a refusal; snapshot.ErrUnsafeEntry if nil
 	want   []string
 	check  func(t *testing.T, tree string, v env)
 }
@@ -844,7 +844,7 @@ func TestHostileArchives(t *testing.T) {
 func refused(t *testing.T, s *cache.Store, err error, name string, is error) {
 	t.Helper()
 	if is == nil {
-		is = snapshot.ErrUnsafe
+		is = snapshot.ErrUnsafeEntry
 	}
 	if err == nil {
 		t.Fatalf("accepted; want a refusal naming %s", name)

@@ -616,8 +616,8 @@ func TestProgressLineFitsAndCountsBytes(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	p := &progress{w: &buf, what: "x", start: time.Now(), width: func() int { return 40 }}
-	p.update(10, 1)
-	p.finish()
+	p.Update(10, 1)
+	p.Done()
 	if s := buf.String(); !strings.HasPrefix(s, "\r") || !strings.HasSuffix(s, "\r\x1b[K") || strings.Contains(s, "\n") {
 		t.Errorf("drawn %q", s)
 	}

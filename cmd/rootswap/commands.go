@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"sort"
@@ -20,6 +19,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/docker"
 )
 
 // exactArgs is cobra.ExactArgs with a usage error naming the command.
@@ -142,32 +142,13 @@ the sha256 of the stream.`,
 			if err != nil {
 				return err
 			}
+			var d digest.Digest
 			if tarFile != "" {
-				r := io.Reader(os.Stdin)
-				if tarFile != "-" {
-					f, err := os.Open(tarFile)
-					if err != nil {
-						return fmt.Errorf("import: %w", err)
-					}
-					defer f.Close()
-					r = f
-				}
-				t, err := snapshot.ImportTar(ctx, s, r, "")
-				if err != nil {
-					return fmt.Errorf("import %s: %w", tarFile, err)
-				}
-				fmt.Fprintln(cmd.OutOrStdout(), t.Digest)
-				return nil
+				d, err = importTar(ctx, s, tarFile)
+			} else {
+				d, err = g.importImage(ctx, s, args[0])
 			}
-			src, err := newDockerSource(s, g)
 			if err != nil {
-				return err
-			}
-			d, err := src.Resolve(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if _, err := src.Import(ctx, args[0], d); err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), d)
@@ -176,6 +157,41 @@ the sha256 of the stream.`,
 	}
 	cmd.Flags().StringVar(&tarFile, "tar", "", "import a rootfs tar stream from `FILE` (- for stdin)")
 	return cmd
+}
+
+// importTar imports the rootfs tar stream in file, or stdin for "-".
+func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest, error) {
+	r := io.Reader(os.Stdin)
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("import: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	t, err := snapshot.ImportTar(ctx, s, r, "")
+	if err != nil {
+		return "", fmt.Errorf("import %s: %w", file, err)
+	}
+	return t.Digest, nil
+}
+
+// importImage resolves ref through the image source and imports it.
+func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
+	src, err := g.newSource()
+	if err != nil {
+		return "", err
+	}
+	d, err := src.Resolve(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	opt := snapshot.ImportOptions{Progress: importProgress(ref, g.quiet), Log: g.log}
+	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
+		return "", err
+	}
+	return d, nil
 }
 
 func activateCmd(g *globals) *cobra.Command {
@@ -243,47 +259,19 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			src, err := newDockerSource(s, g)
+			src, err := g.newSource()
 			if err != nil {
 				return err
 			}
-			p, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], opt)
+			opt.Progress = importProgress(args[1], g.quiet)
+			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], opt)
 			if err != nil {
 				return err
 			}
 			if err := link.apply(s, args[0]); err != nil {
 				return err
 			}
-			what := "unchanged"
-			switch {
-			case p.Declined && p.RolledBack:
-				what = "rolled back from a crash loop; new image declined"
-			case p.Declined:
-				what = "image declined: it failed before"
-			case p.RolledBack:
-				what = "rolled back from a crash loop"
-			case p.Cached:
-				what = "cached, daemon unreachable"
-			case p.Imported:
-				what = "imported, activated"
-			case p.Activated:
-				what = "activated"
-			}
-			gen := p.Generation
-			if gen == 0 { // the cached path reads only the link: find its generation
-				if gens, m, err := activate.History(s, args[0]); err == nil {
-					for _, g := range gens {
-						if g.Number == m.Current && g.Digest == p.Digest {
-							gen = g.Number
-						}
-					}
-				}
-			}
-			if gen == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s (%s)\n", args[0], p.Digest, what)
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: generation %d %s (%s)\n", args[0], gen, p.Digest, what)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", args[0], o)
 			return nil
 		},
 	}
@@ -529,44 +517,13 @@ func imagesCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// dockerSource adapts the snapshot package's Docker import to
-// activate.Source.
-type dockerSource struct {
-	s     *cache.Store
-	c     snapshot.Docker
-	log   *slog.Logger
-	quiet bool
-}
-
-func newDockerSource(s *cache.Store, g *globals) (*dockerSource, error) {
-	c, err := snapshot.NewClient()
+// newSource is the Docker daemon that IMAGE arguments name images in.
+func (g *globals) newSource() (*docker.Source, error) {
+	c, err := docker.NewClient()
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
-	return &dockerSource{s: s, c: c, log: g.log, quiet: g.quiet}, nil
-}
-
-func (d *dockerSource) Pull(ctx context.Context, ref string) error {
-	return snapshot.Pull(ctx, d.c, ref, pullProgress(d.quiet))
-}
-
-func (d *dockerSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	dg, err := snapshot.Resolve(ctx, d.c, ref)
-	if errors.Is(err, snapshot.ErrUnreachable) {
-		return "", fmt.Errorf("%w: %w", activate.ErrUnreachable, err)
-	}
-	return dg, err
-}
-
-func (d *dockerSource) Import(ctx context.Context, ref string, dg digest.Digest) (bool, error) {
-	start := time.Now()
-	progress, done := importProgress(ref, d.quiet)
-	t, created, err := snapshot.ImportImage(ctx, d.s, d.c, ref, dg, progress)
-	done()
-	if created {
-		d.log.Info("imported", "image", ref, "digest", dg, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
-	}
-	return created, err
+	return docker.New(c, pullProgress(g.quiet)), nil
 }
 
 // envDuration reads a duration from the environment, falling back to def

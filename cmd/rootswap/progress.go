@@ -21,11 +21,11 @@ func stderrIsTTY() bool {
 }
 
 // importProgress returns a snapshot.Progress that draws one status line of
-// files, bytes, rate and elapsed time on a terminal, and a function that
-// erases it. Off a terminal both do nothing.
-func importProgress(what string, quiet bool) (snapshot.Progress, func()) {
+// files, bytes, rate and elapsed time on a terminal and erases it when
+// done. Off a terminal it returns nil: nothing is drawn.
+func importProgress(what string, quiet bool) snapshot.Progress {
 	if quiet || !stderrIsTTY() {
-		return nil, func() {}
+		return nil // an untyped nil: a nil *progress would be called
 	}
 	p := &progress{w: os.Stderr, what: what, start: time.Now(), width: func() int {
 		w, _, err := term.GetSize(int(os.Stderr.Fd()))
@@ -34,7 +34,7 @@ func importProgress(what string, quiet bool) (snapshot.Progress, func()) {
 		}
 		return w
 	}}
-	return p.update, p.finish
+	return p
 }
 
 // progress draws one line, rewritten in place with "\r" and erase-to-end,
@@ -50,7 +50,7 @@ type progress struct {
 	drawn bool
 }
 
-func (p *progress) update(bytes, entries int64) {
+func (p *progress) Update(bytes, entries int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -61,7 +61,7 @@ func (p *progress) update(bytes, entries int64) {
 	fmt.Fprint(p.w, "\r"+progressLine(p.what, bytes, entries, now.Sub(p.start), p.width())+"\x1b[K")
 }
 
-func (p *progress) finish() {
+func (p *progress) Done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.drawn {

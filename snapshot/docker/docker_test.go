@@ -1,24 +1,29 @@
-package snapshot
+package docker
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// fakeDocker holds containers; only listing and removal do anything.
+// fakeDocker holds containers; creation, export, listing and removal do
+// just enough for the reaper and the export stream.
 type fakeDocker struct {
 	containers []container.Summary
 	removed    []string
+	exportErr  error
 }
 
 func (f *fakeDocker) ImageInspect(context.Context, string, ...client.ImageInspectOption) (image.InspectResponse, error) {
@@ -28,9 +33,14 @@ func (f *fakeDocker) ImagePull(context.Context, string, image.PullOptions) (io.R
 	return nil, nil
 }
 func (f *fakeDocker) ContainerCreate(context.Context, *container.Config, *container.HostConfig, *network.NetworkingConfig, *ocispec.Platform, string) (container.CreateResponse, error) {
-	return container.CreateResponse{}, nil
+	return container.CreateResponse{ID: "export"}, nil
 }
-func (f *fakeDocker) ContainerExport(context.Context, string) (io.ReadCloser, error) { return nil, nil }
+func (f *fakeDocker) ContainerExport(context.Context, string) (io.ReadCloser, error) {
+	if f.exportErr != nil {
+		return nil, f.exportErr
+	}
+	return io.NopCloser(strings.NewReader("tar")), nil
+}
 func (f *fakeDocker) ContainerRemove(_ context.Context, id string, _ container.RemoveOptions) error {
 	f.removed = append(f.removed, id)
 	return nil
@@ -54,5 +64,34 @@ func TestReapRemovesOnlyDeadImportsOfThisHost(t *testing.T) {
 	slices.Sort(f.removed)
 	if !slices.Equal(f.removed, []string{"dead", "nopid", "unlabelled"}) {
 		t.Errorf("reap removed %v, want [dead nopid unlabelled]", f.removed)
+	}
+}
+
+// The export container goes when the stream is closed, and at once when
+// the export cannot start.
+func TestExportRemovesItsContainer(t *testing.T) {
+	ctx := context.Background()
+	f := &fakeDocker{}
+	layers, err := New(f, nil).Layers(ctx, digest.FromString("image"))
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %d, %v", len(layers), err)
+	}
+	rc, err := layers[0].Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.removed) != 0 {
+		t.Fatalf("container removed while its export is open: %v", f.removed)
+	}
+	rc.Close()
+	if !slices.Equal(f.removed, []string{"export"}) {
+		t.Errorf("after close, removed %v, want [export]", f.removed)
+	}
+	f = &fakeDocker{exportErr: errors.New("export refused")}
+	if _, err := New(f, nil).Layers(ctx, digest.FromString("image")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (export{f, digest.FromString("image")}).Open(ctx); err == nil || !slices.Equal(f.removed, []string{"export"}) {
+		t.Errorf("failed export: %v, removed %v", err, f.removed)
 	}
 }

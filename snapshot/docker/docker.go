@@ -1,9 +1,8 @@
-package snapshot
+package docker
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -20,11 +19,13 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/rootswap/rootswap/internal/failpoint"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
-// Docker is the subset of the Docker client that rootswap uses; *client.Client
-// satisfies it, and unit tests pass a fake.
-type Docker interface {
+// Client is the subset of the Docker client this package uses (the
+// reaper's ContainerList included); *client.Client satisfies it, and unit
+// tests pass a fake.
+type Client interface {
 	ImageInspect(ctx context.Context, ref string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, ref string, opts image.PullOptions) (io.ReadCloser, error)
 	ContainerCreate(ctx context.Context, config *container.Config, host *container.HostConfig, net *network.NetworkingConfig, platform *ocispec.Platform, name string) (container.CreateResponse, error)
@@ -33,18 +34,27 @@ type Docker interface {
 	ContainerList(ctx context.Context, opts container.ListOptions) ([]container.Summary, error)
 }
 
+// Source is the Docker daemon as a snapshot.Source.
+type Source struct {
+	c        Client
+	progress io.Writer
+}
+
+// New returns the daemon behind c as an image source. Pull writes one
+// line per status message to progress; nil discards them.
+func New(c Client, progress io.Writer) *Source { return &Source{c: c, progress: progress} }
+
+var _ snapshot.Source = (*Source)(nil)
+
+// String is what a user calls this source in messages.
+func (s *Source) String() string { return "daemon" }
+
 // Labels on export containers: which image, and which process on which
 // host created it, so a later import can remove what a killed one left.
 const (
 	labelExport = "org.rootswap.export"
 	labelPID    = "org.rootswap.pid"
 	labelHost   = "org.rootswap.host"
-)
-
-// Conditions the CLI branches on.
-var (
-	ErrImageNotFound = errors.New("image not found")
-	ErrUnreachable   = errors.New("docker daemon unreachable")
 )
 
 // NewClient connects lazily to the daemon named by DOCKER_HOST (or the
@@ -56,17 +66,17 @@ func NewClient() (*client.Client, error) {
 func classify(ref string, err error) error {
 	switch {
 	case client.IsErrConnectionFailed(err):
-		return fmt.Errorf("image %s: %w: %v", ref, ErrUnreachable, err)
+		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrUnreachable, err)
 	case client.IsErrNotFound(err):
-		return fmt.Errorf("image %s: %w", ref, ErrImageNotFound)
+		return fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
 	return fmt.Errorf("image %s: %w", ref, err)
 }
 
 // Resolve asks the daemon for the image ID that ref (tag, name@digest or
-// ID) names: the store key.
-func Resolve(ctx context.Context, c Docker, ref string) (digest.Digest, error) {
-	img, err := c.ImageInspect(ctx, ref)
+// ID) names: the image digest, the store key.
+func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	img, err := s.c.ImageInspect(ctx, ref)
 	if err != nil {
 		return "", classify(ref, err)
 	}
@@ -77,10 +87,9 @@ func Resolve(ctx context.Context, c Docker, ref string) (digest.Digest, error) {
 	return d, nil
 }
 
-// Pull asks the daemon to pull ref and waits until it is done, writing one
-// line per status message to progress (if not nil).
-func Pull(ctx context.Context, c Docker, ref string, progress io.Writer) error {
-	rc, err := c.ImagePull(ctx, ref, image.PullOptions{})
+// Pull asks the daemon to pull ref and waits until it is done.
+func (s *Source) Pull(ctx context.Context, ref string) error {
+	rc, err := s.c.ImagePull(ctx, ref, image.PullOptions{})
 	if err != nil {
 		return classify(ref, err)
 	}
@@ -99,16 +108,29 @@ func Pull(ctx context.Context, c Docker, ref string, progress io.Writer) error {
 		if m.Error != "" {
 			return fmt.Errorf("pull %s: %s", ref, m.Error)
 		}
-		if progress != nil && m.Status != "" {
-			fmt.Fprintf(progress, "pull %s: %s %s %s\n", ref, m.ID, m.Status, m.Progress)
+		if s.progress != nil && m.Status != "" {
+			fmt.Fprintf(s.progress, "pull %s: %s %s %s\n", ref, m.ID, m.Status, m.Progress)
 		}
 	}
 }
 
-// export creates a container from image d (never started) and opens its
-// export stream. cleanup closes the stream and removes the container; it
-// runs even when ctx is cancelled.
-func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func(), error) {
+// Layers returns the one stream the daemon can give: the export of a
+// container created from image d, the flattened rootfs.
+func (s *Source) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+	return []snapshot.Layer{export{s.c, d}}, nil
+}
+
+// export is image d's rootfs as `docker export` streams it.
+type export struct {
+	c Client
+	d digest.Digest
+}
+
+// Open creates a container from the image (never started) and opens its
+// export stream. Closing the stream removes the container, even when ctx
+// is cancelled.
+func (e export) Open(ctx context.Context) (io.ReadCloser, error) {
+	c, d := e.c, e.d
 	reap(ctx, c)
 	host, _ := os.Hostname()
 	name := fmt.Sprintf("rootswap-export-%s-%d", d.Encoded()[:12], os.Getpid())
@@ -120,7 +142,7 @@ func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func
 		Labels:          map[string]string{labelExport: d.String(), labelPID: strconv.Itoa(os.Getpid()), labelHost: host},
 	}, &container.HostConfig{NetworkMode: "none"}, nil, nil, name)
 	if err != nil {
-		return nil, nil, classify(d.String(), err)
+		return nil, classify(d.String(), err)
 	}
 	failpoint.Hit("snapshot-container-created")
 	remove := func() {
@@ -131,15 +153,27 @@ func export(ctx context.Context, c Docker, d digest.Digest) (io.ReadCloser, func
 	rc, err := c.ContainerExport(ctx, cr.ID)
 	if err != nil {
 		remove()
-		return nil, nil, classify(d.String(), err)
+		return nil, classify(d.String(), err)
 	}
-	return rc, func() { rc.Close(); remove() }, nil
+	return &exportStream{ReadCloser: rc, remove: remove}, nil
+}
+
+// exportStream removes its container once the stream is closed.
+type exportStream struct {
+	io.ReadCloser
+	remove func()
+}
+
+func (x *exportStream) Close() error {
+	err := x.ReadCloser.Close()
+	x.remove()
+	return err
 }
 
 // reap removes export containers that an import on this host created and
 // could not remove because it was killed: its process is gone. It is best
 // effort and runs only on the cold path, before a new export.
-func reap(ctx context.Context, c Docker) {
+func reap(ctx context.Context, c Client) {
 	host, _ := os.Hostname()
 	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelExport))})
 	if err != nil {

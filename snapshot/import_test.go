@@ -1,0 +1,102 @@
+package snapshot_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+// fakeSource serves tar streams from memory and counts what is asked of it.
+type fakeSource struct {
+	layers [][]byte // image's rootfs streams, lowest first
+	asked  int      // calls of Layers
+	opened int
+	closed int
+}
+
+func (f *fakeSource) Pull(context.Context, string) error { return nil }
+func (f *fakeSource) Resolve(context.Context, string) (digest.Digest, error) {
+	return "", snapshot.ErrImageNotFound
+}
+func (f *fakeSource) String() string { return "fake" }
+
+func (f *fakeSource) Layers(context.Context, digest.Digest) ([]snapshot.Layer, error) {
+	f.asked++
+	var ls []snapshot.Layer
+	for _, b := range f.layers {
+		ls = append(ls, fakeLayer{f, b})
+	}
+	return ls, nil
+}
+
+type fakeLayer struct {
+	f *fakeSource
+	b []byte
+}
+
+func (l fakeLayer) Open(context.Context) (io.ReadCloser, error) {
+	l.f.opened++
+	return closeCounter{bytes.NewReader(l.b), &l.f.closed}, nil
+}
+
+type closeCounter struct {
+	io.Reader
+	n *int
+}
+
+func (c closeCounter) Close() error { *c.n++; return nil }
+
+type progressCounter struct{ updates, done int }
+
+func (p *progressCounter) Update(bytes, entries int64) { p.updates++ }
+func (p *progressCounter) Done()                       { p.done++ }
+
+// TestImportImageFromSource: an image streams from its source once, every
+// stream opened is closed whatever the outcome, and a refused stream
+// leaves nothing behind.
+func TestImportImageFromSource(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, filepath.Join(t.TempDir(), "store"))
+	d := digest.FromString("image")
+	src := &fakeSource{layers: [][]byte{tarball(file("etc/version", "v1", 0o644))}}
+	var logs bytes.Buffer
+	p := &progressCounter{}
+	opt := snapshot.ImportOptions{Progress: p, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+
+	tr, created, err := snapshot.ImportImage(ctx, s, src, "app:1", d, opt)
+	if err != nil || !created || tr.Digest != d || tr.Files == 0 {
+		t.Fatalf("first import: %+v created %v, %v", tr, created, err)
+	}
+	if src.opened != 1 || src.closed != 1 || p.updates == 0 || p.done != 1 || !strings.Contains(logs.String(), "msg=imported") {
+		t.Errorf("first import: opened %d closed %d, progress %+v, log %q", src.opened, src.closed, p, logs.String())
+	}
+	if _, created, err = snapshot.ImportImage(ctx, s, src, "app:1", d, opt); err != nil || created || src.asked != 1 {
+		t.Errorf("second import: created %v, %v; the source was asked %d times, want once", created, err, src.asked)
+	}
+
+	bad := &fakeSource{layers: [][]byte{tarball(file("../escape", "x", 0o644))}}
+	if _, _, err := snapshot.ImportImage(ctx, s, bad, "bad:1", digest.FromString("bad"), snapshot.ImportOptions{}); !errors.Is(err, snapshot.ErrUnsafeEntry) || !strings.Contains(err.Error(), "bad:1") {
+		t.Errorf("hostile stream: %v, want a refusal naming bad:1", err)
+	}
+	if bad.opened != 1 || bad.closed != 1 {
+		t.Errorf("hostile stream: opened %d, closed %d", bad.opened, bad.closed)
+	}
+	if _, ok, err := snapshot.Lookup(s, digest.FromString("bad")); ok || err != nil {
+		t.Errorf("a refused image has a tree: %v %v", ok, err)
+	}
+
+	layered := &fakeSource{layers: [][]byte{tarball(file("a", "1", 0o644)), tarball(file("b", "2", 0o644))}}
+	if _, _, err := snapshot.ImportImage(ctx, s, layered, "layered:1", digest.FromString("layered"), snapshot.ImportOptions{}); err == nil || layered.opened != 0 {
+		t.Errorf("two layers: %v, %d opened; want a refusal before any stream", err, layered.opened)
+	}
+	checkIdle(t, s)
+}

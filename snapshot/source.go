@@ -1,0 +1,43 @@
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Source is where images come from: the Docker daemon (snapshot/docker)
+// today. It names images and streams their rootfs; validating and storing
+// what it streams is this package's job, so every source gets the same
+// hostile-input checks.
+type Source interface {
+	// Pull asks the source to fetch a fresh copy of ref, so that the next
+	// Resolve sees it. Progress, if any, is the source's own business.
+	Pull(ctx context.Context, ref string) error
+	// Resolve returns the image digest ref names now. An error wrapping
+	// ErrUnreachable means the source could not be asked at all; one
+	// wrapping ErrImageNotFound means it has no such image.
+	Resolve(ctx context.Context, ref string) (digest.Digest, error)
+	// Layers returns image d's rootfs as tar streams, lowest first, none
+	// of them opened yet. A source that can only export the flattened
+	// rootfs (Docker) returns one.
+	Layers(ctx context.Context, d digest.Digest) ([]Layer, error)
+	// String names the source in messages, as a user calls it ("daemon").
+	String() string
+}
+
+// Layer is one rootfs tar stream of an image.
+type Layer interface {
+	// Open starts the stream. The caller closes it on every path; closing
+	// releases whatever the source holds for it (Docker's export
+	// container), even when ctx is cancelled.
+	Open(ctx context.Context) (io.ReadCloser, error)
+}
+
+// Conditions callers of a Source branch on; every source wraps these.
+var (
+	ErrImageNotFound = errors.New("image not found")
+	ErrUnreachable   = errors.New("image source unreachable")
+)

@@ -11,6 +11,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// The buckets, as doc.go draws them.
 var (
 	bucketMeta        = []byte("meta")
 	bucketTrees       = []byte("trees")

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -271,10 +272,10 @@ func TestPrepare(t *testing.T) {
 
 // simulateRun does what `run` then `report` record for one run of machine
 // name that lasted up and ended with r.
-func simulateRun(t *testing.T, s *cache.Store, name string, up time.Duration, r RunResult) cache.Generation {
+func simulateRun(t *testing.T, s *cache.Store, name string, up time.Duration, r RunResult) index.Generation {
 	t.Helper()
 	now := time.Now()
-	if _, err := updateCurrent(s, name, func(g *cache.Generation) { g.Starts++; g.LastStart = now.Add(-up) }); err != nil {
+	if _, err := updateCurrent(s, name, func(g *index.Generation) { g.Starts++; g.LastStart = now.Add(-up) }); err != nil {
 		t.Fatal(err)
 	}
 	g, err := Report(s, name, r, DefaultHealthyAfter, now)

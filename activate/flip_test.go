@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // currentGen is the digest of the generation the index calls current.
@@ -36,12 +37,12 @@ func currentGen(t *testing.T, s *cache.Store, name string) (uint64, digest.Diges
 // index is ahead of the link.
 func commitOnly(t *testing.T, s *cache.Store, name string, d digest.Digest) {
 	t.Helper()
-	err := s.Update(func(tx *cache.Tx) error {
+	err := s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return err
 		}
-		g, err := tx.AppendGeneration(name, cache.Generation{Digest: d, Reason: "test"})
+		g, err := tx.AppendGeneration(name, index.Generation{Digest: d, Reason: "test"})
 		if err != nil {
 			return err
 		}

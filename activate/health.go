@@ -13,6 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // Health policy defaults: a generation that fails DefaultMaxFailures runs
@@ -63,9 +64,9 @@ func (r RunResult) String() string {
 
 // updateCurrent applies fn to machine name's current generation in one
 // transaction.
-func updateCurrent(s *cache.Store, name string, fn func(*cache.Generation)) (cache.Generation, error) {
-	var g cache.Generation
-	err := s.Update(func(tx *cache.Tx) error {
+func updateCurrent(s *cache.Store, name string, fn func(*index.Generation)) (index.Generation, error) {
+	var g index.Generation
+	err := s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return err
@@ -85,12 +86,12 @@ func updateCurrent(s *cache.Store, name string, fn func(*cache.Generation)) (cac
 // Each run `run` started is counted once: Report clears its start, and
 // returns ErrNoRun when there is none, so a report for a start that
 // failed before `run` (or a second report) never counts as a long run.
-func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (cache.Generation, error) {
+func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (index.Generation, error) {
 	if err := ValidName(name); err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
-	var g cache.Generation
-	err := s.Update(func(tx *cache.Tx) error {
+	var g index.Generation
+	err := s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return err
@@ -108,7 +109,7 @@ func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration
 }
 
 // recordRun counts the run that started at g.LastStart and ended with r.
-func recordRun(g *cache.Generation, r RunResult, healthyAfter time.Duration, now time.Time) {
+func recordRun(g *index.Generation, r RunResult, healthyAfter time.Duration, now time.Time) {
 	up := r.Ran
 	if up <= 0 {
 		up = max(now.Sub(g.LastStart), 0)
@@ -124,13 +125,13 @@ func recordRun(g *cache.Generation, r RunResult, healthyAfter time.Duration, now
 }
 
 // Healthy reports whether g ever stayed up for healthyAfter.
-func Healthy(g cache.Generation, healthyAfter time.Duration) bool {
+func Healthy(g index.Generation, healthyAfter time.Duration) bool {
 	return g.LongestRun >= healthyAfter
 }
 
 // crashLooping reports whether g failed maxFailures runs in a row without
 // ever having been healthy.
-func crashLooping(g cache.Generation, p PrepareOptions) bool {
+func crashLooping(g index.Generation, p PrepareOptions) bool {
 	return g.Failures >= p.MaxFailures && !Healthy(g, p.HealthyAfter)
 }
 
@@ -138,12 +139,12 @@ func crashLooping(g cache.Generation, p PrepareOptions) bool {
 // the newest healthy generation of another digest, and marks bad's digest
 // failed. It returns the generation now current, or false if there is no
 // healthy generation to go to.
-func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name string, bad cache.Generation, p PrepareOptions) (cache.Generation, bool, error) {
+func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name string, bad index.Generation, p PrepareOptions) (index.Generation, bool, error) {
 	gens, _, err := History(s, name)
 	if err != nil {
-		return cache.Generation{}, false, err
+		return index.Generation{}, false, err
 	}
-	var good cache.Generation
+	var good index.Generation
 	for _, g := range gens {
 		if g.Digest != bad.Digest && Healthy(g, p.HealthyAfter) && g.Number > good.Number {
 			good = g
@@ -152,12 +153,12 @@ func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name st
 	if good.Number == 0 {
 		log.Warn("generation is crash-looping and no healthy generation exists to roll back to",
 			"machine", name, "generation", bad.Number, "digest", bad.Digest, "failures", bad.Failures)
-		return cache.Generation{}, false, nil
+		return index.Generation{}, false, nil
 	}
 	if _, err := Rollback(ctx, s, name, strconv.FormatUint(good.Number, 10)); err != nil {
-		return cache.Generation{}, false, err
+		return index.Generation{}, false, err
 	}
-	err = s.Update(func(tx *cache.Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return err
@@ -168,7 +169,7 @@ func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name st
 		return tx.PutMachine(m)
 	})
 	if err != nil {
-		return cache.Generation{}, false, err
+		return index.Generation{}, false, err
 	}
 	log.Warn("rolled back a crash-looping generation",
 		"machine", name, "generation", good.Number, "digest", good.Digest,
@@ -179,7 +180,7 @@ func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name st
 
 // clearFailed forgets that d failed on machine name (prepare --force).
 func clearFailed(s *cache.Store, name string, d digest.Digest) error {
-	return s.Update(func(tx *cache.Tx) error {
+	return s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return nil // a new machine has nothing to forget

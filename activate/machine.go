@@ -16,6 +16,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
@@ -112,18 +113,18 @@ func flip(s *cache.Store, name string, d digest.Digest, record func() error, und
 
 // state is a machine's index state reconciled with its symlink.
 type state struct {
-	m    cache.Machine
-	gens []cache.Generation
+	m    index.Machine
+	gens []index.Generation
 	cur  digest.Digest // from the symlink; "" if none
 }
 
-func (st *state) gen(n uint64) (cache.Generation, bool) {
+func (st *state) gen(n uint64) (index.Generation, bool) {
 	for _, g := range st.gens {
 		if g.Number == n {
 			return g, true
 		}
 	}
-	return cache.Generation{}, false
+	return index.Generation{}, false
 }
 
 // load reads a machine's state and repairs the index if a crash left it
@@ -140,7 +141,7 @@ func load(s *cache.Store, name string) (*state, error) {
 		return nil, err
 	}
 	st.cur = cur
-	err = s.View(func(tx *cache.Tx) error {
+	err = s.View(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil && !errors.Is(err, cache.ErrNotFound) {
 			return err
@@ -159,14 +160,14 @@ func load(s *cache.Store, name string) (*state, error) {
 	// The index and the symlink disagree: a crash, or a failed undo,
 	// between the index commit and the rename (see flip). The symlink is
 	// what runs: adopt it.
-	err = s.Update(func(tx *cache.Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		for i := len(st.gens) - 1; i >= 0; i-- {
 			if st.gens[i].Digest == cur {
 				st.m.Current = st.gens[i].Number
 				return tx.PutMachine(st.m)
 			}
 		}
-		g, err := tx.AppendGeneration(name, cache.Generation{Digest: cur, Time: time.Now().UTC(), Reason: "recovered"})
+		g, err := tx.AppendGeneration(name, index.Generation{Digest: cur, Time: time.Now().UTC(), Reason: "recovered"})
 		if err != nil {
 			return err
 		}
@@ -195,7 +196,7 @@ func lock(ctx context.Context, s *cache.Store, name string) (func(), error) {
 // Activate points machine name at tree d (which must be in the index) and
 // records a new generation with image ref and reason. Activating the tree
 // that is already current changes nothing and reports changed false.
-func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest, image, reason string) (g cache.Generation, changed bool, err error) {
+func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest, image, reason string) (g index.Generation, changed bool, err error) {
 	if err := ValidName(name); err != nil {
 		return g, false, err
 	}
@@ -212,8 +213,8 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	if cur, ok := st.gen(st.m.Current); ok && st.cur == d {
 		return cur, false, nil
 	}
-	var t cache.Tree
-	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(d); return err }); err != nil {
+	var t index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { t, err = tx.Tree(d); return err }); err != nil {
 		return g, false, err
 	}
 	if t.Broken {
@@ -223,9 +224,9 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	now := time.Now().UTC()
 	record := func() error {
 		failpoint.Hit("activate-before-index")
-		return s.Update(func(tx *cache.Tx) error {
+		return s.Update(func(tx *index.Tx) error {
 			var err error
-			g, err = tx.AppendGeneration(name, cache.Generation{Digest: d, Image: image, Time: now, Reason: reason})
+			g, err = tx.AppendGeneration(name, index.Generation{Digest: d, Image: image, Time: now, Reason: reason})
 			if err != nil {
 				return err
 			}
@@ -243,9 +244,9 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 	}
 	// The generation stays in the history, never current: there is no
 	// taking back a number once it was committed.
-	undo := func() error { return s.Update(func(tx *cache.Tx) error { return tx.PutMachine(prev) }) }
+	undo := func() error { return s.Update(func(tx *index.Tx) error { return tx.PutMachine(prev) }) }
 	if err := flip(s, name, d, record, undo); err != nil {
-		return cache.Generation{}, false, err
+		return index.Generation{}, false, err
 	}
 	failpoint.Hit("activate-after-index")
 	return g, true, nil
@@ -263,56 +264,56 @@ func contains(list []string, s string) bool {
 // Rollback moves machine name to an earlier generation: by default the one
 // before the current one, or the one named by to (a generation number or a
 // digest, whose newest generation is taken). No generation is added.
-func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ cache.Generation, err error) {
+func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ index.Generation, err error) {
 	if err := ValidName(name); err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
 	defer func() { err = noSpace(s, name, fmt.Sprintf("machine %s: rollback", name), err) }()
 	unlock, err := lock(ctx, s, name)
 	if err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
 	defer unlock()
 	st, err := load(s, name)
 	if err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
 	if len(st.gens) == 0 {
-		return cache.Generation{}, fmt.Errorf("machine %s: %w", name, cache.ErrNotFound)
+		return index.Generation{}, fmt.Errorf("machine %s: %w", name, cache.ErrNotFound)
 	}
 	target, err := pick(st, name, to)
 	if err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
-	var t cache.Tree
-	if err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(target.Digest); return err }); errors.Is(err, cache.ErrNotFound) {
-		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: its tree %s was removed by gc: %w", name, target.Number, target.Digest, ErrNoGeneration)
+	var t index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { t, err = tx.Tree(target.Digest); return err }); errors.Is(err, cache.ErrNotFound) {
+		return index.Generation{}, fmt.Errorf("machine %s: generation %d: its tree %s was removed by gc: %w", name, target.Number, target.Digest, ErrNoGeneration)
 	} else if err != nil {
-		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, target.Number, err)
+		return index.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, target.Number, err)
 	}
 	if t.Broken {
-		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: tree %s is marked broken", name, target.Number, t.Digest)
+		return index.Generation{}, fmt.Errorf("machine %s: generation %d: tree %s is marked broken", name, target.Number, t.Digest)
 	}
 	prev := st.m
 	record := func() error {
 		failpoint.Hit("rollback-before-index")
-		return s.Update(func(tx *cache.Tx) error {
+		return s.Update(func(tx *index.Tx) error {
 			m := prev
 			m.Current = target.Number
 			return tx.PutMachine(m)
 		})
 	}
-	undo := func() error { return s.Update(func(tx *cache.Tx) error { return tx.PutMachine(prev) }) }
+	undo := func() error { return s.Update(func(tx *index.Tx) error { return tx.PutMachine(prev) }) }
 	if err := flip(s, name, target.Digest, record, undo); err != nil {
-		return cache.Generation{}, err
+		return index.Generation{}, err
 	}
 	failpoint.Hit("rollback-after-index")
 	return target, nil
 }
 
-func pick(st *state, name, to string) (cache.Generation, error) {
+func pick(st *state, name, to string) (index.Generation, error) {
 	if to == "" {
-		prev := cache.Generation{}
+		prev := index.Generation{}
 		for _, g := range st.gens {
 			if g.Number < st.m.Current && g.Number > prev.Number {
 				prev = g
@@ -327,18 +328,18 @@ func pick(st *state, name, to string) (cache.Generation, error) {
 		if g, ok := st.gen(n); ok {
 			return g, nil
 		}
-		return cache.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, n, ErrNoGeneration)
+		return index.Generation{}, fmt.Errorf("machine %s: generation %d: %w", name, n, ErrNoGeneration)
 	}
 	d, err := digest.Parse(to)
 	if err != nil {
-		return cache.Generation{}, fmt.Errorf("--to %q: not a generation number or digest: %w", to, cache.ErrInvalid)
+		return index.Generation{}, fmt.Errorf("--to %q: not a generation number or digest: %w", to, cache.ErrInvalid)
 	}
 	for i := len(st.gens) - 1; i >= 0; i-- {
 		if st.gens[i].Digest == d {
 			return st.gens[i], nil
 		}
 	}
-	return cache.Generation{}, fmt.Errorf("machine %s: digest %s: %w", name, d, ErrNoGeneration)
+	return index.Generation{}, fmt.Errorf("machine %s: digest %s: %w", name, d, ErrNoGeneration)
 }
 
 // Status is one machine as `list` shows it.
@@ -354,7 +355,7 @@ type Status struct {
 // taking any lock.
 func List(s *cache.Store) ([]Status, error) {
 	var out []Status
-	err := s.View(func(tx *cache.Tx) error {
+	err := s.View(func(tx *index.Tx) error {
 		ms, err := tx.Machines()
 		if err != nil {
 			return err
@@ -382,13 +383,13 @@ func List(s *cache.Store) ([]Status, error) {
 
 // History returns machine name's generations, oldest first, and its
 // record (the current generation, the failed digests).
-func History(s *cache.Store, name string) ([]cache.Generation, cache.Machine, error) {
+func History(s *cache.Store, name string) ([]index.Generation, index.Machine, error) {
 	if err := ValidName(name); err != nil {
-		return nil, cache.Machine{}, err
+		return nil, index.Machine{}, err
 	}
-	var gens []cache.Generation
-	var m cache.Machine
-	err := s.View(func(tx *cache.Tx) (err error) {
+	var gens []index.Generation
+	var m index.Machine
+	err := s.View(func(tx *index.Tx) (err error) {
 		if m, err = tx.Machine(name); err != nil {
 			return err
 		}
@@ -401,7 +402,7 @@ func History(s *cache.Store, name string) ([]cache.Generation, cache.Machine, er
 // HealthOf labels generation g of machine m: "failed" (rolled back from a
 // crash loop), "healthy" (stayed up healthyAfter), "failing" (its last runs
 // failed) or "" (nothing known yet).
-func HealthOf(m cache.Machine, g cache.Generation, healthyAfter time.Duration) string {
+func HealthOf(m index.Machine, g index.Generation, healthyAfter time.Duration) string {
 	switch {
 	case slices.Contains(m.Failed, g.Digest):
 		return "failed"

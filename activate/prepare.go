@@ -12,6 +12,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -111,8 +112,8 @@ type view struct {
 	resolved    digest.Digest    // the image digest ref names now
 	treeOK      bool             // the store has tree resolved, not marked broken
 	link        digest.Digest    // what machines/NAME/current names; "" if none
-	m           cache.Machine    // the machine's record; zero for a new machine
-	cur         cache.Generation // generation m.Current; zero if none
+	m           index.Machine    // the machine's record; zero for a new machine
+	cur         index.Generation // generation m.Current; zero if none
 	rolledBack  bool             // this prepare rolled a crash loop back
 	noHealthy   bool             // a crash loop with no healthy generation to go to
 }
@@ -201,7 +202,7 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 // caller's, or a record that fails to decode would turn off crash-loop
 // rollback without a word.
 func (p *preparation) readIndex(st *view) error {
-	return p.s.View(func(tx *cache.Tx) error {
+	return p.s.View(func(tx *index.Tx) error {
 		if st.resolved != "" {
 			t, err := tx.Tree(st.resolved)
 			if err != nil && !errors.Is(err, cache.ErrNotFound) {

@@ -12,24 +12,24 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // TestDecide: every view Prepare can read, and what it does about it.
 func TestDecide(t *testing.T) {
 	v1, v2, v3 := digest.FromString("v1"), digest.FromString("v2"), digest.FromString("v3")
 	down := errors.New("source down")
-	gen := func(n uint64, d digest.Digest) cache.Generation { return cache.Generation{Number: n, Digest: d} }
-	looping := func(n uint64, d digest.Digest) cache.Generation {
+	gen := func(n uint64, d digest.Digest) index.Generation { return index.Generation{Number: n, Digest: d} }
+	looping := func(n uint64, d digest.Digest) index.Generation {
 		g := gen(n, d)
 		g.Failures = DefaultMaxFailures
 		return g
 	}
 	// at is a machine whose link and index agree on generation g.
-	at := func(g cache.Generation, resolved digest.Digest, failed ...digest.Digest) view {
-		return view{resolved: resolved, treeOK: true, link: g.Digest, m: cache.Machine{Name: "m", Current: g.Number, Failed: failed}, cur: g}
+	at := func(g index.Generation, resolved digest.Digest, failed ...digest.Digest) view {
+		return view{resolved: resolved, treeOK: true, link: g.Digest, m: index.Machine{Name: "m", Current: g.Number, Failed: failed}, cur: g}
 	}
 	with := func(v view, f func(*view)) view { f(&v); return v }
 	healthy := looping(2, v2)
@@ -50,7 +50,7 @@ func TestDecide(t *testing.T) {
 		{"image is current, its tree marked broken", with(at(gen(1, v1), v1), func(v *view) { v.treeOK = false }), false, install},
 		{"link ahead of the index", with(at(gen(1, v1), v2), func(v *view) { v.link = v2 }), false, install},
 		{"index ahead of the link", with(at(gen(2, v2), v1), func(v *view) { v.link = v1 }), false, install},
-		{"index names a generation it lacks", with(at(gen(2, v1), v1), func(v *view) { v.cur = cache.Generation{} }), false, install},
+		{"index names a generation it lacks", with(at(gen(2, v1), v1), func(v *view) { v.cur = index.Generation{} }), false, install},
 		{"new image", at(gen(1, v1), v2), false, install},
 		{"crash loop", at(looping(2, v2), v2), false, rollback},
 		{"crash loop, new image", at(looping(2, v2), v3), false, rollback},
@@ -100,19 +100,7 @@ func TestOutcomeString(t *testing.T) {
 // store keeps index.db open only for a transaction, so the test can.
 func garble(t *testing.T, s *cache.Store, bucket ...string) {
 	t.Helper()
-	db, err := bolt.Open(filepath.Join(s.Root(), "index.db"), 0o600, &bolt.Options{Timeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucket[0]))
-		for _, name := range bucket[1 : len(bucket)-1] {
-			b = b.Bucket([]byte(name))
-		}
-		return b.Put([]byte(bucket[len(bucket)-1]), []byte("{not json"))
-	})
-	if err != nil {
+	if err := index.New(filepath.Join(s.Root(), "index.db"), 10*time.Second).GarbleRecord(bucket...); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/util"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -391,7 +392,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	// not stop a service from starting.
 	now := time.Now().UTC()
 	broken := false
-	s.Update(func(tx *cache.Tx) error {
+	s.Update(func(tx *index.Tx) error {
 		if t, err := tx.Tree(d); err == nil {
 			broken = t.Broken
 			t.LastUsed = now

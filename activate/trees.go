@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // TreeStatus is one tree as `images` shows it: its index record joined
@@ -31,9 +32,9 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	var trees []cache.Tree
+	var trees []index.Tree
 	pinned := map[digest.Digest]bool{}
-	err = s.View(func(tx *cache.Tx) (err error) {
+	err = s.View(func(tx *index.Tx) (err error) {
 		trees, err = tx.Trees()
 		for _, t := range trees {
 			pinned[t.Digest] = tx.Pinned(t.Digest)

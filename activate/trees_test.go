@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // TestTrees: each tree, oldest first, with the machines whose link points
@@ -23,7 +23,7 @@ func TestTrees(t *testing.T) {
 	if _, _, err := Activate(ctx, s, "c", d2, "img", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update(func(tx *cache.Tx) error { return tx.Pin(d3) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.Pin(d3) }); err != nil {
 		t.Fatal(err)
 	}
 	got, err := Trees(s)

@@ -17,6 +17,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
@@ -43,7 +44,7 @@ type Builder struct {
 	buf     []byte
 	sawRoot bool
 	done    bool // committed: the lease went with the index record
-	stats   Tree
+	stats   index.Tree
 	started time.Time
 }
 
@@ -60,8 +61,8 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 		return nil, err
 	}
 	// The lease is written before the first object, so gc keeps them.
-	err = s.Update(func(tx *Tx) error {
-		return tx.PutLease(Lease{ID: b.st.ID, Created: b.started, Expires: b.started.Add(LeaseTTL), PID: os.Getpid()})
+	err = s.Update(func(tx *index.Tx) error {
+		return tx.PutLease(index.Lease{ID: b.st.ID, Created: b.started, Expires: b.started.Add(LeaseTTL), PID: os.Getpid()})
 	})
 	if err == nil {
 		err = os.Mkdir(filepath.Join(b.st.Dir, "rootfs"), 0o700)
@@ -345,55 +346,55 @@ func (b *Builder) copyInto(e *Entry, src *os.File) error {
 // the index record (dropping the lease). The caller holds LockTree(d). If
 // the index already has d, the staging is discarded and the existing record
 // returned. Either way the Builder is finished.
-func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (Tree, error) {
+func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (index.Tree, error) {
 	defer b.Abort()
-	var existing Tree
-	err := b.s.View(func(tx *Tx) (err error) { existing, err = tx.Tree(d); return err })
+	var existing index.Tree
+	err := b.s.View(func(tx *index.Tx) (err error) { existing, err = tx.Tree(d); return err })
 	if err == nil && !existing.Broken {
 		return existing, nil
 	}
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return Tree{}, err
+		return index.Tree{}, err
 	}
 	if err := b.finishDirs(); err != nil {
-		return Tree{}, err
+		return index.Tree{}, err
 	}
 	if err := b.mw.Flush(); err != nil {
-		return Tree{}, fmt.Errorf("manifest: %w", err)
+		return index.Tree{}, fmt.Errorf("manifest: %w", err)
 	}
 	if err := b.mz.Close(); err != nil {
-		return Tree{}, fmt.Errorf("manifest: %w", err)
+		return index.Tree{}, fmt.Errorf("manifest: %w", err)
 	}
 	if err := b.mf.Close(); err != nil {
-		return Tree{}, fmt.Errorf("manifest: %w", err)
+		return index.Tree{}, fmt.Errorf("manifest: %w", err)
 	}
 	b.mf = nil
 	failpoint.Hit("cache-staged")
 	// 1. Everything staged reaches the disk before any name points at it.
 	if err := fsys.Syncfs(b.s.root); err != nil {
-		return Tree{}, err
+		return index.Tree{}, err
 	}
 	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
 	dst := b.s.TreePath(d)
 	if err := os.Rename(dst, filepath.Join(b.st.Dir, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	// 3. Manifest, then tree, renamed into place and made durable.
 	if err := os.Rename(filepath.Join(b.st.Dir, "manifest"), b.s.ManifestPath(d)); err != nil {
-		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-manifest-renamed")
 	if err := os.Rename(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
-		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-tree-renamed")
 	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
-		return Tree{}, err
+		return index.Tree{}, err
 	}
 	if err := fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d))); err != nil {
-		return Tree{}, err
+		return index.Tree{}, err
 	}
 	// 4. The index record makes the tree exist.
 	failpoint.Hit("cache-before-index")
@@ -401,14 +402,14 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (T
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
 	rec.Manifest = hashDigest(b.mh)
-	err = b.s.Update(func(tx *Tx) error {
+	err = b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {
 			return err
 		}
 		return tx.DeleteLease(b.st.ID)
 	})
 	if err != nil {
-		return Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	b.done = true
 	failpoint.Hit("cache-after-index")
@@ -452,7 +453,7 @@ func (b *Builder) Abort() {
 	// Best effort: a lease left behind expires, and the next command
 	// removes staging whose lock is free.
 	if !b.done {
-		b.s.Update(func(tx *Tx) error { return tx.DeleteLease(b.st.ID) })
+		b.s.Update(func(tx *index.Tx) error { return tx.DeleteLease(b.st.ID) })
 	}
 	b.st.Remove()
 	b.st = nil

@@ -17,6 +17,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 var mtime = time.Unix(1700000000, 0)
@@ -32,7 +34,7 @@ func reg(name, content string, mode uint32) item {
 }
 
 // build stages items as tree d and commits it.
-func build(t *testing.T, s *Store, d digest.Digest, items ...item) Tree {
+func build(t *testing.T, s *Store, d digest.Digest, items ...item) index.Tree {
 	t.Helper()
 	ctx := context.Background()
 	b, err := s.NewBuilder(ctx)
@@ -318,9 +320,9 @@ func TestBuilderLinkLimit(t *testing.T) {
 func TestBuilderLease(t *testing.T) {
 	ctx := context.Background()
 	s := testStore(t)
-	leases := func() []Lease {
-		var l []Lease
-		if err := s.View(func(tx *Tx) (err error) { l, err = tx.Leases(); return err }); err != nil {
+	leases := func() []index.Lease {
+		var l []index.Lease
+		if err := s.View(func(tx *index.Tx) (err error) { l, err = tx.Leases(); return err }); err != nil {
 			t.Fatal(err)
 		}
 		return l
@@ -372,7 +374,7 @@ func TestBuilderCommitExisting(t *testing.T) {
 		t.Errorf("leftover tree not replaced: %q", got)
 	}
 
-	if err := s.Update(func(tx *Tx) error { first.Broken = true; return tx.PutTree(first) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { first.Broken = true; return tx.PutTree(first) }); err != nil {
 		t.Fatal(err)
 	}
 	fixed := build(t, s, d, reg("g", "two", 0o644))

@@ -31,14 +31,9 @@
 //	machines/NAME/current      symlink → ../../trees/sha256/<hex>
 //	tmp/<id>.lock, tmp/<id>/   staging; removed by the next command once its lock is free
 //
-// Index layout (bbolt buckets):
-//
-//	meta          "version" → "1"
-//	trees         <image digest> → Tree (JSON)
-//	machines      <name> → Machine (JSON)
-//	generations   <name>/ (nested bucket) → <uint64 big-endian> → Generation (JSON)
-//	leases        <id> → Lease (JSON)
-//	pins          <image digest> → ""
+// The index (index.db) is package index: its records, its bucket layout and
+// its contracts are drawn there. Store.View and Store.Update run one
+// transaction of it.
 //
 // Write order, so that a crash leaves only unreferenced garbage: objects and
 // the tree are built in tmp/, the file system is synced, the manifest and

@@ -105,13 +105,3 @@ func (s *Store) DeadStaging() ([]string, error) {
 	}
 	return dead, nil
 }
-
-// Pins returns every pinned digest, whether or not its tree still exists.
-func (t *Tx) Pins() ([]digest.Digest, error) {
-	var out []digest.Digest
-	err := t.tx.Bucket(bucketPins).ForEach(func(k, _ []byte) error {
-		out = append(out, digest.Digest(k))
-		return nil
-	})
-	return out, err
-}

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 // Damage is one way index.db gets broken: a disk error, a truncation by a
@@ -56,18 +57,35 @@ func findPage(t *testing.T, path string, flags uint16) int {
 }
 
 // treesRoot returns the root page of the trees bucket, a branch page once
-// fillIndex has run.
+// fillIndex has run. It reads bbolt's layout itself (package index is the
+// only importer of bbolt): the newer meta page names the root bucket's
+// page, a leaf whose "trees" element's value starts with the bucket's
+// root page.
 func treesRoot(t *testing.T, path string) int {
 	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 2*testPage {
+		t.Fatalf("%s: %d bytes: %v", path, len(b), err)
 	}
-	defer db.Close()
-	var root int
-	db.View(func(tx *bolt.Tx) error { root = int(tx.Bucket(bucketTrees).RootPage()); return nil })
-	b, _ := os.ReadFile(path)
-	if pageFlags(b, root) != 0x01 {
+	le := binary.LittleEndian
+	meta := b[16:] // page header, then magic, version, page size, flags, root bucket (root, sequence), freelist, pgid, txid
+	if m1 := b[testPage+16:]; le.Uint64(m1[48:]) > le.Uint64(meta[48:]) {
+		meta = m1
+	}
+	top := int(le.Uint64(meta[16:]))
+	if pageFlags(b, top) != 0x02 {
+		t.Fatalf("the root bucket's page %d is no leaf page", top)
+	}
+	p := b[top*testPage:]
+	root := -1
+	for i := range int(le.Uint16(p[10:])) {
+		e := 16 + 16*i // flags, pos, ksize, vsize; pos counts from the element
+		pos, ksize := e+int(le.Uint32(p[e+4:])), int(le.Uint32(p[e+8:]))
+		if string(p[pos:pos+ksize]) == "trees" {
+			root = int(le.Uint64(p[pos+ksize:]))
+		}
+	}
+	if root < 0 || pageFlags(b, root) != 0x01 {
 		t.Fatalf("the trees bucket's root page %d is no branch page", root)
 	}
 	return root
@@ -98,10 +116,10 @@ var damages = []damage{
 func fillIndex(t *testing.T, s *Store) {
 	t.Helper()
 	for round := 0; round < 3; round++ {
-		err := s.Update(func(tx *Tx) error {
+		err := s.Update(func(tx *index.Tx) error {
 			for i := 0; i < 400; i++ {
 				d := digest.FromString(fmt.Sprint(round, i))
-				if err := tx.PutTree(Tree{Digest: d, Refs: []string{"img:" + fmt.Sprint(i)}, Created: time.Now()}); err != nil {
+				if err := tx.PutTree(index.Tree{Digest: d, Refs: []string{"img:" + fmt.Sprint(i)}, Created: time.Now()}); err != nil {
 					return err
 				}
 				if round > 0 {
@@ -132,27 +150,27 @@ func TestDamagedIndexIsAnError(t *testing.T) {
 				if err == nil && !mustFail {
 					return // this damage spares what the call reads
 				}
-				if !errors.Is(err, ErrIndexDamaged) || !strings.Contains(err.Error(), s.indexPath()) ||
+				if !errors.Is(err, index.ErrDamaged) || !strings.Contains(err.Error(), s.indexPath()) ||
 					!strings.Contains(err.Error(), "verify --repair") || strings.Contains(err.Error(), "\n") {
-					t.Errorf("%s: %v; want one line wrapping ErrIndexDamaged, naming %s and verify --repair", what, err, s.indexPath())
+					t.Errorf("%s: %v; want one line wrapping index.ErrDamaged, naming %s and verify --repair", what, err, s.indexPath())
 				}
 			}
 			// Each call as a new process would make it: nothing remembered.
-			fresh := func() *Store { damagedIndexes.Clear(); return &Store{root: s.root, lockTimeout: s.lockTimeout} }
-			check("View", fresh().View(func(tx *Tx) error { _, err := tx.Trees(); return err }), false)
-			check("Update", fresh().Update(func(tx *Tx) error { return tx.PutTree(Tree{Digest: digest.FromString("new")}) }), false)
-			check("View machines", fresh().View(func(tx *Tx) error { _, err := tx.Machines(); return err }), false)
+			fresh := func() *Store { index.ForgetDamage(); return &Store{root: s.root, lockTimeout: s.lockTimeout} }
+			check("View", fresh().View(func(tx *index.Tx) error { _, err := tx.Trees(); return err }), false)
+			check("Update", fresh().Update(func(tx *index.Tx) error { return tx.PutTree(index.Tree{Digest: digest.FromString("new")}) }), false)
+			check("View machines", fresh().View(func(tx *index.Tx) error { _, err := tx.Machines(); return err }), false)
 			st := fresh()
 			_, err = st.Verify(context.Background(), nil, false)
 			check("Verify", err, true)
 			// Once seen, the damage answers every call of the process, at
 			// once: an open that panicked may have left bbolt's lock held.
 			start := time.Now()
-			check("Update after Verify", st.Update(func(tx *Tx) error { return nil }), true)
+			check("Update after Verify", st.Update(func(tx *index.Tx) error { return nil }), true)
 			if d := time.Since(start); d > s.lockTimeout {
 				t.Errorf("Update after Verify took %s: it waited for a lock", d)
 			}
-			damagedIndexes.Clear()
+			index.ForgetDamage()
 		})
 	}
 }
@@ -165,16 +183,16 @@ func TestIndexFaultIsAnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	fillIndex(t, s)
-	defer damagedIndexes.Clear()
-	err = s.View(func(tx *Tx) error {
+	defer index.ForgetDamage()
+	err = s.View(func(tx *index.Tx) error {
 		if err := os.Truncate(s.indexPath(), 0); err != nil {
 			t.Fatal(err)
 		}
 		_, err := tx.Trees()
 		return err
 	})
-	if !errors.Is(err, ErrIndexDamaged) {
-		t.Fatalf("View over a truncated mapping: %v, want ErrIndexDamaged", err)
+	if !errors.Is(err, index.ErrDamaged) {
+		t.Fatalf("View over a truncated mapping: %v, want index.ErrDamaged", err)
 	}
 	t.Log(err)
 }
@@ -187,7 +205,7 @@ func TestOpenWithDamagedIndex(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer damagedIndexes.Clear()
+	defer index.ForgetDamage()
 	if err := os.Mkdir(filepath.Join(s.TmpDir(), "import-1-dead"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +221,7 @@ func TestOpenWithDamagedIndex(t *testing.T) {
 // TestEveryPageDamaged overwrites each page of a filled index in turn
 // (its header with random bytes, or the whole page with zeros) and runs
 // every kind of access, Verify included: none may panic, and each either
-// works or fails with ErrIndexDamaged. bbolt's own Check runs in a
+// works or fails with index.ErrDamaged. bbolt's own Check runs in a
 // goroutine no recover reaches, so whatever it would assert on must be
 // caught before it runs.
 func TestEveryPageDamaged(t *testing.T) {
@@ -218,7 +236,7 @@ func TestEveryPageDamaged(t *testing.T) {
 	}
 	const pageSize = 4096
 	rng := rand.New(rand.NewPCG(3, 4))
-	defer damagedIndexes.Clear()
+	defer index.ForgetDamage()
 	for page := 0; page*pageSize < len(clean); page++ {
 		for _, how := range []string{"header", "zeros"} {
 			buf := append([]byte(nil), clean...)
@@ -235,23 +253,23 @@ func TestEveryPageDamaged(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "index.db"), buf, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			damagedIndexes.Clear()
+			index.ForgetDamage()
 			s := &Store{root: dir, lockTimeout: 5 * time.Second}
 			ok := func(what string, err error) {
-				if err != nil && !errors.Is(err, ErrIndexDamaged) {
-					t.Errorf("page %d (%s): %s: %v, want nil or ErrIndexDamaged", page, how, what, err)
+				if err != nil && !errors.Is(err, index.ErrDamaged) {
+					t.Errorf("page %d (%s): %s: %v, want nil or index.ErrDamaged", page, how, what, err)
 				}
 			}
-			ok("View", s.View(func(tx *Tx) error { _, err := tx.Trees(); return err }))
-			damagedIndexes.Clear()
-			ok("Check", s.View(func(tx *Tx) error {
+			ok("View", s.View(func(tx *index.Tx) error { _, err := tx.Trees(); return err }))
+			index.ForgetDamage()
+			ok("Check", s.View(func(tx *index.Tx) error {
 				if errs := tx.Check(); len(errs) > 0 {
-					return fmt.Errorf("%w: %v", ErrIndexDamaged, errs[0])
+					return fmt.Errorf("%w: %v", index.ErrDamaged, errs[0])
 				}
 				return nil
 			}))
-			damagedIndexes.Clear()
-			ok("Update", s.Update(func(tx *Tx) error { return tx.PutTree(Tree{Digest: digest.FromString("new")}) }))
+			index.ForgetDamage()
+			ok("Update", s.Update(func(tx *index.Tx) error { return tx.PutTree(index.Tree{Digest: digest.FromString("new")}) }))
 		}
 	}
 }

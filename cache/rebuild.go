@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bufio"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -12,9 +11,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	bolt "go.etcd.io/bbolt"
 
-	"github.com/rootswap/rootswap/internal/fsys"
+	"github.com/rootswap/rootswap/index"
 )
 
 // Rebuild is what rebuilding the index from the disk recovered and lost.
@@ -40,7 +38,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	if err != nil {
 		return nil, err
 	}
-	var recs []Tree
+	var recs []index.Tree
 	recovered := map[digest.Digest]bool{}
 	for _, d := range trees {
 		t, why := s.recoverTree(d)
@@ -53,7 +51,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	}
 	type mach struct {
 		name string
-		gen  Generation
+		gen  index.Generation
 	}
 	var machs []mach
 	ents, err := os.ReadDir(s.MachinesDir())
@@ -81,7 +79,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 		if fi, err := os.Lstat(s.MachineLink(name)); err == nil {
 			when = fi.ModTime().UTC()
 		}
-		machs = append(machs, mach{name, Generation{Number: 1, Digest: d, Time: when, Reason: "recovered"}})
+		machs = append(machs, mach{name, index.Generation{Number: 1, Digest: d, Time: when, Reason: "recovered"}})
 	}
 	rb.Trees, rb.Machines = len(recs), len(machs)
 	if len(machs) > 0 {
@@ -90,8 +88,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	rb.Lost = append(rb.Lost, "image refs of every tree (the next prepare of an image records its ref again)", "every pin (pin again what gc must keep)", "every lease (imports under way fail and can be run again)")
 
 	rb.Damaged = "index.db.damaged-" + time.Now().UTC().Format("20060102T150405.000000000Z")
-	err = writeIndex(s.indexPath(), filepath.Join(s.root, rb.Damaged), func(tx *bolt.Tx) error {
-		t := &Tx{tx}
+	err = s.db().Replace(filepath.Join(s.root, rb.Damaged), func(t *index.Tx) error {
 		for _, r := range recs {
 			if err := t.PutTree(r); err != nil {
 				return err
@@ -102,7 +99,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 			if err != nil {
 				return err
 			}
-			if err := t.PutMachine(Machine{Name: m.name, Current: g.Number}); err != nil {
+			if err := t.PutMachine(index.Machine{Name: m.name, Current: g.Number}); err != nil {
 				return err
 			}
 		}
@@ -111,29 +108,28 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rebuild index %s: %w", s.indexPath(), err)
 	}
-	damagedIndexes.Delete(s.indexPath())
 	return rb, nil
 }
 
 // recoverTree makes tree d's record from its manifest, or says why not.
-func (s *Store) recoverTree(d digest.Digest) (Tree, string) {
+func (s *Store) recoverTree(d digest.Digest) (index.Tree, string) {
 	fi, err := os.Stat(s.ManifestPath(d))
 	if err != nil {
-		return Tree{}, "manifest: " + err.Error()
+		return index.Tree{}, "manifest: " + err.Error()
 	}
 	mf, err := s.OpenManifest(d)
 	if err != nil {
-		return Tree{}, "manifest: " + err.Error()
+		return index.Tree{}, "manifest: " + err.Error()
 	}
 	defer mf.Close()
 	h := sha256.New()
 	sc := bufio.NewScanner(io.TeeReader(mf, h))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	t := Tree{Digest: d, Refs: []string{}, Created: fi.ModTime().UTC(), LastUsed: fi.ModTime().UTC()}
+	t := index.Tree{Digest: d, Refs: []string{}, Created: fi.ModTime().UTC(), LastUsed: fi.ModTime().UTC()}
 	for sc.Scan() {
 		me, err := ParseManifestLine(sc.Text())
 		if err != nil {
-			return Tree{}, "manifest: " + err.Error()
+			return index.Tree{}, "manifest: " + err.Error()
 		}
 		t.Files++
 		if me.Kind == KindFile {
@@ -141,63 +137,11 @@ func (s *Store) recoverTree(d digest.Digest) (Tree, string) {
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return Tree{}, "manifest: " + err.Error()
+		return index.Tree{}, "manifest: " + err.Error()
 	}
 	t.Manifest = hashDigest(h)
 	if probs := s.verifyTree(t, nil); len(probs) > 0 {
-		return Tree{}, fmt.Sprintf("does not match its manifest (%d problems; first: %s)", len(probs), probs[0])
+		return index.Tree{}, fmt.Sprintf("does not match its manifest (%d problems; first: %s)", len(probs), probs[0])
 	}
 	return t, ""
-}
-
-// writeIndex makes an index with all buckets, filled by fill, under a
-// temporary name next to path, synced, then renamed to path. With keep
-// == "" it never replaces an index.db that exists (another process made
-// one first; theirs is as good); otherwise the existing file is first
-// hard-linked to keep and then replaced. A crash leaves path as it was or
-// as it is meant to be, never half made.
-func writeIndex(path, keep string, fill func(*bolt.Tx) error) error {
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d.%x", os.Getpid(), r))
-	defer os.Remove(tmp)
-	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
-	if err != nil {
-		return err
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		if err := tx.Bucket(bucketMeta).Put([]byte("version"), []byte("1")); err != nil {
-			return err
-		}
-		if fill != nil {
-			return fill(tx)
-		}
-		return nil
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if keep == "" {
-		err = fsys.RenameNoReplace(tmp, path)
-		if errors.Is(err, os.ErrExist) {
-			err = nil
-		}
-	} else {
-		if err := os.Link(path, keep); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return err
-	}
-	return fsys.SyncDir(filepath.Dir(path))
 }

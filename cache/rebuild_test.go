@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 func TestRebuildFromDisk(t *testing.T) {
@@ -20,7 +22,7 @@ func TestRebuildFromDisk(t *testing.T) {
 	machine(t, s, "web", t1.Digest)
 	machine(t, s, "web", t2.Digest) // generation 2
 	machine(t, s, "api", t1.Digest)
-	if err := s.Update(func(tx *Tx) error { return tx.Pin(t1.Digest) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.Pin(t1.Digest) }); err != nil {
 		t.Fatal(err)
 	}
 	// Tree 3 no longer matches its manifest: it is not recovered.
@@ -30,7 +32,7 @@ func TestRebuildFromDisk(t *testing.T) {
 	if err := os.Truncate(s.indexPath(), 0); err != nil {
 		t.Fatal(err)
 	}
-	defer damagedIndexes.Clear()
+	defer index.ForgetDamage()
 
 	rep, err := s.Verify(ctx, nil, true)
 	if err != nil {
@@ -49,8 +51,8 @@ func TestRebuildFromDisk(t *testing.T) {
 			t.Errorf("lost %q does not say %q", rb.Lost, want)
 		}
 	}
-	err = s.View(func(tx *Tx) error {
-		for _, want := range []Tree{t1, t2} {
+	err = s.View(func(tx *index.Tx) error {
+		for _, want := range []index.Tree{t1, t2} {
 			got, err := tx.Tree(want.Digest)
 			if err != nil {
 				return err
@@ -109,7 +111,7 @@ func TestMissingIndexIsNotRecreatedEmpty(t *testing.T) {
 	if err := os.Remove(s.indexPath()); err != nil {
 		t.Fatal(err)
 	}
-	defer damagedIndexes.Clear()
+	defer index.ForgetDamage()
 	s2, err := Open(ctx, s.root, Options{})
 	if err != nil {
 		t.Fatalf("open with index.db missing: %v", err)
@@ -117,9 +119,9 @@ func TestMissingIndexIsNotRecreatedEmpty(t *testing.T) {
 	if _, err := os.Stat(s.indexPath()); err == nil {
 		t.Fatal("Open made a new, empty index.db beside the trees")
 	}
-	err = s2.View(func(tx *Tx) error { _, err := tx.Trees(); return err })
-	if !errors.Is(err, ErrIndexDamaged) || !strings.Contains(err.Error(), "index.db") || !strings.Contains(err.Error(), "missing") {
-		t.Fatalf("reading a missing index: %v, want ErrIndexDamaged naming index.db as missing", err)
+	err = s2.View(func(tx *index.Tx) error { _, err := tx.Trees(); return err })
+	if !errors.Is(err, index.ErrDamaged) || !strings.Contains(err.Error(), "index.db") || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("reading a missing index: %v, want index.ErrDamaged naming index.db as missing", err)
 	}
 	rep, err := s2.Verify(ctx, nil, true)
 	if err != nil {

@@ -12,14 +12,17 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
-// Conditions callers branch on.
+// Conditions callers branch on. ErrNotFound and ErrLocked are index's
+// own values, so errors.Is matches a record's absence or a busy index.db
+// by either package's name.
 var (
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = index.ErrNotFound
 	ErrExists   = errors.New("already exists")
-	ErrLocked   = errors.New("store busy")
+	ErrLocked   = index.ErrLocked
 	ErrUnsafe   = fsys.ErrUnsafePath
 	ErrInvalid  = errors.New("invalid")
 )
@@ -80,7 +83,7 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 				return nil, fmt.Errorf("store %s: %w", root, err)
 			}
 		}
-		if err := createIndex(s.indexPath()); err != nil {
+		if err := s.db().Create(); err != nil {
 			return nil, fmt.Errorf("store %s: %w", root, err)
 		}
 	}
@@ -106,6 +109,19 @@ func (s *Store) hasContent() bool {
 func (s *Store) Root() string { return s.root }
 
 func (s *Store) indexPath() string { return filepath.Join(s.root, "index.db") }
+
+// db is the store's index, opened per transaction with the store's lock
+// timeout.
+func (s *Store) db() *index.DB { return index.New(s.indexPath(), s.lockTimeout) }
+
+// View runs fn in a read-only transaction of the store's index (see
+// index.DB.View): a damaged index.db is an error wrapping
+// index.ErrDamaged.
+func (s *Store) View(fn func(*index.Tx) error) error { return s.db().View(fn) }
+
+// Update runs fn in a read-write transaction of the store's index (see
+// index.DB.Update); fn's effects are durable when Update returns nil.
+func (s *Store) Update(fn func(*index.Tx) error) error { return s.db().Update(fn) }
 
 // TreePath is where tree d lives (whether or not it exists).
 func (s *Store) TreePath(d digest.Digest) string {
@@ -213,7 +229,7 @@ func (s *Store) CleanTmp(ctx context.Context) error {
 	if len(dead) == 0 {
 		return nil
 	}
-	err = s.Update(func(tx *Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		for _, id := range dead {
 			if err := tx.DeleteLease(id); err != nil {
 				return err
@@ -221,7 +237,7 @@ func (s *Store) CleanTmp(ctx context.Context) error {
 		}
 		return nil
 	})
-	if errors.Is(err, ErrIndexDamaged) {
+	if errors.Is(err, index.ErrDamaged) {
 		// The leases expire, or go with the rebuild; commands that need
 		// the index report the damage themselves, and `run` needs none.
 		return nil

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 // testStore opens a store under t.TempDir() and registers checkStore.
@@ -35,9 +37,9 @@ func checkStore(t *testing.T, s *Store) {
 	if left := names(t, s.TmpDir()); len(left) > 0 {
 		t.Errorf("tmp/ is not empty: %q", left)
 	}
-	var trees []Tree
-	var leases []Lease
-	err := s.View(func(tx *Tx) (err error) {
+	var trees []index.Tree
+	var leases []index.Lease
+	err := s.View(func(tx *index.Tx) (err error) {
 		if trees, err = tx.Trees(); err == nil {
 			leases, err = tx.Leases()
 		}
@@ -113,7 +115,7 @@ func TestOpenIdempotent(t *testing.T) {
 		}
 	}
 	d := digest.FromString("pinned")
-	if err := s.Update(func(tx *Tx) error { return tx.Pin(d) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.Pin(d) }); err != nil {
 		t.Fatal(err)
 	}
 	ino := stat(t, s.indexPath()).Ino
@@ -126,7 +128,7 @@ func TestOpenIdempotent(t *testing.T) {
 		t.Error("a second Open replaced the index")
 	}
 	var pinned bool
-	if err := s.View(func(tx *Tx) error { pinned = tx.Pinned(d); return nil }); err != nil || !pinned {
+	if err := s.View(func(tx *index.Tx) error { pinned = tx.Pinned(d); return nil }); err != nil || !pinned {
 		t.Errorf("pin lost on reopen: %v %v", pinned, err)
 	}
 	for _, n := range names(t, root) {
@@ -143,7 +145,7 @@ func TestOpenConcurrent(t *testing.T) {
 	if root := os.Getenv("ROOTSWAP_TEST_OPEN"); root != "" {
 		s, err := Open(context.Background(), root, Options{LockTimeout: 10 * time.Second})
 		if err == nil {
-			err = s.Update(func(tx *Tx) error { return tx.Pin(digest.FromString(os.Getenv("ROOTSWAP_TEST_OPEN_ID"))) })
+			err = s.Update(func(tx *index.Tx) error { return tx.Pin(digest.FromString(os.Getenv("ROOTSWAP_TEST_OPEN_ID"))) })
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -166,7 +168,7 @@ func TestOpenConcurrent(t *testing.T) {
 		}
 	}
 	s := &Store{root: root, lockTimeout: time.Second}
-	err := s.View(func(tx *Tx) error {
+	err := s.View(func(tx *index.Tx) error {
 		if errs := tx.Check(); len(errs) > 0 {
 			return errs[0]
 		}
@@ -205,7 +207,7 @@ func TestOpenAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Update(func(tx *Tx) error { return tx.Pin(digest.FromString("x")) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.Pin(digest.FromString("x")) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -242,9 +244,9 @@ func TestCleanTmp(t *testing.T) {
 	if err := os.Mkdir(orphan, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	err = s.Update(func(tx *Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		for _, id := range []string{live.ID, dead.ID} {
-			if err := tx.PutLease(Lease{ID: id, Created: time.Now(), Expires: time.Now().Add(LeaseTTL)}); err != nil {
+			if err := tx.PutLease(index.Lease{ID: id, Created: time.Now(), Expires: time.Now().Add(LeaseTTL)}); err != nil {
 				return err
 			}
 		}
@@ -260,8 +262,8 @@ func TestCleanTmp(t *testing.T) {
 	if got, want := strings.Join(names(t, s.TmpDir()), " "), live.ID+" "+live.ID+".lock"; got != want {
 		t.Errorf("tmp/ holds %q, want %q", got, want)
 	}
-	var leases []Lease
-	if err := s.View(func(tx *Tx) (err error) { leases, err = tx.Leases(); return err }); err != nil {
+	var leases []index.Lease
+	if err := s.View(func(tx *index.Tx) (err error) { leases, err = tx.Leases(); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if len(leases) != 1 || leases[0].ID != live.ID {

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -126,12 +127,12 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 // readIndex reads the trees and machines Verify checks, and the index's
 // own problems into rep. With repair, an index that is damaged or has
 // problems is rebuilt from the disk first (rep.Rebuilt) and read again;
-// without, a damaged index is an error wrapping ErrIndexDamaged.
-func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]Tree, map[string]indexedMachine, error) {
-	var trees []Tree
+// without, a damaged index is an error wrapping index.ErrDamaged.
+func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]index.Tree, map[string]indexedMachine, error) {
+	var trees []index.Tree
 	var machines map[string]indexedMachine
 	read := func() error {
-		return s.View(func(tx *Tx) error {
+		return s.View(func(tx *index.Tx) error {
 			for _, e := range tx.Check() {
 				rep.Problems = append(rep.Problems, Problem{Kind: "index", Detail: e.Error()})
 			}
@@ -144,10 +145,10 @@ func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]Tree, map[string]in
 		})
 	}
 	err := read()
-	if errors.Is(err, ErrIndexDamaged) && !repair {
+	if errors.Is(err, index.ErrDamaged) && !repair {
 		return nil, nil, err
 	}
-	if errors.Is(err, ErrIndexDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
+	if errors.Is(err, index.ErrDamaged) || (err == nil && repair && len(rep.Problems) > 0) {
 		// The index cannot be trusted: make a new one from the disk, then
 		// verify the store against that.
 		if err != nil {
@@ -163,8 +164,8 @@ func (s *Store) readIndex(rep *VerifyReport, repair bool) ([]Tree, map[string]in
 
 // selectTrees returns the trees named in only, in only's order; a digest
 // the index lacks is an error wrapping ErrNotFound.
-func selectTrees(trees []Tree, only []digest.Digest) ([]Tree, error) {
-	var sel []Tree
+func selectTrees(trees []index.Tree, only []digest.Digest) ([]index.Tree, error) {
+	var sel []index.Tree
 	for _, d := range only {
 		found := false
 		for _, t := range trees {
@@ -181,7 +182,7 @@ func selectTrees(trees []Tree, only []digest.Digest) ([]Tree, error) {
 
 // verifyTrees checks each tree into rep and returns the broken ones:
 // marked broken already, or with a problem now.
-func (s *Store) verifyTrees(rep *VerifyReport, trees []Tree, badObjects map[digest.Digest]string) map[digest.Digest]bool {
+func (s *Store) verifyTrees(rep *VerifyReport, trees []index.Tree, badObjects map[digest.Digest]string) map[digest.Digest]bool {
 	broken := map[digest.Digest]bool{}
 	for _, t := range trees {
 		rep.Trees++
@@ -274,7 +275,7 @@ func (s *Store) verifyObjects(ctx context.Context, all bool) (map[digest.Digest]
 }
 
 // verifyTree compares tree t with its manifest, entry by entry.
-func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Problem {
+func (s *Store) verifyTree(t index.Tree, badObjects map[digest.Digest]string) []Problem {
 	var out []Problem
 	bad := func(path, format string, args ...any) {
 		out = append(out, Problem{Kind: "tree", Digest: t.Digest, Path: path, Detail: fmt.Sprintf(format, args...)})
@@ -383,7 +384,7 @@ type indexedMachine struct {
 	digest  digest.Digest // of the current generation; "" if the index has none
 }
 
-func readMachines(tx *Tx) (map[string]indexedMachine, error) {
+func readMachines(tx *index.Tx) (map[string]indexedMachine, error) {
 	ms, err := tx.Machines()
 	if err != nil {
 		return nil, err
@@ -493,7 +494,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
 	if len(adopt) > 0 {
 		now := time.Now().UTC()
-		err := s.Update(func(tx *Tx) error {
+		err := s.Update(func(tx *index.Tx) error {
 			for name, d := range adopt {
 				if err := tx.AdoptLink(name, d, now); err != nil {
 					return err
@@ -516,7 +517,7 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[di
 		}
 	}
 	if len(broken) > 0 {
-		err := s.Update(func(tx *Tx) error {
+		err := s.Update(func(tx *index.Tx) error {
 			for d := range broken {
 				t, err := tx.Tree(d)
 				if err != nil {

@@ -9,18 +9,20 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 // machine records name at tree d in the index (one generation) and points
 // its link at d, as activate does.
 func machine(t *testing.T, s *Store, name string, d digest.Digest) {
 	t.Helper()
-	err := s.Update(func(tx *Tx) error {
-		g, err := tx.AppendGeneration(name, Generation{Digest: d, Time: time.Now(), Reason: "test"})
+	err := s.Update(func(tx *index.Tx) error {
+		g, err := tx.AppendGeneration(name, index.Generation{Digest: d, Time: time.Now(), Reason: "test"})
 		if err != nil {
 			return err
 		}
-		return tx.PutMachine(Machine{Name: name, Current: g.Number})
+		return tx.PutMachine(index.Machine{Name: name, Current: g.Number})
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -113,9 +115,9 @@ func TestVerifyLinkAheadOfIndex(t *testing.T) {
 	if rep, err = s.Verify(ctx, nil, true); err != nil {
 		t.Fatal(err)
 	}
-	var m Machine
-	var gens []Generation
-	s.View(func(tx *Tx) (err error) {
+	var m index.Machine
+	var gens []index.Generation
+	s.View(func(tx *index.Tx) (err error) {
 		if m, err = tx.Machine("web"); err == nil {
 			gens, err = tx.Generations("web")
 		}

@@ -7,6 +7,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // Pin makes tree d a root until Unpin, however old it gets. It fails with
@@ -22,7 +23,7 @@ func Pin(ctx context.Context, s *cache.Store, d digest.Digest) error {
 		return fmt.Errorf("pin %s: %w", d, err)
 	}
 	defer lock.Unlock()
-	return s.Update(func(tx *cache.Tx) error {
+	return s.Update(func(tx *index.Tx) error {
 		if _, err := tx.Tree(d); err != nil {
 			return fmt.Errorf("pin: %w", err)
 		}
@@ -39,7 +40,7 @@ func Unpin(ctx context.Context, s *cache.Store, d digest.Digest) (bool, error) {
 	}
 	defer lock.Unlock()
 	var was bool
-	err = s.Update(func(tx *cache.Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		was = tx.Pinned(d)
 		return tx.Unpin(d)
 	})

@@ -22,6 +22,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -42,8 +43,8 @@ func newStore(t testing.TB) *cache.Store {
 // exists, and bbolt finds its file sound.
 func checkStore(t testing.TB, s *cache.Store) {
 	t.Helper()
-	var trees []cache.Tree
-	err := s.View(func(tx *cache.Tx) (err error) {
+	var trees []index.Tree
+	err := s.View(func(tx *index.Tx) (err error) {
 		for _, e := range tx.Check() {
 			t.Errorf("index: %v", e)
 		}
@@ -174,7 +175,7 @@ func exists(p string) bool {
 
 func indexed(t testing.TB, s *cache.Store, d digest.Digest) bool {
 	t.Helper()
-	err := s.View(func(tx *cache.Tx) error { _, err := tx.Tree(d); return err })
+	err := s.View(func(tx *index.Tx) error { _, err := tx.Tree(d); return err })
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		t.Fatal(err)
 	}
@@ -366,7 +367,7 @@ func listing(t testing.TB, root string) map[string]string {
 // process holds, the manifest still in place.
 func crashedGC(t testing.TB, s *cache.Store, d digest.Digest) {
 	t.Helper()
-	if err := s.Update(func(tx *cache.Tx) error { return tx.DeleteTree(d) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.DeleteTree(d) }); err != nil {
 		t.Fatal(err)
 	}
 	id := "gc-999999-deadbeef0000"
@@ -389,8 +390,8 @@ func TestDryRunChangesNothingAndMatchesTheRun(t *testing.T) {
 	}
 	crashedGC(t, s, ds[0])
 	loose := importFiles(t, s, "loose", file{name: "only-here", content: "loose content"})
-	if err := s.Update(func(tx *cache.Tx) error {
-		return tx.PutLease(cache.Lease{ID: "import-1-dead", Expires: time.Now().Add(-time.Hour)})
+	if err := s.Update(func(tx *index.Tx) error {
+		return tx.PutLease(index.Lease{ID: "import-1-dead", Expires: time.Now().Add(-time.Hour)})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -440,12 +441,12 @@ func TestCrashesAreFinishedByTheNextRun(t *testing.T) {
 	// v1: killed between renaming the tree into staging and removing it.
 	crashedGC(t, s, ds[0])
 	// v2: killed after the index transaction, before the rename.
-	if err := s.Update(func(tx *cache.Tx) error { return tx.DeleteTree(ds[1]) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.DeleteTree(ds[1]) }); err != nil {
 		t.Fatal(err)
 	}
 	// v3: the symlink points at it but the record is gone; it must stay.
 	activateTree(t, s, "db", ds[2])
-	if err := s.Update(func(tx *cache.Tx) error { return tx.DeleteTree(ds[2]) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.DeleteTree(ds[2]) }); err != nil {
 		t.Fatal(err)
 	}
 	// An object nothing links, as a run killed before its last step leaves,
@@ -494,7 +495,7 @@ func TestCrashesAreFinishedByTheNextRun(t *testing.T) {
 	}
 	os.Remove(junk)
 	// Put db's record back so the consistency check at cleanup holds.
-	if err := s.Update(func(tx *cache.Tx) error { return tx.PutTree(cache.Tree{Digest: ds[2]}) }); err != nil {
+	if err := s.Update(func(tx *index.Tx) error { return tx.PutTree(index.Tree{Digest: ds[2]}) }); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -502,18 +503,18 @@ func TestCrashesAreFinishedByTheNextRun(t *testing.T) {
 func TestLeases(t *testing.T) {
 	s := newStore(t)
 	now := time.Now()
-	err := s.Update(func(tx *cache.Tx) error {
-		if err := tx.PutLease(cache.Lease{ID: "import-1-expired", Expires: now.Add(-time.Second)}); err != nil {
+	err := s.Update(func(tx *index.Tx) error {
+		if err := tx.PutLease(index.Lease{ID: "import-1-expired", Expires: now.Add(-time.Second)}); err != nil {
 			return err
 		}
-		return tx.PutLease(cache.Lease{ID: "import-2-unexpired", Expires: now.Add(time.Hour)})
+		return tx.PutLease(index.Lease{ID: "import-2-unexpired", Expires: now.Add(time.Hour)})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep := collect(t, s, Options{Keep: 3, Now: now})
 	var left []string
-	s.View(func(tx *cache.Tx) error {
+	s.View(func(tx *index.Tx) error {
 		ls, err := tx.Leases()
 		for _, l := range ls {
 			left = append(left, l.ID)
@@ -528,7 +529,7 @@ func TestLeases(t *testing.T) {
 func TestUnusedFor(t *testing.T) {
 	s := newStore(t)
 	ds, _ := versions(t, s)
-	err := s.Update(func(tx *cache.Tx) error {
+	err := s.Update(func(tx *index.Tx) error {
 		tr, err := tx.Tree(ds[0])
 		if err != nil {
 			return err

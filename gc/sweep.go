@@ -15,6 +15,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
@@ -228,7 +229,7 @@ func (n *names) drop(dir string) (int64, error) {
 }
 
 // staleTrees plans the removal of Mark's stale trees and their manifests.
-func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Digest]cache.Tree, n *names) error {
+func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Digest]index.Tree, n *names) error {
 	for _, st := range stale {
 		bytes, err := n.drop(s.TreePath(st.Digest))
 		if err != nil {
@@ -317,7 +318,7 @@ func (p *plan) deadLeases(g Graph, marked Marked, now time.Time) {
 // staleLocks plans the removal of tree lock files of digests the index
 // will not have: trees removed now, and imports that failed or were
 // killed. It needs staleTrees' list.
-func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]cache.Tree) error {
+func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]index.Tree) error {
 	stale := map[digest.Digest]bool{}
 	for _, t := range p.trees {
 		stale[t.digest] = true
@@ -336,7 +337,7 @@ func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]cache.Tree) 
 
 // graph builds Mark's input from the index, the disk and /proc. It also
 // returns the index's tree records.
-func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
+func graph(s *cache.Store) (Graph, map[digest.Digest]index.Tree, error) {
 	g, indexed, machines, err := indexRecords(s)
 	if err != nil {
 		return g, nil, err
@@ -362,11 +363,11 @@ func graph(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, error) {
 
 // indexRecords reads, in one transaction, the graph's trees, pins and
 // leases and the machines with their generations, and the tree records.
-func indexRecords(s *cache.Store) (Graph, map[digest.Digest]cache.Tree, map[string]*Machine, error) {
+func indexRecords(s *cache.Store) (Graph, map[digest.Digest]index.Tree, map[string]*Machine, error) {
 	var g Graph
-	indexed := map[digest.Digest]cache.Tree{}
+	indexed := map[digest.Digest]index.Tree{}
 	machines := map[string]*Machine{}
-	err := s.View(func(tx *cache.Tx) error {
+	err := s.View(func(tx *index.Tx) error {
 		trees, err := tx.Trees()
 		if err != nil {
 			return err
@@ -440,7 +441,7 @@ func machineLinks(s *cache.Store, machines map[string]*Machine) ([]Machine, erro
 func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	// 1. The index forgets the stale trees and dead leases in one
 	//    transaction: from here on nothing can activate or pin them.
-	err := s.Update(func(tx *cache.Tx) error {
+	err := s.Update(func(tx *index.Tx) error {
 		for _, t := range p.trees {
 			if t.indexed {
 				if err := tx.DeleteTree(t.digest); err != nil {

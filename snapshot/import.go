@@ -11,25 +11,26 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // ImportTar imports a rootfs tar stream; its key is the sha256 of the
 // stream. ref, if not empty, is recorded with the tree. Importing a stream
 // the store already has discards the staging and returns the existing tree.
-func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, ref string) (cache.Tree, error) {
+func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, ref string) (index.Tree, error) {
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	d, err := Extract(ctx, r, b)
 	if err != nil {
 		b.Abort()
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	lock, err := s.LockTree(ctx, d)
 	if err != nil {
 		b.Abort()
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	defer lock.Unlock()
 	return b.Commit(ctx, d, refs(ref))
@@ -44,9 +45,9 @@ func refs(ref string) []string {
 
 // Lookup returns the record of tree d if the store has it complete.
 // It reports false for a missing tree and for one verify marked broken.
-func Lookup(s *cache.Store, d digest.Digest) (cache.Tree, bool, error) {
-	var t cache.Tree
-	err := s.View(func(tx *cache.Tx) (err error) { t, err = tx.Tree(d); return err })
+func Lookup(s *cache.Store, d digest.Digest) (index.Tree, bool, error) {
+	var t index.Tree
+	err := s.View(func(tx *index.Tx) (err error) { t, err = tx.Tree(d); return err })
 	if errors.Is(err, cache.ErrNotFound) {
 		return t, false, nil
 	}
@@ -69,7 +70,7 @@ type ImportOptions struct {
 // closed on every path, Ctrl-C included (for Docker: the export container
 // is removed). Concurrent imports of one digest stream it once: the
 // others wait for the tree lock and then find the tree.
-func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (t cache.Tree, created bool, err error) {
+func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (t index.Tree, created bool, err error) {
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
@@ -93,31 +94,31 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 
 // build streams image d's rootfs from src into a new tree and commits it.
 // The caller holds d's tree lock. progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, progress Progress) (cache.Tree, error) {
+func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
 	if progress != nil {
 		defer progress.Done()
 	}
 	layers, err := src.Layers(ctx, d)
 	if err != nil {
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	if len(layers) != 1 {
 		// Merging layers (whiteouts, opaque directories) is not written
 		// yet: the extractor refuses whiteouts as a flattened export's.
-		return cache.Tree{}, fmt.Errorf("image %s: %d layers from the %s: only a flattened rootfs can be imported", ref, len(layers), src)
+		return index.Tree{}, fmt.Errorf("image %s: %d layers from the %s: only a flattened rootfs can be imported", ref, len(layers), src)
 	}
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	defer b.Abort() // a no-op after Commit
 	rc, err := layers[0].Open(ctx)
 	if err != nil {
-		return cache.Tree{}, err
+		return index.Tree{}, err
 	}
 	defer rc.Close()
 	if err := extract(ctx, rc, b, progress); err != nil {
-		return cache.Tree{}, fmt.Errorf("export of %s: %w", ref, err)
+		return index.Tree{}, fmt.Errorf("export of %s: %w", ref, err)
 	}
 	return b.Commit(ctx, d, refs(ref))
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -350,8 +351,8 @@ func checkStore(t testing.TB, s *cache.Store) {
 			t.Errorf("object %s hashes to %s, %v", e.Name(), d, err)
 		}
 	}
-	var trees []cache.Tree
-	if err := s.View(func(tx *cache.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
+	var trees []index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
 		t.Fatal(err)
 	}
 	for _, tr := range trees {
@@ -386,8 +387,8 @@ func checkIdle(t testing.TB, s *cache.Store) {
 	if left := listDir(t, s.TmpDir()); len(left) > 0 {
 		t.Errorf("tmp/ is not empty: %q", left)
 	}
-	var leases []cache.Lease
-	if err := s.View(func(tx *cache.Tx) (err error) { leases, err = tx.Leases(); return err }); err != nil {
+	var leases []index.Lease
+	if err := s.View(func(tx *index.Tx) (err error) { leases, err = tx.Leases(); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if len(leases) > 0 {
@@ -860,8 +861,8 @@ func refused(t *testing.T, s *cache.Store, err error, name string, is error) {
 			t.Errorf("%s left behind: %q", d, left)
 		}
 	}
-	var trees []cache.Tree
-	if err := s.View(func(tx *cache.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
+	var trees []index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
 		t.Fatal(err)
 	}
 	if len(trees) > 0 {

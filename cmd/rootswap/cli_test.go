@@ -21,6 +21,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // execute runs the CLI in-process as main does and returns its exit code
@@ -442,7 +443,7 @@ func TestReportCountsEachRunOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	current := func() cache.Generation {
+	current := func() index.Generation {
 		gens, _, err := activate.History(s, "web")
 		if err != nil || len(gens) != 1 {
 			t.Fatalf("history: %v %v", gens, err)
@@ -451,7 +452,7 @@ func TestReportCountsEachRunOnce(t *testing.T) {
 	}
 	started := func(ago time.Duration) { // what run records
 		g := current()
-		err := s.Update(func(tx *cache.Tx) error {
+		err := s.Update(func(tx *index.Tx) error {
 			g.Starts++
 			g.LastStart = time.Now().Add(-ago)
 			return tx.PutGeneration("web", g)
@@ -553,7 +554,7 @@ func TestJSONListsAndDurations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Update(func(tx *cache.Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		g, err := tx.Generation("web", 1)
 		g.LongestRun = 90 * time.Second
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 	"github.com/rootswap/rootswap/snapshot/docker"
 )
@@ -79,7 +80,7 @@ func resolveDigest(s string, candidates []digest.Digest) (digest.Digest, error) 
 // treeDigests lists the digests of the store's trees, for resolveDigest.
 func treeDigests(s *cache.Store) ([]digest.Digest, error) {
 	var out []digest.Digest
-	err := s.View(func(tx *cache.Tx) error {
+	err := s.View(func(tx *index.Tx) error {
 		ts, err := tx.Trees()
 		for _, t := range ts {
 			out = append(out, t.Digest)
@@ -440,7 +441,7 @@ systemd-nspawn binary.`,
 			}
 			// The link, not the index, says what runs; Run's bookkeeping
 			// is best effort, so a damaged index is worth one warning.
-			if err := s.View(func(*cache.Tx) error { return nil }); errors.Is(err, cache.ErrIndexDamaged) {
+			if err := s.View(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrDamaged) {
 				fmt.Fprintln(cmd.ErrOrStderr(), "rootswap: warning: run", args[0]+": starts without recording the run:", err)
 			}
 			return activate.Run(s, args[0], args[1:], cmd.ErrOrStderr())

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // Shell completion (bash, zsh, fish: `rootswap completion SHELL`) offers
@@ -46,7 +47,7 @@ func (g *globals) digests(cmd *cobra.Command, prefix string) []string {
 		return nil
 	}
 	var out []string
-	s.View(func(tx *cache.Tx) error {
+	s.View(func(tx *index.Tx) error {
 		ts, err := tx.Trees()
 		for _, t := range ts {
 			if strings.HasPrefix(t.Digest.String(), prefix) {

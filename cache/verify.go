@@ -13,10 +13,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/rootswap/rootswap/internal/fsys"
 )
@@ -182,11 +182,11 @@ func ObjectDigest(p string) (digest.Digest, error) {
 		return "", err
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	st, err := fsys.Fstat(f)
+	if err != nil {
 		return "", err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return "", fmt.Errorf("%s: not a regular file", p)
 	}
 	xs, err := fsys.Xattrs(f)
@@ -281,21 +281,20 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 			continue
 		}
 		p := filepath.Join(root, me.Name)
-		var st unix.Stat_t
-		if err := unix.Lstat(p, &st); err != nil {
+		st, err := fsys.Lstat(p)
+		if err != nil {
 			bad(me.Name, "missing: %v", err)
 			continue
 		}
-		wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindFile: unix.S_IFREG, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
+		wantType := map[Kind]uint32{KindDir: syscall.S_IFDIR, KindFile: syscall.S_IFREG, KindSymlink: syscall.S_IFLNK, KindChar: syscall.S_IFCHR, KindBlock: syscall.S_IFBLK, KindFIFO: syscall.S_IFIFO}
 		switch me.Kind {
 		case KindHardlink:
-			var tst unix.Stat_t
-			if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
+			if tst, err := fsys.Lstat(filepath.Join(root, me.Linkname)); err != nil || tst.Ino != st.Ino {
 				bad(me.Name, "no longer a hard link to %s", me.Linkname)
 			}
 			continue
 		case KindFile:
-			if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 				bad(me.Name, "not a regular file")
 				continue
 			}
@@ -303,8 +302,7 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 				bad(me.Name, "object %s is corrupt: %s", me.Object, why)
 				continue
 			}
-			var ost unix.Stat_t
-			if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
+			if ost, err := fsys.Lstat(s.ObjectPath(me.Object)); err == nil && ost.Ino == st.Ino {
 				continue // the object was hashed above
 			}
 			if got, err := ObjectDigest(p); err != nil || got != me.Object {
@@ -312,7 +310,7 @@ func (s *Store) verifyTree(t Tree, badObjects map[digest.Digest]string) []Proble
 			}
 			continue
 		}
-		if st.Mode&unix.S_IFMT != wantType[me.Kind] {
+		if st.Mode&syscall.S_IFMT != wantType[me.Kind] {
 			bad(me.Name, "type changed")
 			continue
 		}
@@ -447,8 +445,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	dir := filepath.Join(s.root, "objects", "sha256")
 	objs, _ := os.ReadDir(dir)
 	for _, e := range objs {
-		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(dir, e.Name()), &st) == nil && st.Nlink == 1 {
+		if st, err := fsys.Lstat(filepath.Join(dir, e.Name())); err == nil && st.Nlink == 1 {
 			out = append(out, filepath.Join("objects", "sha256", e.Name()))
 		}
 	}

@@ -1,7 +1,6 @@
 package activate
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -16,33 +15,19 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
-	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/internal/storetest"
 )
 
+// newStore opens a store in t.TempDir(), checked when the test ends.
 func newStore(t testing.TB) *cache.Store {
 	t.Helper()
-	s, err := cache.Open(context.Background(), filepath.Join(t.TempDir(), "store"), cache.Options{LockTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return storetest.New(t)
 }
 
 // importTree imports a tiny tree whose /etc/version says v.
 func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Unix(1700000000, 0)
-	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
-	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
-	tw.Write([]byte(v))
-	tw.Close()
-	tr, err := snapshot.ImportTar(context.Background(), s, &buf, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Digest
+	return storetest.Import(t, s, "", storetest.File{Name: "etc/version", Content: v})
 }
 
 func TestActivateRollbackGenerations(t *testing.T) {
@@ -220,8 +205,10 @@ func (f *fakeSource) Import(ctx context.Context, ref string, d digest.Digest) (b
 		return false, err
 	}
 	v := f.images[ref]
-	b.Add(cache.Entry{Name: "etc", Kind: cache.KindDir, Mode: 0o755}, nil)
-	if err := b.Add(cache.Entry{Name: "etc/version", Kind: cache.KindFile, Mode: 0o644, Size: int64(len(v))}, strings.NewReader(v)); err != nil {
+	// A real mtime: the zero time.Time has no nanosecond form, so an
+	// object stamped with it would not hash to its name.
+	b.Add(cache.Entry{Name: "etc", Kind: cache.KindDir, Mode: 0o755, ModTime: storetest.Mtime}, nil)
+	if err := b.Add(cache.Entry{Name: "etc/version", Kind: cache.KindFile, Mode: 0o644, Size: int64(len(v)), ModTime: storetest.Mtime}, strings.NewReader(v)); err != nil {
 		b.Abort()
 		return false, err
 	}

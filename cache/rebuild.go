@@ -2,7 +2,6 @@ package cache
 
 import (
 	"bufio"
-	"crypto/rand"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -157,9 +156,7 @@ func (s *Store) recoverTree(d digest.Digest) (Tree, string) {
 // hard-linked to keep and then replaced. A crash leaves path as it was or
 // as it is meant to be, never half made.
 func writeIndex(path, keep string, fill func(*bolt.Tx) error) error {
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d.%x", os.Getpid(), r))
+	tmp := filepath.Join(filepath.Dir(path), fsys.TempName(fmt.Sprintf(".index.db.%d.", os.Getpid())))
 	defer os.Remove(tmp)
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {

@@ -2,8 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -164,9 +162,7 @@ type Staging struct {
 // appears already locked, and before the directory exists, so a cleaner
 // never mistakes a live staging for a dead one.
 func (s *Store) NewStaging(kind string) (*Staging, error) {
-	var b [6]byte
-	rand.Read(b[:])
-	id := fmt.Sprintf("%s-%d-%s", kind, os.Getpid(), hex.EncodeToString(b[:]))
+	id := fsys.TempName(fmt.Sprintf("%s-%d-", kind, os.Getpid()))
 	lockPath := filepath.Join(s.TmpDir(), id+".lock")
 	l, err := fsys.CreateLocked(lockPath)
 	if err != nil {

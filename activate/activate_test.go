@@ -18,38 +18,20 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
+// newStore opens a store in t.TempDir(), checked when the test ends.
 func newStore(t testing.TB) *cache.Store {
 	t.Helper()
-	s, err := cache.Open(context.Background(), filepath.Join(t.TempDir(), "store"), cache.Options{LockTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	return storetest.New(t)
 }
 
 // importTree imports a tiny tree whose /etc/version says v.
 func importTree(t testing.TB, s *cache.Store, v string) digest.Digest {
 	t.Helper()
-	tr, err := snapshot.ImportTar(context.Background(), s, bytes.NewReader(versionTar(v)), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tr.Digest
-}
-
-// versionTar is a rootfs tar stream whose /etc/version says v.
-func versionTar(v string) []byte {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	mt := time.Unix(1700000000, 0)
-	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
-	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
-	tw.Write([]byte(v))
-	tw.Close()
-	return buf.Bytes()
+	return storetest.Import(t, s, "", storetest.File{Name: "etc/version", Content: v})
 }
 
 func TestActivateRollbackGenerations(t *testing.T) {
@@ -232,6 +214,18 @@ type versionLayer string
 
 func (v versionLayer) Open(context.Context) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(versionTar(string(v)))), nil
+}
+
+// versionTar is a rootfs tar stream whose /etc/version says v.
+func versionTar(v string) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	mt := time.Unix(1700000000, 0)
+	tw.WriteHeader(&tar.Header{Name: "etc/", Typeflag: tar.TypeDir, Mode: 0o755, ModTime: mt})
+	tw.WriteHeader(&tar.Header{Name: "etc/version", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(v)), ModTime: mt})
+	tw.Write([]byte(v))
+	tw.Close()
+	return buf.Bytes()
 }
 
 func TestPrepare(t *testing.T) {

@@ -1,8 +1,6 @@
 package activate
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -38,14 +36,11 @@ func LinkMachine(s *cache.Store, name, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("link %s: %w", link, err)
 	}
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(dir, ".#rootswap-"+hex.EncodeToString(r[:]))
-	if err := os.Symlink(want, tmp); err != nil {
+	staged, err := fsys.StageSymlink(dir, ".#rootswap-", want)
+	if err != nil {
 		return fmt.Errorf("link %s: %w", link, err)
 	}
-	if err := os.Rename(tmp, link); err != nil {
-		os.Remove(tmp)
+	if err := staged.Rename(name); err != nil {
 		return fmt.Errorf("link %s: %w", link, err)
 	}
 	return fsys.SyncDir(dir)

@@ -2,8 +2,6 @@ package activate
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -81,25 +79,22 @@ func flip(s *cache.Store, name string, d digest.Digest, record func() error, und
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(dir, tmpLinkPrefix+hex.EncodeToString(r[:]))
 	target := filepath.Join("..", "..", "trees", string(d.Algorithm()), d.Encoded())
 	// 1.
 	failpoint.Hit("flip-before-symlink")
-	if err := os.Symlink(target, tmp); err != nil {
+	staged, err := fsys.StageSymlink(dir, tmpLinkPrefix, target)
+	if err != nil {
 		return fmt.Errorf("machine %s: %w", name, err)
 	}
 	failpoint.Hit("flip-temp-link")
 	// 2.
 	if err := record(); err != nil {
-		os.Remove(tmp)
+		staged.Remove()
 		return err
 	}
 	failpoint.Hit("flip-recorded")
 	// 3.
-	if err := os.Rename(tmp, filepath.Join(dir, "current")); err != nil {
-		os.Remove(tmp)
+	if err := staged.Rename("current"); err != nil {
 		undo()
 		return fmt.Errorf("machine %s: %w", name, err)
 	}

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/failpoint"
@@ -107,8 +106,8 @@ func (b *Builder) Add(e Entry, r io.Reader) error {
 	case KindHardlink:
 		obj, err = b.hardlink(&e)
 	case KindChar, KindBlock, KindFIFO:
-		mode := map[Kind]uint32{KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}[e.Kind]
-		err = b.rootfs.Mknod(e.Name, mode|0o600, unix.Mkdev(e.Devmajor, e.Devminor))
+		mode := map[Kind]uint32{KindChar: syscall.S_IFCHR, KindBlock: syscall.S_IFBLK, KindFIFO: syscall.S_IFIFO}[e.Kind]
+		err = b.rootfs.Mknod(e.Name, mode|0o600, fsys.Mkdev(e.Devmajor, e.Devminor))
 		if err == nil {
 			err = b.lmeta(&e)
 		}
@@ -132,14 +131,8 @@ func (b *Builder) lmeta(e *Entry) error {
 	if e.Kind != KindSymlink {
 		// Special files cannot be opened safely; the entry was just made by
 		// us in a private staging directory, so the path names it.
-		f, err := b.rootfs.OpenDirFile(filepath.Dir(e.Name))
-		if err != nil {
+		if err := b.rootfs.Chmod(e.Name, e.Mode&0o7777); err != nil {
 			return err
-		}
-		err = unix.Fchmodat(int(f.Fd()), filepath.Base(e.Name), e.Mode&0o7777, 0)
-		f.Close()
-		if err != nil {
-			return &os.PathError{Op: "chmod", Path: e.Name, Err: err}
 		}
 	}
 	return b.rootfs.Lchtimes(e.Name, e.ModTime)
@@ -221,7 +214,7 @@ func (b *Builder) publish(e *Entry, f *os.File, obj digest.Digest, err error) er
 // system's link limit (65000 on ext4) is copied instead.
 func (b *Builder) link(e *Entry, obj digest.Digest) error {
 	err := b.rootfs.LinkFrom(b.s.ObjectPath(obj), e.Name)
-	if !errors.Is(err, unix.EMLINK) {
+	if !errors.Is(err, fsys.ErrTooManyLinks) {
 		return err
 	}
 	src, err := os.Open(b.s.ObjectPath(obj))
@@ -245,7 +238,7 @@ func (b *Builder) hardlink(e *Entry) (digest.Digest, error) {
 		e.Linkname = g
 	}
 	err := b.rootfs.Link(e.Linkname, e.Name)
-	if !errors.Is(err, unix.EMLINK) {
+	if !errors.Is(err, fsys.ErrTooManyLinks) {
 		return "", err
 	}
 	obj, err := b.copyLinked(e)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -105,11 +106,8 @@ func importAndCheck(t *testing.T, s *cache.Store, n int) {
 
 func openStore(t *testing.T) *cache.Store {
 	t.Helper()
-	s, err := cache.Open(context.Background(), filepath.Join(ext4Dir(t), "store"), cache.Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
+	// ext4Dir's unmount is registered first, so it runs after the check.
+	return storetest.Open(t, filepath.Join(ext4Dir(t), "store"))
 }
 
 // An archive may hold more hard links to one file than ext4 allows: the

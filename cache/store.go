@@ -2,8 +2,6 @@ package cache
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -144,6 +142,33 @@ func (s *Store) MachinesDir() string { return filepath.Join(s.root, "machines") 
 // TmpDir is the staging directory.
 func (s *Store) TmpDir() string { return filepath.Join(s.root, "tmp") }
 
+// The store's locks are flock(2) files taken with the store's timeout:
+//
+//   - the store lock (Lock, root/lock): shared for imports (NewBuilder),
+//     activation, pins and verify; exclusive for gc's Collect and verify
+//     --repair;
+//   - a tree lock (LockTree, locks/tree-<hex>), exclusive: one import of
+//     an image digest at a time;
+//   - a machine lock (LockMachine, locks/machine-<name>), exclusive: one
+//     flip of a machine at a time;
+//   - a staging lock (tmp/<id>.lock), held by its builder from birth;
+//     cleaners only TryLock it.
+//
+// Lock order. snapshot.ImportImage takes the tree lock before the store
+// lock (its NewBuilder); snapshot.ImportTar takes the store lock first and
+// the tree lock after, as it learns the digest only from the stream. The
+// two orders are safe only because both take the store lock shared:
+// shared holders never wait for each other, and the one exclusive holder,
+// gc, never waits for a tree lock (it only TryLocks them to remove their
+// files, fsys.RemoveLocked). Taking the store lock exclusive in an import,
+// or making gc wait for a tree lock, would deadlock (until a lock timeout
+// broke it). activate takes the machine lock after the store lock
+// (activate's lock), and takes no tree or store lock while it holds a
+// machine lock. activate.Prepare holds the store lock shared across import
+// and activation, so the shared lock is taken again inside it, on another
+// open file: flock grants a shared lock beside shared holders. Innermost
+// of all is bbolt's own flock on index.db, held for one View or Update.
+
 // Lock takes the store lock: shared for imports and activation, exclusive
 // for gc's sweep. The error on timeout wraps ErrLocked and names the holder.
 func (s *Store) Lock(ctx context.Context, exclusive bool) (*fsys.Lock, error) {
@@ -180,9 +205,7 @@ type Staging struct {
 // appears already locked, and before the directory exists, so a cleaner
 // never mistakes a live staging for a dead one.
 func (s *Store) NewStaging(kind string) (*Staging, error) {
-	var b [6]byte
-	rand.Read(b[:])
-	id := fmt.Sprintf("%s-%d-%s", kind, os.Getpid(), hex.EncodeToString(b[:]))
+	id := fsys.TempName(fmt.Sprintf("%s-%d-", kind, os.Getpid()))
 	lockPath := filepath.Join(s.TmpDir(), id+".lock")
 	l, err := fsys.CreateLocked(lockPath)
 	if err != nil {

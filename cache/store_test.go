@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,66 +17,24 @@ import (
 	"github.com/rootswap/rootswap/index"
 )
 
-// testStore opens a store under t.TempDir() and registers checkStore.
+// CheckStore is storetest.Check, the one store check of every package's
+// tests (it runs the real Verify). An internal test of cache cannot import
+// storetest, which imports cache, so storetest_test.go (package cache_test,
+// compiled into the same test binary) sets it in its init.
+var CheckStore func(testing.TB, *Store)
+
+// testStore opens a store under t.TempDir() and registers CheckStore.
 func testStore(t *testing.T) *Store {
 	t.Helper()
+	if CheckStore == nil {
+		t.Fatal("CheckStore is unset: storetest_test.go sets it")
+	}
 	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "store"), Options{LockTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { checkStore(t, s) })
+	t.Cleanup(func() { CheckStore(t, s) })
 	return s
-}
-
-// checkStore: every indexed tree and its manifest exist; every regular
-// file of a tree with more than one link is linked to an object, or all
-// its links are in the tree; tmp/ is empty; no lease is left.
-func checkStore(t *testing.T, s *Store) {
-	t.Helper()
-	if left := names(t, s.TmpDir()); len(left) > 0 {
-		t.Errorf("tmp/ is not empty: %q", left)
-	}
-	var trees []index.Tree
-	var leases []index.Lease
-	err := s.View(func(tx *index.Tx) (err error) {
-		if trees, err = tx.Trees(); err == nil {
-			leases, err = tx.Leases()
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(leases) > 0 {
-		t.Errorf("leases left: %+v", leases)
-	}
-	objects := map[uint64]bool{}
-	for _, n := range names(t, filepath.Join(s.root, "objects", "sha256")) {
-		objects[stat(t, filepath.Join(s.root, "objects", "sha256", n)).Ino] = true
-	}
-	for _, tr := range trees {
-		if _, err := os.Stat(s.ManifestPath(tr.Digest)); err != nil {
-			t.Errorf("tree %s: manifest: %v", tr.Digest, err)
-		}
-		links, nlink := map[uint64]uint64{}, map[uint64]uint64{}
-		err := filepath.WalkDir(s.TreePath(tr.Digest), func(p string, e fs.DirEntry, err error) error {
-			if err != nil || !e.Type().IsRegular() {
-				return err
-			}
-			st := stat(t, p)
-			links[st.Ino]++
-			nlink[st.Ino] = st.Nlink
-			return nil
-		})
-		if err != nil {
-			t.Errorf("tree %s: %v", tr.Digest, err)
-		}
-		for ino, n := range nlink {
-			if n > 1 && !objects[ino] && links[ino] != n {
-				t.Errorf("tree %s: inode %d has %d links, %d in the tree, and is no object", tr.Digest, ino, n, links[ino])
-			}
-		}
-	}
 }
 
 func names(t *testing.T, dir string) []string {

@@ -13,10 +13,10 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"golang.org/x/sys/unix"
 
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
@@ -207,11 +207,11 @@ func ObjectDigest(p string) (digest.Digest, error) {
 		return "", err
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	st, err := fsys.Fstat(f)
+	if err != nil {
 		return "", err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return "", fmt.Errorf("%s: not a regular file", p)
 	}
 	xs, err := fsys.Xattrs(f)
@@ -331,22 +331,21 @@ func (s *Store) verifyTree(t index.Tree, badObjects map[digest.Digest]string) []
 // root, and says how they differ, or "" if they agree.
 func (s *Store) checkEntry(root string, me ManifestEntry, badObjects map[digest.Digest]string) string {
 	p := filepath.Join(root, me.Name)
-	var st unix.Stat_t
-	if err := unix.Lstat(p, &st); err != nil {
+	st, err := fsys.Lstat(p)
+	if err != nil {
 		return fmt.Sprintf("missing: %v", err)
 	}
 	switch me.Kind {
 	case KindHardlink:
-		var tst unix.Stat_t
-		if err := unix.Lstat(filepath.Join(root, me.Linkname), &tst); err != nil || tst.Ino != st.Ino {
+		if tst, err := fsys.Lstat(filepath.Join(root, me.Linkname)); err != nil || tst.Ino != st.Ino {
 			return fmt.Sprintf("no longer a hard link to %s", me.Linkname)
 		}
 		return ""
 	case KindFile:
 		return s.checkFile(p, st, me, badObjects)
 	}
-	wantType := map[Kind]uint32{KindDir: unix.S_IFDIR, KindSymlink: unix.S_IFLNK, KindChar: unix.S_IFCHR, KindBlock: unix.S_IFBLK, KindFIFO: unix.S_IFIFO}
-	if st.Mode&unix.S_IFMT != wantType[me.Kind] {
+	wantType := map[Kind]uint32{KindDir: syscall.S_IFDIR, KindSymlink: syscall.S_IFLNK, KindChar: syscall.S_IFCHR, KindBlock: syscall.S_IFBLK, KindFIFO: syscall.S_IFIFO}
+	if st.Mode&syscall.S_IFMT != wantType[me.Kind] {
 		return "type changed"
 	}
 	if me.Kind == KindSymlink {
@@ -361,15 +360,14 @@ func (s *Store) checkEntry(root string, me ManifestEntry, badObjects map[digest.
 
 // checkFile compares regular file p (stat st) with its object: the same
 // inode, which Verify hashed already, or the same content and metadata.
-func (s *Store) checkFile(p string, st unix.Stat_t, me ManifestEntry, badObjects map[digest.Digest]string) string {
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+func (s *Store) checkFile(p string, st fsys.Stat, me ManifestEntry, badObjects map[digest.Digest]string) string {
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 		return "not a regular file"
 	}
 	if why, ok := badObjects[me.Object]; ok {
 		return fmt.Sprintf("object %s is corrupt: %s", me.Object, why)
 	}
-	var ost unix.Stat_t
-	if unix.Lstat(s.ObjectPath(me.Object), &ost) == nil && ost.Ino == st.Ino {
+	if ost, err := fsys.Lstat(s.ObjectPath(me.Object)); err == nil && ost.Ino == st.Ino {
 		return "" // the object was hashed above
 	}
 	if got, err := ObjectDigest(p); err != nil || got != me.Object {
@@ -482,8 +480,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	dir := filepath.Join(s.root, "objects", "sha256")
 	objs, _ := os.ReadDir(dir)
 	for _, e := range objs {
-		var st unix.Stat_t
-		if unix.Lstat(filepath.Join(dir, e.Name()), &st) == nil && st.Nlink == 1 {
+		if st, err := fsys.Lstat(filepath.Join(dir, e.Name())); err == nil && st.Nlink == 1 {
 			out = append(out, filepath.Join("objects", "sha256", e.Name()))
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/rootswap/rootswap/internal/fsys"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -18,14 +19,14 @@ const benchFiles = 10000
 // benchArchive is a tree of benchFiles small files with distinct content,
 // 100 to a directory.
 func benchArchive(b *testing.B) []byte {
-	files := make([]file, benchFiles)
+	files := make([]storetest.File, benchFiles)
 	for i := range files {
-		files[i] = file{
-			name:    fmt.Sprintf("d%03d/f%05d", i/100, i),
-			content: fmt.Sprintf("%-100s", fmt.Sprintf("file %d", i)),
+		files[i] = storetest.File{
+			Name:    fmt.Sprintf("d%03d/f%05d", i/100, i),
+			Content: fmt.Sprintf("%-100s", fmt.Sprintf("file %d", i)),
 		}
 	}
-	return archive(b, files...)
+	return storetest.Archive(b, files...)
 }
 
 // BenchmarkRemoveTree compares gc of one stale tree of benchFiles small
@@ -38,7 +39,7 @@ func BenchmarkRemoveTree(b *testing.B) {
 	tarball := benchArchive(b)
 	ctx := context.Background()
 	b.Run("gc", func(b *testing.B) {
-		s := newStore(b)
+		s := storetest.New(b)
 		for i := 0; i < b.N; i++ {
 			b.StopTimer()
 			t, err := snapshot.ImportTar(ctx, s, bytes.NewReader(tarball), "")
@@ -56,7 +57,7 @@ func BenchmarkRemoveTree(b *testing.B) {
 		}
 	})
 	b.Run("rmrf", func(b *testing.B) {
-		s := newStore(b)
+		s := storetest.New(b)
 		t, err := snapshot.ImportTar(ctx, s, bytes.NewReader(tarball), "")
 		if err != nil {
 			b.Fatal(err)

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -198,9 +197,7 @@ func (db *DB) Replace(keep string, fill func(*Tx) error) error {
 // hard-linked to keep and then replaced. A crash leaves path as it was or
 // as it is meant to be, never half made.
 func write(path, keep string, fill func(*bolt.Tx) error) error {
-	var r [6]byte
-	rand.Read(r[:])
-	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".index.db.%d.%x", os.Getpid(), r))
+	tmp := filepath.Join(filepath.Dir(path), fsys.TempName(fmt.Sprintf(".index.db.%d.", os.Getpid())))
 	defer os.Remove(tmp)
 	db, err := bolt.Open(tmp, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {

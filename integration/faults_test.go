@@ -102,9 +102,7 @@ func assertNothingHalfDone(t *testing.T, s *store) {
 	if leaked := leakedContainers(t); len(leaked) > 0 {
 		t.Errorf("a failed import left containers: %v", leaked)
 	}
-	if r := s.run("verify"); r.code != 0 {
-		t.Errorf("verify after a failed import: exit %d\n%s%s", r.code, r.stdout, r.stderr)
-	}
+	// The store check at cleanup runs verify.
 }
 
 func TestDaemonDiesMidExport(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -29,7 +30,7 @@ func FuzzExtract(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, err := snapshot.ImportTar(context.Background(), s, bytes.NewReader(data), "")
 		o.check(t, victim)
-		checkIdle(t, s)
+		storetest.CheckIdle(t, s)
 		if err != nil && bytes.ContainsRune([]byte(err.Error()), '\n') {
 			t.Errorf("error is not one line: %q", err)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -98,5 +99,5 @@ func TestImportImageFromSource(t *testing.T) {
 	if _, _, err := snapshot.ImportImage(ctx, s, layered, "layered:1", digest.FromString("layered"), snapshot.ImportOptions{}); err == nil || layered.opened != 0 {
 		t.Errorf("two layers: %v, %d opened; want a refusal before any stream", err, layered.opened)
 	}
-	checkIdle(t, s)
+	storetest.CheckIdle(t, s)
 }

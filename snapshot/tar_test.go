@@ -26,6 +26,7 @@ import (
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -322,78 +323,8 @@ func diffMaps(want, got map[string]string) string {
 
 // openStore opens a store at p and registers its consistency check.
 func openStore(t testing.TB, p string) *cache.Store {
-	s, err := cache.Open(context.Background(), p, cache.Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { checkStore(t, s) })
-	return s
-}
-
-// checkStore: every object hashes to its name; every indexed tree and its
-// manifest exist; every regular file
-// of a tree with more than one link is linked to an object, or all its
-// links are in the tree (a hard link in the archive); tmp/ is empty; no
-// lease is left.
-func checkStore(t testing.TB, s *cache.Store) {
 	t.Helper()
-	checkIdle(t, s)
-	objects := map[uint64]bool{}
-	ents, err := os.ReadDir(filepath.Join(s.Root(), "objects", "sha256"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		p := filepath.Join(s.Root(), "objects", "sha256", e.Name())
-		objects[lstat(t, p).Ino] = true
-		// An object is what its name says: content and metadata as on disk.
-		if d, err := cache.ObjectDigest(p); err != nil || d.Encoded() != e.Name() {
-			t.Errorf("object %s hashes to %s, %v", e.Name(), d, err)
-		}
-	}
-	var trees []index.Tree
-	if err := s.View(func(tx *index.Tx) (err error) { trees, err = tx.Trees(); return err }); err != nil {
-		t.Fatal(err)
-	}
-	for _, tr := range trees {
-		if _, err := os.Stat(s.ManifestPath(tr.Digest)); err != nil {
-			t.Errorf("tree %s: manifest: %v", tr.Digest, err)
-		}
-		links := map[uint64]int{}
-		nlink := map[uint64]uint64{}
-		err := filepath.WalkDir(s.TreePath(tr.Digest), func(p string, e fs.DirEntry, err error) error {
-			if err != nil || !e.Type().IsRegular() {
-				return err
-			}
-			st := lstat(t, p)
-			links[st.Ino]++
-			nlink[st.Ino] = st.Nlink
-			return nil
-		})
-		if err != nil {
-			t.Errorf("tree %s: %v", tr.Digest, err)
-		}
-		for ino, n := range nlink {
-			if n > 1 && !objects[ino] && uint64(links[ino]) != n {
-				t.Errorf("tree %s: inode %d has %d links, %d in the tree, and is no object", tr.Digest, ino, n, links[ino])
-			}
-		}
-	}
-}
-
-// checkIdle: no staging and no lease is left.
-func checkIdle(t testing.TB, s *cache.Store) {
-	t.Helper()
-	if left := listDir(t, s.TmpDir()); len(left) > 0 {
-		t.Errorf("tmp/ is not empty: %q", left)
-	}
-	var leases []index.Lease
-	if err := s.View(func(tx *index.Tx) (err error) { leases, err = tx.Leases(); return err }); err != nil {
-		t.Fatal(err)
-	}
-	if len(leases) > 0 {
-		t.Errorf("leases left: %+v", leases)
-	}
+	return storetest.Open(t, p)
 }
 
 func lstat(t testing.TB, p string) *syscall.Stat_t {
@@ -815,7 +746,7 @@ func TestHostileArchives(t *testing.T) {
 
 			tr, err := snapshot.ImportTar(context.Background(), s, bytes.NewReader(archive), "")
 			o.check(t, v.victim)
-			checkIdle(t, s)
+			storetest.CheckIdle(t, s)
 
 			if c.refuse != "" {
 				refused(t, s, err, c.refuse, c.is)
@@ -891,7 +822,7 @@ func TestImportTwice(t *testing.T) {
 	if t2.Digest != t1.Digest || !t2.Created.Equal(t1.Created) || !slices.Equal(t2.Refs, []string{"a"}) {
 		t.Errorf("second import: %+v, first %+v", t2, t1)
 	}
-	checkIdle(t, s)
+	storetest.CheckIdle(t, s)
 }
 
 // TestImportCancelled: a cancelled import leaves nothing behind.
@@ -902,7 +833,7 @@ func TestImportCancelled(t *testing.T) {
 	if _, err := snapshot.ImportTar(ctx, s, r, ""); !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
-	checkIdle(t, s)
+	storetest.CheckIdle(t, s)
 	if left := listDir(t, filepath.Join(s.Root(), "trees/sha256")); len(left) > 0 {
 		t.Errorf("trees left behind: %q", left)
 	}

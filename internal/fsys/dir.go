@@ -159,6 +159,20 @@ func (d *Dir) Mknod(name string, mode uint32, dev uint64) error {
 	return wrap("mknod", name, unix.Mknodat(pfd, base, mode, int(dev)))
 }
 
+// Mkdev is the device number of major:minor, as Mknod takes it.
+func Mkdev(major, minor uint32) uint64 { return unix.Mkdev(major, minor) }
+
+// Chmod sets the permission bits of name. Linux cannot chmod a symlink
+// itself, so name must not be one: callers use it on special files they
+// have just made, which cannot be opened safely to fchmod.
+func (d *Dir) Chmod(name string, mode uint32) error {
+	pfd, base, err := d.parent(name)
+	if err != nil {
+		return err
+	}
+	return wrap("chmod", name, unix.Fchmodat(pfd, base, mode, 0))
+}
+
 // Create creates name as a new regular file (it must not exist), opened for
 // writing with mode 0600. The caller closes it.
 func (d *Dir) Create(name string) (*os.File, error) {
@@ -216,8 +230,8 @@ func (d *Dir) Lchtimes(name string, mtime time.Time) error {
 }
 
 // Lstat returns name's metadata without following a symlink.
-func (d *Dir) Lstat(name string) (unix.Stat_t, error) {
-	var st unix.Stat_t
+func (d *Dir) Lstat(name string) (Stat, error) {
+	var st Stat
 	pfd, base, err := d.parent(name)
 	if err != nil {
 		return st, err
@@ -306,6 +320,31 @@ func Xattrs(f *os.File) (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// Stat is what lstat(2) and fstat(2) say of a file: the type bits of Mode
+// (masked with syscall.S_IFMT) and its permissions, Ino, Nlink, Uid, Gid,
+// Mtim.
+type Stat = unix.Stat_t
+
+// Lstat returns p's metadata without following a symlink. The error is
+// the bare errno: callers that report it name the path themselves.
+func Lstat(p string) (Stat, error) {
+	var st Stat
+	err := unix.Lstat(p, &st)
+	return st, err
+}
+
+// Fstat returns the metadata of the open file f; the error is the bare
+// errno.
+func Fstat(f *os.File) (Stat, error) {
+	var st Stat
+	err := unix.Fstat(int(f.Fd()), &st)
+	return st, err
+}
+
+// ErrTooManyLinks is link(2)'s EMLINK (errors.Is matches it): the file is
+// at its file system's link limit, 65000 on ext4.
+var ErrTooManyLinks error = unix.EMLINK
 
 // Syncfs flushes the whole file system holding path: one call instead of
 // an fsync per file of a freshly extracted tree.

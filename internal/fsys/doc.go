@@ -8,4 +8,8 @@
 //     reach outside it or through a symlink;
 //   - a Lock is an flock(2) on a lock file, taken with a deadline, whose
 //     contention error names the processes holding it.
+//   - a TempName is a prefix and random hex: the name of something made
+//     beside its final place and renamed into it;
+//   - a StagedLink is a symlink made under a TempName beside the link it
+//     replaces with one rename(2).
 package fsys

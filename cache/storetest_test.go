@@ -1,0 +1,10 @@
+package cache_test
+
+import (
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/storetest"
+)
+
+// The internal tests of cache check their stores with storetest.Check too
+// (see CheckStore in store_test.go).
+func init() { cache.CheckStore = storetest.Check }

@@ -113,7 +113,9 @@ func findStoreMount(procDir, treesDir string) (storeMount, error) {
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		m, ok := parseMountinfo(sc.Text())
-		if !ok || !within(real, m.point) || len(m.point) <= best {
+		// The longest mount point wins; at the same point a later line
+		// is mounted on top of an earlier one, so it wins too.
+		if !ok || !within(real, m.point) || len(m.point) < best {
 			continue
 		}
 		best = len(m.point)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rootswap/rootswap/internal/testimage"
 )
@@ -91,6 +92,21 @@ func (l *loopFS) unmount() {
 	}
 	if out, err := exec.Command("losetup", "-d", l.dev).CombinedOutput(); err != nil {
 		l.t.Errorf("losetup -d %s: %v\n%s", l.dev, err, out)
+	}
+	// losetup -d only marks a device still open (udev probes it after
+	// each change) for release: wait until it lets go of the image, so
+	// that nothing reads or writes the file once it is copied or reused.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		out, _ := exec.Command("losetup", "--list", "--noheadings", "-O", "BACK-FILE", l.dev).Output()
+		if strings.TrimSpace(string(out)) != l.img {
+			break
+		}
+		if time.Now().After(deadline) {
+			l.t.Errorf("%s still holds %s a minute after losetup -d", l.dev, l.img)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	l.dev = ""
 	// The image is copied next: all of it on disk first.
@@ -222,6 +238,12 @@ func oneLineNoSpace(t *testing.T, what string, r result, mention ...string) {
 	}
 }
 
+// pointImage is a path for one point's image, never used before: an image
+// file is never rewritten in place after a loop device had it.
+func pointImage(t *testing.T) string {
+	return filepath.Join(t.TempDir(), "point.img")
+}
+
 func copyFile(t *testing.T, src, dst string) {
 	t.Helper()
 	sh(t, "cp", "--sparse=always", src, dst)
@@ -289,6 +311,7 @@ func TestPrepareOnAFullDisk(t *testing.T) {
 			break // one broken point explains the rest
 		}
 		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			img := pointImage(t)
 			copyFile(t, base, img)
 			l := mountFS(t, img)
 			defer l.unmount()
@@ -393,12 +416,12 @@ func TestRollbackAndActivateOnAFullDisk(t *testing.T) {
 		t.Errorf("120 activations never grew the index: the sweep misses the index commit")
 	}
 
-	img := filepath.Join(work, "point.img")
 	outcomes := map[string]int{}
 	for bi, b := range bases {
 		for _, cmd := range []string{"rollback", "activate"} {
 			for k := int64(0); k <= 16 && !t.Failed(); k++ {
 				t.Run(fmt.Sprintf("%d/%s/%d", bi, cmd, k), func(t *testing.T) {
+					img := pointImage(t)
 					copyFile(t, b, img)
 					l := mountFS(t, img)
 					defer l.unmount()

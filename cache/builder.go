@@ -465,50 +465,67 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (i
 	if err := b.finishDirs(); err != nil {
 		return index.Tree{}, err
 	}
-	if err := b.mw.Flush(); err != nil {
+	if err := b.closeManifest(); err != nil {
 		return index.Tree{}, fmt.Errorf("manifest: %w", err)
+	}
+	failpoint.Hit("cache-staged")
+	if err := b.renameIn(d); err != nil {
+		return index.Tree{}, err
+	}
+	return b.record(d, refs)
+}
+
+// closeManifest flushes and closes the staged manifest.
+func (b *Builder) closeManifest() error {
+	if err := b.mw.Flush(); err != nil {
+		return err
 	}
 	if err := b.mz.Close(); err != nil {
-		return index.Tree{}, fmt.Errorf("manifest: %w", err)
+		return err
 	}
-	if err := b.mf.Close(); err != nil {
-		return index.Tree{}, fmt.Errorf("manifest: %w", err)
-	}
+	err := b.mf.Close()
 	b.mf = nil
-	failpoint.Hit("cache-staged")
+	return err
+}
+
+// renameIn makes the staged manifest and tree durable under d's names:
+// steps 1 to 3 of the publish order, each one's failpoint named after it.
+func (b *Builder) renameIn(d digest.Digest) error {
 	// 1. Everything staged reaches the disk before any name points at it.
 	if err := fsys.Syncfs(b.s.root); err != nil {
-		return index.Tree{}, err
+		return err
 	}
 	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
 	dst := b.s.TreePath(d)
 	if err := os.Rename(dst, filepath.Join(b.st.Dir, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	// 3. Manifest, then tree, renamed into place and made durable.
 	if err := os.Rename(filepath.Join(b.st.Dir, "manifest"), b.s.ManifestPath(d)); err != nil {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-manifest-renamed")
 	if err := os.Rename(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-tree-renamed")
 	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
-		return index.Tree{}, err
+		return err
 	}
-	if err := fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d))); err != nil {
-		return index.Tree{}, err
-	}
-	// 4. The index record makes the tree exist.
+	return fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d)))
+}
+
+// record is step 4 of the publish order: the index record makes the tree
+// exist, and the lease goes in the same transaction.
+func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	failpoint.Hit("cache-before-index")
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
 	rec.Manifest = hashDigest(b.mh)
-	err = b.s.Update(func(tx *index.Tx) error {
+	err := b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {
 			return err
 		}

@@ -82,10 +82,32 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 	return b, nil
 }
 
-// Add creates one entry in the staged tree; r supplies a regular file's
-// content (exactly e.Size bytes) and is ignored otherwise. Entries must
-// come parents first; the caller has validated names and hard link targets.
+// Add creates one entry in the staged tree from an export stream; r
+// supplies a regular file's content (exactly e.Size bytes) and is ignored
+// otherwise. Entries must come parents first; the caller has validated
+// names and hard link targets.
 func (b *Builder) Add(e Entry, r io.Reader) error {
+	return b.add(e, func(e *Entry) (digest.Digest, error) { return b.addFile(e, r) })
+}
+
+// AddStored creates one entry of a list whose regular files are objects
+// the store already has (a manifest's lines, or layers merged into one):
+// a file is e.Object hard-linked in, or copied at the link limit. The list
+// is hostile input: names go through the same confined creation as Add's
+// (an unclean, absolute or escaping name, or one through a symlink, is
+// ErrUnsafe), a parent or hard link target must be an earlier entry, and
+// an object must exist (else ErrNotFound) with the mode, owner, size and
+// mtime e records (else ErrInvalid). On error the caller aborts b.
+func (b *Builder) AddStored(e ManifestEntry) error {
+	if err := checkStored(&e); err != nil {
+		return fmt.Errorf("entry %q: %w", e.Name, err)
+	}
+	return b.add(e.Entry, func(f *Entry) (digest.Digest, error) { return e.Object, b.linkStored(f, e.Object) })
+}
+
+// add creates entry e, the one place each kind of entry is made; file
+// creates a regular file's content and returns its object.
+func (b *Builder) add(e Entry, file func(*Entry) (digest.Digest, error)) error {
 	var obj digest.Digest
 	var err error
 	switch e.Kind {
@@ -97,7 +119,7 @@ func (b *Builder) Add(e Entry, r io.Reader) error {
 		}
 		b.dirs = append(b.dirs, e)
 	case KindFile:
-		obj, err = b.addFile(&e, r)
+		obj, err = file(&e)
 		b.stats.Bytes += e.Size
 	case KindSymlink:
 		if err = b.rootfs.Symlink(e.Linkname, e.Name); err == nil {
@@ -120,6 +142,55 @@ func (b *Builder) Add(e Entry, r io.Reader) error {
 	b.stats.Files++
 	_, err = b.mw.WriteString(manifestLine(&e, obj))
 	return err
+}
+
+// checkStored refuses what a listed entry says about itself: an object
+// that is not a sha256 digest (it becomes a path), an object on anything
+// but a regular file, an xattr an import never keeps.
+func checkStored(e *ManifestEntry) error {
+	switch {
+	case e.Kind == KindFile && e.Object.Validate() != nil:
+		return fmt.Errorf("object %q: %w", e.Object, ErrInvalid)
+	case e.Kind == KindFile && e.Object.Algorithm() != digest.SHA256:
+		return fmt.Errorf("object %s: not sha256: %w", e.Object, ErrInvalid)
+	case e.Kind != KindFile && e.Object != "":
+		return fmt.Errorf("object %s on a %q entry: %w", e.Object, e.Kind, ErrInvalid)
+	case e.Size < 0:
+		return fmt.Errorf("size %d: %w", e.Size, ErrInvalid)
+	}
+	for k := range e.Xattrs {
+		if !IdentityXattr(k) {
+			return fmt.Errorf("xattr %q: %w", k, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// linkStored makes regular file e the stored object obj. An empty file
+// has no object: it is created, and obj must be the name it would have.
+func (b *Builder) linkStored(e *Entry, obj digest.Digest) error {
+	if e.Size == 0 {
+		if want := hashDigest(objectHasher(e)); obj != want {
+			return fmt.Errorf("object %s is not the empty file's %s: %w", obj, want, ErrInvalid)
+		}
+		return b.copyInto(e, nil)
+	}
+	fi, err := os.Lstat(b.s.ObjectPath(obj))
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("object %s: %w", obj, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("object %s: %w", obj, err)
+	}
+	// The object's name covers its metadata, but hashing it again would
+	// read every byte; a list that names the wrong object differs in what
+	// stat shows (or in content, which verify finds).
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if st == nil || st.Mode != syscall.S_IFREG|e.Mode&0o7777 || int(st.Uid) != e.UID || int(st.Gid) != e.GID ||
+		st.Size != e.Size || st.Mtim.Nano() != e.ModTime.UnixNano() {
+		return fmt.Errorf("object %s: mode, owner, size or mtime differ from the entry's: %w", obj, ErrInvalid)
+	}
+	return b.link(e, obj)
 }
 
 // lmeta applies owner, mode and mtime to a symlink or special file, never
@@ -222,8 +293,24 @@ func (b *Builder) link(e *Entry, obj digest.Digest) error {
 		return err
 	}
 	defer src.Close()
+	// The copy is the object: its xattrs, whatever a listed entry carried.
+	c := *e
+	if c.Xattrs, err = identityXattrs(src); err != nil {
+		return err
+	}
 	b.stats.NewBytes += e.Size
-	return b.copyInto(e, src)
+	return b.copyInto(&c, src)
+}
+
+// identityXattrs returns f's xattrs that are part of an object's identity.
+func identityXattrs(f *os.File) (map[string][]byte, error) {
+	x, err := fsys.Xattrs(f)
+	for k := range x {
+		if !IdentityXattr(k) {
+			delete(x, k)
+		}
+	}
+	return x, err
 }
 
 // hardlink creates e.Name as a hard link to the earlier entry e.Linkname.
@@ -287,13 +374,8 @@ func (b *Builder) copyLinked(e *Entry) (digest.Digest, error) {
 	}
 	defer src.Close()
 	c.Kind, c.Size = KindFile, fi.Size()
-	if c.Xattrs, err = fsys.Xattrs(src); err != nil {
+	if c.Xattrs, err = identityXattrs(src); err != nil {
 		return "", err
-	}
-	for k := range c.Xattrs {
-		if !IdentityXattr(k) {
-			delete(c.Xattrs, k)
-		}
 	}
 	h := objectHasher(&c)
 	f, err := b.rootfs.Create(c.Name)
@@ -334,6 +416,30 @@ func (b *Builder) copyInto(e *Entry, src *os.File) error {
 	return err
 }
 
+// BuildFromList builds tree d from entries, a list whose regular files
+// are objects the store has (see AddStored), parents first and each hard
+// link after its target, and commits it as Commit does. The caller holds
+// LockTree(d). On error nothing is published, no object is written and
+// the staging is gone.
+func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, entries []ManifestEntry, refs []string) (index.Tree, error) {
+	b, err := s.NewBuilder(ctx)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	defer b.Abort() // a no-op after Commit
+	for i := range entries {
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return index.Tree{}, err
+			}
+		}
+		if err := b.AddStored(entries[i]); err != nil {
+			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		}
+	}
+	return b.Commit(ctx, d, refs)
+}
+
 // Commit publishes the staged tree as image digest d, in the fixed order:
 // directory metadata, syncfs, rename manifest and tree into place, commit
 // the index record (dropping the lease). The caller holds LockTree(d). If
@@ -352,50 +458,67 @@ func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (i
 	if err := b.finishDirs(); err != nil {
 		return index.Tree{}, err
 	}
-	if err := b.mw.Flush(); err != nil {
+	if err := b.closeManifest(); err != nil {
 		return index.Tree{}, fmt.Errorf("manifest: %w", err)
+	}
+	failpoint.Hit("cache-staged")
+	if err := b.renameIn(d); err != nil {
+		return index.Tree{}, err
+	}
+	return b.record(d, refs)
+}
+
+// closeManifest flushes and closes the staged manifest.
+func (b *Builder) closeManifest() error {
+	if err := b.mw.Flush(); err != nil {
+		return err
 	}
 	if err := b.mz.Close(); err != nil {
-		return index.Tree{}, fmt.Errorf("manifest: %w", err)
+		return err
 	}
-	if err := b.mf.Close(); err != nil {
-		return index.Tree{}, fmt.Errorf("manifest: %w", err)
-	}
+	err := b.mf.Close()
 	b.mf = nil
-	failpoint.Hit("cache-staged")
+	return err
+}
+
+// renameIn makes the staged manifest and tree durable under d's names:
+// steps 1 to 3 of the publish order, each one's failpoint named after it.
+func (b *Builder) renameIn(d digest.Digest) error {
 	// 1. Everything staged reaches the disk before any name points at it.
 	if err := fsys.Syncfs(b.s.root); err != nil {
-		return index.Tree{}, err
+		return err
 	}
 	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
 	dst := b.s.TreePath(d)
 	if err := os.Rename(dst, filepath.Join(b.st.Dir, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	// 3. Manifest, then tree, renamed into place and made durable.
 	if err := os.Rename(filepath.Join(b.st.Dir, "manifest"), b.s.ManifestPath(d)); err != nil {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-manifest-renamed")
 	if err := os.Rename(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
-		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		return fmt.Errorf("tree %s: %w", d, err)
 	}
 	failpoint.Hit("cache-tree-renamed")
 	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
-		return index.Tree{}, err
+		return err
 	}
-	if err := fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d))); err != nil {
-		return index.Tree{}, err
-	}
-	// 4. The index record makes the tree exist.
+	return fsys.SyncDir(filepath.Dir(b.s.ManifestPath(d)))
+}
+
+// record is step 4 of the publish order: the index record makes the tree
+// exist, and the lease goes in the same transaction.
+func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	failpoint.Hit("cache-before-index")
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
 	rec.Manifest = hashDigest(b.mh)
-	err = b.s.Update(func(tx *index.Tx) error {
+	err := b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {
 			return err
 		}

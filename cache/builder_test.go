@@ -285,19 +285,7 @@ func TestBuilderLinkLimit(t *testing.T) {
 	it.UID, it.Xattrs = 4, map[string][]byte{"user.k": []byte("v")}
 	build(t, s, digest.FromString("first"), it)
 	obj := s.ObjectPath(objectOf(it))
-	scratch := t.TempDir()
-	for i := 0; ; i++ {
-		err := os.Link(obj, filepath.Join(scratch, fmt.Sprint(i)))
-		if errors.Is(err, syscall.EMLINK) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i > 70000 {
-			t.Skip("no link limit on this file system")
-		}
-	}
+	linkToLimit(t, obj)
 	tr := build(t, s, digest.FromString("second"), it)
 	p := filepath.Join(s.TreePath(tr.Digest), "f")
 	st := stat(t, p)
@@ -312,6 +300,25 @@ func TestBuilderLinkLimit(t *testing.T) {
 	}
 	if tr.NewBytes != int64(len(it.content)) {
 		t.Errorf("NewBytes %d, want the copy's %d", tr.NewBytes, len(it.content))
+	}
+}
+
+// linkToLimit links obj from a scratch directory until the file system
+// refuses another link, or skips the test if it never does.
+func linkToLimit(t *testing.T, obj string) {
+	t.Helper()
+	scratch := t.TempDir()
+	for i := 0; ; i++ {
+		err := os.Link(obj, filepath.Join(scratch, fmt.Sprint(i)))
+		if errors.Is(err, syscall.EMLINK) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 70000 {
+			t.Skip("no link limit on this file system")
+		}
 	}
 }
 

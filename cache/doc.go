@@ -13,6 +13,10 @@
 //   - A manifest (manifests/sha256/<hex>, gzip) lists a tree's entries; the
 //     digest of its uncompressed lines is recorded in the tree's index
 //     record.
+//   - A Builder stages one tree under tmp/ and commits it: from an export
+//     stream (Add: each file's content becomes an object), or from a list
+//     of entries whose files are objects the store has (AddStored,
+//     BuildFromList: a manifest's lines, or layers merged into one).
 //   - A lease marks an import in progress; gc treats it as a root.
 //   - A machine is a name with a current tree (machines/NAME/current, a
 //     symlink) and a list of generations, each one activation.

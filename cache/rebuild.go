@@ -34,52 +34,13 @@ type Rebuild struct {
 // exists at every instant. The caller holds the exclusive store lock.
 func (s *Store) rebuild() (*Rebuild, error) {
 	rb := &Rebuild{Lost: []string{}}
-	trees, err := s.TreeDigests()
+	recs, err := s.recoverTrees(rb)
 	if err != nil {
 		return nil, err
 	}
-	var recs []index.Tree
-	recovered := map[digest.Digest]bool{}
-	for _, d := range trees {
-		t, why := s.recoverTree(d)
-		if why != "" {
-			rb.Lost = append(rb.Lost, fmt.Sprintf("tree %s: not recovered: %s (verify --repair removes it as a leftover)", d, why))
-			continue
-		}
-		recs = append(recs, t)
-		recovered[d] = true
-	}
-	type mach struct {
-		name string
-		gen  index.Generation
-	}
-	var machs []mach
-	ents, err := os.ReadDir(s.MachinesDir())
+	machs, err := s.recoverMachines(rb, recs)
 	if err != nil {
-		return nil, fmt.Errorf("machines: %w", err)
-	}
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		name := e.Name()
-		d, err := s.ReadMachineLink(name)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			rb.Lost = append(rb.Lost, fmt.Sprintf("machine %s: not recovered: it has no current link", name))
-			continue
-		case err != nil:
-			rb.Lost = append(rb.Lost, fmt.Sprintf("%v: not recovered", err))
-			continue
-		case !recovered[d]:
-			rb.Lost = append(rb.Lost, fmt.Sprintf("machine %s: not recovered: its current tree %s was not", name, d))
-			continue
-		}
-		when := time.Now().UTC()
-		if fi, err := os.Lstat(s.MachineLink(name)); err == nil {
-			when = fi.ModTime().UTC()
-		}
-		machs = append(machs, mach{name, index.Generation{Number: 1, Digest: d, Time: when, Reason: "recovered"}})
+		return nil, err
 	}
 	rb.Trees, rb.Machines = len(recs), len(machs)
 	if len(machs) > 0 {
@@ -109,6 +70,65 @@ func (s *Store) rebuild() (*Rebuild, error) {
 		return nil, fmt.Errorf("rebuild index %s: %w", s.indexPath(), err)
 	}
 	return rb, nil
+}
+
+// recoverTrees returns the record of every tree on disk that matches its
+// manifest, and adds the others to rb.Lost.
+func (s *Store) recoverTrees(rb *Rebuild) (map[digest.Digest]index.Tree, error) {
+	trees, err := s.TreeDigests()
+	if err != nil {
+		return nil, err
+	}
+	recs := map[digest.Digest]index.Tree{}
+	for _, d := range trees {
+		t, why := s.recoverTree(d)
+		if why != "" {
+			rb.Lost = append(rb.Lost, fmt.Sprintf("tree %s: not recovered: %s (verify --repair removes it as a leftover)", d, why))
+			continue
+		}
+		recs[d] = t
+	}
+	return recs, nil
+}
+
+// recoveredMachine is a machine rebuilt from its current link.
+type recoveredMachine struct {
+	name string
+	gen  index.Generation
+}
+
+// recoverMachines returns one generation for every machine whose current
+// link names a recovered tree, and adds the others to rb.Lost.
+func (s *Store) recoverMachines(rb *Rebuild, trees map[digest.Digest]index.Tree) ([]recoveredMachine, error) {
+	ents, err := os.ReadDir(s.MachinesDir())
+	if err != nil {
+		return nil, fmt.Errorf("machines: %w", err)
+	}
+	var machs []recoveredMachine
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		d, err := s.ReadMachineLink(name)
+		switch _, ok := trees[d]; {
+		case errors.Is(err, ErrNotFound):
+			rb.Lost = append(rb.Lost, fmt.Sprintf("machine %s: not recovered: it has no current link", name))
+			continue
+		case err != nil:
+			rb.Lost = append(rb.Lost, fmt.Sprintf("%v: not recovered", err))
+			continue
+		case !ok:
+			rb.Lost = append(rb.Lost, fmt.Sprintf("machine %s: not recovered: its current tree %s was not", name, d))
+			continue
+		}
+		when := time.Now().UTC()
+		if fi, err := os.Lstat(s.MachineLink(name)); err == nil {
+			when = fi.ModTime().UTC()
+		}
+		machs = append(machs, recoveredMachine{name, index.Generation{Number: 1, Digest: d, Time: when, Reason: "recovered"}})
+	}
+	return machs, nil
 }
 
 // recoverTree makes tree d's record from its manifest, or says why not.

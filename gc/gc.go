@@ -83,6 +83,36 @@ type Stale struct {
 // Leases protect no tree: see the package documentation. Mark only lists
 // the expired ones, which the sweep deletes.
 func Mark(g Graph, p Policy) Marked {
+	roots := rootsOf(g, p.Keep)
+	trees := append([]Tree(nil), g.Trees...)
+	sort.Slice(trees, func(i, j int) bool { return trees[i].Digest < trees[j].Digest })
+	var out Marked
+	for i, t := range trees {
+		if i > 0 && trees[i-1].Digest == t.Digest {
+			continue
+		}
+		if why, ok := roots[t.Digest]; ok {
+			out.Kept = append(out.Kept, Kept{t.Digest, dedupe(why)})
+			continue
+		}
+		if why, keep := judge(t, p); keep {
+			out.Kept = append(out.Kept, Kept{t.Digest, []string{why}})
+		} else {
+			out.Stale = append(out.Stale, Stale{t.Digest, why})
+		}
+	}
+	for _, l := range g.Leases {
+		if !l.Expires.After(p.Now) {
+			out.ExpiredLeases = append(out.ExpiredLeases, l.ID)
+		}
+	}
+	sort.Strings(out.ExpiredLeases)
+	return out
+}
+
+// rootsOf returns every root of g with why it is one: machines' current
+// trees, their keep highest-numbered generations, pins and trees in use.
+func rootsOf(g Graph, keep int) map[digest.Digest][]string {
 	roots := map[digest.Digest][]string{}
 	root := func(d digest.Digest, why string) {
 		if d != "" {
@@ -99,7 +129,7 @@ func Mark(g Graph, p Policy) Marked {
 				// The index lags the symlink (a crash between flip and
 				// record) or leads it: keep both until they agree.
 				root(gen.Digest, fmt.Sprintf("machine %s: generation %d (current in the index)", m.Name, gen.Number))
-			case i < p.Keep:
+			case i < keep:
 				root(gen.Digest, fmt.Sprintf("machine %s: generation %d", m.Name, gen.Number))
 			}
 		}
@@ -110,40 +140,23 @@ func Mark(g Graph, p Policy) Marked {
 	for d, why := range g.InUse {
 		root(d, "in use: "+why)
 	}
+	return roots
+}
 
-	trees := append([]Tree(nil), g.Trees...)
-	sort.Slice(trees, func(i, j int) bool { return trees[i].Digest < trees[j].Digest })
-	var out Marked
-	for i, t := range trees {
-		if i > 0 && trees[i-1].Digest == t.Digest {
-			continue
-		}
-		if why, ok := roots[t.Digest]; ok {
-			out.Kept = append(out.Kept, Kept{t.Digest, dedupe(why)})
-			continue
-		}
-		if !t.Indexed {
-			out.Stale = append(out.Stale, Stale{t.Digest, "unindexed"})
-			continue
-		}
-		if p.UnusedFor > 0 {
-			age := p.Now.Sub(t.LastUsed)
-			if age < p.UnusedFor {
-				out.Kept = append(out.Kept, Kept{t.Digest, []string{fmt.Sprintf("used %s ago, within --unused-for %s", roundAge(age), p.UnusedFor)}})
-				continue
-			}
-			out.Stale = append(out.Stale, Stale{t.Digest, fmt.Sprintf("unreachable, unused for %s", roundAge(age))})
-			continue
-		}
-		out.Stale = append(out.Stale, Stale{t.Digest, "unreachable"})
+// judge decides tree t, which is no root: kept (with why) only while
+// p.UnusedFor covers its last use; else stale, with why.
+func judge(t Tree, p Policy) (why string, keep bool) {
+	switch {
+	case !t.Indexed:
+		return "unindexed", false
+	case p.UnusedFor <= 0:
+		return "unreachable", false
 	}
-	for _, l := range g.Leases {
-		if !l.Expires.After(p.Now) {
-			out.ExpiredLeases = append(out.ExpiredLeases, l.ID)
-		}
+	age := p.Now.Sub(t.LastUsed)
+	if age < p.UnusedFor {
+		return fmt.Sprintf("used %s ago, within --unused-for %s", roundAge(age), p.UnusedFor), true
 	}
-	sort.Strings(out.ExpiredLeases)
-	return out
+	return fmt.Sprintf("unreachable, unused for %s", roundAge(age)), false
 }
 
 func dedupe(why []string) []string {

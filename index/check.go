@@ -34,7 +34,6 @@ func parseMeta(b []byte) boltMeta {
 		return boltMeta{invalidReason: "short"}
 	}
 	m := b[pageHeaderSize : pageHeaderSize+metaSize]
-	le := binary.LittleEndian
 	h := fnv.New64a()
 	h.Write(m[:56])
 	switch {
@@ -101,6 +100,24 @@ func checkIndexFile(path string) string {
 	if size == 0 {
 		return "the file is empty"
 	}
+	best, why := newestMeta(f)
+	if why != "" {
+		return why
+	}
+	if why := checkMeta(best, size); why != "" {
+		return why
+	}
+	if best.freelist != noFreelist {
+		if why := checkFreelist(f, best); why != "" {
+			return why
+		}
+	}
+	return checkTree(f, best)
+}
+
+// newestMeta returns the valid meta page with the higher txid, or why
+// neither is valid.
+func newestMeta(f *os.File) (boltMeta, string) {
 	buf := make([]byte, 2*65536)
 	n, _ := f.ReadAt(buf, 0)
 	buf = buf[:n]
@@ -123,25 +140,27 @@ func checkIndexFile(path string) string {
 			best = m
 		}
 	}
-	switch {
-	case !best.valid:
-		return "no valid meta page: " + metas[0].invalidReason
-	case best.pageSize < 1024 || best.pageSize > 65536 || best.pageSize&(best.pageSize-1) != 0:
-		return fmt.Sprintf("page size %d", best.pageSize)
-	case size < 2*int64(best.pageSize):
-		return fmt.Sprintf("%d bytes: shorter than its two meta pages", size)
-	case best.pgid < 3 || best.pgid > uint64(size)/uint64(best.pageSize):
-		return fmt.Sprintf("truncated: %d bytes hold %d pages of %d, the index uses %d", size, size/int64(best.pageSize), best.pageSize, best.pgid)
-	case best.root < 2 || best.root >= best.pgid:
-		return fmt.Sprintf("root page %d outside the file's %d pages", best.root, best.pgid)
-	case best.freelist != noFreelist && (best.freelist < 2 || best.freelist >= best.pgid):
-		return fmt.Sprintf("freelist page %d outside the file's %d pages", best.freelist, best.pgid)
-	case best.freelist != noFreelist:
-		if why := checkFreelist(f, best); why != "" {
-			return why
-		}
+	if !best.valid {
+		return best, "no valid meta page: " + metas[0].invalidReason
 	}
-	return checkTree(f, best)
+	return best, ""
+}
+
+// checkMeta checks what meta page m says against the file's size.
+func checkMeta(m boltMeta, size int64) string {
+	switch {
+	case m.pageSize < 1024 || m.pageSize > 65536 || m.pageSize&(m.pageSize-1) != 0:
+		return fmt.Sprintf("page size %d", m.pageSize)
+	case size < 2*int64(m.pageSize):
+		return fmt.Sprintf("%d bytes: shorter than its two meta pages", size)
+	case m.pgid < 3 || m.pgid > uint64(size)/uint64(m.pageSize):
+		return fmt.Sprintf("truncated: %d bytes hold %d pages of %d, the index uses %d", size, size/int64(m.pageSize), m.pageSize, m.pgid)
+	case m.root < 2 || m.root >= m.pgid:
+		return fmt.Sprintf("root page %d outside the file's %d pages", m.root, m.pgid)
+	case m.freelist != noFreelist && (m.freelist < 2 || m.freelist >= m.pgid):
+		return fmt.Sprintf("freelist page %d outside the file's %d pages", m.freelist, m.pgid)
+	}
+	return ""
 }
 
 // checkTree walks the b+trees from the root page the way bbolt will, with
@@ -150,72 +169,95 @@ func checkIndexFile(path string) string {
 // it, and is reached once. A cycle of pages would send bbolt into endless
 // recursion, a stack overflow no recover catches.
 func checkTree(f *os.File, m boltMeta) string {
-	ps := uint64(m.pageSize)
-	data := make([]byte, m.pgid*ps)
-	if _, err := f.ReadAt(data, 0); err != nil {
+	w := pageWalk{ps: uint64(m.pageSize), pgid: m.pgid, seen: make([]bool, m.pgid)}
+	w.data = make([]byte, m.pgid*w.ps)
+	if _, err := f.ReadAt(w.data, 0); err != nil {
 		return "reading the pages: " + err.Error()
 	}
-	le := binary.LittleEndian
-	seen := make([]bool, m.pgid)
-	var visit func(id uint64, depth int) string
-	visit = func(id uint64, depth int) string {
-		switch {
-		case id < 2 || id >= m.pgid:
-			return fmt.Sprintf("a page refers to page %d, outside the file's %d pages", id, m.pgid)
-		case seen[id]:
-			return fmt.Sprintf("page %d is referred to twice", id)
-		case depth > 64:
-			return "the b+tree is deeper than any bbolt writes"
+	return w.visit(m.root, 0)
+}
+
+// pageWalk is checkTree's state: the file's pages and which were reached.
+type pageWalk struct {
+	data     []byte
+	ps, pgid uint64
+	seen     []bool
+}
+
+var le = binary.LittleEndian
+
+// visit checks page id, reached at depth, and the pages below it; it
+// returns why the tree is damaged, or "".
+func (w *pageWalk) visit(id uint64, depth int) string {
+	switch {
+	case id < 2 || id >= w.pgid:
+		return fmt.Sprintf("a page refers to page %d, outside the file's %d pages", id, w.pgid)
+	case w.seen[id]:
+		return fmt.Sprintf("page %d is referred to twice", id)
+	case depth > 64:
+		return "the b+tree is deeper than any bbolt writes"
+	}
+	w.seen[id] = true
+	p := w.data[id*w.ps:]
+	flags, count, overflow := le.Uint16(p[8:]), uint64(le.Uint16(p[10:])), uint64(le.Uint32(p[12:]))
+	size := (overflow + 1) * w.ps
+	if le.Uint64(p) != id || id+overflow >= w.pgid {
+		return fmt.Sprintf("page %d: bad header", id)
+	}
+	if flags != 0x01 && flags != 0x02 {
+		return fmt.Sprintf("page %d: neither branch nor leaf (flags %#x)", id, flags)
+	}
+	for j := id + 1; j <= id+overflow; j++ {
+		w.seen[j] = true
+	}
+	if pageHeaderSize+count*16 > size {
+		return fmt.Sprintf("page %d: %d elements do not fit", id, count)
+	}
+	for i := range count {
+		var why string
+		if flags == 0x01 {
+			why = w.branch(p, size, id, i, depth)
+		} else {
+			why = w.leaf(p, size, id, i, depth)
 		}
-		seen[id] = true
-		p := data[id*ps:]
-		flags, count, overflow := le.Uint16(p[8:]), uint64(le.Uint16(p[10:])), uint64(le.Uint32(p[12:]))
-		size := (overflow + 1) * ps
-		if le.Uint64(p) != id || id+overflow >= m.pgid {
-			return fmt.Sprintf("page %d: bad header", id)
+		if why != "" {
+			return why
 		}
-		if flags != 0x01 && flags != 0x02 {
-			return fmt.Sprintf("page %d: neither branch nor leaf (flags %#x)", id, flags)
-		}
-		for j := id + 1; j <= id+overflow; j++ {
-			seen[j] = true
-		}
-		if pageHeaderSize+count*16 > size {
-			return fmt.Sprintf("page %d: %d elements do not fit", id, count)
-		}
-		for i := range count {
-			e := p[pageHeaderSize+i*16:]
-			if flags == 0x01 { // branch: pos, ksize, pgid
-				pos, ksize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:]))
-				if pageHeaderSize+i*16+pos+ksize > size {
-					return fmt.Sprintf("page %d: element %d runs past the page", id, i)
-				}
-				if why := visit(le.Uint64(e[8:]), depth+1); why != "" {
-					return why
-				}
-				continue
-			}
-			// leaf: flags, pos, ksize, vsize; a bucket's value starts with
-			// its root page (0: inline, with no buckets of its own).
-			eflags, pos, ksize, vsize := le.Uint32(e), uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
-			start := pageHeaderSize + i*16 + pos
-			if start+ksize+vsize > size {
-				return fmt.Sprintf("page %d: element %d runs past the page", id, i)
-			}
-			if eflags&0x01 != 0 {
-				if vsize < 16 {
-					return fmt.Sprintf("page %d: element %d: short bucket header", id, i)
-				}
-				if root := le.Uint64(p[start+ksize:]); root != 0 {
-					if why := visit(root, depth+1); why != "" {
-						return why
-					}
-				}
-			}
-		}
+	}
+	return ""
+}
+
+// branch checks element i of branch page p (id, size bytes): pos, ksize,
+// pgid; then the page it points at.
+func (w *pageWalk) branch(p []byte, size, id, i uint64, depth int) string {
+	e := p[pageHeaderSize+i*16:]
+	pos, ksize := uint64(le.Uint32(e)), uint64(le.Uint32(e[4:]))
+	if pageHeaderSize+i*16+pos+ksize > size {
+		return fmt.Sprintf("page %d: element %d runs past the page", id, i)
+	}
+	return w.visit(le.Uint64(e[8:]), depth+1)
+}
+
+// leaf checks element i of leaf page p (id, size bytes): flags, pos,
+// ksize, vsize; a bucket's value starts with its root page (0: inline,
+// with no buckets of its own), which is visited.
+func (w *pageWalk) leaf(p []byte, size, id, i uint64, depth int) string {
+	e := p[pageHeaderSize+i*16:]
+	eflags, pos, ksize, vsize := le.Uint32(e), uint64(le.Uint32(e[4:])), uint64(le.Uint32(e[8:])), uint64(le.Uint32(e[12:]))
+	start := pageHeaderSize + i*16 + pos
+	if start+ksize+vsize > size {
+		return fmt.Sprintf("page %d: element %d runs past the page", id, i)
+	}
+	if eflags&0x01 == 0 {
 		return ""
 	}
-	return visit(m.root, 0)
+	if vsize < 16 {
+		return fmt.Sprintf("page %d: element %d: short bucket header", id, i)
+	}
+	if root := le.Uint64(p[start+ksize:]); root != 0 {
+		return w.visit(root, depth+1)
+	}
+	return ""
 }
 
 // checkFreelist checks the freelist page as bbolt will read it while
@@ -227,7 +269,6 @@ func checkFreelist(f *os.File, m boltMeta) string {
 	if _, err := f.ReadAt(hdr, int64(m.freelist)*ps); err != nil {
 		return fmt.Sprintf("freelist page %d: %v", m.freelist, err)
 	}
-	le := binary.LittleEndian
 	flags, count, overflow := le.Uint16(hdr[8:]), uint64(le.Uint16(hdr[10:])), uint64(le.Uint32(hdr[12:]))
 	if le.Uint64(hdr[0:]) != m.freelist || flags != 0x10 {
 		return fmt.Sprintf("page %d is not a freelist page", m.freelist)

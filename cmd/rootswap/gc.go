@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -60,22 +61,7 @@ runs; imports and activations wait for it.`,
 				}
 				return err
 			}
-			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			verb := "removed"
-			if opt.DryRun {
-				verb = "would remove"
-			}
-			for _, t := range rep.Trees {
-				fmt.Fprintf(w, "%s\t%s\t%d bytes\t%s\n", verb, t.Digest, t.Bytes, t.Reason)
-			}
-			if opt.DryRun {
-				for _, k := range rep.Kept {
-					fmt.Fprintf(w, "keep\t%s\t\t%s\n", k.Digest, k.Why)
-				}
-			}
-			w.Flush()
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes\n",
-				verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed)
+			printGC(cmd.OutOrStdout(), rep, opt.DryRun)
 			return err
 		},
 	}
@@ -84,6 +70,27 @@ runs; imports and activations wait for it.`,
 	cmd.Flags().BoolVar(&opt.DryRun, "dry-run", false, "print the plan; change nothing")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printGC prints gc's report as text: one line per tree removed (or, in a
+// dry run, that would be removed and kept), then the totals.
+func printGC(out io.Writer, rep gc.Result, dryRun bool) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	verb := "removed"
+	if dryRun {
+		verb = "would remove"
+	}
+	for _, t := range rep.Trees {
+		fmt.Fprintf(w, "%s\t%s\t%d bytes\t%s\n", verb, t.Digest, t.Bytes, t.Reason)
+	}
+	if dryRun {
+		for _, k := range rep.Kept {
+			fmt.Fprintf(w, "keep\t%s\t\t%s\n", k.Digest, k.Why)
+		}
+	}
+	w.Flush()
+	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes\n",
+		verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed)
 }
 
 func pinCmd(g *globals) *cobra.Command {

@@ -8,6 +8,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
+
+	"github.com/rootswap/rootswap/cache"
 )
 
 // errProblems makes verify exit 1 after printing its report.
@@ -50,39 +52,13 @@ index.db.damaged-<time>. Exit status 1 when problems were found.`,
 			if err != nil {
 				return err
 			}
-			w := cmd.OutOrStdout()
 			if asJSON {
-				if err := printJSON(w, rep); err != nil {
-					return err
-				}
+				err = printJSON(cmd.OutOrStdout(), rep)
 			} else {
-				for _, p := range rep.Problems {
-					fmt.Fprintln(w, "problem:", p)
-				}
-				printGrouped(w, "leftover:", "", rep.Leftovers, g.verbose)
-				if rb := rep.Rebuilt; rb != nil {
-					fmt.Fprintf(w, "rebuilt: index.db from the disk: %d trees, %d machines; the damaged file is kept as %s\n", rb.Trees, rb.Machines, rb.Damaged)
-					for _, l := range rb.Lost {
-						fmt.Fprintln(w, "lost:", l)
-					}
-				}
-				var removed, other []string
-				for _, r := range rep.Repaired {
-					if p, ok := strings.CutPrefix(r, "removed "); ok && !strings.HasPrefix(p, "corrupt ") {
-						removed = append(removed, p)
-					} else {
-						other = append(other, r)
-					}
-				}
-				for _, r := range other {
-					fmt.Fprintln(w, "repaired:", r)
-				}
-				printGrouped(w, "repaired:", "removed ", removed, g.verbose)
-				fmt.Fprintf(w, "%d trees, %d objects checked: %d problems, %d leftovers", rep.Trees, rep.Objects, len(rep.Problems), len(rep.Leftovers))
-				if repair {
-					fmt.Fprintf(w, ", %d repaired", len(rep.Repaired))
-				}
-				fmt.Fprintln(w)
+				printVerify(cmd.OutOrStdout(), rep, repair, g.verbose)
+			}
+			if err != nil {
+				return err
 			}
 			if len(rep.Problems) > 0 && !repair {
 				return errProblems
@@ -93,6 +69,39 @@ index.db.damaged-<time>. Exit status 1 when problems were found.`,
 	cmd.Flags().BoolVar(&repair, "repair", false, "remove leftovers and corrupt objects, mark broken trees for re-import")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// printVerify prints verify's report as text: problems, leftovers, what
+// a rebuild recovered and lost, what was repaired, then a summary line.
+func printVerify(w io.Writer, rep *cache.VerifyReport, repair, verbose bool) {
+	for _, p := range rep.Problems {
+		fmt.Fprintln(w, "problem:", p)
+	}
+	printGrouped(w, "leftover:", "", rep.Leftovers, verbose)
+	if rb := rep.Rebuilt; rb != nil {
+		fmt.Fprintf(w, "rebuilt: index.db from the disk: %d trees, %d machines; the damaged file is kept as %s\n", rb.Trees, rb.Machines, rb.Damaged)
+		for _, l := range rb.Lost {
+			fmt.Fprintln(w, "lost:", l)
+		}
+	}
+	// Removed leftovers are many: grouped like the leftovers themselves.
+	var removed, other []string
+	for _, r := range rep.Repaired {
+		if p, ok := strings.CutPrefix(r, "removed "); ok && !strings.HasPrefix(p, "corrupt ") {
+			removed = append(removed, p)
+		} else {
+			other = append(other, r)
+		}
+	}
+	for _, r := range other {
+		fmt.Fprintln(w, "repaired:", r)
+	}
+	printGrouped(w, "repaired:", "removed ", removed, verbose)
+	fmt.Fprintf(w, "%d trees, %d objects checked: %d problems, %d leftovers", rep.Trees, rep.Objects, len(rep.Problems), len(rep.Leftovers))
+	if repair {
+		fmt.Fprintf(w, ", %d repaired", len(rep.Repaired))
+	}
+	fmt.Fprintln(w)
 }
 
 // groupShown is how many paths of each kind verify prints without -v.

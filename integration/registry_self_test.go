@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"slices"
@@ -263,5 +264,35 @@ func TestRegistryAuth(t *testing.T) {
 	repo, tag, _ := strings.Cut(v1, ":")
 	if got := tagsList(t, reg, repo, user, password); !slices.Equal(got, []string{tag}) {
 		t.Fatalf("tags of %s: %q, want [%s]", repo, got, tag)
+	}
+}
+
+// TestRegistryPortTaken starts a registry whose first port is held by
+// another HTTP server that answers everything: startRegistry must not take
+// that server's answers for the registry's, and must move to a free port.
+func TestRegistryPortTaken(t *testing.T) {
+	needIntegration(t)
+	impostor := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer impostor.Close()
+	taken := impostor.Listener.Addr().(*net.TCPAddr).Port
+	picks := 0
+	reg := startRegistry(t, registryOpts{pickPort: func(t *testing.T) int {
+		picks++
+		if picks == 1 {
+			return taken
+		}
+		return freePort(t)
+	}})
+	if picks != 2 {
+		t.Fatalf("startRegistry picked %d ports, want 2 (the taken one, then a free one)", picks)
+	}
+	if reg.Addr() == impostor.Listener.Addr().String() {
+		t.Fatalf("startRegistry settled on the taken port %s", reg.Addr())
+	}
+	code, h, body := regGet(t, reg, "/v2/", "", "")
+	if code != http.StatusOK || h.Get("Docker-Distribution-Api-Version") != "registry/2.0" {
+		t.Fatalf("GET /v2/ on %s: %d, Docker-Distribution-Api-Version %q: %s", reg.Addr(), code, h.Get("Docker-Distribution-Api-Version"), body)
 	}
 }

@@ -37,6 +37,10 @@ const registryLimit = 60 * time.Second
 // registry; User and Password turn on htpasswd (bcrypt) auth.
 type registryOpts struct {
 	User, Password string
+
+	// pickPort, if set, replaces freePort (for the helper's own test of a
+	// port that is taken).
+	pickPort func(t *testing.T) int
 }
 
 // registry is one docker-registry process started by startRegistry.
@@ -110,7 +114,11 @@ func startRegistry(t *testing.T, opts registryOpts) *registry {
 	// again.
 	const attempts = 5
 	for i := 1; ; i++ {
-		port := freePort(t)
+		pick := freePort
+		if opts.pickPort != nil {
+			pick = opts.pickPort
+		}
+		port := pick(t)
 		r, bindErr := launchRegistry(t, bin, dir, port, htpasswd, opts)
 		if bindErr == nil {
 			if opts.User != "" {

@@ -32,6 +32,9 @@ data=/var/lib/rootswap-dev/docker
 #   on a fresh machine or CI, dockerd starts its own under --exec-root.
 # - --cgroup-parent: our containers' cgroups go under /rootswap-dev, not
 #   /docker where a system dockerd puts its own.
+# No --insecure-registry: Docker already treats 127.0.0.0/8 as insecure
+# (docker info: InsecureRegistryCIDRs), so `docker push 127.0.0.1:PORT/…`
+# to the tests' plain-http registry (integration/registry_test.go) works.
 # The default cgroupfs cgroup driver is right here: there is no systemd as
 # PID 1 (so no systemd driver), cgroups are v1 with a v2 "unified" hierarchy
 # beside them, and RUN steps of `docker build` work as they are.

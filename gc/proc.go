@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/fsys"
 )
 
 // storeMount says how trees/ appears in mount tables: as a path (paths:
@@ -147,28 +149,9 @@ func parseMountinfo(line string) (mount, bool) {
 	if len(a) < 6 || len(b) < 3 {
 		return mount{}, false
 	}
-	return mount{dev: a[2], root: unescape(a[3]), point: unescape(a[4]), fstype: b[0], superOpts: unescape(b[2])}, true
+	return mount{dev: a[2], root: fsys.UnescapeMountinfo(a[3]), point: fsys.UnescapeMountinfo(a[4]), fstype: b[0], superOpts: fsys.UnescapeMountinfo(b[2])}, true
 }
 
-// unescape undoes mountinfo's octal escapes of space, tab, newline and
-// backslash.
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
 
 type mountUse struct {
 	digest digest.Digest

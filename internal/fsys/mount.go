@@ -159,7 +159,7 @@ func mountsUnder(dir string) ([]mountPoint, error) {
 		if len(fields) < 6 {
 			continue
 		}
-		p := unescapeMountinfo(fields[4])
+		p := UnescapeMountinfo(fields[4])
 		if p != dir && !strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/") {
 			continue
 		}
@@ -193,8 +193,9 @@ func mountsUnder(dir string) ([]mountPoint, error) {
 	return out, nil
 }
 
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
+// UnescapeMountinfo undoes mountinfo's octal escapes (\040 for a space,
+// and tab, newline and backslash).
+func UnescapeMountinfo(s string) string {
 	if !strings.Contains(s, `\`) {
 		return s
 	}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/fsys"
 )
 
 var now = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -264,8 +266,8 @@ func TestScanMountinfo(t *testing.T) {
 
 func TestUnescape(t *testing.T) {
 	for in, want := range map[string]string{`a\040b`: "a b", `a\134b`: `a\b`, `tail\04`: `tail\04`, `plain`: "plain", `\011\012`: "\t\n"} {
-		if got := unescape(in); got != want {
-			t.Errorf("unescape(%q) = %q, want %q", in, got, want)
+		if got := fsys.UnescapeMountinfo(in); got != want {
+			t.Errorf("fsys.UnescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -152,7 +152,6 @@ func parseMountinfo(line string) (mount, bool) {
 	return mount{dev: a[2], root: fsys.UnescapeMountinfo(a[3]), point: fsys.UnescapeMountinfo(a[4]), fstype: b[0], superOpts: fsys.UnescapeMountinfo(b[2])}, true
 }
 
-
 type mountUse struct {
 	digest digest.Digest
 	how    string

@@ -42,7 +42,8 @@ import (
 // thus a regular file with the group's object. The root "." is listed
 // only if a layer has an entry for it.
 func Merge(layers []Diff) ([]Entry, error) {
-	m := &merger{nodes: map[string]*node{".": {layer: -1, implicit: true, kids: map[string]bool{}}}, gone: map[string]int{}}
+	root := &node{layer: -1, implicit: true, e: Entry{Entry: cache.Entry{Name: ".", Kind: cache.KindDir}}, kids: map[string]bool{}}
+	m := &merger{nodes: map[string]*node{".": root}, gone: map[string]int{}}
 	for i := range layers {
 		m.layer, m.diff = i, &layers[i]
 		if err := m.apply(); err != nil {

@@ -23,8 +23,9 @@ import (
 //     lower children; any other entry replaces the lower one, subtree and
 //     all;
 //   - a hard link joins its target's hard-link group as the target is at
-//     that point, so a later layer rewriting one name of a group leaves
-//     the others as they were.
+//     that point, metadata and object (its own header's metadata is
+//     ignored, as the kernel would), so a later layer rewriting one name
+//     of a group leaves the others as they were.
 //
 // Refused, wrapping ErrUnsafeEntry and naming the layer (1 is the lowest)
 // and the entry: an entry whose parent is missing or not a directory, and

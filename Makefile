@@ -25,14 +25,16 @@ test: deps build
 	$(MAKE) fuzz
 	$(MAKE) bench-quick
 
-# A short fuzz of the tar extractor (10-30 s here); run longer by hand,
+# A short fuzz of the tar extractor (10-30 s here) and of the layer merge
+# (a few seconds: no disk); run longer by hand,
 # e.g. make fuzz FUZZTIME=200000x. The budgets are execution counts: with
 # a duration, go1.26's fuzz coordinator sometimes fails the run with a bare
 # "context deadline exceeded" as the time runs out (go.dev/issue/75804).
 # /dev/shm keeps each execution cheap.
 FUZZTIME ?= 4000x
 fuzz:
-	TMPDIR=/dev/shm $(GO) test ./snapshot -run '^$$' -fuzz FuzzExtract -fuzztime $(FUZZTIME) -fuzzminimizetime 200x
+	TMPDIR=/dev/shm $(GO) test ./snapshot -run '^$$' -fuzz '^FuzzExtract$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x
+	TMPDIR=/dev/shm $(GO) test ./snapshot -run '^$$' -fuzz '^FuzzMerge$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 200x
 
 # The benchmark against the docker export | tar chain (bench/): the full
 # run builds a Debian and a 1 GB image and takes most of an hour; results

@@ -16,6 +16,14 @@
 //
 // ImportImage imports an image from a source, ImportTar a tar stream.
 //
+// An image of several layers is data before it is files: ReadDiff
+// validates one layer's tar stream into a Diff (entries, each regular file
+// as an object digest, and its whiteouts kept as whiteouts), and Merge
+// flattens Diffs in order with overlay semantics into the entry list of
+// the image's tree, refusing anything that would write through a symlink
+// or link to what a whiteout removed. Neither is wired into ImportImage or
+// the CLI yet: that waits for the registry source and the per-layer cache.
+//
 // The tar stream is hostile input. Extract validates every entry before it
 // reaches the store: names are cleaned and must stay inside the tree (a
 // leading "/" is stripped, as tar does; any ".." component is refused);

@@ -68,10 +68,20 @@ func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest,
 // extract is Extract without the key: an image import has its key already
 // and skips hashing the whole stream a second time.
 func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progress) error {
+	return readArchive(ctx, r, &extractor{b: b, seen: map[string]cache.Kind{}}, progress)
+}
+
+// adder takes one archive entry: its header and its content.
+type adder interface {
+	add(hdr *tar.Header, r io.Reader) error
+}
+
+// readArchive feeds every entry of the tar stream r to x, and refuses a
+// stream that is truncated or ends without its end-of-archive marker.
+func readArchive(ctx context.Context, r io.Reader, x adder, progress Progress) error {
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	var entries int64
-	x := &extractor{b: b, seen: map[string]cache.Kind{}}
 	where := "read archive"
 	var end int64 // where the entry read last ends, padding included
 	for {
@@ -175,6 +185,9 @@ func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(path.Base(name), whPrefix) {
+		return unsafe(hdr.Name, "whiteout in a flattened export")
+	}
 	if err := checkHeader(hdr, name, kind); err != nil {
 		return err
 	}
@@ -216,11 +229,10 @@ func nameAndKind(hdr *tar.Header) (string, cache.Kind, error) {
 }
 
 // checkHeader refuses what hdr says about itself, whatever came before.
+// Whiteouts are the caller's business.
 func checkHeader(hdr *tar.Header, name string, kind cache.Kind) error {
 	device := kind == cache.KindChar || kind == cache.KindBlock
 	switch {
-	case strings.HasPrefix(path.Base(name), ".wh."):
-		return unsafe(hdr.Name, "whiteout in a flattened export")
 	case name == "." && kind != cache.KindDir:
 		return unsafe(hdr.Name, "root entry is not a directory")
 	case hdr.Uid < 0 || hdr.Uid > maxOwner || hdr.Gid < 0 || hdr.Gid > maxOwner:
@@ -268,8 +280,8 @@ func newEntry(hdr *tar.Header, name string, kind cache.Kind) (cache.Entry, error
 func (x *extractor) target(hdr *tar.Header, e *cache.Entry) (cache.Kind, error) {
 	switch e.Kind {
 	case cache.KindSymlink:
-		if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxName {
-			return 0, unsafe(hdr.Name, "bad symlink target")
+		if err := checkSymlink(hdr); err != nil {
+			return 0, err
 		}
 		e.Linkname = hdr.Linkname // stored verbatim, never followed by rootswap
 	case cache.KindHardlink:
@@ -288,6 +300,14 @@ func (x *extractor) target(hdr *tar.Header, e *cache.Entry) (cache.Kind, error) 
 		return x.seen[target], nil
 	}
 	return e.Kind, nil
+}
+
+// checkSymlink refuses a symlink target no file system can hold.
+func checkSymlink(hdr *tar.Header) error {
+	if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxName {
+		return unsafe(hdr.Name, "bad symlink target")
+	}
+	return nil
 }
 
 // parents checks that name's parent is a directory, creating missing

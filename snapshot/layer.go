@@ -1,0 +1,219 @@
+package snapshot
+
+import (
+	"archive/tar"
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/cache"
+)
+
+// The whiteout spellings of the OCI image spec (and Docker's layers).
+const (
+	whPrefix     = ".wh."
+	opaqueMarker = ".wh..wh..opq"
+)
+
+// Entry is one entry of a layer or of a merged tree: a validated tree
+// entry and, for a regular file, the object holding its content.
+type Entry struct {
+	cache.Entry
+	Object digest.Digest // regular files only
+}
+
+// Whiteout is a layer's instruction to hide what lower layers hold.
+type Whiteout struct {
+	// Name is what is removed, with its subtree (from NAME/.wh.BASE: the
+	// clean name NAME/BASE), or for an opaque marker (NAME/.wh..wh..opq)
+	// the directory whose lower children are hidden.
+	Name   string
+	Opaque bool
+}
+
+// Diff is one layer's content as data: what ReadDiff validated from its
+// tar stream, before any lower layer is looked at.
+type Diff struct {
+	ID        digest.Digest // the layer's diffID, named in messages; may be empty
+	Entries   []Entry       // in archive order; a hard link's target may be in a lower layer
+	Whiteouts []Whiteout    // in archive order; never entries
+}
+
+// PutFunc stores a regular file's content, read from r to EOF, as the
+// object for e and returns its digest.
+type PutFunc func(e cache.Entry, r io.Reader) (digest.Digest, error)
+
+// ReadDiff validates the layer tar stream r and returns its content, each
+// regular file's content stored through put. Every entry passes the checks
+// Extract makes of a flattened export (see the package doc), except those
+// that need the lower layers, which Merge makes: an entry's parents may
+// come from a lower layer (none are invented), and so may a hard link's
+// target. Whiteouts become Whiteouts; one is refused when it is not an
+// empty regular file, is a bare ".wh.", whites out "." or "..", is aufs
+// metadata (".wh..wh.*" other than the opaque marker), or shares its name
+// with an entry or another whiteout of the layer. On error the objects put
+// so far are the caller's to forget.
+func ReadDiff(ctx context.Context, r io.Reader, put PutFunc) (Diff, error) {
+	x := &diffReader{put: put, seen: map[string]cache.Kind{}, white: map[string]bool{}, opaque: map[string]bool{}}
+	if err := readArchive(ctx, r, x, nil); err != nil {
+		return Diff{}, err
+	}
+	return x.d, nil
+}
+
+// diffReader validates a layer entry by entry.
+type diffReader struct {
+	put    PutFunc
+	d      Diff
+	seen   map[string]cache.Kind // the layer's entries; a hard link is KindHardlink unless its target is here
+	white  map[string]bool       // names the layer's whiteouts remove
+	opaque map[string]bool       // directories the layer's opaque markers hide
+}
+
+func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
+	if hdr.Typeflag == tar.TypeXGlobalHeader {
+		return nil
+	}
+	name, kind, err := nameAndKind(hdr)
+	if err != nil {
+		return err
+	}
+	if err := checkHeader(hdr, name, kind); err != nil {
+		return err
+	}
+	if strings.HasPrefix(path.Base(name), whPrefix) {
+		return x.whiteout(hdr, name, kind)
+	}
+	if _, dup := x.seen[name]; dup {
+		if name == "." {
+			return nil // as Extract: "./" and "/" both name the root
+		}
+		return unsafe(hdr.Name, "duplicate entry")
+	}
+	if x.white[name] {
+		return unsafe(hdr.Name, "entry and whiteout of the same name in one layer")
+	}
+	if err := x.parent(hdr, name); err != nil {
+		return err
+	}
+	e, err := newEntry(hdr, name, kind)
+	if err != nil {
+		return err
+	}
+	seen := kind
+	switch kind {
+	case cache.KindSymlink:
+		if err := checkSymlink(hdr); err != nil {
+			return err
+		}
+		e.Linkname = hdr.Linkname
+	case cache.KindHardlink:
+		target, err := cleanName(hdr.Linkname)
+		if err != nil {
+			return fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
+		}
+		switch k := x.seen[target]; {
+		case target == name:
+			return unsafe(hdr.Name, "hard link to itself")
+		case k == cache.KindFile || k == cache.KindSymlink:
+			seen = k
+		case k == 0, k == cache.KindHardlink:
+			// a lower layer's name, or a link to one: Merge resolves it
+		default:
+			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
+		}
+		e.Linkname = target
+	}
+	out := Entry{Entry: e}
+	if kind == cache.KindFile {
+		if out.Object, err = x.put(e, r); err != nil {
+			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+		}
+	}
+	x.seen[name] = seen
+	x.d.Entries = append(x.d.Entries, out)
+	return nil
+}
+
+// parent refuses an entry under a non-directory of the same layer. A
+// parent the layer does not hold must be a directory once the lower
+// layers are merged, which Merge checks.
+func (x *diffReader) parent(hdr *tar.Header, name string) error {
+	if name == "." {
+		return nil
+	}
+	dir := path.Dir(name)
+	if k, ok := x.seen[dir]; ok && k != cache.KindDir {
+		return unsafe(hdr.Name, fmt.Sprintf("parent %q is not a directory", dir))
+	}
+	return nil
+}
+
+// whiteout records the whiteout entry hdr, named name.
+func (x *diffReader) whiteout(hdr *tar.Header, name string, kind cache.Kind) error {
+	dir, base := path.Split(name)
+	dir = path.Clean(dir) // "" for a top-level name becomes "."
+	rest := strings.TrimPrefix(base, whPrefix)
+	switch {
+	case kind != cache.KindFile || hdr.Size != 0:
+		// Docker and the OCI spec write empty regular files; anything else
+		// (a directory with content, a hard link) has no defined meaning.
+		return unsafe(hdr.Name, "whiteout that is not an empty regular file")
+	case len(xattrKeys(hdr)) > 0:
+		return unsafe(hdr.Name, "whiteout with xattrs")
+	case base == opaqueMarker:
+		if x.opaque[dir] {
+			return unsafe(hdr.Name, "duplicate opaque marker")
+		}
+		if err := x.parent(hdr, name); err != nil {
+			return err
+		}
+		x.opaque[dir] = true
+		x.d.Whiteouts = append(x.d.Whiteouts, Whiteout{Name: dir, Opaque: true})
+		return nil
+	case rest == "":
+		return unsafe(hdr.Name, "bare whiteout")
+	case strings.HasPrefix(rest, whPrefix):
+		return unsafe(hdr.Name, "unsupported aufs whiteout metadata")
+	case rest == "." || rest == "..":
+		return unsafe(hdr.Name, "whiteout of a directory itself or its parent")
+	}
+	target := path.Join(dir, rest)
+	switch {
+	case x.white[target]:
+		return unsafe(hdr.Name, "duplicate whiteout")
+	case x.seen[target] != 0:
+		return unsafe(hdr.Name, "entry and whiteout of the same name in one layer")
+	}
+	if err := x.parent(hdr, name); err != nil {
+		return err
+	}
+	x.white[target] = true
+	x.d.Whiteouts = append(x.d.Whiteouts, Whiteout{Name: target})
+	return nil
+}
+
+// xattrKeys lists the SCHILY.xattr records of hdr.
+func xattrKeys(hdr *tar.Header) []string {
+	var ks []string
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "SCHILY.xattr.") {
+			ks = append(ks, k)
+		}
+	}
+	return ks
+}
+
+// CheckLayerCount refuses an image whose manifest lists a number of
+// layers other than its config's diffIDs: pairing them up would verify
+// one layer against another's digest, or leave one unverified.
+func CheckLayerCount(manifestLayers, diffIDs int) error {
+	if manifestLayers != diffIDs {
+		return fmt.Errorf("image manifest lists %d layers but its config %d diffIDs", manifestLayers, diffIDs)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package snapshot
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/rootswap/rootswap/cache"
+)
+
+// Merge flattens layers, lowest first, into the entries of the tree the
+// image means, as an overlay mount of them would show it. It is pure: no
+// object is read. Within each layer its whiteouts apply first, to the
+// lower layers only (a whiteout never removes its own layer's entry),
+// then its entries in archive order:
+//
+//   - a whiteout removes what lower layers had at its name, subtree and
+//     all; an opaque marker removes the lower children of its directory;
+//   - a directory over a lower directory takes its metadata and keeps the
+//     lower children; any other entry replaces the lower one, subtree and
+//     all;
+//   - a hard link joins its target's hard-link group as the target is at
+//     that point, metadata and object (its own header's metadata is
+//     ignored, as the kernel would), so a later layer rewriting one name
+//     of a group leaves the others as they were.
+//
+// Refused, wrapping ErrUnsafeEntry and naming the layer (1 is the lowest)
+// and the entry: an entry whose parent is missing or not a directory, and
+// above all one under a lower layer's symlink, and a whiteout or opaque
+// marker under one, as a real overlay would write through it, outside
+// the tree; a hard link to a name that is not a regular file or symlink
+// at that point, or that a whiteout removed; a name that is not clean
+// (layers from ReadDiff never have one).
+//
+// The result is in parents-first order (each directory before its
+// children, siblings by byte order), the same for the same layers. Every
+// hard-link group surviving the merge is written as its first name in
+// that order, a regular file or symlink, and the others as hard links to
+// it; a group member whose target name was replaced or removed later is
+// thus a regular file with the group's object. The root "." is listed
+// only if a layer has an entry for it.
+func Merge(layers []Diff) ([]Entry, error) {
+	root := &node{layer: -1, implicit: true, e: Entry{Entry: cache.Entry{Name: ".", Kind: cache.KindDir}}, kids: map[string]bool{}}
+	m := &merger{nodes: map[string]*node{".": root}, gone: map[string]int{}}
+	for i := range layers {
+		m.layer, m.diff = i, &layers[i]
+		if err := m.apply(); err != nil {
+			return nil, err
+		}
+	}
+	return m.result(), nil
+}
+
+// inode is what a hard-link group shares: a file's or symlink's metadata
+// and object, as the entry that made it had them.
+type inode struct{ e Entry }
+
+// node is one name of the merged tree.
+type node struct {
+	layer    int             // the layer whose entry made it (-1: the implicit root)
+	implicit bool            // the root no layer has listed yet
+	ino      *inode          // regular files and symlinks
+	e        Entry           // everything else
+	kids     map[string]bool // a directory's children, by full name
+}
+
+func (n *node) kind() cache.Kind {
+	if n.ino != nil {
+		return n.ino.e.Kind
+	}
+	return n.e.Kind
+}
+
+type merger struct {
+	nodes map[string]*node
+	gone  map[string]int // names a whiteout removed, and which layer's
+	ids   []string       // the diffIDs of the layers so far
+	layer int
+	diff  *Diff
+}
+
+func (m *merger) layerName(i int) string {
+	if id := m.ids[i]; id != "" {
+		return fmt.Sprintf("layer %d (%s)", i+1, id)
+	}
+	return fmt.Sprintf("layer %d", i+1)
+}
+
+func (m *merger) refuse(what, name, why string) error {
+	return fmt.Errorf("%s: %s %q: %s: %w", m.layerName(m.layer), what, name, why, ErrUnsafeEntry)
+}
+
+func (m *merger) apply() error {
+	m.ids = append(m.ids, string(m.diff.ID))
+	own := map[string]cache.Kind{}
+	for _, e := range m.diff.Entries {
+		if !cleanRel(e.Name) {
+			return m.refuse("entry", e.Name, "name is not clean")
+		}
+		own[e.Name] = e.Kind
+	}
+	for _, w := range m.diff.Whiteouts {
+		if err := m.whiteout(w, own); err != nil {
+			return err
+		}
+	}
+	for _, e := range m.diff.Entries {
+		if err := m.add(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// whiteout applies w to the lower layers. own holds the kinds of the
+// layer's entries: a directory of its own where a lower layer had a
+// symlink replaces the symlink, so nothing below it is reached through it.
+func (m *merger) whiteout(w Whiteout, own map[string]cache.Kind) error {
+	what := "whiteout"
+	dir := path.Dir(w.Name)
+	if w.Opaque {
+		what, dir = "opaque marker in", w.Name
+	}
+	if !cleanRel(w.Name) || (!w.Opaque && w.Name == ".") {
+		return m.refuse(what, w.Name, "name is not clean")
+	}
+	for _, a := range ancestors(dir) {
+		if k, ok := own[a]; ok {
+			if k != cache.KindDir {
+				return m.refuse(what, w.Name, fmt.Sprintf("%q is not a directory in this layer", a))
+			}
+			continue
+		}
+		n := m.nodes[a]
+		switch {
+		case n == nil:
+			return nil // nothing below to remove
+		case n.kind() == cache.KindSymlink:
+			return m.refuse(what, w.Name, fmt.Sprintf("%q is a symlink from %s: a whiteout there would act outside the tree", a, m.layerName(n.layer)))
+		case n.kind() != cache.KindDir:
+			return nil
+		}
+	}
+	if !w.Opaque {
+		if m.nodes[w.Name] != nil {
+			m.remove(w.Name, true)
+		}
+		return nil
+	}
+	if n := m.nodes[w.Name]; n != nil && n.kind() == cache.KindDir {
+		for _, k := range slices.Sorted(maps.Keys(n.kids)) {
+			m.remove(k, true)
+		}
+	}
+	return nil
+}
+
+// add applies the layer's entry e.
+func (m *merger) add(e Entry) error {
+	switch {
+	case e.Name == "." && e.Kind != cache.KindDir:
+		return m.refuse("entry", e.Name, "root entry is not a directory")
+	case e.Kind == cache.KindFile && e.Object.Validate() != nil:
+		return m.refuse("entry", e.Name, "regular file without a valid object")
+	}
+	for _, a := range ancestors(path.Dir(e.Name)) {
+		n := m.nodes[a]
+		switch {
+		case n == nil:
+			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q does not exist", a))
+		case n.kind() == cache.KindSymlink:
+			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q is a symlink from %s: writing through it would leave the tree", a, m.layerName(n.layer)))
+		case n.kind() != cache.KindDir:
+			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q is not a directory", a))
+		}
+	}
+	old := m.nodes[e.Name]
+	if old != nil && old.layer == m.layer && !old.implicit {
+		return m.refuse("entry", e.Name, "duplicate entry")
+	}
+	if old != nil && old.kind() == cache.KindDir && e.Kind == cache.KindDir {
+		old.e, old.layer, old.implicit = e, m.layer, false
+		return nil
+	}
+	n := &node{layer: m.layer}
+	switch e.Kind {
+	case cache.KindHardlink:
+		if !cleanRel(e.Linkname) {
+			return m.refuse("entry", e.Name, fmt.Sprintf("hard link target %q is not clean", e.Linkname))
+		}
+		t := m.nodes[e.Linkname]
+		if t == nil {
+			if l, ok := m.gone[e.Linkname]; ok {
+				return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which a whiteout in %s removed", e.Linkname, m.layerName(l)))
+			}
+			return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which does not exist", e.Linkname))
+		}
+		if t.ino == nil || e.Linkname == e.Name {
+			return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", e.Linkname))
+		}
+		n.ino = t.ino
+	case cache.KindFile, cache.KindSymlink:
+		n.ino = &inode{e: e}
+	case cache.KindDir:
+		n.e, n.kids = e, map[string]bool{}
+	case cache.KindChar, cache.KindBlock, cache.KindFIFO:
+		n.e = e
+	default:
+		return m.refuse("entry", e.Name, fmt.Sprintf("unknown kind %q", e.Kind))
+	}
+	if old != nil {
+		m.remove(e.Name, false)
+	}
+	m.nodes[e.Name] = n
+	delete(m.gone, e.Name)
+	if e.Name != "." {
+		m.nodes[path.Dir(e.Name)].kids[e.Name] = true
+	}
+	return nil
+}
+
+// remove deletes name and its subtree; byWhiteout records them as gone.
+func (m *merger) remove(name string, byWhiteout bool) {
+	n := m.nodes[name]
+	for k := range n.kids {
+		m.remove(k, byWhiteout)
+	}
+	delete(m.nodes, name)
+	if byWhiteout {
+		m.gone[name] = m.layer
+	}
+	if name != "." {
+		delete(m.nodes[path.Dir(name)].kids, name)
+	}
+}
+
+// result lists the merged tree; see Merge.
+func (m *merger) result() []Entry {
+	names := slices.SortedFunc(maps.Keys(m.nodes), parentsFirst)
+	leader := map[*inode]string{}
+	out := make([]Entry, 0, len(names))
+	for _, name := range names {
+		n := m.nodes[name]
+		switch {
+		case n.implicit:
+			continue
+		case n.ino == nil:
+			out = append(out, n.e)
+			continue
+		}
+		e := n.ino.e
+		e.Name = name
+		if l, ok := leader[n.ino]; ok {
+			e.Kind, e.Linkname, e.Size, e.Object, e.Xattrs = cache.KindHardlink, l, 0, "", nil
+		} else {
+			leader[n.ino] = name
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// parentsFirst orders names so that a directory comes before everything
+// below it: byte order, with "/" lowest ("." is first of all).
+func parentsFirst(a, b string) int {
+	switch {
+	case a == b:
+		return 0
+	case a == ".":
+		return -1
+	case b == ".":
+		return 1
+	}
+	for i := 0; i < len(a) && i < len(b); i++ {
+		ca, cb := a[i], b[i]
+		switch {
+		case ca == cb:
+			continue
+		case ca == '/':
+			return -1
+		case cb == '/':
+			return 1
+		}
+		return cmp.Compare(ca, cb)
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// ancestors lists the directories from the top down to dir, dir included
+// and "." excluded.
+func ancestors(dir string) []string {
+	if dir == "." {
+		return nil
+	}
+	var out []string
+	for i := range len(dir) {
+		if dir[i] == '/' {
+			out = append(out, dir[:i])
+		}
+	}
+	return append(out, dir)
+}
+
+// cleanRel reports whether name is what cleanName makes: relative, clean,
+// inside the tree.
+func cleanRel(name string) bool {
+	if name == "." {
+		return true
+	}
+	if name == "" || name[0] == '/' || path.Clean(name) != name || strings.IndexByte(name, 0) >= 0 {
+		return false
+	}
+	return name != ".." && !strings.HasPrefix(name, "../")
+}

@@ -46,14 +46,20 @@ func ReadOnlyView(dir string, paths ...string) error {
 	if err := step("unshare mount namespace", unix.Unshare(unix.CLONE_NEWNS)); err != nil {
 		return err
 	}
-	// 2. Private, recursively: the mounts below must not reach the host's
-	// shared peer groups, and host mounts appearing later must not reach us.
-	if err := step("make / private", unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")); err != nil {
+	// 2. Slave, recursively: nothing mounted here reaches the host, while
+	// the host's unmounts still reach us; a private copy would hold every
+	// host mount of the moment busy for as long as the container runs.
+	if err := step("make / a slave", unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, "")); err != nil {
 		return err
 	}
 	// 3. A recursive bind of dir onto itself: a mount of its own (dir need
-	// not be a mount point) that carries every sub-mount along.
+	// not be a mount point) that carries every sub-mount along. It alone
+	// is private: no host mount appearing under dir later joins the view
+	// unchecked.
 	if err := step("bind", unix.Mount(real, real, "", unix.MS_BIND|unix.MS_REC, "")); err != nil {
+		return err
+	}
+	if err := step("make the view private", unix.Mount("", real, "", unix.MS_REC|unix.MS_PRIVATE, "")); err != nil {
 		return err
 	}
 	// 4. Read-only, sub-mounts included. mount_setattr(2) does the whole

@@ -2,8 +2,10 @@ package fsys
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -124,6 +126,70 @@ func TestRemountEachReadOnly(t *testing.T) {
 		done <- nil
 	}()
 	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestReadOnlyViewFollowsHostUnmounts: a file system the host unmounts
+// while a view is alive leaves the view too. A view holding on to the
+// host's mounts would keep their devices busy for as long as a container
+// runs (a loop device could not be detached, a disk not be ejected).
+func TestReadOnlyViewFollowsHostUnmounts(t *testing.T) {
+	// A shared parent, as systemd makes every mount on a real host (the
+	// build machines' / is private, where no namespace sees the host's
+	// later unmounts and this could not be told apart).
+	store, shared := t.TempDir(), t.TempDir()
+	if err := unix.Mount("tmpfs", shared, "tmpfs", 0, ""); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	defer unix.Unmount(shared, unix.MNT_DETACH)
+	if err := unix.Mount("", shared, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(shared, "other")
+	if err := os.Mkdir(other, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", other, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	mounted := true
+	defer func() {
+		if mounted {
+			unix.Unmount(other, 0)
+		}
+	}()
+	listed := func() bool {
+		b, err := os.ReadFile("/proc/thread-self/mountinfo")
+		if err != nil {
+			t.Error(err)
+		}
+		return strings.Contains(string(b), " "+other+" ")
+	}
+	ready, unmounted := make(chan struct{}), make(chan struct{})
+	result := make(chan error, 1)
+	go func() {
+		result <- inView(t, store, func() error {
+			defer close(ready)
+			if !listed() {
+				return fmt.Errorf("the view does not list %s at all", other)
+			}
+			ready <- struct{}{}
+			<-unmounted
+			if listed() {
+				return fmt.Errorf("the host unmounted %s but the view still holds it", other)
+			}
+			return nil
+		})
+	}()
+	if _, ok := <-ready; ok {
+		if err := unix.Unmount(other, 0); err != nil {
+			t.Errorf("unmount %s on the host: %v", other, err)
+		}
+		mounted = false
+		close(unmounted)
+	}
+	if err := <-result; err != nil {
 		t.Fatal(err)
 	}
 }

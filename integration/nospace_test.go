@@ -398,21 +398,25 @@ func TestRollbackAndActivateOnAFullDisk(t *testing.T) {
 	// index.
 	other := map[string]string{d1: d2, d2: d1}
 	bases := []string{base}
-	walk, prev := filepath.Join(work, "walk.img"), filepath.Join(work, "prev.img")
-	copyFile(t, base, walk)
+	// Each step mounts a fresh copy of the last state (no image is mounted
+	// twice: see unmount), so the state before a step stays as it was.
+	cur := filepath.Join(work, "walk-0.img")
+	copyFile(t, base, cur)
 	for i := 0; i < 120 && len(bases) < 4; i++ {
-		copyFile(t, walk, prev)
-		l := mountFS(t, walk)
+		next := filepath.Join(work, fmt.Sprintf("walk-%d.img", i+1))
+		copyFile(t, cur, next)
+		l := mountFS(t, next)
 		s := storeOn(t, filepath.Join(l.dir, "store"))
 		before := s.indexBlocks()
 		s.ok("activate", "app", other[s.linked("app")])
 		grew := s.indexBlocks() > before
 		l.unmount()
 		if grew {
-			keep := filepath.Join(work, fmt.Sprintf("grows-%d.img", i))
-			copyFile(t, prev, keep)
-			bases = append(bases, keep)
+			bases = append(bases, cur)
+		} else {
+			os.Remove(cur)
 		}
+		cur = next
 	}
 	t.Logf("%d states where activate grows the index", len(bases)-1)
 	if len(bases) == 1 {

@@ -164,12 +164,12 @@ func TestNspawnArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "--machine web --directory /t --volatile=overlay --register=no --keep-unit --bind=/a:/b -E X=1 /bin/sh -c -U"
+	want := "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --bind=/a:/b -E X=1 /bin/sh -c -U"
 	if got := strings.Join(args, " "); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	args, _ = NspawnArgs("web", "/t", []string{"--volatile=state", "/bin/true"}, true)
-	if got := strings.Join(args, " "); got != "--machine web --directory /t --volatile=state /bin/true" {
+	if got := strings.Join(args, " "); got != "--machine web --directory /t --kill-signal=SIGTERM --volatile=state /bin/true" {
 		t.Errorf("volatile=state, registered: %s", got)
 	}
 	for _, bad := range [][]string{

@@ -60,6 +60,7 @@ type nspawnOpts struct {
 	readOnly  bool   // --read-only
 	userns    bool   // --private-users other than no
 	ownership string // --private-users-ownership, lowercased ("" if not given)
+	stopBy    bool   // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
 	targets   []mountTarget
 	refusal   error // the first option the early check refuses
 }
@@ -144,6 +145,8 @@ func scanOptions(name string, user []string) nspawnOpts {
 			}
 		case "--read-only":
 			o.readOnly = true
+		case "--kill-signal", "-b", "--boot":
+			o.stopBy = true
 		case "--private-users":
 			b, isBool := parseBool(val)
 			o.userns = !hasVal || !isBool || b
@@ -179,6 +182,8 @@ func scanOptions(name string, user []string) nspawnOpts {
 // about, alone or in a cluster.
 func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
 	switch c {
+	case "-b":
+		o.stopBy = true
 	case "-U":
 		refuse("%s: -U would chown the shared tree; use --private-users=pick --private-users-ownership=map", a)
 	case "-x":
@@ -258,8 +263,20 @@ func nspawnArgs(name, tree string, user []string, registered bool) ([]string, ns
 	if !registered {
 		args = append(args, "--register=no", "--keep-unit")
 	}
+	if !o.stopBy {
+		// nspawn's own default without -b is to answer SIGTERM with
+		// SIGKILL to the container: no graceful stop. SIGTERM to PID 1 is
+		// the contract images are written for (docker stop); -b's
+		// SIGRTMIN+3 is right for a booted init, so the user's choice stays.
+		args = append(args, "--kill-signal=SIGTERM")
+	}
 	return append(args, user...), o, nil
 }
+
+// ChoosesStop reports whether the nspawn options user say what a stop
+// sends the container's PID 1 (--kill-signal, or -b with nspawn's
+// SIGRTMIN+3); otherwise rootswap adds --kill-signal=SIGTERM.
+func ChoosesStop(user []string) bool { return scanOptions("", user).stopBy }
 
 // readOnlyRoot names the option that leaves the container's root the
 // read-only tree, or "" when nspawn mounts something writable on / (the

@@ -23,6 +23,7 @@ type serviceOptions struct {
 	notify       bool
 	nspawnOpts   []string
 	restartSec   time.Duration
+	stopTimeout  time.Duration
 	healthyAfter time.Duration
 	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
 }
@@ -37,6 +38,7 @@ func (o *serviceOptions) register(cmd *cobra.Command) {
 	f.BoolVar(&o.notify, "notify", false, "Type=notify: the payload reports readiness itself (--notify-ready=yes)")
 	f.StringArrayVar(&o.nspawnOpts, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
 	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", 90*time.Second, "TimeoutStopSec=: how long a stopping payload has after SIGTERM before SIGKILL")
 	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
 }
@@ -119,6 +121,11 @@ func serviceUnits(bin, root, name, image string, command []string, o *serviceOpt
 		typ = "notify"
 	}
 	opts = append(opts, unit.NewUnitOption("Service", "Type", typ))
+	if o.notify {
+		// nspawn, which relays the payload's READY=1, is run's child, not
+		// the main process.
+		opts = append(opts, unit.NewUnitOption("Service", "NotifyAccess", "all"))
+	}
 	if o.healthyAfter > 0 {
 		opts = append(opts, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+o.healthyAfter.String()))
 	}
@@ -130,6 +137,10 @@ func serviceUnits(bin, root, name, image string, command []string, o *serviceOpt
 		unit.NewUnitOption("Service", "RestartSec", o.restartSec.String()),
 		// A cold import of a large image can take minutes.
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		// A stop is SIGTERM to run alone, which records it and passes it
+		// on: nspawn gives the payload SIGTERM, and this long before the
+		// whole cgroup gets SIGKILL.
+		unit.NewUnitOption("Service", "TimeoutStopSec", o.stopTimeout.String()),
 		unit.NewUnitOption("Service", "KillMode", "mixed"),
 		unit.NewUnitOption("Service", "Delegate", "yes"),
 		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),
@@ -174,6 +185,11 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 	if o.notify {
 		nspawn = append(nspawn, unit.NewUnitOption("Exec", "NotifyReady", "yes"))
 	}
+	if !activate.ChoosesStop(o.nspawnOpts) {
+		// SIGTERM to the payload on a stop (nspawn's default without -b is
+		// SIGKILL), as `rootswap run` does.
+		nspawn = append(nspawn, unit.NewUnitOption("Exec", "KillSignal", "SIGTERM"))
+	}
 	if o.readOnly {
 		nspawn = append(nspawn, unit.NewUnitOption("Files", "ReadOnly", "yes"), unit.NewUnitOption("Files", "Volatile", "state"))
 	} else {
@@ -203,6 +219,7 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 		unit.NewUnitOption("Service", "Restart", "always"),
 		unit.NewUnitOption("Service", "RestartSec", o.restartSec.String()),
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		unit.NewUnitOption("Service", "TimeoutStopSec", o.stopTimeout.String()),
 	}
 	if o.healthyAfter > 0 {
 		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+o.healthyAfter.String()))

@@ -176,6 +176,9 @@ func TestUnitService(t *testing.T) {
 			"Restart":      "always",
 			"KillMode":     "mixed",
 			"Delegate":     "yes",
+			// run forks nspawn, which relays READY=1: not the main PID.
+			"NotifyAccess":   "all",
+			"TimeoutStopSec": "1m30s",
 		},
 		"Install": {"WantedBy": "multi-user.target"},
 	}
@@ -211,7 +214,7 @@ func TestUnitNspawnFile(t *testing.T) {
 	mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--nspawn-file", "--bind-ro", "/etc/ssl", "--read-only", "web", "reg/web:1", "--", "/app", "--serve")
 	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
 	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/app --serve", "Files/Volatile": "state",
-		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl"} {
+		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl", "Exec/KillSignal": "SIGTERM"} {
 		sec, name, _ := strings.Cut(k, "/")
 		if got := n[sec][name]; len(got) != 1 || got[0] != v {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
@@ -223,5 +226,16 @@ func TestUnitNspawnFile(t *testing.T) {
 	}
 	if got := d["Service"]["ExecStartPre"]; len(got) != 1 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") {
 		t.Errorf("drop-in ExecStartPre %q", got)
+	}
+	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "1m30s" {
+		t.Errorf("drop-in TimeoutStopSec %q, want the default 1m30s", got)
+	}
+	// The user's --kill-signal wins: no KillSignal= overrides it (--settings=override).
+	mustRun(t, store, "unit", "--install", "--unit-dir", dir, "--nspawn-file", "--stop-timeout", "5s", "--nspawn-opt=--kill-signal=SIGINT", "web", "reg/web:1")
+	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); n["Exec"]["KillSignal"] != nil {
+		t.Errorf("web.nspawn KillSignal = %q with the user's --kill-signal", n["Exec"]["KillSignal"])
+	}
+	if got := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "5s" {
+		t.Errorf("--stop-timeout 5s: drop-in TimeoutStopSec %q", got)
 	}
 }

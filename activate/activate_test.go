@@ -273,7 +273,7 @@ func simulateRun(t *testing.T, s *cache.Store, name string, up time.Duration, r 
 	if _, err := updateCurrent(s, name, func(g *cache.Generation) { g.Starts++; g.LastStart = now.Add(-up) }); err != nil {
 		t.Fatal(err)
 	}
-	g, err := Report(s, name, r, DefaultHealthyAfter, now)
+	g, _, err := Report(s, name, r, DefaultHealthyAfter, now)
 	if err != nil {
 		t.Fatal(err)
 	}

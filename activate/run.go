@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path"
 	"path/filepath"
 	"strings"
@@ -371,15 +372,42 @@ func Nspawn() (string, error) {
 	return p, nil
 }
 
-// Run replaces the process with systemd-nspawn on machine name's current
-// tree. It returns only on error. A tree that verify --repair marked
-// broken still runs (the current link decides what runs), with a warning
-// on warn.
+// ExitError is Run's error when systemd-nspawn ended unsuccessfully:
+// Status is its exit status, or 128+n when signal n killed it. nspawn has
+// said why on stderr; the caller exits with Status and adds nothing.
+type ExitError struct{ Status int }
+
+func (e *ExitError) Error() string { return fmt.Sprintf("systemd-nspawn exited with status %d", e.Status) }
+
+// forwarded are the signals run passes on to nspawn, as if it were nspawn:
+// a supervisor's and a terminal's. SIGTERM and SIGINT are stops.
+var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+
+// Run runs systemd-nspawn on machine name's current tree and waits for it.
+// A tree that verify --repair marked broken still runs (the current link
+// decides what runs), with a warning on warn. It returns nil when nspawn
+// exits 0, an *ExitError when nspawn ran and failed, another error when
+// it could not start.
+//
+// Run stays the process a supervisor watches (a unit's main process), so
+// that it learns when a stop was asked for: the first SIGTERM or SIGINT
+// leaves a stop record for this run (see stop.go), which `report` turns
+// into a stop rather than a failure. Every signal in forwarded goes on to
+// nspawn; nspawn gives the payload the --kill-signal (SIGTERM unless the
+// user chose), and a second SIGTERM makes it terminate the container at
+// once. If run is killed, nspawn gets SIGKILL (as if it had been exec'd).
 //
 // Order: checks, then the index bookkeeping (the last write to the store),
-// then the read-only view of the whole store, then exec from the same
+// then the read-only view of the whole store, then the fork from the same
 // thread, so nspawn and the container only ever see the store read-only.
 func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
+	// Before anything else, so that a stop during the checks is not lost
+	// (it ends run before nspawn starts), and SIGHUP never kills run
+	// without nspawn hearing of it.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwarded...)
+	defer signal.Stop(sigs)
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -408,6 +436,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	// not stop a service from starting.
 	now := time.Now().UTC()
 	broken := false
+	var gen uint64
 	s.Update(func(tx *cache.Tx) error {
 		if t, err := tx.Tree(d); err == nil {
 			broken = t.Broken
@@ -424,6 +453,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		}
 		g.Starts++
 		g.LastStart = now
+		gen = g.Number
 		return tx.PutGeneration(name, g)
 	})
 	if broken {
@@ -433,8 +463,63 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	if err := fsys.ReadOnlyView(s.Root(), tree); err != nil {
 		return fmt.Errorf("run %s: %w", name, err)
 	}
-	if err := syscall.Exec(bin, append([]string{bin}, args...), os.Environ()); err != nil {
-		return fmt.Errorf("run %s: exec %s: %w", name, bin, err)
+	// Forked from this goroutine, which ReadOnlyView locked to the thread
+	// that holds the read-only view: the child inherits that thread's
+	// mount namespace, not the process's.
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// Pdeathsig is tied to the forking thread, which stays locked until
+	// run exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stopped := false
+	stop := func(sig os.Signal) {
+		// Recorded before nspawn hears of it: report may run as soon as
+		// nspawn exits.
+		stopped = true
+		if err := writeStop(s, name, stopRecord{Generation: gen, Started: now, Signal: sig.String(), At: time.Now().UTC(), PID: os.Getpid()}); err != nil {
+			fmt.Fprintf(warn, "rootswap: warning: run %s: %v: report will count this stop as the run's own end\n", name, err)
+		}
+	}
+	// A stop that came before nspawn started ends run here.
+	var pending []os.Signal
+	for len(sigs) > 0 {
+		sig := <-sigs
+		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			stop(sig)
+			return &ExitError{128 + int(sig.(syscall.Signal))}
+		}
+		pending = append(pending, sig)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: start %s: %w", name, bin, err)
+	}
+	for _, sig := range pending {
+		cmd.Process.Signal(sig)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	for {
+		select {
+		case sig := <-sigs:
+			if !stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
+				stop(sig)
+			}
+			cmd.Process.Signal(sig)
+		case <-done:
+			return exitStatus(cmd.ProcessState)
+		}
+	}
+}
+
+// exitStatus is nil for nspawn's success, else its status as a shell
+// reports it.
+func exitStatus(ps *os.ProcessState) error {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case ok && ws.Signaled():
+		return &ExitError{128 + int(ws.Signal())}
+	case ps.ExitCode() != 0:
+		return &ExitError{ps.ExitCode()}
 	}
 	return nil
 }

@@ -377,7 +377,9 @@ func Nspawn() (string, error) {
 // said why on stderr; the caller exits with Status and adds nothing.
 type ExitError struct{ Status int }
 
-func (e *ExitError) Error() string { return fmt.Sprintf("systemd-nspawn exited with status %d", e.Status) }
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("systemd-nspawn exited with status %d", e.Status)
+}
 
 // forwarded are the signals run passes on to nspawn, as if it were nspawn:
 // a supervisor's and a terminal's. SIGTERM and SIGINT are stops.

@@ -381,10 +381,14 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("systemd-nspawn exited with status %d", e.Status)
 }
 
-// forwarded are the signals run passes on to nspawn, as if it were nspawn:
-// a supervisor's and a terminal's. SIGTERM and SIGINT are stops.
-var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH}
+// forwarded are the signals run passes on to nspawn: the stops (SIGTERM,
+// SIGINT), which nspawn turns into its --kill-signal for the payload, and
+// SIGWINCH for its terminal. dropped are caught and ignored: nspawn would
+// die of them and leave the container running without it.
+var (
+	forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGWINCH}
+	dropped   = map[os.Signal]string{syscall.SIGHUP: "SIGHUP", syscall.SIGQUIT: "SIGQUIT", syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2"}
+)
 
 // Run runs systemd-nspawn on machine name's current tree and waits for it.
 // A tree that verify --repair marked broken still runs (the current link
@@ -395,10 +399,12 @@ var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, sys
 // Run stays the process a supervisor watches (a unit's main process), so
 // that it learns when a stop was asked for: the first SIGTERM or SIGINT
 // leaves a stop record for this run (see stop.go), which `report` turns
-// into a stop rather than a failure. Every signal in forwarded goes on to
-// nspawn; nspawn gives the payload the --kill-signal (SIGTERM unless the
-// user chose), and a second SIGTERM makes it terminate the container at
-// once. If run is killed, nspawn gets SIGKILL (as if it had been exec'd).
+// into a stop rather than a failure. The signals in forwarded go on to
+// nspawn, which gives the payload its --kill-signal (SIGTERM unless the
+// user chose) on the first stop and terminates the container at once on
+// the second. If run is killed, nspawn gets SIGKILL, as if run had
+// exec'd it (the container's processes are then left to the unit's
+// cgroup).
 //
 // Order: checks, then the index bookkeeping (the last write to the store),
 // then the read-only view of the whole store, then the fork from the same
@@ -409,6 +415,9 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	// without nspawn hearing of it.
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, forwarded...)
+	for sig := range dropped {
+		signal.Notify(sigs, sig)
+	}
 	defer signal.Stop(sigs)
 	if err := ValidName(name); err != nil {
 		return err
@@ -486,6 +495,9 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	var pending []os.Signal
 	for len(sigs) > 0 {
 		sig := <-sigs
+		if _, ok := dropped[sig]; ok {
+			continue
+		}
 		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 			stop(sig)
 			return &ExitError{128 + int(sig.(syscall.Signal))}
@@ -503,6 +515,10 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	for {
 		select {
 		case sig := <-sigs:
+			if n, ok := dropped[sig]; ok {
+				fmt.Fprintf(warn, "rootswap: warning: run %s: %s ignored: nspawn passes no signal to the payload but its --kill-signal (machinectl kill can)\n", name, n)
+				continue
+			}
 			if !stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
 				stop(sig)
 			}

@@ -74,8 +74,16 @@ func startRun(t *testing.T, s *store, want string, args ...string) *runProc {
 	}
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
+			// nspawn dies with run; the container's PID 1 would not.
+			var pid1s []int
+			for _, n := range children(t, cmd.Process.Pid) {
+				pid1s = append(pid1s, children(t, n)...)
+			}
 			cmd.Process.Kill()
 			cmd.Wait()
+			for _, pid := range pid1s {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
 		}
 	})
 	line := make(chan string, 1)
@@ -248,24 +256,23 @@ func TestRunStopIsAStop(t *testing.T) {
 	}
 }
 
-// TestRunSignals: a second SIGTERM makes nspawn terminate a payload that
-// ignores the first; SIGHUP is passed on; SIGKILL of run takes nspawn
-// with it.
+// TestRunSignals: SIGHUP, which would kill nspawn and orphan the
+// container, is ignored with a warning; a second SIGTERM makes nspawn
+// terminate a payload that ignores the first, and that is a stop too;
+// SIGKILL of run takes nspawn with it.
 func TestRunSignals(t *testing.T) {
 	needIntegration(t)
-	img := payloadImage(t, "#!/bin/sh\ntrap '' TERM\ntrap 'echo hup > /mark/hup' HUP\necho up\nwhile true; do sleep 0.1; done\n")
+	img := payloadImage(t, "#!/bin/sh\ntrap '' TERM\necho up\nwhile true; do sleep 0.1; done\n")
 	s := newStore(t)
 	s.ok("prepare", "app", img)
-	mark := t.TempDir()
 
-	p := startRun(t, s, "up", "app", "--bind="+mark+":/mark", "/bin/sh", "/run.sh")
+	p := startRun(t, s, "up", "app", "/bin/sh", "/run.sh")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitStderr("SIGHUP ignored") // before any SIGTERM, so none merges with it
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	// Two signals sent at once may merge into one: the second goes after
 	// nspawn has passed the first on. The payload ignores it.
 	p.waitStderr("Trying to halt container")
-	if p.cmd.ProcessState != nil {
-		t.Fatalf("run exited after one SIGTERM to a payload that ignores it")
-	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if code := p.wait(); code == 0 {
 		t.Errorf("run exited 0 after two SIGTERMs to a payload that ignores SIGTERM")
@@ -275,19 +282,17 @@ func TestRunSignals(t *testing.T) {
 		t.Errorf("a stop by two SIGTERMs counted as a failure: %+v", h)
 	}
 
-	// SIGHUP reaches nspawn, which (not -b) dies of it, and the payload
-	// with it: run exits 128+1.
-	p = startRun(t, s, "up", "app", "--bind="+mark+":/mark", "/bin/sh", "/run.sh")
-	p.cmd.Process.Signal(syscall.SIGHUP)
-	if code := p.wait(); code != 128+int(syscall.SIGHUP) {
-		t.Errorf("run exited %d after SIGHUP, want %d: nspawn's death by SIGHUP", code, 128+int(syscall.SIGHUP))
-	}
-
 	// SIGKILL of run: nspawn goes too (Pdeathsig), as if run had exec'd it.
-	p = startRun(t, s, "up", "app", "--bind="+mark+":/mark", "/bin/sh", "/run.sh")
+	p = startRun(t, s, "up", "app", "/bin/sh", "/run.sh")
 	kids := children(t, p.cmd.Process.Pid)
 	if len(kids) != 1 {
 		t.Fatalf("run has children %v, want one", kids)
+	}
+	// nspawn's SIGKILL leaves the container's PID 1 to the host's init,
+	// as it always did when run exec'd nspawn: only a unit's cgroup
+	// catches it. The test cleans up after itself.
+	for _, pid1 := range children(t, kids[0]) {
+		t.Cleanup(func() { syscall.Kill(pid1, syscall.SIGKILL) })
 	}
 	p.cmd.Process.Kill()
 	p.wait()

@@ -372,6 +372,14 @@ func Nspawn() (string, error) {
 	return p, nil
 }
 
+// StopTimeoutEnv names the duration Run gives a stopping payload before
+// it has nspawn terminate the container (a second SIGTERM): the payload's
+// grace, which a unit's TimeoutStopSec= exceeds. nspawn terminating the
+// container itself matters: when systemd's SIGKILL ends nspawn instead,
+// machined keeps the machine registered and the restart that follows
+// fails ("Machine … already exists"). Unset or 0: no such deadline.
+const StopTimeoutEnv = "ROOTSWAP_STOP_TIMEOUT"
+
 // ExitError is Run's error when systemd-nspawn ended unsuccessfully:
 // Status is its exit status, or 128+n when signal n killed it. nspawn has
 // said why on stderr; the caller exits with Status and adds nothing.
@@ -512,8 +520,14 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
+	grace, _ := time.ParseDuration(os.Getenv(StopTimeoutEnv))
+	var deadline <-chan time.Time
 	for {
 		select {
+		case <-deadline:
+			fmt.Fprintf(warn, "rootswap: warning: run %s: the payload is still running %s after the stop: terminating it\n", name, grace)
+			deadline = nil
+			cmd.Process.Signal(syscall.SIGTERM)
 		case sig := <-sigs:
 			if n, ok := dropped[sig]; ok {
 				fmt.Fprintf(warn, "rootswap: warning: run %s: %s ignored: nspawn passes no signal to the payload but its --kill-signal (machinectl kill can)\n", name, n)
@@ -521,6 +535,9 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 			}
 			if !stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
 				stop(sig)
+				if grace > 0 {
+					deadline = time.After(grace)
+				}
 			}
 			cmd.Process.Signal(sig)
 		case <-done:

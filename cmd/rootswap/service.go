@@ -38,7 +38,7 @@ func (o *serviceOptions) register(cmd *cobra.Command) {
 	f.BoolVar(&o.notify, "notify", false, "Type=notify: the payload reports readiness itself (--notify-ready=yes)")
 	f.StringArrayVar(&o.nspawnOpts, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
 	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
-	f.DurationVar(&o.stopTimeout, "stop-timeout", 90*time.Second, "TimeoutStopSec=: how long a stopping payload has after SIGTERM before SIGKILL")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", 90*time.Second, "how long a stopping payload has after SIGTERM before it is killed (TimeoutStopSec= is 15s more)")
 	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
 }
@@ -84,6 +84,10 @@ func (o *serviceOptions) check(name string, command []string) error {
 	}
 	return nil
 }
+
+// stopMargin is how much longer systemd waits for a stop than run gives
+// the payload: the time nspawn takes to terminate the container.
+const stopMargin = 15 * time.Second
 
 // serviceUnits is rootswap-NAME.service: prepare before every start, run
 // under nspawn, report after every stop, restart always.
@@ -138,9 +142,11 @@ func serviceUnits(bin, root, name, image string, command []string, o *serviceOpt
 		// A cold import of a large image can take minutes.
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
 		// A stop is SIGTERM to run alone, which records it and passes it
-		// on: nspawn gives the payload SIGTERM, and this long before the
-		// whole cgroup gets SIGKILL.
-		unit.NewUnitOption("Service", "TimeoutStopSec", o.stopTimeout.String()),
+		// on: nspawn gives the payload SIGTERM, and after --stop-timeout
+		// run has nspawn terminate the container (which unregisters the
+		// machine); systemd's SIGKILL to the cgroup comes 15s later.
+		unit.NewUnitOption("Service", "Environment", activate.StopTimeoutEnv+"="+o.stopTimeout.String()),
+		unit.NewUnitOption("Service", "TimeoutStopSec", (o.stopTimeout+stopMargin).String()),
 		unit.NewUnitOption("Service", "KillMode", "mixed"),
 		unit.NewUnitOption("Service", "Delegate", "yes"),
 		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),

@@ -168,7 +168,6 @@ func TestUnitService(t *testing.T) {
 		"Unit": {"Wants": "docker.service", "After": "docker.service"},
 		"Service": {
 			"Type":         "notify",
-			"Environment":  "ROOTSWAP_HEALTHY_AFTER=45s",
 			"ExecStartPre": bin + " --root " + store + " prepare --pull web reg/web:1",
 			"ExecStart": bin + " --root " + store + ` run web --keep-unit --bind=/srv/a:/data "--setenv=X=1 2" ` +
 				`--private-users=pick --private-users-ownership=map --notify-ready=yes -- /bin/sh -c "echo 100%% $$HOME"`,
@@ -178,7 +177,7 @@ func TestUnitService(t *testing.T) {
 			"Delegate":     "yes",
 			// run forks nspawn, which relays READY=1: not the main PID.
 			"NotifyAccess":   "all",
-			"TimeoutStopSec": "1m30s",
+			"TimeoutStopSec": "1m45s",
 		},
 		"Install": {"WantedBy": "multi-user.target"},
 	}
@@ -188,6 +187,9 @@ func TestUnitService(t *testing.T) {
 				t.Errorf("[%s] %s = %q, want %q", sec, k, got, v)
 			}
 		}
+	}
+	if got := strings.Join(u["Service"]["Environment"], " "); got != "ROOTSWAP_HEALTHY_AFTER=45s ROOTSWAP_STOP_TIMEOUT=1m30s" {
+		t.Errorf("[Service] Environment = %q", got)
 	}
 	if _, ok := u["Unit"]["Requires"]; ok {
 		t.Error("the unit Requires= docker: it could not start from cache with Docker down")

@@ -166,7 +166,8 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 	if err != nil {
 		return nil, err
 	}
-	report, err := execLine(bin, "--root", root, "report", name)
+	// nspawn is the main process: report asks systemd whether it stops.
+	report, err := execLine(bin, "--root", root, "report", "--unit", "systemd-nspawn@"+name+".service", name)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	sddbus "github.com/coreos/go-systemd/v22/dbus"
-
 	"github.com/rootswap/rootswap/cache"
 )
 
@@ -126,27 +124,5 @@ func TestReportStopRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(stopPath(s, "m")); !os.IsNotExist(err) {
 		t.Errorf("a report without a run left the stop record: %v", err)
-	}
-}
-
-// TestOperatorStopJob: a stop or restart job of the unit itself is an
-// operator's stop; another unit's, or a start job (Restart= after a
-// crash), is not.
-func TestOperatorStopJob(t *testing.T) {
-	const u = "systemd-nspawn@web.service"
-	for _, tc := range []struct {
-		jobs []sddbus.JobStatus
-		want bool
-	}{
-		{nil, false},
-		{[]sddbus.JobStatus{{Unit: u, JobType: "stop", Status: "running"}}, true},
-		{[]sddbus.JobStatus{{Unit: "poweroff.target", JobType: "start"}, {Unit: u, JobType: "stop"}}, true},
-		{[]sddbus.JobStatus{{Unit: u, JobType: "restart", Status: "running"}}, true},
-		{[]sddbus.JobStatus{{Unit: u, JobType: "start"}}, false},
-		{[]sddbus.JobStatus{{Unit: "systemd-nspawn@web2.service", JobType: "stop"}}, false},
-	} {
-		if got := operatorStop(tc.jobs, u); got != tc.want {
-			t.Errorf("%+v: %v, want %v", tc.jobs, got, tc.want)
-		}
 	}
 }

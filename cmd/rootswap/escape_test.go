@@ -171,7 +171,7 @@ func TestUnitsSystemdParses(t *testing.T) {
 	want = map[string][]string{
 		"ExecStartPre": {bin, "--root", store, "prepare", "--pull", "--link-machines", name, "img"},
 		"ExecStart":    {"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest", "--settings=override", "--machine=" + name, opt, "--hostname=x"},
-		"ExecStopPost": {bin, "--root", store, "report", "--unit", "systemd-nspawn@" + name + ".service", name},
+		"ExecStopPost": {bin, "--root", store, "report", name},
 	}
 	for k, w := range want {
 		if len(cmds[k]) != 1 {

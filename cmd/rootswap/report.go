@@ -14,10 +14,7 @@ import (
 
 func reportCmd(g *globals) *cobra.Command {
 	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
-	var (
-		ranFor time.Duration
-		unit   string
-	)
+	var ranFor time.Duration
 	cmd := &cobra.Command{
 		Use:   "report NAME",
 		Short: "Record how machine NAME's run ended (a unit's ExecStopPost)",
@@ -61,15 +58,6 @@ no run, not run by systemd), so that it never masks the service's own result;
 			if r.ServiceResult == "" && ranFor == 0 {
 				return nothing("not run by systemd ($SERVICE_RESULT unset) and no --ran-for")
 			}
-			if unit != "" && r.ServiceResult != "" {
-				// No run to leave a stop record: ask systemd. Unreachable
-				// systemd leaves the status to decide, as before.
-				stop, err := activate.StopJobRunning(cmd.Context(), unit)
-				if err != nil {
-					g.log.Warn("cannot tell an operator's stop from a failure", "machine", name, "err", err)
-				}
-				r.StopRequested = stop
-			}
 			s, err := g.open(cmd.Context())
 			if errors.Is(err, cache.ErrNoStore) {
 				return nothing(err.Error())
@@ -94,6 +82,5 @@ no run, not run by systemd), so that it never masks the service's own result;
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long is healthy even if it failed (env ROOTSWAP_HEALTHY_AFTER)")
 	cmd.Flags().DurationVar(&ranFor, "ran-for", 0, "the run lasted `DURATION` (when not reporting right after it ended)")
-	cmd.Flags().StringVar(&unit, "unit", "", "a stop or restart job of `UNIT` running now means an operator's stop (for units whose main process is not 'rootswap run')")
 	return cmd
 }

@@ -166,8 +166,7 @@ func settingsUnits(bin, root, name, image string, command []string, o *serviceOp
 	if err != nil {
 		return nil, err
 	}
-	// nspawn is the main process: report asks systemd whether it stops.
-	report, err := execLine(bin, "--root", root, "report", "--unit", "systemd-nspawn@"+name+".service", name)
+	report, err := execLine(bin, "--root", root, "report", name)
 	if err != nil {
 		return nil, err
 	}

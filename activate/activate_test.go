@@ -153,12 +153,12 @@ func TestNspawnArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "--machine web --directory /t --volatile=overlay --register=no --keep-unit --bind=/a:/b -E X=1 /bin/sh -c -U"
+	want := "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --bind=/a:/b -E X=1 /bin/sh -c -U"
 	if got := strings.Join(args, " "); got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
 	args, _ = NspawnArgs("web", "/t", []string{"--volatile=state", "/bin/true"}, true)
-	if got := strings.Join(args, " "); got != "--machine web --directory /t --volatile=state /bin/true" {
+	if got := strings.Join(args, " "); got != "--machine web --directory /t --kill-signal=SIGTERM --volatile=state /bin/true" {
 		t.Errorf("volatile=state, registered: %s", got)
 	}
 	for _, bad := range [][]string{
@@ -272,7 +272,7 @@ func simulateRun(t *testing.T, s *cache.Store, name string, up time.Duration, r 
 	if _, err := updateCurrent(s, name, func(g *index.Generation) { g.Starts++; g.LastStart = now.Add(-up) }); err != nil {
 		t.Fatal(err)
 	}
-	g, err := Report(s, name, r, DefaultHealthyAfter, now)
+	g, _, err := Report(s, name, r, DefaultHealthyAfter, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,32 @@ type RunResult struct {
 	// the main process exits, so the run lasted from the start `run`
 	// recorded until the report.
 	Ran time.Duration
+	// StopRequested says an operator (or shutdown) asked the run to stop:
+	// run's stop record, or a stop/restart job of the unit. How nspawn
+	// then ended says nothing about the payload: a stop may end in 0, 1,
+	// 143 or a timeout, and so may a crash.
+	StopRequested bool
+}
+
+// RunOutcome is how a run counts for a generation's health.
+type RunOutcome int
+
+const (
+	Success RunOutcome = iota // ran and ended well: ends a crash loop
+	Failure                   // the payload or container failed: counts towards a crash loop
+	Stopped                   // an operator stopped it: neither
+)
+
+func (o RunOutcome) String() string {
+	switch o {
+	case Success:
+		return "success"
+	case Failure:
+		return "failure"
+	case Stopped:
+		return "stop"
+	}
+	return fmt.Sprintf("outcome(%d)", int(o))
 }
 
 // ErrNoRun is Report's error when no run started since the last report
@@ -40,14 +66,23 @@ type RunResult struct {
 // there is nothing to count, and nothing is recorded.
 var ErrNoRun = errors.New("no run started since the last report")
 
-// Failed reports whether the run failed. Without $SERVICE_RESULT (not run
-// by systemd) a non-zero $EXIT_STATUS decides.
-func (r RunResult) Failed() bool {
-	if r.ServiceResult != "" {
-		return r.ServiceResult != "success"
+// Outcome classifies the run. A requested stop is a stop whatever nspawn's
+// status (SIGKILL after TimeoutStopSec= included). Otherwise systemd's
+// $SERVICE_RESULT decides; without it (not run by systemd) a non-zero
+// $EXIT_STATUS is a failure.
+func (r RunResult) Outcome() RunOutcome {
+	switch {
+	case r.StopRequested:
+		return Stopped
+	case r.ServiceResult != "" && r.ServiceResult != "success",
+		r.ServiceResult == "" && r.ExitStatus != "" && r.ExitStatus != "0":
+		return Failure
 	}
-	return r.ExitStatus != "" && r.ExitStatus != "0"
+	return Success
 }
+
+// Failed reports whether the run failed (Outcome is Failure).
+func (r RunResult) Failed() bool { return r.Outcome() == Failure }
 
 func (r RunResult) String() string {
 	var parts []string
@@ -56,10 +91,14 @@ func (r RunResult) String() string {
 			parts = append(parts, p)
 		}
 	}
-	if parts == nil {
-		return "no result"
+	out := strings.Join(parts, " ")
+	if out == "" {
+		out = "no result"
 	}
-	return strings.Join(parts, " ")
+	if r.StopRequested {
+		out = "stopped: " + out
+	}
+	return out
 }
 
 // updateCurrent applies fn to machine name's current generation in one
@@ -81,17 +120,24 @@ func updateCurrent(s *cache.Store, name string, fn func(*index.Generation)) (ind
 }
 
 // Report records how the current generation's run ended (called by
-// `report` as the unit's ExecStopPost). A failed run shorter than
-// healthyAfter counts towards a crash loop; a success or a long run ends one.
+// `report` as the unit's ExecStopPost) and returns the generation and the
+// result as classified. A failed run shorter than healthyAfter counts
+// towards a crash loop; a success or a long run ends one; a stop (run's
+// stop record for this very run, or r.StopRequested) does neither.
 // Each run `run` started is counted once: Report clears its start, and
 // returns ErrNoRun when there is none, so a report for a start that
 // failed before `run` (or a second report) never counts as a long run.
-func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (index.Generation, error) {
+// The stop record is consumed once the index has the run (or had none).
+func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration, now time.Time) (index.Generation, RunResult, error) {
 	if err := ValidName(name); err != nil {
-		return index.Generation{}, err
+		return index.Generation{}, r, err
+	}
+	rec, haveRec, err := readStop(s, name)
+	if err != nil {
+		return index.Generation{}, r, err
 	}
 	var g index.Generation
-	err := s.Update(func(tx *index.Tx) error {
+	err = s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(name)
 		if err != nil {
 			return err
@@ -102,10 +148,16 @@ func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration
 		if g.LastStart.IsZero() {
 			return fmt.Errorf("machine %s: generation %d: %w", name, g.Number, ErrNoRun)
 		}
+		if haveRec && rec.matches(g) {
+			r.StopRequested = true
+		}
 		recordRun(&g, r, healthyAfter, now)
 		return tx.PutGeneration(name, g)
 	})
-	return g, err
+	if haveRec && (err == nil || errors.Is(err, ErrNoRun)) {
+		removeStop(s, name)
+	}
+	return g, r, err
 }
 
 // recordRun counts the run that started at g.LastStart and ended with r.
@@ -117,9 +169,13 @@ func recordRun(g *index.Generation, r RunResult, healthyAfter time.Duration, now
 	g.LastStart = time.Time{}
 	g.LongestRun = max(g.LongestRun, up)
 	g.LastResult = r.String()
-	if r.Failed() && up < healthyAfter {
+	switch o := r.Outcome(); {
+	case o == Stopped:
+		// Neither counts nor forgives: an operator's restarts say nothing
+		// about the payload. (A long run still made g healthy above.)
+	case o == Failure && up < healthyAfter:
 		g.Failures++
-	} else {
+	default:
 		g.Failures = 0
 	}
 }

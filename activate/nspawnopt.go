@@ -81,6 +81,11 @@ func (o NspawnOptions) Settings() []NspawnSetting {
 	if o.NotifyReady {
 		s = append(s, NspawnSetting{Section: "Exec", Key: "NotifyReady", Value: "yes"})
 	}
+	if !ChoosesStop(o.Extra) {
+		// SIGTERM to the payload on a stop (nspawn's default without -b is
+		// SIGKILL), as `rootswap run` does.
+		s = append(s, NspawnSetting{Section: "Exec", Key: "KillSignal", Value: "SIGTERM"})
+	}
 	if o.ReadOnly {
 		s = append(s, NspawnSetting{Section: "Files", Key: "ReadOnly", Value: "yes"},
 			NspawnSetting{Section: "Files", Key: "Volatile", Value: "state"})

@@ -17,7 +17,7 @@ func TestNspawnOptions(t *testing.T) {
 		t.Errorf("Args() = %q, want %q", got, wantArgs)
 	}
 	wantSettings := []NspawnSetting{{"Exec", "Environment", "X=1 2", true}, {"Exec", "PrivateUsers", "pick", false},
-		{"Exec", "NotifyReady", "yes", false}, {"Files", "ReadOnly", "yes", false}, {"Files", "Volatile", "state", false},
+		{"Exec", "NotifyReady", "yes", false}, {"Exec", "KillSignal", "SIGTERM", false}, {"Files", "ReadOnly", "yes", false}, {"Files", "Volatile", "state", false},
 		{"Files", "PrivateUsersOwnership", "map", false}, {"Files", "Bind", "/a:/b", false}, {"Files", "BindReadOnly", "/c", false}}
 	if got := all.Settings(); !slices.Equal(got, wantSettings) {
 		t.Errorf("Settings() = %v, want %v", got, wantSettings)
@@ -25,9 +25,12 @@ func TestNspawnOptions(t *testing.T) {
 	if got := (NspawnOptions{}).Args(); len(got) != 0 {
 		t.Errorf("no choices: Args() = %q, want none (run adds the overlay)", got)
 	}
-	if got := (NspawnOptions{}).Settings(); !slices.Equal(got, []NspawnSetting{{"Files", "Volatile", "overlay", false},
+	if got := (NspawnOptions{}).Settings(); !slices.Equal(got, []NspawnSetting{{"Exec", "KillSignal", "SIGTERM", false}, {"Files", "Volatile", "overlay", false},
 		{"Files", "PrivateUsersOwnership", "map", false}}) {
-		t.Errorf("no choices: Settings() = %v, want the overlay and map ownership spelled out", got)
+		t.Errorf("no choices: Settings() = %v, want SIGTERM on a stop, the overlay and map ownership spelled out", got)
+	}
+	if got := (NspawnOptions{Extra: []string{"--kill-signal=SIGINT"}}).Settings(); slices.Contains(got, NspawnSetting{"Exec", "KillSignal", "SIGTERM", false}) {
+		t.Errorf("the user's --kill-signal: Settings() = %v still has KillSignal=SIGTERM", got)
 	}
 
 	if err := all.Check("web", []string{"/app", "-U"}); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,7 @@ type nspawnOpts struct {
 	readOnly  bool   // --read-only
 	userns    bool   // --private-users other than no
 	ownership string // --private-users-ownership, lowercased ("" if not given)
+	stopBy    bool   // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
 	targets   []mountTarget
 	refusal   error // the first option the early check refuses
 }
@@ -145,6 +147,8 @@ func scanOptions(name string, user []string) nspawnOpts {
 			}
 		case "--read-only":
 			o.readOnly = true
+		case "--kill-signal", "-b", "--boot":
+			o.stopBy = true
 		case "--private-users":
 			b, isBool := parseBool(val)
 			o.userns = !hasVal || !isBool || b
@@ -180,6 +184,8 @@ func scanOptions(name string, user []string) nspawnOpts {
 // about, alone or in a cluster.
 func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
 	switch c {
+	case "-b":
+		o.stopBy = true
 	case "-U":
 		refuse("%s: -U would chown the shared tree; use --private-users=pick --private-users-ownership=map", a)
 	case "-x":
@@ -259,8 +265,20 @@ func nspawnArgs(name, tree string, user []string, registered bool) ([]string, ns
 	if !registered {
 		args = append(args, "--register=no", "--keep-unit")
 	}
+	if !o.stopBy {
+		// nspawn's own default without -b is to answer SIGTERM with
+		// SIGKILL to the container: no graceful stop. SIGTERM to PID 1 is
+		// the contract images are written for (docker stop); -b's
+		// SIGRTMIN+3 is right for a booted init, so the user's choice stays.
+		args = append(args, "--kill-signal=SIGTERM")
+	}
 	return append(args, user...), o, nil
 }
+
+// ChoosesStop reports whether the nspawn options user say what a stop
+// sends the container's PID 1 (--kill-signal, or -b with nspawn's
+// SIGRTMIN+3); otherwise rootswap adds --kill-signal=SIGTERM.
+func ChoosesStop(user []string) bool { return scanOptions("", user).stopBy }
 
 // readOnlyRoot names the option that leaves the container's root the
 // read-only tree, or "" when nspawn mounts something writable on / (the
@@ -355,15 +373,61 @@ func Nspawn() (string, error) {
 	return p, nil
 }
 
-// Run replaces the process with systemd-nspawn on machine name's current
-// tree. It returns only on error. A tree that verify --repair marked
-// broken still runs (the current link decides what runs), with a warning
-// on warn.
+// StopTimeoutEnv names the duration Run gives a stopping payload before
+// it has nspawn terminate the container (a second SIGTERM): the payload's
+// grace, which a unit's TimeoutStopSec= exceeds. nspawn terminating the
+// container itself matters: when systemd's SIGKILL ends nspawn instead,
+// machined keeps the machine registered and the restart that follows
+// fails ("Machine … already exists"). Unset or 0: no such deadline.
+const StopTimeoutEnv = "ROOTSWAP_STOP_TIMEOUT"
+
+// ExitError is Run's error when systemd-nspawn ended unsuccessfully:
+// Status is its exit status, or 128+n when signal n killed it. nspawn has
+// said why on stderr; the caller exits with Status and adds nothing.
+type ExitError struct{ Status int }
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("systemd-nspawn exited with status %d", e.Status)
+}
+
+// forwarded are the signals run passes on to nspawn: the stops (SIGTERM,
+// SIGINT), which nspawn turns into its --kill-signal for the payload, and
+// SIGWINCH for its terminal. dropped are caught and ignored: nspawn would
+// die of them and leave the container running without it.
+var (
+	forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGWINCH}
+	dropped   = map[os.Signal]string{syscall.SIGHUP: "SIGHUP", syscall.SIGQUIT: "SIGQUIT", syscall.SIGUSR1: "SIGUSR1", syscall.SIGUSR2: "SIGUSR2"}
+)
+
+// Run runs systemd-nspawn on machine name's current tree and waits for it.
+// A tree that verify --repair marked broken still runs (the current link
+// decides what runs), with a warning on warn. It returns nil when nspawn
+// exits 0, an *ExitError when nspawn ran and failed, another error when
+// it could not start.
+//
+// Run stays the process a supervisor watches (a unit's main process), so
+// that it learns when a stop was asked for: the first SIGTERM or SIGINT
+// leaves a stop record for this run (see stop.go), which `report` turns
+// into a stop rather than a failure. The signals in forwarded go on to
+// nspawn, which gives the payload its --kill-signal (SIGTERM unless the
+// user chose) on the first stop and terminates the container at once on
+// the second. If run is killed, nspawn gets SIGKILL, as if run had
+// exec'd it (the container's processes are then left to the unit's
+// cgroup).
 //
 // Order: checks, then the index bookkeeping (the last write to the store),
-// then the read-only view of the whole store, then exec from the same
+// then the read-only view of the whole store, then the fork from the same
 // thread, so nspawn and the container only ever see the store read-only.
 func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
+	// Before anything else, so that a stop during the checks is not lost
+	// (it ends run before nspawn starts), and SIGHUP never kills run
+	// without nspawn hearing of it.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, forwarded...)
+	for sig := range dropped {
+		signal.Notify(sigs, sig)
+	}
+	defer signal.Stop(sigs)
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -392,6 +456,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	// not stop a service from starting.
 	now := time.Now().UTC()
 	broken := false
+	var gen uint64
 	s.Update(func(tx *index.Tx) error {
 		if t, err := tx.Tree(d); err == nil {
 			broken = t.Broken
@@ -408,6 +473,7 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		}
 		g.Starts++
 		g.LastStart = now
+		gen = g.Number
 		return tx.PutGeneration(name, g)
 	})
 	if broken {
@@ -417,8 +483,79 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	if err := fsys.ReadOnlyView(s.Root(), tree); err != nil {
 		return fmt.Errorf("run %s: %w", name, err)
 	}
-	if err := syscall.Exec(bin, append([]string{bin}, args...), os.Environ()); err != nil {
-		return fmt.Errorf("run %s: exec %s: %w", name, bin, err)
+	// Forked from this goroutine, which ReadOnlyView locked to the thread
+	// that holds the read-only view: the child inherits that thread's
+	// mount namespace, not the process's.
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// Pdeathsig is tied to the forking thread, which stays locked until
+	// run exits.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stopped := false
+	stop := func(sig os.Signal) {
+		// Recorded before nspawn hears of it: report may run as soon as
+		// nspawn exits.
+		stopped = true
+		if err := writeStop(s, name, stopRecord{Generation: gen, Started: now, Signal: sig.String(), At: time.Now().UTC(), PID: os.Getpid()}); err != nil {
+			fmt.Fprintf(warn, "rootswap: warning: run %s: %v: report will count this stop as the run's own end\n", name, err)
+		}
+	}
+	// A stop that came before nspawn started ends run here.
+	var pending []os.Signal
+	for len(sigs) > 0 {
+		sig := <-sigs
+		if _, ok := dropped[sig]; ok {
+			continue
+		}
+		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			stop(sig)
+			return &ExitError{128 + int(sig.(syscall.Signal))}
+		}
+		pending = append(pending, sig)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: start %s: %w", name, bin, err)
+	}
+	for _, sig := range pending {
+		cmd.Process.Signal(sig)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	grace, _ := time.ParseDuration(os.Getenv(StopTimeoutEnv))
+	var deadline <-chan time.Time
+	for {
+		select {
+		case <-deadline:
+			fmt.Fprintf(warn, "rootswap: warning: run %s: the payload is still running %s after the stop: terminating it\n", name, grace)
+			deadline = nil
+			cmd.Process.Signal(syscall.SIGTERM)
+		case sig := <-sigs:
+			if n, ok := dropped[sig]; ok {
+				fmt.Fprintf(warn, "rootswap: warning: run %s: %s ignored: nspawn passes no signal to the payload but its --kill-signal (machinectl kill can)\n", name, n)
+				continue
+			}
+			if !stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
+				stop(sig)
+				if grace > 0 {
+					deadline = time.After(grace)
+				}
+			}
+			cmd.Process.Signal(sig)
+		case <-done:
+			return exitStatus(cmd.ProcessState)
+		}
+	}
+}
+
+// exitStatus is nil for nspawn's success, else its status as a shell
+// reports it.
+func exitStatus(ps *os.ProcessState) error {
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	switch {
+	case ok && ws.Signaled():
+		return &ExitError{128 + int(ws.Signal())}
+	case ps.ExitCode() != 0:
+		return &ExitError{ps.ExitCode()}
 	}
 	return nil
 }

@@ -40,26 +40,34 @@ func TestScanOptionsAccepts(t *testing.T) {
 		want string
 	}{
 		{[]string{"--bind=/a:/b", "-E", "X=1", "/bin/sh", "-c", "-U"},
-			"--machine web --directory /t --volatile=overlay --register=no --keep-unit --bind=/a:/b -E X=1 /bin/sh -c -U"},
+			"--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --bind=/a:/b -E X=1 /bin/sh -c -U"},
 		// -E takes the rest of the cluster, or the next argument, as its value.
-		{[]string{"-EUSER=x", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit -EUSER=x /bin/true"},
-		{[]string{"-qE", "--volatile=no", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit -qE --volatile=no /bin/true"},
+		{[]string{"-EUSER=x", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM -EUSER=x /bin/true"},
+		{[]string{"-qE", "--volatile=no", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM -qE --volatile=no /bin/true"},
 		// A valued option's value is never read as an option.
-		{[]string{"--setenv", "-U", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --setenv -U /bin/true"},
+		{[]string{"--setenv", "-U", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --setenv -U /bin/true"},
 		// --volatile's value is optional: "--volatile no" is --volatile=yes and the command "no".
-		{[]string{"--volatile", "no"}, "--machine web --directory /t --register=no --keep-unit --volatile no"},
-		{[]string{"--volatile=state", "/bin/true"}, "--machine web --directory /t --register=no --keep-unit --volatile=state /bin/true"},
+		{[]string{"--volatile", "no"}, "--machine web --directory /t --register=no --keep-unit --kill-signal=SIGTERM --volatile no"},
+		{[]string{"--volatile=state", "/bin/true"}, "--machine web --directory /t --register=no --keep-unit --kill-signal=SIGTERM --volatile=state /bin/true"},
 		// --read-only means read-only: no overlay.
-		{[]string{"--read-only", "/bin/true"}, "--machine web --directory /t --register=no --keep-unit --read-only /bin/true"},
-		{[]string{"--read-only", "--volatile=state"}, "--machine web --directory /t --register=no --keep-unit --read-only --volatile=state"},
+		{[]string{"--read-only", "/bin/true"}, "--machine web --directory /t --register=no --keep-unit --kill-signal=SIGTERM --read-only /bin/true"},
+		{[]string{"--read-only", "--volatile=state"}, "--machine web --directory /t --register=no --keep-unit --kill-signal=SIGTERM --read-only --volatile=state"},
 		// A user namespace gets ID-mapped ownership, unless the user chose one.
-		{[]string{"--private-users=pick"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --private-users=pick"},
-		{[]string{"--private-users"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --private-users"},
-		{[]string{"--private-users=65536:65536"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --private-users=65536:65536"},
-		{[]string{"--private-users=pick", "--private-users-ownership=off"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --private-users=pick --private-users-ownership=off"},
-		{[]string{"--private-users=no"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --private-users=no"},
-		{[]string{"--private-users=Off"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --private-users=Off"},
-		{[]string{"--", "-x"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit -- -x"},
+		{[]string{"--private-users=pick"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --kill-signal=SIGTERM --private-users=pick"},
+		{[]string{"--private-users"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --kill-signal=SIGTERM --private-users"},
+		{[]string{"--private-users=65536:65536"}, "--machine web --directory /t --volatile=overlay --private-users-ownership=map --register=no --keep-unit --kill-signal=SIGTERM --private-users=65536:65536"},
+		{[]string{"--private-users=pick", "--private-users-ownership=off"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --private-users=pick --private-users-ownership=off"},
+		{[]string{"--private-users=no"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --private-users=no"},
+		{[]string{"--private-users=Off"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM --private-users=Off"},
+		{[]string{"--", "-x"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM -- -x"},
+		// A stop gives PID 1 SIGTERM, unless the user said what it gets:
+		// --kill-signal, or -b (nspawn's SIGRTMIN+3 for a booted init).
+		{[]string{"--kill-signal=SIGINT"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGINT"},
+		{[]string{"--kill-signal", "SIGINT", "/bin/true"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal SIGINT /bin/true"},
+		{[]string{"-b"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit -b"},
+		{[]string{"-qb"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit -qb"},
+		{[]string{"--boot"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --boot"},
+		{[]string{"/bin/sh", "-b"}, "--machine web --directory /t --volatile=overlay --register=no --keep-unit --kill-signal=SIGTERM /bin/sh -b"},
 	} {
 		args, err := NspawnArgs("web", "/t", tc.user, false)
 		if err != nil {
@@ -71,7 +79,7 @@ func TestScanOptionsAccepts(t *testing.T) {
 		}
 	}
 	args, _ := NspawnArgs("web", "/t", []string{"/bin/true"}, true)
-	if got := strings.Join(args, " "); got != "--machine web --directory /t --volatile=overlay /bin/true" {
+	if got := strings.Join(args, " "); got != "--machine web --directory /t --volatile=overlay --kill-signal=SIGTERM /bin/true" {
 		t.Errorf("registered: %s", got)
 	}
 }
@@ -83,7 +91,7 @@ func TestSkipOptionCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(args, " "); got != "--machine web --directory /t --register=no --keep-unit --volatile=off -U" {
+	if got := strings.Join(args, " "); got != "--machine web --directory /t --register=no --keep-unit --kill-signal=SIGTERM --volatile=off -U" {
 		t.Errorf("got %s", got)
 	}
 }

@@ -336,7 +336,7 @@ func TestGCSeesRunningContainer(t *testing.T) {
 	// bind-mounts the tree, seen as a bind mount of its path).
 	for _, opts := range [][]string{nil, {"--read-only"}} {
 		s.ok("prepare", "app", ref)
-		cmd := exec.Command(rootswapBin(t), append(append([]string{"--root", s.root, "run", "app"}, opts...), "/bin/sh", "-c", "echo started; exec sleep 100000")...)
+		cmd := exec.Command(rootswapBin(t), append(append([]string{"--root", s.root, "run", "app"}, opts...), "/bin/sh", "-c", "trap 'exit 0' TERM; echo started; sleep 100000 & wait")...)
 		cmd.Env = os.Environ()
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

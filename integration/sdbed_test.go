@@ -63,7 +63,10 @@ func exports(t *testing.T, image string, since time.Time) int {
 
 var dateLine = regexp.MustCompile(`^\w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \w+ \d{4}$`)
 
-const clockScript = "#!/bin/sh\nwhile true; do date; sleep 1; done\n"
+// clockScript ends on SIGTERM, as a service should: the stop nspawn passes
+// on (--kill-signal=SIGTERM) ends it within a second, not after
+// TimeoutStopSec=.
+const clockScript = "#!/bin/sh\ntrap 'exit 0' TERM\nwhile true; do date; sleep 1; done\n"
 
 // TestSdbedSeedScenario: the README's seed scenario under a real systemd.
 // A unit for an image whose /run.sh prints the date every second starts,
@@ -258,54 +261,43 @@ func TestSdbedPayloadFailureIsAFailure(t *testing.T) {
 	}
 }
 
-// TestSdbedOperatorStopIsNotAFailure is the desired behaviour of issue 12
-// item 2: systemctl restart is an operator's stop, never a failure, so
-// three in a row leave the generation without failures. Today nspawn
-// answers systemd's SIGTERM by SIGKILLing the payload and exits 1, so
-// report records "exit-code exited 1"; the test runs only with
-// ROOTSWAP_TEST_STOP_SEMANTICS=1 until the fix lands.
+// ignoreTermScript is a PID 1 shell without a trap: it ignores SIGTERM, so
+// only systemd's SIGKILL after TimeoutStopSec= ends it ("timeout killed
+// KILL", a failure by systemd's word).
+const ignoreTermScript = "#!/bin/sh\necho payload up\nwhile true; do date; sleep 1; done\n"
+
+// TestSdbedOperatorStopIsNotAFailure (issue 12 item 2): systemctl restart
+// and machinectl terminate are an operator's stops, never failures, even
+// when the payload ignores SIGTERM and systemd ends it by SIGKILL after
+// TimeoutStopSec=: three restarts and a terminate leave the generation
+// without failures.
 func TestSdbedOperatorStopIsNotAFailure(t *testing.T) {
 	needIntegration(t)
-	if os.Getenv("ROOTSWAP_TEST_STOP_SEMANTICS") != "1" {
-		t.Skip("set ROOTSWAP_TEST_STOP_SEMANTICS=1: operator stops are recorded as failures until issue 12 item 2 is fixed")
-	}
-	img := payloadImage(t, clockScript)
+	img := payloadImage(t, ignoreTermScript)
 	b := bootBed(t)
-	unit := b.install("op", map[string]string{"stoppost.conf": stopPost}, "op", img, "--", "/bin/sh", "/run.sh")
+	unit := b.install("op", map[string]string{"stoppost.conf": stopPost, "nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--stop-timeout", "2s", "op", img, "--", "/bin/sh", "/run.sh")
 	b.ok("systemctl", "start", unit)
-	isDate := func(e journalEntry) bool { return dateLine.MatchString(e.Message) }
-	b.waitJournal("date lines", 1, 2*time.Minute, isDate, "-u", unit)
+	isUp := func(e journalEntry) bool { return e.Message == "payload up" }
+	b.waitJournal("payload up", 1, 2*time.Minute, isUp, "-u", unit)
 	for i := 1; i <= 3; i++ {
-		before := len(b.journal("-u", unit))
 		b.ok("systemctl", "restart", unit)
 		b.stopPosts(i)
-		b.waitFor("a date line after the restart", 2*time.Minute, func() bool {
-			for _, e := range b.journal("-u", unit)[before:] {
-				if isDate(e) {
-					return true
-				}
-			}
-			return false
-		})
+		b.waitJournal("payload up", i+1, 2*time.Minute, isUp, "-u", unit)
 	}
 	b.ok("machinectl", "terminate", "op")
 	posts := b.stopPosts(4)
 	t.Logf("ExecStopPost saw:\n%s", strings.Join(posts, "\n"))
-	if h := b.history("op"); h.Failures != 0 || h.Health == "failing" {
+	if h := b.history("op"); h.Failures != 0 || h.Health == "failing" || !strings.HasPrefix(h.LastResult, "stopped:") {
 		t.Errorf("after 3 systemctl restarts and a machinectl terminate, history records failures: %+v", h)
 	}
 }
 
-// TestSdbedGracefulStop is the desired behaviour of issue 12 item 2's
-// graceful stop: systemctl stop gives a payload that handles SIGTERM the
-// signal (and the time TimeoutStopSec= allows) before any SIGKILL, and its
-// clean exit is a success. Today nspawn SIGKILLs the payload at once; the
-// test runs only with ROOTSWAP_TEST_STOP_SEMANTICS=1 until the fix lands.
+// TestSdbedGracefulStop (issue 12 item 2): systemctl stop gives a payload
+// that handles SIGTERM the signal (and the time TimeoutStopSec= allows)
+// before any SIGKILL, and its clean exit is a success.
 func TestSdbedGracefulStop(t *testing.T) {
 	needIntegration(t)
-	if os.Getenv("ROOTSWAP_TEST_STOP_SEMANTICS") != "1" {
-		t.Skip("set ROOTSWAP_TEST_STOP_SEMANTICS=1: payloads get SIGKILL, not SIGTERM, until issue 12 item 2 is fixed")
-	}
 	img := payloadImage(t, "#!/bin/sh\ntrap 'echo payload got SIGTERM; exit 0' TERM\necho payload up\nwhile true; do sleep 0.2; done\n")
 	b := bootBed(t)
 	unit := b.install("grace", map[string]string{"stoppost.conf": stopPost}, "grace", img, "--", "/bin/sh", "/run.sh")
@@ -324,6 +316,83 @@ func TestSdbedGracefulStop(t *testing.T) {
 	}
 	if h := b.history("grace"); h.Failures != 0 {
 		t.Errorf("history after a graceful stop: %+v", h)
+	}
+}
+
+// TestSdbedOperatorRestartsDoNotRollBack (issue 12 items 2 and 3): three
+// systemctl restarts of a freshly upgraded service, whose payload ends
+// with status 1 on SIGTERM (a failure by systemd's word) well before it
+// could count as healthy, are stops: the unit's prepare does not take
+// them for a crash loop and roll back to the healthy generation.
+func TestSdbedOperatorRestartsDoNotRollBack(t *testing.T) {
+	needIntegration(t)
+	good := payloadImage(t, clockScript)
+	fresh := payloadImage(t, "#!/bin/sh\ntrap 'exit 1' TERM\necho v2 up\nwhile true; do sleep 0.2; done\n")
+	tag := fmt.Sprintf("rootswap-test/sdbed-restart:%d", time.Now().UnixNano())
+	retag := func(img string) {
+		if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
+			t.Fatalf("docker tag: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+	retag(good)
+	b := bootBed(t)
+	// v2's runs last from a start to the next restart: far below 1h on
+	// any machine, so without the stops counted right they are 3
+	// failures in a row; v1 is made healthy by hand below.
+	unit := b.install("app", map[string]string{"stoppost.conf": stopPost, "nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--healthy-after", "1h", "--stop-timeout", "5s", "app", tag, "--", "/bin/sh", "/run.sh")
+	b.ok("systemctl", "start", unit)
+	b.waitJournal("date lines", 1, 2*time.Minute, func(e journalEntry) bool { return dateLine.MatchString(e.Message) }, "-u", unit)
+	b.ok("systemctl", "stop", unit)
+	// v1 healthy: report a long run of it (what an hour up would record).
+	b.rootswap("run", "app", "/bin/true") // a start to report
+	b.rootswap("report", "--ran-for", "2h", "app")
+	if h := b.history("app"); h.Failures != 0 {
+		t.Fatalf("v1 after a long run: %+v", h)
+	}
+
+	retag(fresh)
+	isUp := func(e journalEntry) bool { return e.Message == "v2 up" }
+	b.ok("systemctl", "start", unit)
+	b.waitJournal("v2 up", 1, 2*time.Minute, isUp, "-u", unit)
+	rolledBack := func() bool {
+		for _, e := range b.journal("-u", unit) {
+			if strings.Contains(e.Message, "rolled back") {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 1; i <= 3 && !rolledBack(); i++ {
+		b.ok("systemctl", "restart", unit)
+		// v2's next start, or v1's after a rollback.
+		b.waitFor("the start after a restart", 2*time.Minute, func() bool {
+			n := 0
+			for _, e := range b.journal("-u", unit) {
+				if isUp(e) {
+					n++
+				}
+			}
+			return n > i || rolledBack()
+		})
+	}
+	posts := b.stopPosts(4)
+	t.Logf("ExecStopPost saw:\n%s", strings.Join(posts, "\n"))
+	for _, e := range b.journal("-u", unit) {
+		if strings.Contains(e.Message, "rolled back") {
+			t.Errorf("an operator's restarts rolled the upgrade back: %s", e.Message)
+		}
+	}
+	var ms []machineJSON
+	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].Digest != testimage.ImageID(t, fresh) {
+		t.Errorf("after 3 restarts machines are %+v, want app still on v2 %s", ms, testimage.ImageID(t, fresh))
+	}
+	if h := b.history("app"); h.Failures != 0 {
+		t.Errorf("history after 3 operator restarts: %+v", h)
 	}
 }
 

@@ -18,7 +18,23 @@ type Spec struct {
 	Nspawn       activate.NspawnOptions
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
+	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
 }
+
+// DefaultStopTimeout is how long a stopping payload has after SIGTERM
+// unless the Spec says otherwise (systemd's own default stop timeout).
+const DefaultStopTimeout = 90 * time.Second
+
+func (sp *Spec) stopTimeout() time.Duration {
+	if sp.StopTimeout > 0 {
+		return sp.StopTimeout
+	}
+	return DefaultStopTimeout
+}
+
+// stopMargin is how much longer systemd waits for a stop than run gives
+// the payload: the time nspawn takes to terminate the container.
+const stopMargin = 15 * time.Second
 
 func (sp *Spec) check() error {
 	if err := activate.ValidName(sp.Name); err != nil {
@@ -70,6 +86,11 @@ func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
 		typ = "notify"
 	}
 	opts = append(opts, unit.NewUnitOption("Service", "Type", typ))
+	if o.NotifyReady {
+		// nspawn, which relays the payload's READY=1, is run's child, not
+		// the main process.
+		opts = append(opts, unit.NewUnitOption("Service", "NotifyAccess", "all"))
+	}
 	if sp.HealthyAfter > 0 {
 		opts = append(opts, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
 	}
@@ -81,6 +102,12 @@ func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
 		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
 		// A cold import of a large image can take minutes.
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		// A stop is SIGTERM to run alone, which records it and passes it
+		// on: nspawn gives the payload SIGTERM, and after --stop-timeout
+		// run has nspawn terminate the container (which unregisters the
+		// machine); systemd's SIGKILL to the cgroup comes 15s later.
+		unit.NewUnitOption("Service", "Environment", activate.StopTimeoutEnv+"="+sp.stopTimeout().String()),
+		unit.NewUnitOption("Service", "TimeoutStopSec", (sp.stopTimeout()+stopMargin).String()),
 		unit.NewUnitOption("Service", "KillMode", "mixed"),
 		unit.NewUnitOption("Service", "Delegate", "yes"),
 		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),
@@ -140,6 +167,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		unit.NewUnitOption("Service", "Restart", "always"),
 		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
+		unit.NewUnitOption("Service", "TimeoutStopSec", sp.stopTimeout().String()),
 	}
 	if sp.HealthyAfter > 0 {
 		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))

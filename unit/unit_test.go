@@ -163,7 +163,6 @@ func TestUnitService(t *testing.T) {
 		"Unit": {"Wants": "docker.service", "After": "docker.service"},
 		"Service": {
 			"Type":         "notify",
-			"Environment":  "ROOTSWAP_HEALTHY_AFTER=45s",
 			"ExecStartPre": bin + " --root " + store + " prepare --pull web reg/web:1",
 			"ExecStart": bin + " --root " + store + ` run web --keep-unit --bind=/srv/a:/data "--setenv=X=1 2" ` +
 				`--private-users=pick --private-users-ownership=map --notify-ready=yes -- /bin/sh -c "echo 100%% $$HOME"`,
@@ -171,6 +170,9 @@ func TestUnitService(t *testing.T) {
 			"Restart":      "always",
 			"KillMode":     "mixed",
 			"Delegate":     "yes",
+			// run forks nspawn, which relays READY=1: not the main PID.
+			"NotifyAccess":   "all",
+			"TimeoutStopSec": "1m45s",
 		},
 		"Install": {"WantedBy": "multi-user.target"},
 	}
@@ -180,6 +182,9 @@ func TestUnitService(t *testing.T) {
 				t.Errorf("[%s] %s = %q, want %q", sec, k, got, v)
 			}
 		}
+	}
+	if got := strings.Join(u["Service"]["Environment"], " "); got != "ROOTSWAP_HEALTHY_AFTER=45s ROOTSWAP_STOP_TIMEOUT=1m30s" {
+		t.Errorf("[Service] Environment = %q", got)
 	}
 	if _, ok := u["Unit"]["Requires"]; ok {
 		t.Error("the unit Requires= docker: it could not start from cache with Docker down")
@@ -209,7 +214,7 @@ func TestUnitNspawnFile(t *testing.T) {
 	install(t, dir, files, err)
 	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
 	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/app --serve", "Files/Volatile": "state",
-		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl"} {
+		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl", "Exec/KillSignal": "SIGTERM"} {
 		sec, name, _ := strings.Cut(k, "/")
 		if got := n[sec][name]; len(got) != 1 || got[0] != v {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
@@ -221,5 +226,18 @@ func TestUnitNspawnFile(t *testing.T) {
 	}
 	if got := d["Service"]["ExecStartPre"]; len(got) != 1 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") {
 		t.Errorf("drop-in ExecStartPre %q", got)
+	}
+	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "1m30s" {
+		t.Errorf("drop-in TimeoutStopSec %q, want the default 1m30s", got)
+	}
+	// The user's --kill-signal wins: no KillSignal= overrides it (--settings=override).
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second,
+		Nspawn: activate.NspawnOptions{Extra: []string{"--kill-signal=SIGINT"}}, RestartSec: 5 * time.Second})
+	install(t, dir, files, err)
+	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); n["Exec"]["KillSignal"] != nil {
+		t.Errorf("web.nspawn KillSignal = %q with the user's --kill-signal", n["Exec"]["KillSignal"])
+	}
+	if got := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "5s" {
+		t.Errorf("--stop-timeout 5s: drop-in TimeoutStopSec %q", got)
 	}
 }

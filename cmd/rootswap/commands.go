@@ -407,7 +407,7 @@ func runCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run NAME [NSPAWN-OPTIONS…] [COMMAND [ARGS…]]",
 		Short: "Run machine NAME's current tree under systemd-nspawn",
-		Long: `Run replaces itself with systemd-nspawn --machine NAME --directory <current tree>
+		Long: `Run starts systemd-nspawn --machine NAME --directory <current tree>
 --volatile=overlay, so the container may write anywhere but the shared store is
 never modified: nspawn runs in a private mount namespace where the whole store
 is mounted read-only, whatever options it gets. --read-only (or a --volatile
@@ -415,7 +415,13 @@ mode) replaces the overlay: a read-only root. Everything after NAME goes to
 systemd-nspawn unchanged; --private-users without an ownership mode gets
 --private-users-ownership=map. Where no systemd runs as PID 1 (no machined),
 --register=no --keep-unit are added. ROOTSWAP_NSPAWN overrides the
-systemd-nspawn binary.`,
+systemd-nspawn binary.
+
+Run stays nspawn's parent and exits with its status. nspawn gets
+--kill-signal=SIGTERM unless given --kill-signal or -b. The first SIGTERM or
+SIGINT leaves a stop record for 'rootswap report' (a stop, not a failure) and
+is passed on; after $ROOTSWAP_STOP_TIMEOUT, or on a second one, nspawn
+terminates the container.`,
 		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
   rootswap -q --lock-timeout 5s run -- web /bin/sh`,
 		ValidArgsFunction:  g.completeRun,

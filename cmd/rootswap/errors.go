@@ -34,6 +34,11 @@ func exitCode(err error) int {
 	if err == nil {
 		return 0
 	}
+	// run passes nspawn's status on; nspawn has said why.
+	var ex *activate.ExitError
+	if errors.As(err, &ex) {
+		return ex.Status
+	}
 	fmt.Fprintln(os.Stderr, journal.ErrorPrefix()+"rootswap:", err)
 	var u usageError
 	switch {

@@ -21,7 +21,10 @@ func reportCmd(g *globals) *cobra.Command {
 		Long: `Report records $SERVICE_RESULT, $EXIT_CODE and $EXIT_STATUS (which systemd sets
 for ExecStopPost) and the run time of NAME's current generation in the index.
 A failed run shorter than --healthy-after counts towards a crash loop, which
-the next 'rootswap prepare' rolls back.
+the next 'rootswap prepare' rolls back. A run an operator stopped (systemctl
+stop or restart, machinectl terminate, shutdown: 'rootswap run' got SIGTERM or
+SIGINT and left a stop record under /run/rootswap/stop) is a stop, whatever
+systemd says about how it ended: never a failure, never counted.
 
 The run time is from the start 'rootswap run' recorded until now: systemd
 starts ExecStopPost right after the main process exits. Each run is counted
@@ -62,7 +65,7 @@ no run, not run by systemd), so that it never masks the service's own result;
 			if err != nil {
 				return err
 			}
-			gen, err := activate.Report(s, name, r, healthyAfter, time.Now().UTC())
+			gen, r, err := activate.Report(s, name, r, healthyAfter, time.Now().UTC())
 			if errors.Is(err, cache.ErrNotFound) || errors.Is(err, activate.ErrNoRun) {
 				return nothing(err.Error())
 			}
@@ -73,7 +76,7 @@ no run, not run by systemd), so that it never masks the service's own result;
 			if r.Failed() {
 				g.log.Warn("run failed", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
 			}
-			fmt.Fprintf(out, "%s: generation %d: %s (%d failed in a row)\n", name, gen.Number, r, gen.Failures)
+			fmt.Fprintf(out, "%s: generation %d: %s: %s (%d failed in a row)\n", name, gen.Number, r.Outcome(), r, gen.Failures)
 			return nil
 		},
 	}

@@ -92,6 +92,7 @@ type serviceFlags struct {
 	nspawn       activate.NspawnOptions
 	restartSec   time.Duration
 	healthyAfter time.Duration
+	stopTimeout  time.Duration
 	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
 }
 
@@ -106,11 +107,12 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.StringArrayVar(&o.nspawn.Extra, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
 	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
 	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
+	f.DurationVar(&o.stopTimeout, "stop-timeout", unit.DefaultStopTimeout, "how long a stopping payload has after SIGTERM before it is killed (TimeoutStopSec= is 15s more)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags.
 func (o *serviceFlags) spec(args []string) unit.Spec {
 	return unit.Spec{Name: args[0], Image: args[1], Command: args[2:], Nspawn: o.nspawn,
-		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter}
+		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout}
 }

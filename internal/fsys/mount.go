@@ -21,11 +21,12 @@ import (
 // including later rootswap commands, still see dir writable.
 //
 // Contract: the goroutine is locked to its OS thread and stays locked; the
-// view holds for that thread and for what it execs (syscall.Exec), and for
-// nothing else in this process. Call it last, just before exec: after it,
-// nothing under dir can be written from this thread. On error the thread
-// may be in a half-made view; the caller must not exec then, but return
-// and exit.
+// view holds for that thread, for what it execs (syscall.Exec) and for the
+// children it forks (os/exec from the same goroutine: the clone runs on the
+// locked thread), and for nothing else in this process. Call it last,
+// just before exec or fork: after it, nothing under dir can be written
+// from this thread. On error the thread may be in a half-made view; the
+// caller must not exec or fork then, but return and exit.
 func ReadOnlyView(dir string, paths ...string) error {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {

@@ -1,0 +1,128 @@
+package activate
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/rootswap/rootswap/index"
+)
+
+// TestOutcome: a requested stop is a stop whatever systemd says about the
+// main process; without one, $SERVICE_RESULT decides, and without that
+// (not run by systemd) $EXIT_STATUS.
+func TestOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		stop               bool
+		result, code, stat string
+		want               RunOutcome
+	}{
+		// What the bed measured for stop/restart/terminate/shutdown, and
+		// what a payload that handles SIGTERM can end with.
+		{true, "exit-code", "exited", "1", Stopped},
+		{true, "exit-code", "exited", "143", Stopped},
+		{true, "success", "exited", "0", Stopped},
+		{true, "timeout", "killed", "KILL", Stopped},
+		{true, "signal", "killed", "TERM", Stopped},
+		{true, "", "", "1", Stopped},
+		{true, "", "", "", Stopped},
+		// No stop requested: the payload's or the container's own end.
+		{false, "exit-code", "exited", "1", Failure}, // nspawn's 1: OOM kill, SIGKILL from inside, a container that cannot start
+		{false, "exit-code", "exited", "3", Failure},
+		{false, "exit-code", "exited", "143", Failure},
+		{false, "signal", "killed", "KILL", Failure},
+		{false, "oom-kill", "killed", "KILL", Failure},
+		{false, "core-dump", "dumped", "SEGV", Failure},
+		{false, "timeout", "killed", "KILL", Failure},
+		{false, "watchdog", "killed", "ABRT", Failure},
+		{false, "success", "exited", "0", Success},
+		{false, "", "", "1", Failure},
+		{false, "", "", "0", Success},
+		{false, "", "", "", Success},
+	} {
+		r := RunResult{ServiceResult: tc.result, ExitCode: tc.code, ExitStatus: tc.stat, StopRequested: tc.stop}
+		if got := r.Outcome(); got != tc.want {
+			t.Errorf("%+v: %s, want %s", r, got, tc.want)
+		}
+		if r.Failed() != (tc.want == Failure) {
+			t.Errorf("%+v: Failed() = %v for %s", r, r.Failed(), tc.want)
+		}
+	}
+}
+
+// TestReportStopRecord: run's stop record for the very run being reported
+// makes report record a stop: no failure counted, none forgiven, the
+// record consumed. A record about another run (another start, another
+// generation) changes nothing and is consumed too.
+func TestReportStopRecord(t *testing.T) {
+	stopDir = t.TempDir()
+	t.Cleanup(func() { stopDir = "/run/rootswap/stop" })
+	ctx := context.Background()
+	s := newStore(t)
+	if _, _, err := Activate(ctx, s, "m", importTree(t, s, "v1"), "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	exit1 := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
+	// run: the start it records and, on SIGTERM, its record.
+	run := func(stopped bool, tweak func(*stopRecord)) time.Time {
+		t.Helper()
+		start := time.Now().Add(-time.Second).UTC()
+		g, err := updateCurrent(s, "m", func(g *index.Generation) { g.Starts++; g.LastStart = start })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stopped {
+			rec := stopRecord{Generation: g.Number, Started: start, Signal: "terminated", At: time.Now(), PID: 1}
+			if tweak != nil {
+				tweak(&rec)
+			}
+			if err := writeStop(s, "m", rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return start
+	}
+	report := func(r RunResult) (index.Generation, RunResult) {
+		t.Helper()
+		g, got, err := Report(s, "m", r, DefaultHealthyAfter, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(stopPath(s, "m")); !os.IsNotExist(err) {
+			t.Errorf("the stop record is still there after report: %v", err)
+		}
+		return g, got
+	}
+
+	run(false, nil)
+	if g, _ := report(exit1); g.Failures != 1 {
+		t.Fatalf("a crash without a stop record: %d failures, want 1", g.Failures)
+	}
+	for i := 0; i < 3; i++ {
+		run(true, nil)
+		g, r := report(exit1)
+		if r.Outcome() != Stopped || g.Failures != 1 || g.LastResult != "stopped: exit-code exited 1" {
+			t.Fatalf("stop %d: %s, %d failures, last %q; want a stop that leaves the 1 failure as it was", i, r.Outcome(), g.Failures, g.LastResult)
+		}
+	}
+	// Records about another run do not count.
+	for what, tweak := range map[string]func(*stopRecord){
+		"an earlier start":       func(r *stopRecord) { r.Started = r.Started.Add(-time.Minute) },
+		"another generation":     func(r *stopRecord) { r.Generation++ },
+		"a start never recorded": func(r *stopRecord) { r.Started = time.Time{} },
+	} {
+		run(true, tweak)
+		if g, r := report(exit1); r.Outcome() != Failure || g.Failures < 2 {
+			t.Errorf("a record about %s: %s, %d failures; want a failure", what, r.Outcome(), g.Failures)
+		}
+	}
+	// A report with no run to count still consumes the record.
+	writeStop(s, "m", stopRecord{Generation: 1})
+	if _, _, err := Report(s, "m", exit1, DefaultHealthyAfter, time.Now()); err == nil {
+		t.Fatal("a report without a run recorded one")
+	}
+	if _, err := os.Stat(stopPath(s, "m")); !os.IsNotExist(err) {
+		t.Errorf("a report without a run left the stop record: %v", err)
+	}
+}

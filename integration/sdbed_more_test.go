@@ -203,11 +203,14 @@ func notifyImage(t *testing.T, script string) string {
 func TestSdbedNotifyReady(t *testing.T) {
 	needIntegration(t)
 	start := time.Now()
+	// The payload is PID 1, which ignores a SIGTERM it has no trap for: a
+	// stop would wait out the unit's stop timeout.
 	img := notifyImage(t, "#!/bin/sh\n"+
+		"trap 'exit 0' TERM\n"+
 		"echo payload waiting\n"+
 		"while [ ! -e /gate/open ]; do sleep 0.1; done\n"+
 		"echo payload sends READY=1\n"+
-		"exec /notify-ready /bin/sh -c 'echo payload ready; while true; do sleep 1; done'\n")
+		"exec /notify-ready /bin/sh -c 'trap \"exit 0\" TERM; echo payload ready; while true; do sleep 1; done'\n")
 	t.Logf("notify image built in %s", time.Since(start).Round(100*time.Millisecond))
 	b := bootBed(t)
 	b.ok("mkdir", "-p", "/run/gate")

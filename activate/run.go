@@ -98,7 +98,9 @@ func volatileMode(v string) string {
 }
 
 // scanOptions reads the nspawn options at the start of user, up to the
-// command, the way nspawn's getopt does.
+// command, the way nspawn's getopt does. It never fails: the first option
+// the early check refuses is kept in the result's refusal, naming the
+// machine name.
 func scanOptions(name string, user []string) nspawnOpts {
 	var o nspawnOpts
 	refuse := func(format string, a ...any) {
@@ -111,74 +113,89 @@ func scanOptions(name string, user []string) nspawnOpts {
 		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
 			break // the command starts here
 		}
-		opt, val, hasVal := strings.Cut(a, "=")
-		if !strings.HasPrefix(a, "--") && len(a) > 2 {
-			// A cluster of short options: "-qU", or "-EX=1" where -E
-			// takes the rest as its value.
-			valued := false
-			for j := 1; j < len(a) && !valued; j++ {
-				c := "-" + a[j:j+1]
-				if valued = nspawnValued[c]; valued {
-					opt, val = c, a[j+1:]
-					hasVal = val != ""
-				} else {
-					o.short(c, refuse, a)
-				}
-			}
-			if !valued {
-				continue
-			}
+		opt, val, hasVal, ok := o.splitOption(a, refuse)
+		if !ok {
+			continue
 		}
 		if !hasVal && nspawnValued[opt] && i+1 < len(user) {
 			val = user[i+1]
 			i++
 		}
-		switch opt {
-		case "-D", "--directory", "-i", "--image", "-M", "--machine", "--template", "--oci-bundle":
-			refuse("%s: rootswap sets the machine and its tree itself", opt)
-		case "-x", "--ephemeral":
-			refuse("%s: would copy the tree inside the store; the default overlay already discards writes", opt)
-		case "--volatile":
-			if !hasVal {
-				val = "yes"
-			}
-			o.volatile = volatileMode(val)
-			if o.volatile == "no" {
-				refuse("%s: the container would write the shared store (the store is mounted read-only, so nspawn would fail)", a)
-			}
-		case "--read-only":
-			o.readOnly = true
-		case "--kill-signal", "-b", "--boot":
-			o.stopBy = true
-		case "--private-users":
-			b, isBool := parseBool(val)
-			o.userns = !hasVal || !isBool || b
-		case "--private-users-ownership":
-			o.ownership = strings.ToLower(val)
-			if o.ownership == "chown" || o.ownership == "auto" {
-				refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
-			}
-		case "--private-users-chown":
-			refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
-		case "-U":
-			o.short(opt, refuse, a)
-		case "--bind", "--bind-ro":
-			// SRC[:DST[:OPTIONS]]; DST defaults to SRC.
-			parts := strings.SplitN(val, ":", 3)
-			dst := parts[0]
-			if len(parts) > 1 {
-				dst = parts[1]
-			}
-			o.target(opt, val, dst, parts[0])
-		case "--tmpfs":
-			dst, _, _ := strings.Cut(val, ":")
-			o.target(opt, val, dst)
-		case "--overlay", "--overlay-ro":
-			parts := strings.Split(val, ":")
-			o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
-		}
+		o.option(opt, val, hasVal, a, refuse)
 	}
 	return o
+}
+
+// splitOption reads argument a as one option and its value, if a carries
+// one ("--opt=val", or "-EX=1" where -E takes the rest). The short options
+// without a value in a cluster ("-qU") go to short as it reads them; ok is
+// false when the cluster holds nothing else, and there is no option left
+// for the caller.
+func (o *nspawnOpts) splitOption(a string, refuse func(string, ...any)) (opt, val string, hasVal, ok bool) {
+	opt, val, hasVal = strings.Cut(a, "=")
+	if strings.HasPrefix(a, "--") || len(a) <= 2 {
+		return opt, val, hasVal, true
+	}
+	for j := 1; j < len(a); j++ {
+		c := "-" + a[j:j+1]
+		if nspawnValued[c] {
+			val = a[j+1:]
+			return c, val, val != "", true
+		}
+		o.short(c, refuse, a)
+	}
+	return "", "", false, false
+}
+
+// option records what option opt with value val (hasVal: given in the
+// same argument) tells the check, and refuses the options that would
+// change which tree runs, write it or chown it. a is the argument as the
+// user wrote it, for the refusal.
+func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(string, ...any)) {
+	switch opt {
+	case "-D", "--directory", "-i", "--image", "-M", "--machine", "--template", "--oci-bundle":
+		refuse("%s: rootswap sets the machine and its tree itself", opt)
+	case "-x", "--ephemeral":
+		refuse("%s: would copy the tree inside the store; the default overlay already discards writes", opt)
+	case "--volatile":
+		if !hasVal {
+			val = "yes"
+		}
+		o.volatile = volatileMode(val)
+		if o.volatile == "no" {
+			refuse("%s: the container would write the shared store (the store is mounted read-only, so nspawn would fail)", a)
+		}
+	case "--read-only":
+		o.readOnly = true
+	case "--kill-signal", "-b", "--boot":
+		o.stopBy = true
+	case "--private-users":
+		b, isBool := parseBool(val)
+		o.userns = !hasVal || !isBool || b
+	case "--private-users-ownership":
+		o.ownership = strings.ToLower(val)
+		if o.ownership == "chown" || o.ownership == "auto" {
+			refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+		}
+	case "--private-users-chown":
+		refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+	case "-U":
+		o.short(opt, refuse, a)
+	case "--bind", "--bind-ro":
+		// SRC[:DST[:OPTIONS]]; DST defaults to SRC.
+		parts := strings.SplitN(val, ":", 3)
+		dst := parts[0]
+		if len(parts) > 1 {
+			dst = parts[1]
+		}
+		o.target(opt, val, dst, parts[0])
+	case "--tmpfs":
+		dst, _, _ := strings.Cut(val, ":")
+		o.target(opt, val, dst)
+	case "--overlay", "--overlay-ro":
+		parts := strings.Split(val, ":")
+		o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
+	}
 }
 
 // short handles the short options without a value that the check cares

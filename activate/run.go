@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/util"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -97,7 +98,9 @@ func volatileMode(v string) string {
 }
 
 // scanOptions reads the nspawn options at the start of user, up to the
-// command, the way nspawn's getopt does.
+// command, the way nspawn's getopt does. It never fails: the first option
+// the early check refuses is kept in the result's refusal, naming the
+// machine name.
 func scanOptions(name string, user []string) nspawnOpts {
 	var o nspawnOpts
 	refuse := func(format string, a ...any) {
@@ -110,74 +113,89 @@ func scanOptions(name string, user []string) nspawnOpts {
 		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
 			break // the command starts here
 		}
-		opt, val, hasVal := strings.Cut(a, "=")
-		if !strings.HasPrefix(a, "--") && len(a) > 2 {
-			// A cluster of short options: "-qU", or "-EX=1" where -E
-			// takes the rest as its value.
-			valued := false
-			for j := 1; j < len(a) && !valued; j++ {
-				c := "-" + a[j:j+1]
-				if valued = nspawnValued[c]; valued {
-					opt, val = c, a[j+1:]
-					hasVal = val != ""
-				} else {
-					o.short(c, refuse, a)
-				}
-			}
-			if !valued {
-				continue
-			}
+		opt, val, hasVal, ok := o.splitOption(a, refuse)
+		if !ok {
+			continue
 		}
 		if !hasVal && nspawnValued[opt] && i+1 < len(user) {
 			val = user[i+1]
 			i++
 		}
-		switch opt {
-		case "-D", "--directory", "-i", "--image", "-M", "--machine", "--template", "--oci-bundle":
-			refuse("%s: rootswap sets the machine and its tree itself", opt)
-		case "-x", "--ephemeral":
-			refuse("%s: would copy the tree inside the store; the default overlay already discards writes", opt)
-		case "--volatile":
-			if !hasVal {
-				val = "yes"
-			}
-			o.volatile = volatileMode(val)
-			if o.volatile == "no" {
-				refuse("%s: the container would write the shared store (the store is mounted read-only, so nspawn would fail)", a)
-			}
-		case "--read-only":
-			o.readOnly = true
-		case "--kill-signal", "-b", "--boot":
-			o.stopBy = true
-		case "--private-users":
-			b, isBool := parseBool(val)
-			o.userns = !hasVal || !isBool || b
-		case "--private-users-ownership":
-			o.ownership = strings.ToLower(val)
-			if o.ownership == "chown" || o.ownership == "auto" {
-				refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
-			}
-		case "--private-users-chown":
-			refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
-		case "-U":
-			o.short(opt, refuse, a)
-		case "--bind", "--bind-ro":
-			// SRC[:DST[:OPTIONS]]; DST defaults to SRC.
-			parts := strings.SplitN(val, ":", 3)
-			dst := parts[0]
-			if len(parts) > 1 {
-				dst = parts[1]
-			}
-			o.target(opt, val, dst, parts[0])
-		case "--tmpfs":
-			dst, _, _ := strings.Cut(val, ":")
-			o.target(opt, val, dst)
-		case "--overlay", "--overlay-ro":
-			parts := strings.Split(val, ":")
-			o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
-		}
+		o.option(opt, val, hasVal, a, refuse)
 	}
 	return o
+}
+
+// splitOption reads argument a as one option and its value, if a carries
+// one ("--opt=val", or "-EX=1" where -E takes the rest). The short options
+// without a value in a cluster ("-qU") go to short as it reads them; ok is
+// false when the cluster holds nothing else, and there is no option left
+// for the caller.
+func (o *nspawnOpts) splitOption(a string, refuse func(string, ...any)) (opt, val string, hasVal, ok bool) {
+	opt, val, hasVal = strings.Cut(a, "=")
+	if strings.HasPrefix(a, "--") || len(a) <= 2 {
+		return opt, val, hasVal, true
+	}
+	for j := 1; j < len(a); j++ {
+		c := "-" + a[j:j+1]
+		if nspawnValued[c] {
+			val = a[j+1:]
+			return c, val, val != "", true
+		}
+		o.short(c, refuse, a)
+	}
+	return "", "", false, false
+}
+
+// option records what option opt with value val (hasVal: given in the
+// same argument) tells the check, and refuses the options that would
+// change which tree runs, write it or chown it. a is the argument as the
+// user wrote it, for the refusal.
+func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(string, ...any)) {
+	switch opt {
+	case "-D", "--directory", "-i", "--image", "-M", "--machine", "--template", "--oci-bundle":
+		refuse("%s: rootswap sets the machine and its tree itself", opt)
+	case "-x", "--ephemeral":
+		refuse("%s: would copy the tree inside the store; the default overlay already discards writes", opt)
+	case "--volatile":
+		if !hasVal {
+			val = "yes"
+		}
+		o.volatile = volatileMode(val)
+		if o.volatile == "no" {
+			refuse("%s: the container would write the shared store (the store is mounted read-only, so nspawn would fail)", a)
+		}
+	case "--read-only":
+		o.readOnly = true
+	case "--kill-signal", "-b", "--boot":
+		o.stopBy = true
+	case "--private-users":
+		b, isBool := parseBool(val)
+		o.userns = !hasVal || !isBool || b
+	case "--private-users-ownership":
+		o.ownership = strings.ToLower(val)
+		if o.ownership == "chown" || o.ownership == "auto" {
+			refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+		}
+	case "--private-users-chown":
+		refuse("%s: would chown the shared tree; use --private-users-ownership=map", a)
+	case "-U":
+		o.short(opt, refuse, a)
+	case "--bind", "--bind-ro":
+		// SRC[:DST[:OPTIONS]]; DST defaults to SRC.
+		parts := strings.SplitN(val, ":", 3)
+		dst := parts[0]
+		if len(parts) > 1 {
+			dst = parts[1]
+		}
+		o.target(opt, val, dst, parts[0])
+	case "--tmpfs":
+		dst, _, _ := strings.Cut(val, ":")
+		o.target(opt, val, dst)
+	case "--overlay", "--overlay-ro":
+		parts := strings.Split(val, ":")
+		o.target(opt, val, parts[len(parts)-1], parts[:len(parts)-1]...)
+	}
 }
 
 // short handles the short options without a value that the check cares
@@ -418,6 +436,8 @@ var (
 // Order: checks, then the index bookkeeping (the last write to the store),
 // then the read-only view of the whole store, then the fork from the same
 // thread, so nspawn and the container only ever see the store read-only.
+// Every step below runs on this goroutine, which the view locks to its
+// thread: the fork must happen there.
 func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	// Before anything else, so that a stop during the checks is not lost
 	// (it ends run before nspawn starts), and SIGHUP never kills run
@@ -428,32 +448,77 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		signal.Notify(sigs, sig)
 	}
 	defer signal.Stop(sigs)
-	if err := ValidName(name); err != nil {
+	p, err := planRun(s, name, user)
+	if err != nil {
 		return err
+	}
+	st := recordStart(s, name, p.digest, warn)
+	// Nothing may write the store after this: the view is read-only.
+	if err := fsys.ReadOnlyView(s.Root(), p.tree); err != nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	stops := &stopper{s: s, name: name, start: st, warn: warn}
+	cmd, err := startNspawn(name, p, sigs, stops)
+	if err != nil {
+		return err
+	}
+	return superviseNspawn(name, cmd, sigs, stops, warn)
+}
+
+// runPlan is what Run resolved before it writes anything: the tree to
+// run, its digest, the nspawn binary and its full argument list.
+type runPlan struct {
+	tree   string
+	digest digest.Digest
+	bin    string
+	args   []string
+}
+
+// planRun resolves machine name's current tree and the nspawn command
+// line for it, and runs the early option checks (skipped under
+// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1). It reads the store and writes
+// nothing; its errors name the machine.
+func planRun(s *cache.Store, name string, user []string) (runPlan, error) {
+	if err := ValidName(name); err != nil {
+		return runPlan{}, err
 	}
 	tree, d, err := TreeFor(s, name)
 	if err != nil {
-		return err
+		return runPlan{}, err
 	}
 	bin, err := Nspawn()
 	if err != nil {
-		return fmt.Errorf("run %s: %w", name, err)
+		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
 	}
 	args, o, err := nspawnArgs(name, tree, user, MachinedAvailable())
 	if err != nil {
-		return err
+		return runPlan{}, err
 	}
 	if os.Getenv(SkipOptionCheckEnv) != "1" {
 		if err := checkSources(name, s.Root(), o); err != nil {
-			return err
+			return runPlan{}, err
 		}
 		if err := checkMountPoints(name, tree, o); err != nil {
-			return err
+			return runPlan{}, err
 		}
 	}
-	// Best effort, one transaction: the run's start feeds crash-loop
-	// detection and last_used feeds gc's --unused-for; a busy index must
-	// not stop a service from starting.
+	return runPlan{tree: tree, digest: d, bin: bin, args: args}, nil
+}
+
+// runStart identifies this run in the stop record: the generation that
+// runs (0 when the index did not say) and when it started.
+type runStart struct {
+	gen uint64
+	at  time.Time
+}
+
+// recordStart is the run's last write to the index, best effort and in
+// one transaction: it counts the start of the current generation (for
+// crash-loop detection) and sets the tree's last_used (for gc's
+// --unused-for). A busy or unreadable index must not stop a service from
+// starting, so it returns no error; a tree marked broken gets a warning
+// on warn.
+func recordStart(s *cache.Store, name string, d digest.Digest, warn io.Writer) runStart {
 	now := time.Now().UTC()
 	broken := false
 	var gen uint64
@@ -479,28 +544,41 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 	if broken {
 		fmt.Fprintf(warn, "rootswap: warning: run %s: tree %s was marked broken by verify --repair; running it anyway (prepare re-imports it)\n", name, d)
 	}
-	// Nothing may write the store after this: the view is read-only.
-	if err := fsys.ReadOnlyView(s.Root(), tree); err != nil {
-		return fmt.Errorf("run %s: %w", name, err)
+	return runStart{gen: gen, at: now}
+}
+
+// stopper writes the stop record of a run, once: the first stop asked
+// for is the one report sees.
+type stopper struct {
+	s       *cache.Store
+	name    string
+	start   runStart
+	warn    io.Writer
+	stopped bool
+}
+
+// record notes that sig asked for a stop. It runs before nspawn hears of
+// sig: report may run as soon as nspawn exits. A failed write is a
+// warning; the stop goes on.
+func (p *stopper) record(sig os.Signal) {
+	p.stopped = true
+	rec := stopRecord{Generation: p.start.gen, Started: p.start.at, Signal: sig.String(), At: time.Now().UTC(), PID: os.Getpid()}
+	if err := writeStop(p.s, p.name, rec); err != nil {
+		fmt.Fprintf(p.warn, "rootswap: warning: run %s: %v: report will count this stop as the run's own end\n", p.name, err)
 	}
-	// Forked from this goroutine, which ReadOnlyView locked to the thread
-	// that holds the read-only view: the child inherits that thread's
-	// mount namespace, not the process's.
-	cmd := exec.Command(bin, args...)
+}
+
+// startNspawn forks nspawn as p says, on the calling goroutine: it must be
+// the one ReadOnlyView locked, so that the child inherits that thread's
+// mount namespace (not the process's) and Pdeathsig, which is tied to
+// the forking thread, holds until run exits. A stop that arrived before
+// the fork ends run here instead: it is recorded and returned as the
+// *ExitError of that signal, and nspawn never starts. Other signals that
+// arrived are passed on once nspawn runs.
+func startNspawn(name string, p runPlan, sigs <-chan os.Signal, stops *stopper) (*exec.Cmd, error) {
+	cmd := exec.Command(p.bin, p.args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	// Pdeathsig is tied to the forking thread, which stays locked until
-	// run exits.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stopped := false
-	stop := func(sig os.Signal) {
-		// Recorded before nspawn hears of it: report may run as soon as
-		// nspawn exits.
-		stopped = true
-		if err := writeStop(s, name, stopRecord{Generation: gen, Started: now, Signal: sig.String(), At: time.Now().UTC(), PID: os.Getpid()}); err != nil {
-			fmt.Fprintf(warn, "rootswap: warning: run %s: %v: report will count this stop as the run's own end\n", name, err)
-		}
-	}
-	// A stop that came before nspawn started ends run here.
 	var pending []os.Signal
 	for len(sigs) > 0 {
 		sig := <-sigs
@@ -508,17 +586,26 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 			continue
 		}
 		if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-			stop(sig)
-			return &ExitError{128 + int(sig.(syscall.Signal))}
+			stops.record(sig)
+			return nil, &ExitError{128 + int(sig.(syscall.Signal))}
 		}
 		pending = append(pending, sig)
 	}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: start %s: %w", name, bin, err)
+		return nil, fmt.Errorf("run %s: start %s: %w", name, p.bin, err)
 	}
 	for _, sig := range pending {
 		cmd.Process.Signal(sig)
 	}
+	return cmd, nil
+}
+
+// superviseNspawn waits for the running nspawn cmd and returns its
+// exitStatus. Meanwhile it passes the forwarded signals on, records the
+// first stop, warns about and drops the signals in dropped, and, when
+// $ROOTSWAP_STOP_TIMEOUT gives a grace, sends nspawn a second SIGTERM
+// once the payload outlives it.
+func superviseNspawn(name string, cmd *exec.Cmd, sigs <-chan os.Signal, stops *stopper, warn io.Writer) error {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	grace, _ := time.ParseDuration(os.Getenv(StopTimeoutEnv))
@@ -534,8 +621,8 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 				fmt.Fprintf(warn, "rootswap: warning: run %s: %s ignored: nspawn passes no signal to the payload but its --kill-signal (machinectl kill can)\n", name, n)
 				continue
 			}
-			if !stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
-				stop(sig)
+			if !stops.stopped && (sig == syscall.SIGTERM || sig == syscall.SIGINT) {
+				stops.record(sig)
 				if grace > 0 {
 					deadline = time.After(grace)
 				}

@@ -74,6 +74,9 @@ type diffReader struct {
 	opaque map[string]bool       // directories the layer's opaque markers hide
 }
 
+// add validates one entry of the layer's archive and appends it to the
+// Diff as an Entry or a Whiteout, storing a regular file's content r
+// through put. An error refuses the layer.
 func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 	if hdr.Typeflag == tar.TypeXGlobalHeader {
 		return nil
@@ -112,21 +115,9 @@ func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 		}
 		e.Linkname = hdr.Linkname
 	case cache.KindHardlink:
-		target, err := cleanName(hdr.Linkname)
-		if err != nil {
-			return fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
+		if e.Linkname, seen, err = x.hardlink(hdr, name); err != nil {
+			return err
 		}
-		switch k := x.seen[target]; {
-		case target == name:
-			return unsafe(hdr.Name, "hard link to itself")
-		case k == cache.KindFile || k == cache.KindSymlink:
-			seen = k
-		case k == 0, k == cache.KindHardlink:
-			// a lower layer's name, or a link to one: Merge resolves it
-		default:
-			return unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
-		}
-		e.Linkname = target
 	}
 	out := Entry{Entry: e}
 	if kind == cache.KindFile {
@@ -137,6 +128,29 @@ func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 	x.seen[name] = seen
 	x.d.Entries = append(x.d.Entries, out)
 	return nil
+}
+
+// hardlink checks the hard link hdr, named name, and returns its clean
+// target and the kind to remember name as: the target's kind when the
+// target is a file or symlink of this layer, else KindHardlink (a lower
+// layer's name, or a link to one, which Merge resolves). A link to
+// itself, or to anything of this layer that is not a file or symlink, is
+// refused.
+func (x *diffReader) hardlink(hdr *tar.Header, name string) (string, cache.Kind, error) {
+	target, err := cleanName(hdr.Linkname)
+	if err != nil {
+		return "", 0, fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
+	}
+	switch k := x.seen[target]; {
+	case target == name:
+		return "", 0, unsafe(hdr.Name, "hard link to itself")
+	case k == cache.KindFile || k == cache.KindSymlink:
+		return target, k, nil
+	case k == 0, k == cache.KindHardlink:
+		return target, cache.KindHardlink, nil
+	default:
+		return "", 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
+	}
 }
 
 // parent refuses an entry under a non-directory of the same layer. A

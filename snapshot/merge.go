@@ -158,7 +158,9 @@ func (m *merger) whiteout(w Whiteout, own map[string]cache.Kind) error {
 	return nil
 }
 
-// add applies the layer's entry e.
+// add applies the layer's entry e: it replaces what the merged tree holds
+// at its name (a directory over a directory keeps its children), or
+// refuses e, naming its layer, when the merged tree cannot take it.
 func (m *merger) add(e Entry) error {
 	switch {
 	case e.Name == "." && e.Kind != cache.KindDir:
@@ -166,16 +168,8 @@ func (m *merger) add(e Entry) error {
 	case e.Kind == cache.KindFile && e.Object.Validate() != nil:
 		return m.refuse("entry", e.Name, "regular file without a valid object")
 	}
-	for _, a := range ancestors(path.Dir(e.Name)) {
-		n := m.nodes[a]
-		switch {
-		case n == nil:
-			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q does not exist", a))
-		case n.kind() == cache.KindSymlink:
-			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q is a symlink from %s: writing through it would leave the tree", a, m.layerName(n.layer)))
-		case n.kind() != cache.KindDir:
-			return m.refuse("entry", e.Name, fmt.Sprintf("parent %q is not a directory", a))
-		}
+	if err := m.checkParents(e.Name); err != nil {
+		return err
 	}
 	old := m.nodes[e.Name]
 	if old != nil && old.layer == m.layer && !old.implicit {
@@ -188,20 +182,11 @@ func (m *merger) add(e Entry) error {
 	n := &node{layer: m.layer}
 	switch e.Kind {
 	case cache.KindHardlink:
-		if !cleanRel(e.Linkname) {
-			return m.refuse("entry", e.Name, fmt.Sprintf("hard link target %q is not clean", e.Linkname))
+		ino, err := m.linkTarget(e)
+		if err != nil {
+			return err
 		}
-		t := m.nodes[e.Linkname]
-		if t == nil {
-			if l, ok := m.gone[e.Linkname]; ok {
-				return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which a whiteout in %s removed", e.Linkname, m.layerName(l)))
-			}
-			return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which does not exist", e.Linkname))
-		}
-		if t.ino == nil || e.Linkname == e.Name {
-			return m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", e.Linkname))
-		}
-		n.ino = t.ino
+		n.ino = ino
 	case cache.KindFile, cache.KindSymlink:
 		n.ino = &inode{e: e}
 	case cache.KindDir:
@@ -220,6 +205,45 @@ func (m *merger) add(e Entry) error {
 		m.nodes[path.Dir(e.Name)].kids[e.Name] = true
 	}
 	return nil
+}
+
+// checkParents refuses the entry name unless every ancestor of it is a
+// directory of the merged tree (a symlink among them would lead writes
+// out of the tree).
+func (m *merger) checkParents(name string) error {
+	for _, a := range ancestors(path.Dir(name)) {
+		n := m.nodes[a]
+		switch {
+		case n == nil:
+			return m.refuse("entry", name, fmt.Sprintf("parent %q does not exist", a))
+		case n.kind() == cache.KindSymlink:
+			return m.refuse("entry", name, fmt.Sprintf("parent %q is a symlink from %s: writing through it would leave the tree", a, m.layerName(n.layer)))
+		case n.kind() != cache.KindDir:
+			return m.refuse("entry", name, fmt.Sprintf("parent %q is not a directory", a))
+		}
+	}
+	return nil
+}
+
+// linkTarget returns the inode the hard link e shares: that of its target,
+// a regular file or symlink of the merged tree. A target that is unclean,
+// missing (saying so when a whiteout removed it), e itself or of another
+// kind is refused.
+func (m *merger) linkTarget(e Entry) (*inode, error) {
+	if !cleanRel(e.Linkname) {
+		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link target %q is not clean", e.Linkname))
+	}
+	t := m.nodes[e.Linkname]
+	if t == nil {
+		if l, ok := m.gone[e.Linkname]; ok {
+			return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which a whiteout in %s removed", e.Linkname, m.layerName(l)))
+		}
+		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which does not exist", e.Linkname))
+	}
+	if t.ino == nil || e.Linkname == e.Name {
+		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", e.Linkname))
+	}
+	return t.ino, nil
 }
 
 // remove deletes name and its subtree; byWhiteout records them as gone.

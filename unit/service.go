@@ -55,38 +55,57 @@ func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
 	if err := sp.check(); err != nil {
 		return nil, err
 	}
-	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
-	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", name, image)
+	c, err := serviceCommands(bin, root, sp)
 	if err != nil {
 		return nil, err
 	}
-	runArgs := append([]string{bin, "--root", root, "run", name, "--keep-unit"}, o.Args()...)
-	if len(command) > 0 {
+	return []File{{"rootswap-" + sp.Name + ".service", serviceOptions(sp, c)}}, nil
+}
+
+// execs are the service's command lines, quoted for the unit file.
+type execs struct{ prepare, run, report string }
+
+// serviceCommands quotes the prepare, run and report command lines of the
+// checked spec sp for binary bin and store root. An error wraps ErrInvalid:
+// an executable path systemd would not take.
+func serviceCommands(bin, root string, sp Spec) (execs, error) {
+	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", sp.Name, sp.Image)
+	if err != nil {
+		return execs{}, err
+	}
+	runArgs := append([]string{bin, "--root", root, "run", sp.Name, "--keep-unit"}, sp.Nspawn.Args()...)
+	if len(sp.Command) > 0 {
 		// "--": a command word that looks like an option (-x, --) stays
 		// the command.
-		runArgs = append(append(runArgs, "--"), command...)
+		runArgs = append(append(runArgs, "--"), sp.Command...)
 	}
 	run, err := execLine(runArgs...)
 	if err != nil {
-		return nil, err
+		return execs{}, err
 	}
-	report, err := execLine(bin, "--root", root, "report", name)
+	report, err := execLine(bin, "--root", root, "report", sp.Name)
 	if err != nil {
-		return nil, err
+		return execs{}, err
 	}
+	return execs{prepare, run, report}, nil
+}
+
+// serviceOptions are the [Unit], [Service] and [Install] options of the
+// service for sp that runs the command lines c.
+func serviceOptions(sp Spec, c execs) []*unit.UnitOption {
 	opts := []*unit.UnitOption{
-		unit.NewUnitOption("Unit", "Description", fmt.Sprintf("rootswap machine %s (%s)", name, image)),
+		unit.NewUnitOption("Unit", "Description", fmt.Sprintf("rootswap machine %s (%s)", sp.Name, sp.Image)),
 		// Wants, not Requires: the service must start from cache while
 		// Docker is down.
 		unit.NewUnitOption("Unit", "Wants", "docker.service"),
 		unit.NewUnitOption("Unit", "After", "docker.service"),
 	}
 	typ := "simple"
-	if o.NotifyReady {
+	if sp.Nspawn.NotifyReady {
 		typ = "notify"
 	}
 	opts = append(opts, unit.NewUnitOption("Service", "Type", typ))
-	if o.NotifyReady {
+	if sp.Nspawn.NotifyReady {
 		// nspawn, which relays the payload's READY=1, is run's child, not
 		// the main process.
 		opts = append(opts, unit.NewUnitOption("Service", "NotifyAccess", "all"))
@@ -94,10 +113,10 @@ func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
 	if sp.HealthyAfter > 0 {
 		opts = append(opts, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
 	}
-	opts = append(opts,
-		unit.NewUnitOption("Service", "ExecStartPre", prepare),
-		unit.NewUnitOption("Service", "ExecStart", run),
-		unit.NewUnitOption("Service", "ExecStopPost", report),
+	return append(opts,
+		unit.NewUnitOption("Service", "ExecStartPre", c.prepare),
+		unit.NewUnitOption("Service", "ExecStart", c.run),
+		unit.NewUnitOption("Service", "ExecStopPost", c.report),
 		unit.NewUnitOption("Service", "Restart", "always"),
 		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
 		// A cold import of a large image can take minutes.
@@ -112,7 +131,6 @@ func ServiceFiles(bin, root string, sp Spec) ([]File, error) {
 		unit.NewUnitOption("Service", "Delegate", "yes"),
 		unit.NewUnitOption("Install", "WantedBy", "multi-user.target"),
 	)
-	return []File{{"rootswap-" + name + ".service", opts}}, nil
 }
 
 // NspawnFiles are the alternative for systemd-nspawn@.service users:

@@ -42,45 +42,54 @@ no run, not run by systemd), so that it never masks the service's own result;
 		ValidArgsFunction: g.complete("machine"),
 		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name := args[0]
-			if err := activate.ValidName(name); err != nil {
-				return err
-			}
-			if ranFor < 0 {
-				return usage("report: --ran-for %s: must not be negative", ranFor)
-			}
-			out := cmd.OutOrStdout()
-			nothing := func(why string) error {
-				fmt.Fprintf(out, "%s: %s: nothing recorded\n", name, why)
-				return nil
-			}
-			r := activate.RunResult{ServiceResult: os.Getenv("SERVICE_RESULT"), ExitCode: os.Getenv("EXIT_CODE"), ExitStatus: os.Getenv("EXIT_STATUS"), Ran: ranFor}
-			if r.ServiceResult == "" && ranFor == 0 {
-				return nothing("not run by systemd ($SERVICE_RESULT unset) and no --ran-for")
-			}
-			s, err := g.open(cmd.Context())
-			if errors.Is(err, cache.ErrNoStore) {
-				return nothing(err.Error())
-			}
-			if err != nil {
-				return err
-			}
-			gen, r, err := activate.Report(s, name, r, healthyAfter, time.Now().UTC())
-			if errors.Is(err, cache.ErrNotFound) || errors.Is(err, activate.ErrNoRun) {
-				return nothing(err.Error())
-			}
-			if err != nil {
-				return err
-			}
-			g.log.Debug("run reported", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
-			if r.Failed() {
-				g.log.Warn("run failed", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
-			}
-			fmt.Fprintf(out, "%s: generation %d: %s: %s (%d failed in a row)\n", name, gen.Number, r.Outcome(), r, gen.Failures)
-			return nil
+			return reportRun(cmd, g, args[0], ranFor, healthyAfter)
 		},
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long is healthy even if it failed (env ROOTSWAP_HEALTHY_AFTER)")
 	cmd.Flags().DurationVar(&ranFor, "ran-for", 0, "the run lasted `DURATION` (when not reporting right after it ended)")
 	return cmd
+}
+
+// reportRun records how machine name's run ended, from systemd's
+// ExecStopPost environment or ranFor, and prints the outcome. A report with
+// nothing to record (not run by systemd, no store, no machine, no run)
+// prints why and returns nil, so that it never masks the service's own
+// result; an error means the index could not be read or written, or the
+// arguments are malformed.
+func reportRun(cmd *cobra.Command, g *globals, name string, ranFor, healthyAfter time.Duration) error {
+	if err := activate.ValidName(name); err != nil {
+		return err
+	}
+	if ranFor < 0 {
+		return usage("report: --ran-for %s: must not be negative", ranFor)
+	}
+	out := cmd.OutOrStdout()
+	nothing := func(why string) error {
+		fmt.Fprintf(out, "%s: %s: nothing recorded\n", name, why)
+		return nil
+	}
+	r := activate.RunResult{ServiceResult: os.Getenv("SERVICE_RESULT"), ExitCode: os.Getenv("EXIT_CODE"), ExitStatus: os.Getenv("EXIT_STATUS"), Ran: ranFor}
+	if r.ServiceResult == "" && ranFor == 0 {
+		return nothing("not run by systemd ($SERVICE_RESULT unset) and no --ran-for")
+	}
+	s, err := g.open(cmd.Context())
+	if errors.Is(err, cache.ErrNoStore) {
+		return nothing(err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	gen, r, err := activate.Report(s, name, r, healthyAfter, time.Now().UTC())
+	if errors.Is(err, cache.ErrNotFound) || errors.Is(err, activate.ErrNoRun) {
+		return nothing(err.Error())
+	}
+	if err != nil {
+		return err
+	}
+	g.log.Debug("run reported", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
+	if r.Failed() {
+		g.log.Warn("run failed", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
+	}
+	fmt.Fprintf(out, "%s: generation %d: %s: %s (%d failed in a row)\n", name, gen.Number, r.Outcome(), r, gen.Failures)
+	return nil
 }

@@ -27,6 +27,8 @@ import (
 // just before exec or fork: after it, nothing under dir can be written
 // from this thread. On error the thread may be in a half-made view; the
 // caller must not exec or fork then, but return and exit.
+//
+// Long on purpose: steps 1-5 must run in this order on one locked thread, and read best straight.
 func ReadOnlyView(dir string, paths ...string) error {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {

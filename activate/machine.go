@@ -351,17 +351,13 @@ type Status struct {
 func List(s *cache.Store) ([]Status, error) {
 	var out []Status
 	err := s.View(func(tx *index.Tx) error {
-		ms, err := tx.Machines()
+		hs, err := tx.Histories()
 		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			gens, err := tx.Generations(m.Name)
-			if err != nil {
-				return err
-			}
+		for _, m := range hs {
 			st := Status{Name: m.Name, Generation: m.Current}
-			for _, g := range gens {
+			for _, g := range m.Generations {
 				if g.Number == m.Current {
 					st.Digest, st.Image, st.Activated = g.Digest, g.Image, g.Time
 				}

@@ -376,17 +376,13 @@ func indexRecords(s *cache.Store) (Graph, map[digest.Digest]index.Tree, map[stri
 			indexed[t.Digest] = t
 			g.Trees = append(g.Trees, Tree{Digest: t.Digest, Indexed: true, LastUsed: t.LastUsed})
 		}
-		ms, err := tx.Machines()
+		hs, err := tx.Histories()
 		if err != nil {
 			return err
 		}
-		for _, m := range ms {
-			gens, err := tx.Generations(m.Name)
-			if err != nil {
-				return err
-			}
+		for _, m := range hs {
 			mm := &Machine{Name: m.Name, Current: m.Current}
-			for _, gen := range gens {
+			for _, gen := range m.Generations {
 				mm.Generations = append(mm.Generations, Generation{gen.Number, gen.Digest})
 			}
 			machines[m.Name] = mm

@@ -158,6 +158,29 @@ func (t *Tx) Machines() ([]Machine, error) {
 	return out, err
 }
 
+// History is a machine's record with its generations, oldest first.
+type History struct {
+	Machine
+	Generations []Generation
+}
+
+// Histories returns every machine with its generations.
+func (t *Tx) Histories() ([]History, error) {
+	ms, err := t.Machines()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]History, 0, len(ms))
+	for _, m := range ms {
+		gens, err := t.Generations(m.Name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, History{m, gens})
+	}
+	return out, nil
+}
+
 func genKey(n uint64) []byte {
 	var k [8]byte
 	binary.BigEndian.PutUint64(k[:], n)

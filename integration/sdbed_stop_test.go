@@ -68,3 +68,30 @@ func TestSdbedShutdownIsAStop(t *testing.T) {
 	}
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
 }
+
+// TestSdbedContainerStartFailureIsAFailure: a container nspawn cannot
+// start (a --bind source that does not exist) is a failure, and each such
+// start adds one to the crash-loop counter.
+func TestSdbedContainerStartFailureIsAFailure(t *testing.T) {
+	needIntegration(t)
+	start := time.Now()
+	img := payloadImage(t, clockScript)
+	b := bootBed(t)
+	unit := b.install("nostart", map[string]string{"stoppost.conf": stopPost, "nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--restart-sec", "1s", "--bind", "/nonexistent-rootswap-src:/data", "nostart", img, "--", "/bin/sh", "/run.sh")
+	// Restart=always starts it again a second later: the counter goes up.
+	b.ok("systemctl", "start", "--no-block", unit)
+	for i := 1; i <= 2; i++ {
+		post := b.stopPosts(i)[i-1]
+		t.Logf("start %d: ExecStopPost saw %q", i, post)
+		b.waitFor("report's record", time.Minute, func() bool { return b.history("nostart").Failures >= i })
+		if h := b.history("nostart"); h.Health != "failing" || strings.HasPrefix(h.LastResult, "stopped:") {
+			t.Errorf("history after %d failed container start(s): %+v", i, h)
+		}
+	}
+	b.ok("systemctl", "stop", unit)
+	if j := b.ok("journalctl", "--no-pager", "-o", "cat", "-u", unit); !strings.Contains(j, "/nonexistent-rootswap-src") {
+		t.Errorf("nspawn's complaint about the bind source is not in the journal:\n%s", tail(j, 15))
+	}
+	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
+}

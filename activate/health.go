@@ -66,12 +66,17 @@ func (o RunOutcome) String() string {
 // there is nothing to count, and nothing is recorded.
 var ErrNoRun = errors.New("no run started since the last report")
 
-// Outcome classifies the run. A requested stop is a stop whatever nspawn's
-// status (SIGKILL after TimeoutStopSec= included). Otherwise systemd's
+// Outcome classifies the run. An OOM kill is a failure; otherwise a
+// requested stop is a stop whatever nspawn's status (SIGKILL after
+// TimeoutStopSec= included). Otherwise systemd's
 // $SERVICE_RESULT decides; without it (not run by systemd) a non-zero
 // $EXIT_STATUS is a failure.
 func (r RunResult) Outcome() RunOutcome {
 	switch {
+	case r.ServiceResult == "oom-kill":
+		// With OOMPolicy=stop systemd stops the unit after the kill, so a
+		// stop record can follow it: the kill decides.
+		return Failure
 	case r.StopRequested:
 		return Stopped
 	case r.ServiceResult != "" && r.ServiceResult != "success",

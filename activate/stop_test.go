@@ -27,6 +27,10 @@ func TestOutcome(t *testing.T) {
 		{true, "signal", "killed", "TERM", Stopped},
 		{true, "", "", "1", Stopped},
 		{true, "", "", "", Stopped},
+		// systemd's OOMPolicy=stop stops the unit after an OOM kill: the
+		// stop record is the kill's consequence, not an operator's.
+		{true, "oom-kill", "killed", "KILL", Failure},
+		{true, "oom-kill", "exited", "1", Failure},
 		// No stop requested: the payload's or the container's own end.
 		{false, "exit-code", "exited", "1", Failure}, // nspawn's 1: OOM kill, SIGKILL from inside, a container that cannot start
 		{false, "exit-code", "exited", "3", Failure},

@@ -522,7 +522,7 @@ func recordStart(s *cache.Store, name string, d digest.Digest, warn io.Writer) r
 	now := time.Now().UTC()
 	broken := false
 	var gen uint64
-	s.Update(func(tx *index.Tx) error {
+	err := s.Update(func(tx *index.Tx) error {
 		if t, err := tx.Tree(d); err == nil {
 			broken = t.Broken
 			t.LastUsed = now
@@ -541,6 +541,11 @@ func recordStart(s *cache.Store, name string, d digest.Digest, warn io.Writer) r
 		gen = g.Number
 		return tx.PutGeneration(name, g)
 	})
+	// The link, not the index, says what runs: a damaged index is worth
+	// one warning, never a refusal.
+	if errors.Is(err, index.ErrDamaged) {
+		fmt.Fprintln(warn, "rootswap: warning: run", name+": starts without recording the run:", err)
+	}
 	if broken {
 		fmt.Fprintf(warn, "rootswap: warning: run %s: tree %s was marked broken by verify --repair; running it anyway (prepare re-imports it)\n", name, d)
 	}

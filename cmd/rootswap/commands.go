@@ -445,11 +445,6 @@ terminates the container.`,
 			if err != nil {
 				return err
 			}
-			// The link, not the index, says what runs; Run's bookkeeping
-			// is best effort, so a damaged index is worth one warning.
-			if err := s.View(func(*index.Tx) error { return nil }); errors.Is(err, index.ErrDamaged) {
-				fmt.Fprintln(cmd.ErrOrStderr(), "rootswap: warning: run", args[0]+": starts without recording the run:", err)
-			}
 			return activate.Run(s, args[0], args[1:], cmd.ErrOrStderr())
 		},
 	}

@@ -469,9 +469,9 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	}
 }
 
-// exportCreates counts the export containers created for image id since
-// start. The daemon is shared (other tests, other stores): only an image
-// of the test's own makes the count the test's own.
+// exportCreates counts the export containers created for image id (any
+// image if id is "") since start. The daemon is shared (other tests, other
+// stores): only an image of the test's own makes the count the test's own.
 func exportCreates(t *testing.T, since time.Time, id string) int {
 	t.Helper()
 	c := dockerClient(t)
@@ -480,7 +480,7 @@ func exportCreates(t *testing.T, since time.Time, id string) int {
 	msgs, errs := c.Events(ctx, events.ListOptions{
 		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
 		Until:   fmt.Sprintf("%d", time.Now().Add(time.Second).Unix()),
-		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "create"), filters.Arg("label", "org.rootswap.export="+id)),
+		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "create"), exportLabel(id)),
 	})
 	n := 0
 	for {
@@ -499,4 +499,12 @@ func exportCreates(t *testing.T, since time.Time, id string) int {
 			return n
 		}
 	}
+}
+
+// exportLabel filters export containers, of image id if it is not "".
+func exportLabel(id string) filters.KeyValuePair {
+	if id == "" {
+		return filters.Arg("label", "org.rootswap.export")
+	}
+	return filters.Arg("label", "org.rootswap.export="+id)
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/events"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 )
 
@@ -227,35 +225,11 @@ func (s *store) verify(what string) string {
 // why: check then skips verify.
 func (s *store) damaged(why string) { s.damagedWhy = why }
 
-// containerCreates counts container create events since start, from the
-// daemon's events API.
+// containerCreates counts the export containers rootswap created since
+// start, for any image, from the daemon's events API.
 func containerCreates(t *testing.T, since time.Time) int {
 	t.Helper()
-	c := dockerClient(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	msgs, errs := c.Events(ctx, events.ListOptions{
-		Since:   fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond()),
-		Until:   fmt.Sprintf("%d", time.Now().Add(time.Second).Unix()),
-		Filters: filters.NewArgs(filters.Arg("type", "container"), filters.Arg("event", "create"), filters.Arg("label", "org.rootswap.export")),
-	})
-	n := 0
-	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				return n
-			}
-			if m.Action == "create" {
-				n++
-			}
-		case err := <-errs:
-			if err != nil && err.Error() != "EOF" {
-				t.Fatalf("docker events: %v", err)
-			}
-			return n
-		}
-	}
+	return exportCreates(t, since, "")
 }
 
 // leakedContainers lists containers rootswap created and did not remove.

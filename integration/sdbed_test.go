@@ -328,13 +328,7 @@ func TestSdbedOperatorRestartsDoNotRollBack(t *testing.T) {
 	needIntegration(t)
 	good := payloadImage(t, clockScript)
 	fresh := payloadImage(t, "#!/bin/sh\ntrap 'exit 1' TERM\necho v2 up\nwhile true; do sleep 0.2; done\n")
-	tag := fmt.Sprintf("rootswap-test/sdbed-restart:%d", time.Now().UnixNano())
-	retag := func(img string) {
-		if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
-			t.Fatalf("docker tag: %v\n%s", err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+	tag, retag := movingTag(t, "rootswap-test/sdbed-restart")
 	retag(good)
 	b := bootBed(t)
 	// v2's runs last from a start to the next restart: far below 1h on
@@ -405,13 +399,7 @@ func TestSdbedUpgradeAndCrashLoopRollback(t *testing.T) {
 	needIntegration(t)
 	good := payloadImage(t, clockScript)
 	bad := payloadImage(t, "#!/bin/sh\necho v2 crashing\nexit 1\n")
-	tag := fmt.Sprintf("rootswap-test/sdbed-app:%d", time.Now().UnixNano())
-	retag := func(img string) {
-		if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
-			t.Fatalf("docker tag: %v\n%s", err, out)
-		}
-	}
-	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+	tag, retag := movingTag(t, "rootswap-test/sdbed-app")
 	retag(good)
 	b := bootBed(t)
 	// No start rate limit: the crash loop starts the unit 4 times in a few
@@ -509,4 +497,18 @@ func TestSdbedNspawnFileMachinectlStart(t *testing.T) {
 		out, _ := b.run("systemctl", "is-active", unit)
 		return strings.TrimSpace(out) != "active" && strings.TrimSpace(out) != "deactivating"
 	})
+}
+
+// movingTag is a tag of the test's own under repo, removed when the test
+// ends, and a func that points it at another image (an upgrade under the
+// same tag, as a registry's :stable moves).
+func movingTag(t *testing.T, repo string) (string, func(img string)) {
+	tag := fmt.Sprintf("%s:%d", repo, time.Now().UnixNano())
+	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+	return tag, func(img string) {
+		t.Helper()
+		if out, err := exec.Command("docker", "tag", img, tag).CombinedOutput(); err != nil {
+			t.Fatalf("docker tag: %v\n%s", err, out)
+		}
+	}
 }

@@ -212,6 +212,9 @@ func (f *fakeSource) Layers(ctx context.Context, d digest.Digest) ([]snapshot.La
 // versionLayer is a rootfs whose /etc/version says v.
 type versionLayer string
 
+func (versionLayer) DiffID() digest.Digest { return "" }
+func (versionLayer) Blob() digest.Digest   { return "" }
+
 func (v versionLayer) Open(context.Context) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(versionTar(string(v)))), nil
 }

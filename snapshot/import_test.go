@@ -44,6 +44,9 @@ type fakeLayer struct {
 	b []byte
 }
 
+func (fakeLayer) DiffID() digest.Digest { return "" }
+func (fakeLayer) Blob() digest.Digest   { return "" }
+
 func (l fakeLayer) Open(context.Context) (io.ReadCloser, error) {
 	l.f.opened++
 	return closeCounter{bytes.NewReader(l.b), &l.f.closed}, nil

@@ -126,6 +126,12 @@ type export struct {
 	d digest.Digest
 }
 
+// DiffID is "": an export is no layer of the image's config.
+func (export) DiffID() digest.Digest { return "" }
+
+// Blob is "": nothing is fetched.
+func (export) Blob() digest.Digest { return "" }
+
 // Open creates a container from the image (never started) and opens its
 // export stream. Closing the stream removes the container, even when ctx
 // is cancelled.

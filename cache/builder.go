@@ -44,6 +44,7 @@ type Builder struct {
 	sawRoot bool
 	done    bool // committed: the lease went with the index record
 	stats   index.Tree
+	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
 	started time.Time
 }
 
@@ -418,14 +419,17 @@ func (b *Builder) copyInto(e *Entry, src *os.File) error {
 
 // BuildFromList builds tree d from entries, a list whose regular files
 // are objects the store has (see AddStored), parents first and each hard
-// link after its target, and commits it as Commit does. The caller holds
-// LockTree(d). On error nothing is published, no object is written and
-// the staging is gone.
-func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, entries []ManifestEntry, refs []string) (index.Tree, error) {
+// link after its target, and commits it as Commit does, recording layers
+// (the diffIDs it was merged from, lowest first; nil for none) in the
+// tree record, so that gc keeps those layers while it keeps the tree. The
+// caller holds LockTree(d). On error nothing is published, no object is
+// written and the staging is gone.
+func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, entries []ManifestEntry, refs []string, layers []digest.Digest) (index.Tree, error) {
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
+	b.layers = layers
 	defer b.Abort() // a no-op after Commit
 	for i := range entries {
 		if i%1024 == 0 {
@@ -517,6 +521,7 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
+	rec.Layers = b.layers
 	rec.Manifest = hashDigest(b.mh)
 	err := b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {

@@ -17,6 +17,17 @@
 //     stream (Add: each file's content becomes an object), or from a list
 //     of entries whose files are objects the store has (AddStored,
 //     BuildFromList: a manifest's lines, or layers merged into one).
+//   - A layer is one image layer held as data, keyed by its diffID (the
+//     sha256 of its uncompressed tar): a LayerWriter stores its regular
+//     files as objects (Put, the shape of snapshot.PutFunc) and commits
+//     its layer manifest and index record (Commit); ReadLayer reads it
+//     back as a LayerManifest. A layer manifest (layers/sha256/<hex>,
+//     gzip, named by the sha256 of its lines, which the record keeps) has
+//     a tree manifest's line per entry in archive order, then a line of
+//     kind 'x' per xattr of the entry before it, and a line of kind 'w'
+//     (or 'o', opaque) per whiteout. Layers are a cache: gc keeps one
+//     while a tree it keeps names it in Tree.Layers, and an object a kept
+//     layer lists is no leftover even when no tree links it.
 //   - A lease marks an import in progress; gc treats it as a root.
 //   - A machine is a name with a current tree (machines/NAME/current, a
 //     symlink) and a list of generations, each one activation.
@@ -32,6 +43,7 @@
 //	objects/sha256/<hex>       objects
 //	trees/sha256/<hex>/        trees
 //	manifests/sha256/<hex>     tree manifests
+//	layers/sha256/<hex>        layer manifests, by the digest of their lines (made on first use in older stores)
 //	machines/NAME/current      symlink → ../../trees/sha256/<hex>
 //	tmp/<id>.lock, tmp/<id>/   staging; removed by the next command once its lock is free
 //
@@ -43,5 +55,6 @@
 // the tree are built in tmp/, the file system is synced, the manifest and
 // the tree are renamed into place, the index record is committed, and only
 // then may a machine's symlink point at the tree. The index and the symlinks
-// may lag the disk, never lead it.
+// may lag the disk, never lead it. A layer follows the same order:
+// objects, syncfs, its manifest renamed in, then its index record.
 package cache

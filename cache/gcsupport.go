@@ -31,6 +31,15 @@ func (s *Store) ManifestDigests() ([]digest.Digest, error) {
 	return s.listDigests("manifests")
 }
 
+// LayerManifestDigests lists the layer manifests on disk, named by the
+// digest of their lines; a store made before layers has none.
+func (s *Store) LayerManifestDigests() ([]digest.Digest, error) {
+	if _, err := os.Stat(filepath.Join(s.root, "layers")); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return s.listDigests("layers")
+}
+
 func (s *Store) listDigests(kind string) ([]digest.Digest, error) {
 	algs, err := os.ReadDir(filepath.Join(s.root, kind))
 	if err != nil {

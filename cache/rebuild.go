@@ -28,8 +28,9 @@ type Rebuild struct {
 // <hex>, named by the same digest) exists and matches the tree becomes a
 // tree record; every machines/NAME/current link to such a tree becomes a
 // machine with one generation, reason "recovered". History, health, refs,
-// pins and leases live only in the index: they are reported lost, never
-// invented. The old file is kept as index.db.damaged-<time>; the new one is
+// pins, leases, layer records and ref records live only in the index:
+// they are reported lost, never invented (layers are a cache: dropping
+// them costs the next pull a fetch). The old file is kept as index.db.damaged-<time>; the new one is
 // built under a temporary name and renamed over index.db, so index.db
 // exists at every instant. The caller holds the exclusive store lock.
 func (s *Store) rebuild() (*Rebuild, error) {
@@ -46,7 +47,9 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	if len(machs) > 0 {
 		rb.Lost = append(rb.Lost, fmt.Sprintf("the history of %d machine(s): every generation but the current one, health counts, failed marks", len(machs)))
 	}
-	rb.Lost = append(rb.Lost, "image refs of every tree (the next prepare of an image records its ref again)", "every pin (pin again what gc must keep)", "every lease (imports under way fail and can be run again)")
+	rb.Lost = append(rb.Lost, "image refs of every tree (the next prepare of an image records its ref again)", "every pin (pin again what gc must keep)", "every lease (imports under way fail and can be run again)",
+		"every layer record (a layer cache: the next pull fetches those layers again; gc or verify --repair removes their manifests and objects)",
+		"every ref record (the next prepare --pull resolves each reference again)")
 
 	rb.Damaged = "index.db.damaged-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	err = s.db().Replace(filepath.Join(s.root, rb.Damaged), func(t *index.Tx) error {

@@ -31,7 +31,7 @@ func IdentityXattr(name string) bool {
 
 // Problem is one inconsistency verify found.
 type Problem struct {
-	Kind   string        `json:"kind"` // index, tree, object, machine
+	Kind   string        `json:"kind"` // index, tree, object, machine, layer
 	Digest digest.Digest `json:"digest,omitempty"`
 	Path   string        `json:"path,omitempty"`
 	Detail string        `json:"detail"`
@@ -104,24 +104,86 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 		rep.Problems = append(rep.Problems, Problem{Kind: "object", Digest: d, Detail: why})
 	}
 	broken := s.verifyTrees(rep, trees, badObjects)
-	// Machines and leftovers belong to the whole store: verify DIGEST…
-	// answers for those trees alone.
+	// Machines, layers and leftovers belong to the whole store: verify
+	// DIGEST… answers for those trees alone.
 	var adopt map[string]digest.Digest
+	var lv layerVerdict
 	if len(only) == 0 {
 		var mprobs []Problem
 		mprobs, adopt = s.verifyMachines(machines, indexed, broken)
 		rep.Problems = append(rep.Problems, mprobs...)
-		if l := s.leftovers(indexed); l != nil {
+		if lv, err = s.verifyLayers(rep, badObjects); err != nil {
+			return nil, err
+		}
+		if l := s.leftovers(indexed, lv); l != nil {
 			rep.Leftovers = l
 		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
 	if repair {
-		if err := s.repair(ctx, rep, badObjects, broken, adopt); err != nil {
+		if err := s.repair(ctx, rep, badObjects, broken, adopt, lv.bad); err != nil {
 			return rep, err
 		}
 	}
 	return rep, nil
+}
+
+// layerVerdict is what verifyLayers learnt: the layers with a problem,
+// and what the sound ones keep (their objects and manifests), which are
+// no leftovers even when no tree links them.
+type layerVerdict struct {
+	bad       []digest.Digest
+	objects   map[digest.Digest]bool
+	manifests map[digest.Digest]bool
+}
+
+// verifyLayers checks every layer record into rep: its manifest exists
+// and hashes to what the record says, and every object it lists exists
+// and is sound. A layer is only a cache: repair drops the records of bad
+// ones, and the next pull fetches those layers again.
+func (s *Store) verifyLayers(rep *VerifyReport, badObjects map[digest.Digest]string) (layerVerdict, error) {
+	lv := layerVerdict{objects: map[digest.Digest]bool{}, manifests: map[digest.Digest]bool{}}
+	var layers []index.Layer
+	if err := s.View(func(tx *index.Tx) (err error) { layers, err = tx.Layers(); return err }); err != nil {
+		return lv, err
+	}
+	for _, rec := range layers {
+		bad := func(format string, args ...any) {
+			rep.Problems = append(rep.Problems, Problem{Kind: "layer", Digest: rec.DiffID, Detail: fmt.Sprintf(format, args...) + "; verify --repair drops the record (the next pull fetches the layer again)"})
+		}
+		l, err := s.readLayerManifest(rec)
+		if err != nil {
+			bad("%v", err)
+			lv.bad = append(lv.bad, rec.DiffID)
+			continue
+		}
+		why := ""
+		for _, e := range l.Entries {
+			if e.Kind != KindFile || e.Size == 0 {
+				continue // an empty file has no object
+			}
+			if w, ok := badObjects[e.Object]; ok {
+				why = fmt.Sprintf("entry %q: object %s is corrupt: %s", e.Name, e.Object, w)
+			} else if _, err := os.Lstat(s.ObjectPath(e.Object)); err != nil {
+				why = fmt.Sprintf("entry %q: object %s is missing", e.Name, e.Object)
+			}
+			if why != "" {
+				break
+			}
+		}
+		if why != "" {
+			bad("%s", why)
+			lv.bad = append(lv.bad, rec.DiffID)
+			continue
+		}
+		lv.manifests[rec.Manifest] = true
+		for _, e := range l.Entries {
+			if e.Kind == KindFile {
+				lv.objects[e.Object] = true
+			}
+		}
+	}
+	return lv, nil
 }
 
 // readIndex reads the trees and machines Verify checks, and the index's
@@ -458,9 +520,10 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 }
 
 // leftovers lists what no index record, machine or live process needs:
-// unindexed trees and manifests, staging whose lock is free, and objects
-// no tree links (link count 1).
-func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
+// unindexed trees and manifests, layer manifests no sound layer record
+// names, staging whose lock is free, and objects no tree links (link
+// count 1) and no sound layer lists.
+func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict) []string {
 	var out []string
 	for _, kind := range []string{"trees", "manifests"} {
 		ents, _ := os.ReadDir(filepath.Join(s.root, kind, "sha256"))
@@ -473,6 +536,12 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 			}
 		}
 	}
+	lmfs, _ := os.ReadDir(filepath.Join(s.root, "layers", "sha256"))
+	for _, e := range lmfs {
+		if !lv.manifests[digest.NewDigestFromEncoded(digest.SHA256, e.Name())] {
+			out = append(out, filepath.Join("layers", "sha256", e.Name()))
+		}
+	}
 	dead, _ := s.DeadStaging()
 	for _, id := range dead {
 		out = append(out, filepath.Join("tmp", id))
@@ -480,6 +549,9 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	dir := filepath.Join(s.root, "objects", "sha256")
 	objs, _ := os.ReadDir(dir)
 	for _, e := range objs {
+		if lv.objects[digest.NewDigestFromEncoded(digest.SHA256, e.Name())] {
+			continue
+		}
 		if st, err := fsys.Lstat(filepath.Join(dir, e.Name())); err == nil && st.Nlink == 1 {
 			out = append(out, filepath.Join("objects", "sha256", e.Name()))
 		}
@@ -488,7 +560,25 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool) []string {
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest) error {
+func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest, badLayers []digest.Digest) error {
+	// Bad layer records go: a layer is a cache. Their manifests and the
+	// objects only they listed are leftovers already, removed below.
+	if len(badLayers) > 0 {
+		err := s.Update(func(tx *index.Tx) error {
+			for _, d := range badLayers {
+				if err := tx.DeleteLayer(d); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, d := range badLayers {
+			rep.Repaired = append(rep.Repaired, "dropped layer record "+d.String())
+		}
+	}
 	if len(adopt) > 0 {
 		now := time.Now().UTC()
 		err := s.Update(func(tx *index.Tx) error {

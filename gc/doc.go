@@ -16,10 +16,18 @@
 //     stale trees are gone. Trees hard-link objects, so the object's link
 //     count says how many tree names use it: with n names in stale trees,
 //     an object with st_nlink <= n+1 goes. An object already at 1 is the
-//     leftover of a crash and goes too;
+//     leftover of a crash, or held by layers only, and goes unless a kept
+//     layer lists it;
+//   - a layer record (cache.LayerWriter) is a cache whose roots are the
+//     kept trees: it is kept while a tree gc keeps names it in
+//     Tree.Layers (pins keep trees, so they keep their layers), and so
+//     are the objects its manifest lists, even those no tree links (a
+//     file an upper layer overwrote). Any other layer record goes, with
+//     its manifest, and so does a kept one whose manifest cannot be read;
+//     so does a layer committed with no tree built from it yet;
 //   - the plan is the list of what a run deletes, built one inventory at a
-//     time (stale trees, dead staging, orphan objects, lost manifests,
-//     dead leases, stale tree locks). A dry run and a real run make it
+//     time (stale trees, dead staging, stale layers, orphan objects, lost
+//     manifests, dead leases, stale tree locks). A dry run and a real run make it
 //     with the same function under the same lock; the real run then
 //     executes it, so the two cannot differ;
 //   - the Result is what a run removed (or, with DryRun, would remove) and
@@ -34,7 +42,12 @@
 // an import leaves in tmp/ is protected by its staging lock, which only a
 // live process holds; gc removes staging whose lock is free (the store's
 // own CleanTmp rule) with its lease, and deletes leases that have expired.
-// Any lease gc sees belongs to an import that has finished or died.
+// Any lease gc sees belongs to an import that has finished or died. The
+// same holds for layers: a LayerWriter holds the store lock shared from
+// NewLayerWriter to Commit or Abort, so the layer plan, made under the
+// exclusive lock, never races a commit. A pull that builds a tree from
+// layers it committed must hold the shared lock from its first layer to
+// the tree's commit: between them, a layer no tree names yet is stale.
 //
 // Trees in use. A machine's current can move on while systemd-nspawn
 // still runs the old tree, so Collect asks the kernel which trees are in
@@ -67,13 +80,14 @@
 // removed.
 //
 // The sweep, under the exclusive store lock, in this order:
-//  1. one index transaction deletes the stale trees' records and the
-//     dead leases;
+//  1. one index transaction deletes the stale trees' records, the dead
+//     leases and the stale layer records;
 //  2. dead staging is removed (cache.Store.CleanTmp);
 //  3. each stale tree is renamed into a fresh gc staging directory under
 //     tmp/;
-//  4. the stale trees' manifests, and manifests of trees that are neither
-//     indexed nor on disk, are removed;
+//  4. the stale trees' manifests, manifests of trees that are neither
+//     indexed nor on disk, and layer manifests no kept layer record names
+//     are removed;
 //  5. the gc staging is removed and, at the same time (the two halves of
 //     the deletion share the disk's work on two cores), the orphan objects,
 //     each after checking again that its link count is at most 1 plus its
@@ -82,7 +96,7 @@
 //  6. tree lock files that no import holds, of digests not indexed.
 //
 // What a crash leaves, and who finishes it: after 1, trees on disk without
-// a record, which the next run collects as unindexed (no machine can
+// a record, and layer manifests no record names, which the next run collects as unindexed (no machine can
 // activate or pin a tree without its record); after 3 has begun, a gc
 // staging directory whose lock died with the process, removed by the next
 // command that opens the store; after 4, orphan objects, which the next run

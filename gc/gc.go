@@ -187,13 +187,15 @@ type Object struct {
 }
 
 // Orphans returns the objects that no tree will link once the stale trees
-// are gone: dropped counts, per object, the names in stale trees (and dead
-// staging) that link it. An object whose only name is its own is an orphan
-// already (a crash left it), so it goes too. The order of objs is kept.
-func Orphans(objs []Object, dropped map[digest.Digest]uint64) []Object {
+// are gone and no kept layer lists: dropped counts, per object, the names
+// in stale trees (and dead staging) that link it; layers holds the objects
+// the kept layers list. An object whose only name is its own is an orphan
+// already (a crash left it, or only a dropped layer listed it) unless a
+// kept layer lists it. The order of objs is kept.
+func Orphans(objs []Object, dropped map[digest.Digest]uint64, layers map[digest.Digest]bool) []Object {
 	var out []Object
 	for _, o := range objs {
-		if o.Links <= 1+dropped[o.Digest] {
+		if o.Links <= 1+dropped[o.Digest] && !layers[o.Digest] {
 			out = append(out, o)
 		}
 	}

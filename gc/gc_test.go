@@ -212,16 +212,19 @@ func TestMarkDoesNotModifyItsInput(t *testing.T) {
 
 func TestOrphans(t *testing.T) {
 	objs := []Object{
-		{Digest: "shared", Links: 3, Size: 1},     // a stale tree and a live one
-		{Digest: "unique", Links: 2, Size: 2},     // only a stale tree
-		{Digest: "crashed", Links: 1, Size: 4},    // nobody, already
-		{Digest: "hardlinked", Links: 3, Size: 8}, // twice in one stale tree
-		{Digest: "two-stale", Links: 3, Size: 16}, // once in each of two stale trees
-		{Digest: "live", Links: 2, Size: 32},      // only a live tree
+		{Digest: "shared", Links: 3, Size: 1},       // a stale tree and a live one
+		{Digest: "unique", Links: 2, Size: 2},       // only a stale tree
+		{Digest: "crashed", Links: 1, Size: 4},      // nobody, already
+		{Digest: "hardlinked", Links: 3, Size: 8},   // twice in one stale tree
+		{Digest: "two-stale", Links: 3, Size: 16},   // once in each of two stale trees
+		{Digest: "live", Links: 2, Size: 32},        // only a live tree
+		{Digest: "layer", Links: 1, Size: 64},       // only a kept layer
+		{Digest: "layer-stale", Links: 2, Size: 64}, // a stale tree and a kept layer
 	}
-	dropped := map[digest.Digest]uint64{"shared": 1, "unique": 1, "hardlinked": 2, "two-stale": 2}
+	dropped := map[digest.Digest]uint64{"shared": 1, "unique": 1, "hardlinked": 2, "two-stale": 2, "layer-stale": 1}
+	layers := map[digest.Digest]bool{"layer": true, "layer-stale": true}
 	var got []digest.Digest
-	for _, o := range Orphans(objs, dropped) {
+	for _, o := range Orphans(objs, dropped, layers) {
 		got = append(got, o.Digest)
 	}
 	want := []digest.Digest{"unique", "crashed", "hardlinked", "two-stale"}

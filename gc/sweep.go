@@ -37,13 +37,22 @@ type Options struct {
 
 // Result is what a collection removed, or with DryRun would remove.
 type Result struct {
-	DryRun     bool          `json:"dry_run"`
-	Trees      []RemovedTree `json:"trees"`
-	Objects    int           `json:"objects"`
-	BytesFreed int64         `json:"bytes_freed"` // content bytes of every file that disappears
-	Leases     int           `json:"leases"`      // expired or dead imports' leases dropped
-	Staging    int           `json:"staging"`     // dead staging directories under tmp/ removed
-	Kept       []KeptTree    `json:"kept"`
+	DryRun     bool           `json:"dry_run"`
+	Trees      []RemovedTree  `json:"trees"`
+	Objects    int            `json:"objects"`
+	BytesFreed int64          `json:"bytes_freed"` // content bytes of every file that disappears
+	Leases     int            `json:"leases"`      // expired or dead imports' leases dropped
+	Staging    int            `json:"staging"`     // dead staging directories under tmp/ removed
+	Layers     []RemovedLayer `json:"layers"`      // layer records removed, with their manifests
+	Kept       []KeptTree     `json:"kept"`
+}
+
+// RemovedLayer is one layer record removed (with DryRun: one a real run
+// would remove).
+type RemovedLayer struct {
+	DiffID digest.Digest `json:"diff_id"`
+	Bytes  int64         `json:"bytes"` // content bytes of its regular files, shared or not
+	Reason string        `json:"reason"`
 }
 
 // RemovedTree is one tree removed (with DryRun: one a real run would remove).
@@ -100,6 +109,9 @@ type plan struct {
 	objects   []Object
 	dropped   map[digest.Digest]uint64 // names of each object in the stale trees and dead staging
 	manifests []digest.Digest
+	layers    []digest.Digest        // layer records to delete
+	layerMfs  []digest.Digest        // layer manifests to remove
+	layerObjs map[digest.Digest]bool // objects the kept layers list
 	leases    []string
 	staging   []string // dead staging ids
 	locks     []string // tree lock files of digests the index will not have
@@ -122,7 +134,7 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		return nil, err
 	}
 	marked := Mark(g, Policy{Keep: opt.Keep, UnusedFor: opt.UnusedFor, Now: opt.Now})
-	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Kept: []KeptTree{}}}
+	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Layers: []RemovedLayer{}, Kept: []KeptTree{}}}
 	kept := map[digest.Digest]bool{}
 	for _, k := range marked.Kept {
 		kept[k.Digest] = true
@@ -136,6 +148,9 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		return nil, err
 	}
 	if err := p.deadStaging(s, names); err != nil {
+		return nil, err
+	}
+	if err := p.staleLayers(s, kept, indexed); err != nil {
 		return nil, err
 	}
 	p.orphans(objs, names)
@@ -243,6 +258,60 @@ func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Dige
 	return nil
 }
 
+// staleLayers plans the removal of the layer records no kept tree names
+// in its Tree.Layers (layers are a cache whose roots are the kept trees),
+// and of a kept one whose manifest cannot be read (it could not be used
+// again), and of every layer manifest no kept record names; it collects
+// the objects the kept layers list, which orphans then keeps. It needs
+// the kept trees; the caller holds the exclusive store lock, so no
+// LayerWriter (which holds it shared) commits meanwhile.
+func (p *plan) staleLayers(s *cache.Store, kept map[digest.Digest]bool, indexed map[digest.Digest]index.Tree) error {
+	var recs []index.Layer
+	if err := s.View(func(tx *index.Tx) (err error) { recs, err = tx.Layers(); return err }); err != nil {
+		return err
+	}
+	wanted := map[digest.Digest]bool{}
+	for d := range kept {
+		for _, l := range indexed[d].Layers {
+			wanted[l] = true
+		}
+	}
+	p.layerObjs = map[digest.Digest]bool{}
+	keptMfs := map[digest.Digest]bool{}
+	for _, rec := range recs {
+		reason := "no kept tree was built from it"
+		if wanted[rec.DiffID] {
+			l, err := s.ReadLayer(rec.DiffID)
+			switch {
+			case err == nil:
+				keptMfs[rec.Manifest] = true
+				for _, e := range l.Entries {
+					if e.Kind == cache.KindFile {
+						p.layerObjs[e.Object] = true
+					}
+				}
+				continue
+			case errors.Is(err, cache.ErrInvalid), errors.Is(err, fs.ErrNotExist):
+				reason = "its manifest is unreadable: " + err.Error()
+			default:
+				return err
+			}
+		}
+		p.layers = append(p.layers, rec.DiffID)
+		p.Layers = append(p.Layers, RemovedLayer{rec.DiffID, rec.Bytes, reason})
+	}
+	mfs, err := s.LayerManifestDigests()
+	if err != nil {
+		return err
+	}
+	for _, d := range mfs {
+		if !keptMfs[d] {
+			p.layerMfs = append(p.layerMfs, d)
+		}
+	}
+	return nil
+}
+
 // deadStaging plans the removal of staging whose import is dead.
 func (p *plan) deadStaging(s *cache.Store, n *names) error {
 	var err error
@@ -266,7 +335,7 @@ func (p *plan) deadStaging(s *cache.Store, n *names) error {
 // and counts the bytes freed: those objects', and those of the other
 // files whose every name goes.
 func (p *plan) orphans(objs []Object, n *names) {
-	p.objects, p.dropped = Orphans(objs, n.dropped), n.dropped
+	p.objects, p.dropped = Orphans(objs, n.dropped, p.layerObjs), n.dropped
 	p.Objects = len(p.objects)
 	for _, o := range p.objects {
 		p.BytesFreed += o.Size
@@ -435,8 +504,9 @@ func machineLinks(s *cache.Store, machines map[string]*Machine) ([]Machine, erro
 // It stays one function, longer than most, so that the numbered steps
 // read in the order they run.
 func (p *plan) execute(ctx context.Context, s *cache.Store) error {
-	// 1. The index forgets the stale trees and dead leases in one
-	//    transaction: from here on nothing can activate or pin them.
+	// 1. The index forgets the stale trees, dead leases and stale layers
+	//    in one transaction: from here on nothing can activate or pin those
+	//    trees, or build from those layers.
 	err := s.Update(func(tx *index.Tx) error {
 		for _, t := range p.trees {
 			if t.indexed {
@@ -447,6 +517,11 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 		}
 		for _, id := range p.leases {
 			if err := tx.DeleteLease(id); err != nil {
+				return err
+			}
+		}
+		for _, d := range p.layers {
+			if err := tx.DeleteLayer(d); err != nil {
 				return err
 			}
 		}
@@ -477,13 +552,22 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 		}
 	}
 	failpoint.Hit("gc-trees-aside")
-	// 4. Manifests of trees that no longer exist.
+	// 4. Manifests of trees that no longer exist, and layer manifests no
+	//    kept layer record names.
 	for _, d := range p.manifests {
 		if err := os.Remove(s.ManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			if st != nil {
 				st.Remove()
 			}
 			return fmt.Errorf("manifest %s: %w", d, err)
+		}
+	}
+	for _, d := range p.layerMfs {
+		if err := os.Remove(s.LayerManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if st != nil {
+				st.Remove()
+			}
+			return fmt.Errorf("layer manifest %s: %w", d, err)
 		}
 	}
 	failpoint.Hit("gc-manifests-removed")

@@ -66,12 +66,22 @@ func (db *DB) Update(fn func(*Tx) error) error {
 	})
 }
 
-// run checks that every bucket is there (bbolt hands a fresh, empty file
-// back as a database without any) and then runs fn.
+// run checks that every required bucket is there (bbolt hands a fresh,
+// empty file back as a database without any), creates in a write
+// transaction the added buckets an index of an earlier version lacks, and
+// then runs fn. A read-only transaction's accessors read a missing added
+// bucket as empty.
 func (db *DB) run(tx *bolt.Tx, fn func(*Tx) error) error {
-	for _, b := range allBuckets {
+	for _, b := range requiredBuckets {
 		if tx.Bucket(b) == nil {
 			return db.damaged(fmt.Sprintf("bucket %q is missing", b))
+		}
+	}
+	if tx.Writable() {
+		for _, b := range addedBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
 		}
 	}
 	return fn(&Tx{tx})

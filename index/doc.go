@@ -3,9 +3,10 @@
 // history is. It is the only package that imports bbolt.
 //
 // Vocabulary: a record is one JSON value under a key. Tree, Machine,
-// Generation (with its Health), Lease and pins are the record kinds; a Tx
-// reads and writes them through typed accessors and exposes nothing of
-// bbolt.
+// Generation (with its Health), Lease, pins, Layer (an image layer held
+// as data, by diffID), the blob → diffID map and Ref (what an image
+// reference resolved to) are the record kinds; a Tx reads and writes them
+// through typed accessors and exposes nothing of bbolt.
 //
 // Layout (bbolt buckets):
 //
@@ -15,6 +16,14 @@
 //	generations   <name>/ (nested bucket) → <uint64 big-endian> → Generation (JSON)
 //	leases        <id> → Lease (JSON)
 //	pins          <image digest> → ""
+//	layers        <diffID> → Layer (JSON)                  (added; see below)
+//	blobs         <compressed blob digest> → <diffID>       (added)
+//	refs          <image reference> → Ref (JSON)            (added)
+//
+// The added buckets came after indexes were already written: an index
+// without them is sound, not damaged. A View reads a missing added bucket
+// as empty; every Update creates those missing first. Only a missing
+// bucket of the first six is damage.
 //
 // Contracts:
 //   - A DB holds no descriptor. Every View and Update opens the file,

@@ -19,20 +19,53 @@ var (
 	bucketGenerations = []byte("generations")
 	bucketLeases      = []byte("leases")
 	bucketPins        = []byte("pins")
-	allBuckets        = [][]byte{bucketMeta, bucketTrees, bucketMachines, bucketGenerations, bucketLeases, bucketPins}
+	bucketLayers      = []byte("layers")
+	bucketBlobs       = []byte("blobs")
+	bucketRefs        = []byte("refs")
+
+	// requiredBuckets are in every index ever written: one missing is
+	// damage.
+	requiredBuckets = [][]byte{bucketMeta, bucketTrees, bucketMachines, bucketGenerations, bucketLeases, bucketPins}
+	// addedBuckets came later: an index written before them lacks them,
+	// reads them as empty, and gets them from its first Update.
+	addedBuckets = [][]byte{bucketLayers, bucketBlobs, bucketRefs}
+	allBuckets   = append(append([][]byte(nil), requiredBuckets...), addedBuckets...)
 )
 
 // Tree is the index record of a complete tree.
 type Tree struct {
-	Digest   digest.Digest `json:"digest"`
-	Refs     []string      `json:"refs"`
-	Files    int64         `json:"files"`     // entries of every kind
-	Bytes    int64         `json:"bytes"`     // content bytes of regular files
-	NewBytes int64         `json:"new_bytes"` // content bytes this import added to the store
-	Created  time.Time     `json:"created"`
-	LastUsed time.Time     `json:"last_used"`
-	Manifest digest.Digest `json:"manifest"`
-	Broken   bool          `json:"broken,omitempty"` // set by verify --repair: prepare re-imports it
+	Digest   digest.Digest   `json:"digest"`
+	Refs     []string        `json:"refs"`
+	Files    int64           `json:"files"`     // entries of every kind
+	Bytes    int64           `json:"bytes"`     // content bytes of regular files
+	NewBytes int64           `json:"new_bytes"` // content bytes this import added to the store
+	Created  time.Time       `json:"created"`
+	LastUsed time.Time       `json:"last_used"`
+	Manifest digest.Digest   `json:"manifest"`
+	Broken   bool            `json:"broken,omitempty"` // set by verify --repair: prepare re-imports it
+	Layers   []digest.Digest `json:"layers,omitempty"` // diffIDs of the layers it was built from, lowest first
+}
+
+// Layer is the index record of one image layer the store holds as data:
+// its entries' objects are stored and its layer manifest lists them. It
+// is a cache, kept while a kept tree names it in Tree.Layers.
+type Layer struct {
+	DiffID   digest.Digest   `json:"diff_id"`   // sha256 of the uncompressed layer tar
+	Blobs    []digest.Digest `json:"blobs"`     // compressed blob digests seen to hold it
+	Manifest digest.Digest   `json:"manifest"`  // sha256 of its layer manifest as read back
+	Files    int64           `json:"files"`     // entries and whiteouts
+	Bytes    int64           `json:"bytes"`     // content bytes of regular files
+	NewBytes int64           `json:"new_bytes"` // content bytes this layer added to the store
+	Created  time.Time       `json:"created"`
+}
+
+// Ref is what an image reference resolved to, and when: what lets a
+// later prepare without --pull, or `images`, answer without the network.
+type Ref struct {
+	Ref      string        `json:"ref"`      // as the user named it, e.g. docker://host/repo:tag
+	Digest   digest.Digest `json:"digest"`   // image config digest: the tree key
+	Manifest digest.Digest `json:"manifest"` // the registry manifest digest the ref named
+	Resolved time.Time     `json:"resolved"`
 }
 
 // Machine is the index record of a machine.
@@ -292,6 +325,137 @@ func (t *Tx) Leases() ([]Lease, error) {
 		out = append(out, l)
 		return nil
 	})
+	return out, err
+}
+
+// bucket returns bucket name, or nil for one of the addedBuckets that an
+// older index lacks, which only a read-only transaction sees (run creates
+// them in every Update).
+func (t *Tx) bucket(name []byte) *bolt.Bucket { return t.tx.Bucket(name) }
+
+// forEachJSON decodes every record of bucket name into a new T; a missing
+// bucket has none.
+func forEachJSON[T any](t *Tx, name []byte, what string, fn func(T)) error {
+	b := t.bucket(name)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		var rec T
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return fmt.Errorf("%s %q: %w", what, k, err)
+		}
+		fn(rec)
+		return nil
+	})
+}
+
+// Layer returns the record of layer diffID, or an error wrapping
+// ErrNotFound.
+func (t *Tx) Layer(diffID digest.Digest) (Layer, error) {
+	var rec Layer
+	var ok bool
+	var err error
+	if b := t.bucket(bucketLayers); b != nil {
+		ok, err = getJSON(b, []byte(diffID), &rec)
+	}
+	if err == nil && !ok {
+		err = fmt.Errorf("layer %s: %w", diffID, ErrNotFound)
+	}
+	return rec, err
+}
+
+// PutLayer writes a layer record, and maps each of its blobs to it
+// (replacing what a blob mapped to before: the blob's content is the
+// layer's, so only one diffID can be right).
+func (t *Tx) PutLayer(rec Layer) error {
+	if err := putJSON(t.tx.Bucket(bucketLayers), []byte(rec.DiffID), rec); err != nil {
+		return err
+	}
+	for _, b := range rec.Blobs {
+		if err := t.tx.Bucket(bucketBlobs).Put([]byte(b), []byte(rec.DiffID)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteLayer removes a layer record and the blob mappings that name it;
+// removing a missing layer is not an error.
+func (t *Tx) DeleteLayer(diffID digest.Digest) error {
+	rec, err := t.Layer(diffID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil
+	case err != nil:
+		// An undecodable record names no blobs: drop it alone.
+		return t.tx.Bucket(bucketLayers).Delete([]byte(diffID))
+	}
+	blobs := t.tx.Bucket(bucketBlobs)
+	for _, b := range rec.Blobs {
+		if string(blobs.Get([]byte(b))) == string(diffID) {
+			if err := blobs.Delete([]byte(b)); err != nil {
+				return err
+			}
+		}
+	}
+	return t.tx.Bucket(bucketLayers).Delete([]byte(diffID))
+}
+
+// Layers returns every layer record, ordered by diffID.
+func (t *Tx) Layers() ([]Layer, error) {
+	var out []Layer
+	err := forEachJSON(t, bucketLayers, "layer", func(l Layer) { out = append(out, l) })
+	return out, err
+}
+
+// LayerByBlob returns the diffID of the layer whose compressed blob is
+// blob, or an error wrapping ErrNotFound. The layer's own record may
+// still be missing (check with Layer).
+func (t *Tx) LayerByBlob(blob digest.Digest) (digest.Digest, error) {
+	var raw []byte
+	if b := t.bucket(bucketBlobs); b != nil {
+		raw = b.Get([]byte(blob))
+	}
+	if raw == nil {
+		return "", fmt.Errorf("blob %s: %w", blob, ErrNotFound)
+	}
+	d, err := digest.Parse(string(raw))
+	if err != nil {
+		return "", fmt.Errorf("index record blobs/%s: %w", blob, err)
+	}
+	return d, nil
+}
+
+// Ref returns what image reference ref last resolved to, or an error
+// wrapping ErrNotFound.
+func (t *Tx) Ref(ref string) (Ref, error) {
+	var rec Ref
+	var ok bool
+	var err error
+	if b := t.bucket(bucketRefs); b != nil {
+		ok, err = getJSON(b, []byte(ref), &rec)
+	}
+	if err == nil && !ok {
+		err = fmt.Errorf("ref %s: %w", ref, ErrNotFound)
+	}
+	return rec, err
+}
+
+// PutRef writes a ref record, replacing what the ref resolved to before.
+func (t *Tx) PutRef(rec Ref) error {
+	return putJSON(t.tx.Bucket(bucketRefs), []byte(rec.Ref), rec)
+}
+
+// DeleteRef removes a ref record; removing a missing one is not an error.
+func (t *Tx) DeleteRef(ref string) error {
+	return t.tx.Bucket(bucketRefs).Delete([]byte(ref))
+}
+
+// Refs returns every ref record, ordered by ref.
+func (t *Tx) Refs() ([]Ref, error) {
+	var out []Ref
+	err := forEachJSON(t, bucketRefs, "ref", func(r Ref) { out = append(out, r) })
 	return out, err
 }
 

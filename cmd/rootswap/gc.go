@@ -22,8 +22,9 @@ func gcCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gc [--keep N] [--unused-for DURATION] [--dry-run] [--json]",
 		Short: "Remove trees and objects no machine needs",
-		Long: `Gc removes every tree that is not a root, then every object no remaining tree
-links, dead staging under tmp/ and expired leases. Roots are each machine's
+		Long: `Gc removes every tree that is not a root, then the cached layers no remaining
+tree was built from, every object no remaining tree links and no remaining
+layer lists, dead staging under tmp/ and expired leases. Roots are each machine's
 current tree, the trees of its N newest generations (--keep, default 3: the
 current one and two rollbacks), pinned trees (see pin) and trees a running
 process still uses (an nspawn overlay, a bind mount, a cwd or chroot).
@@ -51,6 +52,9 @@ runs; imports and activations wait for it.`,
 			rep, err := gc.Collect(cmd.Context(), s, opt)
 			if rep.Trees == nil {
 				rep.Trees = []gc.RemovedTree{} // JSON lists are [] when empty, never null
+			}
+			if rep.Layers == nil {
+				rep.Layers = []gc.RemovedLayer{}
 			}
 			if rep.Kept == nil {
 				rep.Kept = []gc.KeptTree{}
@@ -83,14 +87,21 @@ func printGC(out io.Writer, rep gc.Result, dryRun bool) {
 	for _, t := range rep.Trees {
 		fmt.Fprintf(w, "%s\t%s\t%d bytes\t%s\n", verb, t.Digest, t.Bytes, t.Reason)
 	}
+	for _, l := range rep.Layers {
+		fmt.Fprintf(w, "%s layer\t%s\t%d bytes\t%s\n", verb, l.DiffID, l.Bytes, l.Reason)
+	}
 	if dryRun {
 		for _, k := range rep.Kept {
 			fmt.Fprintf(w, "keep\t%s\t\t%s\n", k.Digest, k.Why)
 		}
 	}
 	w.Flush()
-	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes\n",
-		verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed)
+	layers := ""
+	if len(rep.Layers) > 0 {
+		layers = fmt.Sprintf(" (and %d cached layer(s))", len(rep.Layers))
+	}
+	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes%s\n",
+		verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed, layers)
 }
 
 func pinCmd(g *globals) *cobra.Command {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/rootswap/rootswap/cache"
 )
 
@@ -175,5 +177,43 @@ func TestUnusedForTakesDays(t *testing.T) {
 	}
 	if code, out := rootswapIn(t, root, "gc", "--dry-run", "--unused-for", "30d"); code != 0 {
 		t.Errorf("gc --unused-for 30d: exit %d\n%s", code, out)
+	}
+}
+
+// TestGCLayers: a cached layer no tree was built from is a row of gc's
+// plan and report, with its bytes, and in the JSON's layers.
+func TestGCLayers(t *testing.T) {
+	ctx := context.Background()
+	root := filepath.Join(t.TempDir(), "store")
+	s, err := cache.Open(ctx, root, cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.NewLayerWriter(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := cache.Entry{Name: "f", Kind: cache.KindFile, Mode: 0o644, Size: 5, ModTime: time.Unix(1700000000, 0)}
+	obj, err := w.Put(e, strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	diffID := digest.FromString("loose layer")
+	if _, err := w.Commit(ctx, cache.LayerManifest{DiffID: diffID, Entries: []cache.ManifestEntry{{Entry: e, Object: obj}}}); err != nil {
+		t.Fatal(err)
+	}
+	var plan struct {
+		Layers []struct {
+			DiffID string `json:"diff_id"`
+			Bytes  int64  `json:"bytes"`
+		} `json:"layers"`
+	}
+	out := mustRun(t, root, "gc", "--dry-run", "--json")
+	if err := json.Unmarshal([]byte(out), &plan); err != nil || len(plan.Layers) != 1 || plan.Layers[0].DiffID != diffID.String() || plan.Layers[0].Bytes != 5 {
+		t.Errorf("gc --dry-run --json: %v\n%s", err, out)
+	}
+	out = mustRun(t, root, "gc")
+	if !hasRow(out, "removed", "layer", diffID.String(), "5", "bytes") || !strings.Contains(out, "1 object(s)") || !strings.Contains(out, "(and 1 cached layer(s))") {
+		t.Errorf("gc:\n%s", out)
 	}
 }

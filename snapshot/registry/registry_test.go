@@ -461,3 +461,55 @@ func TestRefCache(t *testing.T) {
 		t.Fatal("an uncached ref on a dead registry resolved")
 	}
 }
+
+func TestTransport(t *testing.T) {
+	for _, c := range []struct{ in, name, rest string }{
+		{"docker://example.com/app:v1", "docker", "example.com/app:v1"},
+		{"oci:/srv/layout:v1", "oci", "/srv/layout:v1"},
+		{"docker-archive:/tmp/a.tar", "docker-archive", "/tmp/a.tar"},
+		{"docker-daemon:app:v1", "docker-daemon", "app:v1"},
+		{"app:v1", "", ""},
+		{"example.com:5000/app:v1", "", ""},
+		{"docker:app", "", ""},
+	} {
+		name, rest, ok := Transport(c.in)
+		if name != c.name || rest != c.rest || ok != (c.name != "") {
+			t.Errorf("Transport(%q) = %q, %q, %v; want %q, %q", c.in, name, rest, ok, c.name, c.rest)
+		}
+	}
+}
+
+// The importer opens layers from several goroutines at once.
+func TestOpenConcurrently(t *testing.T) {
+	s := newServer(t)
+	var ls []*testLayer
+	for i := range 8 {
+		ls = append(ls, newLayer(t, []string{"gzip", "zstd", "none"}[i%3], tarOf(t, "f", strings.Repeat(string(rune('a'+i)), 100000))))
+	}
+	img := testImage(t, nil, asLayers(ls)...)
+	s.push(t, "app:v1", img)
+	src := newSource(Options{})
+	d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := src.Layers(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, len(layers))
+	for _, l := range layers {
+		go func() {
+			b, err := readAll(t.Context(), l)
+			if err == nil && digest.FromBytes(b) != l.DiffID() {
+				err = errors.New("content does not match the diffID")
+			}
+			errs <- err
+		}()
+	}
+	for range layers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -136,8 +136,11 @@ func (s *Source) parse(ref string) (name.Reference, error) {
 	if !ok || t != "docker" {
 		return nil, fmt.Errorf("image %s: not a docker:// reference", ref)
 	}
-	r, err := name.ParseReference(rest, s.mirrors.nameOptions(rest)...)
+	r, err := name.ParseReference(rest)
 	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if r, err = s.mirrors.upstream(r); err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	return r, nil

@@ -36,6 +36,14 @@ var fences = []struct {
 		"bench":                    "the benchmark builds its fixture images through the Docker client",
 		"bench/floor/dockerclient": "the bench's floor program: it links the Docker client and exits, to time its start-up",
 	}},
+	{"github.com/google/go-containerregistry", map[string]string{
+		"snapshot/registry": "the registry, OCI layout and docker-archive sources: the registry protocol's one home",
+		"integration":       "tests write zstd, OCI-layout and hostile images to the test registry",
+		"bench":             "the benchmark pushes its fixture images to the loopback registry",
+	}},
+	{"github.com/klauspost/compress", map[string]string{
+		"snapshot/registry": "layer decompression (gzip, zstd), next to the blobs it reads",
+	}},
 	{"golang.org/x/sys/unix", map[string]string{
 		"internal/fsys": "the one home of the Linux calls package os lacks",
 	}},

@@ -20,7 +20,6 @@ import (
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
-	"github.com/rootswap/rootswap/snapshot/docker"
 )
 
 // exactArgs is cobra.ExactArgs with a usage error naming the command.
@@ -180,7 +179,8 @@ func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest,
 
 // importImage resolves ref through the image source and imports it.
 func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
-	src, err := g.newSource()
+	ref = g.image(ref)
+	src, err := g.newSource(s, ref)
 	if err != nil {
 		return "", err
 	}
@@ -260,12 +260,13 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			src, err := g.newSource()
+			image := g.image(args[1])
+			src, err := g.newSource(s, image)
 			if err != nil {
 				return err
 			}
-			opt.Progress = importProgress(args[1], g.quiet)
-			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], opt)
+			opt.Progress = importProgress(image, g.quiet)
+			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err
 			}
@@ -517,15 +518,6 @@ func imagesCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-// newSource is the Docker daemon that IMAGE arguments name images in.
-func (g *globals) newSource() (*docker.Source, error) {
-	c, err := docker.NewClient()
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return docker.New(c, pullProgress(g.quiet)), nil
 }
 
 // envDuration reads a duration from the environment, falling back to def

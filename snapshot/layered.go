@@ -45,7 +45,8 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	if err != nil {
 		return index.Tree{}, err
 	}
-	if err := fetchLayers(ctx, s, layers, missing, progress); err != nil {
+	newBytes, err := fetchLayers(ctx, s, layers, missing, progress)
+	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
@@ -53,7 +54,7 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
-	return s.BuildFromList(ctx, d, entries, refs(ref), ids)
+	return s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes})
 }
 
 // missingLayers returns, lowest first, the index of the first layer of
@@ -81,33 +82,43 @@ func missingLayers(s *cache.Store, ids []digest.Digest) ([]int, error) {
 	return missing, err
 }
 
-// fetchLayers stores the layers at the indexes missing, several at once;
-// the first error cancels the others.
-func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress) error {
+// fetchLayers stores the layers at the indexes missing, several at once,
+// and returns the content bytes they added to the store; the first error
+// cancels the others.
+func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress) (int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelLayers())
 	total := &totals{p: progress}
-	for _, i := range missing {
-		g.Go(func() error { return fetchLayer(gctx, s, i, layers[i], total.layer()) })
+	added := make([]int64, len(missing))
+	for k, i := range missing {
+		g.Go(func() (err error) {
+			added[k], err = fetchLayer(gctx, s, i, layers[i], total.layer())
+			return err
+		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	var sum int64
+	for _, n := range added {
+		sum += n
+	}
+	return sum, err
 }
 
 // fetchLayer reads layer i (0 is the lowest) through ReadDiff, its files
 // stored as objects, checks that the stream was the layer the config
 // names, and records it. Nothing is recorded for a layer that fails: the
 // objects it stored have no name but their own, which gc removes.
-func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress) error {
+func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress) (newBytes int64, err error) {
 	id := l.DiffID()
 	what := fmt.Sprintf("layer %d (%s)", i+1, id)
 	w, err := s.NewLayerWriter(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer w.Abort() // a no-op after Commit
 	rc, err := l.Open(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rc.Close()
 	h := sha256.New()
@@ -115,17 +126,18 @@ func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Pr
 	// blob (at EOF) has happened when it returns.
 	diff, err := readDiff(ctx, io.TeeReader(rc, h), w.Put, progress)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != id {
-		return fmt.Errorf("%s: content is %s, not the diffID the image's config lists: %w", what, got, ErrDigestMismatch)
+		return 0, fmt.Errorf("%s: content is %s, not the diffID the image's config lists: %w", what, got, ErrDigestMismatch)
 	}
 	failpoint.Hit("snapshot-mid-layer") // a layer read and checked, not recorded
 	lm := cache.LayerManifest{DiffID: id, Blob: l.Blob(), Entries: diff.Entries, Whiteouts: diff.Whiteouts}
-	if _, err := w.Commit(ctx, lm); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+	rec, err := w.Commit(ctx, lm)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
 	}
-	return nil
+	return rec.NewBytes, nil
 }
 
 // mergeStored reads the layers' recorded entry lists and merges them

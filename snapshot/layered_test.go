@@ -95,8 +95,8 @@ func TestImportLayered(t *testing.T) {
 			t.Errorf("%s is in the tree: %v", gone, err)
 		}
 	}
-	if len(t1.Layers) != 2 || v1.opens() != 2 {
-		t.Errorf("tree layers %v, %d layers opened; want 2 and 2", t1.Layers, v1.opens())
+	if len(t1.Layers) != 2 || v1.opens() != 2 || t1.NewBytes != int64(len("v1xov2n")) {
+		t.Errorf("tree layers %v, %d layers opened, %d new bytes; want 2, 2 and 7", t1.Layers, v1.opens(), t1.NewBytes)
 	}
 
 	// v2 shares the base: only its own layer is read.

@@ -64,6 +64,7 @@ type registry struct {
 	cond      *sync.Cond
 	blobGets  map[digest.Digest]int // GET /v2/NAME/blobs/DIGEST lines, any status
 	manifests map[string]int        // /v2/NAME/manifests/REF lines by method, any status
+	requests  int                   // every line but the markers'
 	marks     map[string]bool       // markers seen in the access log
 	logDone   bool                  // the access log reached EOF
 	markSeq   int
@@ -284,6 +285,9 @@ func (r *registry) readAccessLog(pr *os.File) {
 		if manifestPath.MatchString(path) {
 			r.manifests[method]++
 		}
+		if !strings.HasPrefix(query, markParam+"=") {
+			r.requests++
+		}
 		if path == "/v2/" && strings.HasPrefix(query, markParam+"=") {
 			r.marks[strings.TrimPrefix(query, markParam+"=")] = true
 		}
@@ -495,4 +499,14 @@ func (r *registry) ManifestRequests() map[string]int {
 // bytes (distribution 2.8's layout), for tests that damage it.
 func (r *registry) blobFile(d digest.Digest) string {
 	return filepath.Join(r.storage, "docker", "registry", "v2", "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+}
+
+// Requests returns how many requests the registry has logged, any path
+// and status, except the helper's own markers.
+func (r *registry) Requests() int {
+	r.t.Helper()
+	r.sync()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests
 }

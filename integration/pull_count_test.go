@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -278,4 +281,82 @@ func TestPullCounting(t *testing.T) {
 	// A machine with nothing cached cannot start: one clear error.
 	a.fail(1, []string{reg.Addr()}, "prepare", "--pull", "fresh", "docker://"+reg.Addr()+"/"+repo+":other")
 	t.Logf("6. registry stopped: %s", fmt.Sprint(strings.TrimSpace(r.stdout)))
+}
+
+// registryTimeoutEnv bounds rootswap's wait on a registry that accepts
+// and never answers.
+//
+// TODO(format): the issue asks for a bounded, configurable wait (about
+// 10 s by default); this guesses the variable's name. If the code names
+// it otherwise, fix it here: the test still passes on the default bound,
+// only slower.
+const registryTimeoutEnv = "ROOTSWAP_REGISTRY_TIMEOUT"
+
+// TestPullRegistryHangs: the registry's port accepts connections and
+// never answers (a wedged registry or a black-holing proxy). prepare
+// --pull must give up after its bound and start the machine from its
+// cached tree with one warning, exactly as when the registry is down.
+// No wall clock judges it; the test only logs how long it took, and
+// fails if the command has not ended within hangLimit.
+func TestPullRegistryHangs(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	reg := startRegistry(t, registryOpts{})
+	src := "docker://" + pushImageAs(t, reg, v1, "rootswap-test/hangs:stable")
+	s := newStore(t)
+	s.ok("prepare", "m", src)
+	d := s.linked("m")
+	reg.Stop()
+
+	// The same address, now held by a listener that accepts and is silent.
+	l, err := net.Listen("tcp", reg.Addr())
+	if err != nil {
+		t.Fatalf("listen on the stopped registry's %s: %v", reg.Addr(), err)
+	}
+	defer l.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+
+	s.env = []string{registryTimeoutEnv + "=2s"}
+	const hangLimit = 5 * time.Minute
+	done := make(chan result, 1)
+	go func() { done <- s.run("prepare", "--pull", "m", src) }()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(hangLimit):
+		t.Fatalf("prepare --pull against a silent registry still running after %v: the wait is unbounded", hangLimit)
+	}
+	t.Logf("prepare --pull against a silent registry returned after %v", r.took)
+	if r.code != 0 || !strings.Contains(r.stdout, "cached") {
+		t.Fatalf("prepare --pull, registry silent: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+	oneWarning(t, "prepare --pull, registry silent", r.stderr, reg.Addr())
+	if got := s.linked("m"); got != d {
+		t.Errorf("m runs %s, want %s", got, d)
+	}
+	mu.Lock()
+	n := len(held)
+	mu.Unlock()
+	if n == 0 {
+		t.Errorf("prepare --pull never connected to the silent registry: the test tested nothing")
+	}
 }

@@ -172,7 +172,9 @@ var hostileCases = []hostileCase{
 		diffIDs: func(ls []rawLayer) []digest.Digest {
 			return []digest.Digest{ls[0].diffID, digest.FromString("not the layer")}
 		},
-		anyOf: blobNames(1)},
+		anyOf: func(ls []rawLayer) []string {
+			return append(blobNames(1)(ls), digest.FromString("not the layer").Encoded()[:12])
+		}},
 	{name: "blob replaced by other valid bytes of the same size",
 		layers: [][]tarEntry{{fileEnt("payload", "happy\n")}},
 		damage: func(t *testing.T, reg *registry, ls []rawLayer) {

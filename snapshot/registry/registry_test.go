@@ -456,9 +456,16 @@ func TestRefCache(t *testing.T) {
 		t.Fatalf("Pull and Resolve of a recorded digest ref made requests %v", reqs)
 	}
 
-	// The registry gone, a cached ref still resolves.
-	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), "docker://127.0.0.1:1/app:latest"); err == nil {
-		t.Fatal("an uncached ref on a dead registry resolved")
+	// With the registry gone, a recorded ref still resolves; Pull says
+	// the registry is unreachable.
+	dead := "docker://" + closedPort(t) + "/app:latest"
+	cache.RecordRef(Resolved{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	src = newSource(Options{Refs: cache})
+	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
+		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
+	}
+	if err := src.Pull(t.Context(), dead); !errors.Is(err, snapshot.ErrUnreachable) {
+		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
 	}
 }
 

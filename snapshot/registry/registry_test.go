@@ -456,9 +456,16 @@ func TestRefCache(t *testing.T) {
 		t.Fatalf("Pull and Resolve of a recorded digest ref made requests %v", reqs)
 	}
 
-	// The registry gone, a cached ref still resolves.
-	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), "docker://127.0.0.1:1/app:latest"); err == nil {
-		t.Fatal("an uncached ref on a dead registry resolved")
+	// With the registry gone, a recorded ref still resolves; Pull says
+	// the registry is unreachable.
+	dead := "docker://" + closedPort(t) + "/app:latest"
+	cache.RecordRef(Resolved{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	src = newSource(Options{Refs: cache})
+	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
+		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
+	}
+	if err := src.Pull(t.Context(), dead); !errors.Is(err, snapshot.ErrUnreachable) {
+		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
 	}
 }
 
@@ -511,5 +518,34 @@ func TestOpenConcurrently(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// A registry whose HEAD sends no Docker-Content-Digest still serves a
+// pull: by a GET of the tag.
+func TestPullHeadWithoutDigest(t *testing.T) {
+	s := newServer(t)
+	img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1")))
+	s.push(t, "app:v1", img)
+	ref := "docker://" + s.host + "/app:v1"
+	cache := &mapCache{}
+	cache.RecordRef(Resolved{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
+	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+		w.Header().Set("Content-Length", "100")
+		return true
+	}
+	src := newSource(Options{Refs: cache})
+	if err := src.Pull(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
+		t.Errorf("requests %v, want a HEAD, then a GET of the manifest and of the config", reqs)
+	}
+	if rec, _, _ := cache.LookupRef(ref); rec.Digest != configDigest(t, img) || rec.Manifest != manifestDigest(t, img) {
+		t.Errorf("recorded %+v, want config %s and manifest %s", rec, configDigest(t, img), manifestDigest(t, img))
 	}
 }

@@ -80,14 +80,11 @@ func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, erro
 // refCache keeps a registry's resolved refs in the store's index.
 type refCache struct{ s *cache.Store }
 
-func (c refCache) LookupRef(ref string) (r registry.Resolved, ok bool, err error) {
+func (c refCache) LookupRef(ref string) (r index.Ref, ok bool, err error) {
 	err = c.s.View(func(tx *index.Tx) error {
-		rec, err := tx.Ref(ref)
-		if err != nil {
-			return err
-		}
-		r, ok = registry.Resolved{Ref: rec.Ref, Digest: rec.Digest, Manifest: rec.Manifest, Resolved: rec.Resolved}, true
-		return nil
+		r, err = tx.Ref(ref)
+		ok = err == nil
+		return err
 	})
 	if errors.Is(err, cache.ErrNotFound) {
 		err = nil
@@ -95,10 +92,8 @@ func (c refCache) LookupRef(ref string) (r registry.Resolved, ok bool, err error
 	return r, ok, err
 }
 
-func (c refCache) RecordRef(r registry.Resolved) error {
-	return c.s.Update(func(tx *index.Tx) error {
-		return tx.PutRef(index.Ref{Ref: r.Ref, Digest: r.Digest, Manifest: r.Manifest, Resolved: r.Resolved})
-	})
+func (c refCache) RecordRef(r index.Ref) error {
+	return c.s.Update(func(tx *index.Tx) error { return tx.PutRef(r) })
 }
 
 // registryTimeoutDefault is --registry-timeout's default (env

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"github.com/rootswap/rootswap/index"
+
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
@@ -231,21 +233,21 @@ func (s *server) pushIndex(t testing.TB, ref string, idx v1.ImageIndex) {
 // mapCache is a RefCache in memory.
 type mapCache struct {
 	mu sync.Mutex
-	m  map[string]Resolved
+	m  map[string]index.Ref
 }
 
-func (c *mapCache) LookupRef(ref string) (Resolved, bool, error) {
+func (c *mapCache) LookupRef(ref string) (index.Ref, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.m[ref]
 	return r, ok, nil
 }
 
-func (c *mapCache) RecordRef(r Resolved) error {
+func (c *mapCache) RecordRef(r index.Ref) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]Resolved{}
+		c.m = map[string]index.Ref{}
 	}
 	c.m[r.Ref] = r
 	return nil

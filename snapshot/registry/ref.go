@@ -1,10 +1,9 @@
 package registry
 
 import (
-	"strings"
-	"time"
+	"github.com/rootswap/rootswap/index"
 
-	"github.com/opencontainers/go-digest"
+	"strings"
 )
 
 // Transport splits an image argument into its containers-transports(5)
@@ -24,17 +23,10 @@ func Transport(image string) (name, rest string, ok bool) {
 	return "", "", false
 }
 
-// Resolved is what a registry ref resolved to, and when.
-type Resolved struct {
-	Ref      string        // the image argument, docker://… included
-	Digest   digest.Digest // the image digest: the config's
-	Manifest digest.Digest // the manifest (or index) digest the ref named
-	Resolved time.Time
-}
-
-// RefCache remembers Resolved records between processes. LookupRef's
+// RefCache remembers what refs resolved to (index.Ref records) between
+// processes. LookupRef's
 // bool is false (and the error nil) when ref has no record.
 type RefCache interface {
-	LookupRef(ref string) (Resolved, bool, error)
-	RecordRef(Resolved) error
+	LookupRef(ref string) (index.Ref, bool, error)
+	RecordRef(index.Ref) error
 }

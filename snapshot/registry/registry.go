@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -268,16 +269,16 @@ func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
 	return ls
 }
 
-func (s *Source) lookup(ref string) (Resolved, bool, error) {
+func (s *Source) lookup(ref string) (index.Ref, bool, error) {
 	if s.opt.Refs == nil {
-		return Resolved{}, false, nil
+		return index.Ref{}, false, nil
 	}
 	rec, ok, err := s.opt.Refs.LookupRef(ref)
 	if err != nil {
-		return Resolved{}, false, fmt.Errorf("image %s: ref cache: %w", ref, err)
+		return index.Ref{}, false, fmt.Errorf("image %s: ref cache: %w", ref, err)
 	}
 	if ok && (rec.Digest.Validate() != nil || rec.Manifest.Validate() != nil) {
-		return Resolved{}, false, fmt.Errorf("image %s: ref cache holds digests %q, %q", ref, rec.Digest, rec.Manifest)
+		return index.Ref{}, false, fmt.Errorf("image %s: ref cache holds digests %q, %q", ref, rec.Digest, rec.Manifest)
 	}
 	return rec, ok, nil
 }
@@ -301,7 +302,7 @@ func (s *Source) fetch(ctx context.Context, ref string, r name.Reference) (diges
 	}
 	s.remember(img.config, r.Context(), top, img)
 	if s.opt.Refs != nil {
-		rec := Resolved{Ref: ref, Digest: img.config, Manifest: top, Resolved: time.Now()}
+		rec := index.Ref{Ref: ref, Digest: img.config, Manifest: top, Resolved: time.Now()}
 		if err := s.opt.Refs.RecordRef(rec); err != nil {
 			return "", fmt.Errorf("image %s: ref cache: %w", ref, err)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -319,7 +320,7 @@ func TestAuthFailure(t *testing.T) {
 		t.Fatalf("wrong password: err = %v, want one line \"registry %s: authentication failed for app: …\", not unreachable", err, s.host)
 	}
 	cache := &mapCache{}
-	cache.RecordRef(Resolved{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
+	cache.RecordRef(index.Ref{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
 	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), ref)
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password, Pull of a cached ref: err = %v, want an authentication failure", err)
@@ -459,7 +460,7 @@ func TestRefCache(t *testing.T) {
 	// With the registry gone, a recorded ref still resolves; Pull says
 	// the registry is unreachable.
 	dead := "docker://" + closedPort(t) + "/app:latest"
-	cache.RecordRef(Resolved{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	cache.RecordRef(index.Ref{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
 	src = newSource(Options{Refs: cache})
 	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
 		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
@@ -529,7 +530,7 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 	s.push(t, "app:v1", img)
 	ref := "docker://" + s.host + "/app:v1"
 	cache := &mapCache{}
-	cache.RecordRef(Resolved{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
+	cache.RecordRef(index.Ref{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
 	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
 			return false

@@ -72,10 +72,8 @@ func TestPullAuth(t *testing.T) {
 // upstream (HOST:PORT) to mirror first and returns the environment
 // variable that points rootswap at it and the file's path.
 //
-// TODO(format): engineer (b) is deciding the mirror configuration. This
-// guesses containers-registries.conf(5) (version 2, as podman and skopeo
-// read it) named by CONTAINERS_REGISTRIES_CONF; fix the format and the
-// variable here, in this one place, to what the code reads.
+// The format is the containers-registries.conf(5) subset rootswap reads
+// (README "Image sources"), named by ROOTSWAP_REGISTRIES_CONF.
 func writeMirrorsConf(t *testing.T, upstream, mirror string) (envKey, path string) {
 	t.Helper()
 	path = filepath.Join(t.TempDir(), "registries.conf")
@@ -90,7 +88,7 @@ insecure = true
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return "CONTAINERS_REGISTRIES_CONF", path
+	return "ROOTSWAP_REGISTRIES_CONF", path
 }
 
 // TestPullMirror: with a mirror configured in front of the registry, a

@@ -36,6 +36,18 @@ var fences = []struct {
 		"bench":                    "the benchmark builds its fixture images through the Docker client",
 		"bench/floor/dockerclient": "the bench's floor program: it links the Docker client and exits, to time its start-up",
 	}},
+	{"github.com/google/go-containerregistry", map[string]string{
+		"snapshot/registry": "the registry, OCI layout and docker-archive sources: the registry protocol's one home",
+		"integration":       "tests write zstd, OCI-layout and hostile images to the test registry",
+		"bench":             "the benchmark pushes its fixture images to the loopback registry",
+	}},
+	{"github.com/BurntSushi/toml", map[string]string{
+		"snapshot/registry": "registries.conf, the mirror configuration",
+	}},
+	{"github.com/klauspost/compress", map[string]string{
+		"snapshot/registry": "layer decompression (gzip, zstd), next to the blobs it reads",
+		"integration":       "tests write zstd layers and check that they decompress to their diffIDs",
+	}},
 	{"golang.org/x/sys/unix", map[string]string{
 		"internal/fsys": "the one home of the Linux calls package os lacks",
 	}},

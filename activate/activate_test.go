@@ -254,6 +254,19 @@ func TestPrepare(t *testing.T) {
 	if _, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
 		t.Fatalf("failed pull must warn and carry on: %v, log %q", err, logs.String())
 	}
+	// A registry down on --pull while its ref cache still resolves: the
+	// machine keeps its tree, with one warning, as when Docker is down.
+	logs.Reset()
+	src.pullErr = fmt.Errorf("registry 127.0.0.1:1: %w", snapshot.ErrUnreachable)
+	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{Pull: true})
+	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "127.0.0.1:1") {
+		t.Fatalf("pull unreachable with a cached tree: %+v %v, log %q", p, err, logs.String())
+	}
+	// A new machine has no tree to keep: the resolved image is used.
+	if p, err = Prepare(ctx, s, src, log, "new", "app:2", PrepareOptions{Pull: true}); err != nil || p.Change != Activated {
+		t.Fatalf("pull unreachable for a new machine: %+v %v", p, err)
+	}
+	src.pullErr = nil
 	src.down = true
 	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
 	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || p.Generation != 2 || p.String() != "generation 2 "+p.Digest.String()+" (cached, fake unreachable)" {

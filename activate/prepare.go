@@ -171,8 +171,13 @@ type preparation struct {
 // observe pulls if asked, resolves ref and reads the machine's link and
 // records: all that decide looks at.
 func (p *preparation) observe(ctx context.Context) (view, error) {
+	var pullErr error // the source could not be asked to pull
 	if p.opt.Pull {
-		if err := p.src.Pull(ctx, p.ref); err != nil {
+		err := p.src.Pull(ctx, p.ref)
+		switch {
+		case errors.Is(err, snapshot.ErrUnreachable):
+			pullErr = err
+		case err != nil:
 			p.log.Warn("pull failed; using the local image", "image", p.ref, "err", err)
 		}
 	}
@@ -186,6 +191,13 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 	}
 	if st.link, err = CurrentTree(p.s, p.name); err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return st, err
+	}
+	if pullErr != nil && st.unreachable == nil && st.link != "" {
+		// A source that resolves without being reached (a registry's
+		// recorded refs) is down all the same: a machine that has a tree
+		// keeps it, as when Resolve itself cannot reach the source. A new
+		// machine takes what the ref last resolved to.
+		st.unreachable = pullErr
 	}
 	err = p.readIndex(&st)
 	if st.unreachable != nil {

@@ -23,6 +23,16 @@ type TreeStatus struct {
 	LastUsed time.Time     `json:"last_used"`
 	Machines []string      `json:"machines"` // by name, in List's order
 	Pinned   bool          `json:"pinned"`
+	Layers   []LayerStatus `json:"layers"` // the layers it was built from, lowest first; [] for an export or tar
+}
+
+// LayerStatus is one layer of a tree as `images` shows it: its diffID
+// and, while the store keeps its record, what it holds.
+type LayerStatus struct {
+	DiffID digest.Digest `json:"diff_id"`
+	Files  int64         `json:"files"`
+	Bytes  int64         `json:"bytes"`
+	Cached bool          `json:"cached"` // the store has its record: an upgrade reuses it
 }
 
 // Trees returns every indexed tree, oldest first, read like List without
@@ -34,10 +44,17 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	var trees []index.Tree
 	pinned := map[digest.Digest]bool{}
+	layers := map[digest.Digest]index.Layer{}
 	err = s.View(func(tx *index.Tx) (err error) {
-		trees, err = tx.Trees()
+		if trees, err = tx.Trees(); err != nil {
+			return err
+		}
 		for _, t := range trees {
 			pinned[t.Digest] = tx.Pinned(t.Digest)
+		}
+		ls, err := tx.Layers()
+		for _, l := range ls {
+			layers[l.DiffID] = l
 		}
 		return err
 	})
@@ -46,9 +63,13 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest]}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}}
 		if r.Refs == nil {
 			r.Refs = []string{}
+		}
+		for _, id := range t.Layers {
+			l, ok := layers[id]
+			r.Layers = append(r.Layers, LayerStatus{id, l.Files, l.Bytes, ok})
 		}
 		for _, m := range ms {
 			if m.Digest == t.Digest {
@@ -59,4 +80,50 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
 	return out, nil
+}
+
+// LayerUse is one layer record as `images --layers` shows it, with the
+// trees built from it: a layer no tree lists is kept only until gc.
+type LayerUse struct {
+	DiffID   digest.Digest   `json:"diff_id"`
+	Blobs    []digest.Digest `json:"blobs"`
+	Files    int64           `json:"files"`
+	Bytes    int64           `json:"bytes"`
+	NewBytes int64           `json:"new_bytes"`
+	Created  time.Time       `json:"created"`
+	Trees    []digest.Digest `json:"trees"`
+}
+
+// Layers returns every layer record, oldest first, with its trees.
+func Layers(s *cache.Store) ([]LayerUse, error) {
+	out := []LayerUse{}
+	err := s.View(func(tx *index.Tx) error {
+		ls, err := tx.Layers()
+		if err != nil {
+			return err
+		}
+		trees, err := tx.Trees()
+		if err != nil {
+			return err
+		}
+		usedBy := map[digest.Digest][]digest.Digest{}
+		for _, t := range trees {
+			for _, id := range t.Layers {
+				usedBy[id] = append(usedBy[id], t.Digest)
+			}
+		}
+		for _, l := range ls {
+			u := LayerUse{l.DiffID, l.Blobs, l.Files, l.Bytes, l.NewBytes, l.Created, usedBy[l.DiffID]}
+			if u.Blobs == nil {
+				u.Blobs = []digest.Digest{}
+			}
+			if u.Trees == nil {
+				u.Trees = []digest.Digest{}
+			}
+			out = append(out, u)
+		}
+		return nil
+	})
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, err
 }

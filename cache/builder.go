@@ -417,31 +417,44 @@ func (b *Builder) copyInto(e *Entry, src *os.File) error {
 	return err
 }
 
-// BuildFromList builds tree d from entries, a list whose regular files
-// are objects the store has (see AddStored), parents first and each hard
-// link after its target, and commits it as Commit does, recording layers
-// (the diffIDs it was merged from, lowest first; nil for none) in the
-// tree record, so that gc keeps those layers while it keeps the tree. The
+// List is a tree as BuildFromList takes it.
+type List struct {
+	// Entries are the tree's entries, regular files as objects the store
+	// has (see AddStored), parents first and each hard link after its
+	// target.
+	Entries []ManifestEntry
+	Refs    []string
+	// Layers are the diffIDs the list was merged from, lowest first (nil
+	// for none): the tree record keeps them, so that gc keeps those
+	// layers while it keeps the tree.
+	Layers []digest.Digest
+	// NewBytes are the content bytes the import stored for the list (in
+	// its layers' objects), for the tree record: linking adds none.
+	NewBytes int64
+}
+
+// BuildFromList builds tree d from l and commits it as Commit does. The
 // caller holds LockTree(d). On error nothing is published, no object is
 // written and the staging is gone.
-func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, entries []ManifestEntry, refs []string, layers []digest.Digest) (index.Tree, error) {
+func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (index.Tree, error) {
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
-	b.layers = layers
+	b.layers = l.Layers
+	b.stats.NewBytes = l.NewBytes
 	defer b.Abort() // a no-op after Commit
-	for i := range entries {
+	for i := range l.Entries {
 		if i%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return index.Tree{}, err
 			}
 		}
-		if err := b.AddStored(entries[i]); err != nil {
+		if err := b.AddStored(l.Entries[i]); err != nil {
 			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 		}
 	}
-	return b.Commit(ctx, d, refs)
+	return b.Commit(ctx, d, l.Refs)
 }
 
 // Commit publishes the staged tree as image digest d, in the fixed order:

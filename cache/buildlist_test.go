@@ -51,7 +51,7 @@ func buildList(s *Store, d digest.Digest, entries []ManifestEntry) (index.Tree, 
 		return index.Tree{}, err
 	}
 	defer lock.Unlock()
-	return s.BuildFromList(ctx, d, entries, []string{"list"}, nil)
+	return s.BuildFromList(ctx, d, List{Entries: entries, Refs: []string{"list"}})
 }
 
 // sameTree compares every name of trees a and b: type, mode, owner,

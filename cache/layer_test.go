@@ -310,7 +310,7 @@ func TestBuildFromListRecordsLayers(t *testing.T) {
 	}
 	defer lock.Unlock()
 	layers := []digest.Digest{l.DiffID}
-	tr, err := s.BuildFromList(ctx, d, l.Entries[:2], nil, layers)
+	tr, err := s.BuildFromList(ctx, d, List{Entries: l.Entries[:2], Layers: layers})
 	if err != nil {
 		t.Fatal(err)
 	}

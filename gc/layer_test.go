@@ -78,7 +78,7 @@ func layeredTree(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]file
 		t.Fatal(err)
 	}
 	defer lock.Unlock()
-	if _, err := s.BuildFromList(ctx, d, entries, []string{"layered"}, diffIDs); err != nil {
+	if _, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: []string{"layered"}, Layers: diffIDs}); err != nil {
 		t.Fatal(err)
 	}
 	return diffIDs

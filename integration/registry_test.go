@@ -56,12 +56,18 @@ type registry struct {
 	// registry ("" without auth); docker commands against it use it.
 	dockerConfig string
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	blobGets map[digest.Digest]int // GET /v2/NAME/blobs/DIGEST lines, any status
-	marks    map[string]bool       // markers seen in the access log
-	logDone  bool                  // the access log reached EOF
-	markSeq  int
+	// storage is the registry's filesystem storage root (for tests that
+	// damage a blob after pushing it).
+	storage string
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	blobGets  map[digest.Digest]int // GET /v2/NAME/blobs/DIGEST lines, any status
+	manifests map[string]int        // /v2/NAME/manifests/REF lines by method, any status
+	requests  int                   // every line but the markers'
+	marks     map[string]bool       // markers seen in the access log
+	logDone   bool                  // the access log reached EOF
+	markSeq   int
 
 	stopOnce sync.Once
 }
@@ -90,6 +96,9 @@ var accessLine = regexp.MustCompile(`"([A-Z]+) (\S+) HTTP/[0-9.]+" [0-9]{3} `)
 
 // blobPath is the path of a blob request; its digest is the last group.
 var blobPath = regexp.MustCompile(`^/v2/.+/blobs/(sha256:[0-9a-f]{64})$`)
+
+// manifestPath is the path of a manifest request, by tag or digest.
+var manifestPath = regexp.MustCompile(`^/v2/.+/manifests/[^/]+$`)
 
 // markParam is the query parameter of the marker requests (see mark).
 const markParam = "rootswap-mark"
@@ -201,13 +210,15 @@ http:
 	}
 
 	r := &registry{
-		t:        t,
-		opts:     opts,
-		addr:     addr,
-		exited:   make(chan struct{}),
-		stderr:   &lockedBuffer{},
-		blobGets: map[digest.Digest]int{},
-		marks:    map[string]bool{},
+		t:         t,
+		opts:      opts,
+		addr:      addr,
+		storage:   storage,
+		exited:    make(chan struct{}),
+		stderr:    &lockedBuffer{},
+		blobGets:  map[digest.Digest]int{},
+		manifests: map[string]int{},
+		marks:     map[string]bool{},
 	}
 	r.cond = sync.NewCond(&r.mu)
 	// Our own pipe, not StdoutPipe: the reader may run past cmd.Wait.
@@ -270,6 +281,12 @@ func (r *registry) readAccessLog(pr *os.File) {
 		r.mu.Lock()
 		if b := blobPath.FindStringSubmatch(path); b != nil && method == "GET" {
 			r.blobGets[digest.Digest(b[1])]++
+		}
+		if manifestPath.MatchString(path) {
+			r.manifests[method]++
+		}
+		if !strings.HasPrefix(query, markParam+"=") {
+			r.requests++
 		}
 		if path == "/v2/" && strings.HasPrefix(query, markParam+"=") {
 			r.marks[strings.TrimPrefix(query, markParam+"=")] = true
@@ -461,4 +478,35 @@ func pushImageAs(t *testing.T, reg *registry, localRef, nameTag string) string {
 		t.Fatalf("docker push %s: %v\n%s", remote, err, out)
 	}
 	return remote
+}
+
+// ManifestRequests returns how many manifest requests (by tag or digest,
+// any status) the registry has logged per method ("GET", "HEAD", "PUT"),
+// including every request a client had finished before the call.
+func (r *registry) ManifestRequests() map[string]int {
+	r.t.Helper()
+	r.sync()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]int, len(r.manifests))
+	for m, n := range r.manifests {
+		out[m] = n
+	}
+	return out
+}
+
+// blobFile is where the registry's filesystem storage keeps blob d's
+// bytes (distribution 2.8's layout), for tests that damage it.
+func (r *registry) blobFile(d digest.Digest) string {
+	return filepath.Join(r.storage, "docker", "registry", "v2", "blobs", d.Algorithm().String(), d.Encoded()[:2], d.Encoded(), "data")
+}
+
+// Requests returns how many requests the registry has logged, any path
+// and status, except the helper's own markers.
+func (r *registry) Requests() int {
+	r.t.Helper()
+	r.sync()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests
 }

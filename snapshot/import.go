@@ -92,8 +92,10 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 	return t, true, nil
 }
 
-// build streams image d's rootfs from src into a new tree and commits it.
-// The caller holds d's tree lock. progress is done when build returns.
+// build streams image d's rootfs from src into a new tree and commits it:
+// a flattened export through the Builder as it streams, layers through
+// the per-layer records (buildLayered). The caller holds d's tree lock.
+// progress is done when build returns.
 func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
 	if progress != nil {
 		defer progress.Done()
@@ -102,17 +104,23 @@ func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest
 	if err != nil {
 		return index.Tree{}, err
 	}
-	if len(layers) != 1 {
-		// Merging layers (whiteouts, opaque directories) is not written
-		// yet: the extractor refuses whiteouts as a flattened export's.
-		return index.Tree{}, fmt.Errorf("image %s: %d layers from the %s: only a flattened rootfs can be imported", ref, len(layers), src)
+	switch {
+	case len(layers) == 1 && layers[0].DiffID() == "":
+		return buildFlat(ctx, s, layers[0], ref, d, progress)
+	case len(layers) == 0:
+		return index.Tree{}, fmt.Errorf("image %s: the %s lists no layers", ref, src)
 	}
+	return buildLayered(ctx, s, layers, ref, d, progress)
+}
+
+// buildFlat streams the flattened rootfs l into a new tree d.
+func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
 	defer b.Abort() // a no-op after Commit
-	rc, err := layers[0].Open(ctx)
+	rc, err := l.Open(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}

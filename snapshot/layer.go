@@ -20,20 +20,15 @@ const (
 )
 
 // Entry is one entry of a layer or of a merged tree: a validated tree
-// entry and, for a regular file, the object holding its content.
-type Entry struct {
-	cache.Entry
-	Object digest.Digest // regular files only
-}
+// entry and, for a regular file, the object holding its content. It is
+// the store's manifest entry, which is what a layer's record lists.
+type Entry = cache.ManifestEntry
 
-// Whiteout is a layer's instruction to hide what lower layers hold.
-type Whiteout struct {
-	// Name is what is removed, with its subtree (from NAME/.wh.BASE: the
-	// clean name NAME/BASE), or for an opaque marker (NAME/.wh..wh..opq)
-	// the directory whose lower children are hidden.
-	Name   string
-	Opaque bool
-}
+// Whiteout is a layer's instruction to hide what lower layers hold. Name
+// is what is removed, with its subtree (from NAME/.wh.BASE: the clean
+// name NAME/BASE), or for an opaque marker (NAME/.wh..wh..opq) the
+// directory whose lower children are hidden.
+type Whiteout = cache.Whiteout
 
 // Diff is one layer's content as data: what ReadDiff validated from its
 // tar stream, before any lower layer is looked at.
@@ -58,8 +53,13 @@ type PutFunc func(e cache.Entry, r io.Reader) (digest.Digest, error)
 // with an entry or another whiteout of the layer. On error the objects put
 // so far are the caller's to forget.
 func ReadDiff(ctx context.Context, r io.Reader, put PutFunc) (Diff, error) {
+	return readDiff(ctx, r, put, nil)
+}
+
+// readDiff is ReadDiff telling progress, which may be nil, how it goes.
+func readDiff(ctx context.Context, r io.Reader, put PutFunc, progress Progress) (Diff, error) {
 	x := &diffReader{put: put, seen: map[string]cache.Kind{}, white: map[string]bool{}, opaque: map[string]bool{}}
-	if err := readArchive(ctx, r, x, nil); err != nil {
+	if err := readArchive(ctx, r, x, progress); err != nil {
 		return Diff{}, err
 	}
 	return x.d, nil

@@ -53,4 +53,7 @@ type Layer interface {
 var (
 	ErrImageNotFound = errors.New("image not found")
 	ErrUnreachable   = errors.New("image source unreachable")
+	// ErrDigestMismatch: content is not what its digest says (a layer's
+	// diffID, a blob's digest). Sources wrap it too.
+	ErrDigestMismatch = errors.New("digest mismatch")
 )

@@ -14,6 +14,7 @@ import (
 // The nspawn choices are activate's, which also checks them.
 type Spec struct {
 	Name, Image  string
+	Daemon       bool     // Image comes from the Docker daemon: order the unit after docker.service
 	Command      []string // run in the tree; empty: the image's own
 	Nspawn       activate.NspawnOptions
 	RestartSec   time.Duration // RestartSec= between restarts
@@ -45,6 +46,21 @@ func (sp *Spec) check() error {
 		return invalidf("unit: %w", err)
 	}
 	return nil
+}
+
+// sourceDeps order the unit after what its image source needs: the
+// Docker daemon, or for a registry, archive or layout the network.
+// Wants, never Requires: a unit must start from cache when its source is
+// down, and a registry image needs no Docker at all.
+func (sp *Spec) sourceDeps() []*unit.UnitOption {
+	dep := "network-online.target"
+	if sp.Daemon {
+		dep = "docker.service"
+	}
+	return []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Wants", dep),
+		unit.NewUnitOption("Unit", "After", dep),
+	}
 }
 
 // ServiceFiles are rootswap-NAME.service for the binary bin and store
@@ -95,11 +111,8 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 func serviceOptions(sp Spec, c execs) []*unit.UnitOption {
 	opts := []*unit.UnitOption{
 		unit.NewUnitOption("Unit", "Description", fmt.Sprintf("rootswap machine %s (%s)", sp.Name, sp.Image)),
-		// Wants, not Requires: the service must start from cache while
-		// Docker is down.
-		unit.NewUnitOption("Unit", "Wants", "docker.service"),
-		unit.NewUnitOption("Unit", "After", "docker.service"),
 	}
+	opts = append(opts, sp.sourceDeps()...)
 	typ := "simple"
 	if sp.Nspawn.NotifyReady {
 		typ = "notify"
@@ -175,9 +188,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	dropin := []*unit.UnitOption{
-		unit.NewUnitOption("Unit", "Wants", "docker.service"),
-		unit.NewUnitOption("Unit", "After", "docker.service"),
+	dropin := append(sp.sourceDeps(),
 		unit.NewUnitOption("Service", "ExecStartPre", prepare),
 		unit.NewUnitOption("Service", "ExecStart", ""),
 		unit.NewUnitOption("Service", "ExecStart", start),
@@ -186,7 +197,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		unit.NewUnitOption("Service", "RestartSec", sp.RestartSec.String()),
 		unit.NewUnitOption("Service", "TimeoutStartSec", "15min"),
 		unit.NewUnitOption("Service", "TimeoutStopSec", sp.stopTimeout().String()),
-	}
+	)
 	if sp.HealthyAfter > 0 {
 		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -151,7 +152,7 @@ func TestUnitService(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	dir := filepath.Join(t.TempDir(), "units")
 	bin, _ := os.Executable()
-	files, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/bin/sh", "-c", "echo 100% $HOME"},
+	files, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Daemon: true, Command: []string{"/bin/sh", "-c", "echo 100% $HOME"},
 		Nspawn:     activate.NspawnOptions{Binds: []string{"/srv/a:/data"}, Env: []string{"X=1 2"}, NotifyReady: true, PrivateUsers: true},
 		RestartSec: 5 * time.Second, HealthyAfter: 45 * time.Second})
 	out := install(t, dir, files, err)
@@ -239,5 +240,42 @@ func TestUnitNspawnFile(t *testing.T) {
 	}
 	if got := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "5s" {
 		t.Errorf("--stop-timeout 5s: drop-in TimeoutStopSec %q", got)
+	}
+}
+
+// A unit for a registry (or archive) image waits for the network, not for
+// Docker: a node with no Docker must not pull docker.service in.
+func TestUnitSourceDeps(t *testing.T) {
+	bin, _ := os.Executable()
+	for _, daemon := range []bool{true, false} {
+		sp := Spec{Name: "web", Image: "docker://reg.example/web:1", Daemon: daemon}
+		svc, err := ServiceFiles(bin, "/var/lib/rootswap", sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns, err := NspawnFiles(bin, "/var/lib/rootswap", sp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, not := "network-online.target", "docker.service"
+		if daemon {
+			want, not = not, want
+		}
+		for _, f := range []File{svc[0], ns[1]} {
+			var wants, after []string
+			for _, o := range f.opts {
+				switch {
+				case o.Section == "Unit" && o.Name == "Wants":
+					wants = append(wants, o.Value)
+				case o.Section == "Unit" && o.Name == "After":
+					after = append(after, o.Value)
+				case strings.Contains(o.Value, not):
+					t.Errorf("daemon=%v: %s: %s=%s", daemon, f.name, o.Name, o.Value)
+				}
+			}
+			if !slices.Equal(wants, []string{want}) || !slices.Equal(after, []string{want}) {
+				t.Errorf("daemon=%v: %s: Wants=%q After=%q, want %s", daemon, f.name, wants, after, want)
+			}
+		}
 	}
 }

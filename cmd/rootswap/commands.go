@@ -20,7 +20,6 @@ import (
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
-	"github.com/rootswap/rootswap/snapshot/docker"
 )
 
 // exactArgs is cobra.ExactArgs with a usage error naming the command.
@@ -180,7 +179,8 @@ func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest,
 
 // importImage resolves ref through the image source and imports it.
 func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
-	src, err := g.newSource()
+	ref = g.image(ref)
+	src, err := g.newSource(s, ref)
 	if err != nil {
 		return "", err
 	}
@@ -260,12 +260,13 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			src, err := g.newSource()
+			image := g.image(args[1])
+			src, err := g.newSource(s, image)
 			if err != nil {
 				return err
 			}
-			opt.Progress = importProgress(args[1], g.quiet)
-			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], args[1], opt)
+			opt.Progress = importProgress(image, g.quiet)
+			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err
 			}
@@ -485,16 +486,27 @@ func listCmd(g *globals) *cobra.Command {
 }
 
 func imagesCmd(g *globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, layers bool
 	cmd := &cobra.Command{
-		Use:     "images",
-		Short:   "List the trees in the store",
-		Example: `  rootswap images --json`,
-		Args:    exactArgs(0),
+		Use:   "images [--layers]",
+		Short: "List the trees in the store (or its cached layers)",
+		Long: `Images lists the trees: refs they were imported as, the number of layers
+they were built from (0 for a Docker export or a tar), files, bytes, the bytes
+their import stored, machines whose current tree they are, pins.
+
+With --layers it lists the layer records instead (diffID, files, bytes, the
+trees built from each): what an upgrade from a registry, OCI layout or
+docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
+		Example: `  rootswap images --json
+  rootswap images --layers`,
+		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.open(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if layers {
+				return printLayers(cmd.OutOrStdout(), s, asJSON)
 			}
 			rows, err := activate.Trees(s)
 			if err != nil {
@@ -504,28 +516,41 @@ func imagesCmd(g *globals) *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DIGEST\tREFS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES\tPINNED")
+			fmt.Fprintln(w, "DIGEST\tREFS\tLAYERS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES\tPINNED")
 			for _, r := range rows {
 				pin := ""
 				if r.Pinned {
 					pin = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&layers, "layers", false, "list the cached layers instead of the trees")
 	return cmd
 }
 
-// newSource is the Docker daemon that IMAGE arguments name images in.
-func (g *globals) newSource() (*docker.Source, error) {
-	c, err := docker.NewClient()
+// printLayers is `images --layers`.
+func printLayers(out io.Writer, s *cache.Store, asJSON bool) error {
+	ls, err := activate.Layers(s)
 	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
+		return err
 	}
-	return docker.New(c, pullProgress(g.quiet)), nil
+	if asJSON {
+		return printJSON(out, ls)
+	}
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "DIFFID\tFILES\tBYTES\tNEW BYTES\tCREATED\tTREES")
+	for _, l := range ls {
+		trees := make([]string, len(l.Trees))
+		for i, t := range l.Trees {
+			trees[i] = short(t)
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\n", short(l.DiffID), l.Files, l.Bytes, l.NewBytes, l.Created.Format(time.RFC3339), strings.Join(trees, ","))
+	}
+	return w.Flush()
 }
 
 // envDuration reads a duration from the environment, falling back to def

@@ -18,13 +18,15 @@ import (
 
 // globals are the flags every command shares.
 type globals struct {
-	root        string
-	lockTimeout time.Duration
-	quiet       bool
-	verbose     bool
-	log         *slog.Logger
-	flags       *pflag.FlagSet // the persistent flags, for run's own parsing
-	mayCreate   bool           // this command may create a missing store
+	root            string
+	lockTimeout     time.Duration
+	quiet           bool
+	verbose         bool
+	log             *slog.Logger
+	flags           *pflag.FlagSet // the persistent flags, for run's own parsing
+	mayCreate       bool           // this command may create a missing store
+	source          string         // what a bare IMAGE names: sourceDaemon or sourceRegistry
+	registryTimeout time.Duration  // bounds a registry's manifest round trips
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -40,6 +42,12 @@ func (g *globals) setup(cmd *cobra.Command) error {
 	}
 	if g.lockTimeout < 0 {
 		return usage("--lock-timeout %s: must not be negative (0 fails at once when the store is busy)", g.lockTimeout)
+	}
+	if err := g.checkSource(); err != nil {
+		return err
+	}
+	if g.registryTimeout <= 0 {
+		return usage("--registry-timeout %s: must be positive", g.registryTimeout)
 	}
 	g.mayCreate = createsStore[cmd.Name()]
 	level := slog.LevelInfo
@@ -126,6 +134,8 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.root, "root", defaultRoot(), "store `DIR`ectory; relative to the current directory if not absolute (env ROOTSWAP_ROOT)")
 	pf.DurationVar(&g.lockTimeout, "lock-timeout", cache.DefaultLockTimeout, "how long to wait for a busy store; 0 fails at once (exit status 75)")
+	pf.StringVar(&g.source, "source", defaultSource(), "what a bare IMAGE (no docker://, oci:, docker-archive:, docker-daemon: prefix) names: daemon or registry (env ROOTSWAP_SOURCE)")
+	pf.DurationVar(&g.registryTimeout, "registry-timeout", registryTimeoutDefault(), "bound on each registry manifest request; past it prepare starts from cache (env ROOTSWAP_REGISTRY_TIMEOUT)")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print no log messages, only errors (the result on stdout stays)")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print debug messages")
 	g.flags = pf

@@ -66,9 +66,9 @@ time within the first hour, catching up after downtime.`,
 			case gcTimer:
 				files, err = unit.GCTimerFiles(bin, root)
 			case svc.settingsFile:
-				files, err = unit.NspawnFiles(bin, root, svc.spec(args))
+				files, err = unit.NspawnFiles(bin, root, svc.spec(g, args))
 			default:
-				files, err = unit.ServiceFiles(bin, root, svc.spec(args))
+				files, err = unit.ServiceFiles(bin, root, svc.spec(g, args))
 			}
 			if err != nil {
 				return err
@@ -112,7 +112,8 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags.
-func (o *serviceFlags) spec(args []string) unit.Spec {
-	return unit.Spec{Name: args[0], Image: args[1], Command: args[2:], Nspawn: o.nspawn,
+func (o *serviceFlags) spec(g *globals, args []string) unit.Spec {
+	image := g.image(args[1])
+	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
 		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout}
 }

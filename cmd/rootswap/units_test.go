@@ -39,7 +39,7 @@ func TestUnitCommandLine(t *testing.T) {
 func TestUnitFlags(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	bin, _ := os.Executable()
-	spec := unit.Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app", "-x"},
+	spec := unit.Spec{Name: "web", Image: "reg/web:1", Daemon: true, Command: []string{"/app", "-x"},
 		Nspawn: activate.NspawnOptions{Binds: []string{"/srv/a:/data"}, BindsRO: []string{"/etc/ssl"}, Env: []string{"X=1 2"},
 			ReadOnly: true, PrivateUsers: true, NotifyReady: true, Extra: []string{"--hostname=h"}},
 		RestartSec: 7 * time.Second, HealthyAfter: 45 * time.Second}
@@ -65,5 +65,31 @@ func TestUnitFlags(t *testing.T) {
 		if got != want.String() {
 			t.Errorf("rootswap %q printed\n%s\nwant\n%s", args, got, want.String())
 		}
+	}
+}
+
+// TestUnitSource: a bare IMAGE is the daemon's unless --source registry
+// makes it a registry's, and the unit then names docker:// itself, so it
+// does not depend on the environment it starts in.
+func TestUnitSource(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		args        []string
+		image       string
+		wantsDocker bool
+	}{
+		{[]string{"unit", "web", "reg/web:1"}, "reg/web:1", true},
+		{[]string{"unit", "web", "docker-daemon:reg/web:1"}, "docker-daemon:reg/web:1", true},
+		{[]string{"unit", "web", "docker://reg/web:1"}, "docker://reg/web:1", false},
+		{[]string{"--source", "registry", "unit", "web", "reg/web:1"}, "docker://reg/web:1", false},
+		{[]string{"unit", "web", "oci:/srv/images/web:1"}, "oci:/srv/images/web:1", false},
+	} {
+		got := mustRun(t, store, tc.args...)
+		if !strings.Contains(got, " prepare --pull web "+tc.image+"\n") || strings.Contains(got, "docker.service") != tc.wantsDocker {
+			t.Errorf("rootswap %q printed\n%s", tc.args, got)
+		}
+	}
+	if code, out := rootswapIn(t, store, "--source", "hub", "unit", "web", "reg/web:1"); code != 2 || !strings.Contains(out, `--source "hub"`) {
+		t.Errorf("--source hub: exit %d\n%s", code, out)
 	}
 }

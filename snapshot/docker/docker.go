@@ -63,6 +63,10 @@ func NewClient() (*client.Client, error) {
 	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 }
 
+// daemonRef is ref without the containers-transports(5) prefix that
+// names this source ("docker-daemon:"), as the daemon's API wants it.
+func daemonRef(ref string) string { return strings.TrimPrefix(ref, "docker-daemon:") }
+
 func classify(ref string, err error) error {
 	switch {
 	case client.IsErrConnectionFailed(err):
@@ -76,7 +80,7 @@ func classify(ref string, err error) error {
 // Resolve asks the daemon for the image ID that ref (tag, name@digest or
 // ID) names: the image digest, the store key.
 func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	img, err := s.c.ImageInspect(ctx, ref)
+	img, err := s.c.ImageInspect(ctx, daemonRef(ref))
 	if err != nil {
 		return "", classify(ref, err)
 	}
@@ -89,7 +93,7 @@ func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error)
 
 // Pull asks the daemon to pull ref and waits until it is done.
 func (s *Source) Pull(ctx context.Context, ref string) error {
-	rc, err := s.c.ImagePull(ctx, ref, image.PullOptions{})
+	rc, err := s.c.ImagePull(ctx, daemonRef(ref), image.PullOptions{})
 	if err != nil {
 		return classify(ref, err)
 	}

@@ -1,0 +1,189 @@
+package snapshot
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/failpoint"
+)
+
+// parallelLayers is how many layers are fetched and stored at once: a
+// layer is mostly decompression and hashing, one core each, and the
+// registry's round trips overlap.
+func parallelLayers() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
+
+// buildLayered makes tree d from layers, which all name their diffIDs:
+// every layer the store lacks is fetched, checked and recorded (several at
+// once); then the layers' entry lists are merged in order and the tree is
+// built from the merged list, its files linked to the layers' objects.
+// The shared store lock is held from the first layer to the tree's index
+// record, so gc cannot take a layer that no tree lists yet.
+func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
+	ids := make([]digest.Digest, len(layers))
+	for i, l := range layers {
+		ids[i] = l.DiffID()
+		if err := ids[i].Validate(); err != nil || ids[i].Algorithm() != digest.SHA256 {
+			return index.Tree{}, fmt.Errorf("image %s: layer %d: diffID %q is not a sha256 digest", ref, i+1, ids[i])
+		}
+	}
+	lock, err := s.Lock(ctx, false)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	defer lock.Unlock()
+	missing, err := missingLayers(s, ids)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	newBytes, err := fetchLayers(ctx, s, layers, missing, progress)
+	if err != nil {
+		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
+	entries, err := mergeStored(s, ids)
+	if err != nil {
+		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes})
+}
+
+// missingLayers returns, lowest first, the index of the first layer of
+// each diffID the store has no record of: an image may list one diffID
+// twice (empty layers are alike), and it is fetched once.
+func missingLayers(s *cache.Store, ids []digest.Digest) ([]int, error) {
+	var missing []int
+	err := s.View(func(tx *index.Tx) error {
+		seen := map[digest.Digest]bool{}
+		for i, id := range ids {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			_, err := tx.Layer(id)
+			switch {
+			case errors.Is(err, cache.ErrNotFound):
+				missing = append(missing, i)
+			case err != nil:
+				return err
+			}
+		}
+		return nil
+	})
+	return missing, err
+}
+
+// fetchLayers stores the layers at the indexes missing, several at once,
+// and returns the content bytes they added to the store; the first error
+// cancels the others.
+func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress) (int64, error) {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallelLayers())
+	total := &totals{p: progress}
+	added := make([]int64, len(missing))
+	for k, i := range missing {
+		g.Go(func() (err error) {
+			added[k], err = fetchLayer(gctx, s, i, layers[i], total.layer())
+			return err
+		})
+	}
+	err := g.Wait()
+	var sum int64
+	for _, n := range added {
+		sum += n
+	}
+	return sum, err
+}
+
+// fetchLayer reads layer i (0 is the lowest) through ReadDiff, its files
+// stored as objects, checks that the stream was the layer the config
+// names, and records it. Nothing is recorded for a layer that fails: the
+// objects it stored have no name but their own, which gc removes.
+func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress) (newBytes int64, err error) {
+	id := l.DiffID()
+	what := fmt.Sprintf("layer %d (%s)", i+1, id)
+	w, err := s.NewLayerWriter(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer w.Abort() // a no-op after Commit
+	rc, err := l.Open(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	// readDiff reads the stream to its end, so a source's check of the
+	// blob (at EOF) has happened when it returns.
+	diff, err := readDiff(ctx, io.TeeReader(rc, h), w.Put, progress)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != id {
+		return 0, fmt.Errorf("%s: content is %s, not the diffID the image's config lists: %w", what, got, ErrDigestMismatch)
+	}
+	failpoint.Hit("snapshot-mid-layer") // a layer read and checked, not recorded
+	lm := cache.LayerManifest{DiffID: id, Blob: l.Blob(), Entries: diff.Entries, Whiteouts: diff.Whiteouts}
+	rec, err := w.Commit(ctx, lm)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", what, err)
+	}
+	return rec.NewBytes, nil
+}
+
+// mergeStored reads the layers' recorded entry lists and merges them
+// into the entry list of the image's tree.
+func mergeStored(s *cache.Store, ids []digest.Digest) ([]cache.ManifestEntry, error) {
+	diffs := make([]Diff, len(ids))
+	for i, id := range ids {
+		lm, err := s.ReadLayer(id)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
+		}
+		diffs[i] = Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}
+	}
+	return Merge(diffs)
+}
+
+// totals sums the progress of layers read at once for one Progress.
+type totals struct {
+	p              Progress
+	mu             sync.Mutex
+	bytes, entries int64
+}
+
+// layer returns the Progress for one more layer, or nil if there is none
+// to tell.
+func (t *totals) layer() Progress {
+	if t.p == nil {
+		return nil
+	}
+	return &layerProgress{t: t}
+}
+
+type layerProgress struct {
+	t              *totals
+	bytes, entries int64
+}
+
+func (l *layerProgress) Update(bytes, entries int64) {
+	t := l.t
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.bytes += bytes - l.bytes
+	t.entries += entries - l.entries
+	l.bytes, l.entries = bytes, entries
+	t.p.Update(t.bytes, t.entries)
+}
+
+// Done is the whole import's, which build calls.
+func (l *layerProgress) Done() {}

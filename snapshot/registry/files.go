@@ -1,0 +1,431 @@
+package registry
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+// refNameAnnotation names a manifest of an OCI layout's index.json.
+const refNameAnnotation = "org.opencontainers.image.ref.name"
+
+// images is what Resolve found, for Layers: image digest → its layers.
+type images struct {
+	mu sync.Mutex
+	m  map[digest.Digest][]snapshot.Layer
+}
+
+func (im *images) put(d digest.Digest, ls []snapshot.Layer) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if im.m == nil {
+		im.m = map[digest.Digest][]snapshot.Layer{}
+	}
+	im.m[d] = ls
+}
+
+func (im *images) get(src string, d digest.Digest) ([]snapshot.Layer, error) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	ls, ok := im.m[d]
+	if !ok {
+		return nil, fmt.Errorf("image %s: not resolved by the %s source", d, src)
+	}
+	return ls, nil
+}
+
+// fileError classifies a failure to read an image file: a missing one is
+// a missing image.
+func fileError(ref string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
+	}
+	return fmt.Errorf("image %s: %w", ref, err)
+}
+
+// Layout is an OCI image layout directory as a snapshot.Source, for
+// oci:PATH[:TAG] refs. Pull does nothing; Resolve reads the layout each
+// time. It is safe for concurrent use.
+type Layout struct {
+	platform v1.Platform
+	err      error
+	images   images
+}
+
+var _ snapshot.Source = (*Layout)(nil)
+
+// NewLayout returns an OCI layout source; of opt only Platform counts.
+func NewLayout(opt Options) *Layout {
+	l := &Layout{}
+	l.platform, l.err = parsePlatform(opt.Platform)
+	return l
+}
+
+// String is what a user calls this source in messages.
+func (l *Layout) String() string { return "oci" }
+
+// Pull does nothing: a layout is read where it is.
+func (l *Layout) Pull(ctx context.Context, ref string) error {
+	_, _, err := l.parse(ref)
+	return err
+}
+
+func (l *Layout) parse(ref string) (dir, tag string, err error) {
+	if l.err != nil {
+		return "", "", l.err
+	}
+	t, rest, ok := Transport(ref)
+	if !ok || t != "oci" || rest == "" {
+		return "", "", fmt.Errorf("image %s: not an oci:PATH[:TAG] reference", ref)
+	}
+	// PATH may hold ':' itself; a TAG holds no '/'.
+	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
+		return rest[:i], rest[i+1:], nil
+	}
+	return rest, "", nil
+}
+
+// Resolve reads the layout's index.json and returns the image digest of
+// the manifest tagged TAG (by its org.opencontainers.image.ref.name
+// annotation), or, without TAG, of its only manifest; an index among
+// them picks the platform's manifest. Manifests and config are verified
+// against the descriptors that name them.
+func (l *Layout) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	dir, tag, err := l.parse(ref)
+	if err != nil {
+		return "", err
+	}
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return "", fileError(ref, err)
+	}
+	ib, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	if err != nil {
+		return "", fileError(ref, err)
+	}
+	idx, err := v1.ParseIndexManifest(bytes.NewReader(ib))
+	if err != nil {
+		return "", fmt.Errorf("image %s: index.json: %w", ref, err)
+	}
+	desc, err := pickTag(idx, tag)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	blob := func(d v1.Descriptor) ([]byte, error) {
+		if d.Size > manifestLimit || d.Size < 0 {
+			return nil, fmt.Errorf("blob %s: size %d out of bounds", d.Digest, d.Size)
+		}
+		b, err := p.Bytes(d.Digest)
+		if err != nil {
+			return nil, err
+		}
+		return b, verify(b, d)
+	}
+	mb, err := blob(desc)
+	if err != nil {
+		return "", fileError(ref, err)
+	}
+	if isIndex(desc.MediaType, mb) {
+		child, err := v1.ParseIndexManifest(bytes.NewReader(mb))
+		if err != nil {
+			return "", fmt.Errorf("image %s: index %s: %w", ref, desc.Digest, err)
+		}
+		if desc, err = pickPlatform(child, l.platform); err != nil {
+			return "", fmt.Errorf("image %s: %w", ref, err)
+		}
+		if mb, err = blob(desc); err != nil {
+			return "", fileError(ref, err)
+		}
+	}
+	img, err := parseImage(mb, blob)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	ls := make([]snapshot.Layer, len(img.diffIDs))
+	for i, ld := range img.manifest.Layers {
+		h := ld.Digest
+		ls[i] = &layer{
+			diffID: img.diffIDs[i],
+			blob:   digest.Digest(h.String()),
+			size:   ld.Size,
+			name:   fmt.Sprintf("layer %s (blob %s of %s)", img.diffIDs[i], h, dir),
+			fetch: func(context.Context) (io.ReadCloser, bool, error) {
+				rc, err := p.Blob(h)
+				return rc, false, err
+			},
+		}
+	}
+	l.images.put(img.config, ls)
+	return img.config, nil
+}
+
+// manifestLimit bounds a manifest or config read whole into memory.
+const manifestLimit = 16 << 20
+
+// pickTag returns the manifest of idx tagged tag, or without tag its only
+// one; an error lists the tags there are.
+func pickTag(idx *v1.IndexManifest, tag string) (v1.Descriptor, error) {
+	var tags []string
+	for _, m := range idx.Manifests {
+		t := m.Annotations[refNameAnnotation]
+		if tag != "" && t == tag {
+			return m, nil
+		}
+		if t != "" {
+			tags = append(tags, t)
+		}
+	}
+	if tag == "" && len(idx.Manifests) == 1 {
+		return idx.Manifests[0], nil
+	}
+	slices.Sort(tags)
+	have := "no tags"
+	if len(tags) > 0 {
+		have = "tags " + strings.Join(slices.Compact(tags), ", ")
+	}
+	switch {
+	case tag != "":
+		return v1.Descriptor{}, fmt.Errorf("%w: the layout has no tag %q, only %s", snapshot.ErrImageNotFound, tag, have)
+	case len(idx.Manifests) == 0:
+		return v1.Descriptor{}, fmt.Errorf("%w: the layout is empty", snapshot.ErrImageNotFound)
+	}
+	return v1.Descriptor{}, fmt.Errorf("the layout holds %d manifests (%s): name one as oci:PATH:TAG", len(idx.Manifests), have)
+}
+
+// Layers returns the layers of image d, which Resolve must have returned;
+// each Open reads its blob from the layout and verifies it.
+func (l *Layout) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+	return l.images.get(l.String(), d)
+}
+
+// Archive is a `docker save` tarball as a snapshot.Source, for
+// docker-archive:PATH[:REF] refs: the legacy layout (ID/layer.tar,
+// ID.json) and the one Docker 25 and later write (blobs/sha256/…), both
+// described by the tarball's manifest.json. Pull does nothing; Resolve
+// reads the file each time. It is safe for concurrent use.
+type Archive struct {
+	images images
+}
+
+var _ snapshot.Source = (*Archive)(nil)
+
+// NewArchive returns a docker-archive source; no option applies (a
+// tarball holds one platform's images).
+func NewArchive(Options) *Archive { return &Archive{} }
+
+// String is what a user calls this source in messages.
+func (a *Archive) String() string { return "docker-archive" }
+
+// Pull does nothing: an archive is read where it is.
+func (a *Archive) Pull(ctx context.Context, ref string) error {
+	_, _, err := a.parse(ref)
+	return err
+}
+
+// parse splits PATH[:REF]: REF may hold ':' (repo:tag) and so may PATH,
+// so PATH is the shortest prefix that is a file.
+func (a *Archive) parse(ref string) (file, tag string, err error) {
+	t, rest, ok := Transport(ref)
+	if !ok || t != "docker-archive" || rest == "" {
+		return "", "", fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
+	}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] != ':' {
+			continue
+		}
+		if fi, err := os.Stat(rest[:i]); err == nil && fi.Mode().IsRegular() {
+			return rest[:i], rest[i+1:], nil
+		}
+	}
+	return rest, "", nil
+}
+
+// Resolve reads the tarball's manifest.json and returns the image digest
+// of the image tagged REF (as `docker save` records it in RepoTags), or
+// without REF of its only image: the digest of its config, which a
+// config named by digest must match.
+func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	file, tag, err := a.parse(ref)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(file); err != nil {
+		return "", fileError(ref, err)
+	}
+	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
+	if err != nil {
+		return "", fmt.Errorf("image %s: manifest.json: %w", ref, err)
+	}
+	e, err := pickRepoTag(m, tag)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	rc, _, err := openInTar(file, e.Config)
+	if err != nil {
+		return "", fmt.Errorf("image %s: config: %w", ref, err)
+	}
+	cb, err := io.ReadAll(io.LimitReader(rc, manifestLimit+1))
+	rc.Close()
+	if err != nil {
+		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
+	}
+	d := digest.FromBytes(cb)
+	if named := digestOfPath(e.Config); named != "" && named != d {
+		return "", fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, errDigest)
+	}
+	cf, err := v1.ParseConfigFile(bytes.NewReader(cb))
+	if err != nil {
+		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
+	}
+	if err := snapshot.CheckLayerCount(len(e.Layers), len(cf.RootFS.DiffIDs)); err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	ls := make([]snapshot.Layer, len(e.Layers))
+	for i, lp := range e.Layers {
+		diffID, err := digest.Parse(cf.RootFS.DiffIDs[i].String())
+		if err != nil {
+			return "", fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
+		}
+		ls[i] = &layer{
+			diffID: diffID,
+			blob:   digestOfPath(lp), // "" for ID/layer.tar: the importer checks the diffID
+			size:   -1,
+			name:   fmt.Sprintf("layer %s (%s in %s)", diffID, lp, file),
+			fetch: func(context.Context) (io.ReadCloser, bool, error) {
+				rc, _, err := openInTar(file, lp)
+				return rc, false, err
+			},
+		}
+	}
+	a.images.put(d, ls)
+	return d, nil
+}
+
+// Layers returns the layers of image d, which Resolve must have returned;
+// each Open reads its file from the tarball.
+func (a *Archive) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+	return a.images.get(a.String(), d)
+}
+
+// pickRepoTag returns the manifest.json entry tagged tag, or without tag
+// the only entry; an error lists the tags there are.
+func pickRepoTag(m tarball.Manifest, tag string) (tarball.Descriptor, error) {
+	var want name.Tag
+	if tag != "" {
+		var err error
+		if want, err = name.NewTag(tag); err != nil {
+			return tarball.Descriptor{}, err
+		}
+	}
+	var tags []string
+	for _, e := range m {
+		for _, rt := range e.RepoTags {
+			tags = append(tags, rt)
+			if t, err := name.NewTag(rt); err == nil && tag != "" && t.Name() == want.Name() {
+				return e, nil
+			}
+		}
+	}
+	if tag == "" && len(m) == 1 {
+		return m[0], nil
+	}
+	have := "no tags"
+	if len(tags) > 0 {
+		slices.Sort(tags)
+		have = "tags " + strings.Join(tags, ", ")
+	}
+	switch {
+	case tag != "":
+		return tarball.Descriptor{}, fmt.Errorf("%w: the archive has no image %s, only %s", snapshot.ErrImageNotFound, tag, have)
+	case len(m) == 0:
+		return tarball.Descriptor{}, fmt.Errorf("%w: the archive holds no image", snapshot.ErrImageNotFound)
+	}
+	return tarball.Descriptor{}, fmt.Errorf("the archive holds %d images (%s): name one as docker-archive:PATH:REF", len(m), have)
+}
+
+// digestOfPath is the digest a path such as blobs/sha256/HEX or HEX.json
+// names (or sha256:HEX, as go-containerregistry writes), or "".
+func digestOfPath(p string) digest.Digest {
+	dir, base := path.Split(path.Clean(p))
+	if alg := path.Base(strings.TrimSuffix(dir, "/")); strings.HasSuffix(dir, "/") && alg != "" {
+		if d := digest.NewDigestFromEncoded(digest.Algorithm(alg), base); d.Validate() == nil {
+			return d
+		}
+	}
+	if d := digest.NewDigestFromEncoded(digest.SHA256, strings.TrimSuffix(base, ".json")); strings.HasSuffix(base, ".json") && d.Validate() == nil {
+		return d
+	}
+	if d, err := digest.Parse(base); err == nil { // go-containerregistry's sha256:HEX
+		return d
+	}
+	return ""
+}
+
+// openInTar opens the file at name inside the tarball file, following
+// the symlinks and hard links `docker save` writes for a layer shared by
+// two IDs; size is the entry's.
+func openInTar(file, name string) (io.ReadCloser, int64, error) {
+	seen := map[string]bool{}
+	for {
+		name = path.Clean(name)
+		if seen[name] {
+			return nil, 0, fmt.Errorf("%s: link cycle", name)
+		}
+		seen[name] = true
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, 0, err
+		}
+		tr := tar.NewReader(f)
+		var link string
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				f.Close()
+				return nil, 0, fmt.Errorf("%s: %w in the archive", name, fs.ErrNotExist)
+			}
+			if err != nil {
+				f.Close()
+				return nil, 0, err
+			}
+			if path.Clean(h.Name) != name {
+				continue
+			}
+			switch h.Typeflag {
+			case tar.TypeSymlink:
+				link = path.Join(path.Dir(name), h.Linkname)
+			case tar.TypeLink:
+				link = h.Linkname
+			case tar.TypeReg:
+				return struct {
+					io.Reader
+					io.Closer
+				}{tr, f}, h.Size, nil
+			default:
+				f.Close()
+				return nil, 0, fmt.Errorf("%s: not a regular file in the archive", name)
+			}
+			break
+		}
+		f.Close()
+		name = link
+	}
+}

@@ -1,0 +1,486 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+// DefaultTimeout bounds the round trips that decide what a ref names.
+const DefaultTimeout = 10 * time.Second
+
+// maxConfig bounds an image config's size: configs are kilobytes.
+const maxConfig = 16 << 20
+
+// Options tune a Source; the zero value is usable.
+type Options struct {
+	// Keychain finds credentials per registry; nil means
+	// authn.DefaultKeychain (see the README's "Image sources").
+	Keychain authn.Keychain
+	// Timeout bounds each manifest and config round trip (per mirror
+	// tried), and the wait for a blob's response headers; 0 means
+	// DefaultTimeout. A blob's body is not bounded: it may be large.
+	Timeout time.Duration
+	// Platform is the platform an index's manifest is picked for,
+	// "os/arch[/variant]"; "" means linux/GOARCH.
+	Platform string
+	// MirrorsFile is a registries.conf naming mirrors; "" means
+	// $ROOTSWAP_REGISTRIES_CONF, else /etc/rootswap/registries.conf. A
+	// missing file means no mirrors.
+	MirrorsFile string
+	// Refs remembers resolved refs across processes; nil remembers none,
+	// so every Resolve asks the registry.
+	Refs RefCache
+	// Transport replaces the HTTP transport (tests); nil means
+	// go-containerregistry's default with a response-header timeout.
+	Transport http.RoundTripper
+	// Log receives a warning per mirror that fails; nil discards them.
+	Log *slog.Logger
+}
+
+// Source is a registry as a snapshot.Source, for docker://HOST/REPO:TAG
+// and docker://HOST/REPO@sha256:… refs. It is safe for concurrent use.
+type Source struct {
+	opt      Options
+	platform v1.Platform
+	mirrors  *mirrors
+	puller   *remote.Puller
+	err      error // a bad option, returned by every call
+
+	mu     sync.Mutex
+	images map[digest.Digest]*known // image digest → where it was resolved
+}
+
+// known is where Resolve or Pull found an image, so Layers can fetch it
+// again by digest: its repository and the manifest digest the ref named,
+// and the image itself once read.
+type known struct {
+	repo     name.Repository
+	manifest digest.Digest
+	img      *image // nil until read in this process
+}
+
+var _ snapshot.Source = (*Source)(nil)
+
+// New returns a registry source. An invalid option (a bad platform or
+// mirrors file) is the error of every call.
+func New(opt Options) *Source {
+	s := &Source{opt: opt, images: map[digest.Digest]*known{}}
+	if s.opt.Timeout <= 0 {
+		s.opt.Timeout = DefaultTimeout
+	}
+	if s.opt.Keychain == nil {
+		s.opt.Keychain = authn.DefaultKeychain
+	}
+	if s.opt.Log == nil {
+		s.opt.Log = slog.New(slog.DiscardHandler)
+	}
+	s.platform, s.err = parsePlatform(opt.Platform)
+	if s.err == nil {
+		s.mirrors, s.err = loadMirrors(opt.MirrorsFile)
+	}
+	t := opt.Transport
+	if t == nil {
+		dt := remote.DefaultTransport.(*http.Transport).Clone()
+		dt.ResponseHeaderTimeout = s.opt.Timeout
+		t = dt
+	}
+	if s.err == nil {
+		s.puller, s.err = remote.NewPuller(
+			remote.WithAuthFromKeychain(s.opt.Keychain),
+			remote.WithTransport(t),
+			remote.WithUserAgent("rootswap"),
+		)
+	}
+	return s
+}
+
+func parsePlatform(p string) (v1.Platform, error) {
+	if p == "" {
+		return v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, nil
+	}
+	pp, err := v1.ParsePlatform(p)
+	if err != nil {
+		return v1.Platform{}, fmt.Errorf("platform %q: %w", p, err)
+	}
+	return *pp, nil
+}
+
+// String is what a user calls this source in messages.
+func (s *Source) String() string { return "registry" }
+
+// parse reads a docker:// image argument.
+func (s *Source) parse(ref string) (name.Reference, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	t, rest, ok := Transport(ref)
+	if !ok || t != "docker" {
+		return nil, fmt.Errorf("image %s: not a docker:// reference", ref)
+	}
+	r, err := name.ParseReference(rest)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if r, err = s.mirrors.upstream(r); err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return r, nil
+}
+
+// Resolve returns the image digest (the config's) that ref names. A ref
+// the ref cache knows costs no network at all, whatever the registry says
+// now: Pull is what asks again. Otherwise Resolve reads the manifest
+// (through an index, the one for the platform) and the config, verifies
+// them and records the result.
+func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+	r, err := s.parse(ref)
+	if err != nil {
+		return "", err
+	}
+	if rec, ok, err := s.lookup(ref); err != nil {
+		return "", err
+	} else if ok {
+		s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
+		return rec.Digest, nil
+	}
+	return s.fetch(ctx, ref, r)
+}
+
+// Pull makes the ref cache's record of ref current. For a digest ref
+// already recorded it does nothing (a digest names one manifest forever).
+// For a tag it makes one manifest HEAD and, if the tag has moved (or was
+// never recorded), reads the new manifest by the digest the HEAD gave and
+// records it. Blobs are fetched by Layers' streams, not here.
+func (s *Source) Pull(ctx context.Context, ref string) error {
+	r, err := s.parse(ref)
+	if err != nil {
+		return err
+	}
+	rec, ok, err := s.lookup(ref)
+	if err != nil {
+		return err
+	}
+	_, byDigest := r.(name.Digest)
+	switch {
+	case ok && byDigest:
+		s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
+		return nil
+	case ok:
+		var head *v1.Descriptor
+		err := s.each(ctx, r.Context(), false, true, func(ctx context.Context, repo name.Repository) error {
+			var err error
+			head, err = s.puller.Head(ctx, retarget(r, repo))
+			return err
+		})
+		if err == nil {
+			if head.Digest.String() == rec.Manifest.String() {
+				s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
+				return nil
+			}
+			// Read what the HEAD named, by digest: verified, and the same
+			// manifest even if the tag moves again meanwhile.
+			r = r.Context().Digest(head.Digest.String())
+		} else if c := s.classify(ctx, ref, r.Context(), err); errors.Is(c, snapshot.ErrUnreachable) || errors.Is(c, snapshot.ErrImageNotFound) || errors.Is(c, errAuth) {
+			return c
+		}
+		// Any other HEAD failure (a registry that sends no
+		// Docker-Content-Digest) falls back to a GET of the tag.
+	}
+	_, err = s.fetch(ctx, ref, r)
+	return err
+}
+
+// Layers returns image d's layers, lowest first: each with its diffID from
+// the config and its blob from the manifest. d must have been returned by
+// Resolve (or recorded by Pull) in this process; if only the ref cache
+// knew it, the manifest and config are read again by digest.
+func (s *Source) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	s.mu.Lock()
+	k := s.images[d]
+	s.mu.Unlock()
+	if k == nil {
+		return nil, fmt.Errorf("image %s: not resolved by the registry source", d)
+	}
+	img := k.img
+	if img == nil {
+		r := k.repo.Digest(k.manifest.String())
+		var top digest.Digest
+		var err error
+		if img, err = s.readTop(ctx, "docker://"+r.String(), r, &top); err != nil {
+			return nil, err
+		}
+		if img.config != d {
+			return nil, fmt.Errorf("image %s: manifest %s now names config %s", d, k.manifest, img.config)
+		}
+		s.remember(d, k.repo, k.manifest, img)
+	}
+	return s.layers(img, k.repo), nil
+}
+
+func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
+	ls := make([]snapshot.Layer, len(img.diffIDs))
+	for i, desc := range img.manifest.Layers {
+		blob := digest.Digest(desc.Digest.String())
+		ls[i] = &layer{
+			diffID: img.diffIDs[i],
+			blob:   blob,
+			size:   desc.Size,
+			name:   fmt.Sprintf("layer %s (blob %s)", img.diffIDs[i], blob),
+			fetch: func(ctx context.Context) (io.ReadCloser, bool, error) {
+				var rc io.ReadCloser
+				err := s.each(ctx, repo, true, false, func(ctx context.Context, repo name.Repository) error {
+					l, err := s.puller.Layer(ctx, repo.Digest(blob.String()))
+					if err != nil {
+						return err
+					}
+					rc, err = l.Compressed()
+					return err
+				})
+				if err != nil {
+					return nil, false, s.classifyBlob(ctx, repo, err)
+				}
+				return rc, true, nil // the client checks the digest at the end
+			},
+		}
+	}
+	return ls
+}
+
+func (s *Source) lookup(ref string) (index.Ref, bool, error) {
+	if s.opt.Refs == nil {
+		return index.Ref{}, false, nil
+	}
+	rec, ok, err := s.opt.Refs.LookupRef(ref)
+	if err != nil {
+		return index.Ref{}, false, fmt.Errorf("image %s: ref cache: %w", ref, err)
+	}
+	if ok && (rec.Digest.Validate() != nil || rec.Manifest.Validate() != nil) {
+		return index.Ref{}, false, fmt.Errorf("image %s: ref cache holds digests %q, %q", ref, rec.Digest, rec.Manifest)
+	}
+	return rec, ok, nil
+}
+
+func (s *Source) remember(d digest.Digest, repo name.Repository, manifest digest.Digest, img *image) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if k := s.images[d]; k != nil && k.manifest == manifest && img == nil {
+		return // keep what was read
+	}
+	s.images[d] = &known{repo: repo, manifest: manifest, img: img}
+}
+
+// fetch reads the image r names (r may be the digest a HEAD of ref gave)
+// and records it under ref.
+func (s *Source) fetch(ctx context.Context, ref string, r name.Reference) (digest.Digest, error) {
+	var top digest.Digest
+	img, err := s.readTop(ctx, ref, r, &top)
+	if err != nil {
+		return "", err
+	}
+	s.remember(img.config, r.Context(), top, img)
+	if s.opt.Refs != nil {
+		rec := index.Ref{Ref: ref, Digest: img.config, Manifest: top, Resolved: time.Now()}
+		if err := s.opt.Refs.RecordRef(rec); err != nil {
+			return "", fmt.Errorf("image %s: ref cache: %w", ref, err)
+		}
+	}
+	return img.config, nil
+}
+
+// readTop reads and verifies the manifest r names (through an index, the
+// platform's) and its config; *top is the digest of what r named.
+func (s *Source) readTop(ctx context.Context, ref string, r name.Reference, top *digest.Digest) (*image, error) {
+	_, byDigest := r.(name.Digest)
+	var desc *remote.Descriptor
+	err := s.each(ctx, r.Context(), byDigest, true, func(ctx context.Context, repo name.Repository) error {
+		var err error
+		desc, err = s.puller.Get(ctx, retarget(r, repo)) // checks a digest ref's digest
+		return err
+	})
+	if err != nil {
+		return nil, s.classify(ctx, ref, r.Context(), err)
+	}
+	*top = digest.Digest(desc.Digest.String())
+	mb := desc.Manifest
+	if isIndex(desc.MediaType, mb) {
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(mb))
+		if err != nil {
+			return nil, fmt.Errorf("image %s: index %s: %w", ref, *top, err)
+		}
+		child, err := pickPlatform(idx, s.platform)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", ref, err)
+		}
+		cr := r.Context().Digest(child.Digest.String())
+		var cd *remote.Descriptor
+		err = s.each(ctx, r.Context(), true, true, func(ctx context.Context, repo name.Repository) error {
+			var err error
+			cd, err = s.puller.Get(ctx, retarget(cr, repo))
+			return err
+		})
+		if err != nil {
+			return nil, s.classify(ctx, ref, r.Context(), err)
+		}
+		if err := verify(cd.Manifest, child); err != nil {
+			return nil, fmt.Errorf("image %s: manifest: %w", ref, err)
+		}
+		mb = cd.Manifest
+	}
+	img, err := parseImage(mb, func(cd v1.Descriptor) ([]byte, error) {
+		if cd.Size > maxConfig {
+			return nil, fmt.Errorf("config of %d bytes is larger than %d", cd.Size, maxConfig)
+		}
+		var b []byte
+		err := s.each(ctx, r.Context(), true, true, func(ctx context.Context, repo name.Repository) error {
+			l, err := s.puller.Layer(ctx, repo.Digest(cd.Digest.String()))
+			if err != nil {
+				return err
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			b, err = io.ReadAll(io.LimitReader(rc, cd.Size+1))
+			return err
+		})
+		if err != nil {
+			return nil, s.classifyBlob(ctx, r.Context(), err)
+		}
+		return b, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", ref, err)
+	}
+	return img, nil
+}
+
+// retarget is r in repository repo (a mirror's).
+func retarget(r name.Reference, repo name.Repository) name.Reference {
+	if d, ok := r.(name.Digest); ok {
+		return repo.Digest(d.DigestStr())
+	}
+	return repo.Tag(r.Identifier())
+}
+
+// each runs f against each mirror of repo that serves this kind of
+// request, then against repo itself, until one succeeds; bounded gives
+// each try its own Timeout. It returns the last error.
+func (s *Source) each(ctx context.Context, repo name.Repository, byDigest, bounded bool, f func(context.Context, name.Repository) error) error {
+	eps := append(s.mirrors.of(repo, byDigest), repo)
+	var err error
+	for i, ep := range eps {
+		tctx, cancel := ctx, context.CancelFunc(func() {})
+		if bounded {
+			tctx, cancel = context.WithTimeout(ctx, s.opt.Timeout)
+		}
+		err = f(tctx, ep)
+		if err != nil && bounded && tctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: no answer within %s: %w", errTimeout, s.opt.Timeout, err)
+		}
+		cancel()
+		if err == nil || i == len(eps)-1 || ctx.Err() != nil {
+			return err
+		}
+		s.opt.Log.Warn("registry mirror failed; trying the next", "mirror", ep.Name(), "err", err)
+	}
+	return err
+}
+
+var (
+	errTimeout = errors.New("timeout")
+	errAuth    = errors.New("authentication failed")
+)
+
+// classify maps a failure to ask the registry about ref to the conditions
+// callers branch on.
+func (s *Source) classify(ctx context.Context, ref string, repo name.Repository, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("image %s: %w", ref, ctx.Err())
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		switch {
+		case isAuth(te):
+			return authError(repo, te)
+		case te.StatusCode == http.StatusNotFound || hasCode(te, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
+			return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
+		}
+	}
+	if unreachable(err) {
+		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrUnreachable, err)
+	}
+	return fmt.Errorf("image %s: %w", ref, err)
+}
+
+// classifyBlob is classify for a blob: a missing blob is no missing image
+// but a broken registry.
+func (s *Source) classifyBlob(ctx context.Context, repo name.Repository, err error) error {
+	var te *transport.Error
+	if ctx.Err() == nil && errors.As(err, &te) && isAuth(te) {
+		return authError(repo, te)
+	}
+	if ctx.Err() == nil && unreachable(err) {
+		return fmt.Errorf("%w: %v", snapshot.ErrUnreachable, err)
+	}
+	return err
+}
+
+func authError(repo name.Repository, te *transport.Error) error {
+	return fmt.Errorf("registry %s: %w for %s: %v", repo.RegistryStr(), errAuth, repo.RepositoryStr(), te)
+}
+
+func isAuth(te *transport.Error) bool {
+	return te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden ||
+		hasCode(te, transport.UnauthorizedErrorCode, transport.DeniedErrorCode)
+}
+
+func hasCode(te *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range te.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// unreachable reports whether err means the registry could not be asked:
+// no connection, no name, no answer in time, or a server error (a proxy
+// or registry that is down answers 502, 503, 504).
+func unreachable(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.StatusCode >= 500 || te.StatusCode == http.StatusTooManyRequests
+	}
+	var op *net.OpError
+	var dns *net.DNSError
+	return errors.Is(err, errTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &op) || errors.As(err, &dns) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH)
+}

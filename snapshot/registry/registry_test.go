@@ -1,0 +1,552 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+func newSource(opt Options) *Source {
+	if opt.Keychain == nil {
+		opt.Keychain = anon
+	}
+	if opt.MirrorsFile == "" {
+		opt.MirrorsFile = "/nonexistent/registries.conf"
+	}
+	return New(opt)
+}
+
+// readAll reads layer l's stream to its end and returns the content.
+func readAll(ctx context.Context, l snapshot.Layer) ([]byte, error) {
+	rc, err := l.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// checkLayers reads every layer of d and checks it against want, layer
+// by layer: diffID, blob and content.
+func checkLayers(t *testing.T, src snapshot.Source, d digest.Digest, want ...*testLayer) {
+	t.Helper()
+	ctx := t.Context()
+	ls, err := src.Layers(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ls) != len(want) {
+		t.Fatalf("%d layers, want %d", len(ls), len(want))
+	}
+	for i, l := range ls {
+		w := want[i]
+		if got, want := l.DiffID(), digest.FromBytes(w.raw); got != want {
+			t.Errorf("layer %d: DiffID %s, want %s", i, got, want)
+		}
+		if got, want := l.Blob(), digest.FromBytes(w.blob); got != want && l.Blob() != "" {
+			t.Errorf("layer %d: Blob %s, want %s", i, got, want)
+		}
+		b, err := readAll(ctx, l)
+		if err != nil {
+			t.Fatalf("layer %d: %v", i, err)
+		}
+		if digest.FromBytes(b) != l.DiffID() {
+			t.Errorf("layer %d (%s): stream has digest %s, want its DiffID %s", i, w.mt, digest.FromBytes(b), l.DiffID())
+		}
+	}
+}
+
+func threeLayers(t *testing.T) []*testLayer {
+	return []*testLayer{
+		newLayer(t, "gzip", tarOf(t, "a", "gzip layer")),
+		newLayer(t, "zstd", tarOf(t, "b", "zstd layer")),
+		newLayer(t, "none", tarOf(t, "c", "plain layer")),
+	}
+}
+
+func asLayers(ls []*testLayer) []v1.Layer {
+	out := make([]v1.Layer, len(ls))
+	for i, l := range ls {
+		out[i] = l
+	}
+	return out
+}
+
+func TestResolveTagAndDigest(t *testing.T) {
+	s := newServer(t)
+	ls := threeLayers(t)
+	img := testImage(t, nil, asLayers(ls)...)
+	s.push(t, "app:v1", img)
+	src := newSource(Options{})
+	want := configDigest(t, img)
+	for _, ref := range []string{
+		"docker://" + s.host + "/app:v1",
+		"docker://" + s.host + "/app@" + manifestDigest(t, img).String(),
+	} {
+		t.Run(ref, func(t *testing.T) {
+			d, err := src.Resolve(t.Context(), ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d != want {
+				t.Fatalf("Resolve = %s, want the config digest %s (manifest %s)", d, want, manifestDigest(t, img))
+			}
+			checkLayers(t, src, d, ls...)
+		})
+	}
+}
+
+func TestIndexPicksPlatform(t *testing.T) {
+	s := newServer(t)
+	amd := []*testLayer{newLayer(t, "gzip", tarOf(t, "arch", "amd64"))}
+	arm := []*testLayer{newLayer(t, "gzip", tarOf(t, "arch", "arm64"))}
+	imgAMD := testImage(t, &v1.Platform{OS: "linux", Architecture: "amd64"}, asLayers(amd)...)
+	imgARM := testImage(t, &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}, asLayers(arm)...)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: imgAMD, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "amd64"}}},
+		mutate.IndexAddendum{Add: imgARM, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "arm64", Variant: "v8"}}},
+	)
+	s.pushIndex(t, "multi:v1", idx)
+	ref := "docker://" + s.host + "/multi:v1"
+	for _, c := range []struct {
+		platform string
+		img      v1.Image
+		layers   []*testLayer
+	}{{"linux/amd64", imgAMD, amd}, {"linux/arm64", imgARM, arm}, {"linux/arm64/v8", imgARM, arm}} {
+		t.Run(c.platform, func(t *testing.T) {
+			src := newSource(Options{Platform: c.platform})
+			d, err := src.Resolve(t.Context(), ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := configDigest(t, c.img); d != want {
+				t.Fatalf("Resolve = %s, want %s", d, want)
+			}
+			checkLayers(t, src, d, c.layers...)
+		})
+	}
+	t.Run("none matches", func(t *testing.T) {
+		_, err := newSource(Options{Platform: "linux/s390x"}).Resolve(t.Context(), ref)
+		if err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x, only for linux/amd64, linux/arm64/v8") {
+			t.Fatalf("err = %v, want one naming linux/s390x and the platforms there are", err)
+		}
+	})
+}
+
+// A registry that lies about any byte is caught, with an error that says
+// what lied.
+func TestLyingRegistry(t *testing.T) {
+	type lie struct {
+		name string
+		// setup pushes the image and returns a rewrite for the server
+		// and the ref to resolve.
+		setup func(t *testing.T, s *server) (ref string, alter func(path string, body []byte) []byte)
+		// resolveErr: Resolve fails with it; else reading the layers does.
+		resolveErr, layerErr string
+	}
+	blobOf := func(l *testLayer) string { return digest.FromBytes(l.blob).String() }
+	cases := []lie{
+		{name: "corrupted blob", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			l := newLayer(t, "gzip", tarOf(t, "f", strings.Repeat("x", 5000)))
+			s.push(t, "app:v1", testImage(t, nil, l))
+			return "app:v1", func(p string, b []byte) []byte {
+				if strings.HasSuffix(p, blobOf(l)) {
+					b = bytes.Clone(b)
+					b[len(b)-10] ^= 0xff // inside the gzip trailer's CRC or the deflate data
+					return b
+				}
+				return nil
+			}
+		}, layerErr: "checksum"},
+		{name: "corrupted uncompressed blob", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			l := newLayer(t, "none", tarOf(t, "f", strings.Repeat("x", 5000)))
+			s.push(t, "app:v1", testImage(t, nil, l))
+			return "app:v1", func(p string, b []byte) []byte {
+				if strings.HasSuffix(p, blobOf(l)) {
+					b = bytes.Clone(b)
+					b[600] ^= 0xff
+					return b
+				}
+				return nil
+			}
+		}, layerErr: "checksum"},
+		{name: "truncated blob", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			l := newLayer(t, "zstd", tarOf(t, "f", strings.Repeat("xyz", 5000)))
+			s.push(t, "app:v1", testImage(t, nil, l))
+			return "app:v1", func(p string, b []byte) []byte {
+				if strings.HasSuffix(p, blobOf(l)) {
+					return b[:len(b)/2]
+				}
+				return nil
+			}
+		}, layerErr: "truncated"},
+		{name: "manifest declares a layer larger than it is", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "f", "content"))))
+			return "app:v1", sizeLie(t, 7)
+		}, layerErr: "its manifest declares"},
+		{name: "manifest declares a layer smaller than it is", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "f", "content"))))
+			return "app:v1", sizeLie(t, -7)
+		}, layerErr: "longer than"},
+		{name: "config lie", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "f", "content")))
+			s.push(t, "app:v1", img)
+			cfg := configDigest(t, img).String()
+			return "app:v1", func(p string, b []byte) []byte {
+				if strings.HasSuffix(p, cfg) {
+					return bytes.Replace(b, []byte(`"linux"`), []byte(`"LINUX"`), 1)
+				}
+				return nil
+			}
+		}, resolveErr: "config sha256:"},
+		{name: "manifest lie under a digest ref", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "f", "content")))
+			s.push(t, "app:v1", img)
+			return "app@" + manifestDigest(t, img).String(), func(p string, b []byte) []byte {
+				if strings.Contains(p, "/manifests/") {
+					return append(bytes.Clone(b), '\n') // the same JSON, other bytes
+				}
+				return nil
+			}
+		}, resolveErr: "does not match requested digest"},
+		{name: "layer count mismatch", setup: func(t *testing.T, s *server) (string, func(string, []byte) []byte) {
+			img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1")), newLayer(t, "gzip", tarOf(t, "b", "2")))
+			cf, _ := img.ConfigFile()
+			cf = cf.DeepCopy()
+			cf.RootFS.DiffIDs = cf.RootFS.DiffIDs[:1]
+			img, err := mutate.ConfigFile(img, cf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.push(t, "app:v1", img)
+			return "app:v1", nil
+		}, resolveErr: "lists 2 layers but its config 1 diffIDs"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newServer(t)
+			ref, alter := c.setup(t, s)
+			s.mu.Lock()
+			s.alter = alter
+			s.mu.Unlock()
+			ref = "docker://" + s.host + "/" + ref
+			src := newSource(Options{})
+			d, err := src.Resolve(t.Context(), ref)
+			if c.resolveErr != "" {
+				t.Log(err)
+				if err == nil || !strings.Contains(err.Error(), c.resolveErr) || !strings.Contains(err.Error(), ref) {
+					t.Fatalf("Resolve err = %v, want one naming %s and containing %q", err, ref, c.resolveErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls, err := src.Layers(t.Context(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = readAll(t.Context(), ls[0])
+			t.Log(err)
+			if err == nil || !strings.Contains(err.Error(), c.layerErr) || !strings.Contains(err.Error(), ls[0].Blob().String()) {
+				t.Fatalf("reading the layer: err = %v, want one naming blob %s and containing %q", err, ls[0].Blob(), c.layerErr)
+			}
+		})
+	}
+}
+
+// sizeLie rewrites a manifest (a tag's: nothing checks its digest) to
+// declare its first layer's size off by delta.
+func sizeLie(t *testing.T, delta int64) func(string, []byte) []byte {
+	return func(p string, b []byte) []byte {
+		if !strings.Contains(p, "/manifests/") {
+			return nil
+		}
+		m, err := v1.ParseManifest(bytes.NewReader(b))
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		m.Layers[0].Size += delta
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Error(err)
+		}
+		return out
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	s := newServer(t)
+	s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1"))))
+	for _, ref := range []string{"app:nope", "nope:v1", "app@sha256:" + strings.Repeat("0", 64)} {
+		_, err := newSource(Options{}).Resolve(t.Context(), "docker://"+s.host+"/"+ref)
+		if !errors.Is(err, snapshot.ErrImageNotFound) {
+			t.Errorf("%s: err = %v, want ErrImageNotFound", ref, err)
+		}
+	}
+}
+
+func TestAuthFailure(t *testing.T) {
+	s := newServer(t)
+	img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1")))
+	s.push(t, "app:v1", img)
+	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
+		if u, p, ok := r.BasicAuth(); ok && u == "user" && p == "right" {
+			return false
+		}
+		w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}`, http.StatusUnauthorized)
+		return true
+	}
+	ref := "docker://" + s.host + "/app:v1"
+	_, err := newSource(Options{Keychain: basicKeychain{"user", "wrong"}}).Resolve(t.Context(), ref)
+	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+s.host+": authentication failed for app: ") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("wrong password: err = %v, want one line \"registry %s: authentication failed for app: …\", not unreachable", err, s.host)
+	}
+	cache := &mapCache{}
+	cache.RecordRef(index.Ref{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
+	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), ref)
+	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "authentication failed") {
+		t.Fatalf("wrong password, Pull of a cached ref: err = %v, want an authentication failure", err)
+	}
+	src := newSource(Options{Keychain: basicKeychain{"user", "right"}})
+	d, err := src.Resolve(t.Context(), ref)
+	if err != nil {
+		t.Fatalf("right password: %v", err)
+	}
+	ls, err := src.Layers(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readAll(t.Context(), ls[0]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnreachable(t *testing.T) {
+	t.Run("connection refused", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		host := l.Addr().String()
+		l.Close()
+		_, err = newSource(Options{}).Resolve(t.Context(), "docker://"+host+"/app:v1")
+		if !errors.Is(err, snapshot.ErrUnreachable) {
+			t.Fatalf("err = %v, want ErrUnreachable", err)
+		}
+	})
+	t.Run("no answer", func(t *testing.T) {
+		s := newServer(t)
+		stop := make(chan struct{})
+		t.Cleanup(func() { close(stop) }) // before the server closes: cleanups run last first
+		s.gate = func(w http.ResponseWriter, r *http.Request) bool {
+			<-stop
+			return true
+		}
+		// The timeout is short so the test is quick; what is asserted is
+		// that Resolve returns at all, under a deadline far beyond it.
+		src := newSource(Options{Timeout: 100 * time.Millisecond})
+		done := make(chan error, 1)
+		go func() {
+			_, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if !errors.Is(err, snapshot.ErrUnreachable) {
+				t.Fatalf("err = %v, want ErrUnreachable", err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("Resolve against a registry that never answers did not return")
+		}
+	})
+}
+
+func TestRefCache(t *testing.T) {
+	s := newServer(t)
+	v1l := []*testLayer{newLayer(t, "gzip", tarOf(t, "v", "1"))}
+	img1 := testImage(t, nil, asLayers(v1l)...)
+	s.push(t, "app:latest", img1)
+	ref := "docker://" + s.host + "/app:latest"
+	cache := &mapCache{}
+
+	// A first resolve asks the registry and records what it found.
+	d, err := newSource(Options{Refs: cache}).Resolve(t.Context(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, ok, _ := cache.LookupRef(ref)
+	if !ok || rec.Digest != d || rec.Manifest != manifestDigest(t, img1) || rec.Resolved.IsZero() {
+		t.Fatalf("recorded %+v, want digest %s and manifest %s", rec, d, manifestDigest(t, img1))
+	}
+	s.take()
+
+	// Another process: a cached ref is resolved with no request at all,
+	// and its layers come from the manifest fetched by digest.
+	src := newSource(Options{Refs: cache})
+	if got, err := src.Resolve(t.Context(), ref); err != nil || got != d {
+		t.Fatalf("cached Resolve = %s, %v; want %s", got, err, d)
+	}
+	if reqs := s.take(); len(reqs) != 0 {
+		t.Fatalf("a cached Resolve made requests %v, want none", reqs)
+	}
+	checkLayers(t, src, d, v1l...)
+	s.take()
+
+	// A pull of a tag that has not moved is one manifest HEAD.
+	src = newSource(Options{Refs: cache})
+	if err := src.Pull(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest" {
+		t.Fatalf("a cache-hit Pull made requests %v, want one manifest HEAD", reqs)
+	}
+
+	// The tag moves: Pull reads the new manifest and config and records
+	// them; Resolve then says the new digest without asking.
+	v2l := []*testLayer{newLayer(t, "zstd", tarOf(t, "v", "2"))}
+	img2 := testImage(t, nil, asLayers(v2l)...)
+	s.push(t, "app:latest", img2)
+	src = newSource(Options{Refs: cache})
+	if err := src.Pull(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
+		t.Fatalf("a Pull of a moved tag made requests %v, want HEAD, GET of the manifest and GET of the config", reqs)
+	}
+	d2, err := src.Resolve(t.Context(), ref)
+	if err != nil || d2 != configDigest(t, img2) {
+		t.Fatalf("Resolve after the pull = %s, %v; want %s", d2, err, configDigest(t, img2))
+	}
+	if reqs := s.take(); len(reqs) != 0 {
+		t.Fatalf("Resolve after Pull made requests %v", reqs)
+	}
+	checkLayers(t, src, d2, v2l...)
+
+	// A digest ref once recorded needs nothing, even to pull.
+	dref := "docker://" + s.host + "/app@" + manifestDigest(t, img2).String()
+	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), dref); err != nil {
+		t.Fatal(err)
+	}
+	s.take()
+	src = newSource(Options{Refs: cache})
+	if err := src.Pull(t.Context(), dref); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := src.Resolve(t.Context(), dref); err != nil || got != d2 {
+		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got, err, d2)
+	}
+	if reqs := s.take(); len(reqs) != 0 {
+		t.Fatalf("Pull and Resolve of a recorded digest ref made requests %v", reqs)
+	}
+
+	// With the registry gone, a recorded ref still resolves; Pull says
+	// the registry is unreachable.
+	dead := "docker://" + closedPort(t) + "/app:latest"
+	cache.RecordRef(index.Ref{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	src = newSource(Options{Refs: cache})
+	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
+		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
+	}
+	if err := src.Pull(t.Context(), dead); !errors.Is(err, snapshot.ErrUnreachable) {
+		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
+	}
+}
+
+func TestTransport(t *testing.T) {
+	for _, c := range []struct{ in, name, rest string }{
+		{"docker://example.com/app:v1", "docker", "example.com/app:v1"},
+		{"oci:/srv/layout:v1", "oci", "/srv/layout:v1"},
+		{"docker-archive:/tmp/a.tar", "docker-archive", "/tmp/a.tar"},
+		{"docker-daemon:app:v1", "docker-daemon", "app:v1"},
+		{"app:v1", "", ""},
+		{"example.com:5000/app:v1", "", ""},
+		{"docker:app", "", ""},
+	} {
+		name, rest, ok := Transport(c.in)
+		if name != c.name || rest != c.rest || ok != (c.name != "") {
+			t.Errorf("Transport(%q) = %q, %q, %v; want %q, %q", c.in, name, rest, ok, c.name, c.rest)
+		}
+	}
+}
+
+// The importer opens layers from several goroutines at once.
+func TestOpenConcurrently(t *testing.T) {
+	s := newServer(t)
+	var ls []*testLayer
+	for i := range 8 {
+		ls = append(ls, newLayer(t, []string{"gzip", "zstd", "none"}[i%3], tarOf(t, "f", strings.Repeat(string(rune('a'+i)), 100000))))
+	}
+	img := testImage(t, nil, asLayers(ls)...)
+	s.push(t, "app:v1", img)
+	src := newSource(Options{})
+	d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := src.Layers(t.Context(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, len(layers))
+	for _, l := range layers {
+		go func() {
+			b, err := readAll(t.Context(), l)
+			if err == nil && digest.FromBytes(b) != l.DiffID() {
+				err = errors.New("content does not match the diffID")
+			}
+			errs <- err
+		}()
+	}
+	for range layers {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// A registry whose HEAD sends no Docker-Content-Digest still serves a
+// pull: by a GET of the tag.
+func TestPullHeadWithoutDigest(t *testing.T) {
+	s := newServer(t)
+	img := testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1")))
+	s.push(t, "app:v1", img)
+	ref := "docker://" + s.host + "/app:v1"
+	cache := &mapCache{}
+	cache.RecordRef(index.Ref{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
+	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/vnd.docker.distribution.manifest.v2+json")
+		w.Header().Set("Content-Length", "100")
+		return true
+	}
+	src := newSource(Options{Refs: cache})
+	if err := src.Pull(t.Context(), ref); err != nil {
+		t.Fatal(err)
+	}
+	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
+		t.Errorf("requests %v, want a HEAD, then a GET of the manifest and of the config", reqs)
+	}
+	if rec, _, _ := cache.LookupRef(ref); rec.Digest != configDigest(t, img) || rec.Manifest != manifestDigest(t, img) {
+		t.Errorf("recorded %+v, want config %s and manifest %s", rec, configDigest(t, img), manifestDigest(t, img))
+	}
+}

@@ -164,3 +164,63 @@ func TestSdbedNspawnFileStopsAreStops(t *testing.T) {
 	b.ok("systemctl", "stop", unit)
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
 }
+
+// TestSdbedMachinectlPoweroffIsThePayloads (issue 12 item 2): `machinectl
+// poweroff NAME` (and `machinectl stop NAME`, the same request) is
+// SIGRTMIN+4 from machined straight to the container's PID 1, the
+// payload: no job of the unit, nothing that nspawn or rootswap sees. A
+// payload without a handler never gets it (the kernel drops a signal to a
+// namespace's init that has none): the machine runs on. A payload that
+// handles it and exits 0 has ended cleanly by its own word: report
+// records a success, not a stop, and Restart=always starts it again.
+// rootswap documents this and points operators at machinectl terminate.
+func TestSdbedMachinectlPoweroffIsThePayloads(t *testing.T) {
+	needIntegration(t)
+	start := time.Now()
+	// USR1 is the barrier: the payload answers it, so once its answer is
+	// in the journal the poweroff before it has had whatever effect it has.
+	deaf := payloadImage(t, "#!/bin/sh\ntrap 'echo got USR1' USR1\ntrap 'exit 0' TERM\necho payload up\nwhile true; do sleep 0.2; done\n")
+	handles := payloadImage(t, "#!/bin/sh\ntrap 'echo got poweroff; exit 0' RTMIN+4 2>/dev/null || trap 'echo got poweroff; exit 0' 38\ntrap 'exit 0' TERM\necho payload up\nwhile true; do sleep 0.2; done\n")
+	b := bootBed(t)
+	dropins := map[string]string{"stoppost.conf": stopPost, "nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"}
+	unit := b.installNspawnFile("app", dropins, "--restart-sec", "1s", "app", deaf, "--", "/bin/sh", "/run.sh")
+	count := func(msg string) int {
+		n := 0
+		for _, e := range b.journal("-u", unit) {
+			if e.Message == msg {
+				n++
+			}
+		}
+		return n
+	}
+	b.ok("systemctl", "start", unit)
+	b.waitFor("payload up", 2*time.Minute, func() bool { return count("payload up") == 1 })
+	b.ok("machinectl", "poweroff", "app")
+	b.ok("machinectl", "kill", "--kill-whom=leader", "--signal=SIGUSR1", "app")
+	b.waitFor("the payload's answer to USR1", 2*time.Minute, func() bool { return count("got USR1") == 1 })
+	if out, _ := b.run("systemctl", "is-active", unit); strings.TrimSpace(out) != "active" {
+		t.Errorf("after machinectl poweroff of a payload without a handler the unit is %q, want still active", strings.TrimSpace(out))
+	}
+	if out, code := b.run("cat", "/run/stoppost.log"); code == 0 {
+		t.Errorf("the unit stopped on machinectl poweroff of a payload without a handler: %s", out)
+	}
+	b.ok("systemctl", "stop", unit)
+	b.stopPosts(1)
+
+	b.installNspawnFile("app", dropins, "--restart-sec", "1s", "app", handles, "--", "/bin/sh", "/run.sh")
+	b.ok("systemctl", "start", unit)
+	b.waitFor("payload up", 2*time.Minute, func() bool { return count("payload up") == 2 })
+	b.ok("machinectl", "poweroff", "app")
+	if got := b.stopPosts(2)[1]; got != "SERVICE_RESULT=success EXIT_CODE=exited EXIT_STATUS=0" {
+		t.Errorf("ExecStopPost after a handled poweroff saw %q", got)
+	}
+	b.waitFor("Restart=always's next start", 2*time.Minute, func() bool { return count("payload up") == 3 })
+	if h := b.history("app"); h.LastResult != "success exited 0" || h.Failures != 0 {
+		t.Errorf("history after a handled poweroff: %+v, want a success", h)
+	}
+	if count("got poweroff") != 1 {
+		t.Errorf("the payload did not see the poweroff")
+	}
+	b.ok("systemctl", "stop", unit)
+	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
+}

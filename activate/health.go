@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -163,6 +164,25 @@ func Report(s *cache.Store, name string, r RunResult, healthyAfter time.Duration
 		removeStop(s, name)
 	}
 	return g, r, err
+}
+
+// RecordStart records that a run of machine name's current generation
+// starts now, as `run` does for its own runs: for a unit whose main
+// process is not `run` (systemd-nspawn@NAME.service), as the last
+// ExecStartPre, after prepare, so a prepare that fails records no start
+// and each start that reaches ExecStart is counted once. Like run's, the
+// record is best effort: a busy or damaged index gets a warning on warn and
+// generation 0, never an error, so the service still starts. The error is
+// for a malformed name or a machine without a current tree.
+func RecordStart(s *cache.Store, name string, warn io.Writer) (uint64, error) {
+	if err := ValidName(name); err != nil {
+		return 0, err
+	}
+	_, d, err := TreeFor(s, name)
+	if err != nil {
+		return 0, err
+	}
+	return recordStart(s, name, d, warn).gen, nil
 }
 
 // recordRun counts the run that started at g.LastStart and ended with r.

@@ -2,10 +2,16 @@ package activate
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
 )
 
@@ -128,5 +134,83 @@ func TestReportStopRecord(t *testing.T) {
 	}
 	if _, err := os.Stat(stopPath(s, "m")); !os.IsNotExist(err) {
 		t.Errorf("a report without a run left the stop record: %v", err)
+	}
+}
+
+// fakeJobs is systemd's job queue as a unit's ExecStopPost sees it.
+type fakeJobs struct {
+	jobs []sddbus.JobStatus
+	err  error
+}
+
+func (f fakeJobs) ListJobsContext(context.Context) ([]sddbus.JobStatus, error) { return f.jobs, f.err }
+
+// TestStopJob: a stop or restart job of the unit itself is an operator's
+// stop (what the bed showed during ExecStopPost for systemctl stop and
+// restart, machinectl terminate and a shutdown); no job (a payload's exit,
+// a kill, Restart= after a crash: its restart job comes after
+// ExecStopPost), another unit's job or a start of this one is not; an
+// unanswered question is no stop, and an error naming the unit.
+func TestStopJob(t *testing.T) {
+	const u = "systemd-nspawn@web.service"
+	job := func(unit, typ string) sddbus.JobStatus {
+		return sddbus.JobStatus{Unit: unit, JobType: typ, Status: "running"}
+	}
+	for _, tc := range []struct {
+		what string
+		jobs []sddbus.JobStatus
+		want bool
+	}{
+		{"no job: the run's own end", nil, false},
+		{"systemctl stop, machinectl terminate", []sddbus.JobStatus{job(u, "stop")}, true},
+		{"systemctl restart, among the jobs it pulls in",
+			[]sddbus.JobStatus{job("modprobe@tun.service", "start"), job("var-lib-machines.mount", "start"), job(u, "restart")}, true},
+		{"shutdown", []sddbus.JobStatus{job("poweroff.target", "start"), job(u, "stop")}, true},
+		{"try-restart", []sddbus.JobStatus{job(u, "try-restart")}, true},
+		{"reload-or-restart", []sddbus.JobStatus{job(u, "reload-or-restart")}, true},
+		{"a start of the unit", []sddbus.JobStatus{job(u, "start")}, false},
+		{"another machine's stop", []sddbus.JobStatus{job("systemd-nspawn@web2.service", "stop")}, false},
+	} {
+		got, err := stopJob(context.Background(), fakeJobs{jobs: tc.jobs}, u)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: %v, %v; want %v", tc.what, got, err, tc.want)
+		}
+	}
+	got, err := stopJob(context.Background(), fakeJobs{err: errors.New("connection refused")}, u)
+	if got || err == nil || !strings.Contains(err.Error(), u) {
+		t.Errorf("systemd unreachable: %v, %v; want false and an error naming %s", got, err, u)
+	}
+}
+
+// TestRecordStartThenReport: RecordStart gives report a run to count,
+// once; a stop job makes it a stop, and without one a failure counts. A
+// machine with no current tree records nothing.
+func TestRecordStartThenReport(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	if _, err := RecordStart(s, "m", io.Discard); !errors.Is(err, cache.ErrNotFound) {
+		t.Errorf("RecordStart of a machine that does not exist: %v, want ErrNotFound", err)
+	}
+	if _, _, err := Activate(ctx, s, "m", importTree(t, s, "v1"), "", "test"); err != nil {
+		t.Fatal(err)
+	}
+	exit1 := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
+	for _, tc := range []struct {
+		stop     bool
+		want     RunOutcome
+		failures int
+	}{{true, Stopped, 0}, {false, Failure, 1}, {true, Stopped, 1}, {false, Failure, 2}} {
+		if gen, err := RecordStart(s, "m", io.Discard); err != nil || gen != 1 {
+			t.Fatalf("RecordStart: %d, %v", gen, err)
+		}
+		r := exit1
+		r.StopRequested = tc.stop
+		g, got, err := Report(s, "m", r, DefaultHealthyAfter, time.Now())
+		if err != nil || got.Outcome() != tc.want || g.Failures != tc.failures {
+			t.Fatalf("report (stop job %v): %s, %d failures, %v; want %s, %d", tc.stop, got.Outcome(), g.Failures, err, tc.want, tc.failures)
+		}
+		if _, _, err := Report(s, "m", exit1, DefaultHealthyAfter, time.Now()); !errors.Is(err, ErrNoRun) {
+			t.Fatalf("a second report of one start: %v, want ErrNoRun", err)
+		}
 	}
 }

@@ -173,16 +173,20 @@ func TestUnitsSystemdParses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want = map[string][]string{
-		"ExecStartPre": {bin, "--root", store, "prepare", "--pull", "--link-machines", name, "img"},
-		"ExecStart":    {"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest", "--settings=override", "--machine=" + name, opt, "--hostname=x"},
-		"ExecStopPost": {bin, "--root", store, "report", name},
+	wantAll := map[string][][]string{
+		"ExecStartPre": {{bin, "--root", store, "prepare", "--pull", "--link-machines", name, "img"}, {bin, "--root", store, "report", "--start", name}},
+		"ExecStart":    {{"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest", "--settings=override", "--machine=" + name, opt, "--hostname=x"}},
+		"ExecStopPost": {{bin, "--root", store, "report", "--unit", "systemd-nspawn@" + name + ".service", name}},
 	}
-	for k, w := range want {
-		if len(cmds[k]) != 1 {
-			t.Errorf("drop-in %s: systemd parsed %q, want one command", k, cmds[k])
-		} else if got := expanded(t, cmds[k][0]); !slices.Equal(got, w) {
-			t.Errorf("drop-in %s: systemd runs\n%q\nwant\n%q", k, got, w)
+	for k, ws := range wantAll {
+		if len(cmds[k]) != len(ws) {
+			t.Errorf("drop-in %s: systemd parsed %q, want %d command(s)", k, cmds[k], len(ws))
+			continue
+		}
+		for i, w := range ws {
+			if got := expanded(t, cmds[k][i]); !slices.Equal(got, w) {
+				t.Errorf("drop-in %s #%d: systemd runs\n%q\nwant\n%q", k, i+1, got, w)
+			}
 		}
 	}
 }

@@ -148,7 +148,8 @@ func serviceOptions(sp Spec, c execs) []*unit.UnitOption {
 
 // NspawnFiles are the alternative for systemd-nspawn@.service users:
 // NAME.nspawn (for /etc/systemd/nspawn) and a drop-in that prepares the
-// image before every start, reports after every stop, and replaces the
+// image and records the start before every start, reports after every
+// stop (an operator's by systemd's stop or restart job), and replaces the
 // template's ExecStart, whose -U could chown the shared tree. Errors are
 // as ServiceFiles'.
 func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
@@ -160,7 +161,14 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	report, err := execLine(bin, "--root", root, "report", name)
+	// nspawn is the main process, not `rootswap run`: report records the
+	// start after prepare, and after the stop asks systemd whether it was
+	// an operator's (a stop or restart job of the unit).
+	started, err := execLine(bin, "--root", root, "report", "--start", name)
+	if err != nil {
+		return nil, err
+	}
+	report, err := execLine(bin, "--root", root, "report", "--unit", "systemd-nspawn@"+name+".service", name)
 	if err != nil {
 		return nil, err
 	}
@@ -190,6 +198,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	}
 	dropin := append(sp.sourceDeps(),
 		unit.NewUnitOption("Service", "ExecStartPre", prepare),
+		unit.NewUnitOption("Service", "ExecStartPre", started),
 		unit.NewUnitOption("Service", "ExecStart", ""),
 		unit.NewUnitOption("Service", "ExecStart", start),
 		unit.NewUnitOption("Service", "ExecStopPost", report),

@@ -225,8 +225,14 @@ func TestUnitNspawnFile(t *testing.T) {
 	if got := d["Service"]["ExecStart"]; len(got) != 2 || got[0] != "" || strings.Contains(got[1], "-U") || !strings.Contains(got[1], "--settings=override") {
 		t.Errorf("drop-in ExecStart %q: must reset the template's and never pass -U", got)
 	}
-	if got := d["Service"]["ExecStartPre"]; len(got) != 1 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") {
-		t.Errorf("drop-in ExecStartPre %q", got)
+	// prepare, then the start: a prepare that fails records no start.
+	if got := d["Service"]["ExecStartPre"]; len(got) != 2 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") ||
+		!strings.HasSuffix(got[1], " report --start web") {
+		t.Errorf("drop-in ExecStartPre %q, want prepare then report --start", got)
+	}
+	// nspawn is the main process: report asks systemd about the unit's jobs.
+	if got := d["Service"]["ExecStopPost"]; len(got) != 1 || !strings.HasSuffix(got[0], " report --unit systemd-nspawn@web.service web") {
+		t.Errorf("drop-in ExecStopPost %q", got)
 	}
 	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "1m30s" {
 		t.Errorf("drop-in TimeoutStopSec %q, want the default 1m30s", got)

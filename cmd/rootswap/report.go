@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +15,11 @@ import (
 
 func reportCmd(g *globals) *cobra.Command {
 	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
-	var ranFor time.Duration
+	var (
+		ranFor time.Duration
+		unit   string
+		start  bool
+	)
 	cmd := &cobra.Command{
 		Use:   "report NAME",
 		Short: "Record how machine NAME's run ended (a unit's ExecStopPost)",
@@ -25,6 +30,14 @@ the next 'rootswap prepare' rolls back. A run an operator stopped (systemctl
 stop or restart, machinectl terminate, shutdown: 'rootswap run' got SIGTERM or
 SIGINT and left a stop record under /run/rootswap/stop) is a stop, whatever
 systemd says about how it ended: never a failure, never counted.
+
+For a unit whose main process is not 'rootswap run' (systemd-nspawn@NAME.service
+with the drop-in 'rootswap unit --nspawn-file' writes), 'report --start' as the
+last ExecStartPre records the start, and 'report --unit UNIT' as ExecStopPost
+asks systemd whether a stop or restart job of UNIT is running (systemctl stop
+or restart, machinectl terminate, shutdown): then the run is a stop. After the
+run's own end there is no such job. If systemd cannot be asked, report warns
+and the status decides.
 
 The run time is from the start 'rootswap run' recorded until now: systemd
 starts ExecStopPost right after the main process exits. Each run is counted
@@ -38,15 +51,25 @@ no run, not run by systemd), so that it never masks the service's own result;
 1 only when the index cannot be read or written, 75 when the store is busy,
 2 for a malformed NAME.`,
 		Example: `  ExecStopPost=/usr/local/bin/rootswap report web
-  EXIT_STATUS=1 rootswap report --ran-for 2s web`,
+  EXIT_STATUS=1 rootswap report --ran-for 2s web
+  ExecStartPre=/usr/local/bin/rootswap report --start web
+  ExecStopPost=/usr/local/bin/rootswap report --unit systemd-nspawn@web.service web`,
 		ValidArgsFunction: g.complete("machine"),
 		Args:              exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return reportRun(cmd, g, args[0], ranFor, healthyAfter)
+			if start {
+				if cmd.Flags().Changed("ran-for") || unit != "" {
+					return usage("report: --start records a start: no --ran-for or --unit")
+				}
+				return reportStart(cmd, g, args[0])
+			}
+			return reportRun(cmd, g, args[0], ranFor, unit, healthyAfter)
 		},
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long is healthy even if it failed (env ROOTSWAP_HEALTHY_AFTER)")
 	cmd.Flags().DurationVar(&ranFor, "ran-for", 0, "the run lasted `DURATION` (when not reporting right after it ended)")
+	cmd.Flags().StringVar(&unit, "unit", "", "a stop or restart job of `UNIT` running now is an operator's stop (for a unit whose main process is not 'rootswap run')")
+	cmd.Flags().BoolVar(&start, "start", false, "record that a run starts now (an ExecStartPre after prepare, for a unit whose main process is not 'rootswap run')")
 	return cmd
 }
 
@@ -56,7 +79,9 @@ no run, not run by systemd), so that it never masks the service's own result;
 // prints why and returns nil, so that it never masks the service's own
 // result; an error means the index could not be read or written, or the
 // arguments are malformed.
-func reportRun(cmd *cobra.Command, g *globals, name string, ranFor, healthyAfter time.Duration) error {
+// With unit set, a stop or restart job of unit running now makes the run
+// a stop.
+func reportRun(cmd *cobra.Command, g *globals, name string, ranFor time.Duration, unit string, healthyAfter time.Duration) error {
 	if err := activate.ValidName(name); err != nil {
 		return err
 	}
@@ -71,6 +96,9 @@ func reportRun(cmd *cobra.Command, g *globals, name string, ranFor, healthyAfter
 	r := activate.RunResult{ServiceResult: os.Getenv("SERVICE_RESULT"), ExitCode: os.Getenv("EXIT_CODE"), ExitStatus: os.Getenv("EXIT_STATUS"), Ran: ranFor}
 	if r.ServiceResult == "" && ranFor == 0 {
 		return nothing("not run by systemd ($SERVICE_RESULT unset) and no --ran-for")
+	}
+	if unit != "" {
+		r.StopRequested = stopJob(cmd.Context(), g, name, unit)
 	}
 	s, err := g.open(cmd.Context())
 	if errors.Is(err, cache.ErrNoStore) {
@@ -91,5 +119,54 @@ func reportRun(cmd *cobra.Command, g *globals, name string, ranFor, healthyAfter
 		g.log.Warn("run failed", "machine", name, "generation", gen.Number, "digest", gen.Digest, "result", r.String(), "failures", gen.Failures)
 	}
 	fmt.Fprintf(out, "%s: generation %d: %s: %s (%d failed in a row)\n", name, gen.Number, r.Outcome(), r, gen.Failures)
+	return nil
+}
+
+// stopJobTimeout bounds the question to systemd: ExecStopPost holds up the
+// unit's next start, and an unanswered question is a warning.
+const stopJobTimeout = 10 * time.Second
+
+// stopJob asks systemd whether a stop or restart job of unit is running.
+// No answer is no stop (the status decides), with a warning.
+func stopJob(ctx context.Context, g *globals, name, unit string) bool {
+	ctx, cancel := context.WithTimeout(ctx, stopJobTimeout)
+	defer cancel()
+	stop, err := activate.StopJobRunning(ctx, unit)
+	if err != nil {
+		g.log.Warn("cannot tell an operator's stop from the run's own end: the status decides", "machine", name, "err", err)
+	}
+	return stop
+}
+
+// reportStart records that machine name's run starts now. Like report, it
+// returns nil whenever it records nothing (no store, no machine, a busy
+// index), so that it never fails the start; an error is a malformed name.
+func reportStart(cmd *cobra.Command, g *globals, name string) error {
+	if err := activate.ValidName(name); err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	s, err := g.open(cmd.Context())
+	if errors.Is(err, cache.ErrNoStore) {
+		fmt.Fprintf(out, "%s: %v: no start recorded\n", name, err)
+		return nil
+	}
+	if err != nil {
+		// A busy store must not stop the service from starting.
+		g.log.Warn("start not recorded", "machine", name, "err", err)
+		return nil
+	}
+	gen, err := activate.RecordStart(s, name, cmd.ErrOrStderr())
+	if err != nil {
+		// No machine or no tree: nspawn will say so; run's start would not
+		// be recorded either.
+		fmt.Fprintf(out, "%s: %v: no start recorded\n", name, err)
+		return nil
+	}
+	if gen == 0 {
+		fmt.Fprintf(out, "%s: the index did not take the start: no start recorded\n", name)
+		return nil
+	}
+	fmt.Fprintf(out, "%s: generation %d: start recorded\n", name, gen)
 	return nil
 }

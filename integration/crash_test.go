@@ -352,6 +352,12 @@ func TestCrashAnywhere(t *testing.T) {
 	// the code.
 	inSource := sourcePoints(t)
 	tested := map[string]bool{}
+	for _, p := range pullCrashPoints { // TestPullCrash's
+		tested[p] = true
+		if !inSource[p] {
+			t.Errorf("failpoint %q has trials but no failpoint.Hit in the code", p)
+		}
+	}
 	for _, pts := range crashPoints {
 		for _, p := range pts {
 			tested[p] = true

@@ -13,12 +13,12 @@ import (
 
 // pullCrashPoints are the failpoints a registry pull passes before the
 // publish order TestCrashAnywhere already kills at (cache-*, flip-*,
-// activate-*): mid-layer is after a layer's first object is stored and
-// before its stream is drained and verified; mid-merge is while the
-// layers' entry lists are merged, before the tree is built. The lead adds
-// failpoint.Hit for each in the layer-aware import, and these names to
-// crashPoints (crash_test.go) so that sourcePoints finds a trial for them.
-var pullCrashPoints = []string{"snapshot-mid-layer", "snapshot-mid-merge"}
+// activate-*), in order: mid-layer is after a layer is read and verified,
+// before its record; the cache-layer-* points are that record's publish
+// order; mid-merge is after every layer is recorded, before the tree is
+// built. TestCrashAnywhere counts these as tested here.
+var pullCrashPoints = []string{"snapshot-mid-layer", "cache-layer-staged", "cache-layer-synced", "cache-layer-manifest-renamed",
+	"cache-layer-before-index", "cache-layer-after-index", "snapshot-mid-merge"}
 
 // pullCrashImage pushes a new three-layer image to reg as
 // rootswap-test/crash-pull:N and returns its docker:// source. Each layer

@@ -9,7 +9,8 @@
 //     bytes: the store key;
 //   - a source (Source) resolves image refs to image digests and streams
 //     an image's rootfs as layers: tar streams, lowest first. Sources live
-//     in subpackages (snapshot/docker: the Docker daemon); what they stream
+//     in subpackages (snapshot/docker: the Docker daemon; snapshot/registry:
+//     registries, OCI layouts, docker-archives); what they stream
 //     is validated here, the same for every source;
 //   - an export is the flattened rootfs tar stream of a created (never
 //     started) container: the one layer the Docker source yields.
@@ -21,8 +22,11 @@
 // as an object digest, and its whiteouts kept as whiteouts), and Merge
 // flattens Diffs in order with overlay semantics into the entry list of
 // the image's tree, refusing anything that would write through a symlink
-// or link to what a whiteout removed. Neither is wired into ImportImage or
-// the CLI yet: that waits for the registry source and the per-layer cache.
+// or link to what a whiteout removed. ImportImage takes a source's layers
+// that way whenever they name their diffIDs (snapshot/registry's do): each
+// missing layer is read through ReadDiff into the store's objects and
+// checked against its diffID, then recorded (cache.LayerWriter); the
+// recorded entry lists are merged and the tree built from the list.
 //
 // The tar stream is hostile input. Extract validates every entry before it
 // reaches the store: names are cleaned and must stay inside the tree (a

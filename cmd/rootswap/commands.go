@@ -121,14 +121,20 @@ func importCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import (IMAGE | --tar FILE|-)",
 		Short: "Import an image into the store and print its digest",
-		Long: `Import resolves IMAGE (tag, name@digest or image ID) through the Docker daemon
-to its image ID, the store key. If the store has that tree it prints the digest
-and stops; otherwise it exports a created (never started) container straight
-into the store and removes the container again.
+		Long: `Import resolves IMAGE to its image digest (the config digest, Docker's image
+ID), the store key. If the store has that tree it prints the digest and stops.
+Otherwise it imports it: from a registry (docker://HOST/REPO:TAG or @sha256:…),
+an OCI layout (oci:PATH[:TAG]) or a docker save tarball (docker-archive:PATH)
+layer by layer, fetching only the layers the store lacks; from the Docker daemon
+(docker-daemon:REF, or a bare tag, name@digest or image ID unless --source
+registry) by exporting a created (never started) container straight into the
+store and removing it again.
 
 With --tar it imports a rootfs tar stream from FILE or stdin (-); the key is
 the sha256 of the stream.`,
 		Example: `  rootswap import debian:bookworm
+  rootswap import docker://registry.example/web:stable
+  rootswap import oci:/srv/images/web:stable
   docker export c1 | rootswap import --tar -`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if (tarFile == "") == (len(args) == 0) || len(args) > 1 {
@@ -236,20 +242,23 @@ func prepareCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "prepare [--pull] [--force] NAME IMAGE",
 		Short: "Import IMAGE if needed and make it machine NAME's current tree",
-		Long: `Prepare is what a unit's ExecStartPre runs: resolve IMAGE through the Docker
-daemon, import it if the store lacks it, and activate it for NAME. If IMAGE is
-already current it changes nothing and returns in milliseconds.
+		Long: `Prepare is what a unit's ExecStartPre runs: resolve IMAGE (see import --help
+for the sources), import it if the store lacks it, and activate it for NAME. If
+IMAGE is already current it changes nothing and returns in milliseconds; a
+registry ref resolved before needs no network then.
 
-With --pull the daemon pulls IMAGE first; a failed pull is a warning. If the
-daemon is unreachable and NAME has a current tree, prepare warns and exits 0 so
-the service starts from cache.
+With --pull the source is asked first (the daemon pulls; a registry gets one
+manifest request, bounded by --registry-timeout); a failed pull is a warning.
+If the source is unreachable and NAME has a current tree, prepare warns and
+exits 0 so the service starts from cache.
 
 Crash loops: when the current generation failed --max-failures runs in a row
 (as recorded by 'rootswap report') without ever staying up --healthy-after,
 prepare rolls back to the last healthy generation and marks the bad digest
 failed. A failed digest is declined (warning, exit 0) until IMAGE resolves to
 another digest or --force is given.`,
-		Example:           `  rootswap prepare --pull web registry.example/web:stable`,
+		Example: `  rootswap prepare --pull web registry.example/web:stable
+  rootswap prepare --pull web docker://registry.example/web:stable`,
 		ValidArgsFunction: g.complete("machine", ""),
 		Args:              exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -1,11 +1,18 @@
 // Command bench measures rootswap against the chain it replaces, side by
 // side in one run: the old unit's ExecStartPre chain (docker create,
 // docker export | tar -x, docker rm, mv) and rootswap prepare, rollback,
-// gc and run. It builds its images locally (no registry), alternates the
-// two approaches within every series, and writes results.md, results.json
+// gc and run. It builds its images locally, alternates the two
+// approaches within every series, and writes results.md, results.json
 // and chart.svg.
 //
-//	go run ./bench [--quick] [--runs N] [--out DIR]
+// The registry scenarios (pull-cold, pull-upgrade, pull-hit; pull.go)
+// push the images to a docker-registry on 127.0.0.1 and measure, in the
+// same rounds, rootswap's registry source, docker pull + the old chain,
+// podman pull, skopeo copy + umoci unpack and an in-process floor, with
+// the blob bytes each fetched. They are part of the default full run and
+// run on the quick image with --quick --scenarios pull.
+//
+//	go run ./bench [--quick] [--runs N] [--out DIR] [--scenarios LIST]
 //
 // DOCKER_HOST selects the daemon (scripts/bench.sh points it at the
 // private one). --quick uses a small generated image so that the whole

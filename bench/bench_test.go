@@ -508,7 +508,7 @@ func TestPullTargets(t *testing.T) {
 	for _, tg := range res.Targets {
 		got[tg.Name] = tg.verdict() + " " + tg.Measured
 	}
-	if v := got["registry upgrade v1 → v2, debian"]; !strings.HasPrefix(v, "n/a") || !strings.Contains(v, "unsupported source") {
+	if v := got["registry upgrade v1 → v2, debian"]; !strings.HasPrefix(v, "n/a") || !strings.Contains(v, "rootswap n/a") {
 		t.Errorf("upgrade target %q, want n/a naming the reason", v)
 	}
 	// 0.6× docker but 2× podman: a miss.

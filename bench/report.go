@@ -356,7 +356,7 @@ func (r *Results) pullTargets(add func(name, want, measured string, pass *bool),
 		if rs == nil || rs.Total == nil || dk == nil || dk.Total == nil || pm == nil || pm.Total == nil {
 			why := "a tool has no numbers"
 			if rs != nil && rs.NotMeasured != "" {
-				why = "rootswap: " + rs.NotMeasured
+				why = "rootswap n/a (its row above says why)"
 			}
 			var peers []string
 			for _, t := range []*PullTool{dk, pm} {
@@ -411,7 +411,7 @@ func (r *Results) pullTargets(add func(name, want, measured string, pass *bool),
 	} else {
 		why := "rootswap has no numbers"
 		if t != nil && t.NotMeasured != "" {
-			why = t.NotMeasured
+			why = "rootswap n/a (its row above says why)"
 		}
 		notMeasured(name, want, why)
 	}

@@ -6,7 +6,7 @@
 BIN := bin/rootswap
 GO  ?= go
 
-.PHONY: build test fuzz bench bench-quick demo deps vet fmt clean
+.PHONY: build test fuzz bench bench-quick bench-registry-quick demo deps vet fmt clean
 
 # -buildvcs=auto: this machine's go env sets -buildvcs=false, which would
 # leave `rootswap --version` without the revision it was built from.
@@ -45,6 +45,12 @@ bench:
 
 bench-quick:
 	d=$$(mktemp -d) && BENCH_GO=0 scripts/bench.sh --quick --out $$d && rm -rf $$d
+
+# The registry scenarios on the small image, a minute or two (installs
+# podman, skopeo and umoci; not part of `make test`). It prints
+# results.md and leaves it in a temporary directory it names.
+bench-registry-quick:
+	BENCH_GO=0 scripts/bench.sh --quick --scenarios pull --out $$(mktemp -d /tmp/rootswap-bench-registry-XXXX)
 
 demo: deps build
 	scripts/dockerd.sh run scripts/demo.sh

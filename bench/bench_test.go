@@ -7,12 +7,14 @@ import (
 	"crypto/sha256"
 	"encoding/xml"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -437,5 +439,87 @@ func TestAddCopiesOld(t *testing.T) {
 	s := b.res.series("upgrade", "debian")
 	if s.Old.MedianMS != 3000 || s.Ratio != 0.5 || s.Runs != 2 {
 		t.Errorf("upgrade series: old median %v, ratio %v, runs %d; want 3000, 0.5, 2", s.Old.MedianMS, s.Ratio, s.Runs)
+	}
+}
+
+// Three arms rotate: each round starts one further, and every arm runs
+// once per round.
+func TestRoundsRotate(t *testing.T) {
+	b := &bench{runs: 4, work: t.TempDir(), res: &Results{}}
+	var got []string
+	step := func(name string) func(int) error {
+		return func(i int) error { got = append(got, fmt.Sprintf("%d%s", i, name)); return nil }
+	}
+	order, err := b.rounds(0, arm{"A", step("a")}, arm{"B", step("b")}, arm{"C", step("c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if order != "ABCA" {
+		t.Errorf("order %q, want ABCA", order)
+	}
+	want := "0a 0b 0c 1b 1c 1a 2c 2a 2b 3a 3b 3c"
+	if s := strings.Join(got, " "); s != want {
+		t.Errorf("steps %s, want %s", s, want)
+	}
+}
+
+// The access log's blob GETs are counted with their response sizes;
+// HEADs, manifests and other repositories' paths are not blob GETs.
+func TestAccessLog(t *testing.T) {
+	lines := `127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("a", 64) + ` HTTP/1.1" 200 2516582 "" "docker/20.10.24"
+127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "HEAD /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("b", 64) + ` HTTP/1.1" 200 0 "" "skopeo"
+127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/manifests/app HTTP/1.1" 200 1234 "" "skopeo"
+127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("c", 64) + ` HTTP/1.1" 307 - "" "podman"
+127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/?rootswap-bench-mark=1 HTTP/1.1" 200 2 "" "Go-http-client/1.1"
+`
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &registry{marks: map[string]bool{}}
+	r.cond = sync.NewCond(&r.mu)
+	go func() { pw.WriteString(lines); pw.Close() }()
+	r.readAccessLog(pr)
+	if want := (traffic{Bytes: 2516582, Gets: 2}); r.blobs != want {
+		t.Errorf("blob traffic %+v, want %+v", r.blobs, want)
+	}
+	if !r.marks["1"] {
+		t.Error("marker request not seen")
+	}
+}
+
+// A run where rootswap has no registry source renders n/a, never a number,
+// and the targets say why; with numbers, the ratios decide pass and miss.
+func TestPullTargets(t *testing.T) {
+	st := func(ms float64) *Stats { return &Stats{MedianMS: ms, MinMS: ms, MaxMS: ms} }
+	tools := func(rs *Stats) []PullTool {
+		return []PullTool{
+			{Key: "rootswap", Name: "rootswap", Total: rs, NotMeasured: map[bool]string{true: "unsupported source"}[rs == nil]},
+			{Key: "docker", Name: "docker", Total: st(1000)},
+			{Key: "podman", Name: "podman", Total: st(300)},
+		}
+	}
+	res := &Results{Config: Config{Images: []string{"debian"}}, Pulls: []Pull{
+		{Scenario: "pull-upgrade", Image: "debian", Tools: tools(nil)},
+		{Scenario: "pull-cold", Image: "debian", Tools: tools(st(600))},
+	}}
+	res.evaluate()
+	got := map[string]string{}
+	for _, tg := range res.Targets {
+		got[tg.Name] = tg.verdict() + " " + tg.Measured
+	}
+	if v := got["registry upgrade v1 → v2, debian"]; !strings.HasPrefix(v, "n/a") || !strings.Contains(v, "rootswap n/a") {
+		t.Errorf("upgrade target %q, want n/a naming the reason", v)
+	}
+	// 0.6× docker but 2× podman: a miss.
+	if v := got["registry cold pull, debian"]; !strings.HasPrefix(v, "MISS") {
+		t.Errorf("cold target %q, want MISS", v)
+	}
+	var md strings.Builder
+	if err := res.writeMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "| rootswap | n/a | unsupported source |") {
+		t.Errorf("results.md has no n/a row for rootswap:\n%s", md.String())
 	}
 }

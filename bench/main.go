@@ -1,11 +1,18 @@
 // Command bench measures rootswap against the chain it replaces, side by
 // side in one run: the old unit's ExecStartPre chain (docker create,
 // docker export | tar -x, docker rm, mv) and rootswap prepare, rollback,
-// gc and run. It builds its images locally (no registry), alternates the
-// two approaches within every series, and writes results.md, results.json
+// gc and run. It builds its images locally, alternates the two
+// approaches within every series, and writes results.md, results.json
 // and chart.svg.
 //
-//	go run ./bench [--quick] [--runs N] [--out DIR]
+// The registry scenarios (pull-cold, pull-upgrade, pull-hit; pull.go)
+// push the images to a docker-registry on 127.0.0.1 and measure, in the
+// same rounds, rootswap's registry source, docker pull + the old chain,
+// podman pull, skopeo copy + umoci unpack and an in-process floor, with
+// the blob bytes each fetched. They are part of the default full run and
+// run on the quick image with --quick --scenarios pull.
+//
+//	go run ./bench [--quick] [--runs N] [--out DIR] [--scenarios LIST]
 //
 // DOCKER_HOST selects the daemon (scripts/bench.sh points it at the
 // private one). --quick uses a small generated image so that the whole
@@ -65,7 +72,7 @@ func main() {
 	flag.StringVar(&o.work, "work", "/var/tmp/rootswap-bench", "directory for the series' trees and stores")
 	flag.StringVar(&o.cache, "cache", "/var/cache/rootswap-bench", "where the debootstrap tarball is kept between runs")
 	flag.StringVar(&o.images, "images", "debian,big", "image sizes to measure, smallest first (quick, debian, big)")
-	flag.StringVar(&o.scenarios, "scenarios", "restart,cold,upgrade,nspawn,gc,import", "scenarios to run")
+	flag.StringVar(&o.scenarios, "scenarios", "", "scenarios to run, comma-separated (default "+daemonScenarios+", and without --quick "+registryScenarios+"; pull means all three)")
 	flag.DurationVar(&o.settle, "settle", 15*time.Second, "pause after deleting a series directory (--quick: 0)")
 	flag.BoolVar(&o.keep, "keep", false, "keep series directories")
 	flag.BoolVar(&o.verbose, "v", false, "log every command")
@@ -104,10 +111,17 @@ func moduleDir(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-func run(ctx context.Context, o options) error {
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("must run as root (tar -x keeps owners, systemd-nspawn)")
-	}
+// Scenario lists: the daemon-path scenarios, and the registry ones
+// (issue 13), which need podman, skopeo and umoci (scripts/bench.sh
+// installs them) and so are not part of --quick's default, which
+// `make test` runs.
+const (
+	daemonScenarios   = "restart,cold,upgrade,nspawn,gc,import"
+	registryScenarios = "pull-cold,pull-upgrade,pull-hit"
+)
+
+// normalise fills in the defaults that depend on other options.
+func (o *options) normalise() error {
 	if o.quick {
 		o.images = "quick"
 		if o.runs == 0 {
@@ -123,6 +137,75 @@ func run(ctx context.Context, o options) error {
 	if o.runs < 1 {
 		return fmt.Errorf("--runs %d: need at least 1", o.runs)
 	}
+	if o.scenarios == "" {
+		o.scenarios = daemonScenarios
+		if !o.quick {
+			o.scenarios += "," + registryScenarios
+		}
+	}
+	var list []string
+	for _, sc := range strings.Split(o.scenarios, ",") {
+		if sc == "pull" {
+			sc = registryScenarios
+		}
+		list = append(list, sc)
+	}
+	o.scenarios = strings.Join(list, ",")
+	if o.mirror == "" {
+		o.mirror = debianMirror()
+	}
+	return nil
+}
+
+// loadImages builds (or finds) the image sets o names, smallest first.
+func loadImages(ctx context.Context, o options) ([]*imageSet, error) {
+	var sets []*imageSet
+	var debian *imageSet
+	for _, name := range strings.Split(o.images, ",") {
+		var set *imageSet
+		var err error
+		switch name {
+		case "quick":
+			set, err = quickImages(ctx)
+		case "debian":
+			set, err = debianImages(ctx, o.cache, o.mirror)
+			debian = set
+		case "big":
+			if debian == nil {
+				if debian, err = debianImages(ctx, o.cache, o.mirror); err != nil {
+					return nil, err
+				}
+			}
+			set, err = bigImages(ctx, debian)
+		default:
+			return nil, fmt.Errorf("--images: unknown image %q (quick, debian, big)", name)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if out, err := docker(ctx, nil, "image", "inspect", "-f", "{{.Size}}", set.V1); err == nil {
+			set.DockerSize, _ = strconv.ParseInt(strings.TrimSpace(out), 10, 64)
+		}
+		sets = append(sets, set)
+	}
+	return sets, nil
+}
+
+// step is one scenario of the run, applied to each image it is for.
+type step struct {
+	scenario string
+	fn       func(context.Context, *imageSet) error
+	ok       bool                 // available on this machine
+	images   func(*imageSet) bool // nil: every image
+}
+
+func run(ctx context.Context, o options) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("must run as root (tar -x keeps owners, systemd-nspawn)")
+	}
+	if err := o.normalise(); err != nil {
+		return err
+	}
 	mod, err := moduleDir(ctx)
 	if err != nil {
 		return err
@@ -130,13 +213,9 @@ func run(ctx context.Context, o options) error {
 	if o.out == "" {
 		o.out = filepath.Join(mod, "bench", "results")
 	}
-	if o.mirror == "" {
-		o.mirror = debianMirror()
-	}
 	if _, err := docker(ctx, nil, "version"); err != nil {
 		return fmt.Errorf("Docker daemon unreachable (DOCKER_HOST=%q; scripts/bench.sh starts a private one): %w", os.Getenv("DOCKER_HOST"), err)
 	}
-
 	tmp, err := os.MkdirTemp("", "rootswap-bench-bin")
 	if err != nil {
 		return err
@@ -156,39 +235,9 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 	defer os.Remove(work)
-
-	// Images, smallest first.
-	var sets []*imageSet
-	var debian *imageSet
-	for _, name := range strings.Split(o.images, ",") {
-		var set *imageSet
-		switch name {
-		case "quick":
-			set, err = quickImages(ctx)
-		case "debian":
-			set, err = debianImages(ctx, o.cache, o.mirror)
-			debian = set
-		case "big":
-			if debian == nil {
-				debian, err = debianImages(ctx, o.cache, o.mirror)
-				if err != nil {
-					return err
-				}
-			}
-			set, err = bigImages(ctx, debian)
-		default:
-			return fmt.Errorf("--images: unknown image %q (quick, debian, big)", name)
-		}
-		if err != nil {
-			return err
-		}
-		sets = append(sets, set)
-	}
-
-	for _, set := range sets {
-		if out, err := docker(ctx, nil, "image", "inspect", "-f", "{{.Size}}", set.V1); err == nil {
-			set.DockerSize, _ = strconv.ParseInt(strings.TrimSpace(out), 10, 64)
-		}
+	sets, err := loadImages(ctx, o)
+	if err != nil {
+		return err
 	}
 
 	r := &runner{rs: o.rootswap, verbose: o.verbose}
@@ -206,6 +255,44 @@ func run(ctx context.Context, o options) error {
 	for _, s := range sets {
 		res.Config.Images = append(res.Config.Images, s.Name)
 	}
+	b := &bench{r: r, work: work, runs: o.runs, settle: o.settle, keep: o.keep, res: res, gc: r.gcCommand(ctx), nspawn: haveNspawn()}
+	defer b.stopRegistry()
+	want := map[string]bool{}
+	for _, s := range strings.Split(o.scenarios, ",") {
+		want[s] = true
+	}
+	if want["gc"] && b.gc == nil {
+		res.NotMeasured = append(res.NotMeasured, "5. gc: not measured: gc not available (`rootswap gc --help` fails)")
+	}
+	if want["nspawn"] && !b.nspawn {
+		res.NotMeasured = append(res.NotMeasured, "6. nspawn: not measured: systemd-nspawn not found")
+	}
+	notBig := func(s *imageSet) bool { return s.Name != "big" }
+	pullScenario := func(name string) func(context.Context, *imageSet) error {
+		return func(ctx context.Context, s *imageSet) error { return b.pullSeries(ctx, s, name) }
+	}
+	missing := missingPullTools()
+	if missing != "" && (want["pull-cold"] || want["pull-upgrade"]) {
+		res.NotMeasured = append(res.NotMeasured, "registry scenarios: not measured: "+missing)
+	}
+	// Deletion-heavy series (gc) run last, after every creation-heavy one.
+	steps := []step{
+		{"restart", b.restart, true, nil},
+		{"cold", b.cold, true, nil},
+		{"upgrade", b.upgrade, true, nil},
+		{"nspawn", b.nspawnStart, b.nspawn, nil},
+		{"import", b.importRSS, true, nil},
+		// The big image only for the cold pull and its peak RSS.
+		{"pull-cold", pullScenario("pull-cold"), missing == "", nil},
+		{"pull-upgrade", pullScenario("pull-upgrade"), missing == "", notBig},
+		{"pull-hit", b.pullHit, true, notBig},
+	}
+	if want["gc"] && b.gc != nil {
+		steps = append(steps, step{"gc", func(ctx context.Context, s *imageSet) error { return b.collect(ctx, s, false) }, true, nil})
+		if !o.quick { // the shared variant adds a third of the run time
+			steps = append(steps, step{"gc", func(ctx context.Context, s *imageSet) error { return b.collect(ctx, s, true) }, true, nil})
+		}
+	}
 	measureFloor := func() {
 		f, err := r.floor(ctx, sets[0].V1)
 		if err != nil {
@@ -222,81 +309,84 @@ func run(ctx context.Context, o options) error {
 		res.Floor = &f
 	}
 	measureFloor()
-	b := &bench{r: r, work: work, runs: o.runs, settle: o.settle, keep: o.keep, res: res, gc: r.gcCommand(ctx), nspawn: haveNspawn()}
-	want := map[string]bool{}
-	for _, s := range strings.Split(o.scenarios, ",") {
-		want[s] = true
-	}
-	if want["gc"] && b.gc == nil {
-		res.NotMeasured = append(res.NotMeasured, "5. gc: not measured: gc not available (`rootswap gc --help` fails)")
-	}
-	if want["nspawn"] && !b.nspawn {
-		res.NotMeasured = append(res.NotMeasured, "6. nspawn: not measured: systemd-nspawn not found")
-	}
-
-	// Deletion-heavy series (gc) run last, after every creation-heavy one.
-	steps := []struct {
-		scenario string
-		fn       func(context.Context, *imageSet) error
-		ok       bool
-	}{
-		{"restart", b.restart, true},
-		{"cold", b.cold, true},
-		{"upgrade", b.upgrade, true},
-		{"nspawn", b.nspawnStart, b.nspawn},
-		{"import", b.importRSS, true},
-	}
-	var failed []string
-	for _, set := range sets {
-		for _, st := range steps {
-			if !want[st.scenario] || !st.ok {
-				continue
-			}
-			if err := st.fn(ctx, set); err != nil {
-				if ctx.Err() != nil {
-					return err
-				}
-				logf("FAILED: %v", err)
-				failed = append(failed, err.Error())
-				res.NotMeasured = append(res.NotMeasured, fmt.Sprintf("%s on %s: failed: %v", st.scenario, set.Name, err))
-			}
-		}
-	}
-	if want["gc"] && b.gc != nil {
-		variants := []bool{false, true}
-		if o.quick {
-			variants = variants[:1] // the shared variant adds a third of the run time
-		}
-		for _, set := range sets {
-			for _, shared := range variants {
-				if err := b.collect(ctx, set, shared); err != nil {
-					if ctx.Err() != nil {
-						return err
-					}
-					logf("FAILED: %v", err)
-					failed = append(failed, err.Error())
-					res.NotMeasured = append(res.NotMeasured, fmt.Sprintf("gc on %s: failed: %v", set.Name, err))
-				}
-			}
-		}
-	}
-
-	measureFloor()
-	res.Machine.LoadEnd = loadavg()
-	res.evaluate()
-	if err := res.write(o.out); err != nil {
+	failed, err := b.runSteps(ctx, steps, sets, want)
+	if err != nil {
 		return err
 	}
-	md, _ := os.ReadFile(filepath.Join(o.out, "results.md"))
+	measureFloor()
+	return b.finish(o.out, failed)
+}
+
+// runSteps runs every wanted step on every image it is for, image by
+// image, and the deletion-heavy gc steps last, after every
+// creation-heavy one. A failed series is recorded and the run goes on; only a
+// cancelled context stops it.
+func (b *bench) runSteps(ctx context.Context, steps []step, sets []*imageSet, want map[string]bool) (int, error) {
+	failed := 0
+	try := func(st step, set *imageSet) error {
+		if !want[st.scenario] || !st.ok || st.images != nil && !st.images(set) {
+			return nil
+		}
+		err := st.fn(ctx, set)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		logf("FAILED: %v", err)
+		failed++
+		b.res.NotMeasured = append(b.res.NotMeasured, fmt.Sprintf("%s on %s: failed: %v", st.scenario, set.Name, err))
+		return nil
+	}
+	for _, gc := range []bool{false, true} {
+		for _, set := range sets {
+			for _, st := range steps {
+				if (st.scenario == "gc") != gc {
+					continue
+				}
+				if err := try(st, set); err != nil {
+					return failed, err
+				}
+			}
+		}
+	}
+	return failed, nil
+}
+
+// finish evaluates the targets, writes the results and prints them.
+func (b *bench) finish(out string, failed int) error {
+	res := b.res
+	res.Machine.LoadEnd = loadavg()
+	res.evaluate()
+	if err := res.write(out); err != nil {
+		return err
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "results.md"))
 	fmt.Println(string(md))
-	logf("results in %s", o.out)
+	logf("results in %s", out)
 	for _, t := range res.Targets {
 		fmt.Printf("%-5s %-45s %-22s %s\n", t.verdict(), t.Name, t.Want, t.Measured)
 	}
-	if len(failed) > 0 {
-		return fmt.Errorf("%d series failed; see results.md", len(failed))
+	if failed > 0 {
+		return fmt.Errorf("%d series failed; see results.md", failed)
 	}
 	return nil
+}
+
+// missingPullTools names the registry scenarios' tools that are not
+// installed ("" when all are).
+func missingPullTools() string {
+	var missing []string
+	for _, t := range []string{"docker-registry", "dockerd", "podman", "skopeo", "umoci"} {
+		if _, err := exec.LookPath(t); err != nil {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 {
+		return ""
+	}
+	return strings.Join(missing, ", ") + " not installed (scripts/bench.sh installs them)"
 }
 
 func flagSet(name string) bool {

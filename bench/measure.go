@@ -59,7 +59,13 @@ type runner struct {
 // exec runs argv and returns its output; a non-zero exit is an error
 // that carries the tail of stderr.
 func (r *runner) exec(ctx context.Context, argv ...string) (sample, string, error) {
+	return r.execEnv(ctx, nil, argv...)
+}
+
+// execEnv is exec with the environment env (nil: this process's).
+func (r *runner) execEnv(ctx context.Context, env []string, argv ...string) (sample, string, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
@@ -82,8 +88,13 @@ func (r *runner) exec(ctx context.Context, argv ...string) (sample, string, erro
 // timed syncs the file system (so that no step pays for the previous
 // one's write-back), runs argv, and measures a sync right after it.
 func (r *runner) timed(ctx context.Context, argv ...string) (sample, string, error) {
+	return r.timedEnv(ctx, nil, argv...)
+}
+
+// timedEnv is timed with the environment env (nil: this process's).
+func (r *runner) timedEnv(ctx context.Context, env []string, argv ...string) (sample, string, error) {
 	syscall.Sync()
-	s, out, err := r.exec(ctx, argv...)
+	s, out, err := r.execEnv(ctx, env, argv...)
 	start := time.Now()
 	syscall.Sync()
 	s.SyncAfter = time.Since(start)

@@ -22,7 +22,9 @@ type Results struct {
 	Series  []Series    `json:"series"`
 	Growth  []Growth    `json:"growth"`
 	RSS     []RSS       `json:"rss"`
-	Targets []Target    `json:"targets"`
+	// Pulls are the registry scenarios (pull-cold, pull-upgrade, pull-hit).
+	Pulls   []Pull   `json:"pulls,omitempty"`
+	Targets []Target `json:"targets"`
 	// NotMeasured lists scenarios skipped, each with the reason.
 	NotMeasured []string `json:"not_measured"`
 }
@@ -117,6 +119,63 @@ type Series struct {
 	Load string `json:"load"`
 }
 
+// Pull is one registry scenario on one image: every tool in the same
+// rounds, rotating which goes first.
+type Pull struct {
+	Scenario string     `json:"scenario"`
+	Image    string     `json:"image"`
+	Regime   string     `json:"regime"`
+	Ref      string     `json:"ref"`
+	Tools    []PullTool `json:"tools"`
+	// Order is which tool went first in each round (R rootswap, D docker,
+	// P podman, S skopeo, F floor).
+	Order string `json:"order"`
+	Runs  int    `json:"runs"`
+	Note  string `json:"note,omitempty"`
+	Load  string `json:"load"`
+	// LayerBytes is the compressed size of the pulled image's layers,
+	// NewLayerBytes of those the node lacked: what an ideal pull fetches.
+	LayerBytes    int64 `json:"layer_bytes"`
+	NewLayerBytes int64 `json:"new_layer_bytes"`
+}
+
+// PullTool is one tool's numbers in a Pull.
+type PullTool struct {
+	Key     string `json:"key"`
+	Name    string `json:"name"`
+	Command string `json:"command"`
+	// NotMeasured says why there are no numbers (Total is nil then).
+	NotMeasured string `json:"not_measured,omitempty"`
+	Total       *Stats `json:"total,omitempty"`
+	// Parts are the steps of Total, each timed alone, when there are several.
+	Parts []Stats `json:"parts,omitempty"`
+	// After is a step timed right after the pull, not part of it: podman
+	// run's start of the pulled image.
+	After *Stats `json:"after,omitempty"`
+	// BlobBytes and BlobGets are what the registry's access log shows of
+	// blob GETs during the timed part, one value per round.
+	BlobBytes []int64 `json:"blob_bytes,omitempty"`
+	BlobGets  []int   `json:"blob_gets,omitempty"`
+}
+
+func (r *Results) pull(scenario, image string) *Pull {
+	for i := range r.Pulls {
+		if r.Pulls[i].Scenario == scenario && r.Pulls[i].Image == image {
+			return &r.Pulls[i]
+		}
+	}
+	return nil
+}
+
+func (p *Pull) tool(key string) *PullTool {
+	for i := range p.Tools {
+		if p.Tools[i].Key == key {
+			return &p.Tools[i]
+		}
+	}
+	return nil
+}
+
 // Growth is what importing v2 next to v1 cost the store.
 type Growth struct {
 	Image string `json:"image"`
@@ -191,6 +250,10 @@ func (r *Results) evaluate() {
 		return
 	}
 	base := images[0]
+	r.pullTargets(add, notMeasured, verdict)
+	if len(r.Series) == 0 && len(r.RSS) == 0 {
+		return // only the registry scenarios ran
+	}
 
 	want := "≥ 200× faster"
 	if s := r.series("restart", base); s != nil && s.Old != nil {
@@ -263,6 +326,94 @@ func (r *Results) evaluate() {
 		add("peak RSS of rootswap import, "+largest, want, fmtBytes(x.MaxRSSKiB<<10), verdict(x.MaxRSSKiB <= 64<<10))
 	} else {
 		notMeasured("peak RSS of rootswap import, "+largest, want, "import series missing")
+	}
+}
+
+// pullTargets adds the registry targets of issue 13 for every image that
+// has the registry scenarios.
+func (r *Results) pullTargets(add func(name, want, measured string, pass *bool), notMeasured func(name, want, why string), verdict func(bool) *bool) {
+	if len(r.Pulls) == 0 {
+		return
+	}
+	ratio := func(scenario, img, label string, limit float64, strict bool) {
+		want := fmt.Sprintf("≤ %.1f× docker pull + old chain, and ", limit)
+		if strict {
+			want += "faster than podman pull"
+		} else {
+			want += "no slower than podman pull"
+		}
+		name := label + ", " + img
+		p := r.pull(scenario, img)
+		if p == nil {
+			notMeasured(name, want, "series missing")
+			return
+		}
+		rs, dk, pm := p.tool("rootswap"), p.tool("docker"), p.tool("podman")
+		var floor string
+		if f := p.tool("floor"); f != nil && f.Total != nil {
+			floor = fmt.Sprintf("; floor %s", fmtMS(f.Total.MedianMS))
+		}
+		if rs == nil || rs.Total == nil || dk == nil || dk.Total == nil || pm == nil || pm.Total == nil {
+			why := "a tool has no numbers"
+			if rs != nil && rs.NotMeasured != "" {
+				why = "rootswap n/a (its row above says why)"
+			}
+			var peers []string
+			for _, t := range []*PullTool{dk, pm} {
+				if t != nil && t.Total != nil {
+					peers = append(peers, t.Key+" "+fmtMS(t.Total.MedianMS))
+				}
+			}
+			if len(peers) > 0 {
+				why += " (" + strings.Join(peers, ", ") + floor + ")"
+			}
+			notMeasured(name, want, why)
+			return
+		}
+		vd, vp := rs.Total.MedianMS/dk.Total.MedianMS, rs.Total.MedianMS/pm.Total.MedianMS
+		ok := vd <= limit && (vp < 1 || !strict && vp <= 1)
+		add(name, want, fmt.Sprintf("%.2f× docker, %.2f× podman (%s vs %s vs %s%s)", vd, vp,
+			fmtMS(rs.Total.MedianMS), fmtMS(dk.Total.MedianMS), fmtMS(pm.Total.MedianMS), floor), verdict(ok))
+	}
+	seen := map[string]bool{}
+	for _, p := range r.Pulls {
+		if seen[p.Image] {
+			continue
+		}
+		seen[p.Image] = true
+		if r.pull("pull-upgrade", p.Image) != nil {
+			ratio("pull-upgrade", p.Image, "registry upgrade v1 → v2", 0.2, true)
+		}
+		if r.pull("pull-cold", p.Image) != nil {
+			ratio("pull-cold", p.Image, "registry cold pull", 0.6, false)
+		}
+		if h := r.pull("pull-hit", p.Image); h != nil {
+			want := "≤ 2× cache-hit prepare without --pull"
+			a, b := h.tool("rootswap-pull"), h.tool("rootswap")
+			f := a.Total.MedianMS / b.Total.MedianMS
+			add("cache-hit prepare --pull, "+p.Image, want, fmt.Sprintf("%.2f× (%s vs %s; blobs fetched %s)", f,
+				fmtMS(a.Total.MedianMS), fmtMS(b.Total.MedianMS), fmtBytes(medianInt(a.BlobBytes))), verdict(f <= 2))
+		}
+	}
+	want := "≤ 64 MiB"
+	var cold *Pull
+	for i := range r.Pulls {
+		if r.Pulls[i].Scenario == "pull-cold" {
+			cold = &r.Pulls[i] // the largest image comes last
+		}
+	}
+	if cold == nil {
+		return
+	}
+	name := "peak RSS of rootswap pulling from the registry, " + cold.Image
+	if t := cold.tool("rootswap"); t != nil && t.Total != nil {
+		add(name, want, fmtBytes(t.Total.MaxRSSKiB<<10), verdict(t.Total.MaxRSSKiB <= 64<<10))
+	} else {
+		why := "rootswap has no numbers"
+		if t != nil && t.NotMeasured != "" {
+			why = "rootswap n/a (its row above says why)"
+		}
+		notMeasured(name, want, why)
 	}
 }
 
@@ -414,6 +565,8 @@ func (r *Results) writeMarkdown(w io.Writer) error {
 		}
 	}
 
+	r.writePulls(&b)
+
 	b.WriteString("\n## Targets\n\n| target | want | measured | |\n|---|---|---|---|\n")
 	for _, t := range r.Targets {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", t.Name, t.Want, t.Measured, t.verdict())
@@ -478,4 +631,90 @@ func (r *Results) write(dir string) error {
 		return fmt.Errorf("results %s: %w", dir, err)
 	}
 	return nil
+}
+
+var pullTitles = []struct{ key, title string }{
+	{"pull-cold", "cold pull (v1, nothing local)"},
+	{"pull-upgrade", "upgrade v1 → v2 (same tag)"},
+	{"pull-hit", "cache hit (tag unchanged)"},
+}
+
+// writePulls renders the registry scenarios: one table per scenario and
+// image, every tool's median wall time, its parts, blob bytes fetched and
+// ratios against docker pull + the old chain and against podman pull.
+func (r *Results) writePulls(b *strings.Builder) {
+	if len(r.Pulls) == 0 {
+		return
+	}
+	b.WriteString("\n## From a registry on 127.0.0.1 (docker-registry 2.8)\n\n" +
+		"Median (min–max) wall time from the start of the pull to a tree ready to start; blob bytes from the registry's access log " +
+		"(blob GETs during the timed part, median of the rounds). Ratios are the tool's median over docker pull + the old chain's and over podman pull's. " +
+		"All tools run in every round, round i starting with the i-th tool (order: R rootswap, D docker, P podman, S skopeo, F floor), a sync(2) untimed before every timed part. " +
+		"The floor is what any pull must do here, measured in the same rounds: fetch what the node lacks, decompress and hash it, create its files.\n")
+	for _, st := range pullTitles {
+		for _, img := range r.Config.Images {
+			p := r.pull(st.key, img)
+			if p == nil {
+				continue
+			}
+			fmt.Fprintf(b, "\n### %s, %s\n\n`%s`; %d runs, order %s, load %s; layers %s", st.title, img, p.Ref, p.Runs, p.Order, p.Load, fmtBytes(p.LayerBytes))
+			if st.key == "pull-upgrade" {
+				fmt.Fprintf(b, ", of them new in v2 %s", fmtBytes(p.NewLayerBytes))
+			}
+			b.WriteString(".\n\n| tool | time | parts | blob bytes (GETs) | vs docker pull + old chain | vs podman pull | peak RSS |\n|---|---:|---|---:|---:|---:|---:|\n")
+			dk, pm := p.tool("docker"), p.tool("podman")
+			for _, t := range p.Tools {
+				if t.Total == nil {
+					fmt.Fprintf(b, "| %s | n/a | %s | | | | |\n", t.Name, strings.ReplaceAll(t.NotMeasured, "|", "/"))
+					continue
+				}
+				var parts []string
+				for _, s := range t.Parts {
+					parts = append(parts, fmt.Sprintf("%s %s", s.Command, fmtMS(s.MedianMS)))
+				}
+				if t.After != nil {
+					parts = append(parts, fmt.Sprintf("then %s: %s", t.After.Command, fmtMS(t.After.MedianMS)))
+				}
+				vs := func(o *PullTool) string {
+					if o == nil || o.Total == nil || o.Key == t.Key {
+						return "–"
+					}
+					return fmt.Sprintf("%.2f×", t.Total.MedianMS/o.Total.MedianMS)
+				}
+				blobs := "–"
+				if len(t.BlobBytes) > 0 {
+					blobs = fmt.Sprintf("%s (%d)", fmtBytes(medianInt(t.BlobBytes)), medianInt(intsToInt64(t.BlobGets)))
+				}
+				rss := "–"
+				if t.Total.MaxRSSKiB > 0 {
+					rss = fmtBytes(t.Total.MaxRSSKiB << 10)
+				}
+				fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s |\n", t.Name, fmtRange(t.Total), strings.Join(parts, "; "), blobs, vs(dk), vs(pm), rss)
+			}
+			if p.Note != "" {
+				fmt.Fprintf(b, "\n%s\n", p.Note)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	b.WriteString("\n")
+	for _, st := range pullTitles {
+		for _, p := range r.Pulls {
+			if p.Scenario == st.key && !seen[st.key] {
+				seen[st.key] = true
+				fmt.Fprintf(b, "- **%s**: %s\n", st.title, p.Regime)
+				for _, t := range p.Tools {
+					fmt.Fprintf(b, "  - %s: `%s`\n", t.Name, t.Command)
+				}
+			}
+		}
+	}
+}
+
+func intsToInt64(xs []int) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = int64(x)
+	}
+	return out
 }

@@ -21,8 +21,9 @@ type bench struct {
 	res    *Results
 	gc     []string // rootswap gc arguments; nil when the binary has none
 	nspawn bool
-	note   string // why the last alternate ended early, if it did
-	load   string // load average when the current series started
+	note   string         // why the last series' rounds ended early, if they did
+	load   string         // load average when the current series started
+	reg    *registryState // the registry scenarios' registry, once started
 }
 
 // Regimes, as results.md explains them.
@@ -80,13 +81,21 @@ func (b *bench) series(name string, fn func(dir string) error) error {
 	return nil
 }
 
-// alternate runs b.runs rounds of both steps: the old chain first in even
-// rounds and rootswap first in odd ones, so that drift within the series
-// (page cache, write-back, the daemon warming up) hits both alike. It
-// returns the order, one letter per round. need is the disk space one
-// round takes: when the disk runs short after at least one round, the
-// series ends early and the last series note says so.
-func (b *bench) alternate(need int64, old, new func(i int) error) (string, error) {
+// arm is one approach of a series: letter names it in Series.Order and
+// step runs it once in round i.
+type arm struct {
+	letter string
+	step   func(i int) error
+}
+
+// rounds runs b.runs rounds of every arm, round i starting with arm
+// i mod len(arms) and going on in order, so that drift within the series
+// (page cache, write-back, the daemon warming up) hits all arms alike;
+// with two arms they simply alternate. It returns the order, the first
+// arm's letter of each round. need is the disk space one round takes:
+// when the disk runs short after at least one round, the series ends
+// early and the last series note says so.
+func (b *bench) rounds(need int64, arms ...arm) (string, error) {
 	var order []string
 	b.note = ""
 	for i := 0; i < b.runs; i++ {
@@ -98,19 +107,47 @@ func (b *bench) alternate(need int64, old, new func(i int) error) (string, error
 			logf("  %s", b.note)
 			break
 		}
-		first, second, tag := old, new, "O"
-		if i%2 == 1 {
-			first, second, tag = new, old, "N"
-		}
-		order = append(order, tag)
-		if err := first(i); err != nil {
-			return "", fmt.Errorf("round %d: %w", i, err)
-		}
-		if err := second(i); err != nil {
-			return "", fmt.Errorf("round %d: %w", i, err)
+		order = append(order, arms[i%len(arms)].letter)
+		for k := range arms {
+			if err := arms[(i+k)%len(arms)].step(i); err != nil {
+				return "", fmt.Errorf("round %d: %w", i, err)
+			}
 		}
 	}
 	return strings.Join(order, ""), nil
+}
+
+// alternate is rounds of the old chain (O) and rootswap (N).
+func (b *bench) alternate(need int64, old, new func(i int) error) (string, error) {
+	return b.rounds(need, arm{"O", old}, arm{"N", new})
+}
+
+// oldChainArm is the old chain of image into dir each round; with
+// exports, also docker export alone in the same turn.
+func (b *bench) oldChainArm(ctx context.Context, dir, image string, olds, exports *[]sample) func(int) error {
+	return func(i int) error {
+		s, err := b.r.oldChain(ctx, dir, image, i)
+		*olds = append(*olds, s)
+		if err != nil || exports == nil {
+			return err
+		}
+		s, err = b.r.exportOnly(ctx, image)
+		*exports = append(*exports, s)
+		return err
+	}
+}
+
+// prepareArm is a timed `rootswap prepare NAME image` into store(i) that
+// must say want.
+func (b *bench) prepareArm(ctx context.Context, store func(int) string, image, want string, news *[]sample) func(int) error {
+	return func(i int) error {
+		s, out, err := b.r.rootswap(ctx, store(i), "prepare", machine, image)
+		if err == nil {
+			err = expect(out, want)
+		}
+		*news = append(*news, s)
+		return err
+	}
 }
 
 // reserve is the free space every round leaves to everybody else.
@@ -159,18 +196,8 @@ func (b *bench) restart(ctx context.Context, set *imageSet) error {
 			return err
 		}
 		var olds, news []sample
-		order, err := b.alternate(set.size(1), func(i int) error {
-			s, err := b.r.oldChain(ctx, oldDir, set.V1, i)
-			olds = append(olds, s)
-			return err
-		}, func(i int) error {
-			s, out, err := b.r.rootswap(ctx, store, "prepare", machine, set.V1)
-			if err == nil {
-				err = expect(out, "unchanged")
-			}
-			news = append(news, s)
-			return err
-		})
+		order, err := b.alternate(set.size(1), b.oldChainArm(ctx, oldDir, set.V1, &olds, nil),
+			b.prepareArm(ctx, func(int) string { return store }, set.V1, "unchanged", &news))
 		if err != nil {
 			return err
 		}
@@ -189,23 +216,9 @@ func (b *bench) cold(ctx context.Context, set *imageSet) error {
 			return err
 		}
 		var olds, news, exports []sample
-		order, err := b.alternate(set.size(2), func(i int) error {
-			s, err := b.r.oldChain(ctx, oldDir, set.V1, i)
-			olds = append(olds, s)
-			if err != nil {
-				return err
-			}
-			s, err = b.r.exportOnly(ctx, set.V1)
-			exports = append(exports, s)
-			return err
-		}, func(i int) error {
-			s, out, err := b.r.rootswap(ctx, filepath.Join(dir, fmt.Sprintf("store-%d", i)), "prepare", machine, set.V1)
-			if err == nil {
-				err = expect(out, "imported, activated")
-			}
-			news = append(news, s)
-			return err
-		})
+		store := func(i int) string { return filepath.Join(dir, fmt.Sprintf("store-%d", i)) }
+		order, err := b.alternate(set.size(2), b.oldChainArm(ctx, oldDir, set.V1, &olds, &exports),
+			b.prepareArm(ctx, store, set.V1, "imported, activated", &news))
 		if err != nil {
 			return err
 		}
@@ -228,20 +241,12 @@ func (b *bench) upgrade(ctx context.Context, set *imageSet) error {
 		}
 		var oldUp, newUp, oldBack, newBack, exports []sample
 		g := Growth{Image: set.Name, V2FileBytes: set.V2FileBytes}
+		upOld, backOld := b.oldChainArm(ctx, oldV2, set.V2, &oldUp, &exports), b.oldChainArm(ctx, oldV1, set.V1, &oldBack, nil)
 		order, err := b.alternate(set.size(3), func(i int) error {
-			s, err := b.r.oldChain(ctx, oldV2, set.V2, i)
-			oldUp = append(oldUp, s)
-			if err != nil {
+			if err := upOld(i); err != nil {
 				return err
 			}
-			s, err = b.r.exportOnly(ctx, set.V2)
-			exports = append(exports, s)
-			if err != nil {
-				return err
-			}
-			s, err = b.r.oldChain(ctx, oldV1, set.V1, i)
-			oldBack = append(oldBack, s)
-			return err
+			return backOld(i)
 		}, func(i int) error {
 			store := filepath.Join(dir, fmt.Sprintf("store-%d", i))
 			if err := b.prepareImported(ctx, store, set.V1); err != nil {

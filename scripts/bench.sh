@@ -10,6 +10,10 @@
 # and stopped again only if this run started it. The full run builds a
 # Debian image with debootstrap and a 1 GB one and takes the better part of
 # an hour; --quick takes well under a minute once its image is built.
+# The registry scenarios (docker-registry on 127.0.0.1; rootswap's
+# registry source against docker pull + the old chain, podman pull and
+# skopeo copy + umoci unpack) are part of the full run; on the small
+# image alone: scripts/bench.sh --quick --scenarios pull (about a minute).
 # BENCH_GO=0 skips the Go benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,21 +23,35 @@ if [ "$(id -u)" -ne 0 ]; then
 	exit 1
 fi
 
-quick=0 out=bench/results
+quick=0 out=bench/results scenarios=
 args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do
 	case "${args[i]}" in
 	--quick | -quick) quick=1 ;;
 	--out | -out) out=${args[i + 1]:-$out} ;;
 	--out=* | -out=*) out=${args[i]#*=} ;;
+	--scenarios | -scenarios) scenarios=${args[i + 1]:-} ;;
+	--scenarios=* | -scenarios=*) scenarios=${args[i]#*=} ;;
 	esac
 done
 
+# The bench's own packages, not CI's (scripts/deps.sh): debootstrap for
+# the Debian image, and the peers of the registry scenarios (which the
+# full run includes and --quick only with --scenarios pull...).
+need=()
+[ "$quick" -eq 0 ] && need+=(debootstrap)
+if { [ "$quick" -eq 0 ] && [ -z "$scenarios" ]; } || [[ $scenarios == *pull* ]]; then
+	need+=(podman skopeo umoci)
+fi
 scripts/deps.sh
-if [ "$quick" -eq 0 ] && ! command -v debootstrap >/dev/null 2>&1; then
+missing=()
+for p in "${need[@]}"; do
+	command -v "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq debootstrap >/dev/null 2>&1 ||
-		{ apt-get update -qq >/dev/null && apt-get install -y -qq debootstrap >/dev/null; }
+	apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 ||
+		{ apt-get update -qq >/dev/null && apt-get install -y -qq "${missing[@]}" >/dev/null; }
 fi
 
 if [ -n "${DOCKER_HOST:-}" ] && docker version >/dev/null 2>&1; then

@@ -158,12 +158,9 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		}
 		if b.h != nil {
 			if got := digest.NewDigest(b.blob.Algorithm(), b.h); got != b.blob {
-				return n, fmt.Errorf("blob %s: content has digest %s: %w", b.blob, got, errDigest)
+				return n, fmt.Errorf("blob %s: content has digest %s: %w", b.blob, got, snapshot.ErrDigestMismatch)
 			}
 		}
 	}
 	return n, err
 }
-
-// errDigest marks content whose digest is not the one that named it.
-var errDigest = errors.New("digest mismatch")

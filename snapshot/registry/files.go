@@ -289,7 +289,7 @@ func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error
 	}
 	d := digest.FromBytes(cb)
 	if named := digestOfPath(e.Config); named != "" && named != d {
-		return "", fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, errDigest)
+		return "", fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, snapshot.ErrDigestMismatch)
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(cb))
 	if err != nil {

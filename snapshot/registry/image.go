@@ -29,7 +29,7 @@ func verify(b []byte, d v1.Descriptor) error {
 		return err
 	}
 	if got := want.Algorithm().FromBytes(b); got != want {
-		return fmt.Errorf("content of %s has digest %s: %w", want, got, errDigest)
+		return fmt.Errorf("content of %s has digest %s: %w", want, got, snapshot.ErrDigestMismatch)
 	}
 	if d.Size != int64(len(b)) {
 		return fmt.Errorf("%s is %d bytes, its descriptor declares %d", want, len(b), d.Size)

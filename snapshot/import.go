@@ -83,7 +83,7 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 		return t, false, err
 	}
 	start := time.Now()
-	if t, err = build(ctx, s, src, ref, d, opt.Progress); err != nil {
+	if t, err = build(ctx, s, src, ref, d, opt); err != nil {
 		return t, false, err
 	}
 	if opt.Log != nil {
@@ -96,7 +96,8 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 // a flattened export through the Builder as it streams, layers through
 // the per-layer records (buildLayered). The caller holds d's tree lock.
 // progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
+func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+	progress := opt.Progress
 	if progress != nil {
 		defer progress.Done()
 	}
@@ -110,7 +111,7 @@ func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest
 	case len(layers) == 0:
 		return index.Tree{}, fmt.Errorf("image %s: the %s lists no layers", ref, src)
 	}
-	return buildLayered(ctx, s, layers, ref, d, progress)
+	return buildLayered(ctx, s, layers, ref, d, opt)
 }
 
 // buildFlat streams the flattened rootfs l into a new tree d.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -28,7 +29,7 @@ func parallelLayers() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
 // built from the merged list, its files linked to the layers' objects.
 // The shared store lock is held from the first layer to the tree's index
 // record, so gc cannot take a layer that no tree lists yet.
-func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, progress Progress) (index.Tree, error) {
+func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
 	ids := make([]digest.Digest, len(layers))
 	for i, l := range layers {
 		ids[i] = l.DiffID()
@@ -45,16 +46,25 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	if err != nil {
 		return index.Tree{}, err
 	}
-	newBytes, err := fetchLayers(ctx, s, layers, missing, progress)
+	start := time.Now()
+	newBytes, err := fetchLayers(ctx, s, layers, missing, opt.Progress)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
+	fetched := time.Now()
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
 	entries, err := mergeStored(s, ids)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
-	return s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes})
+	merged := time.Now()
+	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes})
+	if err == nil && opt.Log != nil {
+		opt.Log.Debug("layers imported", "image", ref, "layers", len(ids), "fetched", len(missing),
+			"fetch", fetched.Sub(start).Round(time.Millisecond), "merge", merged.Sub(fetched).Round(time.Millisecond),
+			"build", time.Since(merged).Round(time.Millisecond))
+	}
+	return t, err
 }
 
 // missingLayers returns, lowest first, the index of the first layer of

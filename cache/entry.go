@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -119,42 +120,82 @@ type ManifestEntry struct {
 	Object digest.Digest // regular files only
 }
 
-// ParseManifestLine decodes a line written by manifestLine.
+// ParseManifestLine decodes a line written by manifestLine. It reads the
+// fields by hand (fmt.Sscanf cost 10 µs a line: a tenth of a second for a
+// Debian image's manifest) and refuses anything manifestLine would not
+// write there: signs, missing or extra fields, a bad quote.
 func ParseManifestLine(line string) (ManifestEntry, error) {
-	var me ManifestEntry
-	var kind byte
-	var mode uint32
-	var mtime int64
-	var obj string
-	rest := line
-	n, err := fmt.Sscanf(line, "%c %o %d %d %d %s %d", &kind, &mode, &me.UID, &me.GID, &mtime, &obj, &me.Size)
-	if err != nil || n != 7 {
-		return me, fmt.Errorf("manifest line %q: %w", line, ErrInvalid)
-	}
-	// Skip the seven fields just scanned, then unquote the two strings.
-	for i := 0; i < 7; i++ {
-		_, rest, _ = strings.Cut(rest, " ")
-	}
-	name, err := strconv.QuotedPrefix(rest)
-	if err != nil {
-		return me, fmt.Errorf("manifest line %q: %w", line, ErrInvalid)
-	}
-	link := strings.TrimPrefix(rest[len(name):], " ")
-	link = strings.TrimSuffix(link, "\n")
-	me.Name, _ = strconv.Unquote(name)
-	me.Linkname, err = strconv.Unquote(link)
-	if err != nil {
-		return me, fmt.Errorf("manifest line %q: %w", line, ErrInvalid)
-	}
-	me.Kind, me.Mode, me.ModTime = Kind(kind), mode, time.Unix(0, mtime)
-	if obj != "-" {
-		if me.Object, err = digest.Parse(obj); err != nil {
-			return me, fmt.Errorf("manifest line %q: %w", line, err)
-		}
-	}
-	if me.Kind == KindChar || me.Kind == KindBlock {
-		fmt.Sscanf(me.Linkname, "%d:%d", &me.Devmajor, &me.Devminor)
-		me.Linkname = ""
+	me, ok := parseManifestLine(strings.TrimSuffix(line, "\n"))
+	if !ok {
+		return ManifestEntry{}, fmt.Errorf("manifest line %q: %w", line, ErrInvalid)
 	}
 	return me, nil
+}
+
+func parseManifestLine(line string) (me ManifestEntry, ok bool) {
+	var f [7]string
+	rest := line
+	for i := range f {
+		if f[i], rest, ok = strings.Cut(rest, " "); !ok || f[i] == "" {
+			return me, false
+		}
+	}
+	if len(f[0]) != 1 {
+		return me, false
+	}
+	me.Kind = Kind(f[0][0])
+	mode, err1 := strconv.ParseUint(unsigned(f[1]), 8, 32)
+	uid, err2 := strconv.ParseInt(unsigned(f[2]), 10, 64)
+	gid, err3 := strconv.ParseInt(unsigned(f[3]), 10, 64)
+	mtime, err4 := strconv.ParseInt(signed(f[4]), 10, 64)
+	size, err5 := strconv.ParseInt(unsigned(f[6]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || err5 != nil || uid > math.MaxInt || gid > math.MaxInt {
+		return me, false
+	}
+	me.Mode, me.UID, me.GID, me.ModTime, me.Size = uint32(mode), int(uid), int(gid), time.Unix(0, mtime), size
+	if f[5] != "-" {
+		d, err := digest.Parse(f[5])
+		if err != nil {
+			return me, false
+		}
+		me.Object = d
+	}
+	name, err := strconv.QuotedPrefix(rest)
+	if err != nil || len(rest) < len(name)+1 || rest[len(name)] != ' ' {
+		return me, false
+	}
+	link := rest[len(name)+1:]
+	if me.Name, err = strconv.Unquote(name); err != nil {
+		return me, false
+	}
+	if me.Linkname, err = strconv.Unquote(link); err != nil {
+		return me, false
+	}
+	if me.Kind == KindChar || me.Kind == KindBlock {
+		maj, min, found := strings.Cut(me.Linkname, ":")
+		ma, err1 := strconv.ParseUint(unsigned(maj), 10, 32)
+		mi, err2 := strconv.ParseUint(unsigned(min), 10, 32)
+		if !found || err1 != nil || err2 != nil {
+			return me, false
+		}
+		me.Devmajor, me.Devminor, me.Linkname = uint32(ma), uint32(mi), ""
+	}
+	return me, true
+}
+
+// signed is s if it is a plain run of digits with or without a "-".
+func signed(s string) string {
+	if rest, neg := strings.CutPrefix(s, "-"); neg {
+		return "-" + unsigned(rest)
+	}
+	return unsigned(s)
+}
+
+// unsigned is s if it is a plain run of digits, else a string no
+// strconv parser accepts: manifestLine writes no signs.
+func unsigned(s string) string {
+	if s == "" || s[0] < '0' || s[0] > '9' {
+		return "!"
+	}
+	return s
 }

@@ -73,7 +73,7 @@ func main() {
 	flag.StringVar(&o.cache, "cache", "/var/cache/rootswap-bench", "where the debootstrap tarball is kept between runs")
 	flag.StringVar(&o.images, "images", "debian,big", "image sizes to measure, smallest first (quick, debian, big)")
 	flag.StringVar(&o.scenarios, "scenarios", "", "scenarios to run, comma-separated (default "+daemonScenarios+", and without --quick "+registryScenarios+"; pull means all three)")
-	flag.DurationVar(&o.settle, "settle", 15*time.Second, "pause after deleting a series directory (--quick: 0)")
+	flag.DurationVar(&o.settle, "settle", 65*time.Second, "pause after deleting a series directory and syncing: ext4 without a journal allocates slowly for 60 s after deleting (--quick: 0)")
 	flag.BoolVar(&o.keep, "keep", false, "keep series directories")
 	flag.BoolVar(&o.verbose, "v", false, "log every command")
 	flag.StringVar(&o.rootswap, "rootswap", "", "rootswap binary to measure (default: go build ./cmd/rootswap)")

@@ -144,6 +144,13 @@ the sha256 of the stream.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			var image string
+			if tarFile == "" {
+				var err error
+				if image, err = g.image(args[0]); err != nil {
+					return err
+				}
+			}
 			s, err := g.open(ctx)
 			if err != nil {
 				return err
@@ -152,7 +159,7 @@ the sha256 of the stream.`,
 			if tarFile != "" {
 				d, err = importTar(ctx, s, tarFile)
 			} else {
-				d, err = g.importImage(ctx, s, args[0])
+				d, err = g.importImage(ctx, s, image)
 			}
 			if err != nil {
 				return err
@@ -183,9 +190,9 @@ func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest,
 	return t.Digest, nil
 }
 
-// importImage resolves ref through the image source and imports it.
+// importImage resolves ref (as g.image made it) through its source and
+// imports it.
 func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
-	ref = g.image(ref)
 	src, err := g.newSource(s, ref)
 	if err != nil {
 		return "", err
@@ -265,11 +272,14 @@ another digest or --force is given.`,
 			if err := activate.ValidName(args[0]); err != nil {
 				return err
 			}
+			image, err := g.image(args[1])
+			if err != nil {
+				return err
+			}
 			s, err := g.open(cmd.Context())
 			if err != nil {
 				return err
 			}
-			image := g.image(args[1])
 			src, err := g.newSource(s, image)
 			if err != nil {
 				return err

@@ -41,11 +41,16 @@ func (g *globals) checkSource() error {
 // image is the IMAGE argument as every later step sees it: a bare
 // REPO:TAG gets the default source's prefix when that is the registry, so
 // records, messages and units name the source explicitly.
-func (g *globals) image(arg string) string {
+// A malformed one is a usage error, before any store or network is
+// touched.
+func (g *globals) image(arg string) (string, error) {
 	if _, _, ok := registry.Transport(arg); !ok && g.source == sourceRegistry {
-		return "docker://" + arg
+		arg = "docker://" + arg
 	}
-	return arg
+	if err := registry.CheckRef(arg); err != nil {
+		return "", usage("%v", err)
+	}
+	return arg, nil
 }
 
 // fromDaemon reports whether image (as g.image made it) comes from the

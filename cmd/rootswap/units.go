@@ -62,13 +62,19 @@ time within the first hour, catching up after downtime.`,
 				return fmt.Errorf("unit: root %s: %w", g.root, err)
 			}
 			var files []unit.File
+			var sp unit.Spec
+			if !gcTimer {
+				if sp, err = svc.spec(g, args); err != nil {
+					return err
+				}
+			}
 			switch {
 			case gcTimer:
 				files, err = unit.GCTimerFiles(bin, root)
 			case svc.settingsFile:
-				files, err = unit.NspawnFiles(bin, root, svc.spec(g, args))
+				files, err = unit.NspawnFiles(bin, root, sp)
 			default:
-				files, err = unit.ServiceFiles(bin, root, svc.spec(g, args))
+				files, err = unit.ServiceFiles(bin, root, sp)
 			}
 			if err != nil {
 				return err
@@ -112,8 +118,8 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags.
-func (o *serviceFlags) spec(g *globals, args []string) unit.Spec {
-	image := g.image(args[1])
+func (o *serviceFlags) spec(g *globals, args []string) (unit.Spec, error) {
+	image, err := g.image(args[1])
 	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
-		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout}
+		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout}, err
 }

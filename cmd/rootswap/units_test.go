@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,16 @@ func TestUnitSource(t *testing.T) {
 	}
 	if code, out := rootswapIn(t, store, "--source", "hub", "unit", "web", "reg/web:1"); code != 2 || !strings.Contains(out, `--source "hub"`) {
 		t.Errorf("--source hub: exit %d\n%s", code, out)
+	}
+	// A malformed IMAGE is a usage error that names it, and creates no
+	// store.
+	for _, args := range [][]string{{"unit", "web", "docker://"}, {"import", "docker://UPPER/x:y"}, {"prepare", "web", "oci:"}, {"import", "docker-daemon:"}} {
+		image := args[len(args)-1]
+		if code, out := rootswapIn(t, store, args...); code != 2 || !strings.Contains(out, strconv.Quote(image)) {
+			t.Errorf("%q: exit %d\n%s", args, code, out)
+		}
+		if _, err := os.Stat(store); !os.IsNotExist(err) {
+			t.Fatalf("%q created a store: %v", args, err)
+		}
 	}
 }

@@ -1,9 +1,12 @@
 package registry
 
 import (
-	"github.com/rootswap/rootswap/index"
-
+	"fmt"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/rootswap/rootswap/index"
 )
 
 // Transport splits an image argument into its containers-transports(5)
@@ -29,4 +32,24 @@ func Transport(image string) (name, rest string, ok bool) {
 type RefCache interface {
 	LookupRef(ref string) (index.Ref, bool, error)
 	RecordRef(index.Ref) error
+}
+
+// CheckRef refuses an image argument whose transport this package knows
+// but whose rest cannot be a reference of it: an empty or unparsable
+// docker:// name, an oci: or docker-archive: without PATH, a
+// docker-daemon: without REF. It looks at nothing but the string, so a
+// command can refuse a typo before it touches a store or the network.
+func CheckRef(image string) error {
+	t, rest, ok := Transport(image)
+	switch {
+	case !ok:
+		return nil
+	case rest == "":
+		return fmt.Errorf("image %q: nothing after %q", image, strings.TrimSuffix(image, rest))
+	case t == "docker":
+		if _, err := name.ParseReference(rest); err != nil {
+			return fmt.Errorf("image %q: %w", image, err)
+		}
+	}
+	return nil
 }

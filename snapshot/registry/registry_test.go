@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -483,6 +484,18 @@ func TestTransport(t *testing.T) {
 		name, rest, ok := Transport(c.in)
 		if name != c.name || rest != c.rest || ok != (c.name != "") {
 			t.Errorf("Transport(%q) = %q, %q, %v; want %q, %q", c.in, name, rest, ok, c.name, c.rest)
+		}
+	}
+}
+
+func TestCheckRef(t *testing.T) {
+	for in, bad := range map[string]bool{
+		"docker://example.com/app:v1": false, "docker://127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64): false,
+		"oci:/srv/layout": false, "docker-archive:a.tar": false, "docker-daemon:app": false, "app:v1": false, "UPPER": false,
+		"docker://": true, "docker://UPPER/x:y": true, "docker://a/b@sha256:12": true, "oci:": true, "docker-archive:": true, "docker-daemon:": true,
+	} {
+		if err := CheckRef(in); (err != nil) != bad || (bad && !strings.Contains(err.Error(), strconv.Quote(in))) {
+			t.Errorf("CheckRef(%q) = %v, want an error: %v", in, err, bad)
 		}
 	}
 }

@@ -51,11 +51,22 @@ func (s *Source) String() string { return "daemon" }
 
 // Labels on export containers: which image, and which process on which
 // host created it, so a later import can remove what a killed one left.
+// A pid names a process only in its PID namespace, and containers and
+// test beds on one host often share its hostname (debootstrap copies it),
+// so the namespace is a label too.
 const (
 	labelExport = "org.rootswap.export"
 	labelPID    = "org.rootswap.pid"
 	labelHost   = "org.rootswap.host"
+	labelPIDNS  = "org.rootswap.pidns"
 )
+
+// pidNamespace names this process's PID namespace ("pid:[4026531836]"),
+// or "" if /proc cannot say.
+func pidNamespace() string {
+	ns, _ := os.Readlink("/proc/self/ns/pid")
+	return ns
+}
 
 // NewClient connects lazily to the daemon named by DOCKER_HOST (or the
 // default socket), negotiating the API version.
@@ -149,7 +160,7 @@ func (e export) Open(ctx context.Context) (io.ReadCloser, error) {
 		Cmd:             []string{"/rootswap-export-never-started"}, // images without CMD need one to be created
 		Entrypoint:      []string{},
 		NetworkDisabled: true,
-		Labels:          map[string]string{labelExport: d.String(), labelPID: strconv.Itoa(os.Getpid()), labelHost: host},
+		Labels:          map[string]string{labelExport: d.String(), labelPID: strconv.Itoa(os.Getpid()), labelHost: host, labelPIDNS: pidNamespace()},
 	}, &container.HostConfig{NetworkMode: "none"}, nil, nil, name)
 	if err != nil {
 		return nil, classify(d.String(), err)
@@ -180,11 +191,13 @@ func (x *exportStream) Close() error {
 	return err
 }
 
-// reap removes export containers that an import on this host created and
-// could not remove because it was killed: its process is gone. It is best
-// effort and runs only on the cold path, before a new export.
+// reap removes export containers that an import on this host, in this
+// PID namespace, created and could not remove because it was killed: its
+// process is gone. It is best effort and runs only on the cold path,
+// before a new export.
 func reap(ctx context.Context, c Client) {
 	host, _ := os.Hostname()
+	ns := pidNamespace()
 	list, err := c.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", labelExport))})
 	if err != nil {
 		return
@@ -193,6 +206,9 @@ func reap(ctx context.Context, c Client) {
 		pid, err := strconv.Atoi(ct.Labels[labelPID])
 		if h, ok := ct.Labels[labelHost]; (ok && h != host) || (err == nil && alive(pid)) {
 			continue
+		}
+		if n, ok := ct.Labels[labelPIDNS]; ok && n != ns {
+			continue // another namespace's pid: whether it lives cannot be told from here
 		}
 		c.ContainerRemove(ctx, ct.ID, container.RemoveOptions{Force: true, RemoveVolumes: true})
 	}

@@ -59,11 +59,16 @@ func TestReapRemovesOnlyDeadImportsOfThisHost(t *testing.T) {
 		{ID: "unlabelled", Labels: map[string]string{labelExport: "x"}},
 		{ID: "live", Labels: map[string]string{labelExport: "x", labelPID: strconv.Itoa(os.Getpid()), labelHost: host}},
 		{ID: "otherhost", Labels: map[string]string{labelExport: "x", labelPID: dead, labelHost: host + "-other"}},
+		// A container of this host but another PID namespace (a
+		// container or test bed with the host's hostname, as a
+		// debootstrapped tree has): its pid means nothing here.
+		{ID: "otherns", Labels: map[string]string{labelExport: "x", labelPID: dead, labelHost: host, labelPIDNS: "pid:[1]"}},
+		{ID: "samens", Labels: map[string]string{labelExport: "x", labelPID: dead, labelHost: host, labelPIDNS: pidNamespace()}},
 	}}
 	reap(context.Background(), f)
 	slices.Sort(f.removed)
-	if !slices.Equal(f.removed, []string{"dead", "nopid", "unlabelled"}) {
-		t.Errorf("reap removed %v, want [dead nopid unlabelled]", f.removed)
+	if !slices.Equal(f.removed, []string{"dead", "nopid", "samens", "unlabelled"}) {
+		t.Errorf("reap removed %v, want [dead nopid samens unlabelled]", f.removed)
 	}
 }
 

@@ -47,6 +47,7 @@ var fences = []struct {
 	{"github.com/klauspost/compress", map[string]string{
 		"snapshot/registry": "layer decompression (gzip, zstd), next to the blobs it reads",
 		"integration":       "tests write zstd layers and check that they decompress to their diffIDs",
+		"bench":             "the registry floor decompresses layers with the registry source's gunzip",
 	}},
 	{"golang.org/x/sys/unix", map[string]string{
 		"internal/fsys": "the one home of the Linux calls package os lacks",

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -359,6 +360,10 @@ func (w *LayerWriter) Abort() {
 	w.lock.Unlock()
 }
 
+// maxPresize bounds the entries readLayerManifest allocates up front
+// from a record's count.
+const maxPresize = 1 << 20
+
 // LayerManifestPath is where the layer manifest whose lines hash to d
 // lives (whether or not it exists).
 func (s *Store) LayerManifestPath(d digest.Digest) string {
@@ -386,7 +391,10 @@ func (s *Store) ReadLayer(diffID digest.Digest) (LayerManifest, error) {
 
 // readLayerManifest parses rec's manifest and checks its digest.
 func (s *Store) readLayerManifest(rec index.Layer) (LayerManifest, error) {
-	l := LayerManifest{DiffID: rec.DiffID}
+	// The record's count sizes the list, so a large layer is not copied
+	// as the list grows; a count no manifest line backs costs no more than
+	// the bound.
+	l := LayerManifest{DiffID: rec.DiffID, Entries: make([]ManifestEntry, 0, min(max(rec.Files, 0), maxPresize))}
 	if len(rec.Blobs) > 0 {
 		l.Blob = rec.Blobs[0]
 	}
@@ -423,6 +431,10 @@ func (s *Store) readLayerManifest(rec index.Layer) (LayerManifest, error) {
 		case kindWhiteout, kindOpaque:
 			l.Whiteouts = append(l.Whiteouts, Whiteout{Name: me.Name, Opaque: me.Kind == kindOpaque})
 		default:
+			// A parsed name may share the memory of its whole line; the
+			// list lives as long as a merge, so it keeps only the name.
+			me.Name = strings.Clone(me.Name)
+			me.Linkname = strings.Clone(me.Linkname)
 			l.Entries = append(l.Entries, me)
 		}
 	}

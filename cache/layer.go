@@ -125,7 +125,9 @@ func (w *LayerWriter) Put(e Entry, r io.Reader) (digest.Digest, error) {
 		return obj, w.publish(&e, f, obj, err)
 	}
 	if cap(w.buf) < int(e.Size) {
-		w.buf = make([]byte, max(int(e.Size), 2*cap(w.buf), 64<<10))
+		// Doubling saves a reallocation per slightly larger file; the cap
+		// keeps each of the writers a pull runs at once to smallFile.
+		w.buf = make([]byte, min(max(int(e.Size), 2*cap(w.buf), 64<<10), smallFile))
 	}
 	data := w.buf[:e.Size]
 	if _, err := io.ReadFull(r, data); err != nil {

@@ -104,13 +104,18 @@ func (m *merger) apply(d *Diff) error {
 	m.layer++
 	m.diff = d
 	m.ids = append(m.ids, string(d.ID))
-	own := make(map[string]cache.Kind, len(d.Entries))
+	var own map[string]cache.Kind // only whiteouts need it, and most layers have none
+	if len(d.Whiteouts) > 0 {
+		own = make(map[string]cache.Kind, len(d.Entries))
+	}
 	for i := range d.Entries {
 		e := &d.Entries[i]
 		if !cleanRel(e.Name) {
 			return m.refuse("entry", e.Name, "name is not clean")
 		}
-		own[e.Name] = e.Kind
+		if own != nil {
+			own[e.Name] = e.Kind
+		}
 	}
 	for _, w := range d.Whiteouts {
 		if err := m.whiteout(w, own); err != nil {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -124,7 +125,9 @@ func (w *LayerWriter) Put(e Entry, r io.Reader) (digest.Digest, error) {
 		return obj, w.publish(&e, f, obj, err)
 	}
 	if cap(w.buf) < int(e.Size) {
-		w.buf = make([]byte, max(int(e.Size), 2*cap(w.buf), 64<<10))
+		// Doubling saves a reallocation per slightly larger file; the cap
+		// keeps each of the writers a pull runs at once to smallFile.
+		w.buf = make([]byte, min(max(int(e.Size), 2*cap(w.buf), 64<<10), smallFile))
 	}
 	data := w.buf[:e.Size]
 	if _, err := io.ReadFull(r, data); err != nil {
@@ -359,6 +362,10 @@ func (w *LayerWriter) Abort() {
 	w.lock.Unlock()
 }
 
+// maxPresize bounds the entries readLayerManifest allocates up front
+// from a record's count.
+const maxPresize = 1 << 20
+
 // LayerManifestPath is where the layer manifest whose lines hash to d
 // lives (whether or not it exists).
 func (s *Store) LayerManifestPath(d digest.Digest) string {
@@ -386,7 +393,10 @@ func (s *Store) ReadLayer(diffID digest.Digest) (LayerManifest, error) {
 
 // readLayerManifest parses rec's manifest and checks its digest.
 func (s *Store) readLayerManifest(rec index.Layer) (LayerManifest, error) {
-	l := LayerManifest{DiffID: rec.DiffID}
+	// The record's count sizes the list, so a large layer is not copied
+	// as the list grows; a count no manifest line backs costs no more than
+	// the bound.
+	l := LayerManifest{DiffID: rec.DiffID, Entries: make([]ManifestEntry, 0, min(max(rec.Files, 0), maxPresize))}
 	if len(rec.Blobs) > 0 {
 		l.Blob = rec.Blobs[0]
 	}
@@ -423,6 +433,10 @@ func (s *Store) readLayerManifest(rec index.Layer) (LayerManifest, error) {
 		case kindWhiteout, kindOpaque:
 			l.Whiteouts = append(l.Whiteouts, Whiteout{Name: me.Name, Opaque: me.Kind == kindOpaque})
 		default:
+			// A parsed name may share the memory of its whole line; the
+			// list lives as long as a merge, so it keeps only the name.
+			me.Name = strings.Clone(me.Name)
+			me.Linkname = strings.Clone(me.Linkname)
 			l.Entries = append(l.Entries, me)
 		}
 	}

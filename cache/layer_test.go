@@ -362,3 +362,25 @@ func TestLayerCommitCrash(t *testing.T) {
 		})
 	}
 }
+
+// TestLayerPutBufferBound: however the sizes of the small files a writer
+// puts grow, its buffer never holds more than smallFile bytes, and a file
+// past smallFile is streamed without one. Several writers run at once, so
+// this bound times their number is what the pull holds in buffers.
+func TestLayerPutBufferBound(t *testing.T) {
+	s := testStore(t)
+	w, err := s.NewLayerWriter(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	for i, size := range []int{100, 70 << 10, smallFile * 5 / 8, smallFile * 3 / 4, smallFile, smallFile + 1} {
+		e := Entry{Name: fmt.Sprintf("f%d", i), Kind: KindFile, Mode: 0o644, ModTime: mtime, Size: int64(size)}
+		if _, err := w.Put(e, strings.NewReader(strings.Repeat("x", size))); err != nil {
+			t.Fatal(err)
+		}
+		if c := cap(w.buf); c > smallFile {
+			t.Fatalf("after a %d-byte file the buffer holds %d bytes, more than smallFile (%d)", size, c, smallFile)
+		}
+	}
+}

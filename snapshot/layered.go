@@ -151,17 +151,21 @@ func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Pr
 }
 
 // mergeStored reads the layers' recorded entry lists and merges them
-// into the entry list of the image's tree.
+// into the entry list of the image's tree, each layer merged as it is
+// read, so that nothing of a layer but its entry list (which the merged
+// names point into) outlives its turn.
 func mergeStored(s *cache.Store, ids []digest.Digest) ([]cache.ManifestEntry, error) {
-	diffs := make([]Diff, len(ids))
+	m := newMerger()
 	for i, id := range ids {
 		lm, err := s.ReadLayer(id)
 		if err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
 		}
-		diffs[i] = Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}
+		if err := m.apply(&Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}); err != nil {
+			return nil, err
+		}
 	}
-	return Merge(diffs)
+	return m.result(), nil
 }
 
 // totals sums the progress of layers read at once for one Progress.

@@ -43,43 +43,49 @@ import (
 // thus a regular file with the group's object. The root "." is listed
 // only if a layer has an entry for it.
 func Merge(layers []Diff) ([]Entry, error) {
-	root := &node{layer: -1, implicit: true, e: Entry{Entry: cache.Entry{Name: ".", Kind: cache.KindDir}}, kids: map[string]bool{}}
-	m := &merger{nodes: map[string]*node{".": root}, gone: map[string]int{}}
+	m := newMerger()
 	for i := range layers {
-		m.layer, m.diff = i, &layers[i]
-		if err := m.apply(); err != nil {
+		if err := m.apply(&layers[i]); err != nil {
 			return nil, err
 		}
 	}
 	return m.result(), nil
 }
 
-// inode is what a hard-link group shares: a file's or symlink's metadata
-// and object, as the entry that made it had them.
-type inode struct{ e Entry }
+// inode is what the names of a hard-link group share: the entry that
+// made it, a file or symlink with its metadata and object (for any other
+// kind, the node's own entry). It points into the entry list of the
+// layer the entry came from, which the merger never writes: a merged
+// tree then costs a pointer per name, not a copy of each entry.
+type inode struct {
+	e      *Entry
+	leader string // the group's first name in result's order, once result met it
+}
 
 // node is one name of the merged tree.
 type node struct {
-	layer    int             // the layer whose entry made it (-1: the implicit root)
-	implicit bool            // the root no layer has listed yet
-	ino      *inode          // regular files and symlinks
-	e        Entry           // everything else
+	ino      *inode          // every node has one; only files and symlinks share theirs
 	kids     map[string]bool // a directory's children, by full name
+	layer    int32           // the layer whose entry made it (-1: the implicit root)
+	implicit bool            // the root no layer has listed yet
 }
 
-func (n *node) kind() cache.Kind {
-	if n.ino != nil {
-		return n.ino.e.Kind
-	}
-	return n.e.Kind
-}
+func (n *node) kind() cache.Kind { return n.ino.e.Kind }
 
+// merger is Merge one layer at a time: apply each layer, lowest first,
+// then take the result. A layer's entry list must stay unchanged while
+// the merger lives; the caller may drop its own reference once applied.
 type merger struct {
 	nodes map[string]*node
 	gone  map[string]int // names a whiteout removed, and which layer's
 	ids   []string       // the diffIDs of the layers so far
 	layer int
 	diff  *Diff
+}
+
+func newMerger() *merger {
+	root := &node{layer: -1, implicit: true, ino: &inode{e: &Entry{Entry: cache.Entry{Name: ".", Kind: cache.KindDir}}}, kids: map[string]bool{}}
+	return &merger{nodes: map[string]*node{".": root}, gone: map[string]int{}, layer: -1}
 }
 
 func (m *merger) layerName(i int) string {
@@ -93,22 +99,31 @@ func (m *merger) refuse(what, name, why string) error {
 	return fmt.Errorf("%s: %s %q: %s: %w", m.layerName(m.layer), what, name, why, ErrUnsafeEntry)
 }
 
-func (m *merger) apply() error {
-	m.ids = append(m.ids, string(m.diff.ID))
-	own := map[string]cache.Kind{}
-	for _, e := range m.diff.Entries {
+// apply merges the next layer, d, over the layers applied so far.
+func (m *merger) apply(d *Diff) error {
+	m.layer++
+	m.diff = d
+	m.ids = append(m.ids, string(d.ID))
+	var own map[string]cache.Kind // only whiteouts need it, and most layers have none
+	if len(d.Whiteouts) > 0 {
+		own = make(map[string]cache.Kind, len(d.Entries))
+	}
+	for i := range d.Entries {
+		e := &d.Entries[i]
 		if !cleanRel(e.Name) {
 			return m.refuse("entry", e.Name, "name is not clean")
 		}
-		own[e.Name] = e.Kind
+		if own != nil {
+			own[e.Name] = e.Kind
+		}
 	}
-	for _, w := range m.diff.Whiteouts {
+	for _, w := range d.Whiteouts {
 		if err := m.whiteout(w, own); err != nil {
 			return err
 		}
 	}
-	for _, e := range m.diff.Entries {
-		if err := m.add(e); err != nil {
+	for i := range d.Entries {
+		if err := m.add(&d.Entries[i]); err != nil {
 			return err
 		}
 	}
@@ -139,7 +154,7 @@ func (m *merger) whiteout(w Whiteout, own map[string]cache.Kind) error {
 		case n == nil:
 			return nil // nothing below to remove
 		case n.kind() == cache.KindSymlink:
-			return m.refuse(what, w.Name, fmt.Sprintf("%q is a symlink from %s: a whiteout there would act outside the tree", a, m.layerName(n.layer)))
+			return m.refuse(what, w.Name, fmt.Sprintf("%q is a symlink from %s: a whiteout there would act outside the tree", a, m.layerName(int(n.layer))))
 		case n.kind() != cache.KindDir:
 			return nil
 		}
@@ -161,7 +176,7 @@ func (m *merger) whiteout(w Whiteout, own map[string]cache.Kind) error {
 // add applies the layer's entry e: it replaces what the merged tree holds
 // at its name (a directory over a directory keeps its children), or
 // refuses e, naming its layer, when the merged tree cannot take it.
-func (m *merger) add(e Entry) error {
+func (m *merger) add(e *Entry) error {
 	switch {
 	case e.Name == "." && e.Kind != cache.KindDir:
 		return m.refuse("entry", e.Name, "root entry is not a directory")
@@ -172,14 +187,14 @@ func (m *merger) add(e Entry) error {
 		return err
 	}
 	old := m.nodes[e.Name]
-	if old != nil && old.layer == m.layer && !old.implicit {
+	if old != nil && int(old.layer) == m.layer && !old.implicit {
 		return m.refuse("entry", e.Name, "duplicate entry")
 	}
 	if old != nil && old.kind() == cache.KindDir && e.Kind == cache.KindDir {
-		old.e, old.layer, old.implicit = e, m.layer, false
+		old.ino.e, old.layer, old.implicit = e, int32(m.layer), false
 		return nil
 	}
-	n := &node{layer: m.layer}
+	n := &node{layer: int32(m.layer)}
 	switch e.Kind {
 	case cache.KindHardlink:
 		ino, err := m.linkTarget(e)
@@ -187,12 +202,10 @@ func (m *merger) add(e Entry) error {
 			return err
 		}
 		n.ino = ino
-	case cache.KindFile, cache.KindSymlink:
+	case cache.KindFile, cache.KindSymlink, cache.KindChar, cache.KindBlock, cache.KindFIFO:
 		n.ino = &inode{e: e}
 	case cache.KindDir:
-		n.e, n.kids = e, map[string]bool{}
-	case cache.KindChar, cache.KindBlock, cache.KindFIFO:
-		n.e = e
+		n.ino, n.kids = &inode{e: e}, map[string]bool{}
 	default:
 		return m.refuse("entry", e.Name, fmt.Sprintf("unknown kind %q", e.Kind))
 	}
@@ -217,7 +230,7 @@ func (m *merger) checkParents(name string) error {
 		case n == nil:
 			return m.refuse("entry", name, fmt.Sprintf("parent %q does not exist", a))
 		case n.kind() == cache.KindSymlink:
-			return m.refuse("entry", name, fmt.Sprintf("parent %q is a symlink from %s: writing through it would leave the tree", a, m.layerName(n.layer)))
+			return m.refuse("entry", name, fmt.Sprintf("parent %q is a symlink from %s: writing through it would leave the tree", a, m.layerName(int(n.layer))))
 		case n.kind() != cache.KindDir:
 			return m.refuse("entry", name, fmt.Sprintf("parent %q is not a directory", a))
 		}
@@ -229,7 +242,7 @@ func (m *merger) checkParents(name string) error {
 // a regular file or symlink of the merged tree. A target that is unclean,
 // missing (saying so when a whiteout removed it), e itself or of another
 // kind is refused.
-func (m *merger) linkTarget(e Entry) (*inode, error) {
+func (m *merger) linkTarget(e *Entry) (*inode, error) {
 	if !cleanRel(e.Linkname) {
 		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link target %q is not clean", e.Linkname))
 	}
@@ -240,7 +253,7 @@ func (m *merger) linkTarget(e Entry) (*inode, error) {
 		}
 		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which does not exist", e.Linkname))
 	}
-	if t.ino == nil || e.Linkname == e.Name {
+	if k := t.kind(); (k != cache.KindFile && k != cache.KindSymlink) || e.Linkname == e.Name {
 		return nil, m.refuse("entry", e.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", e.Linkname))
 	}
 	return t.ino, nil
@@ -264,23 +277,22 @@ func (m *merger) remove(name string, byWhiteout bool) {
 // result lists the merged tree; see Merge.
 func (m *merger) result() []Entry {
 	names := slices.SortedFunc(maps.Keys(m.nodes), parentsFirst)
-	leader := map[*inode]string{}
 	out := make([]Entry, 0, len(names))
 	for _, name := range names {
 		n := m.nodes[name]
-		switch {
+		switch k := n.kind(); {
 		case n.implicit:
 			continue
-		case n.ino == nil:
-			out = append(out, n.e)
+		case k != cache.KindFile && k != cache.KindSymlink:
+			out = append(out, *n.ino.e)
 			continue
 		}
-		e := n.ino.e
+		e := *n.ino.e
 		e.Name = name
-		if l, ok := leader[n.ino]; ok {
+		if l := n.ino.leader; l != "" {
 			e.Kind, e.Linkname, e.Size, e.Object, e.Xattrs = cache.KindHardlink, l, 0, "", nil
 		} else {
-			leader[n.ino] = name
+			n.ino.leader = name
 		}
 		out = append(out, e)
 	}

@@ -27,16 +27,18 @@ func unitCmd(g *globals) *cobra.Command {
 /etc/systemd/system (or --unit-dir) and prints the commands that enable them.
 
 NAME IMAGE gives rootswap-NAME.service: ExecStartPre prepares IMAGE (pulling
-it, starting from cache when Docker is down, rolling back crash loops),
+it, starting from cache when its source is down, rolling back crash loops),
 ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
-reports how the run ended; Restart=always; Wants=/After=docker.service but not
-Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
+reports how the run ended; Restart=always; Wants=/After=docker.service for an
+image from the Docker daemon, network-online.target for a docker://, oci: or
+docker-archive: one (see import --help), never Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
 and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
 
 --gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
 this store (--root), and rootswap-gc.timer, which starts it daily at a random
 time within the first hour, catching up after downtime.`,
 		Example: `  rootswap unit web registry.example/web:stable -- /usr/bin/web-server --port 80
+  rootswap unit web docker://registry.example/web:stable   # no Docker on the node
   rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
   rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
   rootswap unit --gc-timer

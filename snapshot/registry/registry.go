@@ -36,9 +36,12 @@ type Options struct {
 	// Keychain finds credentials per registry; nil means
 	// authn.DefaultKeychain (see the README's "Image sources").
 	Keychain authn.Keychain
-	// Timeout bounds each manifest and config round trip (per mirror
-	// tried), and the wait for a blob's response headers; 0 means
-	// DefaultTimeout. A blob's body is not bounded: it may be large.
+	// Timeout bounds every wait on the network: each manifest and config
+	// round trip (per mirror tried), the connection, TLS handshake and
+	// response headers of every request, and each read of a blob's body
+	// (a body may take as long as it likes while bytes keep coming, but
+	// no byte for Timeout is a registry that is unreachable); 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 	// Platform is the platform an index's manifest is picked for,
 	// "os/arch[/variant]"; "" means linux/GOARCH.
@@ -51,7 +54,8 @@ type Options struct {
 	// so every Resolve asks the registry.
 	Refs RefCache
 	// Transport replaces the HTTP transport (tests); nil means
-	// go-containerregistry's default with a response-header timeout.
+	// go-containerregistry's default with Timeout on connecting, the TLS
+	// handshake and response headers. Timeout bounds either.
 	Transport http.RoundTripper
 	// Log receives a warning per mirror that fails; nil discards them.
 	Log *slog.Logger
@@ -100,14 +104,15 @@ func New(opt Options) *Source {
 	}
 	t := opt.Transport
 	if t == nil {
-		dt := remote.DefaultTransport.(*http.Transport).Clone()
-		dt.ResponseHeaderTimeout = s.opt.Timeout
-		t = dt
+		t = defaultTransport(s.opt.Timeout)
 	}
 	if s.err == nil {
 		s.puller, s.err = remote.NewPuller(
 			remote.WithAuthFromKeychain(s.opt.Keychain),
-			remote.WithTransport(t),
+			remote.WithTransport(&boundTransport{next: t, d: s.opt.Timeout}),
+			remote.WithRetryBackoff(retryBackoff(s.opt.Timeout)),
+			remote.WithRetryStatusCodes(retryStatus...),
+			remote.WithRetryPredicate(retryable),
 			remote.WithUserAgent("rootswap"),
 		)
 	}

@@ -306,7 +306,7 @@ func (p *preparation) hint(err error) error {
 	if !image {
 		return err
 	}
-	return fmt.Errorf("image %s: %s is an image (config) digest; name the image by its manifest digest: rootswap images --digests", p.ref, d)
+	return fmt.Errorf("image %s: that is an image (config) digest; use the manifest digest: rootswap images --digests", p.ref)
 }
 
 // readIndex reads the tree's and the machine's records in one

@@ -189,6 +189,7 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 	if p.opt.Pull {
 		pullErr = p.src.Pull(ctx, p.ref)
 	}
+	ref := fmt.Sprint(p.ref) // as records and messages spell it
 	var st view
 	var resolveErr, err error
 	st.resolved, resolveErr = p.src.Resolve(ctx, p.ref)
@@ -206,7 +207,7 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 			// resolved to.
 			st.unreachable = pullErr
 		case pullErr != nil && ctx.Err() == nil:
-			p.log.Warn("pull failed; using the local image", "image", p.ref, "digest", st.resolved, "err", pullErr)
+			p.log.Warn("pull failed; using the local image", "image", ref, "digest", st.resolved, "err", pullErr)
 		}
 		if st.unreachable == nil {
 			return st, indexErr
@@ -226,18 +227,18 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 	case ctx.Err() != nil:
 		return st, resolveErr
 	case !unreachable && !gone:
-		return st, p.hint(cause)
+		return st, p.hint(ref, cause)
 	case st.link == "" && unreachable:
 		st.unreachable = resolveErr // noCache says so
-		return st, p.hint(nil)
+		return st, p.hint(ref, nil)
 	case st.link == "":
-		return st, p.hint(cause)
+		return st, p.hint(ref, cause)
 	}
-	if err := p.hint(nil); err != nil {
+	if err := p.hint(ref, nil); err != nil {
 		return st, err
 	}
-	if before, err := p.resolvedBefore(); err == nil && !before {
-		return st, fmt.Errorf("%w; %s never resolved on this store, so machine %s does not start from the cached tree of another image", cause, p.ref, p.name)
+	if before, err := p.resolvedBefore(ref); err == nil && !before {
+		return st, fmt.Errorf("%w; %s never resolved on this store, so machine %s does not start from the cached tree of another image", cause, ref, p.name)
 	}
 	// indexErr (and resolvedBefore's error) are ignored as above: the
 	// link is what runs.
@@ -248,10 +249,10 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 // resolvedBefore reports whether ref named an image on this store before:
 // a recorded ref, a tree imported under it, or a generation of the
 // machine activated from it.
-func (p *preparation) resolvedBefore() (bool, error) {
+func (p *preparation) resolvedBefore(ref string) (bool, error) {
 	var found bool
 	err := p.s.View(func(tx *index.Tx) error {
-		if _, err := tx.Ref(p.ref); err == nil {
+		if _, err := tx.Ref(ref); err == nil {
 			found = true
 			return nil
 		} else if !errors.Is(err, cache.ErrNotFound) {
@@ -262,7 +263,7 @@ func (p *preparation) resolvedBefore() (bool, error) {
 			return err
 		}
 		for _, g := range gens {
-			if g.Image == p.ref {
+			if g.Image == ref {
 				found = true
 				return nil
 			}
@@ -272,7 +273,7 @@ func (p *preparation) resolvedBefore() (bool, error) {
 			return err
 		}
 		for _, t := range trees {
-			if slices.Contains(t.Refs, p.ref) {
+			if slices.Contains(t.Refs, ref) {
 				found = true
 				return nil
 			}
@@ -287,12 +288,12 @@ func (p *preparation) resolvedBefore() (bool, error) {
 // no manifest's: then it is an error saying which digest to use. A source
 // cannot resolve such a ref (a registry answers 404 or 500), so with err
 // nil a known image digest is an error too.
-func (p *preparation) hint(err error) error {
-	i := strings.LastIndex(p.ref, "@")
+func (p *preparation) hint(ref string, err error) error {
+	i := strings.LastIndex(ref, "@")
 	if i < 0 {
 		return err
 	}
-	d, perr := digest.Parse(p.ref[i+1:])
+	d, perr := digest.Parse(ref[i+1:])
 	if perr != nil {
 		return err
 	}
@@ -306,7 +307,7 @@ func (p *preparation) hint(err error) error {
 	if !image {
 		return err
 	}
-	return fmt.Errorf("image %s: that is an image (config) digest; use the manifest digest: rootswap images --digests", p.ref)
+	return fmt.Errorf("image %s: that is an image (config) digest; use the manifest digest: rootswap images --digests", ref)
 }
 
 // readIndex reads the tree's and the machine's records in one

@@ -254,7 +254,7 @@ func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
 			diffID: img.diffIDs[i],
 			blob:   blob,
 			size:   desc.Size,
-			name:   fmt.Sprintf("layer %s (blob %s)", img.diffIDs[i], blob),
+			name:   "blob " + blob.String(), // the importer names the layer
 			fetch: func(ctx context.Context) (io.ReadCloser, bool, error) {
 				var rc io.ReadCloser
 				err := s.each(ctx, repo, true, false, func(ctx context.Context, repo name.Repository) error {

@@ -110,7 +110,7 @@ func New(opt Options) *Source {
 	if s.err == nil {
 		s.puller, s.err = remote.NewPuller(
 			remote.WithAuthFromKeychain(s.opt.Keychain),
-			remote.WithTransport(&boundTransport{next: t, d: s.opt.Timeout}),
+			remote.WithTransport(&refusals{next: &boundTransport{next: t, d: s.opt.Timeout}}),
 			remote.WithRetryBackoff(retryBackoff(s.opt.Timeout)),
 			remote.WithRetryStatusCodes(retryStatus...),
 			remote.WithRetryPredicate(retryable),

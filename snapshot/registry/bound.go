@@ -75,7 +75,13 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	b.w.timer.Reset(b.w.d)
 	n, err := b.rc.Read(p)
 	b.w.timer.Stop()
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		// The connection went back to the pool: release the request's
+		// context now, as a reader that drains a body and drops it
+		// (go-containerregistry's retry does) never calls Close.
+		b.cancel()
+	case err != nil:
 		err = b.w.err("no byte of the body", err)
 	}
 	return n, err

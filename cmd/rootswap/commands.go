@@ -244,7 +244,7 @@ Activating the current tree changes nothing.`,
 }
 
 func prepareCmd(g *globals) *cobra.Command {
-	opt := activate.PrepareOptions{HealthyAfter: envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)}
+	opt := activate.PrepareOptions{HealthyAfter: activate.DefaultHealthyAfter}
 	var link linkFlags
 	cmd := &cobra.Command{
 		Use:   "prepare [--pull] [--force] NAME IMAGE",
@@ -299,6 +299,7 @@ another digest or --force is given.`,
 	cmd.Flags().BoolVar(&opt.Pull, "pull", false, "pull IMAGE first; carry on with the local image if that fails")
 	cmd.Flags().BoolVar(&opt.Force, "force", false, "activate IMAGE even if its digest failed on NAME before")
 	cmd.Flags().DurationVar(&opt.HealthyAfter, "healthy-after", opt.HealthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
+	envFlag(cmd.Flags(), "healthy-after", "ROOTSWAP_HEALTHY_AFTER")
 	cmd.Flags().IntVar(&opt.MaxFailures, "max-failures", activate.DefaultMaxFailures, "failed short runs in a row that make a crash loop")
 	link.register(cmd)
 	return cmd
@@ -371,7 +372,7 @@ type historyRow struct {
 
 func historyCmd(g *globals) *cobra.Command {
 	var asJSON bool
-	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
+	healthyAfter := activate.DefaultHealthyAfter
 	cmd := &cobra.Command{
 		Use:               "history NAME",
 		Short:             "List machine NAME's generations and their health",
@@ -412,6 +413,7 @@ func historyCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
+	envFlag(cmd.Flags(), "healthy-after", "ROOTSWAP_HEALTHY_AFTER")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -535,13 +537,13 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DIGEST\tREFS\tLAYERS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES\tPINNED")
+			fmt.Fprintln(w, "DIGEST\tREFS\tLAYERS\tFILES\tSIZE\tNEW\tCREATED\tMACHINES\tPINNED")
 			for _, r := range rows {
 				pin := ""
 				if r.Pinned {
 					pin = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, humanBytes(r.Bytes), humanBytes(r.NewBytes), r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
 			}
 			return w.Flush()
 		},
@@ -561,24 +563,15 @@ func printLayers(out io.Writer, s *cache.Store, asJSON bool) error {
 		return printJSON(out, ls)
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DIFFID\tFILES\tBYTES\tNEW BYTES\tCREATED\tTREES")
+	fmt.Fprintln(w, "DIFFID\tFILES\tSIZE\tNEW\tCREATED\tTREES")
 	for _, l := range ls {
 		trees := make([]string, len(l.Trees))
 		for i, t := range l.Trees {
 			trees[i] = short(t)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\n", short(l.DiffID), l.Files, l.Bytes, l.NewBytes, l.Created.Format(time.RFC3339), strings.Join(trees, ","))
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", short(l.DiffID), l.Files, humanBytes(l.Bytes), humanBytes(l.NewBytes), l.Created.Format(time.RFC3339), strings.Join(trees, ","))
 	}
 	return w.Flush()
-}
-
-// envDuration reads a duration from the environment, falling back to def
-// when it is unset or malformed.
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
 }
 
 // linkFlags are --link-machines and --machines-dir, shared by activate and

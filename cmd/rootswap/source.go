@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"time"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -23,17 +21,10 @@ const (
 	sourceRegistry = "registry"
 )
 
-func defaultSource() string {
-	if v := os.Getenv("ROOTSWAP_SOURCE"); v != "" {
-		return v
-	}
-	return sourceDaemon
-}
-
 // checkSource refuses a --source other than the two.
 func (g *globals) checkSource() error {
 	if g.source != sourceDaemon && g.source != sourceRegistry {
-		return usage("--source %q: want %s or %s", g.source, sourceDaemon, sourceRegistry)
+		return usage("%s: want %s or %s", g.given("source", g.source), sourceDaemon, sourceRegistry)
 	}
 	return nil
 }
@@ -64,7 +55,7 @@ func fromDaemon(image string) bool {
 // a registry resolved, so a later start needs no network.
 func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, error) {
 	t, _, ok := registry.Transport(image)
-	opt := registry.Options{Timeout: g.registryTimeout, Log: g.log}
+	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log}
 	switch {
 	case !ok || t == "docker-daemon":
 		c, err := docker.NewClient()
@@ -99,10 +90,4 @@ func (c refCache) LookupRef(ref string) (r index.Ref, ok bool, err error) {
 
 func (c refCache) RecordRef(r index.Ref) error {
 	return c.s.Update(func(tx *index.Tx) error { return tx.PutRef(r) })
-}
-
-// registryTimeoutDefault is --registry-timeout's default (env
-// ROOTSWAP_REGISTRY_TIMEOUT).
-func registryTimeoutDefault() time.Duration {
-	return envDuration("ROOTSWAP_REGISTRY_TIMEOUT", registry.DefaultTimeout)
 }

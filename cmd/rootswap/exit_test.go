@@ -93,15 +93,15 @@ func TestGCWithoutTheLockPrintsNoResult(t *testing.T) {
 // plain error.
 func TestPermissionDeniedSaysRoot(t *testing.T) {
 	var buf bytes.Buffer
-	// stderr = &buf
-	//x
+	stderr = &buf
+	defer func() { stderr, geteuid = os.Stderr, os.Geteuid }()
 	err := fmt.Errorf("open /var/lib/rootswap/lock: %w", fs.ErrPermission)
-	//g
+	geteuid = func() int { return 1000 }
 	if code := exitCode(err); code != 1 || !strings.HasPrefix(buf.String(), "rootswap must run as root: open /var/lib/rootswap/lock: permission denied") {
 		t.Errorf("uid 1000: exit %d, %q", code, buf.String())
 	}
 	buf.Reset()
-	//g
+	geteuid = func() int { return 0 }
 	if code := exitCode(err); code != 1 || strings.Contains(buf.String(), "must run as root") {
 		t.Errorf("uid 0: exit %d, %q", code, buf.String())
 	}

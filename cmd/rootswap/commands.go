@@ -124,17 +124,21 @@ func importCmd(g *globals) *cobra.Command {
 		Long: `Import resolves IMAGE to its image digest (the config digest, Docker's image
 ID), the store key. If the store has that tree it prints the digest and stops.
 Otherwise it imports it: from a registry (docker://HOST/REPO:TAG or @sha256:…),
-an OCI layout (oci:PATH[:TAG]) or a docker save tarball (docker-archive:PATH)
-layer by layer, fetching only the layers the store lacks; from the Docker daemon
-(docker-daemon:REF, or a bare tag, name@digest or image ID unless --source
-registry) by exporting a created (never started) container straight into the
-store and removing it again.
+an OCI layout (oci:PATH[:TAG]), a tar of one (oci-archive:PATH[:TAG]) or a
+docker save tarball (docker-archive:PATH[:REF]; archives may be gzip- or
+zstd-compressed) layer by layer, fetching only the layers the store lacks;
+from the Docker daemon (docker-daemon:REF, or a bare tag, name@digest or image
+ID unless --source registry) by exporting a created (never started) container
+straight into the store and removing it again. Any other WORD:/… or WORD://…
+(and containers-storage:) is refused as an unknown transport (exit 2).
 
 With --tar it imports a rootfs tar stream from FILE or stdin (-); the key is
 the sha256 of the stream.`,
 		Example: `  rootswap import debian:bookworm
   rootswap import docker://registry.example/web:stable
   rootswap import oci:/srv/images/web:stable
+  rootswap import oci-archive:/srv/images/web.tar:stable
+  rootswap import docker-archive:/srv/images/web.tar.gz
   docker export c1 | rootswap import --tar -`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if (tarFile == "") == (len(args) == 0) || len(args) > 1 {
@@ -197,6 +201,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (
 	if err != nil {
 		return "", err
 	}
+	defer closeSource(src)
 	d, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return "", err
@@ -284,6 +289,7 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
+			defer closeSource(src)
 			opt.Progress = importProgress(image, g.quiet)
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -12,8 +13,9 @@ import (
 )
 
 // The sources an IMAGE argument can name, by its containers-transports(5)
-// prefix: docker://… a registry, oci:… an OCI layout, docker-archive:… a
-// `docker save` tarball, docker-daemon:… the Docker daemon. A bare
+// prefix: docker://… a registry, oci:… an OCI layout, oci-archive:… a tar
+// of one, docker-archive:… a `docker save` tarball, docker-daemon:… the
+// Docker daemon. A bare
 // REPO:TAG names the default source, --source (env ROOTSWAP_SOURCE):
 // "daemon" unless set, so units written before registries keep working.
 const (
@@ -55,7 +57,7 @@ func fromDaemon(image string) bool {
 // a registry resolved, so a later start needs no network.
 func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, error) {
 	t, _, ok := registry.Transport(image)
-	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log}
+	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir()}
 	switch {
 	case !ok || t == "docker-daemon":
 		c, err := docker.NewClient()
@@ -68,8 +70,18 @@ func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, erro
 		return registry.New(opt), nil
 	case t == "oci":
 		return registry.NewLayout(opt), nil
+	case t == "oci-archive":
+		return registry.NewOCIArchive(opt), nil
 	default: // docker-archive
 		return registry.NewArchive(opt), nil
+	}
+}
+
+// closeSource releases what src holds open (an archive's decompressed
+// copy), if anything.
+func closeSource(src snapshot.Source) {
+	if c, ok := src.(io.Closer); ok {
+		c.Close()
 	}
 }
 

@@ -513,18 +513,22 @@ func listCmd(g *globals) *cobra.Command {
 }
 
 func imagesCmd(g *globals) *cobra.Command {
-	var asJSON, layers bool
+	var asJSON, layers, digests bool
 	cmd := &cobra.Command{
-		Use:   "images [--layers]",
+		Use:   "images [--layers] [--digests]",
 		Short: "List the trees in the store (or its cached layers)",
 		Long: `Images lists the trees: refs they were imported as, the number of layers
 they were built from (0 for a Docker export or a tar), files, bytes, the bytes
-their import stored, machines whose current tree they are, pins.
+their import stored, machines whose current tree they are, pins. DIGEST is the
+image digest (the config's, Docker's image ID); --digests adds the registry
+manifest digest each recorded docker:// ref resolved to, the one a
+REPO@sha256:… ref names (--json always has them, as "manifests").
 
 With --layers it lists the layer records instead (diffID, files, bytes, the
 trees built from each): what an upgrade from a registry, OCI layout or
 docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 		Example: `  rootswap images --json
+  rootswap images --digests
   rootswap images --layers`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -543,19 +547,34 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DIGEST\tREFS\tLAYERS\tFILES\tSIZE\tNEW\tCREATED\tMACHINES\tPINNED")
+			head := "DIGEST\tREFS\tLAYERS\tFILES\tSIZE\tNEW\tCREATED\tMACHINES\tPINNED"
+			if digests {
+				head += "\tMANIFEST DIGESTS"
+			}
+			fmt.Fprintln(w, head)
 			for _, r := range rows {
 				pin := ""
 				if r.Pinned {
 					pin = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, humanBytes(r.Bytes), humanBytes(r.NewBytes), r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, humanBytes(r.Bytes), humanBytes(r.NewBytes), r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				if digests {
+					var ms []string
+					for _, m := range r.Manifests {
+						if !slices.Contains(ms, m.Manifest.String()) {
+							ms = append(ms, m.Manifest.String())
+						}
+					}
+					fmt.Fprintf(w, "\t%s", strings.Join(ms, ","))
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&layers, "layers", false, "list the cached layers instead of the trees")
+	cmd.Flags().BoolVar(&digests, "digests", false, "show the registry manifest digests of each tree's docker:// refs")
 	return cmd
 }
 

@@ -206,7 +206,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: importProgress(ref, g.quiet), Log: g.log}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref), Log: g.log}
 	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
 		return "", err
 	}
@@ -290,7 +290,7 @@ another digest or --force is given.`,
 				return err
 			}
 			defer closeSource(src)
-			opt.Progress = importProgress(image, g.quiet)
+			opt.Progress = g.importProgress(image)
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err

@@ -32,6 +32,7 @@ type globals struct {
 	registryTimeout time.Duration     // bounds a registry's manifest round trips
 	registriesConf  string            // the registries.conf naming mirrors; "" the default
 	fromEnv         map[string]string // flag name → the variable that set it
+	area            *statusArea       // stderr's progress lines; nil off a terminal and with -q
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -70,6 +71,11 @@ func (g *globals) setup(cmd *cobra.Command) error {
 		level = slog.LevelDebug
 	}
 	g.log = journal.NewLogger(level)
+	if !g.quiet && stderrIsTTY() {
+		// The log goes through the area, which clears its lines first.
+		g.area = &statusArea{w: os.Stderr, width: terminalWidth}
+		g.log = journal.NewLoggerTo(level, g.area)
+	}
 	return nil
 }
 

@@ -64,7 +64,7 @@ func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, erro
 		if err != nil {
 			return nil, fmt.Errorf("docker client: %w", err)
 		}
-		return docker.New(c, pullProgress(g.quiet)), nil
+		return docker.New(c, g.pullProgress()), nil
 	case t == "docker":
 		opt.Refs = refCache{s}
 		return registry.New(opt), nil

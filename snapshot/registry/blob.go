@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -38,6 +39,9 @@ var _ snapshot.Layer = (*layer)(nil)
 
 func (l *layer) DiffID() digest.Digest { return l.diffID }
 func (l *layer) Blob() digest.Digest   { return l.blob }
+func (l *layer) Size() int64           { return l.size }
+
+var _ snapshot.SizedLayer = (*layer)(nil)
 
 // Open fetches the blob and returns its uncompressed tar stream. The
 // compression is read from the blob's first bytes (gzip, zstd, or none),
@@ -56,7 +60,7 @@ func (l *layer) Open(ctx context.Context) (io.ReadCloser, error) {
 		b.h = l.blob.Algorithm().Hash()
 	}
 	br := bufio.NewReaderSize(b, 64<<10)
-	s := &stream{name: l.name, raw: br, closers: []func() error{rc.Close}}
+	s := &stream{name: l.name, raw: br, blob: b, closers: []func() error{rc.Close}}
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		rc.Close()
@@ -90,6 +94,7 @@ type stream struct {
 	name    string
 	dec     io.Reader // the uncompressed stream
 	raw     io.Reader // the blob
+	blob    *blobReader
 	closers []func() error
 	err     error // sticky
 }
@@ -119,6 +124,11 @@ func (s *stream) Read(p []byte) (int, error) {
 	return n, s.err
 }
 
+// BlobRead is the blob bytes read so far, for progress.
+func (s *stream) BlobRead() int64 { return s.blob.read.Load() }
+
+var _ snapshot.BlobCounter = (*stream)(nil)
+
 func (s *stream) Close() error {
 	var errs []error
 	for i := len(s.closers) - 1; i >= 0; i-- {
@@ -134,6 +144,7 @@ type blobReader struct {
 	r    io.Reader
 	want int64 // -1: unknown
 	got  int64
+	read atomic.Int64 // got, for another goroutine
 	blob digest.Digest
 	h    hash.Hash
 }
@@ -141,6 +152,7 @@ type blobReader struct {
 func (b *blobReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.got += int64(n)
+	b.read.Store(b.got)
 	if b.h != nil {
 		b.h.Write(p[:n])
 	}

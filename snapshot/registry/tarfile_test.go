@@ -163,9 +163,19 @@ func TestArchiveCompressed(t *testing.T) {
 				if err != nil || !bytes.Equal(got, raws[i]) {
 					t.Errorf("layer %d: %v; content differs: %t", i, err, !bytes.Equal(got, raws[i]))
 				}
-				if s := l.(*layer).size; s != int64(len(raws[i])) {
+				if s := l.(snapshot.SizedLayer).Size(); s != int64(len(raws[i])) {
 					t.Errorf("layer %d: size %d, want %d from the archive", i, s, len(raws[i]))
 				}
+				// The stream counts the blob bytes it read, for progress.
+				rc, err := l.Open(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, rc)
+				if n := rc.(snapshot.BlobCounter).BlobRead(); n != int64(len(raws[i])) {
+					t.Errorf("layer %d: BlobRead %d after the whole blob, want %d", i, n, len(raws[i]))
+				}
+				rc.Close()
 			}
 		})
 	}

@@ -59,6 +59,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Log receives a warning per mirror that fails; nil discards them.
 	Log *slog.Logger
+	// TempDir takes the decompressed copy of a compressed
+	// docker-archive: or oci-archive: file (unlinked at once); "" means
+	// os.TempDir().
+	TempDir string
 }
 
 // Source is a registry as a snapshot.Source, for docker://HOST/REPO:TAG

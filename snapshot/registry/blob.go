@@ -123,11 +123,6 @@ func (s *stream) Read(p []byte) (int, error) {
 	return n, s.err
 }
 
-// BlobRead is the blob bytes read so far, for progress.
-func (s *stream) BlobRead() int64 { return s.blob.read.Load() }
-
-var _ snapshot.BlobCounter = (*stream)(nil)
-
 // wrap names the layer in a read error, and says what the error means:
 // the caller's context ended (the context's error, whatever the read
 // made of it), the registry stopped sending (unreachable), or the blob
@@ -143,6 +138,11 @@ func (s *stream) wrap(err error) error {
 	}
 	return fmt.Errorf("%s: %w", s.name, err)
 }
+
+// BlobRead is the blob bytes read so far, for progress.
+func (s *stream) BlobRead() int64 { return s.blob.read.Load() }
+
+var _ snapshot.BlobCounter = (*stream)(nil)
 
 func (s *stream) Close() error {
 	var errs []error

@@ -467,6 +467,7 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 	if ctx.Err() != nil {
 		return fmt.Errorf("image %s: %w", ref, ctx.Err())
 	}
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch {
@@ -488,6 +489,7 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 // classifyBlob is classify for a blob: a missing blob is no missing image
 // but a broken registry.
 func (s *Source) classifyBlob(ctx context.Context, repo name.Repository, err error) error {
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
 	isTE := errors.As(err, &te)
 	switch {

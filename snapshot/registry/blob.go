@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -38,6 +39,9 @@ var _ snapshot.Layer = (*layer)(nil)
 
 func (l *layer) DiffID() digest.Digest { return l.diffID }
 func (l *layer) Blob() digest.Digest   { return l.blob }
+func (l *layer) Size() int64           { return l.size }
+
+var _ snapshot.SizedLayer = (*layer)(nil)
 
 // Open fetches the blob and returns its uncompressed tar stream. The
 // compression is read from the blob's first bytes (gzip, zstd, or none),
@@ -57,7 +61,7 @@ func (l *layer) Open(ctx context.Context) (io.ReadCloser, error) {
 		b.h = l.blob.Algorithm().Hash()
 	}
 	br := bufio.NewReaderSize(b, 64<<10)
-	s.raw = br
+	s.raw, s.blob = br, b
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		rc.Close()
@@ -92,6 +96,7 @@ type stream struct {
 	name    string
 	dec     io.Reader // the uncompressed stream
 	raw     io.Reader // the blob
+	blob    *blobReader
 	closers []func() error
 	err     error // sticky
 }
@@ -134,6 +139,11 @@ func (s *stream) wrap(err error) error {
 	return fmt.Errorf("%s: %w", s.name, err)
 }
 
+// BlobRead is the blob bytes read so far, for progress.
+func (s *stream) BlobRead() int64 { return s.blob.read.Load() }
+
+var _ snapshot.BlobCounter = (*stream)(nil)
+
 func (s *stream) Close() error {
 	var errs []error
 	for i := len(s.closers) - 1; i >= 0; i-- {
@@ -150,6 +160,7 @@ type blobReader struct {
 	r    io.Reader
 	want int64 // -1: unknown
 	got  int64
+	read atomic.Int64 // got, for another goroutine
 	blob digest.Digest
 	h    hash.Hash
 }
@@ -157,6 +168,7 @@ type blobReader struct {
 func (b *blobReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.got += int64(n)
+	b.read.Store(b.got)
 	if b.h != nil {
 		b.h.Write(p[:n])
 	}

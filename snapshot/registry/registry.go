@@ -59,6 +59,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Log receives a warning per mirror that fails; nil discards them.
 	Log *slog.Logger
+	// TempDir takes the decompressed copy of a compressed
+	// docker-archive: or oci-archive: file (unlinked at once); "" means
+	// os.TempDir().
+	TempDir string
 }
 
 // Source is a registry as a snapshot.Source, for docker://HOST/REPO:TAG
@@ -457,6 +461,7 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 	if ctx.Err() != nil {
 		return fmt.Errorf("image %s: %w", ref, ctx.Err())
 	}
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch {
@@ -478,6 +483,7 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 // classifyBlob is classify for a blob: a missing blob is no missing image
 // but a broken registry.
 func (s *Source) classifyBlob(ctx context.Context, repo name.Repository, err error) error {
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
 	isTE := errors.As(err, &te)
 	switch {

@@ -113,3 +113,37 @@ func TestPullStallsMidBlob(t *testing.T) {
 		t.Errorf("prepare --pull of a new machine, registry stalls mid-blob: exit %d, stderr %q; want 1 and one line", r.code, r.stderr)
 	}
 }
+
+// TestPrepareNeverResolved: through the binary, against the real
+// registry: a cached machine whose IMAGE is changed to a registry that is
+// down, or to the image's config digest (the digest rootswap prints, which
+// a registry does not serve as a manifest), fails in one line instead of
+// running its old tree with exit 0; its own IMAGE with the registry down
+// still starts from cache.
+func TestPrepareNeverResolved(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	reg := startRegistry(t, registryOpts{})
+	ref := pushImageAs(t, reg, v1, "rootswap-test/never:v1")
+	s := newStore(t)
+	s.ok("prepare", "m", "docker://"+ref)
+	d := s.linked("m")
+	oneLine := func(what string, r result, want string) {
+		t.Helper()
+		if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "cached") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and one line saying %q", what, r.code, r.stdout, r.stderr, want)
+		}
+		if got := s.linked("m"); got != d {
+			t.Errorf("%s: m runs %s, want %s", what, got, d)
+		}
+	}
+	byConfig := "docker://" + reg.Addr() + "/rootswap-test/never@" + d
+	oneLine("config digest", s.run("prepare", "--pull", "m", byConfig), "rootswap images --digests")
+	reg.Stop()
+	oneLine("another image, registry down", s.run("prepare", "--pull", "m", "docker://"+reg.Addr()+"/rootswap-test/other:v1"), "never resolved")
+	oneLine("config digest, registry down", s.run("prepare", "--pull", "m", byConfig), "rootswap images --digests")
+	r := s.run("prepare", "--pull", "m", "docker://"+ref)
+	if r.code != 0 || !strings.Contains(r.stdout, "cached") {
+		t.Errorf("its own image, registry down: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+}

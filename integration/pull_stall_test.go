@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -145,5 +146,30 @@ func TestPrepareNeverResolved(t *testing.T) {
 	r := s.run("prepare", "--pull", "m", "docker://"+ref)
 	if r.code != 0 || !strings.Contains(r.stdout, "cached") {
 		t.Errorf("its own image, registry down: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestPrepareLostArchive: a machine prepared from a docker-archive: file
+// that is then deleted starts from its cached tree with one warning, as
+// one whose registry lost the tag; a new machine fails in one line.
+func TestPrepareLostArchive(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	saved := dockerSave(t, v1)
+	src := "docker-archive:" + saved
+	s := newStore(t)
+	s.ok("prepare", "m", src)
+	d := s.linked("m")
+	if err := os.Remove(saved); err != nil {
+		t.Fatal(err)
+	}
+	r := s.run("prepare", "m", src)
+	if r.code != 0 || !strings.Contains(r.stdout, "cached, image gone") || !strings.Contains(r.stdout, d) {
+		t.Errorf("prepare of a lost archive: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+	oneWarning(t, "prepare of a lost archive", r.stderr, "no longer has the image")
+	r = s.run("prepare", "fresh", src)
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("prepare of a lost archive for a new machine: exit %d, %q %q; want 1 and one line", r.code, r.stdout, r.stderr)
 	}
 }

@@ -2,7 +2,10 @@ package integration
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/rootswap/rootswap/internal/testimage"
@@ -72,4 +75,77 @@ func TestManualRollbackHolds(t *testing.T) {
 	if out := s.ok("prepare", "--pull", "--force", "app", tag); !strings.Contains(out, d2) {
 		t.Fatalf("prepare --force: %q", out)
 	}
+}
+
+// TestUpdateWithoutSystemd (issue 18 items 1 and 5) on the host, where no
+// systemd runs: --dry-run changes nothing; update fetches the new version
+// while nothing restarts and says the restart was not done; the machine
+// keeps its tree; a source that is down fails with nothing changed; a
+// second update while one holds the store waits and then exits 75.
+func TestUpdateWithoutSystemd(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := testimage.Images(t)
+	d1, d2 := testimage.ImageID(t, v1), testimage.ImageID(t, v2)
+	tag, retag := movingTag(t, "rootswap-test/update-nosd")
+	s := newStore(t)
+	retag(v1)
+	s.ok("prepare", "app", tag)
+	if out := s.ok("update", "app"); !strings.Contains(out, "app: up to date") {
+		t.Errorf("update of an unchanged tag: %q", out)
+	}
+	retag(v2)
+	before := listing(t, s.root)
+	out := s.ok("update", "--dry-run", "app")
+	if !strings.Contains(out, "would fetch "+d2) || !strings.Contains(out, tag) {
+		t.Errorf("dry run:\n%s", out)
+	}
+	if after := listing(t, s.root); after != before {
+		t.Errorf("--dry-run changed the store")
+	}
+	var plan []struct {
+		Name, Action, Result, Running, New string
+		Failed                             bool
+	}
+	if err := json.Unmarshal([]byte(s.ok("update", "--dry-run", "--json", "app")), &plan); err != nil || len(plan) != 1 ||
+		plan[0].Running != d1 || plan[0].New != d2 || plan[0].Action != "fetch (systemd unreachable)" {
+		t.Errorf("dry run --json: %+v %v", plan, err)
+	}
+	r := s.run("update", "app")
+	if r.code != 0 || !strings.Contains(r.stdout, "app: fetched "+d2+"; restart not done: systemd unreachable") {
+		t.Fatalf("update without systemd: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if ms := s.machines(); ms[0].Digest != d1 {
+		t.Errorf("update without systemd flipped the machine: %+v", ms)
+	}
+	if len(s.images()) != 2 {
+		t.Errorf("the new version was not fetched: %+v", s.images())
+	}
+	// The next start (prepare) finds it: a cache hit, no export.
+	if out := s.ok("prepare", "app", tag); !strings.Contains(out, d2) || !strings.Contains(out, "(activated)") {
+		t.Errorf("prepare after the fetch: %q", out)
+	}
+
+	// The source down: one line, exit 1, nothing changed.
+	retag(v1)
+	s.env = []string{"DOCKER_HOST=unix:///run/rootswap-test-no-docker.sock"}
+	r = s.run("update", "app")
+	if r.code != 1 || !strings.Contains(r.stdout, "nothing restarted") || !strings.Contains(r.stderr, "1 of 1 machines failed") {
+		t.Errorf("update with the source down: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	s.env = nil
+	if ms := s.machines(); ms[0].Digest != d2 {
+		t.Errorf("a failed update changed the machine: %+v", ms)
+	}
+
+	// A second update while one runs: busy after --lock-timeout.
+	f, err := os.OpenFile(filepath.Join(s.root, "locks", "update"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	s.fail(75, []string{"update", "busy"}, "--lock-timeout", "300ms", "update", "app")
+	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 }

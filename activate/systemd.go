@@ -27,14 +27,15 @@ type Systemd interface {
 // UnitState is a unit as systemd describes it (org.freedesktop.systemd1
 // Unit and Service properties).
 type UnitState struct {
-	LoadState   string // loaded, not-found, masked, …
-	ActiveState string // active, activating, deactivating, inactive, failed, reloading
-	SubState    string // running, auto-restart, exited, …
-	Invocation  string // InvocationID: new for every start
-	NRestarts   uint32 // automatic restarts (Restart=) since the last manual start
-	Result      string // the service's last result: success, exit-code, signal, …
-	ExitCode    int32  // ExecMainCode: 1 exited, 2 killed, 3 dumped
-	ExitStatus  int32  // ExecMainStatus: the exit status or the signal number
+	LoadState   string    // loaded, not-found, masked, …
+	ActiveState string    // active, activating, deactivating, inactive, failed, reloading
+	SubState    string    // running, auto-restart, exited, …
+	Invocation  string    // InvocationID: new for every start
+	Since       time.Time // ActiveEnterTimestamp: when it last became active
+	NRestarts   uint32    // automatic restarts (Restart=) since the last manual start
+	Result      string    // the service's last result: success, exit-code, signal, …
+	ExitCode    int32     // ExecMainCode: 1 exited, 2 killed, 3 dumped
+	ExitStatus  int32     // ExecMainStatus: the exit status or the signal number
 	Environment []string
 }
 
@@ -105,6 +106,9 @@ func (d dbusSystemd) Unit(ctx context.Context, unit string) (UnitState, error) {
 	st := UnitState{LoadState: str(u["LoadState"]), ActiveState: str(u["ActiveState"]), SubState: str(u["SubState"])}
 	if b, ok := u["InvocationID"].([]byte); ok {
 		st.Invocation = hex.EncodeToString(b)
+	}
+	if us, ok := u["ActiveEnterTimestamp"].(uint64); ok && us > 0 {
+		st.Since = time.UnixMicro(int64(us))
 	}
 	if st.LoadState == "not-found" || !strings.HasSuffix(unit, ".service") {
 		return st, nil

@@ -99,6 +99,10 @@ type updateView struct {
 	failed     []digest.Digest
 	unit       string // the unit that runs the machine; "" if none runs
 	systemdErr error  // systemd could not be asked
+	// stale: the unit has run since before the current generation was
+	// activated (an update killed between its flip and its restart): it
+	// runs an older tree than the link names.
+	stale bool
 }
 
 // decideUpdate is the policy of Update: a pure function of what it read.
@@ -108,6 +112,8 @@ func decideUpdate(v updateView) UpdateAction {
 		return NoImage
 	case v.resolveErr != nil:
 		return Unresolved
+	case v.resolved == v.running && v.stale && v.unit != "":
+		return RestartUnit // apply what the link names
 	case v.resolved == v.running:
 		return UpToDate
 	case slices.Contains(v.failed, v.resolved):
@@ -154,8 +160,10 @@ type updater struct {
 type machineUpdate struct {
 	view updateView
 	rec  index.Machine // the machine's record as observe read it
-	res  UpdateResult
-	hold time.Duration // the healthy time the unit's environment sets
+	// rollbackTo is what a failed gate goes back to: what ran before.
+	rollbackTo digest.Digest
+	res        UpdateResult
+	hold       time.Duration // the healthy time the unit's environment sets
 }
 
 // Update updates the machines named (none: every machine that opted in
@@ -276,7 +284,7 @@ func (u *updater) observe(ctx context.Context, names []string) ([]*machineUpdate
 	}
 	u.resolve(ctx, ms)
 	for _, m := range ms {
-		if m.view.image == "" || m.view.resolveErr != nil || m.view.resolved == m.view.running {
+		if m.view.image == "" || m.view.resolveErr != nil {
 			continue
 		}
 		if u.sd == nil && u.sdErr == nil {
@@ -286,10 +294,28 @@ func (u *updater) observe(ctx context.Context, names []string) ([]*machineUpdate
 			m.view.systemdErr = u.sdErr
 			continue
 		}
-		m.view.unit, m.hold, m.view.systemdErr = u.runningUnit(ctx, m.res.Name)
+		var since time.Time
+		m.view.unit, since, m.hold, m.view.systemdErr = u.runningUnit(ctx, m.res.Name)
 		m.res.Unit = m.view.unit
+		m.rollbackTo = m.view.running
+		if cur, prev := generationsOf(byName[m.res.Name]); m.view.unit != "" && cur.Digest == m.view.running && !since.IsZero() && since.Before(cur.Time) {
+			m.view.stale, m.rollbackTo = true, prev.Digest
+		}
 	}
 	return ms, nil
+}
+
+// generationsOf returns h's current generation and the one before it.
+func generationsOf(h index.History) (cur, prev index.Generation) {
+	for _, g := range h.Generations {
+		switch {
+		case g.Number == h.Current:
+			cur = g
+		case g.Number < h.Current && g.Number > prev.Number:
+			prev = g
+		}
+	}
+	return cur, prev
 }
 
 // followed is the reference machine h follows: its record's, or for a
@@ -363,17 +389,17 @@ func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, er
 
 // runningUnit finds the unit that runs machine name, "" if none runs,
 // and the healthy time its environment sets.
-func (u *updater) runningUnit(ctx context.Context, name string) (string, time.Duration, error) {
+func (u *updater) runningUnit(ctx context.Context, name string) (string, time.Time, time.Duration, error) {
 	for _, unit := range MachineUnits(name) {
 		st, err := u.sd.Unit(ctx, unit)
 		if err != nil {
-			return "", 0, err
+			return "", time.Time{}, 0, err
 		}
 		if st.running() {
-			return unit, st.envDuration("ROOTSWAP_HEALTHY_AFTER"), nil
+			return unit, st.Since, st.envDuration("ROOTSWAP_HEALTHY_AFTER"), nil
 		}
 	}
-	return "", 0, nil
+	return "", time.Time{}, 0, nil
 }
 
 // plan says what the machine's action would do, for --dry-run.
@@ -502,12 +528,12 @@ func (u *updater) restart(ctx context.Context, m *machineUpdate) {
 	}
 	m.res.Failed = true
 	why := fmt.Sprintf("update health gate: %v", err)
-	u.log.Warn("update failed its health gate; rolling back", "machine", name, "digest", v.resolved, "unit", v.unit, "why", err.Error(), "rollback_to", v.running)
-	if v.running == "" {
+	u.log.Warn("update failed its health gate; rolling back", "machine", name, "digest", v.resolved, "unit", v.unit, "why", err.Error(), "rollback_to", m.rollbackTo)
+	if m.rollbackTo == "" || m.rollbackTo == v.resolved {
 		m.res.Done = fmt.Sprintf("%s failed its health gate (%v); no earlier tree to roll back to", v.resolved, err)
 		return
 	}
-	back, rerr := rollbackFor(context.WithoutCancel(ctx), u.s, name, v.running.String(), why)
+	back, rerr := rollbackFor(context.WithoutCancel(ctx), u.s, name, m.rollbackTo.String(), why)
 	if rerr != nil {
 		m.res.Done = fmt.Sprintf("%s failed its health gate (%v); rollback failed: %v", v.resolved, err, rerr)
 		return

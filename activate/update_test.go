@@ -41,6 +41,8 @@ func TestDecideUpdate(t *testing.T) {
 		{"new digest, systemd unreachable", with(func(v *updateView) { v.unit, v.systemdErr = "", down }), FetchOnly},
 		{"declined, systemd unreachable", with(func(v *updateView) { v.failed, v.systemdErr = []digest.Digest{v2}, down }), DeclineUpdate},
 		{"a machine without a tree", with(func(v *updateView) { v.running = "" }), RestartUnit},
+		{"runs it, but the unit started before the flip", with(func(v *updateView) { v.resolved, v.stale = v1, true }), RestartUnit},
+		{"runs it, stale, no unit runs", with(func(v *updateView) { v.resolved, v.stale, v.unit = v1, true, "" }), UpToDate},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := decideUpdate(c.view); got != c.want {
@@ -63,10 +65,12 @@ type fakeSystemd struct {
 	polls    map[string]int
 	inv      map[string]int
 	failed   map[string]bool
+	since    map[string]time.Time
+	born     time.Time
 }
 
 func newFakeSystemd(s *cache.Store, running ...string) *fakeSystemd {
-	f := &fakeSystemd{s: s, crash: map[digest.Digest]int{}, units: map[string]string{}, polls: map[string]int{}, inv: map[string]int{}, failed: map[string]bool{}}
+	f := &fakeSystemd{s: s, crash: map[digest.Digest]int{}, units: map[string]string{}, polls: map[string]int{}, inv: map[string]int{}, failed: map[string]bool{}, since: map[string]time.Time{}, born: time.Now()}
 	for _, m := range running {
 		f.units["rootswap-"+m+".service"] = m
 	}
@@ -83,7 +87,10 @@ func (f *fakeSystemd) Unit(ctx context.Context, unit string) (UnitState, error) 
 		return UnitState{LoadState: "not-found", ActiveState: "inactive", SubState: "dead"}, nil
 	}
 	f.polls[unit]++
-	st := UnitState{LoadState: "loaded", ActiveState: "active", SubState: "running", Invocation: fmt.Sprint(f.inv[unit])}
+	st := UnitState{LoadState: "loaded", ActiveState: "active", SubState: "running", Invocation: fmt.Sprint(f.inv[unit]), Since: f.since[unit]}
+	if st.Since.IsZero() {
+		st.Since = f.born
+	}
 	d, _ := CurrentTree(f.s, name)
 	if n, bad := f.crash[d]; bad && f.polls[unit] > n {
 		st.ActiveState, st.SubState, st.Result, st.ExitCode, st.ExitStatus = "activating", "auto-restart", "exit-code", 1, 3
@@ -97,6 +104,7 @@ func (f *fakeSystemd) Restart(ctx context.Context, unit string) (string, error) 
 	f.restarts = append(f.restarts, unit)
 	f.polls[unit] = 0
 	f.inv[unit]++
+	f.since[unit] = time.Now()
 	return "done", nil
 }
 
@@ -197,6 +205,21 @@ func TestUpdate(t *testing.T) {
 	if p, err := Prepare(ctx, s, src, log, "a", "app:stable", PrepareOptions{}); err != nil || p.Change != Declined {
 		t.Errorf("prepare after the rollback: %+v %v", p, err)
 	}
+
+	// An update killed between its flip and its restart: the link names
+	// the new tree, the unit still runs the old one. The next update
+	// restarts it, and a failed gate goes back to what ran.
+	src.images["app:stable"] = "v2"
+	if _, _, err := Activate(ctx, s, "b", v3, "app:stable", "update"); err != nil {
+		t.Fatal(err)
+	}
+	src.images["app:stable"] = "v3"
+	sd.restarts = nil
+	res, _ = Update(ctx, s, sources, log, []string{"b"}, updateOpts(sd.dial))
+	if res[0].Action != RestartUnit || !strings.Contains(res[0].Done, "rolled back to generation 2 "+v2.String()) || len(sd.restarts) != 2 {
+		t.Errorf("update after a kill between flip and restart: %+v, restarts %v", res[0], sd.restarts)
+	}
+	assertCurrent(t, s, "b", v2, "v2")
 
 	// systemd unreachable: fetched, not restarted.
 	src.images["app:stable"] = "v4"

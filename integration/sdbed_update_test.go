@@ -259,3 +259,166 @@ func TestSdbedUpdateRollsBack(t *testing.T) {
 		t.Errorf("current generation after both rollbacks: %+v", c)
 	}
 }
+
+// lastJournal returns the time of the last entry of unit whose message
+// starts with prefix, or the zero time.
+func (b *bed) lastJournal(unit, prefix string) time.Time {
+	b.t.Helper()
+	var at time.Time
+	for _, e := range b.journal("-u", unit) {
+		if strings.HasPrefix(e.Message, prefix) {
+			at = e.Realtime
+		}
+	}
+	return at
+}
+
+// TestSdbedUpdateTwoMachines (issue 18, items 3, 4 and 6): two machines on
+// one tag, one of each unit kind (rootswap-a.service and, from
+// --nspawn-file, systemd-nspawn@b.service), both marked --auto-update, and
+// the update service --update-timer installs. Started as the timer would,
+// it exports the new version once for both and restarts them one at a
+// time; the journal has its lines with ROOTSWAP_MACHINE=. A new version
+// that fails then rolls a back and leaves b on its version, untouched.
+func TestSdbedUpdateTwoMachines(t *testing.T) {
+	needIntegration(t)
+	v1, v2, bad := payloadImage(t, tickScript("v1")), payloadImage(t, tickScript("v2")), payloadImage(t, "#!/bin/sh\necho v3 exits\nexit 1\n")
+	tag, retag := movingTag(t, "rootswap-test/sdbed-two")
+	retag(v1)
+	b := bootBed(t)
+	nolimit := map[string]string{"nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"}
+	ua := b.install("a", nolimit, "--auto-update", "--healthy-after", "2s", "--restart-sec", "1s", "--stop-timeout", "5s", "a", tag, "--", "/bin/sh", "/run.sh")
+	b.rootswap("unit", "--install", "--unit-dir", "/etc/systemd/system", "--nspawn-file", "--auto-update", "--healthy-after", "2s",
+		"--restart-sec", "1s", "b", tag, "--", "/bin/sh", "/run.sh")
+	ub := "systemd-nspawn@b.service"
+	b.writeFile("/etc/systemd/system/"+ub+".d/nolimit.conf", nolimit["nolimit.conf"])
+	b.rootswap("unit", "--update-timer", "--install", "--unit-dir", "/etc/systemd/system")
+	b.ok("systemctl", "daemon-reload")
+	b.ok("systemctl", "enable", "--now", "rootswap-update.timer")
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, u := range []string{ub, "rootswap-update.service"} {
+				out, _ := b.run("journalctl", "-u", u, "--no-pager", "-o", "short-precise", "-n", "80")
+				t.Logf("journal of %s:\n%s", u, out)
+			}
+		}
+	})
+	b.ok("systemctl", "start", ua, ub)
+	b.waitTicks(ua, "v1", time.Time{}, 5)
+	b.waitTicks(ub, "v1", time.Time{}, 5)
+	if l := b.ok("systemctl", "list-timers", "--all", "--no-pager"); !strings.Contains(l, "rootswap-update.timer") {
+		t.Errorf("list-timers lacks the update timer:\n%s", l)
+	}
+
+	retag(v2)
+	since := time.Now()
+	b.ok("systemctl", "start", "rootswap-update.service") // a oneshot: returns when update has
+	b.waitTicks(ua, "v2", since, 5)
+	b.waitTicks(ub, "v2", since, 5)
+	if n := exports(t, v2, since); n != 1 {
+		t.Errorf("Docker exported v2 %d times for two machines, want 1", n)
+	}
+	aUp, bDown := b.lastJournal(ua, "Started "), b.lastJournal(ub, "Stopping ")
+	t.Logf("a started %s, b stopping %s later (the gate holds a for 2s first)", aUp.Format("15:04:05.000"), bDown.Sub(aUp).Round(time.Millisecond))
+	if !bDown.After(aUp.Add(2 * time.Second)) {
+		t.Errorf("b was stopped %v after a started: not one at a time behind a 2s gate", bDown.Sub(aUp))
+	}
+	for _, m := range []string{"a", "b"} {
+		b.waitJournal("update lines", 1, time.Minute, func(e journalEntry) bool { return strings.HasPrefix(e.Message, "updated") },
+			"ROOTSWAP_MACHINE="+m)
+	}
+
+	retag(bad)
+	since = time.Now()
+	bStarts := b.lastJournal(ub, "Started ")
+	if _, code := b.run("systemctl", "start", "rootswap-update.service"); code == 0 {
+		t.Errorf("the update service succeeded with a failing version")
+	}
+	b.waitTicks(ua, "v2", since, 5) // a rolled back to v2
+	b.waitJournal("rollback warnings", 1, time.Minute, func(e journalEntry) bool {
+		return strings.HasPrefix(e.Message, "update failed its health gate")
+	}, "ROOTSWAP_MACHINE=a", "-p", "warning")
+	skipped := b.waitJournal("skip lines", 1, time.Minute, func(e journalEntry) bool {
+		return strings.Contains(e.Message, "b: skipped: the rollout stopped after a failed")
+	}, "-u", "rootswap-update.service")
+	t.Logf("update service: %s", skipped[0].Message)
+	if got := b.lastJournal(ub, "Started "); !got.Equal(bStarts) {
+		t.Errorf("b was restarted by the failed rollout (started %s, before %s)", got, bStarts)
+	}
+	var ms []machineJSON
+	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.Digest != testimage.ImageID(t, v2) {
+			t.Errorf("machine %s is on %s after the failed rollout, want v2", m.Name, m.Digest)
+		}
+	}
+}
+
+// TestSdbedUpdateKilled (issue 18 item 5): update SIGKILLed at each of
+// its failpoints: afterwards the unit runs the old or the new version,
+// verify finds the index and the links agreeing after the next command,
+// and the next update finishes the job (or, after a rollback, keeps the
+// old version).
+func TestSdbedUpdateKilled(t *testing.T) {
+	needIntegration(t)
+	tag, retag := movingTag(t, "rootswap-test/sdbed-kill")
+	retag(payloadImage(t, tickScript("k0")))
+	b := bootBed(t)
+	unit := b.install("app", map[string]string{"nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--healthy-after", "1s", "--restart-sec", "1s", "--stop-timeout", "5s", "app", tag, "--", "/bin/sh", "/run.sh")
+	b.ok("systemctl", "start", unit)
+	b.waitTicks(unit, "k0", time.Time{}, 5)
+	cur := "k0"
+	for i, fp := range []string{"update-fetched", "update-activated", "update-restarted", "update-rolled-back"} {
+		next := fmt.Sprintf("k%d", i+1)
+		img := payloadImage(t, tickScript(next))
+		if fp == "update-rolled-back" {
+			img = payloadImage(t, "#!/bin/sh\necho "+next+" exits\nexit 1\n")
+		}
+		retag(img)
+		out, code := b.run("env", bedDocker, "ROOTSWAP_FAILPOINT="+fp, "/usr/local/bin/rootswap", "--root", b.store, "update", "app")
+		if !strings.Contains(out, "failpoint "+fp) {
+			t.Fatalf("%s: update was not killed there: exit %d\n%s", fp, code, out)
+		}
+		killed := time.Now()
+		b.rootswap("list") // the next command
+		if out, code := b.run("/usr/local/bin/rootswap", "--root", b.store, "verify"); code != 0 {
+			t.Errorf("%s: verify after the kill: exit %d\n%s", fp, code, out)
+		}
+		// Old or new, and printing.
+		var runs string
+		b.waitFor(fp+": a version printing", 2*time.Minute, func() bool {
+			for _, v := range []string{cur, next} {
+				n := 0
+				for _, tt := range b.ticks(unit, v) {
+					if tt.After(killed) {
+						n++
+					}
+				}
+				if n >= 3 {
+					runs = v
+					return true
+				}
+			}
+			return false
+		})
+		rows, code, out := b.update("app")
+		t.Logf("%s: after the kill %s printed; the next update: exit %d, %s", fp, runs, code, rows[0].Result)
+		want := next
+		if fp == "update-rolled-back" {
+			want = cur
+			if code != 0 || rows[0].Action != "decline" {
+				t.Errorf("%s: the next update:\n%s", fp, out)
+			}
+		} else if code != 0 || rows[0].Failed {
+			t.Errorf("%s: the next update:\n%s", fp, out)
+		}
+		b.waitTicks(unit, want, time.Now(), 3)
+		if out, code := b.run("/usr/local/bin/rootswap", "--root", b.store, "verify"); code != 0 {
+			t.Errorf("%s: verify after the next update: exit %d\n%s", fp, code, out)
+		}
+		cur = want
+	}
+}

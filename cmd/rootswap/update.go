@@ -65,7 +65,7 @@ declines the new version; 1 when any failed (its line says why).`,
 				return err
 			}
 			sources := func(ref string) (snapshot.Source, error) { return g.newSource(s, ref) }
-			opt.Progress = func(ref string) snapshot.Progress { return importProgress(ref, g.quiet) }
+			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
 			res, err := activate.Update(cmd.Context(), s, sources, g.log, args, opt)
 			if err != nil {
 				return err

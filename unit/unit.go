@@ -61,18 +61,20 @@ const DefaultUpdateCalendar = "daily"
 // UpdateTimerFiles are rootswap-update.service and rootswap-update.timer
 // for the binary bin and store root, both absolute: `rootswap update` of
 // every machine marked with `unit --auto-update`, at onCalendar (a
-// systemd.time(7) calendar event; "" is DefaultUpdateCalendar). The
-// service fetches at the lowest CPU and I/O priority, so the services it
+// systemd.time(7) calendar event; "" is DefaultUpdateCalendar), with
+// the global flags flags before the command (as a service's prepare gets
+// them: the source, the registry's timeout and mirrors). The service
+// fetches at the lowest CPU and I/O priority, so the services it
 // updates keep theirs while it imports; the restarts it asks for are the
 // units' own, at their own priority.
-func UpdateTimerFiles(bin, root, onCalendar string) ([]File, error) {
+func UpdateTimerFiles(bin, root, onCalendar string, flags []string) ([]File, error) {
 	if onCalendar == "" {
 		onCalendar = DefaultUpdateCalendar
 	}
 	if strings.ContainsAny(onCalendar, "\n\r") || strings.TrimSpace(onCalendar) == "" {
 		return nil, invalidf("unit --on-calendar %q: want one systemd.time(7) calendar event", onCalendar)
 	}
-	exec, err := execLine(bin, "--root", root, "update")
+	exec, err := execLine(append(append([]string{bin, "--root", root}, flags...), "update")...)
 	if err != nil {
 		return nil, err
 	}

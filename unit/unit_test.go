@@ -303,7 +303,7 @@ func TestUnitUpdateTimer(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	dir := filepath.Join(t.TempDir(), "units")
 	bin, _ := os.Executable()
-	files, err := UpdateTimerFiles(bin, store, "")
+	files, err := UpdateTimerFiles(bin, store, "", nil)
 	out := install(t, dir, files, err)
 	want := "wrote " + dir + "/rootswap-update.service\nwrote " + dir + "/rootswap-update.timer\n" +
 		"next: systemctl daemon-reload && systemctl enable --now rootswap-update.timer\n"
@@ -324,11 +324,11 @@ func TestUnitUpdateTimer(t *testing.T) {
 		}
 	}
 	verifyUnits(t, dir, "rootswap-update.timer", "rootswap-update.service")
-	files, err = UpdateTimerFiles(bin, store, "Mon *-*-* 03:00")
-	if err != nil || files[1].opts[1].Value != "Mon *-*-* 03:00" {
+	files, err = UpdateTimerFiles(bin, store, "Mon *-*-* 03:00", []string{"--source=registry"})
+	if err != nil || files[1].opts[1].Value != "Mon *-*-* 03:00" || files[0].opts[4].Value != bin+" --root "+store+" --source=registry update" {
 		t.Errorf("--on-calendar: %v %v", files, err)
 	}
-	if _, err := UpdateTimerFiles(bin, store, "daily\nExecStart=/bin/evil"); !errors.Is(err, ErrInvalid) {
+	if _, err := UpdateTimerFiles(bin, store, "daily\nExecStart=/bin/evil", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a calendar with a newline: %v", err)
 	}
 }

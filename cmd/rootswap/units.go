@@ -95,7 +95,10 @@ after downtime.`,
 			case gcTimer:
 				files, err = unit.GCTimerFiles(bin, root)
 			case updateTimer:
-				files, err = unit.UpdateTimerFiles(bin, root, onCalendar)
+				var pf []string
+				if pf, err = g.prepareFlags(cmd); err == nil {
+					files, err = unit.UpdateTimerFiles(bin, root, onCalendar, pf)
+				}
 			case svc.settingsFile:
 				files, err = unit.NspawnFiles(bin, root, sp)
 			default:

@@ -150,10 +150,13 @@ func (r UpdateResult) String() string { return r.Name + ": " + r.Done }
 type updater struct {
 	s       *cache.Store
 	sources Sources
-	log     *slog.Logger
-	opt     UpdateOptions
-	sd      Systemd
-	sdErr   error
+	// srcs keeps the source that resolved each reference: the import
+	// asks the same one (a registry source knows what it resolved).
+	srcs  map[string]snapshot.Source
+	log   *slog.Logger
+	opt   UpdateOptions
+	sd    Systemd
+	sdErr error
 }
 
 // machineUpdate is one machine's view and result while Update runs.
@@ -203,7 +206,7 @@ func Update(ctx context.Context, s *cache.Store, sources Sources, log *slog.Logg
 		}
 		defer l.Unlock()
 	}
-	u := &updater{s: s, sources: sources, log: log, opt: opt}
+	u := &updater{s: s, sources: sources, log: log, opt: opt, srcs: map[string]snapshot.Source{}}
 	ms, err := u.observe(ctx, names)
 	if u.sd != nil {
 		defer u.sd.Close()
@@ -372,8 +375,20 @@ func (u *updater) resolve(ctx context.Context, ms []*machineUpdate) {
 	}
 }
 
-func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, error) {
+// source is the one source of ref for this update.
+func (u *updater) source(ref string) (snapshot.Source, error) {
+	if src, ok := u.srcs[ref]; ok {
+		return src, nil
+	}
 	src, err := u.sources(ref)
+	if err == nil {
+		u.srcs[ref] = src
+	}
+	return src, err
+}
+
+func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, error) {
+	src, err := u.source(ref)
 	if err != nil {
 		return "", err
 	}
@@ -462,7 +477,7 @@ func (u *updater) fetch(ctx context.Context, ms []*machineUpdate) {
 }
 
 func (u *updater) importOne(ctx context.Context, ref string, d digest.Digest) error {
-	src, err := u.sources(ref)
+	src, err := u.source(ref)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,14 @@ package integration
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rootswap/rootswap/internal/testimage"
 )
@@ -148,4 +151,92 @@ func TestUpdateWithoutSystemd(t *testing.T) {
 	}
 	s.fail(75, []string{"update", "busy"}, "--lock-timeout", "300ms", "update", "app")
 	syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}
+
+// TestUpdateFromRegistry (issue 18 items 3 and 5) on the host, no
+// systemd: two machines following one docker:// tag fetch the new version
+// once (each blob once in the registry's access log; the tag is asked
+// about once); with the registry stopped, and then hung, update fails
+// each machine with nothing restarted, within the registry timeout.
+func TestUpdateFromRegistry(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := testimage.Images(t)
+	reg := startRegistry(t, registryOpts{})
+	const name = "rootswap-test/update:stable"
+	src := "docker://" + pushImageAs(t, reg, v1, name)
+	s := newStore(t)
+	s.ok("prepare", "a", src)
+	s.ok("prepare", "b", src)
+	pushImageAs(t, reg, v2, name)
+	before := countsOf(reg)
+	out := s.ok("update", "a", "b")
+	d := before.since(reg)
+	d2 := testimage.ImageID(t, v2)
+	for _, m := range []string{"a", "b"} {
+		if !strings.Contains(out, m+": fetched "+d2+"; restart not done") {
+			t.Errorf("update of %s:\n%s", m, out)
+		}
+	}
+	if len(d.blobs) == 0 {
+		t.Errorf("update fetched no blob")
+	}
+	for b, n := range d.blobs {
+		if n != 1 {
+			t.Errorf("blob %s fetched %d times for two machines, want 1", b, n)
+		}
+	}
+	if d.manifests["HEAD"] > 1 {
+		t.Errorf("the tag was asked about %d times for two machines following it: %v", d.manifests["HEAD"], d.manifests)
+	}
+	t.Logf("update of two machines on one tag: blobs %v, manifests %v", d.blobs, d.manifests)
+
+	// The registry stopped, then hung: each machine fails, nothing changes.
+	pushImageAs(t, reg, v1, name)
+	reg.Stop()
+	r := s.run("update", "a", "b")
+	if r.code != 1 || strings.Count(r.stdout, "nothing restarted") != 2 || !strings.Contains(r.stdout, reg.Addr()) {
+		t.Errorf("update with the registry stopped: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	l, err := net.Listen("tcp", reg.Addr())
+	if err != nil {
+		t.Fatalf("listen on the stopped registry's %s: %v", reg.Addr(), err)
+	}
+	defer l.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	s.env = []string{registryTimeoutEnv + "=2s"}
+	done := make(chan result, 1)
+	go func() { done <- s.run("update", "a") }()
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Minute):
+		t.Fatalf("update against a silent registry still running after 5m: the wait is unbounded")
+	}
+	t.Logf("update against a silent registry returned after %v: %s", r.took, strings.TrimSpace(r.stdout))
+	if r.code != 1 || !strings.Contains(r.stdout, "nothing restarted") {
+		t.Errorf("update with the registry hung: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, m := range s.machines() {
+		if m.Digest != testimage.ImageID(t, v1) {
+			t.Errorf("machine %s moved to %s without systemd", m.Name, m.Digest)
+		}
+	}
 }

@@ -240,3 +240,40 @@ func TestUpdateFromRegistry(t *testing.T) {
 		}
 	}
 }
+
+// TestUpdateOnAFullDisk (issue 18 item 5): update's fetch on a disk with
+// k blocks free fails the machine in one line, "nothing restarted", and
+// changes nothing: the machine keeps its tree, index and link agree, the
+// store verifies; with the space back the fetch succeeds.
+func TestUpdateOnAFullDisk(t *testing.T) {
+	needIntegration(t)
+	needLoop(t)
+	v1, v2 := testimage.Images(t)
+	d1, d2 := testimage.ImageID(t, v1), testimage.ImageID(t, v2)
+	tag, retag := movingTag(t, "rootswap-test/update-full")
+	retag(v1)
+	img := filepath.Join(t.TempDir(), "fs.img")
+	makeFS(t, img)
+	l := mountFS(t, img)
+	s := storeOn(t, filepath.Join(l.dir, "store"))
+	s.ok("prepare", "app", tag)
+	s.ok("update", "app") // up to date; makes the lock file
+	retag(v2)
+	for _, k := range []int64{0, 3, 40} {
+		l.fill(t, k)
+		r := s.run("update", "app")
+		if r.code != 1 || !strings.Contains(r.stdout, "nothing restarted") || !strings.Contains(r.stdout, "no space left on device") ||
+			strings.Count(strings.TrimSpace(r.stdout), "\n") != 0 {
+			t.Errorf("update with %d blocks free: exit %d\n%s%s", k, r.code, r.stdout, r.stderr)
+		}
+		l.unfill(t)
+		if link, _ := s.agree("app"); link != d1 {
+			t.Errorf("update with %d blocks free moved the machine to %s", k, link)
+		}
+		s.check()
+	}
+	if out := s.ok("update", "app"); !strings.Contains(out, "fetched "+d2) {
+		t.Errorf("update with the space back: %q", out)
+	}
+	s.check()
+}

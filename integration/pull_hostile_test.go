@@ -126,7 +126,7 @@ func blobNames(i int) func(ls []rawLayer) []string {
 // overwriteBlob replaces the registry's stored bytes of blob b.
 func overwriteBlob(t *testing.T, reg *registry, b []byte, with []byte) {
 	t.Helper()
-	p := reg.blobFile(digest.FromBytes(b))
+	p := reg.BlobFile(digest.FromBytes(b))
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("the registry's copy of blob %s: %v", digest.FromBytes(b), err)
 	}

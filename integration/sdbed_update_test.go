@@ -422,3 +422,60 @@ func TestSdbedUpdateKilled(t *testing.T) {
 		cur = want
 	}
 }
+
+// readyScript is a --notify payload that says READY=1 at once and then
+// prints "tick VERSION" every 20 ms.
+func readyScript(version string) string {
+	return "#!/bin/sh\ntrap 'exit 0' TERM\nexec /notify-ready /bin/sh -c 'trap \"exit 0\" TERM; while true; do echo \"tick " + version + "\"; sleep 0.02; done'\n"
+}
+
+// TestSdbedUpdateNotify (issue 18 items 1 and 2): a Type=notify unit
+// passes the gate only after READY=1. A new version that says it is
+// updated; one that never says it is rolled back once --deadline has
+// passed, and the old version is up again. A unit that is not running
+// is only fetched: it applies at the next start.
+func TestSdbedUpdateNotify(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := notifyImage(t, readyScript("v1")), notifyImage(t, readyScript("v2"))
+	never := notifyImage(t, "#!/bin/sh\ntrap 'exit 0' TERM\necho v3 never ready\nwhile true; do sleep 0.1; done\n")
+	v4 := notifyImage(t, readyScript("v4"))
+	tag, retag := movingTag(t, "rootswap-test/sdbed-notify-upd")
+	retag(v1)
+	b := bootBed(t)
+	unit := b.install("app", map[string]string{"nolimit.conf": "[Unit]\nStartLimitIntervalSec=0\n"},
+		"--notify", "--healthy-after", "1s", "--stop-timeout", "5s", "app", tag, "--", "/bin/sh", "/run.sh")
+	b.ok("systemctl", "start", unit)
+	b.waitTicks(unit, "v1", time.Time{}, 5)
+
+	retag(v2)
+	rows, code, out := b.update("--deadline", "20s", "app")
+	if code != 0 || !strings.Contains(rows[0].Result, "(updated; "+unit+" restarted") {
+		t.Fatalf("update of a notify unit: exit %d\n%s", code, out)
+	}
+	b.waitTicks(unit, "v2", time.Now(), 5)
+
+	retag(never)
+	start := time.Now()
+	rows, code, out = b.update("--deadline", "5s", "app")
+	t.Logf("update to a version that never says READY=1: exit %d after %v: %s", code, time.Since(start).Round(time.Millisecond), rows[0].Result)
+	if code != 1 || !strings.Contains(rows[0].Result, "did not start within 5s") || !strings.Contains(rows[0].Result, "rolled back to generation 2 "+testimage.ImageID(t, v2)) {
+		t.Fatalf("update to a version that is never ready: exit %d\n%s", code, out)
+	}
+	b.waitTicks(unit, "v2", time.Now(), 5)
+	if got := strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)); got != "active" {
+		t.Errorf("%s is %s after the rollback", unit, got)
+	}
+
+	// Not running: fetched only.
+	b.ok("systemctl", "stop", unit)
+	retag(v4)
+	rows, code, out = b.update("app")
+	if code != 0 || rows[0].Action != "fetch" || !strings.Contains(rows[0].Result, "applies at next start") {
+		t.Errorf("update of a stopped unit: exit %d\n%s", code, out)
+	}
+	if got := strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)); got != "inactive" {
+		t.Errorf("update started the stopped %s: %s", unit, got)
+	}
+	b.ok("systemctl", "start", unit)
+	b.waitTicks(unit, "v4", time.Now().Add(-time.Second), 5)
+}

@@ -484,6 +484,11 @@ terminates the container.`,
 			if len(args) == 0 {
 				return usage("run: missing NAME (see --help)")
 			}
+			if v := os.Getenv(activate.StopTimeoutEnv); v != "" {
+				if d, err := time.ParseDuration(v); err != nil || d < 0 {
+					return usage("%s=%s: want a duration such as 90s", activate.StopTimeoutEnv, v)
+				}
+			}
 			s, err := g.open(cmd.Context())
 			if err != nil {
 				return err
@@ -622,13 +627,32 @@ type linkFlags struct {
 	dir string
 }
 
+// linkEnv reads ROOTSWAP_LINK_MACHINES: a boolean (1, true, yes; 0,
+// false, no; empty is unset) or an absolute directory, which turns
+// linking on there. ok is false for anything else.
+func linkEnv(v string) (on bool, dir string, ok bool) {
+	switch strings.ToLower(v) {
+	case "", "0", "false", "no":
+		return false, "", true
+	case "1", "true", "yes":
+		return true, "", true
+	}
+	return true, v, strings.HasPrefix(v, "/")
+}
+
 func (l *linkFlags) register(cmd *cobra.Command) {
 	env := os.Getenv("ROOTSWAP_LINK_MACHINES")
-	dir := activate.DefaultMachinesDir
-	if strings.HasPrefix(env, "/") {
-		dir = env
+	on, dir, ok := linkEnv(env)
+	if dir == "" {
+		dir = activate.DefaultMachinesDir
 	}
-	cmd.Flags().BoolVar(&l.on, "link-machines", env != "" && env != "0", "keep DIR/NAME pointing at the current tree for machinectl and nspawn -M (env ROOTSWAP_LINK_MACHINES)")
+	if !ok {
+		// Refused when the command runs, like a malformed flag.
+		cmd.PreRunE = func(*cobra.Command, []string) error {
+			return usage("ROOTSWAP_LINK_MACHINES=%s: want 1, 0 or an absolute directory", env)
+		}
+	}
+	cmd.Flags().BoolVar(&l.on, "link-machines", on, "keep DIR/NAME pointing at the current tree for machinectl and nspawn -M (env ROOTSWAP_LINK_MACHINES)")
 	cmd.Flags().StringVar(&l.dir, "machines-dir", dir, "the `DIR` for --link-machines")
 }
 

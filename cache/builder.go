@@ -46,7 +46,19 @@ type Builder struct {
 	stats   index.Tree
 	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
 	started time.Time
+	times   Times
 }
+
+// Times is how long the steps of a Builder's or LayerWriter's life took,
+// for -v: Write from its start to Commit (creating entries, storing
+// objects), Sync the syncfs, Publish the rest of Commit (manifest, renames,
+// directory syncs, index record).
+type Times struct {
+	Write, Sync, Publish time.Duration
+}
+
+// Times is how long b's steps took, complete once Commit returned.
+func (b *Builder) Times() Times { return b.times }
 
 // NewBuilder starts staging a tree under tmp/. The caller must Commit or
 // Abort it.
@@ -150,7 +162,7 @@ func (b *Builder) add(e Entry, file func(*Entry) (digest.Digest, error)) error {
 // but a regular file, an xattr an import never keeps.
 func checkStored(e *ManifestEntry) error {
 	switch {
-	case e.Kind == KindFile && e.Object.Validate() != nil:
+	case e.Kind == KindFile && !ValidDigest(e.Object):
 		return fmt.Errorf("object %q: %w", e.Object, ErrInvalid)
 	case e.Kind == KindFile && e.Object.Algorithm() != digest.SHA256:
 		return fmt.Errorf("object %s: not sha256: %w", e.Object, ErrInvalid)
@@ -431,6 +443,8 @@ type List struct {
 	// NewBytes are the content bytes the import stored for the list (in
 	// its layers' objects), for the tree record: linking adds none.
 	NewBytes int64
+	// Times, if not nil, is set to how long the build's steps took.
+	Times *Times
 }
 
 // BuildFromList builds tree d from l and commits it as Commit does. The
@@ -454,7 +468,11 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 		}
 	}
-	return b.Commit(ctx, d, l.Refs)
+	t, err := b.Commit(ctx, d, l.Refs)
+	if l.Times != nil {
+		*l.Times = b.times
+	}
+	return t, err
 }
 
 // Commit publishes the staged tree as image digest d, in the fixed order:
@@ -464,6 +482,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 // returned. Either way the Builder is finished.
 func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (index.Tree, error) {
 	defer b.Abort()
+	b.times.Write = time.Since(b.started)
 	var existing index.Tree
 	err := b.s.View(func(tx *index.Tx) (err error) { existing, err = tx.Tree(d); return err })
 	if err == nil && !existing.Broken {
@@ -502,9 +521,11 @@ func (b *Builder) closeManifest() error {
 // steps 1 to 3 of the publish order, each one's failpoint named after it.
 func (b *Builder) renameIn(d digest.Digest) error {
 	// 1. Everything staged reaches the disk before any name points at it.
+	start := time.Now()
 	if err := fsys.Syncfs(b.s.root); err != nil {
 		return err
 	}
+	b.times.Sync = time.Since(start)
 	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
@@ -546,6 +567,7 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	b.done = true
+	b.times.Publish = time.Since(b.started) - b.times.Write - b.times.Sync
 	failpoint.Hit("cache-after-index")
 	return rec, nil
 }

@@ -68,7 +68,12 @@ type LayerWriter struct {
 	n        int   // staged files so far, for their names
 	newBytes int64 // content bytes of objects this writer added
 	done     bool  // committed: the lease went with the index record
+	started  time.Time
+	times    Times
 }
+
+// Times is how long w's steps took, complete once Commit returned.
+func (w *LayerWriter) Times() Times { return w.times }
 
 // NewLayerWriter starts storing one layer. The caller must Commit or
 // Abort it.
@@ -77,7 +82,7 @@ func (s *Store) NewLayerWriter(ctx context.Context) (*LayerWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &LayerWriter{s: s, lock: lock}
+	w := &LayerWriter{s: s, lock: lock, started: time.Now()}
 	if w.st, err = s.NewStaging("layer"); err != nil {
 		lock.Unlock()
 		return nil, err
@@ -192,6 +197,7 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 		return index.Layer{}, fmt.Errorf("layer %s: %w", l.DiffID, errFinished)
 	}
 	defer w.Abort()
+	w.times.Write = time.Since(w.started)
 	if err := checkLayer(&l); err != nil {
 		return index.Layer{}, err
 	}
@@ -211,9 +217,11 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 	failpoint.Hit("cache-layer-staged")
 	// 2. Objects and manifest reach the disk before any name points at
 	//    them.
+	start := time.Now()
 	if err := fsys.Syncfs(w.s.root); err != nil {
 		return index.Layer{}, err
 	}
+	w.times.Sync = time.Since(start)
 	failpoint.Hit("cache-layer-synced")
 	// 3. The manifest renamed in under its digest, and made durable. The
 	//    same content under the same name is the same file, so a writer of
@@ -262,6 +270,7 @@ func (w *LayerWriter) record(l LayerManifest, rec index.Layer) (index.Layer, err
 		return index.Layer{}, fmt.Errorf("layer %s: %w", l.DiffID, err)
 	}
 	w.done = true
+	w.times.Publish = time.Since(w.started) - w.times.Write - w.times.Sync
 	failpoint.Hit("cache-layer-after-index")
 	return rec, nil
 }

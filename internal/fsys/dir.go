@@ -119,6 +119,26 @@ func (d *Dir) Link(old, name string) error {
 	return wrap("link", name, unix.Linkat(ofd, obase, nfd, nbase, 0))
 }
 
+// Linkat creates the name new in dir to as a hard link to the entry old
+// in dir from, each name confined to its Dir as every Dir call is; a
+// symlink is linked itself, never its target. The error is unwrapped
+// enough for errors.Is(err, os.ErrExist), os.ErrNotExist and
+// ErrTooManyLinks.
+func Linkat(from *Dir, old string, to *Dir, new string) error {
+	if from == to {
+		return from.Link(old, new)
+	}
+	ofd, obase, err := from.parent(old)
+	if err != nil {
+		return err
+	}
+	nfd, nbase, err := to.parent(new)
+	if err != nil {
+		return err
+	}
+	return wrap("link", new, unix.Linkat(ofd, obase, nfd, nbase, 0))
+}
+
 // LinkFrom creates name as a hard link to the file at the absolute path src
 // (an object in the store). The error is returned unwrapped enough for
 // errors.Is(err, unix.EMLINK) and unix.EEXIST checks.

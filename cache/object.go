@@ -199,7 +199,8 @@ func copyInto(dir *fsys.Dir, name string, e *Entry, src *os.File) error {
 // checkEntry is the one check of what an entry says about itself, made
 // whichever way it reaches the store (Builder.Add, Builder.AddStored,
 // LayerWriter.Put and Commit): a kind the store knows, a size that is not
-// negative, no xattr an import never keeps.
+// negative, no 0:0 character device (an overlayfs whiteout), no xattr an
+// import never keeps.
 func checkEntry(e *Entry) error {
 	switch e.Kind {
 	case KindDir, KindFile, KindSymlink, KindHardlink, KindChar, KindBlock, KindFIFO:
@@ -208,6 +209,10 @@ func checkEntry(e *Entry) error {
 	}
 	if e.Size < 0 {
 		return fmt.Errorf("size %d: %w", e.Size, ErrInvalid)
+	}
+	if e.Kind == KindChar && e.Devmajor == 0 && e.Devminor == 0 {
+		// What overlayfs takes for a whiteout: only the store writes those.
+		return fmt.Errorf("character device 0:0: %w", ErrInvalid)
 	}
 	for k := range e.Xattrs {
 		if !IdentityXattr(k) {

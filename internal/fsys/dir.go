@@ -288,6 +288,14 @@ func SetMeta(f *os.File, uid, gid int, mode uint32, xattrs map[string][]byte, mt
 	return nil
 }
 
+// SetXattr sets one extended attribute of an open file.
+func SetXattr(f *os.File, name string, value []byte) error {
+	if err := unix.Fsetxattr(int(f.Fd()), name, value, 0); err != nil {
+		return &os.PathError{Op: "setxattr " + name, Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
 // futimens sets fd's atime and mtime: utimensat(fd, NULL, ...), which
 // x/sys does not wrap (its Futimes goes through /proc/self/fd).
 func futimens(fd int, mtime time.Time) error {

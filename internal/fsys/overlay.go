@@ -46,6 +46,10 @@ var legacyOverlay = false
 // gets a working directory of its own for the call and has it back
 // after. A stack the kernel cannot hold is refused, before any mount,
 // with an error wrapping ErrTooManyLayers that says how many it can.
+//
+// The mount's source (mountinfo's field after the "-") is o.Dir: the
+// lower directories there may be relative names, which say nothing of
+// which stack a process runs.
 func MountOverlay(target string, o Overlay) error {
 	switch {
 	case len(o.Lower) == 0:
@@ -89,6 +93,9 @@ func mountOverlayNew(target string, o Overlay) error {
 		return fmt.Errorf("overlay at %s: fsopen: %w", target, err)
 	}
 	defer unix.Close(fd)
+	if err := unix.FsconfigSetString(fd, "source", o.Dir); err != nil {
+		return fmt.Errorf("overlay at %s: source: %w", target, err)
+	}
 	for i, l := range o.Lower {
 		if !filepath.IsAbs(l) {
 			l = filepath.Join(o.Dir, l)
@@ -160,7 +167,7 @@ func mountOverlayLegacy(target string, o Overlay) error {
 	if err := unix.Chdir(o.Dir); err != nil {
 		return fmt.Errorf("overlay at %s: chdir %s: %w", target, o.Dir, err)
 	}
-	err = unix.Mount("overlay", abs, "overlay", flags, opts)
+	err = unix.Mount(o.Dir, abs, "overlay", flags, opts)
 	if cerr := unix.Fchdir(int(old.Fd())); err == nil && cerr != nil {
 		err = cerr
 	}

@@ -133,6 +133,16 @@ func TestMountOverlay(t *testing.T) {
 				if got, _ := os.Getwd(); got != cwd {
 					t.Errorf("working directory after the mount: %s, want %s", got, cwd)
 				}
+				info, err := os.ReadFile("/proc/thread-self/mountinfo")
+				if err != nil {
+					return err
+				}
+				for _, line := range strings.Split(string(info), "\n") {
+					f := strings.Fields(line)
+					if len(f) > 9 && (f[4] == ro || f[4] == rw) && f[len(f)-2] != filepath.Join(base, "stack") {
+						t.Errorf("mountinfo names the source of %s %q, want the stack directory:\n%s", f[4], f[len(f)-2], line)
+					}
+				}
 				for _, m := range []string{ro, rw} {
 					if got, want := dirNames(t, m), []string{"d", "f000", "f001", "o"}; !slices.Equal(got, want) {
 						t.Errorf("%s holds %q, want %q (the whiteout hides gone)", m, got, want)
@@ -150,7 +160,7 @@ func TestMountOverlay(t *testing.T) {
 				one, empty := filepath.Join(base, "one"), filepath.Join(base, "empty")
 				os.Mkdir(one, 0o755)
 				os.Mkdir(empty, 0o755)
-				err := MountOverlay(one, Overlay{Dir: filepath.Join(base, "stack"), Lower: lower[1:]})
+				err = MountOverlay(one, Overlay{Dir: filepath.Join(base, "stack"), Lower: lower[1:]})
 				if err == nil || !strings.Contains(err.Error(), "empty directory") {
 					t.Errorf("one read-only layer without Empty: %v, want a refusal", err)
 				}

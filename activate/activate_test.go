@@ -176,6 +176,11 @@ func TestNspawnArgs(t *testing.T) {
 	}
 }
 
+// daemonRef is a bare image argument, as the command line parses it.
+func daemonRef(name string) snapshot.Ref {
+	return snapshot.Ref{Transport: snapshot.DockerDaemon, Name: name, Bare: true}
+}
+
 // fakeSource is the Docker side of Prepare in unit tests: image ref →
 // content of /etc/version, digest.FromString of it.
 type fakeSource struct {
@@ -185,14 +190,14 @@ type fakeSource struct {
 	imports int
 }
 
-func (f *fakeSource) String() string                             { return "fake" }
-func (f *fakeSource) Pull(ctx context.Context, ref string) error { return f.pullErr }
+func (f *fakeSource) String() string                                   { return "fake" }
+func (f *fakeSource) Pull(ctx context.Context, ref snapshot.Ref) error { return f.pullErr }
 
-func (f *fakeSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
 	if f.down {
 		return "", fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
 	}
-	v, ok := f.images[ref]
+	v, ok := f.images[ref.Name]
 	if !ok {
 		return "", fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
@@ -238,44 +243,44 @@ func TestPrepare(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 
-	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Imported || p.Generation != 1 {
 		t.Fatalf("first prepare: %+v %v", p, err)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Unchanged || p.Generation != 1 || src.imports != 1 {
 		t.Fatalf("cache-hit prepare: %+v %v (imports %d)", p, err, src.imports)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != Imported || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	src.pullErr = errors.New("registry down")
-	if _, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
+	if _, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
 		t.Fatalf("failed pull must warn and carry on: %v, log %q", err, logs.String())
 	}
 	// A registry down on --pull while its ref cache still resolves: the
 	// machine keeps its tree, with one warning, as when Docker is down.
 	logs.Reset()
 	src.pullErr = fmt.Errorf("registry 127.0.0.1:1: %w", snapshot.ErrUnreachable)
-	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{Pull: true})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{Pull: true})
 	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "127.0.0.1:1") {
 		t.Fatalf("pull unreachable with a cached tree: %+v %v, log %q", p, err, logs.String())
 	}
 	// A new machine has no tree to keep: the resolved image is used.
-	if p, err = Prepare(ctx, s, src, log, "new", "app:2", PrepareOptions{Pull: true}); err != nil || p.Change != Activated {
+	if p, err = Prepare(ctx, s, src, log, "new", daemonRef("app:2"), PrepareOptions{Pull: true}); err != nil || p.Change != Activated {
 		t.Fatalf("pull unreachable for a new machine: %+v %v", p, err)
 	}
 	src.pullErr = nil
 	src.down = true
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || p.Generation != 2 || p.String() != "generation 2 "+p.Digest.String()+" (cached, fake unreachable)" {
 		t.Fatalf("daemon down with a cached tree: %+v %v", p, err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "other", "app:2", PrepareOptions{}); !errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "other") {
+	if _, err = Prepare(ctx, s, src, log, "other", daemonRef("app:2"), PrepareOptions{}); !errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "other") {
 		t.Fatalf("daemon down without a cached tree: %v", err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
+	if _, err = Prepare(ctx, s, src, log, "-x", daemonRef("app:2"), PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("bad name: %v", err)
 	}
 }
@@ -304,19 +309,19 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	fail := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
 	ok := RunResult{ServiceResult: "success", ExitCode: "exited", ExitStatus: "0"}
 
-	if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if g := simulateRun(t, s, "m", time.Minute, ok); !Healthy(g, DefaultHealthyAfter) || g.Starts != 1 {
 		t.Fatalf("a one-minute run did not make generation 1 healthy: %+v", g)
 	}
-	if p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Generation != 2 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	// Two failures are not yet a loop.
 	for i := 0; i < 2; i++ {
 		simulateRun(t, s, "m", time.Second, fail)
-		p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+		p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 		if err != nil || p.Change != Unchanged || p.Generation != 2 {
 			t.Fatalf("after %d failures: %+v %v", i+1, p, err)
 		}
@@ -325,7 +330,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	if g.Failures != 3 || g.LastResult != "exit-code exited 1" {
 		t.Fatalf("third failure recorded as %+v", g)
 	}
-	p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != RolledBackDeclined || p.Digest != digest.FromString("v1") || p.Generation != 1 {
 		t.Fatalf("crash loop: %+v %v", p, err)
 	}
@@ -334,7 +339,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	assertCurrent(t, s, "m", digest.FromString("v1"), "v1")
 	// The bad digest stays declined while the ref still names it.
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Declined || p.Generation != 1 {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Change != Declined || p.Generation != 1 {
 		t.Fatalf("second prepare of the failed digest: %+v %v", p, err)
 	}
 	gens, m, _ := History(s, "m")
@@ -343,12 +348,12 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	// A new digest behind the ref is tried.
 	src.images["app:2"] = "v2-fixed"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != digest.FromString("v2-fixed") {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != digest.FromString("v2-fixed") {
 		t.Fatalf("fixed image: %+v %v", p, err)
 	}
 	// --force brings the failed digest back.
 	src.images["app:2"] = "v2"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != digest.FromString("v2") {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != digest.FromString("v2") {
 		t.Fatalf("--force: %+v %v", p, err)
 	}
 	if _, m, _ = History(s, "m"); len(m.Failed) != 0 {
@@ -362,11 +367,11 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1"}}
-	Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	for i := 0; i < 3; i++ {
 		simulateRun(t, s, "m", time.Second, RunResult{ServiceResult: "signal", ExitCode: "killed", ExitStatus: "SEGV"})
 	}
-	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Unchanged || p.Generation != 1 {
 		t.Fatalf("nothing to roll back to: %+v %v", p, err)
 	}

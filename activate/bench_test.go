@@ -53,9 +53,9 @@ func BenchmarkRollback(b *testing.B) {
 // import: the benchmark is of the cache hit.
 type source struct{ d digest.Digest }
 
-func (s source) Pull(context.Context, string) error                     { return nil }
-func (s source) Resolve(context.Context, string) (digest.Digest, error) { return s.d, nil }
-func (s source) String() string                                         { return "bench" }
+func (s source) Pull(context.Context, snapshot.Ref) error                     { return nil }
+func (s source) Resolve(context.Context, snapshot.Ref) (digest.Digest, error) { return s.d, nil }
+func (s source) String() string                                               { return "bench" }
 func (s source) Layers(context.Context, digest.Digest) ([]snapshot.Layer, error) {
 	panic("cache hit expected, but Prepare asked for an import")
 }
@@ -73,7 +73,7 @@ func BenchmarkPrepareCacheHit(b *testing.B) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		p, err := Prepare(ctx, s, source{d}, log, "m", "img", PrepareOptions{})
+		p, err := Prepare(ctx, s, source{d}, log, "m", daemonRef("img"), PrepareOptions{})
 		if err != nil || p.Change != Unchanged || p.Digest != d {
 			b.Fatalf("prepare: %+v, %v", p, err)
 		}

@@ -84,7 +84,7 @@ func (o Outcome) String() string {
 // healthy one and marks the bad digest failed; a failed digest is declined
 // (warning, no error) until ref names another digest or Force is set.
 // An index record that cannot be read is an error, never a new machine.
-func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog.Logger, name, ref string, opt PrepareOptions) (_ Outcome, err error) {
+func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog.Logger, name string, ref snapshot.Ref, opt PrepareOptions) (_ Outcome, err error) {
 	opt.defaults()
 	if err := ValidName(name); err != nil {
 		return Outcome{}, err
@@ -164,7 +164,7 @@ type preparation struct {
 	src  snapshot.Source
 	log  *slog.Logger
 	name string
-	ref  string
+	ref  snapshot.Ref
 	opt  PrepareOptions
 }
 
@@ -178,7 +178,7 @@ func (p *preparation) observe(ctx context.Context) (view, error) {
 		case errors.Is(err, snapshot.ErrUnreachable):
 			pullErr = err
 		case err != nil:
-			p.log.Warn("pull failed; using the local image", "image", p.ref, "err", err)
+			p.log.Warn("pull failed; using the local image", "image", p.ref.String(), "err", err)
 		}
 	}
 	var st view
@@ -259,7 +259,7 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		return Outcome{}, false, p.rollback(ctx, st)
 	case decline:
 		p.log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
-			"machine", p.name, "image", p.ref, "digest", st.resolved, "current", st.link)
+			"machine", p.name, "image", p.ref.String(), "digest", st.resolved, "current", st.link)
 		o := Outcome{Change: Declined, Digest: st.link, Generation: st.m.Current}
 		if st.rolledBack {
 			o.Change = RolledBackDeclined
@@ -311,7 +311,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	if err != nil {
 		return Outcome{}, err
 	}
-	gen, changed, err := Activate(ctx, p.s, p.name, d, p.ref, "prepare")
+	gen, changed, err := Activate(ctx, p.s, p.name, d, p.ref.String(), "prepare")
 	if err != nil {
 		return Outcome{}, err
 	}

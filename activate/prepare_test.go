@@ -128,11 +128,11 @@ func TestPrepareRefusesUndecodableRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
-			if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+			if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			garble(t, s, c.record...)
-			_, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+			_, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 			if err == nil || !strings.Contains(err.Error(), "machine m") || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("prepare over an undecodable %s: %v; want one line naming the machine", c.name, err)
 			}

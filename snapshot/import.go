@@ -70,7 +70,7 @@ type ImportOptions struct {
 // closed on every path, Ctrl-C included (for Docker: the export container
 // is removed). Concurrent imports of one digest stream it once: the
 // others wait for the tree lock and then find the tree.
-func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (t index.Tree, created bool, err error) {
+func ImportImage(ctx context.Context, s *cache.Store, src Source, ref Ref, d digest.Digest, opt ImportOptions) (t index.Tree, created bool, err error) {
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
@@ -87,7 +87,7 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 		return t, false, err
 	}
 	if opt.Log != nil {
-		opt.Log.Info("imported", "image", ref, "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
+		opt.Log.Info("imported", "image", ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return t, true, nil
 }
@@ -96,7 +96,7 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 // a flattened export through the Builder as it streams, layers through
 // the per-layer records (buildLayered). The caller holds d's tree lock.
 // progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+func build(ctx context.Context, s *cache.Store, src Source, ref Ref, d digest.Digest, opt ImportOptions) (index.Tree, error) {
 	progress := opt.Progress
 	if progress != nil {
 		defer progress.Done()
@@ -107,11 +107,11 @@ func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest
 	}
 	switch {
 	case len(layers) == 1 && layers[0].DiffID() == "":
-		return buildFlat(ctx, s, layers[0], ref, d, progress)
+		return buildFlat(ctx, s, layers[0], ref.String(), d, progress)
 	case len(layers) == 0:
 		return index.Tree{}, fmt.Errorf("image %s: the %s lists no layers", ref, src)
 	}
-	return buildLayered(ctx, s, layers, ref, d, opt)
+	return buildLayered(ctx, s, layers, ref.String(), d, opt)
 }
 
 // buildFlat streams the flattened rootfs l into a new tree d.

@@ -8,20 +8,20 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Source is where images come from: the Docker daemon (snapshot/docker)
-// today. It names images and streams their rootfs; validating and storing
+// Source is where images come from: the Docker daemon (snapshot/docker),
+// registries and image files (snapshot/registry). It names images and streams their rootfs; validating and storing
 // what it streams is this package's job, so every source gets the same
 // hostile-input checks.
 type Source interface {
 	// Pull asks the source to fetch a fresh copy of ref, so that the next
 	// Resolve sees it. Progress, if any, is the source's own business.
-	Pull(ctx context.Context, ref string) error
+	Pull(ctx context.Context, ref Ref) error
 	// Resolve returns the image digest ref names now: the digest of the
 	// image's config (Docker's image ID), whatever the source, so one
 	// image is one tree however it arrived. An error wrapping
 	// ErrUnreachable means the source could not be asked at all; one
 	// wrapping ErrImageNotFound means it has no such image.
-	Resolve(ctx context.Context, ref string) (digest.Digest, error)
+	Resolve(ctx context.Context, ref Ref) (digest.Digest, error)
 	// Layers returns image d's rootfs as tar streams, lowest first, none
 	// of them opened yet. A source that can only export the flattened
 	// rootfs (Docker) returns one.

@@ -144,7 +144,7 @@ the sha256 of the stream.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var image string
+			var image snapshot.Ref
 			if tarFile == "" {
 				var err error
 				if image, err = g.image(args[0]); err != nil {
@@ -190,9 +190,9 @@ func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest,
 	return t.Digest, nil
 }
 
-// importImage resolves ref (as g.image made it) through its source and
+// importImage resolves ref through its source and
 // imports it.
-func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
+func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.Ref) (digest.Digest, error) {
 	src, err := g.newSource(s, ref)
 	if err != nil {
 		return "", err
@@ -201,7 +201,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: importProgress(ref, g.quiet), Log: g.log}
+	opt := snapshot.ImportOptions{Progress: importProgress(ref.String(), g.quiet), Log: g.log}
 	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
 		return "", err
 	}
@@ -284,7 +284,7 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			opt.Progress = importProgress(image, g.quiet)
+			opt.Progress = importProgress(image.String(), g.quiet)
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err

@@ -122,6 +122,6 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 // spec is the service NAME IMAGE [COMMAND…] with these flags.
 func (o *serviceFlags) spec(g *globals, args []string) (unit.Spec, error) {
 	image, err := g.image(args[1])
-	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
+	return unit.Spec{Name: args[0], Image: image.String(), Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
 		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout}, err
 }

@@ -74,9 +74,13 @@ func NewClient() (*client.Client, error) {
 	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 }
 
-// daemonRef is ref without the containers-transports(5) prefix that
-// names this source ("docker-daemon:"), as the daemon's API wants it.
-func daemonRef(ref string) string { return strings.TrimPrefix(ref, "docker-daemon:") }
+// check refuses a reference of another transport.
+func check(ref snapshot.Ref) error {
+	if ref.Transport != snapshot.DockerDaemon || ref.Name == "" {
+		return fmt.Errorf("image %s: not a docker-daemon reference", ref)
+	}
+	return nil
+}
 
 func classify(ref string, err error) error {
 	switch {
@@ -90,10 +94,13 @@ func classify(ref string, err error) error {
 
 // Resolve asks the daemon for the image ID that ref (tag, name@digest or
 // ID) names: the image digest, the store key.
-func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	img, err := s.c.ImageInspect(ctx, daemonRef(ref))
+func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+	if err := check(ref); err != nil {
+		return "", err
+	}
+	img, err := s.c.ImageInspect(ctx, ref.Name)
 	if err != nil {
-		return "", classify(ref, err)
+		return "", classify(ref.String(), err)
 	}
 	d, err := digest.Parse(img.ID)
 	if err != nil {
@@ -103,10 +110,13 @@ func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error)
 }
 
 // Pull asks the daemon to pull ref and waits until it is done.
-func (s *Source) Pull(ctx context.Context, ref string) error {
-	rc, err := s.c.ImagePull(ctx, daemonRef(ref), image.PullOptions{})
+func (s *Source) Pull(ctx context.Context, ref snapshot.Ref) error {
+	if err := check(ref); err != nil {
+		return err
+	}
+	rc, err := s.c.ImagePull(ctx, ref.Name, image.PullOptions{})
 	if err != nil {
-		return classify(ref, err)
+		return classify(ref.String(), err)
 	}
 	defer rc.Close()
 	dec := json.NewDecoder(rc)

@@ -54,7 +54,7 @@ func (im *images) get(src string, d digest.Digest) ([]snapshot.Layer, error) {
 
 // fileError classifies a failure to read an image file: a missing one is
 // a missing image.
-func fileError(ref string, err error) error {
+func fileError(ref snapshot.Ref, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
 	}
@@ -83,24 +83,18 @@ func NewLayout(opt Options) *Layout {
 func (l *Layout) String() string { return "oci" }
 
 // Pull does nothing: a layout is read where it is.
-func (l *Layout) Pull(ctx context.Context, ref string) error {
-	_, _, err := l.parse(ref)
-	return err
+func (l *Layout) Pull(ctx context.Context, ref snapshot.Ref) error {
+	return l.check(ref)
 }
 
-func (l *Layout) parse(ref string) (dir, tag string, err error) {
+func (l *Layout) check(ref snapshot.Ref) error {
 	if l.err != nil {
-		return "", "", l.err
+		return l.err
 	}
-	t, rest, ok := Transport(ref)
-	if !ok || t != "oci" || rest == "" {
-		return "", "", fmt.Errorf("image %s: not an oci:PATH[:TAG] reference", ref)
+	if ref.Transport != snapshot.OCI || ref.Path == "" {
+		return fmt.Errorf("image %s: not an oci:PATH[:TAG] reference", ref)
 	}
-	// PATH may hold ':' itself; a TAG holds no '/'.
-	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
-		return rest[:i], rest[i+1:], nil
-	}
-	return rest, "", nil
+	return nil
 }
 
 // Resolve reads the layout's index.json and returns the image digest of
@@ -108,11 +102,11 @@ func (l *Layout) parse(ref string) (dir, tag string, err error) {
 // annotation), or, without TAG, of its only manifest; an index among
 // them picks the platform's manifest. Manifests and config are verified
 // against the descriptors that name them.
-func (l *Layout) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	dir, tag, err := l.parse(ref)
-	if err != nil {
+func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+	if err := l.check(ref); err != nil {
 		return "", err
 	}
+	dir, tag := ref.Path, ref.Tag
 	p, err := layout.FromPath(dir)
 	if err != nil {
 		return "", fileError(ref, err)
@@ -235,38 +229,26 @@ func NewArchive(Options) *Archive { return &Archive{} }
 func (a *Archive) String() string { return "docker-archive" }
 
 // Pull does nothing: an archive is read where it is.
-func (a *Archive) Pull(ctx context.Context, ref string) error {
-	_, _, err := a.parse(ref)
-	return err
+func (a *Archive) Pull(ctx context.Context, ref snapshot.Ref) error {
+	return a.check(ref)
 }
 
-// parse splits PATH[:REF]: REF may hold ':' (repo:tag) and so may PATH,
-// so PATH is the shortest prefix that is a file.
-func (a *Archive) parse(ref string) (file, tag string, err error) {
-	t, rest, ok := Transport(ref)
-	if !ok || t != "docker-archive" || rest == "" {
-		return "", "", fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
+func (a *Archive) check(ref snapshot.Ref) error {
+	if ref.Transport != snapshot.DockerArchive || ref.Path == "" {
+		return fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
 	}
-	for i := 0; i < len(rest); i++ {
-		if rest[i] != ':' {
-			continue
-		}
-		if fi, err := os.Stat(rest[:i]); err == nil && fi.Mode().IsRegular() {
-			return rest[:i], rest[i+1:], nil
-		}
-	}
-	return rest, "", nil
+	return nil
 }
 
 // Resolve reads the tarball's manifest.json and returns the image digest
 // of the image tagged REF (as `docker save` records it in RepoTags), or
 // without REF of its only image: the digest of its config, which a
 // config named by digest must match.
-func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	file, tag, err := a.parse(ref)
-	if err != nil {
+func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+	if err := a.check(ref); err != nil {
 		return "", err
 	}
+	file, tag := ref.Path, ref.Tag
 	if _, err := os.Stat(file); err != nil {
 		return "", fileError(ref, err)
 	}

@@ -1,29 +1,50 @@
 package registry
 
 import (
-	"fmt"
+	"os"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
-// Transport splits an image argument into its containers-transports(5)
-// transport name ("docker", "oci", "docker-archive", "docker-daemon") and
-// the rest. A bare REPO:TAG has none: ok is false, and it keeps its old
-// meaning (the Docker daemon). Windows-style or URL-like inputs that are
-// not one of these four are not ours either.
-func Transport(image string) (name, rest string, ok bool) {
-	if r, ok := strings.CutPrefix(image, "docker://"); ok {
-		return "docker", r, true
+// ParseDocker reads what follows docker:// in an image argument:
+// HOST/REPO:TAG or HOST/REPO@sha256:…. The error says why it is no
+// reference; the caller names the argument.
+func ParseDocker(rest string) (snapshot.Ref, error) {
+	if _, err := name.ParseReference(rest); err != nil {
+		return snapshot.Ref{}, err
 	}
-	for _, t := range []string{"oci", "docker-archive", "docker-daemon"} {
-		if r, ok := strings.CutPrefix(image, t+":"); ok {
-			return t, r, true
+	return snapshot.Ref{Transport: snapshot.Docker, Name: rest}, nil
+}
+
+// ParseLayout reads what follows oci: in an image argument, PATH[:TAG].
+// PATH may hold ':' itself; a TAG holds no '/'.
+func ParseLayout(rest string) (snapshot.Ref, error) {
+	r := snapshot.Ref{Transport: snapshot.OCI, Path: rest}
+	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
+		r.Path, r.Tag = rest[:i], rest[i+1:]
+	}
+	return r, nil
+}
+
+// ParseArchive reads what follows docker-archive: in an image argument,
+// PATH[:REF]. REF may hold ':' (REPO:TAG) and so may PATH, so PATH is
+// the shortest prefix that is a regular file, or all of it.
+func ParseArchive(rest string) (snapshot.Ref, error) {
+	r := snapshot.Ref{Transport: snapshot.DockerArchive, Path: rest}
+	for i := 0; i < len(rest); i++ {
+		if rest[i] != ':' {
+			continue
+		}
+		if fi, err := os.Stat(rest[:i]); err == nil && fi.Mode().IsRegular() {
+			r.Path, r.Tag = rest[:i], rest[i+1:]
+			break
 		}
 	}
-	return "", "", false
+	return r, nil
 }
 
 // RefCache remembers what refs resolved to (index.Ref records) between
@@ -32,24 +53,4 @@ func Transport(image string) (name, rest string, ok bool) {
 type RefCache interface {
 	LookupRef(ref string) (index.Ref, bool, error)
 	RecordRef(index.Ref) error
-}
-
-// CheckRef refuses an image argument whose transport this package knows
-// but whose rest cannot be a reference of it: an empty or unparsable
-// docker:// name, an oci: or docker-archive: without PATH, a
-// docker-daemon: without REF. It looks at nothing but the string, so a
-// command can refuse a typo before it touches a store or the network.
-func CheckRef(image string) error {
-	t, rest, ok := Transport(image)
-	switch {
-	case !ok:
-		return nil
-	case rest == "":
-		return fmt.Errorf("image %q: nothing after %q", image, strings.TrimSuffix(image, rest))
-	case t == "docker":
-		if _, err := name.ParseReference(rest); err != nil {
-			return fmt.Errorf("image %q: %w", image, err)
-		}
-	}
-	return nil
 }

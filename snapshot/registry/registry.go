@@ -128,16 +128,16 @@ func parsePlatform(p string) (v1.Platform, error) {
 // String is what a user calls this source in messages.
 func (s *Source) String() string { return "registry" }
 
-// parse reads a docker:// image argument.
-func (s *Source) parse(ref string) (name.Reference, error) {
+// parse turns a docker reference into go-containerregistry's, with its
+// registry as the mirrors configuration names it upstream.
+func (s *Source) parse(ref snapshot.Ref) (name.Reference, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
-	t, rest, ok := Transport(ref)
-	if !ok || t != "docker" {
+	if ref.Transport != snapshot.Docker {
 		return nil, fmt.Errorf("image %s: not a docker:// reference", ref)
 	}
-	r, err := name.ParseReference(rest)
+	r, err := name.ParseReference(ref.Name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -152,18 +152,18 @@ func (s *Source) parse(ref string) (name.Reference, error) {
 // now: Pull is what asks again. Otherwise Resolve reads the manifest
 // (through an index, the one for the platform) and the config, verifies
 // them and records the result.
-func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
 	r, err := s.parse(ref)
 	if err != nil {
 		return "", err
 	}
-	if rec, ok, err := s.lookup(ref); err != nil {
+	if rec, ok, err := s.lookup(ref.String()); err != nil {
 		return "", err
 	} else if ok {
 		s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
 		return rec.Digest, nil
 	}
-	return s.fetch(ctx, ref, r)
+	return s.fetch(ctx, ref.String(), r)
 }
 
 // Pull makes the ref cache's record of ref current. For a digest ref
@@ -171,12 +171,12 @@ func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error)
 // For a tag it makes one manifest HEAD and, if the tag has moved (or was
 // never recorded), reads the new manifest by the digest the HEAD gave and
 // records it. Blobs are fetched by Layers' streams, not here.
-func (s *Source) Pull(ctx context.Context, ref string) error {
+func (s *Source) Pull(ctx context.Context, ref snapshot.Ref) error {
 	r, err := s.parse(ref)
 	if err != nil {
 		return err
 	}
-	rec, ok, err := s.lookup(ref)
+	rec, ok, err := s.lookup(ref.String())
 	if err != nil {
 		return err
 	}
@@ -200,13 +200,13 @@ func (s *Source) Pull(ctx context.Context, ref string) error {
 			// Read what the HEAD named, by digest: verified, and the same
 			// manifest even if the tag moves again meanwhile.
 			r = r.Context().Digest(head.Digest.String())
-		} else if c := s.classify(ctx, ref, r.Context(), err); errors.Is(c, snapshot.ErrUnreachable) || errors.Is(c, snapshot.ErrImageNotFound) || errors.Is(c, errAuth) {
+		} else if c := s.classify(ctx, ref.String(), r.Context(), err); errors.Is(c, snapshot.ErrUnreachable) || errors.Is(c, snapshot.ErrImageNotFound) || errors.Is(c, errAuth) {
 			return c
 		}
 		// Any other HEAD failure (a registry that sends no
 		// Docker-Content-Digest) falls back to a GET of the tag.
 	}
-	_, err = s.fetch(ctx, ref, r)
+	_, err = s.fetch(ctx, ref.String(), r)
 	return err
 }
 

@@ -8,7 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,24 @@ import (
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
+
+// parseRef parses an image argument of one of this package's
+// transports, as the command line's table does.
+func parseRef(t testing.TB, s string) snapshot.Ref {
+	t.Helper()
+	parse := map[string]func(string) (snapshot.Ref, error){"docker://": ParseDocker, "oci:": ParseLayout, "docker-archive:": ParseArchive}
+	for prefix, f := range parse {
+		if rest, ok := strings.CutPrefix(s, prefix); ok {
+			r, err := f(rest)
+			if err != nil {
+				t.Fatalf("image %q: %v", s, err)
+			}
+			return r
+		}
+	}
+	t.Fatalf("image %q: no transport of this package", s)
+	return snapshot.Ref{}
+}
 
 func newSource(opt Options) *Source {
 	if opt.Keychain == nil {
@@ -100,7 +119,7 @@ func TestResolveTagAndDigest(t *testing.T) {
 		"docker://" + s.host + "/app@" + manifestDigest(t, img).String(),
 	} {
 		t.Run(ref, func(t *testing.T) {
-			d, err := src.Resolve(t.Context(), ref)
+			d, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +150,7 @@ func TestIndexPicksPlatform(t *testing.T) {
 	}{{"linux/amd64", imgAMD, amd}, {"linux/arm64", imgARM, arm}, {"linux/arm64/v8", imgARM, arm}} {
 		t.Run(c.platform, func(t *testing.T) {
 			src := newSource(Options{Platform: c.platform})
-			d, err := src.Resolve(t.Context(), ref)
+			d, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,7 +161,7 @@ func TestIndexPicksPlatform(t *testing.T) {
 		})
 	}
 	t.Run("none matches", func(t *testing.T) {
-		_, err := newSource(Options{Platform: "linux/s390x"}).Resolve(t.Context(), ref)
+		_, err := newSource(Options{Platform: "linux/s390x"}).Resolve(t.Context(), parseRef(t, ref))
 		if err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x, only for linux/amd64, linux/arm64/v8") {
 			t.Fatalf("err = %v, want one naming linux/s390x and the platforms there are", err)
 		}
@@ -247,7 +266,7 @@ func TestLyingRegistry(t *testing.T) {
 			s.mu.Unlock()
 			ref = "docker://" + s.host + "/" + ref
 			src := newSource(Options{})
-			d, err := src.Resolve(t.Context(), ref)
+			d, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if c.resolveErr != "" {
 				t.Log(err)
 				if err == nil || !strings.Contains(err.Error(), c.resolveErr) || !strings.Contains(err.Error(), ref) {
@@ -296,7 +315,7 @@ func TestNotFound(t *testing.T) {
 	s := newServer(t)
 	s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1"))))
 	for _, ref := range []string{"app:nope", "nope:v1", "app@sha256:" + strings.Repeat("0", 64)} {
-		_, err := newSource(Options{}).Resolve(t.Context(), "docker://"+s.host+"/"+ref)
+		_, err := newSource(Options{}).Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/"+ref))
 		if !errors.Is(err, snapshot.ErrImageNotFound) {
 			t.Errorf("%s: err = %v, want ErrImageNotFound", ref, err)
 		}
@@ -316,18 +335,18 @@ func TestAuthFailure(t *testing.T) {
 		return true
 	}
 	ref := "docker://" + s.host + "/app:v1"
-	_, err := newSource(Options{Keychain: basicKeychain{"user", "wrong"}}).Resolve(t.Context(), ref)
+	_, err := newSource(Options{Keychain: basicKeychain{"user", "wrong"}}).Resolve(t.Context(), parseRef(t, ref))
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+s.host+": authentication failed for app: ") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("wrong password: err = %v, want one line \"registry %s: authentication failed for app: …\", not unreachable", err, s.host)
 	}
 	cache := &mapCache{}
 	cache.RecordRef(index.Ref{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
-	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), ref)
+	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), parseRef(t, ref))
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password, Pull of a cached ref: err = %v, want an authentication failure", err)
 	}
 	src := newSource(Options{Keychain: basicKeychain{"user", "right"}})
-	d, err := src.Resolve(t.Context(), ref)
+	d, err := src.Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatalf("right password: %v", err)
 	}
@@ -348,7 +367,7 @@ func TestUnreachable(t *testing.T) {
 		}
 		host := l.Addr().String()
 		l.Close()
-		_, err = newSource(Options{}).Resolve(t.Context(), "docker://"+host+"/app:v1")
+		_, err = newSource(Options{}).Resolve(t.Context(), parseRef(t, "docker://"+host+"/app:v1"))
 		if !errors.Is(err, snapshot.ErrUnreachable) {
 			t.Fatalf("err = %v, want ErrUnreachable", err)
 		}
@@ -366,7 +385,7 @@ func TestUnreachable(t *testing.T) {
 		src := newSource(Options{Timeout: 100 * time.Millisecond})
 		done := make(chan error, 1)
 		go func() {
-			_, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+			_, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 			done <- err
 		}()
 		select {
@@ -389,7 +408,7 @@ func TestRefCache(t *testing.T) {
 	cache := &mapCache{}
 
 	// A first resolve asks the registry and records what it found.
-	d, err := newSource(Options{Refs: cache}).Resolve(t.Context(), ref)
+	d, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +421,7 @@ func TestRefCache(t *testing.T) {
 	// Another process: a cached ref is resolved with no request at all,
 	// and its layers come from the manifest fetched by digest.
 	src := newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), ref); err != nil || got != d {
+	if got, err := src.Resolve(t.Context(), parseRef(t, ref)); err != nil || got != d {
 		t.Fatalf("cached Resolve = %s, %v; want %s", got, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
@@ -413,7 +432,7 @@ func TestRefCache(t *testing.T) {
 
 	// A pull of a tag that has not moved is one manifest HEAD.
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
+	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest" {
@@ -426,13 +445,13 @@ func TestRefCache(t *testing.T) {
 	img2 := testImage(t, nil, asLayers(v2l)...)
 	s.push(t, "app:latest", img2)
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
+	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Fatalf("a Pull of a moved tag made requests %v, want HEAD, GET of the manifest and GET of the config", reqs)
 	}
-	d2, err := src.Resolve(t.Context(), ref)
+	d2, err := src.Resolve(t.Context(), parseRef(t, ref))
 	if err != nil || d2 != configDigest(t, img2) {
 		t.Fatalf("Resolve after the pull = %s, %v; want %s", d2, err, configDigest(t, img2))
 	}
@@ -443,15 +462,15 @@ func TestRefCache(t *testing.T) {
 
 	// A digest ref once recorded needs nothing, even to pull.
 	dref := "docker://" + s.host + "/app@" + manifestDigest(t, img2).String()
-	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), dref); err != nil {
+	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, dref)); err != nil {
 		t.Fatal(err)
 	}
 	s.take()
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), dref); err != nil {
+	if err := src.Pull(t.Context(), parseRef(t, dref)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := src.Resolve(t.Context(), dref); err != nil || got != d2 {
+	if got, err := src.Resolve(t.Context(), parseRef(t, dref)); err != nil || got != d2 {
 		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got, err, d2)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
@@ -463,39 +482,39 @@ func TestRefCache(t *testing.T) {
 	dead := "docker://" + closedPort(t) + "/app:latest"
 	cache.RecordRef(index.Ref{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
 	src = newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
+	if got, err := src.Resolve(t.Context(), parseRef(t, dead)); err != nil || got != d2 {
 		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
 	}
-	if err := src.Pull(t.Context(), dead); !errors.Is(err, snapshot.ErrUnreachable) {
+	if err := src.Pull(t.Context(), parseRef(t, dead)); !errors.Is(err, snapshot.ErrUnreachable) {
 		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
 	}
 }
 
-func TestTransport(t *testing.T) {
-	for _, c := range []struct{ in, name, rest string }{
-		{"docker://example.com/app:v1", "docker", "example.com/app:v1"},
-		{"oci:/srv/layout:v1", "oci", "/srv/layout:v1"},
-		{"docker-archive:/tmp/a.tar", "docker-archive", "/tmp/a.tar"},
-		{"docker-daemon:app:v1", "docker-daemon", "app:v1"},
-		{"app:v1", "", ""},
-		{"example.com:5000/app:v1", "", ""},
-		{"docker:app", "", ""},
+func TestParse(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a:b.tar")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		in   string
+		want snapshot.Ref
+	}{
+		{"docker://example.com/app:v1", snapshot.Ref{Transport: snapshot.Docker, Name: "example.com/app:v1"}},
+		{"docker://127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64), snapshot.Ref{Transport: snapshot.Docker, Name: "127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64)}},
+		{"oci:/srv/layout", snapshot.Ref{Transport: snapshot.OCI, Path: "/srv/layout"}},
+		{"oci:/srv/lay:out/x:v1", snapshot.Ref{Transport: snapshot.OCI, Path: "/srv/lay:out/x", Tag: "v1"}},
+		{"docker-archive:/srv/a.tar", snapshot.Ref{Transport: snapshot.DockerArchive, Path: "/srv/a.tar"}},
+		{"docker-archive:" + file, snapshot.Ref{Transport: snapshot.DockerArchive, Path: file}},
+		{"docker-archive:" + file + ":app:v1", snapshot.Ref{Transport: snapshot.DockerArchive, Path: file, Tag: "app:v1"}},
 	} {
-		name, rest, ok := Transport(c.in)
-		if name != c.name || rest != c.rest || ok != (c.name != "") {
-			t.Errorf("Transport(%q) = %q, %q, %v; want %q, %q", c.in, name, rest, ok, c.name, c.rest)
+		got := parseRef(t, c.in)
+		if got != c.want || got.String() != c.in {
+			t.Errorf("parse %q = %+v (%s), want %+v", c.in, got, got, c.want)
 		}
 	}
-}
-
-func TestCheckRef(t *testing.T) {
-	for in, bad := range map[string]bool{
-		"docker://example.com/app:v1": false, "docker://127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64): false,
-		"oci:/srv/layout": false, "docker-archive:a.tar": false, "docker-daemon:app": false, "app:v1": false, "UPPER": false,
-		"docker://": true, "docker://UPPER/x:y": true, "docker://a/b@sha256:12": true, "oci:": true, "docker-archive:": true, "docker-daemon:": true,
-	} {
-		if err := CheckRef(in); (err != nil) != bad || (bad && !strings.Contains(err.Error(), strconv.Quote(in))) {
-			t.Errorf("CheckRef(%q) = %v, want an error: %v", in, err, bad)
+	for _, bad := range []string{"UPPER/x:y", "a/b@sha256:12", ""} {
+		if r, err := ParseDocker(bad); err == nil {
+			t.Errorf("ParseDocker(%q) = %+v, want an error", bad, r)
 		}
 	}
 }
@@ -510,7 +529,7 @@ func TestOpenConcurrently(t *testing.T) {
 	img := testImage(t, nil, asLayers(ls)...)
 	s.push(t, "app:v1", img)
 	src := newSource(Options{})
-	d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+	d, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +572,7 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 		return true
 	}
 	src := newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
+	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {

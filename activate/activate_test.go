@@ -190,28 +190,37 @@ type fakeSource struct {
 	imports int
 }
 
-func (f *fakeSource) String() string                                   { return "fake" }
-func (f *fakeSource) Pull(ctx context.Context, ref snapshot.Ref) error { return f.pullErr }
+func (f *fakeSource) String() string { return "fake" }
 
-func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+func (f *fakeSource) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if f.pullErr != nil {
+		return snapshot.Image{}, f.pullErr
+	}
+	return f.Resolve(ctx, ref)
+}
+
+func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	if f.down {
-		return "", fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
+		return snapshot.Image{}, fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
 	}
 	v, ok := f.images[ref.Name]
 	if !ok {
-		return "", fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
+		return snapshot.Image{}, fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
-	return digest.FromString(v), nil
+	return snapshot.Image{Ref: ref, Digest: digest.FromString(v), Content: fakeImage{f, v}}, nil
 }
 
-func (f *fakeSource) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	for _, v := range f.images {
-		if digest.FromString(v) == d {
-			f.imports++
-			return []snapshot.Layer{versionLayer(v)}, nil
-		}
-	}
-	return nil, fmt.Errorf("image %s: %w", d, snapshot.ErrImageNotFound)
+// fakeImage is the content of fakeSource's image v.
+type fakeImage struct {
+	f *fakeSource
+	v string
+}
+
+func (fakeImage) Config(context.Context) (snapshot.Config, error) { return snapshot.Config{}, nil }
+
+func (fi fakeImage) Layers(context.Context) ([]snapshot.Layer, error) {
+	fi.f.imports++
+	return []snapshot.Layer{versionLayer(fi.v)}, nil
 }
 
 // versionLayer is a rootfs whose /etc/version says v.

@@ -109,7 +109,8 @@ func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog
 // to date by the actions that change it.
 type view struct {
 	unreachable error            // the source could not be asked; resolved is ""
-	resolved    digest.Digest    // the image digest ref names now
+	img         snapshot.Image   // the image ref names now
+	resolved    digest.Digest    // its digest
 	treeOK      bool             // the store has tree resolved, not marked broken
 	link        digest.Digest    // what machines/NAME/current names; "" if none
 	m           index.Machine    // the machine's record; zero for a new machine
@@ -171,19 +172,25 @@ type preparation struct {
 // observe pulls if asked, resolves ref and reads the machine's link and
 // records: all that decide looks at.
 func (p *preparation) observe(ctx context.Context) (view, error) {
+	var st view
 	var pullErr error // the source could not be asked to pull
+	pulled := false
 	if p.opt.Pull {
-		err := p.src.Pull(ctx, p.ref)
+		img, err := p.src.Pull(ctx, p.ref)
 		switch {
+		case err == nil:
+			st.img, pulled = img, true
 		case errors.Is(err, snapshot.ErrUnreachable):
 			pullErr = err
-		case err != nil:
+		default:
 			p.log.Warn("pull failed; using the local image", "image", p.ref.String(), "err", err)
 		}
 	}
-	var st view
 	var err error
-	st.resolved, err = p.src.Resolve(ctx, p.ref)
+	if !pulled {
+		st.img, err = p.src.Resolve(ctx, p.ref)
+	}
+	st.resolved = st.img.Digest
 	if errors.Is(err, snapshot.ErrUnreachable) {
 		st.unreachable = err
 	} else if err != nil {
@@ -307,7 +314,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, p.src, p.ref, d, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
 	if err != nil {
 		return Outcome{}, err
 	}

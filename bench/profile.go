@@ -55,16 +55,16 @@ func profileImport(ctx context.Context, o options) error {
 	if o.profileBase != "" {
 		// The upgrade case: the base image's objects are in the store.
 		base := daemonRef(o.profileBase)
-		bd, err := src.Resolve(ctx, base)
+		bimg, err := src.Resolve(ctx, base)
 		if err != nil {
 			return err
 		}
-		if _, _, err := snapshot.ImportImage(ctx, s, src, base, bd, snapshot.ImportOptions{}); err != nil {
+		if _, _, err := snapshot.ImportImage(ctx, s, bimg, snapshot.ImportOptions{}); err != nil {
 			return err
 		}
 	}
 	ref := daemonRef(o.profile)
-	d, err := src.Resolve(ctx, ref)
+	img, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return err
 	}
@@ -106,7 +106,7 @@ func profileImport(ctx context.Context, o options) error {
 		}
 	}()
 	start := time.Now()
-	t, _, err := snapshot.ImportImage(ctx, s, src, ref, d, snapshot.ImportOptions{})
+	t, _, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{})
 	took := time.Since(start)
 	pprof.StopCPUProfile()
 	close(done)

@@ -63,14 +63,15 @@ type ImportOptions struct {
 	Log      *slog.Logger // told of each tree created; may be nil
 }
 
-// ImportImage makes sure the store has a tree for image digest d, which
-// src resolved from ref. If the store already has it, src is not asked
-// and created is false. Otherwise the image's rootfs streams from src
+// ImportImage makes sure the store has a tree for img (its Digest is the
+// tree key). If the store already has it, the source is not asked and
+// created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
 // is removed). Concurrent imports of one digest stream it once: the
 // others wait for the tree lock and then find the tree.
-func ImportImage(ctx context.Context, s *cache.Store, src Source, ref Ref, d digest.Digest, opt ImportOptions) (t index.Tree, created bool, err error) {
+func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
+	d := img.Digest
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, err
 	}
@@ -83,35 +84,36 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref Ref, d dig
 		return t, false, err
 	}
 	start := time.Now()
-	if t, err = build(ctx, s, src, ref, d, opt); err != nil {
+	if t, err = build(ctx, s, img, opt); err != nil {
 		return t, false, err
 	}
 	if opt.Log != nil {
-		opt.Log.Info("imported", "image", ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
+		opt.Log.Info("imported", "image", img.Ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return t, true, nil
 }
 
-// build streams image d's rootfs from src into a new tree and commits it:
+// build streams img's rootfs from its source into a new tree and commits it:
 // a flattened export through the Builder as it streams, layers through
-// the per-layer records (buildLayered). The caller holds d's tree lock.
+// the per-layer records (buildLayered). The caller holds img's tree lock.
 // progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, src Source, ref Ref, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+func build(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (index.Tree, error) {
 	progress := opt.Progress
 	if progress != nil {
 		defer progress.Done()
 	}
-	layers, err := src.Layers(ctx, d)
+	ref, d := img.Ref.String(), img.Digest
+	layers, err := img.Layers(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
 	switch {
 	case len(layers) == 1 && layers[0].DiffID() == "":
-		return buildFlat(ctx, s, layers[0], ref.String(), d, progress)
+		return buildFlat(ctx, s, layers[0], ref, d, progress)
 	case len(layers) == 0:
-		return index.Tree{}, fmt.Errorf("image %s: the %s lists no layers", ref, src)
+		return index.Tree{}, fmt.Errorf("image %s lists no layers", ref)
 	}
-	return buildLayered(ctx, s, layers, ref.String(), d, opt)
+	return buildLayered(ctx, s, layers, ref, d, opt)
 }
 
 // buildFlat streams the flattened rootfs l into a new tree d.

@@ -197,15 +197,15 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 	if err != nil {
 		return "", err
 	}
-	d, err := src.Resolve(ctx, ref)
+	img, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return "", err
 	}
 	opt := snapshot.ImportOptions{Progress: importProgress(ref.String(), g.quiet), Log: g.log}
-	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
+	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
-	return d, nil
+	return img.Digest, nil
 }
 
 func activateCmd(g *globals) *cobra.Command {

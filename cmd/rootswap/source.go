@@ -1,14 +1,12 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rootswap/rootswap/cache"
-	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 	"github.com/rootswap/rootswap/snapshot/docker"
 	"github.com/rootswap/rootswap/snapshot/registry"
@@ -52,7 +50,7 @@ var transports = []struct {
 }{
 	{snapshot.Docker, "docker://", registry.ParseDocker, func(g *globals, s *cache.Store) (snapshot.Source, error) {
 		opt := g.registryOptions()
-		opt.Refs = refCache{s}
+		opt.Refs = s // the store keeps the ref cache
 		return registry.New(opt), nil
 	}},
 	{snapshot.OCI, "oci:", registry.ParseLayout, func(g *globals, _ *cache.Store) (snapshot.Source, error) {
@@ -119,25 +117,6 @@ func (g *globals) newSource(s *cache.Store, ref snapshot.Ref) (snapshot.Source, 
 		}
 	}
 	return nil, fmt.Errorf("image %s: no source for transport %q", ref, ref.Transport)
-}
-
-// refCache keeps a registry's resolved refs in the store's index.
-type refCache struct{ s *cache.Store }
-
-func (c refCache) LookupRef(ref string) (r index.Ref, ok bool, err error) {
-	err = c.s.View(func(tx *index.Tx) error {
-		r, err = tx.Ref(ref)
-		ok = err == nil
-		return err
-	})
-	if errors.Is(err, cache.ErrNotFound) {
-		err = nil
-	}
-	return r, ok, err
-}
-
-func (c refCache) RecordRef(r index.Ref) error {
-	return c.s.Update(func(tx *index.Tx) error { return tx.PutRef(r) })
 }
 
 // registryTimeoutDefault is --registry-timeout's default (env

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -27,30 +26,22 @@ import (
 // refNameAnnotation names a manifest of an OCI layout's index.json.
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
-// images is what Resolve found, for Layers: image digest → its layers.
-type images struct {
-	mu sync.Mutex
-	m  map[digest.Digest][]snapshot.Layer
+// fileImage is an image of a layout or archive as Content: read whole
+// when it was resolved.
+type fileImage struct {
+	ref    snapshot.Ref
+	config digest.Digest
+	raw    []byte // the config, verified against config
+	layers []snapshot.Layer
 }
 
-func (im *images) put(d digest.Digest, ls []snapshot.Layer) {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if im.m == nil {
-		im.m = map[digest.Digest][]snapshot.Layer{}
-	}
-	im.m[d] = ls
+func (f *fileImage) Config(context.Context) (snapshot.Config, error) {
+	return parseConfig(f.ref, f.config, f.raw)
 }
 
-func (im *images) get(src string, d digest.Digest) ([]snapshot.Layer, error) {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	ls, ok := im.m[d]
-	if !ok {
-		return nil, fmt.Errorf("image %s: not resolved by the %s source", d, src)
-	}
-	return ls, nil
-}
+// Layers returns the image's layers; each Open reads its blob from the
+// file again and verifies it.
+func (f *fileImage) Layers(context.Context) ([]snapshot.Layer, error) { return f.layers, nil }
 
 // fileError classifies a failure to read an image file: a missing one is
 // a missing image.
@@ -67,7 +58,6 @@ func fileError(ref snapshot.Ref, err error) error {
 type Layout struct {
 	platform v1.Platform
 	err      error
-	images   images
 }
 
 var _ snapshot.Source = (*Layout)(nil)
@@ -82,9 +72,9 @@ func NewLayout(opt Options) *Layout {
 // String is what a user calls this source in messages.
 func (l *Layout) String() string { return "oci" }
 
-// Pull does nothing: a layout is read where it is.
-func (l *Layout) Pull(ctx context.Context, ref snapshot.Ref) error {
-	return l.check(ref)
+// Pull is Resolve: a layout is read where it is.
+func (l *Layout) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	return l.Resolve(ctx, ref)
 }
 
 func (l *Layout) check(ref snapshot.Ref) error {
@@ -97,32 +87,43 @@ func (l *Layout) check(ref snapshot.Ref) error {
 	return nil
 }
 
-// Resolve reads the layout's index.json and returns the image digest of
-// the manifest tagged TAG (by its org.opencontainers.image.ref.name
+// Resolve reads the layout's index.json and returns the image of the
+// manifest tagged TAG (by its org.opencontainers.image.ref.name
 // annotation), or, without TAG, of its only manifest; an index among
 // them picks the platform's manifest. Manifests and config are verified
 // against the descriptors that name them.
-func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	if err := l.check(ref); err != nil {
-		return "", err
+		return snapshot.Image{}, err
 	}
+	d, top, content, err := l.read(ref)
+	if err != nil {
+		return snapshot.Image{}, err
+	}
+	return snapshot.Image{Ref: ref, Digest: d, Manifest: top, Content: content}, nil
+}
+
+// read reads the image ref names: its digest, the digest of the manifest
+// index.json lists for it, and its content.
+func (l *Layout) read(ref snapshot.Ref) (d, top digest.Digest, _ *fileImage, err error) {
 	dir, tag := ref.Path, ref.Tag
 	p, err := layout.FromPath(dir)
 	if err != nil {
-		return "", fileError(ref, err)
+		return "", "", nil, fileError(ref, err)
 	}
 	ib, err := os.ReadFile(filepath.Join(dir, "index.json"))
 	if err != nil {
-		return "", fileError(ref, err)
+		return "", "", nil, fileError(ref, err)
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(ib))
 	if err != nil {
-		return "", fmt.Errorf("image %s: index.json: %w", ref, err)
+		return "", "", nil, fmt.Errorf("image %s: index.json: %w", ref, err)
 	}
 	desc, err := pickTag(idx, tag)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", "", nil, fmt.Errorf("image %s: %w", ref, err)
 	}
+	top = digest.Digest(desc.Digest.String())
 	blob := func(d v1.Descriptor) ([]byte, error) {
 		if d.Size > manifestLimit || d.Size < 0 {
 			return nil, fmt.Errorf("blob %s: size %d out of bounds", d.Digest, d.Size)
@@ -135,23 +136,23 @@ func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, 
 	}
 	mb, err := blob(desc)
 	if err != nil {
-		return "", fileError(ref, err)
+		return "", "", nil, fileError(ref, err)
 	}
 	if isIndex(desc.MediaType, mb) {
 		child, err := v1.ParseIndexManifest(bytes.NewReader(mb))
 		if err != nil {
-			return "", fmt.Errorf("image %s: index %s: %w", ref, desc.Digest, err)
+			return "", "", nil, fmt.Errorf("image %s: index %s: %w", ref, desc.Digest, err)
 		}
 		if desc, err = pickPlatform(child, l.platform); err != nil {
-			return "", fmt.Errorf("image %s: %w", ref, err)
+			return "", "", nil, fmt.Errorf("image %s: %w", ref, err)
 		}
 		if mb, err = blob(desc); err != nil {
-			return "", fileError(ref, err)
+			return "", "", nil, fileError(ref, err)
 		}
 	}
 	img, err := parseImage(mb, blob)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", "", nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	ls := make([]snapshot.Layer, len(img.diffIDs))
 	for i, ld := range img.manifest.Layers {
@@ -167,8 +168,7 @@ func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, 
 			},
 		}
 	}
-	l.images.put(img.config, ls)
-	return img.config, nil
+	return img.config, top, &fileImage{ref: ref, config: img.config, raw: img.rawConfig, layers: ls}, nil
 }
 
 // manifestLimit bounds a manifest or config read whole into memory.
@@ -204,20 +204,12 @@ func pickTag(idx *v1.IndexManifest, tag string) (v1.Descriptor, error) {
 	return v1.Descriptor{}, fmt.Errorf("the layout holds %d manifests (%s): name one as oci:PATH:TAG", len(idx.Manifests), have)
 }
 
-// Layers returns the layers of image d, which Resolve must have returned;
-// each Open reads its blob from the layout and verifies it.
-func (l *Layout) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return l.images.get(l.String(), d)
-}
-
 // Archive is a `docker save` tarball as a snapshot.Source, for
 // docker-archive:PATH[:REF] refs: the legacy layout (ID/layer.tar,
 // ID.json) and the one Docker 25 and later write (blobs/sha256/…), both
 // described by the tarball's manifest.json. Pull does nothing; Resolve
 // reads the file each time. It is safe for concurrent use.
-type Archive struct {
-	images images
-}
+type Archive struct{}
 
 var _ snapshot.Source = (*Archive)(nil)
 
@@ -228,9 +220,9 @@ func NewArchive(Options) *Archive { return &Archive{} }
 // String is what a user calls this source in messages.
 func (a *Archive) String() string { return "docker-archive" }
 
-// Pull does nothing: an archive is read where it is.
-func (a *Archive) Pull(ctx context.Context, ref snapshot.Ref) error {
-	return a.check(ref)
+// Pull is Resolve: an archive is read where it is.
+func (a *Archive) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	return a.Resolve(ctx, ref)
 }
 
 func (a *Archive) check(ref snapshot.Ref) error {
@@ -240,51 +232,60 @@ func (a *Archive) check(ref snapshot.Ref) error {
 	return nil
 }
 
-// Resolve reads the tarball's manifest.json and returns the image digest
-// of the image tagged REF (as `docker save` records it in RepoTags), or
+// Resolve reads the tarball's manifest.json and returns the image tagged
+// REF (as `docker save` records it in RepoTags), or
 // without REF of its only image: the digest of its config, which a
 // config named by digest must match.
-func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest, error) {
+func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	if err := a.check(ref); err != nil {
-		return "", err
+		return snapshot.Image{}, err
 	}
+	d, content, err := a.read(ref)
+	if err != nil {
+		return snapshot.Image{}, err
+	}
+	return snapshot.Image{Ref: ref, Digest: d, Content: content}, nil
+}
+
+// read reads the image ref names: its digest and its content.
+func (a *Archive) read(ref snapshot.Ref) (digest.Digest, *fileImage, error) {
 	file, tag := ref.Path, ref.Tag
 	if _, err := os.Stat(file); err != nil {
-		return "", fileError(ref, err)
+		return "", nil, fileError(ref, err)
 	}
 	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
 	if err != nil {
-		return "", fmt.Errorf("image %s: manifest.json: %w", ref, err)
+		return "", nil, fmt.Errorf("image %s: manifest.json: %w", ref, err)
 	}
 	e, err := pickRepoTag(m, tag)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	rc, _, err := openInTar(file, e.Config)
 	if err != nil {
-		return "", fmt.Errorf("image %s: config: %w", ref, err)
+		return "", nil, fmt.Errorf("image %s: config: %w", ref, err)
 	}
 	cb, err := io.ReadAll(io.LimitReader(rc, manifestLimit+1))
 	rc.Close()
 	if err != nil {
-		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
+		return "", nil, fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
 	}
 	d := digest.FromBytes(cb)
 	if named := digestOfPath(e.Config); named != "" && named != d {
-		return "", fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, snapshot.ErrDigestMismatch)
+		return "", nil, fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, snapshot.ErrDigestMismatch)
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(cb))
 	if err != nil {
-		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
+		return "", nil, fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
 	}
 	if err := snapshot.CheckLayerCount(len(e.Layers), len(cf.RootFS.DiffIDs)); err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	ls := make([]snapshot.Layer, len(e.Layers))
 	for i, lp := range e.Layers {
 		diffID, err := digest.Parse(cf.RootFS.DiffIDs[i].String())
 		if err != nil {
-			return "", fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
+			return "", nil, fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
 		}
 		ls[i] = &layer{
 			diffID: diffID,
@@ -297,14 +298,7 @@ func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (digest.Digest,
 			},
 		}
 	}
-	a.images.put(d, ls)
-	return d, nil
-}
-
-// Layers returns the layers of image d, which Resolve must have returned;
-// each Open reads its file from the tarball.
-func (a *Archive) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return a.images.get(a.String(), d)
+	return d, &fileImage{ref: ref, config: d, raw: cb, layers: ls}, nil
 }
 
 // pickRepoTag returns the manifest.json entry tagged tag, or without tag

@@ -103,11 +103,11 @@ func TestMirrors(t *testing.T) {
 			mirror.mu.Unlock()
 			up.take()
 			mirror.take()
-			d, err := src.Resolve(t.Context(), parseRef(t, ref))
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkLayers(t, src, d, ls...)
+			checkLayers(t, im, ls...)
 			m, u := mirror.take(), up.take()
 			if strings.Join(m, ",") != strings.Join(c.mirrored, ",") || strings.Join(u, ",") != strings.Join(c.upstream, ",") {
 				t.Errorf("mirror was asked %v, upstream %v; want %v and %v", m, u, c.mirrored, c.upstream)

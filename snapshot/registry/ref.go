@@ -5,8 +5,8 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/opencontainers/go-digest"
 
-	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -47,10 +47,10 @@ func ParseArchive(rest string) (snapshot.Ref, error) {
 	return r, nil
 }
 
-// RefCache remembers what refs resolved to (index.Ref records) between
-// processes. LookupRef's
-// bool is false (and the error nil) when ref has no record.
+// RefCache remembers what refs resolved to between processes
+// (cache.Store keeps it in the index). LookupRef's ok is false (and err
+// nil) when ref has no record.
 type RefCache interface {
-	LookupRef(ref string) (index.Ref, bool, error)
-	RecordRef(index.Ref) error
+	LookupRef(ref string) (d, manifest digest.Digest, ok bool, err error)
+	RecordRef(ref string, d, manifest digest.Digest) error
 }

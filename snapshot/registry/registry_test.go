@@ -19,7 +19,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -61,17 +60,25 @@ func readAll(ctx context.Context, l snapshot.Layer) ([]byte, error) {
 	return io.ReadAll(rc)
 }
 
-// checkLayers reads every layer of d and checks it against want, layer
-// by layer: diffID, blob and content.
-func checkLayers(t *testing.T, src snapshot.Source, d digest.Digest, want ...*testLayer) {
+// checkLayers reads every layer of img and checks it against want, layer
+// by layer: diffID, blob and content; and img's config.
+func checkLayers(t *testing.T, img snapshot.Image, want ...*testLayer) {
 	t.Helper()
 	ctx := t.Context()
-	ls, err := src.Layers(ctx, d)
+	ls, err := img.Layers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ls) != len(want) {
 		t.Fatalf("%d layers, want %d", len(ls), len(want))
+	}
+	// The image carries its config too: the document its digest names.
+	c, err := img.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest.FromBytes(c.Raw) != img.Digest || c.OCI.OS != "linux" || len(c.OCI.RootFS.DiffIDs) != len(want) {
+		t.Errorf("config of %s: digest %s, OS %q, %d diffIDs", img.Digest, digest.FromBytes(c.Raw), c.OCI.OS, len(c.OCI.RootFS.DiffIDs))
 	}
 	for i, l := range ls {
 		w := want[i]
@@ -119,14 +126,14 @@ func TestResolveTagAndDigest(t *testing.T) {
 		"docker://" + s.host + "/app@" + manifestDigest(t, img).String(),
 	} {
 		t.Run(ref, func(t *testing.T) {
-			d, err := src.Resolve(t.Context(), parseRef(t, ref))
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d != want {
-				t.Fatalf("Resolve = %s, want the config digest %s (manifest %s)", d, want, manifestDigest(t, img))
+			if im.Digest != want || im.Manifest != manifestDigest(t, img) {
+				t.Fatalf("Resolve = %s (manifest %s), want the config digest %s (manifest %s)", im.Digest, im.Manifest, want, manifestDigest(t, img))
 			}
-			checkLayers(t, src, d, ls...)
+			checkLayers(t, im, ls...)
 		})
 	}
 }
@@ -150,14 +157,14 @@ func TestIndexPicksPlatform(t *testing.T) {
 	}{{"linux/amd64", imgAMD, amd}, {"linux/arm64", imgARM, arm}, {"linux/arm64/v8", imgARM, arm}} {
 		t.Run(c.platform, func(t *testing.T) {
 			src := newSource(Options{Platform: c.platform})
-			d, err := src.Resolve(t.Context(), parseRef(t, ref))
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := configDigest(t, c.img); d != want {
-				t.Fatalf("Resolve = %s, want %s", d, want)
+			if want := configDigest(t, c.img); im.Digest != want {
+				t.Fatalf("Resolve = %s, want %s", im.Digest, want)
 			}
-			checkLayers(t, src, d, c.layers...)
+			checkLayers(t, im, c.layers...)
 		})
 	}
 	t.Run("none matches", func(t *testing.T) {
@@ -266,7 +273,7 @@ func TestLyingRegistry(t *testing.T) {
 			s.mu.Unlock()
 			ref = "docker://" + s.host + "/" + ref
 			src := newSource(Options{})
-			d, err := src.Resolve(t.Context(), parseRef(t, ref))
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if c.resolveErr != "" {
 				t.Log(err)
 				if err == nil || !strings.Contains(err.Error(), c.resolveErr) || !strings.Contains(err.Error(), ref) {
@@ -277,7 +284,7 @@ func TestLyingRegistry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ls, err := src.Layers(t.Context(), d)
+			ls, err := im.Layers(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -340,17 +347,17 @@ func TestAuthFailure(t *testing.T) {
 		t.Fatalf("wrong password: err = %v, want one line \"registry %s: authentication failed for app: …\", not unreachable", err, s.host)
 	}
 	cache := &mapCache{}
-	cache.RecordRef(index.Ref{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
-	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), parseRef(t, ref))
+	cache.RecordRef(ref, configDigest(t, img), digest.FromString("old"))
+	_, err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), parseRef(t, ref))
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password, Pull of a cached ref: err = %v, want an authentication failure", err)
 	}
 	src := newSource(Options{Keychain: basicKeychain{"user", "right"}})
-	d, err := src.Resolve(t.Context(), parseRef(t, ref))
+	im, err := src.Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatalf("right password: %v", err)
 	}
-	ls, err := src.Layers(t.Context(), d)
+	ls, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,31 +415,33 @@ func TestRefCache(t *testing.T) {
 	cache := &mapCache{}
 
 	// A first resolve asks the registry and records what it found.
-	d, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, ref))
+	im, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, ok, _ := cache.LookupRef(ref)
-	if !ok || rec.Digest != d || rec.Manifest != manifestDigest(t, img1) || rec.Resolved.IsZero() {
-		t.Fatalf("recorded %+v, want digest %s and manifest %s", rec, d, manifestDigest(t, img1))
+	d := im.Digest
+	rd, rm, ok, _ := cache.LookupRef(ref)
+	if !ok || rd != d || rm != manifestDigest(t, img1) {
+		t.Fatalf("recorded %s, %s, want digest %s and manifest %s", rd, rm, d, manifestDigest(t, img1))
 	}
 	s.take()
 
 	// Another process: a cached ref is resolved with no request at all,
 	// and its layers come from the manifest fetched by digest.
 	src := newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), parseRef(t, ref)); err != nil || got != d {
-		t.Fatalf("cached Resolve = %s, %v; want %s", got, err, d)
+	im, err = src.Resolve(t.Context(), parseRef(t, ref))
+	if err != nil || im.Digest != d || im.Manifest != manifestDigest(t, img1) {
+		t.Fatalf("cached Resolve = %s (manifest %s), %v; want %s", im.Digest, im.Manifest, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("a cached Resolve made requests %v, want none", reqs)
 	}
-	checkLayers(t, src, d, v1l...)
+	checkLayers(t, im, v1l...)
 	s.take()
 
 	// A pull of a tag that has not moved is one manifest HEAD.
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
+	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest" {
@@ -445,20 +454,21 @@ func TestRefCache(t *testing.T) {
 	img2 := testImage(t, nil, asLayers(v2l)...)
 	s.push(t, "app:latest", img2)
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
+	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Fatalf("a Pull of a moved tag made requests %v, want HEAD, GET of the manifest and GET of the config", reqs)
 	}
-	d2, err := src.Resolve(t.Context(), parseRef(t, ref))
+	im2, err := src.Resolve(t.Context(), parseRef(t, ref))
+	d2 := im2.Digest
 	if err != nil || d2 != configDigest(t, img2) {
 		t.Fatalf("Resolve after the pull = %s, %v; want %s", d2, err, configDigest(t, img2))
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("Resolve after Pull made requests %v", reqs)
 	}
-	checkLayers(t, src, d2, v2l...)
+	checkLayers(t, im2, v2l...)
 
 	// A digest ref once recorded needs nothing, even to pull.
 	dref := "docker://" + s.host + "/app@" + manifestDigest(t, img2).String()
@@ -467,10 +477,10 @@ func TestRefCache(t *testing.T) {
 	}
 	s.take()
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), parseRef(t, dref)); err != nil {
+	if _, err := src.Pull(t.Context(), parseRef(t, dref)); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := src.Resolve(t.Context(), parseRef(t, dref)); err != nil || got != d2 {
+	if got, err := src.Resolve(t.Context(), parseRef(t, dref)); err != nil || got.Digest != d2 {
 		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got, err, d2)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
@@ -480,12 +490,12 @@ func TestRefCache(t *testing.T) {
 	// With the registry gone, a recorded ref still resolves; Pull says
 	// the registry is unreachable.
 	dead := "docker://" + closedPort(t) + "/app:latest"
-	cache.RecordRef(index.Ref{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	cache.RecordRef(dead, d2, manifestDigest(t, img2))
 	src = newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), parseRef(t, dead)); err != nil || got != d2 {
+	if got, err := src.Resolve(t.Context(), parseRef(t, dead)); err != nil || got.Digest != d2 {
 		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
 	}
-	if err := src.Pull(t.Context(), parseRef(t, dead)); !errors.Is(err, snapshot.ErrUnreachable) {
+	if _, err := src.Pull(t.Context(), parseRef(t, dead)); !errors.Is(err, snapshot.ErrUnreachable) {
 		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
 	}
 }
@@ -529,11 +539,11 @@ func TestOpenConcurrently(t *testing.T) {
 	img := testImage(t, nil, asLayers(ls)...)
 	s.push(t, "app:v1", img)
 	src := newSource(Options{})
-	d, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
+	im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, err := src.Layers(t.Context(), d)
+	layers, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,7 +572,7 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 	s.push(t, "app:v1", img)
 	ref := "docker://" + s.host + "/app:v1"
 	cache := &mapCache{}
-	cache.RecordRef(index.Ref{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
+	cache.RecordRef(ref, digest.FromString("old config"), digest.FromString("old"))
 	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
 			return false
@@ -572,13 +582,13 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 		return true
 	}
 	src := newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
+	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Errorf("requests %v, want a HEAD, then a GET of the manifest and of the config", reqs)
 	}
-	if rec, _, _ := cache.LookupRef(ref); rec.Digest != configDigest(t, img) || rec.Manifest != manifestDigest(t, img) {
-		t.Errorf("recorded %+v, want config %s and manifest %s", rec, configDigest(t, img), manifestDigest(t, img))
+	if rd, rm, _, _ := cache.LookupRef(ref); rd != configDigest(t, img) || rm != manifestDigest(t, img) {
+		t.Errorf("recorded %s, %s, want config %s and manifest %s", rd, rm, configDigest(t, img), manifestDigest(t, img))
 	}
 }

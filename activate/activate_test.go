@@ -188,6 +188,8 @@ type fakeSource struct {
 	down    bool
 	pullErr error
 	imports int
+	record  bool            // images ask to be recorded, as a registry's resolved afresh do
+	broken  map[string]bool // versions whose layer fails to open
 }
 
 func (f *fakeSource) String() string { return "fake" }
@@ -207,7 +209,7 @@ func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Im
 	if !ok {
 		return snapshot.Image{}, fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
-	return snapshot.Image{Ref: ref, Digest: digest.FromString(v), Content: fakeImage{f, v}}, nil
+	return snapshot.Image{Ref: ref, Digest: digest.FromString(v), Manifest: digest.FromString("manifest " + v), Record: f.record, Content: fakeImage{f, v}}, nil
 }
 
 // fakeImage is the content of fakeSource's image v.
@@ -220,6 +222,9 @@ func (fakeImage) Config(context.Context) (snapshot.Config, error) { return snaps
 
 func (fi fakeImage) Layers(context.Context) ([]snapshot.Layer, error) {
 	fi.f.imports++
+	if fi.f.broken[fi.v] {
+		return nil, fmt.Errorf("layer of %s: %w", fi.v, snapshot.ErrDigestMismatch)
+	}
 	return []snapshot.Layer{versionLayer(fi.v)}, nil
 }
 

@@ -276,6 +276,11 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		st.m.Failed = slices.DeleteFunc(slices.Clone(st.m.Failed), func(d digest.Digest) bool { return d == st.resolved })
 		return Outcome{}, false, clearFailed(p.s, p.name, st.resolved)
 	case hit:
+		// The machine runs the image already: a ref the source resolved
+		// afresh is recorded now, as an import would have.
+		if err := snapshot.RecordRef(p.s, st.img); err != nil {
+			return Outcome{}, true, err
+		}
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
 	}
 	o, err := p.importAndActivate(ctx, *st)

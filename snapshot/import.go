@@ -57,6 +57,28 @@ func Lookup(s *cache.Store, d digest.Digest) (index.Tree, bool, error) {
 	return t, !t.Broken, nil
 }
 
+// RecordRef records in s's ref cache that img.Ref names img, if its
+// source asks for that (img.Record). Call it only once the store holds
+// img's tree: a record lets a later command act on the ref offline.
+func RecordRef(s *cache.Store, img Image) error {
+	if !img.Record {
+		return nil
+	}
+	if err := s.RecordRef(img.Ref.String(), img.Digest, img.Manifest); err != nil {
+		return fmt.Errorf("image %s: %w", img.Ref, err)
+	}
+	return nil
+}
+
+// recordIf records img's ref when the store was found to have its tree
+// (ok, and no error err).
+func recordIf(s *cache.Store, img Image, ok bool, err error) error {
+	if err != nil || !ok {
+		return err
+	}
+	return RecordRef(s, img)
+}
+
 // ImportOptions tune ImportImage; the zero value shows and logs nothing.
 type ImportOptions struct {
 	Progress Progress     // told how the stream advances; may be nil
@@ -64,8 +86,8 @@ type ImportOptions struct {
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
-// tree key). If the store already has it, the source is not asked and
-// created is false. Otherwise the image's rootfs streams from src
+// tree key), and then records img's ref (RecordRef). If the store already
+// has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
 // is removed). Concurrent imports of one digest stream it once: the
@@ -73,7 +95,7 @@ type ImportOptions struct {
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		return t, false, err
+		return t, false, recordIf(s, img, ok, err)
 	}
 	lock, err := s.LockTree(ctx, d)
 	if err != nil {
@@ -81,10 +103,13 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	}
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		return t, false, err
+		return t, false, recordIf(s, img, ok, err)
 	}
 	start := time.Now()
 	if t, err = build(ctx, s, img, opt); err != nil {
+		return t, false, err
+	}
+	if err := RecordRef(s, img); err != nil {
 		return t, false, err
 	}
 	if opt.Log != nil {

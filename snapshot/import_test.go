@@ -106,3 +106,59 @@ func TestImportImageFromSource(t *testing.T) {
 	}
 	storetest.CheckIdle(t, s)
 }
+
+// TestImportRecordsRefOnceStored: an image that asks to be recorded
+// (Image.Record) has its ref recorded once its tree is stored, whether
+// imported now or found; a refused one leaves the record as it was.
+func TestImportRecordsRefOnceStored(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.New(t)
+	ref := snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/app:stable"}
+	record := func() digest.Digest {
+		d, _, _, err := s.LookupRef(ref.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	good := snapshot.Image{Ref: ref, Digest: digest.FromString("good"), Manifest: digest.FromString("m-good"), Record: true,
+		Content: &fakeSource{layers: [][]byte{tarball(file("etc/version", "good", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, good, snapshot.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after the import the ref is recorded at %q, want %s", got, good.Digest)
+	}
+
+	bad := snapshot.Image{Ref: ref, Digest: digest.FromString("bad"), Manifest: digest.FromString("m-bad"), Record: true,
+		Content: &fakeSource{layers: [][]byte{tarball(file("../escape", "x", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, bad, snapshot.ImportOptions{}); err == nil {
+		t.Fatal("a hostile image imported")
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after a refused import the ref is recorded at %q, want still %s", got, good.Digest)
+	}
+
+	// Found in the store (the tag moved back): recorded, nothing read.
+	again := good
+	again.Content = &fakeSource{}
+	if err := s.RecordRef(ref.String(), digest.FromString("other"), digest.FromString("m-other")); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := snapshot.ImportImage(ctx, s, again, snapshot.ImportOptions{}); err != nil || created || again.Content.(*fakeSource).asked != 0 {
+		t.Fatalf("import of a stored image: created %v, %v, asked %d", created, err, again.Content.(*fakeSource).asked)
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after finding the tree the ref is recorded at %q, want %s", got, good.Digest)
+	}
+
+	// An image that does not ask (the daemon's, a file's) records nothing.
+	quiet := snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1", Bare: true}, Digest: digest.FromString("quiet"),
+		Content: &fakeSource{layers: [][]byte{tarball(file("etc/version", "quiet", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, quiet, snapshot.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, ok, err := s.LookupRef(quiet.Ref.String()); ok || err != nil {
+		t.Fatalf("an image that asks for no record was recorded at %s (%v)", d, err)
+	}
+}

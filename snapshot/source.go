@@ -46,6 +46,12 @@ type Image struct {
 	// manifest's. It is "" where there is none: the daemon, a
 	// docker-archive.
 	Manifest digest.Digest
+	// Record is set by a source that keeps records of what refs resolved
+	// to (a registry's ref cache) when it resolved Ref afresh rather than
+	// from its record: once the image is accepted and its tree stored,
+	// RecordRef records Ref at Digest and Manifest. Never sooner, so that
+	// an image refused on the way in never becomes what Ref names offline.
+	Record bool
 	// Content reads the image's config and layers from the source, when
 	// asked: a registry image resolved from a record reads its manifest
 	// only then. Nil only in the zero Image.

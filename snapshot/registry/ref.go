@@ -47,10 +47,10 @@ func ParseArchive(rest string) (snapshot.Ref, error) {
 	return r, nil
 }
 
-// RefCache remembers what refs resolved to between processes
-// (cache.Store keeps it in the index). LookupRef's ok is false (and err
-// nil) when ref has no record.
+// RefCache is what the registry source reads of the ref cache: what refs
+// resolved to in earlier processes (cache.Store keeps it in the index,
+// and the importer writes it once an image is stored). LookupRef's ok is
+// false (and err nil) when ref has no record.
 type RefCache interface {
 	LookupRef(ref string) (d, manifest digest.Digest, ok bool, err error)
-	RecordRef(ref string, d, manifest digest.Digest) error
 }

@@ -139,7 +139,8 @@ func (s *Source) parse(ref snapshot.Ref) (name.Reference, error) {
 // the registry says now (Pull is what asks again): the image's manifest
 // and config are read by digest when its Content is first asked for.
 // Otherwise Resolve reads the manifest (through an index, the one for the
-// platform) and the config, verifies them and records the result.
+// platform) and the config and verifies them; the image is recorded once
+// stored (snapshot.RecordRef).
 func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	r, err := s.parse(ref)
 	if err != nil {
@@ -157,8 +158,9 @@ func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image,
 // recorded it asks nothing (a digest names one manifest forever). For a
 // tag it makes one manifest HEAD and, if the tag has moved (or was never
 // recorded), reads the new manifest by the digest the HEAD gave and its
-// config, and records them. Blobs are fetched by the layers' streams,
-// not here.
+// config; the image is recorded once stored (snapshot.RecordRef), so a
+// pull refused on the way in leaves the record as it was. Blobs are
+// fetched by the layers' streams, not here.
 func (s *Source) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	r, err := s.parse(ref)
 	if err != nil {
@@ -305,21 +307,17 @@ func (s *Source) lookup(ref string) (record, bool, error) {
 	return record{config: d, manifest: m}, ok, nil
 }
 
-// fetch reads the image r names (r may be the digest a HEAD of ref gave)
-// and records it under ref.
+// fetch reads the image r names (r may be the digest a HEAD of ref gave).
+// The image it returns asks to be recorded under ref (Image.Record): the
+// importer records it once its tree is stored, never this source.
 func (s *Source) fetch(ctx context.Context, ref snapshot.Ref, r name.Reference) (snapshot.Image, error) {
 	var top digest.Digest
 	img, err := s.readTop(ctx, ref.String(), r, &top)
 	if err != nil {
 		return snapshot.Image{}, err
 	}
-	if s.opt.Refs != nil {
-		if err := s.opt.Refs.RecordRef(ref.String(), img.config, top); err != nil {
-			return snapshot.Image{}, fmt.Errorf("image %s: ref cache: %w", ref, err)
-		}
-	}
 	ri := &remoteImage{s: s, ref: ref, repo: r.Context(), manifest: top, config: img.config, img: img}
-	return snapshot.Image{Ref: ref, Digest: img.config, Manifest: top, Content: ri}, nil
+	return snapshot.Image{Ref: ref, Digest: img.config, Manifest: top, Record: s.opt.Refs != nil, Content: ri}, nil
 }
 
 // readTop reads and verifies the manifest r names (through an index, the

@@ -414,74 +414,89 @@ func TestRefCache(t *testing.T) {
 	ref := "docker://" + s.host + "/app:latest"
 	cache := &mapCache{}
 
-	// A first resolve asks the registry and records what it found.
+	// A first resolve asks the registry. The image asks to be recorded;
+	// the source records nothing itself: the importer does, once the
+	// image's tree is stored (here, the test).
 	im, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatal(err)
 	}
 	d := im.Digest
-	rd, rm, ok, _ := cache.LookupRef(ref)
-	if !ok || rd != d || rm != manifestDigest(t, img1) {
-		t.Fatalf("recorded %s, %s, want digest %s and manifest %s", rd, rm, d, manifestDigest(t, img1))
+	if d != configDigest(t, img1) || im.Manifest != manifestDigest(t, img1) || !im.Record {
+		t.Fatalf("Resolve = %s (manifest %s, record %v), want %s (manifest %s) to record", d, im.Manifest, im.Record, configDigest(t, img1), manifestDigest(t, img1))
 	}
+	if rd, _, ok, _ := cache.LookupRef(ref); ok {
+		t.Fatalf("Resolve recorded %s before the image was stored", rd)
+	}
+	cache.RecordRef(ref, im.Digest, im.Manifest)
 	s.take()
 
-	// Another process: a cached ref is resolved with no request at all,
+	// Another process: a recorded ref is resolved with no request at all,
 	// and its layers come from the manifest fetched by digest.
 	src := newSource(Options{Refs: cache})
 	im, err = src.Resolve(t.Context(), parseRef(t, ref))
-	if err != nil || im.Digest != d || im.Manifest != manifestDigest(t, img1) {
-		t.Fatalf("cached Resolve = %s (manifest %s), %v; want %s", im.Digest, im.Manifest, err, d)
+	if err != nil || im.Digest != d || im.Manifest != manifestDigest(t, img1) || im.Record {
+		t.Fatalf("recorded Resolve = %s (manifest %s, record %v), %v; want %s, nothing to record", im.Digest, im.Manifest, im.Record, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
-		t.Fatalf("a cached Resolve made requests %v, want none", reqs)
+		t.Fatalf("a recorded Resolve made requests %v, want none", reqs)
 	}
 	checkLayers(t, im, v1l...)
 	s.take()
 
 	// A pull of a tag that has not moved is one manifest HEAD.
 	src = newSource(Options{Refs: cache})
-	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
-		t.Fatal(err)
+	if im, err = src.Pull(t.Context(), parseRef(t, ref)); err != nil || im.Digest != d || im.Record {
+		t.Fatalf("Pull of an unmoved tag = %s (record %v), %v; want %s, nothing to record", im.Digest, im.Record, err, d)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest" {
-		t.Fatalf("a cache-hit Pull made requests %v, want one manifest HEAD", reqs)
+		t.Fatalf("a Pull of an unmoved tag made requests %v, want one manifest HEAD", reqs)
 	}
 
-	// The tag moves: Pull reads the new manifest and config and records
-	// them; Resolve then says the new digest without asking.
+	// The tag moves: Pull reads the new manifest and config and returns
+	// the new image, to be recorded once stored. Until then the record,
+	// and so Resolve, still name the old one, without asking.
 	v2l := []*testLayer{newLayer(t, "zstd", tarOf(t, "v", "2"))}
 	img2 := testImage(t, nil, asLayers(v2l)...)
 	s.push(t, "app:latest", img2)
 	src = newSource(Options{Refs: cache})
-	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
+	im2, err := src.Pull(t.Context(), parseRef(t, ref))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Fatalf("a Pull of a moved tag made requests %v, want HEAD, GET of the manifest and GET of the config", reqs)
 	}
-	im2, err := src.Resolve(t.Context(), parseRef(t, ref))
 	d2 := im2.Digest
-	if err != nil || d2 != configDigest(t, img2) {
-		t.Fatalf("Resolve after the pull = %s, %v; want %s", d2, err, configDigest(t, img2))
+	if d2 != configDigest(t, img2) || im2.Manifest != manifestDigest(t, img2) || !im2.Record {
+		t.Fatalf("Pull of a moved tag = %s (manifest %s, record %v), want %s to record", d2, im2.Manifest, im2.Record, configDigest(t, img2))
+	}
+	if rd, _, _, _ := cache.LookupRef(ref); rd != d {
+		t.Fatalf("after the Pull the record says %s, want the old %s until the new image is stored", rd, d)
+	}
+	if got, err := src.Resolve(t.Context(), parseRef(t, ref)); err != nil || got.Digest != d {
+		t.Fatalf("Resolve after an unstored Pull = %s, %v; want the recorded %s", got.Digest, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("Resolve after Pull made requests %v", reqs)
 	}
 	checkLayers(t, im2, v2l...)
+	cache.RecordRef(ref, im2.Digest, im2.Manifest)
 
 	// A digest ref once recorded needs nothing, even to pull.
 	dref := "docker://" + s.host + "/app@" + manifestDigest(t, img2).String()
-	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, dref)); err != nil {
-		t.Fatal(err)
+	im, err = newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, dref))
+	if err != nil || !im.Record {
+		t.Fatalf("first Resolve(%s): record %v, %v", dref, im.Record, err)
 	}
+	cache.RecordRef(dref, im.Digest, im.Manifest)
 	s.take()
 	src = newSource(Options{Refs: cache})
-	if _, err := src.Pull(t.Context(), parseRef(t, dref)); err != nil {
-		t.Fatal(err)
+	if im, err := src.Pull(t.Context(), parseRef(t, dref)); err != nil || im.Digest != d2 || im.Record {
+		t.Fatalf("Pull(%s) = %s (record %v), %v; want %s", dref, im.Digest, im.Record, err, d2)
 	}
 	if got, err := src.Resolve(t.Context(), parseRef(t, dref)); err != nil || got.Digest != d2 {
-		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got, err, d2)
+		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got.Digest, err, d2)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("Pull and Resolve of a recorded digest ref made requests %v", reqs)
@@ -493,7 +508,7 @@ func TestRefCache(t *testing.T) {
 	cache.RecordRef(dead, d2, manifestDigest(t, img2))
 	src = newSource(Options{Refs: cache})
 	if got, err := src.Resolve(t.Context(), parseRef(t, dead)); err != nil || got.Digest != d2 {
-		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
+		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got.Digest, err, d2)
 	}
 	if _, err := src.Pull(t.Context(), parseRef(t, dead)); !errors.Is(err, snapshot.ErrUnreachable) {
 		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
@@ -582,13 +597,14 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 		return true
 	}
 	src := newSource(Options{Refs: cache})
-	if _, err := src.Pull(t.Context(), parseRef(t, ref)); err != nil {
+	im, err := src.Pull(t.Context(), parseRef(t, ref))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Errorf("requests %v, want a HEAD, then a GET of the manifest and of the config", reqs)
 	}
-	if rd, rm, _, _ := cache.LookupRef(ref); rd != configDigest(t, img) || rm != manifestDigest(t, img) {
-		t.Errorf("recorded %s, %s, want config %s and manifest %s", rd, rm, configDigest(t, img), manifestDigest(t, img))
+	if im.Digest != configDigest(t, img) || im.Manifest != manifestDigest(t, img) || !im.Record {
+		t.Errorf("pulled %s (manifest %s, record %v), want config %s and manifest %s to record", im.Digest, im.Manifest, im.Record, configDigest(t, img), manifestDigest(t, img))
 	}
 }

@@ -181,7 +181,17 @@ func daemonRef(name string) snapshot.Ref {
 	return snapshot.Ref{Transport: snapshot.DockerDaemon, Name: name, Bare: true}
 }
 
-// fakeSource is the Docker side of Prepare in unit tests: image ref →
+// testRef is an image argument as the command line parses it, for the
+// two kinds these tests use: oci:PATH and a bare daemon reference.
+func testRef(s string) snapshot.Ref {
+	if p, ok := strings.CutPrefix(s, "oci:"); ok {
+		return snapshot.Ref{Transport: snapshot.OCI, Path: p}
+	}
+	return daemonRef(s)
+}
+
+// fakeSource is the source side of Prepare in unit tests: image ref (as
+// Ref.String spells it) →
 // content of /etc/version, digest.FromString of it.
 type fakeSource struct {
 	images  map[string]string
@@ -205,7 +215,7 @@ func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Im
 	if f.down {
 		return snapshot.Image{}, fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
 	}
-	v, ok := f.images[ref.Name]
+	v, ok := f.images[ref.String()]
 	if !ok {
 		return snapshot.Image{}, fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}

@@ -9,6 +9,7 @@ type Transport string
 const (
 	Docker        Transport = "docker"         // docker://HOST/REPO:TAG or …@sha256:…: a registry
 	OCI           Transport = "oci"            // oci:PATH[:TAG]: an OCI image layout
+	OCIArchive    Transport = "oci-archive"    // oci-archive:PATH[:TAG]: a tar of an OCI image layout
 	DockerArchive Transport = "docker-archive" // docker-archive:PATH[:REF]: a `docker save` tarball
 	DockerDaemon  Transport = "docker-daemon"  // docker-daemon:REF, or a bare REF: the Docker daemon
 )
@@ -23,10 +24,10 @@ type Ref struct {
 	// or HOST/REPO@sha256:… (docker); a tag, name@digest or image ID
 	// (docker-daemon). Empty for the file transports.
 	Name string
-	// Path is the layout directory (oci) or the tarball (docker-archive),
-	// as typed.
+	// Path is the layout directory (oci) or the tarball (oci-archive,
+	// docker-archive), as typed.
 	Path string
-	// Tag picks one image of Path: oci's TAG (an
+	// Tag picks one image of Path: oci's and oci-archive's TAG (an
 	// org.opencontainers.image.ref.name), docker-archive's REF (a
 	// REPO:TAG of its manifest.json). "" picks Path's only image.
 	Tag string

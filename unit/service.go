@@ -20,6 +20,9 @@ type Spec struct {
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
 	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
+	// PrepareFlags are global flags prepare gets before its command
+	// ("--registry-timeout=30s"): those that change what it does.
+	PrepareFlags []string
 }
 
 // DefaultStopTimeout is how long a stopping payload has after SIGTERM
@@ -85,7 +88,7 @@ type execs struct{ prepare, run, report string }
 // checked spec sp for binary bin and store root. An error wraps ErrInvalid:
 // an executable path systemd would not take.
 func serviceCommands(bin, root string, sp Spec) (execs, error) {
-	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", sp.Name, sp.Image)
+	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", sp.Name, sp.Image)...)
 	if err != nil {
 		return execs{}, err
 	}
@@ -104,6 +107,13 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 		return execs{}, err
 	}
 	return execs{prepare, run, report}, nil
+}
+
+// prepareArgs is the prepare command line of bin on store root with the
+// spec's global flags and args.
+func (sp *Spec) prepareArgs(bin, root string, args ...string) []string {
+	line := append([]string{bin, "--root", root}, sp.PrepareFlags...)
+	return append(append(line, "prepare"), args...)
 }
 
 // serviceOptions are the [Unit], [Service] and [Install] options of the
@@ -157,7 +167,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
-	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", "--link-machines", name, image)
+	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, image)...)
 	if err != nil {
 		return nil, err
 	}

@@ -27,6 +27,7 @@ func TestImageArgument(t *testing.T) {
 		{sourceRegistry, "docker-daemon:app", "docker-daemon:app", snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app"}},
 		{sourceDaemon, "oci:/srv/layout:v1", "oci:/srv/layout:v1", snapshot.Ref{Transport: snapshot.OCI, Path: "/srv/layout", Tag: "v1"}},
 		{sourceDaemon, "docker-archive:/tmp/a.tar", "docker-archive:/tmp/a.tar", snapshot.Ref{Transport: snapshot.DockerArchive, Path: "/tmp/a.tar"}},
+		{sourceDaemon, "oci-archive:/tmp/a.tar:v1", "oci-archive:/tmp/a.tar:v1", snapshot.Ref{Transport: snapshot.OCIArchive, Path: "/tmp/a.tar", Tag: "v1"}},
 	} {
 		g := &globals{source: c.source}
 		got, err := g.image(c.in)
@@ -34,7 +35,7 @@ func TestImageArgument(t *testing.T) {
 			t.Errorf("--source %s: image(%q) = %+v (%s), %v; want %+v (%s)", c.source, c.in, got, got, err, c.want, c.out)
 		}
 	}
-	for _, in := range []string{"docker://", "docker://UPPER/x:y", "docker://a/b@sha256:12", "oci:", "docker-archive:", "docker-daemon:"} {
+	for _, in := range []string{"docker://", "docker://UPPER/x:y", "docker://a/b@sha256:12", "oci:", "oci-archive:", "docker-archive:", "docker-daemon:", "dockr://reg/app:1", "dir:/srv/app"} {
 		g := &globals{source: sourceDaemon}
 		if r, err := g.image(in); err == nil || !strings.Contains(err.Error(), strconv.Quote(in)) {
 			t.Errorf("image(%q) = %+v, %v; want a usage error naming it", in, r, err)

@@ -23,11 +23,21 @@ func ParseDocker(rest string) (snapshot.Ref, error) {
 // ParseLayout reads what follows oci: in an image argument, PATH[:TAG].
 // PATH may hold ':' itself; a TAG holds no '/'.
 func ParseLayout(rest string) (snapshot.Ref, error) {
-	r := snapshot.Ref{Transport: snapshot.OCI, Path: rest}
+	return splitTag(snapshot.OCI, rest), nil
+}
+
+// ParseOCIArchive reads what follows oci-archive: in an image argument,
+// PATH[:TAG], as ParseLayout does.
+func ParseOCIArchive(rest string) (snapshot.Ref, error) {
+	return splitTag(snapshot.OCIArchive, rest), nil
+}
+
+func splitTag(t snapshot.Transport, rest string) snapshot.Ref {
+	r := snapshot.Ref{Transport: t, Path: rest}
 	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
 		r.Path, r.Tag = rest[:i], rest[i+1:]
 	}
-	return r, nil
+	return r
 }
 
 // ParseArchive reads what follows docker-archive: in an image argument,

@@ -26,7 +26,7 @@ import (
 // transports, as the command line's table does.
 func parseRef(t testing.TB, s string) snapshot.Ref {
 	t.Helper()
-	parse := map[string]func(string) (snapshot.Ref, error){"docker://": ParseDocker, "oci:": ParseLayout, "docker-archive:": ParseArchive}
+	parse := map[string]func(string) (snapshot.Ref, error){"docker://": ParseDocker, "oci:": ParseLayout, "oci-archive:": ParseOCIArchive, "docker-archive:": ParseArchive}
 	for prefix, f := range parse {
 		if rest, ok := strings.CutPrefix(s, prefix); ok {
 			r, err := f(rest)

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -83,4 +84,53 @@ func TestPullRefusedKeepsRecord(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPullNoSpaceKeepsRecord: the same sequence when the refusal is a
+// full disk: a `prepare --pull` of a moved tag that cannot store the new
+// image leaves the tag recorded at the machine's tree, so a plain
+// `prepare` stays offline (it writes nothing), with the registry up or
+// down.
+func TestPullNoSpaceKeepsRecord(t *testing.T) {
+	needIntegration(t)
+	needLoop(t)
+	r := startRegistry(t, registryOpts{})
+	img := filepath.Join(t.TempDir(), "fs.img")
+	makeFS(t, img)
+	l := mountFS(t, img)
+	defer l.unmount()
+	s := storeOn(t, filepath.Join(l.dir, "store"))
+	ref := "docker://" + r.Addr() + "/rootswap-test/nospace:stable"
+
+	base := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "v1\n")))
+	cfg1 := imageConfig(t, base.diffID)
+	pushRaw(t, r, "rootswap-test/nospace:stable", cfg1, []rawLayer{base}, nil)
+	v1 := digest.FromBytes(cfg1).String()
+	if out := s.ok("prepare", "--pull", "m", ref); !strings.Contains(out, v1) {
+		t.Fatalf("first prepare: %q, want %s", out, v1)
+	}
+
+	big := storedGzip(t, layerTar(t, fileEnt("payload", strings.Repeat("v2 payload\n", 1<<16))))
+	cfg2 := imageConfig(t, base.diffID, big.diffID)
+	pushRaw(t, r, "rootswap-test/nospace:stable", cfg2, []rawLayer{base, big}, nil)
+	l.fill(t, 0)
+	res := s.run("prepare", "--pull", "m", ref)
+	oneLineNoSpace(t, "prepare --pull on a full disk", res)
+	if got := s.linked("m"); got != v1 {
+		t.Fatalf("after the refused pull m links to %s, want %s", got, v1)
+	}
+
+	before := r.Requests()
+	if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
+		t.Errorf("plain prepare after the refused pull: %q, want %s unchanged", out, v1)
+	}
+	if n := r.Requests() - before; n != 0 {
+		t.Errorf("plain prepare after the refused pull made %d registry requests, want none", n)
+	}
+	r.Stop()
+	if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
+		t.Errorf("plain prepare with the registry down: %q, want %s unchanged", out, v1)
+	}
+	l.unfill(t)
+	s.check()
 }

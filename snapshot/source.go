@@ -43,8 +43,8 @@ type Image struct {
 	Digest digest.Digest
 	// Manifest is the digest of the manifest Ref named: an index's (a
 	// manifest list's) for a multi-platform tag, else the image
-	// manifest's. It is "" where there is none: the daemon, a
-	// docker-archive.
+	// manifest's; for a layout, the digest its index.json lists. It is
+	// "" where there is none: the daemon, a docker-archive.
 	Manifest digest.Digest
 	// Record is set by a source that keeps records of what refs resolved
 	// to (a registry's ref cache) when it resolved Ref afresh rather than
@@ -76,7 +76,9 @@ type Config struct {
 	// the image digest; nil where the source has none to give (the
 	// daemon describes its images field by field).
 	Raw []byte
-	OCI ocispec.Image // Raw as the OCI image spec reads it
+	// OCI is Raw as the OCI image spec reads it; for the daemon, what
+	// ImageInspect says of the same fields.
+	OCI ocispec.Image
 }
 
 // Config returns im's config from its source.

@@ -47,6 +47,9 @@ func TestEnvVarsValidatedLikeFlags(t *testing.T) {
 		{"ROOTSWAP_HEALTHY_AFTER=soon", []string{"history", "web"}, `ROOTSWAP_HEALTHY_AFTER=soon: time: invalid duration "soon"`},
 		{"ROOTSWAP_HEALTHY_AFTER=soon", []string{"prepare", "web", "img:1"}, `ROOTSWAP_HEALTHY_AFTER=soon`},
 		{"ROOTSWAP_REGISTRY_TIMEOUT=2", []string{"run", "web"}, `ROOTSWAP_REGISTRY_TIMEOUT=2`},
+		{"ROOTSWAP_STOP_TIMEOUT=soon", []string{"run", "web"}, `ROOTSWAP_STOP_TIMEOUT=soon: want a duration`},
+		{"ROOTSWAP_LINK_MACHINES=maybe", []string{"prepare", "web", "img:1"}, `ROOTSWAP_LINK_MACHINES=maybe: want 1, 0 or an absolute directory`},
+		{"ROOTSWAP_LINK_MACHINES=machines", []string{"activate", "web", "sha256:" + strings.Repeat("a", 64)}, `ROOTSWAP_LINK_MACHINES=machines`},
 	} {
 		code, stdout, stderr := asMain(t, []string{tc.env, "ROOTSWAP_ROOT=" + root}, tc.args...)
 		if code != 2 || stdout != "" || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 {
@@ -151,5 +154,25 @@ func TestCtrlCIsInterrupted(t *testing.T) {
 				t.Errorf("import after %s: exit %d, want %d\nstdout %q\nstderr %q", sig, code, want, stdout.String(), stderr.String())
 			}
 		})
+	}
+}
+
+// TestLinkMachinesVariable: ROOTSWAP_LINK_MACHINES is a boolean or an
+// absolute directory; "false" and "no" turn linking off (they used to
+// turn it on, as any value but "0" did).
+func TestLinkMachinesVariable(t *testing.T) {
+	for v, want := range map[string]struct {
+		on  bool
+		dir string
+		ok  bool
+	}{
+		"": {false, "", true}, "0": {false, "", true}, "false": {false, "", true}, "No": {false, "", true},
+		"1": {true, "", true}, "true": {true, "", true}, "/srv/machines": {true, "/srv/machines", true},
+		"machines": {true, "machines", false}, "maybe": {true, "maybe", false},
+	} {
+		on, dir, ok := linkEnv(v)
+		if on != want.on || dir != want.dir || ok != want.ok {
+			t.Errorf("linkEnv(%q) = %v, %q, %v; want %v", v, on, dir, ok, want)
+		}
 	}
 }

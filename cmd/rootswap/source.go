@@ -90,6 +90,16 @@ func prefixes() string {
 // daemon's stays bare. A malformed argument is a usage error, before any
 // store or network is touched.
 func (g *globals) image(arg string) (snapshot.Ref, error) {
+	return parseImage(arg, g.source == sourceRegistry)
+}
+
+// recordedImage parses a reference as rootswap recorded it (Ref.String,
+// in a machine's record): a bare one is the daemon's, whatever --source
+// says now.
+func recordedImage(s string) (snapshot.Ref, error) { return parseImage(s, false) }
+
+// parseImage parses arg; a bare one is a registry's if bareIsRegistry.
+func parseImage(arg string, bareIsRegistry bool) (snapshot.Ref, error) {
 	prefix, rest, parse := "", arg, parseDaemon
 	for _, t := range transports {
 		if r, ok := strings.CutPrefix(arg, t.prefix); ok {
@@ -101,7 +111,7 @@ func (g *globals) image(arg string) (snapshot.Ref, error) {
 		if err := checkBare(arg); err != nil {
 			return snapshot.Ref{}, usage("%v", err)
 		}
-		if g.source == sourceRegistry {
+		if bareIsRegistry {
 			prefix, parse = "docker://", registry.ParseDocker
 		}
 	}

@@ -134,7 +134,7 @@ func (s *stream) wrap(err error) error {
 	case errors.Is(err, errTimeout):
 		return fmt.Errorf("%s: %w: %w", s.name, snapshot.ErrUnreachable, err)
 	case err == io.ErrUnexpectedEOF:
-		return fmt.Errorf("%s: blob truncated: %w", s.name, err)
+		return fmt.Errorf("%s: truncated: %w", s.name, err)
 	}
 	return fmt.Errorf("%s: %w", s.name, err)
 }
@@ -155,6 +155,7 @@ func (s *stream) Close() error {
 // blobReader counts a blob's bytes against the size its manifest declares
 // and, with h set, hashes them against its digest: both are checked at
 // the blob's end, and a blob longer than declared fails as soon as it is.
+// Its errors do not name the blob: the layer's stream does.
 type blobReader struct {
 	r    io.Reader
 	want int64 // -1: unknown
@@ -172,7 +173,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		b.h.Write(p[:n])
 	}
 	if b.want >= 0 && b.got > b.want {
-		return n, fmt.Errorf("blob %s is longer than the %d bytes its manifest declares", b.blob, b.want)
+		return n, fmt.Errorf("longer than the %d bytes its manifest declares", b.want)
 	}
 	if errors.Is(err, errTimeout) {
 		return n, fmt.Errorf("%w, after %d of the blob's %d bytes", err, b.got, b.want)
@@ -180,15 +181,15 @@ func (b *blobReader) Read(p []byte) (int, error) {
 	if err != nil && b.want >= 0 && b.got < b.want && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		// Whatever the transport says (a checksum, a closed connection),
 		// the blob ended early.
-		return n, fmt.Errorf("blob %s truncated: read %d bytes, its manifest declares %d: %w", b.blob, b.got, b.want, err)
+		return n, fmt.Errorf("truncated: read %d bytes, its manifest declares %d: %w", b.got, b.want, err)
 	}
 	if err == io.EOF {
 		if b.want >= 0 && b.got != b.want {
-			return n, fmt.Errorf("blob %s: read %d bytes, its manifest declares %d: %w", b.blob, b.got, b.want, io.ErrUnexpectedEOF)
+			return n, fmt.Errorf("truncated: read %d bytes, its manifest declares %d: %w", b.got, b.want, io.ErrUnexpectedEOF)
 		}
 		if b.h != nil {
 			if got := digest.NewDigest(b.blob.Algorithm(), b.h); got != b.blob {
-				return n, fmt.Errorf("blob %s: content has digest %s: %w", b.blob, got, snapshot.ErrDigestMismatch)
+				return n, fmt.Errorf("content has digest %s: %w", got, snapshot.ErrDigestMismatch)
 			}
 		}
 	}

@@ -273,3 +273,41 @@ func TestUpdateOptIn(t *testing.T) {
 		t.Errorf("the first prepare lost the opt-in: %+v", m)
 	}
 }
+
+// TestUpdateRecordsRefOnceStored: update records a reference its source
+// resolved afresh only once the image's tree is stored; an import that
+// fails leaves the record where it was.
+func TestUpdateRecordsRefOnceStored(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.DiscardHandler)
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}, record: true, broken: map[string]bool{"v2": true}}
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() digest.Digest {
+		t.Helper()
+		d, _, _, err := s.LookupRef("app:stable")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	sd := newFakeSystemd(s)
+	src.images["app:stable"] = "v2"
+	res, err := Update(ctx, s, sources, log, []string{"m"}, updateOpts(sd.dial))
+	if err != nil || len(res) != 1 || !res[0].Failed {
+		t.Fatalf("update to a broken image: %+v, %v; want a failed result", res, err)
+	}
+	if got := recorded(); got != digest.FromString("v1") {
+		t.Fatalf("after a failed import the ref is recorded at %q, want still v1's", got)
+	}
+	src.broken = nil
+	if res, err = Update(ctx, s, sources, log, []string{"m"}, updateOpts(sd.dial)); err != nil || res[0].Failed {
+		t.Fatalf("update: %+v, %v", res, err)
+	}
+	if got := recorded(); got != digest.FromString("v2") {
+		t.Fatalf("after the import the ref is recorded at %q, want v2's", got)
+	}
+}

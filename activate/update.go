@@ -392,14 +392,22 @@ func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, er
 	if err != nil {
 		return "", err
 	}
-	switch err := src.Pull(ctx, ref); {
-	case errors.Is(err, snapshot.ErrUnreachable):
-		return "", err
-	case err != nil:
-		// As prepare: the local image may still be the newest one.
-		u.log.Warn("pull failed; using the local image", "image", ref, "err", err)
+	pullErr := src.Pull(ctx, ref)
+	if errors.Is(pullErr, snapshot.ErrUnreachable) {
+		return "", pullErr
 	}
-	return src.Resolve(ctx, ref)
+	d, err := src.Resolve(ctx, ref)
+	switch {
+	case err != nil && pullErr != nil:
+		// As prepare: no local image, so the pull's failure is the error.
+		return "", pullErr
+	case err != nil:
+		return "", err
+	case pullErr != nil:
+		// As prepare: the local image may still be the newest one.
+		u.log.Warn("pull failed; using the local image", "image", ref, "digest", d, "err", pullErr)
+	}
+	return d, nil
 }
 
 // runningUnit finds the unit that runs machine name, "" if none runs,

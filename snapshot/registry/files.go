@@ -333,7 +333,7 @@ func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error
 	if err != nil {
 		return "", err
 	}
-	tf, err := a.tars.open(file)
+	tf, err := a.tars.open(ctx, file)
 	if err != nil {
 		return "", fileError(ref, err)
 	}

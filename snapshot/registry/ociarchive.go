@@ -73,7 +73,7 @@ func (a *OCIArchive) Resolve(ctx context.Context, ref string) (digest.Digest, er
 	if err != nil {
 		return "", err
 	}
-	tf, err := a.tars.open(file)
+	tf, err := a.tars.open(ctx, file)
 	if err != nil {
 		return "", fileError(ref, err)
 	}

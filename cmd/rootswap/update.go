@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"sync"
 	"text/tabwriter"
 
 	"github.com/opencontainers/go-digest"
@@ -64,7 +65,22 @@ declines the new version; 1 when any failed (its line says why).`,
 			if err != nil {
 				return err
 			}
-			sources := func(ref string) (snapshot.Source, error) { return g.newSource(s, ref) }
+			var opened []snapshot.Source
+			var mu sync.Mutex
+			defer func() {
+				for _, src := range opened {
+					closeSource(src) // an archive's decompressed copy
+				}
+			}()
+			sources := func(ref string) (snapshot.Source, error) {
+				src, err := g.newSource(s, ref)
+				if err == nil {
+					mu.Lock()
+					opened = append(opened, src)
+					mu.Unlock()
+				}
+				return src, err
+			}
 			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
 			res, err := activate.Update(cmd.Context(), s, sources, g.log, args, opt)
 			if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/opencontainers/go-digest"
@@ -66,20 +65,21 @@ declines the new version; 1 when any failed (its line says why).`,
 				return err
 			}
 			var opened []snapshot.Source
-			var mu sync.Mutex
 			defer func() {
 				for _, src := range opened {
-					closeSource(src) // an archive's decompressed copy
+					closeSource(src)
 				}
 			}()
-			sources := func(ref string) (snapshot.Source, error) {
-				src, err := g.newSource(s, ref)
-				if err == nil {
-					mu.Lock()
-					opened = append(opened, src)
-					mu.Unlock()
+			sources := func(ref string) (snapshot.Ref, snapshot.Source, error) {
+				r, err := recordedImage(ref)
+				if err != nil {
+					return r, nil, err
 				}
-				return src, err
+				src, err := g.newSource(s, r)
+				if err == nil {
+					opened = append(opened, src)
+				}
+				return r, src, err
 			}
 			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
 			res, err := activate.Update(cmd.Context(), s, sources, g.log, args, opt)

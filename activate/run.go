@@ -64,6 +64,10 @@ type nspawnOpts struct {
 	userns    bool   // --private-users other than no
 	ownership string // --private-users-ownership, lowercased ("" if not given)
 	stopBy    bool   // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
+	boot      bool   // -b/--boot: nspawn runs the tree's own init
+	asPid2    bool   // -a/--as-pid2: nspawn's stub init is PID 1
+	notify    bool   // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
+	cmdAt     int    // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
 	targets   []mountTarget
 	refusal   error // the first option the early check refuses
 }
@@ -102,7 +106,7 @@ func volatileMode(v string) string {
 // the early check refuses is kept in the result's refusal, naming the
 // machine name.
 func scanOptions(name string, user []string) nspawnOpts {
-	var o nspawnOpts
+	o := nspawnOpts{cmdAt: len(user)}
 	refuse := func(format string, a ...any) {
 		if o.refusal == nil {
 			o.refusal = fmt.Errorf("run %s: option "+format, append([]any{name}, a...)...)
@@ -111,6 +115,7 @@ func scanOptions(name string, user []string) nspawnOpts {
 	for i := 0; i < len(user); i++ {
 		a := user[i]
 		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
+			o.cmdAt = i
 			break // the command starts here
 		}
 		opt, val, hasVal, ok := o.splitOption(a, refuse)
@@ -167,8 +172,15 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 		}
 	case "--read-only":
 		o.readOnly = true
-	case "--kill-signal", "-b", "--boot":
+	case "--kill-signal":
 		o.stopBy = true
+	case "-b", "--boot":
+		o.stopBy, o.boot = true, true
+	case "-a", "--as-pid2":
+		o.asPid2 = true
+	case "--notify-ready":
+		b, isBool := parseBool(val)
+		o.notify = !isBool || b
 	case "--private-users":
 		b, isBool := parseBool(val)
 		o.userns = !hasVal || !isBool || b
@@ -203,7 +215,9 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
 	switch c {
 	case "-b":
-		o.stopBy = true
+		o.stopBy, o.boot = true, true
+	case "-a":
+		o.asPid2 = true
 	case "-U":
 		refuse("%s: -U would chown the shared tree; use --private-users=pick --private-users-ownership=map", a)
 	case "-x":
@@ -438,7 +452,7 @@ var (
 // thread, so nspawn and the container only ever see the store read-only.
 // Every step below runs on this goroutine, which the view locks to its
 // thread: the fork must happen there.
-func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
+func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Writer) error {
 	// Before anything else, so that a stop during the checks is not lost
 	// (it ends run before nspawn starts), and SIGHUP never kills run
 	// without nspawn hearing of it.
@@ -448,9 +462,12 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		signal.Notify(sigs, sig)
 	}
 	defer signal.Stop(sigs)
-	p, err := planRun(s, name, user)
+	p, err := planRun(s, name, user, opt)
 	if err != nil {
 		return err
+	}
+	if p.warning != "" {
+		fmt.Fprintf(warn, "rootswap: warning: run %s: %s\n", name, p.warning)
 	}
 	st := recordStart(s, name, p.digest, warn)
 	// Nothing may write the store after this: the view is read-only.
@@ -468,17 +485,19 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 // runPlan is what Run resolved before it writes anything: the tree to
 // run, its digest, the nspawn binary and its full argument list.
 type runPlan struct {
-	tree   string
-	digest digest.Digest
-	bin    string
-	args   []string
+	tree    string
+	digest  digest.Digest
+	bin     string
+	args    []string
+	warning string // about the payload, for stderr; "" if none
 }
 
 // planRun resolves machine name's current tree and the nspawn command
 // line for it, and runs the early option checks (skipped under
-// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1). It reads the store and writes
-// nothing; its errors name the machine.
-func planRun(s *cache.Store, name string, user []string) (runPlan, error) {
+// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1), then completes the command line
+// with the payload (payload.go). It reads the store and writes nothing;
+// its errors name the machine.
+func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPlan, error) {
 	if err := ValidName(name); err != nil {
 		return runPlan{}, err
 	}
@@ -502,7 +521,11 @@ func planRun(s *cache.Store, name string, user []string) (runPlan, error) {
 			return runPlan{}, err
 		}
 	}
-	return runPlan{tree: tree, digest: d, bin: bin, args: args}, nil
+	args, warning, err := payloadArgs(args, user, o, opt, initBinary)
+	if err != nil {
+		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
+	}
+	return runPlan{tree: tree, digest: d, bin: bin, args: args, warning: warning}, nil
 }
 
 // runStart identifies this run in the stop record: the generation that

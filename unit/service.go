@@ -20,11 +20,15 @@ type Spec struct {
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
 	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
+	NoInit       bool          // no rootswap init in front of the payload (run --no-init)
 }
 
 // DefaultStopTimeout is how long a stopping payload has after SIGTERM
-// unless the Spec says otherwise (systemd's own default stop timeout).
-const DefaultStopTimeout = 90 * time.Second
+// unless the Spec says otherwise: Docker's and Podman's 10 s, not
+// systemd's 90 s. With rootswap's init as PID 1 a payload without a
+// handler dies of the SIGTERM at once; the timeout bounds only one that
+// handles it and takes too long, and every restart waits for it.
+const DefaultStopTimeout = 10 * time.Second
 
 func (sp *Spec) stopTimeout() time.Duration {
 	if sp.StopTimeout > 0 {
@@ -89,7 +93,11 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 	if err != nil {
 		return execs{}, err
 	}
-	runArgs := append([]string{bin, "--root", root, "run", sp.Name, "--keep-unit"}, sp.Nspawn.Args()...)
+	runArgs := []string{bin, "--root", root, "run"}
+	if sp.NoInit {
+		runArgs = append(runArgs, "--no-init")
+	}
+	runArgs = append(append(runArgs, sp.Name, "--keep-unit"), sp.Nspawn.Args()...)
 	if len(sp.Command) > 0 {
 		// "--": a command word that looks like an option (-x, --) stays
 		// the command.
@@ -173,6 +181,9 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	// rootswap's init, as `rootswap run` adds it: bin mounted read-only in
+	// front of the command.
+	initBind, command := o.FileInit(bin, command, sp.NoInit)
 	if len(command) > 0 {
 		line, err := settingsWords(command)
 		if err != nil {
@@ -180,7 +191,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		}
 		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
 	}
-	for _, st := range o.Settings() {
+	for _, st := range append(o.Settings(), initBind...) {
 		v := st.Value
 		if st.Word {
 			if v, err = settingsWords([]string{v}); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
 )
@@ -23,10 +24,11 @@ type globals struct {
 	quiet           bool
 	verbose         bool
 	log             *slog.Logger
-	flags           *pflag.FlagSet // the persistent flags, for run's own parsing
-	mayCreate       bool           // this command may create a missing store
-	source          string         // what a bare IMAGE names: sourceDaemon or sourceRegistry
-	registryTimeout time.Duration  // bounds a registry's manifest round trips
+	flags           *pflag.FlagSet      // the persistent flags, for run's own parsing
+	mayCreate       bool                // this command may create a missing store
+	source          string              // what a bare IMAGE names: sourceDaemon or sourceRegistry
+	registryTimeout time.Duration       // bounds a registry's manifest round trips
+	run             activate.RunOptions // run's own flags, before NAME (runflags.go)
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -182,6 +184,7 @@ func (g *globals) runArgs(args []string) (rest []string, help bool, err error) {
 	fs.SetOutput(nopWriter{})
 	fs.SetInterspersed(false)
 	fs.AddFlagSet(g.flags)
+	runFlags(fs, &g.run)
 	fs.BoolVarP(&help, "help", "h", false, "")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, usage("run: %v before NAME (systemd-nspawn options go after NAME)", err)

@@ -3,9 +3,14 @@ package activate
 import (
 	"debug/elf"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/pid1"
 )
 
@@ -18,7 +23,9 @@ import (
 // run's command line (everything after NAME is nspawn's). The zero value
 // is the default.
 type RunOptions struct {
-	NoInit bool // no init: the payload itself is the container's PID 1
+	NoInit        bool   // no init: the payload itself is the container's PID 1
+	Entrypoint    string // with EntrypointSet: replaces the image's ENTRYPOINT ("" clears it) and drops its CMD
+	EntrypointSet bool
 }
 
 // ownInits are the base names of inits an image brings itself (tini,
@@ -73,10 +80,11 @@ func joinCommand(opts, command []string) []string {
 
 // initArgs puts rootswap's init, the binary exe, in front of command: it
 // is bind-mounted read-only at pid1.Path, as `docker run --init` mounts
-// tini, and runs command as its child.
-func initArgs(opts, command []string, exe string) ([]string, []string) {
+// tini, and runs command as its child (or, with io.Exec, execs it after
+// switching to io.Creds).
+func initArgs(opts, command []string, exe string, io pid1.Options) ([]string, []string) {
 	opts = append(opts, "--bind-ro="+exe+":"+pid1.Path)
-	return opts, append([]string{pid1.Path, pid1.Command, "--"}, command...)
+	return opts, append([]string{pid1.Path, pid1.Command}, io.Args(command)...)
 }
 
 // initBinary is the binary that runs as the payload's init: this one. It
@@ -102,21 +110,72 @@ func initBinary() (exe, warning string, err error) {
 }
 
 // payloadArgs completes nspawn's argument list args (nspawnArgs's for the
-// user's arguments user, scanned into o) with the payload: rootswap's
-// init in front of the command unless withInit says otherwise. exe
-// returns the init's binary, asked only when the init is used, and a
-// warning about it, returned for the caller to print.
-func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, exe func() (string, string, error)) (out []string, warning string, err error) {
-	opts, command := splitCommand(args, user, o)
-	if on, _ := withInit(opt, o, command); on {
-		bin, w, err := exe()
+// user's arguments user, scanned into o) with the payload as the image's
+// config made it (ir): its options, then rootswap's init in front of the
+// command unless withInit says otherwise. Without the init, the binary
+// still switches to the image's user, if it is not plain root, and execs
+// the command (nspawn's --user would need getent in the image). exe
+// returns the init's binary, asked only when it is used, and a warning
+// about it, returned for the caller to print.
+func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, ir imageRun, exe func() (string, string, error)) (out []string, warning string, err error) {
+	opts, _ := splitCommand(args, user, o)
+	opts = append(opts, ir.options()...)
+	command := ir.command
+	on, _ := withInit(opt, o, command)
+	var io pid1.Options
+	if ir.user != nil {
+		if c := ir.user.creds; on || c.UID != 0 || c.GID != 0 || len(c.Groups) > 0 {
+			io.Creds = &c
+		}
+	}
+	if !on && io.Creds == nil {
+		return joinCommand(opts, command), "", nil
+	}
+	io.Exec = !on
+	bin, warning, err := exe()
+	if err != nil {
+		return nil, "", err
+	}
+	opts, command = initArgs(opts, command, bin, io)
+	return joinCommand(opts, command), warning, nil
+}
+
+// runPayload completes the argument list args that nspawnArgs made of
+// the user's arguments user (scanned into o) for machine name's tree
+// (digest d) with what the image's config says: it reads the config from
+// the store at every start, so a unit without a command runs what the
+// current image says, whatever it said when the unit was written.
+func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args []string, o nspawnOpts, opt RunOptions) ([]string, string, error) {
+	cfg, err := imageConfig(s, d)
+	if err != nil {
+		return nil, "", err
+	}
+	_, command := splitCommand(user, user, o)
+	var root fs.FS
+	if cfg != nil {
+		r, err := os.OpenRoot(tree)
 		if err != nil {
 			return nil, "", err
 		}
-		warning = w
-		opts, command = initArgs(opts, command, bin)
+		defer r.Close()
+		root = r.FS()
 	}
-	return joinCommand(opts, command), warning, nil
+	ir, err := planImage(cfg, root, o, command, opt)
+	if err != nil {
+		return nil, "", err
+	}
+	if ir.killSignal != "" {
+		if args, o, err = nspawnArgsStop(name, tree, user, MachinedAvailable(), ir.killSignal); err != nil {
+			return nil, "", err
+		}
+	}
+	return payloadArgs(args, user, o, opt, ir, initBinary)
+}
+
+// imageConfig is the config recorded with tree d, or nil when the store
+// has none (a tree imported from a bare tar stream).
+func imageConfig(s *cache.Store, d digest.Digest) (*ocispec.ImageConfig, error) {
+	return nil, nil
 }
 
 // FileInit is the .nspawn file's form of the init for a machine whose
@@ -130,6 +189,6 @@ func (o NspawnOptions) FileInit(bin string, command []string, noInit bool) ([]Ns
 	if on, _ := withInit(RunOptions{NoInit: noInit}, so, command); !on {
 		return nil, command
 	}
-	_, cmd := initArgs(nil, command, bin)
+	_, cmd := initArgs(nil, command, bin, pid1.Options{})
 	return []NspawnSetting{{Section: "Files", Key: "BindReadOnly", Value: bin + ":" + pid1.Path}}, cmd
 }

@@ -35,7 +35,8 @@ func TestPayloadInit(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q: %v", tc.user, err)
 		}
-		got, _, err := payloadArgs(args, tc.user, o, tc.opt, func() (string, string, error) { return "/bin/rs", "", nil })
+		_, cmd := splitCommand(tc.user, tc.user, o)
+		got, _, err := payloadArgs(args, tc.user, o, tc.opt, imageRun{command: cmd}, func() (string, string, error) { return "/bin/rs", "", nil })
 		if err != nil {
 			t.Fatalf("%q: %v", tc.user, err)
 		}

@@ -59,15 +59,18 @@ var nspawnValued = map[string]bool{
 
 // nspawnOpts is what the scan learns from the user's options.
 type nspawnOpts struct {
-	volatile  string // "" if not given, else the mode: "no", "yes", "state", "overlay" or the value as given
-	readOnly  bool   // --read-only
-	userns    bool   // --private-users other than no
-	ownership string // --private-users-ownership, lowercased ("" if not given)
-	stopBy    bool   // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
-	boot      bool   // -b/--boot: nspawn runs the tree's own init
-	asPid2    bool   // -a/--as-pid2: nspawn's stub init is PID 1
-	notify    bool   // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
-	cmdAt     int    // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
+	volatile  string          // "" if not given, else the mode: "no", "yes", "state", "overlay" or the value as given
+	readOnly  bool            // --read-only
+	userns    bool            // --private-users other than no
+	ownership string          // --private-users-ownership, lowercased ("" if not given)
+	stopBy    bool            // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
+	boot      bool            // -b/--boot: nspawn runs the tree's own init
+	asPid2    bool            // -a/--as-pid2: nspawn's stub init is PID 1
+	notify    bool            // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
+	cmdAt     int             // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
+	env       map[string]bool // the variables -E/--setenv set
+	chdir     bool            // --chdir: the user chose the working directory
+	user      bool            // -u/--user: the user chose who runs the payload
 	targets   []mountTarget
 	refusal   error // the first option the early check refuses
 }
@@ -172,6 +175,16 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 		}
 	case "--read-only":
 		o.readOnly = true
+	case "-E", "--setenv":
+		if o.env == nil {
+			o.env = map[string]bool{}
+		}
+		k, _, _ := strings.Cut(val, "=")
+		o.env[k] = true
+	case "--chdir":
+		o.chdir = true
+	case "-u", "--user":
+		o.user = true
 	case "--kill-signal":
 		o.stopBy = true
 	case "-b", "--boot":
@@ -280,6 +293,12 @@ func NspawnArgs(name, tree string, user []string, registered bool) ([]string, er
 }
 
 func nspawnArgs(name, tree string, user []string, registered bool) ([]string, nspawnOpts, error) {
+	return nspawnArgsStop(name, tree, user, registered, "SIGTERM")
+}
+
+// nspawnArgsStop is nspawnArgs with stop as the signal a stop sends PID 1
+// unless the user chose one (the image's STOPSIGNAL, or SIGTERM).
+func nspawnArgsStop(name, tree string, user []string, registered bool, stop string) ([]string, nspawnOpts, error) {
 	o := scanOptions(name, user)
 	if o.refusal == nil && o.readOnly && o.volatile == "overlay" {
 		o.refusal = fmt.Errorf("run %s: option --read-only with --volatile=overlay: the overlay makes the root writable; drop one", name)
@@ -302,7 +321,7 @@ func nspawnArgs(name, tree string, user []string, registered bool) ([]string, ns
 		// SIGKILL to the container: no graceful stop. SIGTERM to PID 1 is
 		// the contract images are written for (docker stop); -b's
 		// SIGRTMIN+3 is right for a booted init, so the user's choice stays.
-		args = append(args, "--kill-signal=SIGTERM")
+		args = append(args, "--kill-signal="+stop)
 	}
 	return append(args, user...), o, nil
 }
@@ -521,7 +540,7 @@ func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPla
 			return runPlan{}, err
 		}
 	}
-	args, warning, err := payloadArgs(args, user, o, opt, initBinary)
+	args, warning, err := runPayload(s, name, tree, d, user, args, o, opt)
 	if err != nil {
 		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
 	}

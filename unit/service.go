@@ -21,6 +21,7 @@ type Spec struct {
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
 	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
 	NoInit       bool          // no rootswap init in front of the payload (run --no-init)
+	Entrypoint   *string       // run --entrypoint: replaces the image's ENTRYPOINT and drops its CMD
 }
 
 // DefaultStopTimeout is how long a stopping payload has after SIGTERM
@@ -96,6 +97,9 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 	runArgs := []string{bin, "--root", root, "run"}
 	if sp.NoInit {
 		runArgs = append(runArgs, "--no-init")
+	}
+	if sp.Entrypoint != nil {
+		runArgs = append(runArgs, "--entrypoint", *sp.Entrypoint)
 	}
 	runArgs = append(append(runArgs, sp.Name, "--keep-unit"), sp.Nspawn.Args()...)
 	if len(sp.Command) > 0 {

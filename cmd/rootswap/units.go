@@ -103,6 +103,7 @@ type serviceFlags struct {
 	stopTimeout  time.Duration
 	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
 	noInit       bool // no rootswap init in front of the payload
+	entrypoint   activate.RunOptions
 }
 
 func (o *serviceFlags) register(cmd *cobra.Command) {
@@ -119,11 +120,16 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&o.stopTimeout, "stop-timeout", unit.DefaultStopTimeout, "how long a stopping payload has after SIGTERM before it is killed (TimeoutStopSec= is 15s more)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
 	f.BoolVar(&o.noInit, "no-init", false, "run the payload as the container's PID 1, without rootswap's init (run --no-init)")
+	f.Var(entrypointValue{&o.entrypoint}, "entrypoint", "run `PROGRAM` instead of the image's ENTRYPOINT, without its CMD (run --entrypoint)")
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags.
 func (o *serviceFlags) spec(g *globals, args []string) (unit.Spec, error) {
 	image, err := g.image(args[1])
-	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
+	var ep *string
+	if o.entrypoint.EntrypointSet {
+		ep = &o.entrypoint.Entrypoint
+	}
+	return unit.Spec{Entrypoint: ep, Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
 		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, NoInit: o.noInit}, err
 }

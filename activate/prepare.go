@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -54,6 +55,7 @@ type Outcome struct {
 	Digest     digest.Digest // the tree machines/NAME/current names now
 	Generation uint64        // its generation; 0 if the index could not say (FromCache)
 	Source     string        // the source's name, for FromCache
+	Gone       bool          // FromCache: the source answered, but no longer has the image
 }
 
 // String is the outcome as `prepare` prints it after the machine's name.
@@ -67,6 +69,9 @@ func (o Outcome) String() string {
 		RolledBack:         "rolled back from a crash loop",
 		RolledBackDeclined: "rolled back from a crash loop; new image declined",
 	}[o.Change]
+	if o.Change == FromCache && o.Gone {
+		what = "cached, image gone from the " + o.Source
+	}
 	if o.Generation == 0 {
 		return fmt.Sprintf("%s (%s)", o.Digest, what)
 	}
@@ -108,7 +113,8 @@ func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog
 // view is what Prepare decides on, read once by observe and then kept up
 // to date by the actions that change it.
 type view struct {
-	unreachable error            // the source could not be asked; resolved is ""
+	unreachable error            // the source cannot give the image now (see observe); resolved may be ""
+	gone        bool             // unreachable is a source that no longer has the image
 	resolved    digest.Digest    // the image digest ref names now
 	treeOK      bool             // the store has tree resolved, not marked broken
 	link        digest.Digest    // what machines/NAME/current names; "" if none
@@ -170,43 +176,138 @@ type preparation struct {
 
 // observe pulls if asked, resolves ref and reads the machine's link and
 // records: all that decide looks at.
+//
+// A source that cannot give the image now makes the machine start from
+// its cached tree, with one warning, only if ref resolved here before (a
+// unit whose IMAGE was changed to a wrong name is no registry that is
+// down) and the source is unreachable or no longer has the image (a
+// registry that lost the tag, an oci: or docker-archive: file that is
+// gone). Anything else is an error: the source's own, not a warning
+// about a local image that does not exist.
 func (p *preparation) observe(ctx context.Context) (view, error) {
-	var pullErr error // the source could not be asked to pull
+	var pullErr error
 	if p.opt.Pull {
-		err := p.src.Pull(ctx, p.ref)
-		switch {
-		case errors.Is(err, snapshot.ErrUnreachable):
-			pullErr = err
-		case err != nil:
-			p.log.Warn("pull failed; using the local image", "image", p.ref, "err", err)
-		}
+		pullErr = p.src.Pull(ctx, p.ref)
 	}
+	ref := fmt.Sprint(p.ref) // as records and messages spell it
 	var st view
-	var err error
-	st.resolved, err = p.src.Resolve(ctx, p.ref)
-	if errors.Is(err, snapshot.ErrUnreachable) {
-		st.unreachable = err
-	} else if err != nil {
-		return st, err
-	}
+	var resolveErr, err error
+	st.resolved, resolveErr = p.src.Resolve(ctx, p.ref)
 	if st.link, err = CurrentTree(p.s, p.name); err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return st, err
 	}
-	if pullErr != nil && st.unreachable == nil && st.link != "" {
-		// A source that resolves without being reached (a registry's
-		// recorded refs) is down all the same: a machine that has a tree
-		// keeps it, as when Resolve itself cannot reach the source. A new
-		// machine takes what the ref last resolved to.
-		st.unreachable = pullErr
-	}
-	err = p.readIndex(&st)
-	if st.unreachable != nil {
+	indexErr := p.readIndex(&st)
+	if resolveErr == nil {
+		switch {
+		case errors.Is(pullErr, snapshot.ErrUnreachable) && st.link != "":
+			// A source that resolves without being reached (a
+			// registry's recorded refs) is down all the same: a machine
+			// that has a tree keeps it, as when Resolve itself cannot
+			// reach the source. A new machine takes what the ref last
+			// resolved to.
+			st.unreachable = pullErr
+		case pullErr != nil && ctx.Err() == nil:
+			p.log.Warn("pull failed; using the local image", "image", ref, "digest", st.resolved, "err", pullErr)
+		}
+		if st.unreachable == nil {
+			return st, indexErr
+		}
 		// The link is what runs: a damaged index must not keep the
 		// machine from starting from cache while the source is down.
 		// Only the generation number goes missing from the outcome.
 		return st, nil
 	}
-	return st, err
+	cause := resolveErr // what to say: the pull's failure when it was a refusal
+	if pullErr != nil && !errors.Is(pullErr, snapshot.ErrUnreachable) {
+		cause = pullErr
+	}
+	unreachable := errors.Is(resolveErr, snapshot.ErrUnreachable)
+	gone := errors.Is(resolveErr, snapshot.ErrImageNotFound)
+	switch {
+	case ctx.Err() != nil:
+		return st, resolveErr
+	case !unreachable && !gone:
+		return st, p.hint(ref, cause)
+	case st.link == "" && unreachable:
+		st.unreachable = resolveErr // noCache says so
+		return st, p.hint(ref, nil)
+	case st.link == "":
+		return st, p.hint(ref, cause)
+	}
+	if err := p.hint(ref, nil); err != nil {
+		return st, err
+	}
+	if before, err := p.resolvedBefore(ref); err == nil && !before {
+		return st, fmt.Errorf("%w; %s never resolved on this store, so machine %s does not start from the cached tree of another image", cause, ref, p.name)
+	}
+	// indexErr (and resolvedBefore's error) are ignored as above: the
+	// link is what runs.
+	st.unreachable, st.gone = cause, gone
+	return st, nil
+}
+
+// resolvedBefore reports whether ref named an image on this store before:
+// a recorded ref, a tree imported under it, or a generation of the
+// machine activated from it.
+func (p *preparation) resolvedBefore(ref string) (bool, error) {
+	var found bool
+	err := p.s.View(func(tx *index.Tx) error {
+		if _, err := tx.Ref(ref); err == nil {
+			found = true
+			return nil
+		} else if !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+		gens, err := tx.Generations(p.name)
+		if err != nil && !errors.Is(err, cache.ErrNotFound) {
+			return err
+		}
+		for _, g := range gens {
+			if g.Image == ref {
+				found = true
+				return nil
+			}
+		}
+		trees, err := tx.Trees()
+		if err != nil {
+			return err
+		}
+		for _, t := range trees {
+			if slices.Contains(t.Refs, ref) {
+				found = true
+				return nil
+			}
+		}
+		return nil
+	})
+	return found, err
+}
+
+// hint is err, unless ref is a digest ref whose digest is one this store
+// knows as an image digest (a config's: the digest rootswap prints) and
+// no manifest's: then it is an error saying which digest to use. A source
+// cannot resolve such a ref (a registry answers 404 or 500), so with err
+// nil a known image digest is an error too.
+func (p *preparation) hint(ref string, err error) error {
+	i := strings.LastIndex(ref, "@")
+	if i < 0 {
+		return err
+	}
+	d, perr := digest.Parse(ref[i+1:])
+	if perr != nil {
+		return err
+	}
+	var image bool
+	_ = p.s.View(func(tx *index.Tx) error { // unreadable: no hint, the error stands
+		if _, err := tx.Tree(d); err == nil {
+			image = true
+		}
+		return nil
+	})
+	if !image {
+		return err
+	}
+	return fmt.Errorf("image %s: that is an image (config) digest; use the manifest digest: rootswap images --digests", ref)
 }
 
 // readIndex reads the tree's and the machine's records in one
@@ -249,8 +350,12 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 	case noCache:
 		return Outcome{}, true, fmt.Errorf("%w; machine %s has no cached tree to start from", st.unreachable, p.name)
 	case startFromCache:
-		p.log.Warn("image source unreachable; keeping the cached tree", "machine", p.name, "digest", st.link, "err", st.unreachable)
-		o := Outcome{Change: FromCache, Digest: st.link, Source: p.src.String()}
+		msg := "image source unreachable; keeping the cached tree"
+		if st.gone {
+			msg = "image source no longer has the image; keeping the cached tree"
+		}
+		p.log.Warn(msg, "machine", p.name, "digest", st.link, "err", st.unreachable)
+		o := Outcome{Change: FromCache, Digest: st.link, Source: p.src.String(), Gone: st.gone}
 		if st.agree() {
 			o.Generation = st.m.Current
 		}
@@ -272,6 +377,13 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
 	}
 	o, err := p.importAndActivate(ctx, *st)
+	if errors.Is(err, snapshot.ErrUnreachable) && ctx.Err() == nil && st.unreachable == nil {
+		// The source went away while the import streamed (a registry
+		// that stopped sending a blob): decide again, as if Resolve had
+		// found it so. A machine with a tree starts from it.
+		st.unreachable = err
+		return Outcome{}, false, nil
+	}
 	return o, true, err
 }
 

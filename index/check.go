@@ -77,24 +77,18 @@ func checkMetaPages(path string, pageSize int) []error {
 	return errs
 }
 
-// checkIndexFile catches, before bbolt maps the file, the damage on which
-// bbolt would crash or hang rather than fail: an empty file (which bbolt
-// would quietly make a new, bucketless database of), a file shorter than
-// its two meta pages, no valid meta page, and a meta page that records
-// more pages than the file has (a truncation: reading them is SIGBUS).
-// It returns why the file is damaged, or "" if it looks sound.
-func checkIndexFile(path string) string {
-	f, err := os.Open(path)
-	if os.IsNotExist(err) {
-		return "the file is missing" // Open creates it only in a store without trees
-	}
-	if err != nil {
-		return "" // bolt.Open reports it, with its cause
-	}
-	defer f.Close()
+// checkIndexFile catches, before bbolt maps the file f, the damage on
+// which bbolt would crash or hang rather than fail: an empty file (which
+// bbolt would quietly make a new, bucketless database of), a file shorter
+// than its two meta pages, no valid meta page, and a meta page that
+// records more pages than the file has (a truncation: reading them is
+// SIGBUS). It returns why the file is damaged, or "" if it looks sound.
+// The caller holds f's flock: pages read while another writer commits are
+// not the file's state, and would look damaged.
+func checkIndexFile(f *os.File) string {
 	fi, err := f.Stat()
 	if err != nil {
-		return ""
+		return "" // bolt.Open reports it, with its cause
 	}
 	size := fi.Size()
 	if size == 0 {

@@ -93,7 +93,9 @@ func (db *DB) run(tx *bolt.Tx, fn func(*Tx) error) error {
 // file truncated under a mapping is SIGBUS), which SetPanicOnFault makes
 // recoverable panics of this goroutine for the call. Once damage is seen,
 // the process answers every later call with the same error without opening
-// the file again: a panic inside bolt.Open can leave its flock held.
+// the file again (a panic inside bolt.Open can leave its flock held),
+// until a transaction that was already running succeeds: then the file is
+// read afresh.
 //
 // A panic that is neither a fault nor raised inside bbolt is a bug of the
 // caller's fn and is not disguised as damage.
@@ -122,7 +124,13 @@ func (db *DB) guarded(readOnly bool, fn func(*bolt.DB) error) (err error) {
 		return err
 	}
 	defer bdb.Close()
-	return fn(bdb)
+	if err := fn(bdb); err != nil {
+		return err
+	}
+	// A transaction that began before another call found damage has just
+	// read the file whole: that verdict is not the file's any more.
+	damagedIndexes.Delete(db.path)
+	return nil
 }
 
 // damagedIndexes maps the path of each index.db found damaged by this
@@ -148,25 +156,46 @@ func (db *DB) knownDamage() error {
 	return nil
 }
 
+// openDB opens the index for one transaction. The damage checks read the
+// file through bbolt's own descriptor after the flock bbolt keeps until
+// Close is taken on it (bbolt's own flock then finds it held by the same
+// open file and returns at once): no writer is committing while they
+// read, and bbolt reads nothing before they pass. A missing file is never
+// created here (see Create).
 func (db *DB) openDB(readOnly bool) (*bolt.DB, error) {
-	if why := checkIndexFile(db.path); why != "" {
-		return nil, db.damaged(why)
+	var why string
+	var locked error
+	open := func(name string, flag int, perm os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag&^os.O_CREATE, perm)
+		if errors.Is(err, os.ErrNotExist) {
+			why = "the file is missing" // Open creates it only in a store without trees
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := fsys.Flock(f, !readOnly, db.timeout); err != nil {
+			f.Close()
+			locked = err
+			return nil, err
+		}
+		if why = checkIndexFile(f); why != "" {
+			f.Close()
+			return nil, errors.New(why)
+		}
+		return f, nil
 	}
 	// The freelist is loaded while opening, under the guard, even read-only:
 	// bbolt's Check would otherwise load it in a goroutine of its own that
 	// no recover reaches. checkIndexFile has read it anyway.
-	bdb, err := bolt.Open(db.path, 0o600, &bolt.Options{Timeout: db.timeout, ReadOnly: readOnly, PreLoadFreelist: true})
+	bdb, err := bolt.Open(db.path, 0o600, &bolt.Options{Timeout: db.timeout, ReadOnly: readOnly, PreLoadFreelist: true, OpenFile: open})
 	switch {
 	case err == nil:
 		return bdb, nil
-	case errors.Is(err, bolterrors.ErrTimeout):
-		f, ferr := os.Open(db.path)
-		who := "an unknown process"
-		if ferr == nil {
-			who = fsys.Holders(f)
-			f.Close()
-		}
-		return nil, fmt.Errorf("index %s: %w after %s: held by %s", db.path, ErrLocked, db.timeout, who)
+	case why != "":
+		return nil, db.damaged(why)
+	case errors.Is(locked, fsys.ErrLocked):
+		return nil, fmt.Errorf("index %s: %w: %w", db.path, ErrLocked, locked)
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
 		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
 		return nil, db.damaged(err.Error())

@@ -37,8 +37,11 @@
 //     error wrapping ErrDamaged that names the file and says to run
 //     `rootswap verify --repair`: never a panic, a hang or a stack
 //     overflow. The checks that make this so read the file before bbolt
-//     maps it. Once seen, the process answers every later transaction on
-//     that file with the same error, without opening it again.
+//     maps it, under the flock bbolt then keeps, so they never see a
+//     commit of another process or goroutine half written. Once seen, the
+//     process answers every later transaction on that file with the same
+//     error, without opening it again, until a transaction that was
+//     already running succeeds.
 //   - An accessor's error for a missing record wraps ErrNotFound; a record
 //     that does not decode is an error of its own, never "not found".
 //   - Create and Replace build a new file under a temporary name, sync it

@@ -615,9 +615,13 @@ func TestJSONListsAndDurations(t *testing.T) {
 func TestPrepareWithDockerDownNamesTheGeneration(t *testing.T) {
 	root, d := storeWithMachine(t)
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
-	code, out := cli(t, "-q", "--root", root, "prepare", "web", "img:2")
+	code, out := cli(t, "-q", "--root", root, "prepare", "web", "img:1")
 	if code != 0 || !strings.Contains(out, "web: generation 1 "+d.String()+" (cached, daemon unreachable)") {
 		t.Errorf("prepare with Docker down: exit %d\n%s", code, out)
+	}
+	// An IMAGE that never resolved here is no daemon that is down.
+	if code, out := cli(t, "-q", "--root", root, "prepare", "web", "img:2"); code != 1 || !strings.Contains(out, "img:2 never resolved") {
+		t.Errorf("prepare of a new image with Docker down: exit %d\n%s", code, out)
 	}
 }
 
@@ -647,11 +651,11 @@ func TestProgressLineFitsAndCountsBytes(t *testing.T) {
 func TestQuietKeepsTheResult(t *testing.T) {
 	root, _ := storeWithMachine(t)
 	env := []string{"DOCKER_HOST=unix://" + filepath.Join(t.TempDir(), "no-docker.sock")}
-	code, stdout, stderr := asMain(t, env, "--root", root, "prepare", "web", "img:2")
+	code, stdout, stderr := asMain(t, env, "--root", root, "prepare", "web", "img:1")
 	if code != 0 || !strings.Contains(stdout, "web: generation 1") || !strings.Contains(stderr, "unreachable") {
 		t.Errorf("prepare, Docker down: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
 	}
-	code, stdout, stderr = asMain(t, env, "-q", "--root", root, "prepare", "web", "img:2")
+	code, stdout, stderr = asMain(t, env, "-q", "--root", root, "prepare", "web", "img:1")
 	if code != 0 || !strings.Contains(stdout, "web: generation 1") || stderr != "" {
 		t.Errorf("-q prepare, Docker down: exit %d\nstdout %q\nstderr %q", code, stdout, stderr)
 	}

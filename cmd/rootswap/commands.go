@@ -255,9 +255,12 @@ IMAGE is already current it changes nothing and returns in milliseconds; a
 registry ref resolved before needs no network then.
 
 With --pull the source is asked first (the daemon pulls; a registry gets one
-manifest request, bounded by --registry-timeout); a failed pull is a warning.
-If the source is unreachable and NAME has a current tree, prepare warns and
-exits 0 so the service starts from cache.
+manifest request, bounded by --registry-timeout); a failed pull is a warning
+when a local image remains, else the error. If the source is unreachable
+(also mid-download) or no longer has the image (a lost tag, an oci: or
+docker-archive: file that is gone), and NAME has a current tree, prepare warns
+and exits 0 so the service starts from cache, provided IMAGE resolved on this
+store before: a reference that never resolved is an error.
 
 Crash loops: when the current generation failed --max-failures runs in a row
 (as recorded by 'rootswap report') without ever staying up --healthy-after,

@@ -18,6 +18,9 @@ import (
 // deadline. The wrapping error names the holders.
 var ErrLocked = errors.New("locked")
 
+// errDone is flock's answer when its done channel closes first.
+var errDone = errors.New("lock wait cancelled")
+
 // Lock is a held flock(2). The zero value is not usable; see TryLock and
 // LockFile.
 type Lock struct {
@@ -32,43 +35,65 @@ type Lock struct {
 // RemoveLocked): a lock taken on a file that path no longer names is
 // dropped and taken again on the file path names now.
 func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Duration) (*Lock, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if err := flock(ctx.Done(), f, exclusive, timeout, deadline); err != nil {
+			f.Close()
+			switch {
+			case err == errDone:
+				return nil, ctx.Err()
+			case errors.Is(err, ErrLocked):
+				return nil, err
+			}
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		same, err := names(path, f)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if same {
+			return &Lock{f: f}, nil
+		}
+		f.Close() // removed while we waited: lock the new file
+	}
+}
+
+// Flock takes an flock on the open file f, shared or exclusive, waiting at
+// most timeout. On timeout the error wraps ErrLocked and names the
+// processes that hold the file. The lock goes with f's last close; taking
+// it again on the same open file (as bbolt does) returns at once.
+func Flock(f *os.File, exclusive bool, timeout time.Duration) error {
+	return flock(nil, f, exclusive, timeout, time.Now().Add(timeout))
+}
+
+// flock waits for an flock on f until deadline (an error wrapping
+// ErrLocked that says timeout and names the holders) or until done is
+// closed (errDone).
+func flock(done <-chan struct{}, f *os.File, exclusive bool, timeout time.Duration, deadline time.Time) error {
 	how := unix.LOCK_SH
 	if exclusive {
 		how = unix.LOCK_EX
 	}
-	deadline := time.Now().Add(timeout)
 	wait := time.Millisecond
-	f, oerr := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	for {
-		if oerr != nil {
-			return nil, oerr
-		}
 		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
-			if same, err := names(path, f); same || err != nil {
-				if err != nil {
-					f.Close()
-					return nil, err
-				}
-				return &Lock{f: f}, nil
-			}
-			f.Close() // removed while we waited: lock the new file
-			f, oerr = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-			continue
+			return nil
 		}
 		if err != unix.EWOULDBLOCK && err != unix.EINTR {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
+			return err
 		}
 		if !time.Now().Before(deadline) {
-			who := Holders(f)
-			f.Close()
-			return nil, fmt.Errorf("%w after %s: held by %s", ErrLocked, timeout, who)
+			return fmt.Errorf("%w after %s: held by %s", ErrLocked, timeout, Holders(f))
 		}
 		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, ctx.Err()
+		case <-done:
+			return errDone
 		case <-time.After(wait):
 		}
 		if wait < 50*time.Millisecond {

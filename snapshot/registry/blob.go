@@ -52,15 +52,16 @@ func (l *layer) Open(ctx context.Context) (io.ReadCloser, error) {
 		return nil, fmt.Errorf("%s: %w", l.name, err)
 	}
 	b := &blobReader{r: rc, want: l.size, blob: l.blob}
+	s := &stream{ctx: ctx, name: l.name, closers: []func() error{rc.Close}}
 	if !verified && l.blob != "" {
 		b.h = l.blob.Algorithm().Hash()
 	}
 	br := bufio.NewReaderSize(b, 64<<10)
-	s := &stream{name: l.name, raw: br, closers: []func() error{rc.Close}}
+	s.raw = br
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		rc.Close()
-		return nil, fmt.Errorf("%s: %w", l.name, err)
+		return nil, s.wrap(err)
 	}
 	switch {
 	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
@@ -87,6 +88,7 @@ func (l *layer) Open(ctx context.Context) (io.ReadCloser, error) {
 
 // stream is a layer's uncompressed tar stream over its blob.
 type stream struct {
+	ctx     context.Context // Open's: its end is the stream's error
 	name    string
 	dec     io.Reader // the uncompressed stream
 	raw     io.Reader // the blob
@@ -111,12 +113,25 @@ func (s *stream) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		s.err = io.EOF
 	default:
-		if err == io.ErrUnexpectedEOF {
-			err = fmt.Errorf("blob truncated: %w", err)
-		}
-		s.err = fmt.Errorf("%s: %w", s.name, err)
+		s.err = s.wrap(err)
 	}
 	return n, s.err
+}
+
+// wrap names the layer in a read error, and says what the error means:
+// the caller's context ended (the context's error, whatever the read
+// made of it), the registry stopped sending (unreachable), or the blob
+// is short.
+func (s *stream) wrap(err error) error {
+	switch {
+	case s.ctx.Err() != nil:
+		return context.Cause(s.ctx)
+	case errors.Is(err, errTimeout):
+		return fmt.Errorf("%s: %w: %w", s.name, snapshot.ErrUnreachable, err)
+	case err == io.ErrUnexpectedEOF:
+		return fmt.Errorf("%s: blob truncated: %w", s.name, err)
+	}
+	return fmt.Errorf("%s: %w", s.name, err)
 }
 
 func (s *stream) Close() error {
@@ -147,7 +162,10 @@ func (b *blobReader) Read(p []byte) (int, error) {
 	if b.want >= 0 && b.got > b.want {
 		return n, fmt.Errorf("blob %s is longer than the %d bytes its manifest declares", b.blob, b.want)
 	}
-	if err != nil && b.want >= 0 && b.got < b.want {
+	if errors.Is(err, errTimeout) {
+		return n, fmt.Errorf("%w, after %d of the blob's %d bytes", err, b.got, b.want)
+	}
+	if err != nil && b.want >= 0 && b.got < b.want && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		// Whatever the transport says (a checksum, a closed connection),
 		// the blob ended early.
 		return n, fmt.Errorf("blob %s truncated: read %d bytes, its manifest declares %d: %w", b.blob, b.got, b.want, err)

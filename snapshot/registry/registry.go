@@ -36,9 +36,12 @@ type Options struct {
 	// Keychain finds credentials per registry; nil means
 	// authn.DefaultKeychain (see the README's "Image sources").
 	Keychain authn.Keychain
-	// Timeout bounds each manifest and config round trip (per mirror
-	// tried), and the wait for a blob's response headers; 0 means
-	// DefaultTimeout. A blob's body is not bounded: it may be large.
+	// Timeout bounds every wait on the network: each manifest and config
+	// round trip (per mirror tried), the connection, TLS handshake and
+	// response headers of every request, and each read of a blob's body
+	// (a body may take as long as it likes while bytes keep coming, but
+	// no byte for Timeout is a registry that is unreachable); 0 means
+	// DefaultTimeout.
 	Timeout time.Duration
 	// Platform is the platform an index's manifest is picked for,
 	// "os/arch[/variant]"; "" means linux/GOARCH.
@@ -51,7 +54,8 @@ type Options struct {
 	// so every Resolve asks the registry.
 	Refs RefCache
 	// Transport replaces the HTTP transport (tests); nil means
-	// go-containerregistry's default with a response-header timeout.
+	// go-containerregistry's default with Timeout on connecting, the TLS
+	// handshake and response headers. Timeout bounds either.
 	Transport http.RoundTripper
 	// Log receives a warning per mirror that fails; nil discards them.
 	Log *slog.Logger
@@ -68,6 +72,7 @@ type Source struct {
 
 	mu     sync.Mutex
 	images map[digest.Digest]*known // image digest → where it was resolved
+	down   map[string]error         // endpoint (repository name) → its failure, not asked again
 }
 
 // known is where Resolve or Pull found an image, so Layers can fetch it
@@ -84,7 +89,7 @@ var _ snapshot.Source = (*Source)(nil)
 // New returns a registry source. An invalid option (a bad platform or
 // mirrors file) is the error of every call.
 func New(opt Options) *Source {
-	s := &Source{opt: opt, images: map[digest.Digest]*known{}}
+	s := &Source{opt: opt, images: map[digest.Digest]*known{}, down: map[string]error{}}
 	if s.opt.Timeout <= 0 {
 		s.opt.Timeout = DefaultTimeout
 	}
@@ -100,14 +105,15 @@ func New(opt Options) *Source {
 	}
 	t := opt.Transport
 	if t == nil {
-		dt := remote.DefaultTransport.(*http.Transport).Clone()
-		dt.ResponseHeaderTimeout = s.opt.Timeout
-		t = dt
+		t = defaultTransport(s.opt.Timeout)
 	}
 	if s.err == nil {
 		s.puller, s.err = remote.NewPuller(
 			remote.WithAuthFromKeychain(s.opt.Keychain),
-			remote.WithTransport(t),
+			remote.WithTransport(&boundTransport{next: t, d: s.opt.Timeout}),
+			remote.WithRetryBackoff(retryBackoff(s.opt.Timeout)),
+			remote.WithRetryStatusCodes(retryStatus...),
+			remote.WithRetryPredicate(retryable),
 			remote.WithUserAgent("rootswap"),
 		)
 	}
@@ -389,25 +395,61 @@ func retarget(r name.Reference, repo name.Repository) name.Reference {
 // each runs f against each mirror of repo that serves this kind of
 // request, then against repo itself, until one succeeds; bounded gives
 // each try its own Timeout. It returns the last error.
+//
+// A Source lives for one command, and asks nothing twice of an endpoint
+// that failed it: a mirror that fails once (with one warning) is skipped
+// for the rest of the command, and a registry found unreachable answers
+// every later request with that first error, so that a hung registry
+// costs one timeout per command, not one per request.
 func (s *Source) each(ctx context.Context, repo name.Repository, byDigest, bounded bool, f func(context.Context, name.Repository) error) error {
 	eps := append(s.mirrors.of(repo, byDigest), repo)
 	var err error
 	for i, ep := range eps {
+		mirror := i < len(eps)-1
+		if err = s.failed(ep); err != nil {
+			continue
+		}
 		tctx, cancel := ctx, context.CancelFunc(func() {})
 		if bounded {
 			tctx, cancel = context.WithTimeout(ctx, s.opt.Timeout)
 		}
 		err = f(tctx, ep)
-		if err != nil && bounded && tctx.Err() != nil && ctx.Err() == nil {
+		if err != nil && bounded && tctx.Err() != nil && ctx.Err() == nil && !errors.Is(err, errTimeout) {
 			err = fmt.Errorf("%w: no answer within %s: %w", errTimeout, s.opt.Timeout, err)
 		}
 		cancel()
-		if err == nil || i == len(eps)-1 || ctx.Err() != nil {
+		switch {
+		case err == nil || ctx.Err() != nil:
 			return err
+		case mirror:
+			if s.fail(ep, err) {
+				s.opt.Log.Warn("registry mirror failed; skipping it for this command", "mirror", ep.Name(), "err", err)
+			}
+		case unreachable(err):
+			s.fail(ep, err)
 		}
-		s.opt.Log.Warn("registry mirror failed; trying the next", "mirror", ep.Name(), "err", err)
 	}
 	return err
+}
+
+// failed returns the error an endpoint failed with earlier in this
+// command, or nil.
+func (s *Source) failed(ep name.Repository) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.down[ep.Name()]
+}
+
+// fail records that endpoint ep failed with err, and reports whether it
+// is the first failure recorded for it.
+func (s *Source) fail(ep name.Repository, err error) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.down[ep.Name()]; ok {
+		return false
+	}
+	s.down[ep.Name()] = err
+	return true
 }
 
 var (

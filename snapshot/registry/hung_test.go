@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rootswap/rootswap/snapshot"
+)
+
+// silent is a TCP listener that accepts connections and never says a
+// word: a registry (or a TLS endpoint) that hangs. It counts what it
+// accepted.
+type silent struct {
+	l     net.Listener
+	mu    sync.Mutex
+	conns int
+}
+
+func newSilent(t *testing.T) *silent {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silent{l: l}
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns++
+			held = append(held, c)
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return s
+}
+
+func (s *silent) host() string { return s.l.Addr().String() }
+
+// A mirror that never answers — a TCP peer that says nothing, or a TLS
+// endpoint that never finishes its handshake — costs one timeout and one
+// warning per command: it is skipped for the rest of it.
+func TestMirrorHung(t *testing.T) {
+	up := newServer(t)
+	ls := threeLayers(t)
+	img := testImage(t, nil, asLayers(ls)...)
+	up.push(t, "app:v1", img)
+	ref := "docker://" + up.host + "/app:v1"
+	hung := newSilent(t)
+	for _, c := range []struct {
+		name   string
+		mirror string // its location
+		dial   bool   // a transport that sends the mirror's address to the silent listener
+	}{
+		// Loopback is plain HTTP: a request nobody answers.
+		{"silent TCP", hung.host(), false},
+		// A public address is HTTPS: a handshake nobody answers.
+		{"TLS handshake hangs", "192.0.2.1:443", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conf := writeConf(t, fmt.Sprintf("[[registry]]\nprefix = %q\n[[registry.mirror]]\nlocation = %q\n", up.host, c.mirror))
+			var logs bytes.Buffer
+			opt := Options{MirrorsFile: conf, Timeout: testTimeout, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+			if c.dial {
+				var d net.Dialer
+				opt.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					if strings.HasPrefix(addr, "192.0.2.1:") {
+						addr = hung.host()
+					}
+					return d.DialContext(ctx, network, addr)
+				}}
+			}
+			src := newSource(opt)
+			up.take()
+			err, took := within(t, testLimit, "a pull through a hung mirror", func() error {
+				d, err := src.Resolve(t.Context(), ref)
+				if err != nil {
+					return err
+				}
+				checkLayers(t, src, d, ls...)
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := up.take(); len(got) != 5 {
+				t.Errorf("upstream was asked %v, want the manifest, the config and three blobs", got)
+			}
+			if n := strings.Count(logs.String(), "registry mirror failed"); n != 1 {
+				t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+			}
+			t.Logf("pull through a hung mirror took %s (timeout %s)", took, testTimeout)
+		})
+	}
+}
+
+// A hung registry is asked once per command: a Pull that found it
+// unreachable is not followed by a Resolve that waits for it again.
+func TestAskedOnce(t *testing.T) {
+	s := newServer(t)
+	stop := hold(t)
+	s.gate = func(w http.ResponseWriter, r *http.Request) bool { <-stop; return true }
+	ref := "docker://" + s.host + "/app:v1"
+	src := newSource(Options{Timeout: testTimeout, Refs: &mapCache{}})
+	err, took := within(t, testLimit, "Pull and Resolve of a hung registry", func() error {
+		if err := src.Pull(t.Context(), ref); !errors.Is(err, snapshot.ErrUnreachable) {
+			return fmt.Errorf("Pull: %w, want ErrUnreachable", err)
+		}
+		_, err := src.Resolve(t.Context(), ref)
+		return err
+	})
+	if !errors.Is(err, snapshot.ErrUnreachable) {
+		t.Fatalf("Resolve: err = %v, want ErrUnreachable", err)
+	}
+	if got := s.allReqs(); len(got) != 1 {
+		t.Errorf("the hung registry was asked %v, want one request", got)
+	}
+	if took > 2*testTimeout {
+		t.Errorf("Pull and Resolve took %s, want about one timeout (%s)", took, testTimeout)
+	}
+}

@@ -6,9 +6,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/pid1"
@@ -146,7 +146,7 @@ func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, ir imageRun,
 // the store at every start, so a unit without a command runs what the
 // current image says, whatever it said when the unit was written.
 func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args []string, o nspawnOpts, opt RunOptions) ([]string, string, error) {
-	cfg, err := imageConfig(s, d)
+	cfg, cfgWarning, err := imageConfig(s, d)
 	if err != nil {
 		return nil, "", err
 	}
@@ -169,13 +169,11 @@ func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args [
 			return nil, "", err
 		}
 	}
-	return payloadArgs(args, user, o, opt, ir, initBinary)
-}
-
-// imageConfig is the config recorded with tree d, or nil when the store
-// has none (a tree imported from a bare tar stream).
-func imageConfig(s *cache.Store, d digest.Digest) (*ocispec.ImageConfig, error) {
-	return nil, nil
+	args, warning, err := payloadArgs(args, user, o, opt, ir, initBinary)
+	if cfgWarning != "" {
+		warning = strings.TrimPrefix(warning+"; "+cfgWarning, "; ")
+	}
+	return args, warning, err
 }
 
 // FileInit is the .nspawn file's form of the init for a machine whose

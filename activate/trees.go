@@ -14,16 +14,17 @@ import (
 // with the machines whose current link points at it and its pin. The
 // lists are empty, never nil, so JSON shows [].
 type TreeStatus struct {
-	Digest   digest.Digest `json:"digest"`
-	Refs     []string      `json:"refs"`
-	Files    int64         `json:"files"`
-	Bytes    int64         `json:"bytes"`
-	NewBytes int64         `json:"new_bytes"`
-	Created  time.Time     `json:"created"`
-	LastUsed time.Time     `json:"last_used"`
-	Machines []string      `json:"machines"` // by name, in List's order
-	Pinned   bool          `json:"pinned"`
-	Layers   []LayerStatus `json:"layers"` // the layers it was built from, lowest first; [] for an export or tar
+	Digest   digest.Digest  `json:"digest"`
+	Refs     []string       `json:"refs"`
+	Files    int64          `json:"files"`
+	Bytes    int64          `json:"bytes"`
+	NewBytes int64          `json:"new_bytes"`
+	Created  time.Time      `json:"created"`
+	LastUsed time.Time      `json:"last_used"`
+	Machines []string       `json:"machines"` // by name, in List's order
+	Pinned   bool           `json:"pinned"`
+	Layers   []LayerStatus  `json:"layers"`           // the layers it was built from, lowest first; [] for an export or tar
+	Config   *ConfigSummary `json:"config,omitempty"` // what its image config says; absent when none is recorded (a tar)
 }
 
 // LayerStatus is one layer of a tree as `images` shows it: its diffID
@@ -45,12 +46,18 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	var trees []index.Tree
 	pinned := map[digest.Digest]bool{}
 	layers := map[digest.Digest]index.Layer{}
+	configs := map[digest.Digest]*ConfigSummary{}
 	err = s.View(func(tx *index.Tx) (err error) {
 		if trees, err = tx.Trees(); err != nil {
 			return err
 		}
 		for _, t := range trees {
 			pinned[t.Digest] = tx.Pinned(t.Digest)
+			if raw, err := tx.Config(t.Digest); err == nil {
+				if sum, err := Summary(raw); err == nil {
+					configs[t.Digest] = &sum
+				}
+			}
 		}
 		ls, err := tx.Layers()
 		for _, l := range ls {
@@ -63,7 +70,7 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, configs[t.Digest]}
 		if r.Refs == nil {
 			r.Refs = []string{}
 		}

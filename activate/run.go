@@ -354,7 +354,7 @@ var apiMounts = []string{"/dev", "/proc", "/run", "/sys", "/tmp"}
 
 // checkMountPoints says in one line which mount points a read-only root
 // lacks, before nspawn fails on the first one with an obscure message.
-func checkMountPoints(name, tree string, o nspawnOpts) error {
+func checkMountPoints(name, tree string, o nspawnOpts, shim []string) error {
 	mode := o.readOnlyRoot()
 	if mode == "" {
 		return nil
@@ -378,7 +378,9 @@ func checkMountPoints(name, tree string, o nspawnOpts) error {
 		}
 	}
 	for _, p := range apiMounts {
-		lack(p, "")
+		if !shimmed(shim, p) {
+			lack(p, "")
+		}
 	}
 	if o.volatile == "state" {
 		lack("/var", " (for --volatile=state)")
@@ -493,6 +495,11 @@ func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Wri
 	if err := fsys.ReadOnlyView(s.Root(), p.tree); err != nil {
 		return fmt.Errorf("run %s: %w", name, err)
 	}
+	if len(p.shim) > 0 {
+		if err := p.mountShim(); err != nil {
+			return fmt.Errorf("run %s: %w", name, err)
+		}
+	}
 	stops := &stopper{s: s, name: name, start: st, warn: warn}
 	cmd, err := startNspawn(name, p, sigs, stops)
 	if err != nil {
@@ -508,7 +515,8 @@ type runPlan struct {
 	digest  digest.Digest
 	bin     string
 	args    []string
-	warning string // about the payload, for stderr; "" if none
+	warning string   // about the payload, for stderr; "" if none
+	shim    []string // directories laid over a tree without /usr (scratch.go)
 }
 
 // planRun resolves machine name's current tree and the nspawn command
@@ -536,7 +544,7 @@ func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPla
 		if err := checkSources(name, s.Root(), o); err != nil {
 			return runPlan{}, err
 		}
-		if err := checkMountPoints(name, tree, o); err != nil {
+		if err := checkMountPoints(name, tree, o, scratchShim(tree, o)); err != nil {
 			return runPlan{}, err
 		}
 	}
@@ -544,7 +552,7 @@ func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPla
 	if err != nil {
 		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
 	}
-	return runPlan{tree: tree, digest: d, bin: bin, args: args, warning: warning}, nil
+	return runPlan{tree: tree, digest: d, bin: bin, args: args, warning: warning, shim: scratchShim(tree, o)}, nil
 }
 
 // runStart identifies this run in the stop record: the generation that

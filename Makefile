@@ -6,7 +6,7 @@
 BIN := bin/rootswap
 GO  ?= go
 
-.PHONY: build test fuzz bench bench-quick bench-registry-quick demo deps vet fmt clean
+.PHONY: build man install test fuzz bench bench-quick bench-registry-quick demo deps vet fmt clean
 
 # -buildvcs=auto: this machine's go env sets -buildvcs=false, which would
 # leave `rootswap --version` without the revision it was built from.
@@ -14,6 +14,28 @@ GO  ?= go
 # container as the payload's init, whatever C library the image has (or none).
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/rootswap
+
+# Man pages, one per command, generated from the commands' help
+# (cobra's doc generator, through the hidden `rootswap man DIR`); set
+# SOURCE_DATE_EPOCH for a reproducible date.
+man: build
+	rm -rf man && $(BIN) man man
+
+# Installs the binary, the man pages and bash, zsh and fish completion
+# under $(DESTDIR)$(PREFIX). Units that `rootswap unit` writes name the
+# binary they were written by, so write them with the installed one.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: build man
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/rootswap
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	$(BIN) completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/rootswap
+	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_rootswap
+	$(BIN) completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/rootswap.fish
 
 deps:
 	scripts/deps.sh
@@ -64,4 +86,4 @@ fmt:
 	gofmt -l -w .
 
 clean:
-	rm -rf bin
+	rm -rf bin man

@@ -14,17 +14,29 @@ import (
 // with the machines whose current link points at it and its pin. The
 // lists are empty, never nil, so JSON shows [].
 type TreeStatus struct {
-	Digest   digest.Digest  `json:"digest"`
-	Refs     []string       `json:"refs"`
-	Files    int64          `json:"files"`
-	Bytes    int64          `json:"bytes"`
-	NewBytes int64          `json:"new_bytes"`
-	Created  time.Time      `json:"created"`
-	LastUsed time.Time      `json:"last_used"`
-	Machines []string       `json:"machines"` // by name, in List's order
-	Pinned   bool           `json:"pinned"`
-	Layers   []LayerStatus  `json:"layers"`           // the layers it was built from, lowest first; [] for an export or tar
-	Config   *ConfigSummary `json:"config,omitempty"` // what its image config says; absent when none is recorded (a tar)
+	Digest   digest.Digest `json:"digest"`
+	Refs     []string      `json:"refs"`
+	Files    int64         `json:"files"`
+	Bytes    int64         `json:"bytes"`
+	NewBytes int64         `json:"new_bytes"`
+	Created  time.Time     `json:"created"`
+	LastUsed time.Time     `json:"last_used"`
+	Machines []string      `json:"machines"` // by name, in List's order
+	Pinned   bool          `json:"pinned"`
+	Layers   []LayerStatus `json:"layers"` // the layers it was built from, lowest first; [] for an export or tar
+	// Manifests are the registry manifests recorded refs resolved to
+	// this tree through: the digest to pin in a REPO@sha256:… ref
+	// (Digest is the config's). [] for a tree no registry ref names.
+	Manifests []ManifestRef `json:"manifests"`
+	// Config is what its image config says; absent when none is
+	// recorded (a tar).
+	Config *ConfigSummary `json:"config,omitempty"`
+}
+
+// ManifestRef is a registry ref and the manifest digest it resolved to.
+type ManifestRef struct {
+	Ref      string        `json:"ref"`
+	Manifest digest.Digest `json:"manifest"`
 }
 
 // LayerStatus is one layer of a tree as `images` shows it: its diffID
@@ -44,11 +56,15 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 		return nil, err
 	}
 	var trees []index.Tree
+	var refs []index.Ref
 	pinned := map[digest.Digest]bool{}
 	layers := map[digest.Digest]index.Layer{}
 	configs := map[digest.Digest]*ConfigSummary{}
 	err = s.View(func(tx *index.Tx) (err error) {
 		if trees, err = tx.Trees(); err != nil {
+			return err
+		}
+		if refs, err = tx.Refs(); err != nil {
 			return err
 		}
 		for _, t := range trees {
@@ -70,7 +86,12 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, configs[t.Digest]}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, configs[t.Digest]}
+		for _, ref := range refs {
+			if ref.Digest == t.Digest && ref.Manifest != "" {
+				r.Manifests = append(r.Manifests, ManifestRef{ref.Ref, ref.Manifest})
+			}
+		}
 		if r.Refs == nil {
 			r.Refs = []string{}
 		}

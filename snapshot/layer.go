@@ -39,7 +39,7 @@ type Diff struct {
 }
 
 // PutFunc stores a regular file's content, read from r to EOF, as the
-// object for e and returns its digest.
+// object for e and returns its digest. Its error names the entry.
 type PutFunc func(e cache.Entry, r io.Reader) (digest.Digest, error)
 
 // ReadDiff validates the layer tar stream r and returns its content, each
@@ -122,7 +122,7 @@ func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 	out := Entry{Entry: e}
 	if kind == cache.KindFile {
 		if out.Object, err = x.put(e, r); err != nil {
-			return fmt.Errorf("entry %q: %w", hdr.Name, err)
+			return err // put's error names the entry
 		}
 	}
 	x.seen[name] = seen

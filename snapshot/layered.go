@@ -47,7 +47,8 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 		return index.Tree{}, err
 	}
 	start := time.Now()
-	newBytes, err := fetchLayers(ctx, s, layers, missing, opt.Progress)
+	lp := planLayers(opt.Progress, layers, ids, missing)
+	newBytes, err := fetchLayers(ctx, s, layers, missing, opt.Progress, lp)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -95,14 +96,26 @@ func missingLayers(s *cache.Store, ids []digest.Digest) ([]int, error) {
 // fetchLayers stores the layers at the indexes missing, several at once,
 // and returns the content bytes they added to the store; the first error
 // cancels the others.
-func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress) (int64, error) {
+func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress, lp LayerProgress) (int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelLayers())
 	total := &totals{p: progress}
 	added := make([]int64, len(missing))
 	for k, i := range missing {
 		g.Go(func() (err error) {
-			added[k], err = fetchLayer(gctx, s, i, layers[i], total.layer())
+			if lp != nil {
+				defer func() { lp.Fetched(k, err) }()
+			}
+			added[k], err = fetchLayer(gctx, s, i, layers[i], total.layer(), func(rc io.Reader) {
+				if lp == nil {
+					return
+				}
+				var read func() int64
+				if c, ok := rc.(BlobCounter); ok {
+					read = c.BlobRead
+				}
+				lp.Fetching(k, read)
+			})
 			return err
 		})
 	}
@@ -118,7 +131,8 @@ func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []
 // stored as objects, checks that the stream was the layer the config
 // names, and records it. Nothing is recorded for a layer that fails: the
 // objects it stored have no name but their own, which gc removes.
-func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress) (newBytes int64, err error) {
+// opened, if not nil, is told the stream once it is open.
+func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress, opened func(io.Reader)) (newBytes int64, err error) {
 	id := l.DiffID()
 	what := fmt.Sprintf("layer %d (%s)", i+1, id)
 	w, err := s.NewLayerWriter(ctx)
@@ -131,6 +145,9 @@ func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Pr
 		return 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rc.Close()
+	if opened != nil {
+		opened(rc)
+	}
 	h := sha256.New()
 	// readDiff reads the stream to its end, so a source's check of the
 	// blob (at EOF) has happened when it returns.

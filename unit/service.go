@@ -22,6 +22,9 @@ type Spec struct {
 	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
 	NoInit       bool          // no rootswap init in front of the payload (run --no-init)
 	Entrypoint   *string       // run --entrypoint: replaces the image's ENTRYPOINT and drops its CMD
+	// PrepareFlags are global flags prepare gets before its command
+	// ("--registry-timeout=30s"): those that change what it does.
+	PrepareFlags []string
 }
 
 // DefaultStopTimeout is how long a stopping payload has after SIGTERM
@@ -90,7 +93,7 @@ type execs struct{ prepare, run, report string }
 // checked spec sp for binary bin and store root. An error wraps ErrInvalid:
 // an executable path systemd would not take.
 func serviceCommands(bin, root string, sp Spec) (execs, error) {
-	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", sp.Name, sp.Image)
+	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", sp.Name, sp.Image)...)
 	if err != nil {
 		return execs{}, err
 	}
@@ -116,6 +119,13 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 		return execs{}, err
 	}
 	return execs{prepare, run, report}, nil
+}
+
+// prepareArgs is the prepare command line of bin on store root with the
+// spec's global flags and args.
+func (sp *Spec) prepareArgs(bin, root string, args ...string) []string {
+	line := append([]string{bin, "--root", root}, sp.PrepareFlags...)
+	return append(append(line, "prepare"), args...)
 }
 
 // serviceOptions are the [Unit], [Service] and [Install] options of the
@@ -169,7 +179,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
-	prepare, err := execLine(bin, "--root", root, "prepare", "--pull", "--link-machines", name, image)
+	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, image)...)
 	if err != nil {
 		return nil, err
 	}

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
@@ -622,27 +621,6 @@ func TestPrepareWithDockerDownNamesTheGeneration(t *testing.T) {
 	// An IMAGE that never resolved here is no daemon that is down.
 	if code, out := cli(t, "-q", "--root", root, "prepare", "web", "img:2"); code != 1 || !strings.Contains(out, "img:2 never resolved") {
 		t.Errorf("prepare of a new image with Docker down: exit %d\n%s", code, out)
-	}
-}
-
-// TestProgressLineFitsAndCountsBytes: the import status line shows the
-// bytes and never reaches the terminal's last column (a wrapped line cannot
-// be redrawn in place and leaves stale lines in a narrow terminal).
-func TestProgressLineFitsAndCountsBytes(t *testing.T) {
-	if got := progressLine("web:1", 12_345_678, 321, 2*time.Second, 200); !strings.Contains(got, "12.3 MB") || !strings.Contains(got, "321 files") || !strings.Contains(got, "6.2 MB/s") {
-		t.Errorf("wide line %q", got)
-	}
-	for _, w := range []int{1, 2, 10, 40} {
-		if got := progressLine("registry.example/a/very/long/image:tag", 1<<40, 1e6, time.Hour, w); utf8.RuneCountInString(got) > max(w-1, 0) {
-			t.Errorf("width %d: line %q is %d wide", w, got, utf8.RuneCountInString(got))
-		}
-	}
-	var buf bytes.Buffer
-	p := &progress{w: &buf, what: "x", start: time.Now(), width: func() int { return 40 }}
-	p.Update(10, 1)
-	p.Done()
-	if s := buf.String(); !strings.HasPrefix(s, "\r") || !strings.HasSuffix(s, "\r\x1b[K") || strings.Contains(s, "\n") {
-		t.Errorf("drawn %q", s)
 	}
 }
 

@@ -124,17 +124,21 @@ func importCmd(g *globals) *cobra.Command {
 		Long: `Import resolves IMAGE to its image digest (the config digest, Docker's image
 ID), the store key. If the store has that tree it prints the digest and stops.
 Otherwise it imports it: from a registry (docker://HOST/REPO:TAG or @sha256:…),
-an OCI layout (oci:PATH[:TAG]) or a docker save tarball (docker-archive:PATH)
-layer by layer, fetching only the layers the store lacks; from the Docker daemon
-(docker-daemon:REF, or a bare tag, name@digest or image ID unless --source
-registry) by exporting a created (never started) container straight into the
-store and removing it again.
+an OCI layout (oci:PATH[:TAG]), a tar of one (oci-archive:PATH[:TAG]) or a
+docker save tarball (docker-archive:PATH[:REF]; archives may be gzip- or
+zstd-compressed) layer by layer, fetching only the layers the store lacks;
+from the Docker daemon (docker-daemon:REF, or a bare tag, name@digest or image
+ID unless --source registry) by exporting a created (never started) container
+straight into the store and removing it again. Any other WORD:/… or WORD://…
+(and containers-storage:) is refused as an unknown transport (exit 2).
 
 With --tar it imports a rootfs tar stream from FILE or stdin (-); the key is
 the sha256 of the stream.`,
 		Example: `  rootswap import debian:bookworm
   rootswap import docker://registry.example/web:stable
   rootswap import oci:/srv/images/web:stable
+  rootswap import oci-archive:/srv/images/web.tar:stable
+  rootswap import docker-archive:/srv/images/web.tar.gz
   docker export c1 | rootswap import --tar -`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if (tarFile == "") == (len(args) == 0) || len(args) > 1 {
@@ -197,11 +201,12 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (
 	if err != nil {
 		return "", err
 	}
+	defer closeSource(src)
 	d, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: importProgress(ref, g.quiet), Log: g.log}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref), Log: g.log}
 	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
 		return "", err
 	}
@@ -244,7 +249,7 @@ Activating the current tree changes nothing.`,
 }
 
 func prepareCmd(g *globals) *cobra.Command {
-	opt := activate.PrepareOptions{HealthyAfter: envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)}
+	opt := activate.PrepareOptions{HealthyAfter: activate.DefaultHealthyAfter}
 	var link linkFlags
 	cmd := &cobra.Command{
 		Use:   "prepare [--pull] [--force] NAME IMAGE",
@@ -287,7 +292,8 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			opt.Progress = importProgress(image, g.quiet)
+			defer closeSource(src)
+			opt.Progress = g.importProgress(image)
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err
@@ -302,6 +308,7 @@ another digest or --force is given.`,
 	cmd.Flags().BoolVar(&opt.Pull, "pull", false, "pull IMAGE first; carry on with the local image if that fails")
 	cmd.Flags().BoolVar(&opt.Force, "force", false, "activate IMAGE even if its digest failed on NAME before")
 	cmd.Flags().DurationVar(&opt.HealthyAfter, "healthy-after", opt.HealthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
+	envFlag(cmd.Flags(), "healthy-after", "ROOTSWAP_HEALTHY_AFTER")
 	cmd.Flags().IntVar(&opt.MaxFailures, "max-failures", activate.DefaultMaxFailures, "failed short runs in a row that make a crash loop")
 	link.register(cmd)
 	return cmd
@@ -374,7 +381,7 @@ type historyRow struct {
 
 func historyCmd(g *globals) *cobra.Command {
 	var asJSON bool
-	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
+	healthyAfter := activate.DefaultHealthyAfter
 	cmd := &cobra.Command{
 		Use:               "history NAME",
 		Short:             "List machine NAME's generations and their health",
@@ -415,6 +422,7 @@ func historyCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long makes a generation healthy (env ROOTSWAP_HEALTHY_AFTER)")
+	envFlag(cmd.Flags(), "healthy-after", "ROOTSWAP_HEALTHY_AFTER")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
@@ -473,6 +481,11 @@ still stops at once. No init with --no-init (given before NAME), -b,
 			if len(args) == 0 {
 				return usage("run: missing NAME (see --help)")
 			}
+			if v := os.Getenv(activate.StopTimeoutEnv); v != "" {
+				if d, err := time.ParseDuration(v); err != nil || d < 0 {
+					return usage("%s=%s: want a duration such as 90s", activate.StopTimeoutEnv, v)
+				}
+			}
 			s, err := g.open(cmd.Context())
 			if err != nil {
 				return err
@@ -520,18 +533,22 @@ func listCmd(g *globals) *cobra.Command {
 }
 
 func imagesCmd(g *globals) *cobra.Command {
-	var asJSON, layers bool
+	var asJSON, layers, digests bool
 	cmd := &cobra.Command{
-		Use:   "images [--layers]",
+		Use:   "images [--layers] [--digests]",
 		Short: "List the trees in the store (or its cached layers)",
 		Long: `Images lists the trees: refs they were imported as, the number of layers
 they were built from (0 for a Docker export or a tar), files, bytes, the bytes
-their import stored, machines whose current tree they are, pins.
+their import stored, machines whose current tree they are, pins. DIGEST is the
+image digest (the config's, Docker's image ID); --digests adds the registry
+manifest digest each recorded docker:// ref resolved to, the one a
+REPO@sha256:… ref names (--json always has them, as "manifests").
 
 With --layers it lists the layer records instead (diffID, files, bytes, the
 trees built from each): what an upgrade from a registry, OCI layout or
 docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 		Example: `  rootswap images --json
+  rootswap images --digests
   rootswap images --layers`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -550,19 +567,34 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 				return printJSON(cmd.OutOrStdout(), rows)
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "DIGEST\tREFS\tLAYERS\tFILES\tBYTES\tNEW BYTES\tCREATED\tMACHINES\tPINNED")
+			head := "DIGEST\tREFS\tLAYERS\tFILES\tSIZE\tNEW\tCREATED\tMACHINES\tPINNED"
+			if digests {
+				head += "\tMANIFEST DIGESTS"
+			}
+			fmt.Fprintln(w, head)
 			for _, r := range rows {
 				pin := ""
 				if r.Pinned {
 					pin = "yes"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, r.Bytes, r.NewBytes, r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s", short(r.Digest), strings.Join(r.Refs, ","), len(r.Layers), r.Files, humanBytes(r.Bytes), humanBytes(r.NewBytes), r.Created.Format(time.RFC3339), strings.Join(r.Machines, ","), pin)
+				if digests {
+					var ms []string
+					for _, m := range r.Manifests {
+						if !slices.Contains(ms, m.Manifest.String()) {
+							ms = append(ms, m.Manifest.String())
+						}
+					}
+					fmt.Fprintf(w, "\t%s", strings.Join(ms, ","))
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&layers, "layers", false, "list the cached layers instead of the trees")
+	cmd.Flags().BoolVar(&digests, "digests", false, "show the registry manifest digests of each tree's docker:// refs")
 	return cmd
 }
 
@@ -576,24 +608,15 @@ func printLayers(out io.Writer, s *cache.Store, asJSON bool) error {
 		return printJSON(out, ls)
 	}
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "DIFFID\tFILES\tBYTES\tNEW BYTES\tCREATED\tTREES")
+	fmt.Fprintln(w, "DIFFID\tFILES\tSIZE\tNEW\tCREATED\tTREES")
 	for _, l := range ls {
 		trees := make([]string, len(l.Trees))
 		for i, t := range l.Trees {
 			trees[i] = short(t)
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\t%s\n", short(l.DiffID), l.Files, l.Bytes, l.NewBytes, l.Created.Format(time.RFC3339), strings.Join(trees, ","))
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", short(l.DiffID), l.Files, humanBytes(l.Bytes), humanBytes(l.NewBytes), l.Created.Format(time.RFC3339), strings.Join(trees, ","))
 	}
 	return w.Flush()
-}
-
-// envDuration reads a duration from the environment, falling back to def
-// when it is unset or malformed.
-func envDuration(name string, def time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
 }
 
 // linkFlags are --link-machines and --machines-dir, shared by activate and
@@ -604,13 +627,32 @@ type linkFlags struct {
 	dir string
 }
 
+// linkEnv reads ROOTSWAP_LINK_MACHINES: a boolean (1, true, yes; 0,
+// false, no; empty is unset) or an absolute directory, which turns
+// linking on there. ok is false for anything else.
+func linkEnv(v string) (on bool, dir string, ok bool) {
+	switch strings.ToLower(v) {
+	case "", "0", "false", "no":
+		return false, "", true
+	case "1", "true", "yes":
+		return true, "", true
+	}
+	return true, v, strings.HasPrefix(v, "/")
+}
+
 func (l *linkFlags) register(cmd *cobra.Command) {
 	env := os.Getenv("ROOTSWAP_LINK_MACHINES")
-	dir := activate.DefaultMachinesDir
-	if strings.HasPrefix(env, "/") {
-		dir = env
+	on, dir, ok := linkEnv(env)
+	if dir == "" {
+		dir = activate.DefaultMachinesDir
 	}
-	cmd.Flags().BoolVar(&l.on, "link-machines", env != "" && env != "0", "keep DIR/NAME pointing at the current tree for machinectl and nspawn -M (env ROOTSWAP_LINK_MACHINES)")
+	if !ok {
+		// Refused when the command runs, like a malformed flag.
+		cmd.PreRunE = func(*cobra.Command, []string) error {
+			return usage("ROOTSWAP_LINK_MACHINES=%s: want 1, 0 or an absolute directory", env)
+		}
+	}
+	cmd.Flags().BoolVar(&l.on, "link-machines", on, "keep DIR/NAME pointing at the current tree for machinectl and nspawn -M (env ROOTSWAP_LINK_MACHINES)")
 	cmd.Flags().StringVar(&l.dir, "machines-dir", dir, "the `DIR` for --link-machines")
 }
 

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
+	"syscall"
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
@@ -21,11 +25,41 @@ func usage(format string, args ...any) error { return usageError{fmt.Errorf(form
 
 // Exit statuses (README "Commands"): 0 success, 1 failure, 2 usage error,
 // 75 store busy (EX_TEMPFAIL from sysexits.h: the same command may succeed
-// if retried later).
+// if retried later), 128+N stopped by signal N (130 for Ctrl-C, 143 for
+// SIGTERM), as a shell reports a process a signal killed.
 const (
 	exitFailure = 1
 	exitUsage   = 2
 	exitBusy    = 75
+)
+
+// interrupted is how a command ends that a signal stopped: whatever
+// error the work it cut short returned (a truncated blob, a cancelled
+// context) is a consequence, not news.
+type interrupted struct{ sig syscall.Signal }
+
+func (i interrupted) Error() string {
+	if i.sig == syscall.SIGTERM {
+		return "terminated"
+	}
+	return "interrupted"
+}
+
+// interruptedBy is err, or the signal that ended ctx when err came after
+// it. run's own status (nspawn's, which got the signal) stays.
+func interruptedBy(ctx context.Context, err error) error {
+	var ex *activate.ExitError
+	var in interrupted
+	if err == nil || errors.As(err, &ex) || !errors.As(context.Cause(ctx), &in) {
+		return err
+	}
+	return in
+}
+
+// geteuid and stderr are os.Geteuid and os.Stderr; tests replace them.
+var (
+	geteuid           = os.Geteuid
+	stderr  io.Writer = os.Stderr
 )
 
 // exitCode is the one place that maps error classes to exit statuses, and
@@ -39,7 +73,18 @@ func exitCode(err error) int {
 	if errors.As(err, &ex) {
 		return ex.Status
 	}
-	fmt.Fprintln(os.Stderr, journal.ErrorPrefix()+"rootswap:", err)
+	var in interrupted
+	if errors.As(err, &in) {
+		fmt.Fprintln(stderr, journal.ErrorPrefix()+"rootswap:", in)
+		return 128 + int(in.sig)
+	}
+	if errors.Is(err, fs.ErrPermission) && geteuid() != 0 {
+		// The store, the units and nspawn are root's: a bare EACCES would
+		// read like a broken store.
+		fmt.Fprintln(stderr, journal.ErrorPrefix()+"rootswap must run as root:", err)
+		return exitFailure
+	}
+	fmt.Fprintln(stderr, journal.ErrorPrefix()+"rootswap:", err)
 	var u usageError
 	switch {
 	case errors.As(err, &u),

@@ -50,6 +50,11 @@ runs; imports and activations wait for it.`,
 				return err
 			}
 			rep, err := gc.Collect(cmd.Context(), s, opt)
+			if err != nil && nothingDone(rep) {
+				// No lock, no index: a "removed 0 tree(s)" line would read
+				// as a clean store.
+				return err
+			}
 			if rep.Trees == nil {
 				rep.Trees = []gc.RemovedTree{} // JSON lists are [] when empty, never null
 			}
@@ -76,6 +81,13 @@ runs; imports and activations wait for it.`,
 	return cmd
 }
 
+// nothingDone reports whether a gc's result records no work, planned or
+// done.
+func nothingDone(rep gc.Result) bool {
+	return len(rep.Trees) == 0 && len(rep.Layers) == 0 && len(rep.Kept) == 0 &&
+		rep.Objects == 0 && rep.Staging == 0 && rep.Leases == 0 && rep.BytesFreed == 0
+}
+
 // printGC prints gc's report as text: one line per tree removed (or, in a
 // dry run, that would be removed and kept), then the totals.
 func printGC(out io.Writer, rep gc.Result, dryRun bool) {
@@ -85,10 +97,10 @@ func printGC(out io.Writer, rep gc.Result, dryRun bool) {
 		verb = "would remove"
 	}
 	for _, t := range rep.Trees {
-		fmt.Fprintf(w, "%s\t%s\t%d bytes\t%s\n", verb, t.Digest, t.Bytes, t.Reason)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", verb, t.Digest, humanBytes(t.Bytes), t.Reason)
 	}
 	for _, l := range rep.Layers {
-		fmt.Fprintf(w, "%s layer\t%s\t%d bytes\t%s\n", verb, l.DiffID, l.Bytes, l.Reason)
+		fmt.Fprintf(w, "%s layer\t%s\t%s\t%s\n", verb, l.DiffID, humanBytes(l.Bytes), l.Reason)
 	}
 	if dryRun {
 		for _, k := range rep.Kept {
@@ -100,8 +112,8 @@ func printGC(out io.Writer, rep gc.Result, dryRun bool) {
 	if len(rep.Layers) > 0 {
 		layers = fmt.Sprintf(" (and %d cached layer(s))", len(rep.Layers))
 	}
-	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %d bytes%s\n",
-		verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, rep.BytesFreed, layers)
+	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %s%s\n",
+		verb, len(rep.Trees), rep.Objects, rep.Staging, rep.Leases, humanBytes(rep.BytesFreed), layers)
 }
 
 func pinCmd(g *globals) *cobra.Command {

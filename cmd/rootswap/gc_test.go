@@ -119,7 +119,7 @@ func TestGCPinUnpin(t *testing.T) {
 		t.Errorf("second unpin: %q", out)
 	}
 	out = mustRun(t, root, "gc")
-	if !hasRow(out, "removed", old) || !strings.Contains(out, "removed 1 tree(s), 1 object(s), 0 staging dir(s), 0 lease(s): 4096 bytes") {
+	if !hasRow(out, "removed", old) || !strings.Contains(out, "removed 1 tree(s), 1 object(s), 0 staging dir(s), 0 lease(s): 4.1 kB") {
 		t.Errorf("gc after unpin:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(root, "trees", "sha256", strings.TrimPrefix(old, "sha256:"))); !os.IsNotExist(err) {
@@ -213,7 +213,7 @@ func TestGCLayers(t *testing.T) {
 		t.Errorf("gc --dry-run --json: %v\n%s", err, out)
 	}
 	out = mustRun(t, root, "gc")
-	if !hasRow(out, "removed", "layer", diffID.String(), "5", "bytes") || !strings.Contains(out, "1 object(s)") || !strings.Contains(out, "(and 1 cached layer(s))") {
+	if !hasRow(out, "removed", "layer", diffID.String(), "5", "B") || !strings.Contains(out, "1 object(s)") || !strings.Contains(out, "(and 1 cached layer(s))") {
 		t.Errorf("gc:\n%s", out)
 	}
 }

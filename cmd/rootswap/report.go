@@ -14,7 +14,7 @@ import (
 )
 
 func reportCmd(g *globals) *cobra.Command {
-	healthyAfter := envDuration("ROOTSWAP_HEALTHY_AFTER", activate.DefaultHealthyAfter)
+	healthyAfter := activate.DefaultHealthyAfter
 	var (
 		ranFor time.Duration
 		unit   string
@@ -67,6 +67,7 @@ no run, not run by systemd), so that it never masks the service's own result;
 		},
 	}
 	cmd.Flags().DurationVar(&healthyAfter, "healthy-after", healthyAfter, "a run this long is healthy even if it failed (env ROOTSWAP_HEALTHY_AFTER)")
+	envFlag(cmd.Flags(), "healthy-after", "ROOTSWAP_HEALTHY_AFTER")
 	cmd.Flags().DurationVar(&ranFor, "ran-for", 0, "the run lasted `DURATION` (when not reporting right after it ended)")
 	cmd.Flags().StringVar(&unit, "unit", "", "a stop or restart job of `UNIT` running now is an operator's stop (for a unit whose main process is not 'rootswap run')")
 	cmd.Flags().BoolVar(&start, "start", false, "record that a run starts now (an ExecStartPre after prepare, for a unit whose main process is not 'rootswap run')")

@@ -3,8 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
-	"time"
+	"io"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -14,8 +13,9 @@ import (
 )
 
 // The sources an IMAGE argument can name, by its containers-transports(5)
-// prefix: docker://… a registry, oci:… an OCI layout, docker-archive:… a
-// `docker save` tarball, docker-daemon:… the Docker daemon. A bare
+// prefix: docker://… a registry, oci:… an OCI layout, oci-archive:… a tar
+// of one, docker-archive:… a `docker save` tarball, docker-daemon:… the
+// Docker daemon. A bare
 // REPO:TAG names the default source, --source (env ROOTSWAP_SOURCE):
 // "daemon" unless set, so units written before registries keep working.
 const (
@@ -23,17 +23,10 @@ const (
 	sourceRegistry = "registry"
 )
 
-func defaultSource() string {
-	if v := os.Getenv("ROOTSWAP_SOURCE"); v != "" {
-		return v
-	}
-	return sourceDaemon
-}
-
 // checkSource refuses a --source other than the two.
 func (g *globals) checkSource() error {
 	if g.source != sourceDaemon && g.source != sourceRegistry {
-		return usage("--source %q: want %s or %s", g.source, sourceDaemon, sourceRegistry)
+		return usage("%s: want %s or %s", g.given("source", g.source), sourceDaemon, sourceRegistry)
 	}
 	return nil
 }
@@ -64,21 +57,31 @@ func fromDaemon(image string) bool {
 // a registry resolved, so a later start needs no network.
 func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, error) {
 	t, _, ok := registry.Transport(image)
-	opt := registry.Options{Timeout: g.registryTimeout, Log: g.log}
+	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir()}
 	switch {
 	case !ok || t == "docker-daemon":
 		c, err := docker.NewClient()
 		if err != nil {
 			return nil, fmt.Errorf("docker client: %w", err)
 		}
-		return docker.New(c, pullProgress(g.quiet)), nil
+		return docker.New(c, g.pullProgress()), nil
 	case t == "docker":
 		opt.Refs = refCache{s}
 		return registry.New(opt), nil
 	case t == "oci":
 		return registry.NewLayout(opt), nil
+	case t == "oci-archive":
+		return registry.NewOCIArchive(opt), nil
 	default: // docker-archive
 		return registry.NewArchive(opt), nil
+	}
+}
+
+// closeSource releases what src holds open (an archive's decompressed
+// copy), if anything.
+func closeSource(src snapshot.Source) {
+	if c, ok := src.(io.Closer); ok {
+		c.Close()
 	}
 }
 
@@ -99,10 +102,4 @@ func (c refCache) LookupRef(ref string) (r index.Ref, ok bool, err error) {
 
 func (c refCache) RecordRef(r index.Ref) error {
 	return c.s.Update(func(tx *index.Tx) error { return tx.PutRef(r) })
-}
-
-// registryTimeoutDefault is --registry-timeout's default (env
-// ROOTSWAP_REGISTRY_TIMEOUT).
-func registryTimeoutDefault() time.Duration {
-	return envDuration("ROOTSWAP_REGISTRY_TIMEOUT", registry.DefaultTimeout)
 }

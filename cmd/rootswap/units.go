@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/snapshot/registry"
 	"github.com/rootswap/rootswap/unit"
 )
 
@@ -66,7 +67,7 @@ time within the first hour, catching up after downtime.`,
 			var files []unit.File
 			var sp unit.Spec
 			if !gcTimer {
-				if sp, err = svc.spec(g, args); err != nil {
+				if sp, err = svc.spec(cmd, g, args); err != nil {
 					return err
 				}
 			}
@@ -123,13 +124,66 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.Var(entrypointValue{&o.entrypoint}, "entrypoint", "run `PROGRAM` instead of the image's ENTRYPOINT, without its CMD (run --entrypoint)")
 }
 
-// spec is the service NAME IMAGE [COMMAND…] with these flags.
-func (o *serviceFlags) spec(g *globals, args []string) (unit.Spec, error) {
+// spec is the service NAME IMAGE [COMMAND…] with these flags and the
+// global flags (or variables) given that change what prepare does.
+func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit.Spec, error) {
 	image, err := g.image(args[1])
+	if err != nil {
+		return unit.Spec{}, err
+	}
+	if image, err = absSource(image); err != nil {
+		return unit.Spec{}, err
+	}
+	pf, err := g.prepareFlags(cmd)
 	var ep *string
 	if o.entrypoint.EntrypointSet {
 		ep = &o.entrypoint.Entrypoint
 	}
-	return unit.Spec{Entrypoint: ep, Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
-		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, NoInit: o.noInit}, err
+	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
+		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, PrepareFlags: pf,
+		NoInit: o.noInit, Entrypoint: ep}, err
+}
+
+// carried are the global flags a unit's prepare gets when they were given
+// (on the command line or by their variables): a unit runs with neither
+// the shell's variables nor its flags. A global flag that changes what
+// prepare resolves or fetches (a --platform) belongs here.
+var carried = []string{"source", "registry-timeout", "registries-conf"}
+
+// prepareFlags are the carried flags given, as --name=value; a relative
+// file is made absolute, as units run in /.
+func (g *globals) prepareFlags(cmd *cobra.Command) ([]string, error) {
+	var out []string
+	for _, name := range carried {
+		f := cmd.Flags().Lookup(name)
+		if f == nil || !f.Changed {
+			continue
+		}
+		v := f.Value.String()
+		if name == "registries-conf" && v != "" {
+			abs, err := filepath.Abs(v)
+			if err != nil {
+				return nil, fmt.Errorf("unit: --registries-conf %s: %w", v, err)
+			}
+			v = abs
+		}
+		out = append(out, "--"+name+"="+v)
+	}
+	return out, nil
+}
+
+// absSource makes the PATH of a local source (oci:, oci-archive:,
+// docker-archive:) absolute: a unit's prepare runs in /, not where unit
+// was run.
+func absSource(image string) (string, error) {
+	t, rest, ok := registry.Transport(image)
+	if !ok || (t != "oci" && t != "oci-archive" && t != "docker-archive") || filepath.IsAbs(rest) {
+		return image, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("unit: %s: current directory: %w", image, err)
+	}
+	// Joined, not cleaned: a :TAG or :REF after PATH stays as it is.
+	return t + ":" + wd + "/" + rest, nil
 }

@@ -105,3 +105,41 @@ func TestUnitSource(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitWritesAbsolutePathsAndCarriesFlags: a unit runs in / with
+// neither the shell's variables nor its flags, so unit writes a local
+// source's PATH absolute and gives prepare the global flags (or their
+// variables) that change what it does.
+func TestUnitWritesAbsolutePathsAndCarriesFlags(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	for image, want := range map[string]string{
+		"oci:imgs/web:v1":                  "oci:" + dir + "/imgs/web:v1",
+		"oci-archive:web.tar:v1":           "oci-archive:" + dir + "/web.tar:v1",
+		"docker-archive:../save.tar.gz":    "docker-archive:" + dir + "/../save.tar.gz",
+		"docker-archive:/srv/save.tar:a:1": "docker-archive:/srv/save.tar:a:1",
+		"docker://reg/web:1":               "docker://reg/web:1",
+	} {
+		code, out := cli(t, "--root", "store", "unit", "web", image)
+		if code != 0 || !strings.Contains(out, " --root "+dir+"/store prepare --pull web "+want+"\n") {
+			t.Errorf("unit web %s: exit %d, want prepare of %s\n%s", image, code, want, out)
+		}
+	}
+	t.Setenv("ROOTSWAP_REGISTRY_TIMEOUT", "30s")
+	t.Setenv("ROOTSWAP_REGISTRIES_CONF", "conf/registries.conf")
+	for _, nspawnFile := range []string{"", "--nspawn-file"} {
+		args := []string{"--root", "/srv/store", "--source", "registry", "unit", "web", "reg/web:1"}
+		if nspawnFile != "" {
+			args = append(args, nspawnFile)
+		}
+		code, out := cli(t, args...)
+		want := " --root /srv/store --source=registry --registry-timeout=30s --registries-conf=" + dir + "/conf/registries.conf prepare --pull "
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("%q: exit %d, want %q in\n%s", args, code, want, out)
+		}
+		// run and report need none of them.
+		if strings.Count(out, "--registry-timeout") != 1 {
+			t.Errorf("%q: the flags are not on prepare alone:\n%s", args, out)
+		}
+	}
+}

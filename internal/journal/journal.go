@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -13,11 +14,16 @@ import (
 // NewLogger logs to the journal, with priorities and ROOTSWAP_* fields,
 // when stderr is connected to it (JOURNAL_STREAM matches), and as plain
 // text on stderr otherwise.
-func NewLogger(level slog.Level) *slog.Logger {
+func NewLogger(level slog.Level) *slog.Logger { return NewLoggerTo(level, os.Stderr) }
+
+// NewLoggerTo is NewLogger with plain text going to w, which must be
+// stderr or write to it (a terminal's progress area, which clears its
+// line first): whether the journal is used depends on stderr.
+func NewLoggerTo(level slog.Level, w io.Writer) *slog.Logger {
 	if toJournal() {
 		return slog.New(&handler{level: level})
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level,
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			if a.Key == slog.TimeKey && len(groups) == 0 {
 				return slog.Attr{} // the journal or the terminal has the time

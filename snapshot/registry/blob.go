@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -38,6 +39,9 @@ var _ snapshot.Layer = (*layer)(nil)
 
 func (l *layer) DiffID() digest.Digest { return l.diffID }
 func (l *layer) Blob() digest.Digest   { return l.blob }
+func (l *layer) Size() int64           { return l.size }
+
+var _ snapshot.SizedLayer = (*layer)(nil)
 
 // Open fetches the blob and returns its uncompressed tar stream. The
 // compression is read from the blob's first bytes (gzip, zstd, or none),
@@ -57,7 +61,7 @@ func (l *layer) Open(ctx context.Context) (io.ReadCloser, error) {
 		b.h = l.blob.Algorithm().Hash()
 	}
 	br := bufio.NewReaderSize(b, 64<<10)
-	s.raw = br
+	s.raw, s.blob = br, b
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
 		rc.Close()
@@ -92,6 +96,7 @@ type stream struct {
 	name    string
 	dec     io.Reader // the uncompressed stream
 	raw     io.Reader // the blob
+	blob    *blobReader
 	closers []func() error
 	err     error // sticky
 }
@@ -129,10 +134,15 @@ func (s *stream) wrap(err error) error {
 	case errors.Is(err, errTimeout):
 		return fmt.Errorf("%s: %w: %w", s.name, snapshot.ErrUnreachable, err)
 	case err == io.ErrUnexpectedEOF:
-		return fmt.Errorf("%s: blob truncated: %w", s.name, err)
+		return fmt.Errorf("%s: truncated: %w", s.name, err)
 	}
 	return fmt.Errorf("%s: %w", s.name, err)
 }
+
+// BlobRead is the blob bytes read so far, for progress.
+func (s *stream) BlobRead() int64 { return s.blob.read.Load() }
+
+var _ snapshot.BlobCounter = (*stream)(nil)
 
 func (s *stream) Close() error {
 	var errs []error
@@ -145,10 +155,12 @@ func (s *stream) Close() error {
 // blobReader counts a blob's bytes against the size its manifest declares
 // and, with h set, hashes them against its digest: both are checked at
 // the blob's end, and a blob longer than declared fails as soon as it is.
+// Its errors do not name the blob: the layer's stream does.
 type blobReader struct {
 	r    io.Reader
 	want int64 // -1: unknown
 	got  int64
+	read atomic.Int64 // got, for another goroutine
 	blob digest.Digest
 	h    hash.Hash
 }
@@ -156,11 +168,12 @@ type blobReader struct {
 func (b *blobReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	b.got += int64(n)
+	b.read.Store(b.got)
 	if b.h != nil {
 		b.h.Write(p[:n])
 	}
 	if b.want >= 0 && b.got > b.want {
-		return n, fmt.Errorf("blob %s is longer than the %d bytes its manifest declares", b.blob, b.want)
+		return n, fmt.Errorf("longer than the %d bytes its manifest declares", b.want)
 	}
 	if errors.Is(err, errTimeout) {
 		return n, fmt.Errorf("%w, after %d of the blob's %d bytes", err, b.got, b.want)
@@ -168,15 +181,15 @@ func (b *blobReader) Read(p []byte) (int, error) {
 	if err != nil && b.want >= 0 && b.got < b.want && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		// Whatever the transport says (a checksum, a closed connection),
 		// the blob ended early.
-		return n, fmt.Errorf("blob %s truncated: read %d bytes, its manifest declares %d: %w", b.blob, b.got, b.want, err)
+		return n, fmt.Errorf("truncated: read %d bytes, its manifest declares %d: %w", b.got, b.want, err)
 	}
 	if err == io.EOF {
 		if b.want >= 0 && b.got != b.want {
-			return n, fmt.Errorf("blob %s: read %d bytes, its manifest declares %d: %w", b.blob, b.got, b.want, io.ErrUnexpectedEOF)
+			return n, fmt.Errorf("truncated: read %d bytes, its manifest declares %d: %w", b.got, b.want, io.ErrUnexpectedEOF)
 		}
 		if b.h != nil {
 			if got := digest.NewDigest(b.blob.Algorithm(), b.h); got != b.blob {
-				return n, fmt.Errorf("blob %s: content has digest %s: %w", b.blob, got, snapshot.ErrDigestMismatch)
+				return n, fmt.Errorf("content has digest %s: %w", got, snapshot.ErrDigestMismatch)
 			}
 		}
 	}

@@ -1,12 +1,15 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -72,7 +75,13 @@ func (b *idleBody) Read(p []byte) (int, error) {
 	b.w.timer.Reset(b.w.d)
 	n, err := b.rc.Read(p)
 	b.w.timer.Stop()
-	if err != nil && err != io.EOF {
+	switch {
+	case err == io.EOF:
+		// The connection went back to the pool: release the request's
+		// context now, as a reader that drains a body and drops it
+		// (go-containerregistry's retry does) never calls Close.
+		b.cancel()
+	case err != nil:
 		err = b.w.err("no byte of the body", err)
 	}
 	return n, err
@@ -122,4 +131,64 @@ func retryable(err error) bool {
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// refusals is an http.RoundTripper that asks a registry once per command
+// (one Source) for a manifest it refused: a later GET or HEAD of the same
+// URL gets the same answer without a request. A refusal is a 4xx that no
+// retry or credential changes: not 401 and 403 (the token dance asks
+// again with credentials), 408 or 429.
+type refusals struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	seen map[string]refusal // "METHOD URL" → the answer
+}
+
+type refusal struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// maxRefusal bounds the body of a refusal kept to replay: error bodies
+// are a few hundred bytes.
+const maxRefusal = 64 << 10
+
+func (t *refusals) RoundTrip(req *http.Request) (*http.Response, error) {
+	if (req.Method != http.MethodGet && req.Method != http.MethodHead) || !strings.Contains(req.URL.Path, "/manifests/") {
+		return t.next.RoundTrip(req)
+	}
+	key := req.Method + " " + req.URL.String()
+	t.mu.Lock()
+	r, ok := t.seen[key]
+	t.mu.Unlock()
+	if ok {
+		return &http.Response{
+			Status: fmt.Sprintf("%d %s", r.status, http.StatusText(r.status)), StatusCode: r.status,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: r.header.Clone(), Body: io.NopCloser(bytes.NewReader(r.body)),
+			ContentLength: int64(len(r.body)), Request: req,
+		}, nil
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err != nil || resp.StatusCode < 400 || resp.StatusCode >= 500 {
+		return resp, err
+	}
+	switch resp.StatusCode {
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestTimeout, http.StatusTooManyRequests:
+		return resp, err
+	}
+	body, rerr := io.ReadAll(io.LimitReader(resp.Body, maxRefusal))
+	resp.Body.Close()
+	if rerr != nil {
+		return nil, rerr
+	}
+	t.mu.Lock()
+	if t.seen == nil {
+		t.seen = map[string]refusal{}
+	}
+	t.seen[key] = refusal{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
+	t.mu.Unlock()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	return resp, nil
 }

@@ -1,9 +1,9 @@
 package registry
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/opencontainers/go-digest"
 
@@ -113,27 +112,88 @@ func (l *Layout) Resolve(ctx context.Context, ref string) (digest.Digest, error)
 	if err != nil {
 		return "", err
 	}
-	p, err := layout.FromPath(dir)
+	d, ls, err := resolveLayout(dirFiles(dir), dir, tag, l.platform)
 	if err != nil {
 		return "", fileError(ref, err)
 	}
-	ib, err := os.ReadFile(filepath.Join(dir, "index.json"))
+	l.images.put(d, ls)
+	return d, nil
+}
+
+// layoutFiles are the files of an OCI layout, by their names in it
+// ("index.json", "blobs/sha256/HEX"): a directory's, or an archive's.
+type layoutFiles interface {
+	// ReadFile returns file name, which must be no longer than limit.
+	ReadFile(name string, limit int64) ([]byte, error)
+	// Open returns file name's content; the caller closes it.
+	Open(name string) (io.ReadCloser, int64, error)
+}
+
+// dirFiles is a layout directory's files.
+type dirFiles string
+
+func (d dirFiles) ReadFile(name string, limit int64) ([]byte, error) {
+	rc, _, err := d.Open(name)
 	if err != nil {
-		return "", fileError(ref, err)
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("%s: more than the %d bytes it may have", name, limit)
+	}
+	return b, err
+}
+
+func (d dirFiles) Open(name string) (io.ReadCloser, int64, error) {
+	f, err := os.Open(filepath.Join(string(d), filepath.FromSlash(name)))
+	if err != nil {
+		return nil, 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, fi.Size(), nil
+}
+
+// blobName is where a layout keeps blob d: d is a parsed digest, so the
+// name holds no separator of its own.
+func blobName(d digest.Digest) string {
+	return "blobs/" + string(d.Algorithm()) + "/" + d.Encoded()
+}
+
+// resolveLayout reads layout files's index.json and returns the image
+// digest of the manifest tagged tag (by its
+// org.opencontainers.image.ref.name annotation), or, without tag, of its
+// only manifest, and that image's layers; an index among them picks
+// platform's manifest. Manifests and config are verified against the
+// descriptors that name them; each layer's blob when it is read. where
+// names the layout in layers' messages. A missing file is an error
+// wrapping fs.ErrNotExist.
+func resolveLayout(files layoutFiles, where, tag string, platform v1.Platform) (digest.Digest, []snapshot.Layer, error) {
+	ib, err := files.ReadFile("index.json", manifestLimit)
+	if err != nil {
+		return "", nil, err
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(ib))
 	if err != nil {
-		return "", fmt.Errorf("image %s: index.json: %w", ref, err)
+		return "", nil, fmt.Errorf("index.json: %w", err)
 	}
 	desc, err := pickTag(idx, tag)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", nil, err
 	}
 	blob := func(d v1.Descriptor) ([]byte, error) {
 		if d.Size > manifestLimit || d.Size < 0 {
 			return nil, fmt.Errorf("blob %s: size %d out of bounds", d.Digest, d.Size)
 		}
-		b, err := p.Bytes(d.Digest)
+		dd, err := digest.Parse(d.Digest.String())
+		if err != nil {
+			return nil, fmt.Errorf("blob %q: %w", d.Digest, err)
+		}
+		b, err := files.ReadFile(blobName(dd), d.Size)
 		if err != nil {
 			return nil, err
 		}
@@ -141,40 +201,39 @@ func (l *Layout) Resolve(ctx context.Context, ref string) (digest.Digest, error)
 	}
 	mb, err := blob(desc)
 	if err != nil {
-		return "", fileError(ref, err)
+		return "", nil, err
 	}
 	if isIndex(desc.MediaType, mb) {
 		child, err := v1.ParseIndexManifest(bytes.NewReader(mb))
 		if err != nil {
-			return "", fmt.Errorf("image %s: index %s: %w", ref, desc.Digest, err)
+			return "", nil, fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
-		if desc, err = pickPlatform(child, l.platform); err != nil {
-			return "", fmt.Errorf("image %s: %w", ref, err)
+		if desc, err = pickPlatform(child, platform); err != nil {
+			return "", nil, err
 		}
 		if mb, err = blob(desc); err != nil {
-			return "", fileError(ref, err)
+			return "", nil, err
 		}
 	}
 	img, err := parseImage(mb, blob)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return "", nil, err
 	}
 	ls := make([]snapshot.Layer, len(img.diffIDs))
 	for i, ld := range img.manifest.Layers {
-		h := ld.Digest
+		h := digest.Digest(ld.Digest.String()) // parseImage parsed it
 		ls[i] = &layer{
 			diffID: img.diffIDs[i],
-			blob:   digest.Digest(h.String()),
+			blob:   h,
 			size:   ld.Size,
-			name:   fmt.Sprintf("layer %s (blob %s of %s)", img.diffIDs[i], h, dir),
+			name:   fmt.Sprintf("layer %s (blob %s of %s)", img.diffIDs[i], h, where),
 			fetch: func(context.Context) (io.ReadCloser, bool, error) {
-				rc, err := p.Blob(h)
+				rc, _, err := files.Open(blobName(h))
 				return rc, false, err
 			},
 		}
 	}
-	l.images.put(img.config, ls)
-	return img.config, nil
+	return img.config, ls, nil
 }
 
 // manifestLimit bounds a manifest or config read whole into memory.
@@ -219,20 +278,27 @@ func (l *Layout) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer,
 // Archive is a `docker save` tarball as a snapshot.Source, for
 // docker-archive:PATH[:REF] refs: the legacy layout (ID/layer.tar,
 // ID.json) and the one Docker 25 and later write (blobs/sha256/…), both
-// described by the tarball's manifest.json. Pull does nothing; Resolve
-// reads the file each time. It is safe for concurrent use.
+// described by the tarball's manifest.json, plain or compressed with gzip
+// (`docker save | gzip`) or zstd. Pull does nothing; Resolve reads the
+// file each time it changed. It is safe for concurrent use; Close
+// releases the files Resolve opened.
 type Archive struct {
 	images images
+	tars   tarCache
 }
 
 var _ snapshot.Source = (*Archive)(nil)
 
-// NewArchive returns a docker-archive source; no option applies (a
-// tarball holds one platform's images).
-func NewArchive(Options) *Archive { return &Archive{} }
+// NewArchive returns a docker-archive source; of opt only TempDir
+// counts (a tarball holds one platform's images).
+func NewArchive(opt Options) *Archive { return &Archive{tars: tarCache{tmpDir: opt.TempDir}} }
 
 // String is what a user calls this source in messages.
 func (a *Archive) String() string { return "docker-archive" }
+
+// Close releases the archives Resolve opened; the streams of their
+// layers must be closed first.
+func (a *Archive) Close() error { return a.tars.Close() }
 
 // Pull does nothing: an archive is read where it is.
 func (a *Archive) Pull(ctx context.Context, ref string) error {
@@ -267,25 +333,25 @@ func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error
 	if err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(file); err != nil {
+	tf, err := a.tars.open(file)
+	if err != nil {
 		return "", fileError(ref, err)
 	}
-	m, err := tarball.LoadManifest(func() (io.ReadCloser, error) { return os.Open(file) })
+	mb, err := tf.ReadFile("manifest.json", manifestLimit)
 	if err != nil {
+		return "", fmt.Errorf("image %s: %w", ref, err)
+	}
+	var m tarball.Manifest
+	if err := json.Unmarshal(mb, &m); err != nil {
 		return "", fmt.Errorf("image %s: manifest.json: %w", ref, err)
 	}
 	e, err := pickRepoTag(m, tag)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", ref, err)
 	}
-	rc, _, err := openInTar(file, e.Config)
+	cb, err := tf.ReadFile(e.Config, manifestLimit)
 	if err != nil {
 		return "", fmt.Errorf("image %s: config: %w", ref, err)
-	}
-	cb, err := io.ReadAll(io.LimitReader(rc, manifestLimit+1))
-	rc.Close()
-	if err != nil {
-		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
 	}
 	d := digest.FromBytes(cb)
 	if named := digestOfPath(e.Config); named != "" && named != d {
@@ -304,13 +370,17 @@ func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error
 		if err != nil {
 			return "", fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
 		}
+		size, err := tf.Size(lp)
+		if err != nil {
+			return "", fmt.Errorf("image %s: layer %d: %w", ref, i+1, err)
+		}
 		ls[i] = &layer{
 			diffID: diffID,
 			blob:   digestOfPath(lp), // "" for ID/layer.tar: the importer checks the diffID
-			size:   -1,
+			size:   size,
 			name:   fmt.Sprintf("layer %s (%s in %s)", diffID, lp, file),
 			fetch: func(context.Context) (io.ReadCloser, bool, error) {
-				rc, _, err := openInTar(file, lp)
+				rc, _, err := tf.Open(lp)
 				return rc, false, err
 			},
 		}
@@ -377,55 +447,4 @@ func digestOfPath(p string) digest.Digest {
 		return d
 	}
 	return ""
-}
-
-// openInTar opens the file at name inside the tarball file, following
-// the symlinks and hard links `docker save` writes for a layer shared by
-// two IDs; size is the entry's.
-func openInTar(file, name string) (io.ReadCloser, int64, error) {
-	seen := map[string]bool{}
-	for {
-		name = path.Clean(name)
-		if seen[name] {
-			return nil, 0, fmt.Errorf("%s: link cycle", name)
-		}
-		seen[name] = true
-		f, err := os.Open(file)
-		if err != nil {
-			return nil, 0, err
-		}
-		tr := tar.NewReader(f)
-		var link string
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				f.Close()
-				return nil, 0, fmt.Errorf("%s: %w in the archive", name, fs.ErrNotExist)
-			}
-			if err != nil {
-				f.Close()
-				return nil, 0, err
-			}
-			if path.Clean(h.Name) != name {
-				continue
-			}
-			switch h.Typeflag {
-			case tar.TypeSymlink:
-				link = path.Join(path.Dir(name), h.Linkname)
-			case tar.TypeLink:
-				link = h.Linkname
-			case tar.TypeReg:
-				return struct {
-					io.Reader
-					io.Closer
-				}{tr, f}, h.Size, nil
-			default:
-				f.Close()
-				return nil, 0, fmt.Errorf("%s: not a regular file in the archive", name)
-			}
-			break
-		}
-		f.Close()
-		name = link
-	}
 }

@@ -139,3 +139,28 @@ func TestAskedOnce(t *testing.T) {
 		t.Errorf("Pull and Resolve took %s, want about one timeout (%s)", took, testTimeout)
 	}
 }
+
+// A refused tag is asked once per command too: a Pull that got a 404 is
+// not followed by a Resolve that asks again.
+func TestRefusalAskedOnce(t *testing.T) {
+	s := newServer(t)
+	s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1"))))
+	ref := "docker://" + s.host + "/app:nope"
+	src := newSource(Options{Timeout: testTimeout, Refs: &mapCache{}})
+	if err := src.Pull(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+		t.Fatalf("Pull: %v, want ErrImageNotFound", err)
+	}
+	if _, err := src.Resolve(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+		t.Fatalf("Resolve: %v, want ErrImageNotFound", err)
+	}
+	if got := s.take(); len(got) != 1 {
+		t.Errorf("the registry was asked %v for a tag it refused, want one request", got)
+	}
+	// Another command (Source) asks again.
+	if _, err := newSource(Options{Timeout: testTimeout}).Resolve(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+		t.Fatalf("Resolve: %v, want ErrImageNotFound", err)
+	}
+	if got := s.take(); len(got) != 1 {
+		t.Errorf("a new Source asked %v, want one request", got)
+	}
+}

@@ -59,6 +59,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Log receives a warning per mirror that fails; nil discards them.
 	Log *slog.Logger
+	// TempDir takes the decompressed copy of a compressed
+	// docker-archive: or oci-archive: file (unlinked at once); "" means
+	// os.TempDir().
+	TempDir string
 }
 
 // Source is a registry as a snapshot.Source, for docker://HOST/REPO:TAG
@@ -110,7 +114,7 @@ func New(opt Options) *Source {
 	if s.err == nil {
 		s.puller, s.err = remote.NewPuller(
 			remote.WithAuthFromKeychain(s.opt.Keychain),
-			remote.WithTransport(&boundTransport{next: t, d: s.opt.Timeout}),
+			remote.WithTransport(&refusals{next: &boundTransport{next: t, d: s.opt.Timeout}}),
 			remote.WithRetryBackoff(retryBackoff(s.opt.Timeout)),
 			remote.WithRetryStatusCodes(retryStatus...),
 			remote.WithRetryPredicate(retryable),
@@ -254,7 +258,7 @@ func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
 			diffID: img.diffIDs[i],
 			blob:   blob,
 			size:   desc.Size,
-			name:   fmt.Sprintf("layer %s (blob %s)", img.diffIDs[i], blob),
+			name:   "blob " + blob.String(), // the importer names the layer
 			fetch: func(ctx context.Context) (io.ReadCloser, bool, error) {
 				var rc io.ReadCloser
 				err := s.each(ctx, repo, true, false, func(ctx context.Context, repo name.Repository) error {
@@ -423,7 +427,7 @@ func (s *Source) each(ctx context.Context, repo name.Repository, byDigest, bound
 			return err
 		case mirror:
 			if s.fail(ep, err) {
-				s.opt.Log.Warn("registry mirror failed; skipping it for this command", "mirror", ep.Name(), "err", err)
+				s.opt.Log.Warn("registry mirror failed; skipping it for this command", "mirror", ep.Name(), "err", brief(err, s.opt.Timeout))
 			}
 		case unreachable(err):
 			s.fail(ep, err)
@@ -463,17 +467,21 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 	if ctx.Err() != nil {
 		return fmt.Errorf("image %s: %w", ref, ctx.Err())
 	}
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
 	if errors.As(err, &te) {
 		switch {
 		case isAuth(te):
-			return authError(repo, te)
+			return s.authError(repo, te)
 		case te.StatusCode == http.StatusNotFound || hasCode(te, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
-			return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
+			return fmt.Errorf("image %s: %w: %s", ref, snapshot.ErrImageNotFound, brief(err, s.opt.Timeout))
 		}
 	}
 	if unreachable(err) {
-		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrUnreachable, err)
+		return fmt.Errorf("image %s: %w: %s", ref, snapshot.ErrUnreachable, brief(err, s.opt.Timeout))
+	}
+	if te != nil {
+		return fmt.Errorf("image %s: %s", ref, brief(err, s.opt.Timeout))
 	}
 	return fmt.Errorf("image %s: %w", ref, err)
 }
@@ -481,18 +489,24 @@ func (s *Source) classify(ctx context.Context, ref string, repo name.Repository,
 // classifyBlob is classify for a blob: a missing blob is no missing image
 // but a broken registry.
 func (s *Source) classifyBlob(ctx context.Context, repo name.Repository, err error) error {
+	err = s.plainHTTPHint(repo.RegistryStr(), err)
 	var te *transport.Error
-	if ctx.Err() == nil && errors.As(err, &te) && isAuth(te) {
-		return authError(repo, te)
-	}
-	if ctx.Err() == nil && unreachable(err) {
-		return fmt.Errorf("%w: %v", snapshot.ErrUnreachable, err)
+	isTE := errors.As(err, &te)
+	switch {
+	case ctx.Err() != nil:
+		return err
+	case isTE && isAuth(te):
+		return s.authError(repo, te)
+	case unreachable(err):
+		return fmt.Errorf("%w: %s", snapshot.ErrUnreachable, brief(err, s.opt.Timeout))
+	case isTE:
+		return errors.New(brief(err, s.opt.Timeout))
 	}
 	return err
 }
 
-func authError(repo name.Repository, te *transport.Error) error {
-	return fmt.Errorf("registry %s: %w for %s: %v", repo.RegistryStr(), errAuth, repo.RepositoryStr(), te)
+func (s *Source) authError(repo name.Repository, te *transport.Error) error {
+	return fmt.Errorf("registry %s: %w for %s: %s", repo.RegistryStr(), errAuth, repo.RepositoryStr(), brief(te, s.opt.Timeout))
 }
 
 func isAuth(te *transport.Error) bool {

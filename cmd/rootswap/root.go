@@ -35,6 +35,7 @@ type globals struct {
 	fromEnv         map[string]string   // flag name → the variable that set it
 	area            *statusArea         // stderr's progress lines; nil off a terminal and with -q
 	run             activate.RunOptions // run's own flags, before NAME (runflags.go)
+	platform        string              // --platform: "" for this host's
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -218,6 +219,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 	envFlag(pf, "registry-timeout", "ROOTSWAP_REGISTRY_TIMEOUT")
 	pf.StringVar(&g.registriesConf, "registries-conf", "", "the registries.conf `FILE` naming mirrors and insecure registries (default "+registry.DefaultMirrorsFile+"; env ROOTSWAP_REGISTRIES_CONF)")
 	envFlag(pf, "registries-conf", "ROOTSWAP_REGISTRIES_CONF")
+	platformFlag(pf, &g.platform)
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print no log messages, only errors (the result on stdout stays)")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print debug messages")
 	g.flags = pf

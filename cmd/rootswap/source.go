@@ -57,7 +57,7 @@ func fromDaemon(image string) bool {
 // a registry resolved, so a later start needs no network.
 func (g *globals) newSource(s *cache.Store, image string) (snapshot.Source, error) {
 	t, _, ok := registry.Transport(image)
-	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir()}
+	opt := registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir(), Platform: g.platform}
 	switch {
 	case !ok || t == "docker-daemon":
 		c, err := docker.NewClient()

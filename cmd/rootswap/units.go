@@ -148,7 +148,7 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 // (on the command line or by their variables): a unit runs with neither
 // the shell's variables nor its flags. A global flag that changes what
 // prepare resolves or fetches (a --platform) belongs here.
-var carried = []string{"source", "registry-timeout", "registries-conf"}
+var carried = []string{"source", "registry-timeout", "registries-conf", "platform"}
 
 // prepareFlags are the carried flags given, as --name=value; a relative
 // file is made absolute, as units run in /.

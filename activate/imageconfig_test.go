@@ -21,7 +21,7 @@ var testEtc = fstest.MapFS{
 // what the user's options and COMMAND change.
 func TestPlanImage(t *testing.T) {
 	cfg := func(c ocispec.ImageConfig) *ocispec.ImageConfig { return &c }
-	root := func(groups ...uint32) *pid1.Creds { return &pid1.Creds{Groups: groups} }
+	root := func(groups ...uint32) *pid1.Creds { return &pid1.Creds{Groups: append([]uint32{0}, groups...)} }
 	for _, tc := range []struct {
 		name    string
 		cfg     *ocispec.ImageConfig
@@ -68,24 +68,24 @@ func TestPlanImage(t *testing.T) {
 			user: []string{"--kill-signal=SIGUSR1", "x"}, command: "x", setenv: "PATH=" + dockerPath + " HOME=/root", creds: root(10)},
 		{name: "bad stop signal", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, StopSignal: "SIGNOPE"}), err: `image STOPSIGNAL "SIGNOPE": not a signal`},
 		{name: "user by name", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "app"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 1000, Groups: []uint32{50, 29}}},
+			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 1000, Groups: []uint32{1000, 50, 29}}},
 		{name: "user by uid in passwd", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "1000"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 1000, Groups: []uint32{50, 29}}},
+			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 1000, Groups: []uint32{1000, 50, 29}}},
 		{name: "uid not in passwd", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "4242"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 4242}},
+			setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 4242, Groups: []uint32{0}}},
 		{name: "uid:gid", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "4242:4343"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 4242, GID: 4343}},
+			setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 4242, GID: 4343, Groups: []uint32{4343}}},
 		{name: "name:group", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "app:staff"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 50}},
+			setenv: "PATH=" + dockerPath + " HOME=/home/app USER=app LOGNAME=app", creds: &pid1.Creds{UID: 1000, GID: 50, Groups: []uint32{50}}},
 		{name: "name:gid not in group", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "daemon:777"}), command: "x",
-			setenv: "PATH=" + dockerPath + " HOME=/usr/sbin USER=daemon LOGNAME=daemon", creds: &pid1.Creds{UID: 1, GID: 777}},
+			setenv: "PATH=" + dockerPath + " HOME=/usr/sbin USER=daemon LOGNAME=daemon", creds: &pid1.Creds{UID: 1, GID: 777, Groups: []uint32{777}}},
 		{name: "no such user", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "nobody"}), err: `image USER "nobody": no such user in the image's /etc/passwd`},
 		{name: "no such group", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "app:nogroup"}), err: `image USER "app:nogroup": no such group`},
 		{name: "uid out of range", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "2147483648"}), err: "uid out of range"},
 		{name: "no /etc/passwd, numeric", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "65532:65532"}), etc: fstest.MapFS{},
-			command: "x", setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 65532, GID: 65532}},
+			command: "x", setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{UID: 65532, GID: 65532, Groups: []uint32{65532}}},
 		{name: "no /etc/passwd, root", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}}), etc: fstest.MapFS{},
-			command: "x", setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{}},
+			command: "x", setenv: "PATH=" + dockerPath + " HOME=/", creds: &pid1.Creds{Groups: []uint32{0}}},
 		{name: "no /etc/passwd, name", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "app"}), etc: fstest.MapFS{},
 			err: `image USER "app": the image has no /etc/passwd (give a numeric UID[:GID])`},
 		{name: "a passwd that is no file", cfg: cfg(ocispec.ImageConfig{Cmd: []string{"x"}, User: "app"}),

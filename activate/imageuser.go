@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -109,15 +110,16 @@ func parseID(s string) (uint32, bool) {
 //   - a GROUP, by name or gid, from /etc/group replaces the gid; a gid not
 //     there is that gid, a name not there an error;
 //   - without a GROUP, a user found by name or uid gets as supplementary
-//     groups every group of /etc/group that lists its name.
+//     groups every group of /etc/group that lists its name;
+//   - the primary group is always the first supplementary group.
 //
 // With no /etc/passwd at all, only numeric users (and groups) resolve.
-func resolveUser(spec string, root fs.FS) (execUser, error) {
+func resolveUser(spec string, root fs.FS) (u execUser, err error) {
 	userArg, groupArg, hasGroup := strings.Cut(spec, ":")
 	if hasGroup && groupArg == "" {
 		return execUser{}, fmt.Errorf("image USER %q: empty group", spec)
 	}
-	u := execUser{home: "/"}
+	u = execUser{home: "/"}
 	uid, numeric := parseID(userArg)
 	if userArg == "" {
 		uid, numeric = 0, true
@@ -146,6 +148,9 @@ func resolveUser(spec string, root fs.FS) (execUser, error) {
 		}
 		u.creds.UID = uid
 	}
+	// Every return below: the primary group is a supplementary group
+	// too, first, as Docker (containerd's WithAdditionalGIDs) gives it.
+	defer func() { u.creds.Groups = withPrimary(u.creds.GID, u.creds.Groups) }()
 	if !hasGroup && u.name == "" {
 		return u, nil
 	}
@@ -176,4 +181,15 @@ func resolveUser(spec string, root fs.FS) (execUser, error) {
 	}
 	u.creds.GID = gid
 	return u, nil
+}
+
+// withPrimary is groups with gid in front, once.
+func withPrimary(gid uint32, groups []uint32) []uint32 {
+	out := []uint32{gid}
+	for _, g := range groups {
+		if !slices.Contains(out, g) {
+			out = append(out, g)
+		}
+	}
+	return out
 }

@@ -42,7 +42,7 @@ func TestRunReadsConfigAtStart(t *testing.T) {
 	put(`{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/ep"],"Cmd":["serve"],"Env":["A=1"],"User":"app","WorkingDir":"/w","StopSignal":"SIGQUIT","ExposedPorts":{"80/tcp":{}}},"rootfs":{"type":"layers","diff_ids":[]}}`)
 	got := plan()
 	for _, want := range []string{"--kill-signal=SIGQUIT", "--setenv=A=1", "--setenv=HOME=/home/app", "--chdir=/w",
-		"container-init --user 1000:1000:50 -- /ep serve"} {
+		"container-init --user 1000:1000:1000,50 -- /ep serve"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("with a config: %s\nlacks %s", got, want)
 		}
@@ -51,7 +51,7 @@ func TestRunReadsConfigAtStart(t *testing.T) {
 		t.Errorf("COMMAND replaces CMD: %s", got)
 	}
 	put(`{"architecture":"amd64","os":"linux","config":{"Cmd":["/v2"]},"rootfs":{"type":"layers","diff_ids":[]}}`)
-	if got := plan(); !strings.HasSuffix(got, "container-init --user 0:0 -- /v2") || strings.Contains(got, "SIGQUIT") {
+	if got := plan(); !strings.HasSuffix(got, "container-init --user 0:0:0 -- /v2") || strings.Contains(got, "SIGQUIT") {
 		t.Errorf("the next start after the config changed: %s", got)
 	}
 

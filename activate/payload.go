@@ -124,7 +124,9 @@ func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, ir imageRun,
 	on, _ := withInit(opt, o, command)
 	var io pid1.Options
 	if ir.user != nil {
-		if c := ir.user.creds; on || c.UID != 0 || c.GID != 0 || len(c.Groups) > 0 {
+		// Plain root (no groups but its own) is what nspawn starts the
+		// command as: without the init, no binary is needed for it.
+		if c := ir.user.creds; on || c.UID != 0 || c.GID != 0 || len(c.Groups) > 1 || (len(c.Groups) == 1 && c.Groups[0] != 0) {
 			io.Creds = &c
 		}
 	}

@@ -331,6 +331,10 @@ func nspawnArgsStop(name, tree string, user []string, registered bool, stop stri
 // SIGRTMIN+3); otherwise rootswap adds --kill-signal=SIGTERM.
 func ChoosesStop(user []string) bool { return scanOptions("", user).stopBy }
 
+// ChoosesBoot reports whether the nspawn options user boot the tree's
+// own init (-b), which needs no command.
+func ChoosesBoot(user []string) bool { return scanOptions("", user).boot }
+
 // readOnlyRoot names the option that leaves the container's root the
 // read-only tree, or "" when nspawn mounts something writable on / (the
 // overlay, or the tmpfs of --volatile=yes) and so can make mount points.

@@ -15,7 +15,7 @@ import (
 type Spec struct {
 	Name, Image  string
 	Daemon       bool     // Image comes from the Docker daemon: order the unit after docker.service
-	Command      []string // run in the tree; empty: the image's own
+	Command      []string // run in the tree; empty: the image's ENTRYPOINT and CMD, read by run at each start (NspawnFiles needs one)
 	Nspawn       activate.NspawnOptions
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
@@ -179,6 +179,12 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
+	if len(command) == 0 && !activate.ChoosesBoot(o.Extra) {
+		// nspawn reads the file itself at each start: no rootswap run
+		// reads the current image's entrypoint then, and a command frozen
+		// from today's image would outlive the next upgrade.
+		return nil, invalidf("unit --nspawn-file %s: give the -- COMMAND: a .nspawn file cannot follow the image's ENTRYPOINT and CMD at each start (the service unit, without --nspawn-file, does)", name)
+	}
 	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, image)...)
 	if err != nil {
 		return nil, err

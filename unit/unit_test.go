@@ -2,6 +2,7 @@ package unit
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -223,6 +224,14 @@ func TestUnitNspawnFile(t *testing.T) {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, strings.Split(v, "\x00"))
 		}
 	}
+	// Without a command: refused (nothing would read the image's
+	// entrypoint at start), unless -b boots the tree's init.
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1"}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the -- COMMAND") {
+		t.Errorf("--nspawn-file without a command: %v", err)
+	}
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}}); err != nil {
+		t.Errorf("--nspawn-file -b without a command: %v", err)
+	}
 	// --no-init: the command as it is, no binary bound; the service says
 	// it to run.
 	svc, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app"}, NoInit: true})
@@ -251,7 +260,7 @@ func TestUnitNspawnFile(t *testing.T) {
 		t.Errorf("drop-in TimeoutStopSec %q, want the default 10s", got)
 	}
 	// The user's --kill-signal wins: no KillSignal= overrides it (--settings=override).
-	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second,
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second, Command: []string{"/app"},
 		Nspawn: activate.NspawnOptions{Extra: []string{"--kill-signal=SIGINT"}}, RestartSec: 5 * time.Second})
 	install(t, dir, files, err)
 	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); n["Exec"]["KillSignal"] != nil {
@@ -267,7 +276,7 @@ func TestUnitNspawnFile(t *testing.T) {
 func TestUnitSourceDeps(t *testing.T) {
 	bin, _ := os.Executable()
 	for _, daemon := range []bool{true, false} {
-		sp := Spec{Name: "web", Image: "docker://reg.example/web:1", Daemon: daemon}
+		sp := Spec{Name: "web", Image: "docker://reg.example/web:1", Daemon: daemon, Command: []string{"/app"}}
 		svc, err := ServiceFiles(bin, "/var/lib/rootswap", sp)
 		if err != nil {
 			t.Fatal(err)

@@ -131,7 +131,7 @@ func TestUnitWritesAbsolutePathsAndCarriesFlags(t *testing.T) {
 	for _, nspawnFile := range []string{"", "--nspawn-file"} {
 		args := []string{"--root", "/srv/store", "--source", "registry", "unit", "web", "reg/web:1"}
 		if nspawnFile != "" {
-			args = append(args, nspawnFile)
+			args = append(args, nspawnFile, "--", "/app")
 		}
 		code, out := cli(t, args...)
 		want := " --root /srv/store --source=registry --registry-timeout=30s --registries-conf=" + dir + "/conf/registries.conf --platform=linux/arm64 prepare --pull "

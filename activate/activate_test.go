@@ -413,3 +413,72 @@ func TestLinkMachine(t *testing.T) {
 		t.Fatalf("%s holds %v", dir, ents)
 	}
 }
+
+// TestManualRollbackHolds (issue 18 item 7): after `rollback`, the
+// restart that applies it runs prepare of the same reference, which must
+// not activate the digest the operator rolled away from; a new digest
+// behind the reference, or --force, is taken again, and an explicit
+// activation or rollback to the declined digest forgives it.
+func TestManualRollbackHolds(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}}
+	v1, v2, v3 := digest.FromString("v1"), digest.FromString("v2"), digest.FromString("v3")
+	if _, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src.images["app:stable"] = "v2"
+	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Digest != v2 {
+		t.Fatalf("upgrade: %+v %v", p, err)
+	}
+	if g, err := Rollback(ctx, s, "m", ""); err != nil || g.Digest != v1 {
+		t.Fatalf("rollback: %+v %v", g, err)
+	}
+	_, m, _ := History(s, "m")
+	if DeclinedWhy(m, v2) != ManualRollback || DeclinedWhy(m, v1) != "" || m.Image != "app:stable" {
+		t.Fatalf("after the rollback the record is %+v", m)
+	}
+	// The restart that applies the rollback.
+	p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{Pull: true})
+	if err != nil || p.Change != Declined || p.Digest != v1 {
+		t.Fatalf("prepare after a manual rollback: %+v %v", p, err)
+	}
+	assertCurrent(t, s, "m", v1, "v1")
+	if !strings.Contains(logs.String(), ManualRollback) {
+		t.Errorf("the decline does not say why: %s", logs.String())
+	}
+	gens, m, _ := History(s, "m")
+	if h := HealthOf(m, gens[1], DefaultHealthyAfter); h != "failed" {
+		t.Errorf("history labels the generation rolled away from %q", h)
+	}
+	// The reference moves on: the new digest is taken.
+	src.images["app:stable"] = "v3"
+	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != v3 {
+		t.Fatalf("a new digest after the rollback: %+v %v", p, err)
+	}
+	// Back to v2 by hand: v3 is declined now, v2 no longer.
+	src.images["app:stable"] = "v2"
+	if g, err := Rollback(ctx, s, "m", v2.String()); err != nil || g.Digest != v2 {
+		t.Fatalf("rollback --to v2: %+v %v", g, err)
+	}
+	_, m, _ = History(s, "m")
+	if DeclinedWhy(m, v2) != "" || DeclinedWhy(m, v3) != ManualRollback {
+		t.Fatalf("after rollback --to v2: failed %v why %v", m.Failed, m.Why)
+	}
+	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Unchanged || p.Digest != v2 {
+		t.Fatalf("prepare of the digest rolled back to: %+v %v", p, err)
+	}
+	// --force takes the declined digest.
+	src.images["app:stable"] = "v3"
+	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Declined {
+		t.Fatalf("prepare of v3 after rolling back from it: %+v %v", p, err)
+	}
+	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != v3 {
+		t.Fatalf("prepare --force: %+v %v", p, err)
+	}
+	if _, m, _ = History(s, "m"); len(m.Failed) != 0 || len(m.Why) != 0 {
+		t.Errorf("--force left %v %v", m.Failed, m.Why)
+	}
+}

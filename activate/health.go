@@ -236,20 +236,8 @@ func autoRollback(ctx context.Context, s *cache.Store, log *slog.Logger, name st
 			"machine", name, "generation", bad.Number, "digest", bad.Digest, "failures", bad.Failures)
 		return index.Generation{}, false, nil
 	}
-	if _, err := Rollback(ctx, s, name, strconv.FormatUint(good.Number, 10)); err != nil {
-		return index.Generation{}, false, err
-	}
-	err = s.Update(func(tx *index.Tx) error {
-		m, err := tx.Machine(name)
-		if err != nil {
-			return err
-		}
-		if !slices.Contains(m.Failed, bad.Digest) {
-			m.Failed = append(m.Failed, bad.Digest)
-		}
-		return tx.PutMachine(m)
-	})
-	if err != nil {
+	why := fmt.Sprintf("crash loop: generation %d failed %d runs in a row (last: %s)", bad.Number, bad.Failures, bad.LastResult)
+	if _, err := rollbackFor(ctx, s, name, strconv.FormatUint(good.Number, 10), why); err != nil {
 		return index.Generation{}, false, err
 	}
 	log.Warn("rolled back a crash-looping generation",
@@ -266,10 +254,21 @@ func clearFailed(s *cache.Store, name string, d digest.Digest) error {
 		if err != nil {
 			return nil // a new machine has nothing to forget
 		}
-		if i := slices.Index(m.Failed, d); i >= 0 {
-			m.Failed = slices.Delete(m.Failed, i, i+1)
+		if slices.Contains(m.Failed, d) {
+			m.Forgive(d)
 			return tx.PutMachine(m)
 		}
 		return nil
 	})
+}
+
+// DeclinedWhy says why machine m declines d, or "" if it does not.
+func DeclinedWhy(m index.Machine, d digest.Digest) string {
+	if !slices.Contains(m.Failed, d) {
+		return ""
+	}
+	if w := m.Why[d]; w != "" {
+		return w
+	}
+	return "crash loop" // recorded before reasons were
 }

@@ -188,6 +188,23 @@ func lock(ctx context.Context, s *cache.Store, name string) (func(), error) {
 	return func() { ml.Unlock(); sl.Unlock() }, nil
 }
 
+// reconcile makes machine name's index agree with its link, as every
+// flip does first (see load), and returns its record and current
+// generation.
+func reconcile(ctx context.Context, s *cache.Store, name string) (index.Machine, index.Generation, error) {
+	unlock, err := lock(ctx, s, name)
+	if err != nil {
+		return index.Machine{}, index.Generation{}, err
+	}
+	defer unlock()
+	st, err := load(s, name)
+	if err != nil {
+		return index.Machine{}, index.Generation{}, err
+	}
+	g, _ := st.gen(st.m.Current)
+	return st.m, g, nil
+}
+
 // Activate points machine name at tree d (which must be in the index) and
 // records a new generation with image ref and reason. Activating the tree
 // that is already current changes nothing and reports changed false.
@@ -227,6 +244,11 @@ func Activate(ctx context.Context, s *cache.Store, name string, d digest.Digest,
 			}
 			m := prev
 			m.Current = g.Number
+			// An activation is a choice of d: it is no longer declined.
+			m.Forgive(d)
+			if image != "" {
+				m.Image = image
+			}
 			if err := tx.PutMachine(m); err != nil {
 				return err
 			}
@@ -256,10 +278,27 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// ManualRollback is the reason an operator's `rollback` records for the
+// digest it left.
+const ManualRollback = "rolled back by hand"
+
 // Rollback moves machine name to an earlier generation: by default the one
 // before the current one, or the one named by to (a generation number or a
 // digest, whose newest generation is taken). No generation is added.
-func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ index.Generation, err error) {
+//
+// A rollback holds: the digest it leaves is marked failed (reason
+// ManualRollback), so the restart that applies the rollback, whose
+// prepare --pull resolves the same reference, declines it instead of
+// activating it again; so does update. It stays declined until the
+// reference names another digest or prepare gets --force. The digest
+// rolled back to is no longer declined: the operator chose it.
+func Rollback(ctx context.Context, s *cache.Store, name, to string) (index.Generation, error) {
+	return rollbackFor(ctx, s, name, to, ManualRollback)
+}
+
+// rollbackFor is Rollback, recording why as the reason the digest left is
+// declined.
+func rollbackFor(ctx context.Context, s *cache.Store, name, to, why string) (_ index.Generation, err error) {
 	if err := ValidName(name); err != nil {
 		return index.Generation{}, err
 	}
@@ -295,6 +334,10 @@ func Rollback(ctx context.Context, s *cache.Store, name, to string) (_ index.Gen
 		return s.Update(func(tx *index.Tx) error {
 			m := prev
 			m.Current = target.Number
+			if st.cur != "" && st.cur != target.Digest {
+				m.Decline(st.cur, why)
+			}
+			m.Forgive(target.Digest)
 			return tx.PutMachine(m)
 		})
 	}
@@ -390,8 +433,9 @@ func History(s *cache.Store, name string) ([]index.Generation, index.Machine, er
 	return gens, m, err
 }
 
-// HealthOf labels generation g of machine m: "failed" (rolled back from a
-// crash loop), "healthy" (stayed up healthyAfter), "failing" (its last runs
+// HealthOf labels generation g of machine m: "failed" (rolled back from:
+// a crash loop, a failed update, an operator's rollback; m.Why says
+// which), "healthy" (stayed up healthyAfter), "failing" (its last runs
 // failed) or "" (nothing known yet).
 func HealthOf(m index.Machine, g index.Generation, healthyAfter time.Duration) string {
 	switch {

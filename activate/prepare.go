@@ -105,8 +105,32 @@ func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog
 	for {
 		o, done, err := p.do(ctx, decide(st, opt), &st)
 		if err != nil || done {
+			if err == nil {
+				p.rememberRef(st)
+			}
 			return o, err
 		}
+	}
+}
+
+// rememberRef records ref as the image the machine follows (what update
+// resolves), if its record names another. An activation records it with
+// the generation; this covers a prepare that activated nothing. Best
+// effort: the machine runs either way.
+func (p *preparation) rememberRef(st view) {
+	if st.m.Name == "" || st.m.Image == p.ref {
+		return
+	}
+	err := p.s.Update(func(tx *index.Tx) error {
+		m, err := tx.Machine(p.name)
+		if err != nil || m.Image == p.ref {
+			return err
+		}
+		m.Image = p.ref
+		return tx.PutMachine(m)
+	})
+	if err != nil {
+		p.log.Debug("could not record the machine's image", "machine", p.name, "image", p.ref, "err", err)
 	}
 }
 
@@ -363,15 +387,24 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 	case rollback:
 		return Outcome{}, false, p.rollback(ctx, st)
 	case decline:
+		if st.link != "" && !st.agree() {
+			// Keeping the current tree means keeping what the link
+			// names: the index follows it first (see flip).
+			m, cur, err := reconcile(ctx, p.s, p.name)
+			if err != nil {
+				return Outcome{}, true, err
+			}
+			st.m, st.cur = m, cur
+		}
 		p.log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
-			"machine", p.name, "image", p.ref, "digest", st.resolved, "current", st.link)
+			"machine", p.name, "image", p.ref, "digest", st.resolved, "current", st.link, "why", DeclinedWhy(st.m, st.resolved))
 		o := Outcome{Change: Declined, Digest: st.link, Generation: st.m.Current}
 		if st.rolledBack {
 			o.Change = RolledBackDeclined
 		}
 		return o, true, nil
 	case forget:
-		st.m.Failed = slices.DeleteFunc(slices.Clone(st.m.Failed), func(d digest.Digest) bool { return d == st.resolved })
+		st.m.Forgive(st.resolved)
 		return Outcome{}, false, clearFailed(p.s, p.name, st.resolved)
 	case hit:
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
@@ -401,9 +434,7 @@ func (p *preparation) rollback(ctx context.Context, st *view) error {
 	}
 	st.rolledBack = true
 	st.link, st.cur, st.m.Current = good.Digest, good, good.Number
-	if !slices.Contains(st.m.Failed, bad.Digest) {
-		st.m.Failed = append(slices.Clone(st.m.Failed), bad.Digest)
-	}
+	st.m.Decline(bad.Digest, "crash loop")
 	return nil
 }
 

@@ -151,6 +151,9 @@ func (s *Store) TmpDir() string { return filepath.Join(s.root, "tmp") }
 //     an image digest at a time;
 //   - a machine lock (LockMachine, locks/machine-<name>), exclusive: one
 //     flip of a machine at a time;
+//   - the update lock (LockUpdate, locks/update), exclusive: one `update`
+//     at a time; taken before any other, and nothing waits for it but
+//     another update;
 //   - a staging lock (tmp/<id>.lock), held by its builder from birth;
 //     cleaners only TryLock it.
 //
@@ -184,6 +187,13 @@ func (s *Store) LockTree(ctx context.Context, d digest.Digest) (*fsys.Lock, erro
 // LockMachine serialises flips of one machine.
 func (s *Store) LockMachine(ctx context.Context, name string) (*fsys.Lock, error) {
 	return s.lockFile(ctx, filepath.Join(s.root, "locks", "machine-"+name), true)
+}
+
+// LockUpdate serialises `rootswap update` runs on the store: a second one
+// waits for the first, up to the lock timeout. Imports, activations and
+// gc do not take it.
+func (s *Store) LockUpdate(ctx context.Context) (*fsys.Lock, error) {
+	return s.lockFile(ctx, filepath.Join(s.root, "locks", "update"), true)
 }
 
 func (s *Store) lockFile(ctx context.Context, path string, exclusive bool) (*fsys.Lock, error) {

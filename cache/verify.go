@@ -485,6 +485,8 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 		im, known := machines[name]
 		d, err := s.ReadMachineLink(name)
 		switch {
+		case errors.Is(err, ErrNotFound) && known && im.current == 0:
+			continue // declared (unit --auto-update) and never activated
 		case errors.Is(err, ErrNotFound) && known:
 			bad(im.digest, "the index records generation %d but %s is missing; `rootswap activate %s %s` points it again", im.current, s.MachineLink(name), name, im.digest)
 			continue

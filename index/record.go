@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -71,9 +74,54 @@ type Ref struct {
 
 // Machine is the index record of a machine.
 type Machine struct {
-	Name    string          `json:"name"`
-	Current uint64          `json:"current"`          // the generation `current` points at
-	Failed  []digest.Digest `json:"failed,omitempty"` // digests rolled back from a crash loop: not activated again without --force
+	Name    string `json:"name"`
+	Current uint64 `json:"current"` // the generation `current` points at
+	// Failed are the digests the machine was rolled back from (a crash
+	// loop, a failed update's health gate, an operator's rollback):
+	// prepare and update decline them until the reference names another
+	// digest or --force is given. Why says, for each, what happened.
+	Failed []digest.Digest          `json:"failed,omitempty"`
+	Why    map[digest.Digest]string `json:"failed_why,omitempty"`
+	// Image is the image reference the machine follows: the one its
+	// last prepare (or activation by prepare) used. update resolves it.
+	Image string `json:"image,omitempty"`
+	// AutoUpdate marks a machine `update` without a NAME updates
+	// (`unit --auto-update`).
+	AutoUpdate bool `json:"auto_update,omitempty"`
+}
+
+// Decline marks d failed on the machine, saying why; a digest marked
+// already keeps its first reason.
+func (m *Machine) Decline(d digest.Digest, why string) {
+	if slices.Contains(m.Failed, d) {
+		return
+	}
+	m.Failed = append(slices.Clone(m.Failed), d)
+	why = strings.TrimSpace(why)
+	if why == "" {
+		return
+	}
+	w := make(map[digest.Digest]string, len(m.Why)+1)
+	maps.Copy(w, m.Why)
+	w[d] = why
+	m.Why = w
+}
+
+// Forgive forgets that d failed on the machine (--force, or an
+// operator's explicit choice of it).
+func (m *Machine) Forgive(d digest.Digest) {
+	if !slices.Contains(m.Failed, d) {
+		return
+	}
+	m.Failed = slices.DeleteFunc(slices.Clone(m.Failed), func(x digest.Digest) bool { return x == d })
+	if _, ok := m.Why[d]; ok {
+		w := maps.Clone(m.Why)
+		delete(w, d)
+		if len(w) == 0 {
+			w = nil
+		}
+		m.Why = w
+	}
 }
 
 // Generation is one activation of a machine.

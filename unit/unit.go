@@ -53,6 +53,53 @@ func GCTimerFiles(bin, root string) ([]File, error) {
 	return []File{{"rootswap-gc.service", service}, {"rootswap-gc.timer", timer}}, nil
 }
 
+// DefaultUpdateCalendar is when the update timer fires unless told
+// otherwise: daily, as podman-auto-update.timer does, at a random time
+// within the hour after.
+const DefaultUpdateCalendar = "daily"
+
+// UpdateTimerFiles are rootswap-update.service and rootswap-update.timer
+// for the binary bin and store root, both absolute: `rootswap update` of
+// every machine marked with `unit --auto-update`, at onCalendar (a
+// systemd.time(7) calendar event; "" is DefaultUpdateCalendar), with
+// the global flags flags before the command (as a service's prepare gets
+// them: the source, the registry's timeout and mirrors). The service
+// fetches at the lowest CPU and I/O priority, so the services it
+// updates keep theirs while it imports; the restarts it asks for are the
+// units' own, at their own priority.
+func UpdateTimerFiles(bin, root, onCalendar string, flags []string) ([]File, error) {
+	if onCalendar == "" {
+		onCalendar = DefaultUpdateCalendar
+	}
+	if strings.ContainsAny(onCalendar, "\n\r") || strings.TrimSpace(onCalendar) == "" {
+		return nil, invalidf("unit --on-calendar %q: want one systemd.time(7) calendar event", onCalendar)
+	}
+	exec, err := execLine(append(append([]string{bin, "--root", root}, flags...), "update")...)
+	if err != nil {
+		return nil, err
+	}
+	service := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", "Update rootswap machines marked for auto-update"),
+		unit.NewUnitOption("Unit", "Wants", "network-online.target"),
+		unit.NewUnitOption("Unit", "After", "network-online.target"),
+		unit.NewUnitOption("Service", "Type", "oneshot"),
+		unit.NewUnitOption("Service", "ExecStart", exec),
+		unit.NewUnitOption("Service", "Nice", "19"),
+		unit.NewUnitOption("Service", "IOSchedulingClass", "idle"),
+		unit.NewUnitOption("Service", "CPUWeight", "idle"),
+		// A bound on a hung run; update's own deadlines come first.
+		unit.NewUnitOption("Service", "TimeoutStartSec", "1h"),
+	}
+	timer := []*unit.UnitOption{
+		unit.NewUnitOption("Unit", "Description", "Update rootswap machines marked for auto-update"),
+		unit.NewUnitOption("Timer", "OnCalendar", onCalendar),
+		unit.NewUnitOption("Timer", "RandomizedDelaySec", "1h"),
+		unit.NewUnitOption("Timer", "Persistent", "true"),
+		unit.NewUnitOption("Install", "WantedBy", "timers.target"),
+	}
+	return []File{{"rootswap-update.service", service}, {"rootswap-update.timer", timer}}, nil
+}
+
 // execLine quotes a command line for ExecStart= and the other Exec*=
 // settings (systemd.service(5), "Command lines"): systemd expands
 // specifiers in the whole line, splits it into words, unquotes them and
@@ -182,7 +229,7 @@ func Install(w io.Writer, dir string, files []File) error {
 		switch {
 		case strings.HasSuffix(f.name, ".timer"):
 			enable = append(enable, f.name)
-		case strings.HasSuffix(f.name, ".service") && !strings.HasPrefix(f.name, "rootswap-gc"):
+		case strings.HasSuffix(f.name, ".service") && !strings.HasPrefix(f.name, "rootswap-gc") && !strings.HasPrefix(f.name, "rootswap-update"):
 			enable = append(enable, f.name)
 		case strings.HasSuffix(f.name, ".service.d/rootswap.conf"):
 			enable = append(enable, strings.TrimSuffix(f.name, ".d/rootswap.conf"))

@@ -132,17 +132,25 @@ func TestUnitQuoting(t *testing.T) {
 	}
 }
 
-// verifyUnits runs systemd-analyze verify, which reads units offline (no
+// verifyUnits runs systemd-analyze verify on the units names in dir (the gc
+// timer's when none are named), which it reads offline (no
 // systemd as PID 1 needed) and checks the ExecStart binary exists. It
 // prints warnings without failing, so any output is a failure.
-func verifyUnits(t *testing.T, dir string) {
+func verifyUnits(t *testing.T, dir string, names ...string) {
 	t.Helper()
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Logf("systemd-analyze verify skipped: %v", err)
 		return
 	}
-	cmd := exec.Command(sa, "verify", filepath.Join(dir, "rootswap-gc.timer"), filepath.Join(dir, "rootswap-gc.service"))
+	if len(names) == 0 {
+		names = []string{"rootswap-gc.timer", "rootswap-gc.service"}
+	}
+	args := []string{"verify"}
+	for _, n := range names {
+		args = append(args, filepath.Join(dir, n))
+	}
+	cmd := exec.Command(sa, args...)
 	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_LEVEL=warning")
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
@@ -305,5 +313,43 @@ func TestUnitSourceDeps(t *testing.T) {
 				t.Errorf("daemon=%v: %s: Wants=%q After=%q, want %s", daemon, f.name, wants, after, want)
 			}
 		}
+	}
+}
+
+// TestUnitUpdateTimer: rootswap-update.service runs update on this store
+// at the lowest CPU and I/O priority; the timer fires daily (or at
+// --on-calendar) with a random delay; Install enables only the timer;
+// systemd-analyze reads both.
+func TestUnitUpdateTimer(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	dir := filepath.Join(t.TempDir(), "units")
+	bin, _ := os.Executable()
+	files, err := UpdateTimerFiles(bin, store, "", nil)
+	out := install(t, dir, files, err)
+	want := "wrote " + dir + "/rootswap-update.service\nwrote " + dir + "/rootswap-update.timer\n" +
+		"next: systemctl daemon-reload && systemctl enable --now rootswap-update.timer\n"
+	if out != want {
+		t.Errorf("install said:\n%s\nwant:\n%s", out, want)
+	}
+	svc := readUnit(t, filepath.Join(dir, "rootswap-update.service"))
+	for name, want := range map[string]string{"ExecStart": bin + " --root " + store + " update", "Type": "oneshot",
+		"Nice": "19", "IOSchedulingClass": "idle", "CPUWeight": "idle"} {
+		if got := svc["Service"][name]; len(got) != 1 || got[0] != want {
+			t.Errorf("service %s = %q, want %q", name, got, want)
+		}
+	}
+	timer := readUnit(t, filepath.Join(dir, "rootswap-update.timer"))
+	for name, want := range map[string]string{"OnCalendar": "daily", "RandomizedDelaySec": "1h", "Persistent": "true"} {
+		if got := timer["Timer"][name]; len(got) != 1 || got[0] != want {
+			t.Errorf("timer %s = %q, want %q", name, got, want)
+		}
+	}
+	verifyUnits(t, dir, "rootswap-update.timer", "rootswap-update.service")
+	files, err = UpdateTimerFiles(bin, store, "Mon *-*-* 03:00", []string{"--source=registry"})
+	if err != nil || files[1].opts[1].Value != "Mon *-*-* 03:00" || files[0].opts[4].Value != bin+" --root "+store+" --source=registry update" {
+		t.Errorf("--on-calendar: %v %v", files, err)
+	}
+	if _, err := UpdateTimerFiles(bin, store, "daily\nExecStart=/bin/evil", nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a calendar with a newline: %v", err)
 	}
 }

@@ -321,7 +321,13 @@ func rollbackCmd(g *globals) *cobra.Command {
 		Short: "Move machine NAME back to an earlier generation",
 		Long: `Rollback flips NAME to the generation before the current one; repeated
 rollbacks walk further back. --to jumps to any recorded generation, by number
-or digest. No generation is added; a later prepare of a new image appends one.`,
+or digest. No generation is added; a later prepare of a new image appends one.
+
+A rollback holds: the digest it leaves is marked failed ("rolled back by
+hand", as history shows), so the restart that applies the rollback (whose
+prepare --pull resolves the same IMAGE) and update decline it until IMAGE
+names another digest or prepare gets --force. The digest rolled back to is no
+longer declined.`,
 		Example: `  rootswap rollback web
   rootswap rollback web --to 3
   rootswap rollback web --to sha256:3f4e5a6b7c8d`,
@@ -377,6 +383,7 @@ type historyRow struct {
 	LastResult string        `json:"last_result,omitempty"`
 	Current    bool          `json:"current"`
 	Health     string        `json:"health"`
+	Declined   string        `json:"declined,omitempty"` // why prepare and update decline its digest
 }
 
 func historyCmd(g *globals) *cobra.Command {
@@ -403,7 +410,8 @@ func historyCmd(g *globals) *cobra.Command {
 			rows := []historyRow{}
 			for _, gen := range gens {
 				rows = append(rows, historyRow{gen.Number, gen.Digest, gen.Image, gen.Time, gen.Reason, gen.Starts, gen.Failures,
-					gen.LongestRun.Seconds(), gen.LastStart, gen.LastResult, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter)})
+					gen.LongestRun.Seconds(), gen.LastStart, gen.LastResult, gen.Number == m.Current, activate.HealthOf(m, gen, healthyAfter),
+					activate.DeclinedWhy(m, gen.Digest)})
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), rows)
@@ -415,8 +423,12 @@ func historyCmd(g *globals) *cobra.Command {
 				if r.Current {
 					mark = "*"
 				}
+				health := r.Health
+				if r.Declined != "" {
+					health += " (" + r.Declined + ")"
+				}
 				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", mark, r.Number, short(r.Digest), r.Image,
-					r.Activated.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, (time.Duration(r.LongestRun * float64(time.Second))).Round(time.Second), r.Health)
+					r.Activated.Format(time.RFC3339), r.Reason, r.Starts, r.Failures, (time.Duration(r.LongestRun * float64(time.Second))).Round(time.Second), health)
 			}
 			return w.Flush()
 		},

@@ -31,6 +31,7 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(heapLimit)
 	}
+	homeFromPasswd()
 	ctx, stop := signalContext()
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()

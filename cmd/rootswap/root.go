@@ -256,6 +256,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 		unitCmd(g),
 		verifyCmd(g),
 		reportCmd(g),
+		updateCmd(g),
 		manCmd(),
 	)
 	return root

@@ -16,13 +16,16 @@ import (
 // unitCmd is long only by its help text: its work is one unit package call.
 func unitCmd(g *globals) *cobra.Command {
 	var (
-		gcTimer bool
-		install bool
-		unitDir string
-		svc     serviceFlags
+		gcTimer     bool
+		updateTimer bool
+		onCalendar  string
+		autoUpdate  bool
+		install     bool
+		unitDir     string
+		svc         serviceFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "unit (--gc-timer | NAME IMAGE [-- COMMAND ARGS…]) [--install [--unit-dir DIR]]",
+		Use:   "unit (--gc-timer | --update-timer | NAME IMAGE [-- COMMAND ARGS…]) [--install [--unit-dir DIR]]",
 		Short: "Print or install systemd units for rootswap",
 		Long: `Unit prints systemd units that run rootswap; with --install it writes them to
 /etc/systemd/system (or --unit-dir) and prints the commands that enable them.
@@ -37,21 +40,38 @@ and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
 
 --gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
 this store (--root), and rootswap-gc.timer, which starts it daily at a random
-time within the first hour, catching up after downtime.`,
+time within the first hour, catching up after downtime.
+
+--auto-update marks machine NAME, in the store, as one that 'rootswap update'
+without a NAME updates, following IMAGE (--auto-update=false unmarks it).
+--update-timer gives rootswap-update.service, a oneshot running 'rootswap
+update' on this store at the lowest CPU and I/O priority (Nice=19,
+IOSchedulingClass=idle, CPUWeight=idle), and rootswap-update.timer, which
+starts it daily (--on-calendar changes it) within a random hour, catching up
+after downtime.`,
 		Example: `  rootswap unit web registry.example/web:stable -- /usr/bin/web-server --port 80
   rootswap unit web docker://registry.example/web:stable   # no Docker on the node
   rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
   rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
   rootswap unit --gc-timer
-  rootswap --root /srv/rootswap unit --gc-timer --install`,
+  rootswap --root /srv/rootswap unit --gc-timer --install
+  rootswap unit --install --auto-update web docker://registry.example/web:stable
+  rootswap unit --update-timer --on-calendar 'Mon..Fri 04:00' --install`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			timer := gcTimer || updateTimer
 			switch {
-			case gcTimer && len(args) > 0:
-				return usage("unit: give --gc-timer or NAME IMAGE, not both")
-			case !gcTimer && len(args) < 2,
-				!gcTimer && cmd.ArgsLenAtDash() < 0 && len(args) != 2,
-				!gcTimer && cmd.ArgsLenAtDash() >= 0 && cmd.ArgsLenAtDash() != 2:
-				return usage("unit: give --gc-timer or NAME IMAGE [-- COMMAND ARGS…] (see --help)")
+			case gcTimer && updateTimer:
+				return usage("unit: give --gc-timer or --update-timer, not both")
+			case timer && len(args) > 0:
+				return usage("unit: give --gc-timer, --update-timer or NAME IMAGE, not more than one")
+			case timer && cmd.Flags().Changed("auto-update"):
+				return usage("unit: --auto-update marks a machine: give NAME IMAGE")
+			case cmd.Flags().Changed("on-calendar") && !updateTimer:
+				return usage("unit: --on-calendar is for --update-timer")
+			case !timer && len(args) < 2,
+				!timer && cmd.ArgsLenAtDash() < 0 && len(args) != 2,
+				!timer && cmd.ArgsLenAtDash() >= 0 && cmd.ArgsLenAtDash() != 2:
+				return usage("unit: give --gc-timer, --update-timer or NAME IMAGE [-- COMMAND ARGS…] (see --help)")
 			}
 			return nil
 		},
@@ -66,7 +86,7 @@ time within the first hour, catching up after downtime.`,
 			}
 			var files []unit.File
 			var sp unit.Spec
-			if !gcTimer {
+			if !gcTimer && !updateTimer {
 				if sp, err = svc.spec(cmd, g, args); err != nil {
 					return err
 				}
@@ -74,6 +94,11 @@ time within the first hour, catching up after downtime.`,
 			switch {
 			case gcTimer:
 				files, err = unit.GCTimerFiles(bin, root)
+			case updateTimer:
+				var pf []string
+				if pf, err = g.prepareFlags(cmd); err == nil {
+					files, err = unit.UpdateTimerFiles(bin, root, onCalendar, pf)
+				}
 			case svc.settingsFile:
 				files, err = unit.NspawnFiles(bin, root, sp)
 			default:
@@ -82,6 +107,19 @@ time within the first hour, catching up after downtime.`,
 			if err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("auto-update") {
+				// The mark lives in the store, where update reads it;
+				// a machine that never ran gets its record here.
+				g.mayCreate = true
+				s, err := g.open(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if err := activate.SetAutoUpdate(s, sp.Name, sp.Image, autoUpdate); err != nil {
+					return err
+				}
+				g.log.Info("machine marked for update", "machine", sp.Name, "image", sp.Image, "auto_update", autoUpdate)
+			}
 			if !install {
 				return unit.Print(cmd.OutOrStdout(), unitDir, files)
 			}
@@ -89,6 +127,9 @@ time within the first hour, catching up after downtime.`,
 		},
 	}
 	cmd.Flags().BoolVar(&gcTimer, "gc-timer", false, "the daily gc service and timer")
+	cmd.Flags().BoolVar(&updateTimer, "update-timer", false, "the update service and timer (updates the machines marked with --auto-update)")
+	cmd.Flags().StringVar(&onCalendar, "on-calendar", unit.DefaultUpdateCalendar, "when the update timer fires (`EVENT`, systemd.time(7))")
+	cmd.Flags().BoolVar(&autoUpdate, "auto-update", false, "mark machine NAME in the store as one 'rootswap update' without NAME updates")
 	cmd.Flags().BoolVar(&install, "install", false, "write the units instead of printing them")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "/etc/systemd/system", "where --install writes units (`DIR`)")
 	svc.register(cmd)

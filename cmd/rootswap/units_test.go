@@ -106,6 +106,44 @@ func TestUnitSource(t *testing.T) {
 	}
 }
 
+// TestUnitAutoUpdateAndTimer: --auto-update marks the machine in the
+// store (creating it if need be) where update without NAME finds it, and
+// --auto-update=false unmarks it; --update-timer prints the service and
+// timer, with --on-calendar; the flags that do not go together are usage
+// errors.
+func TestUnitAutoUpdateAndTimer(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"unit", "--update-timer", "--gc-timer"}, 2},
+		{[]string{"unit", "--update-timer", "web", "img"}, 2},
+		{[]string{"unit", "--update-timer", "--auto-update"}, 2},
+		{[]string{"unit", "--on-calendar", "weekly", "web", "img"}, 2},
+		{[]string{"update", "--max-parallel", "0"}, 2},
+	} {
+		if code, out := rootswapIn(t, store, tc.args...); code != tc.code {
+			t.Errorf("%v: exit %d, want %d\n%s", tc.args, code, tc.code, out)
+		}
+	}
+	out := mustRun(t, store, "unit", "--update-timer", "--on-calendar", "Mon 04:00")
+	for _, want := range []string{"# /etc/systemd/system/rootswap-update.service", "update\n", "Nice=19", "IOSchedulingClass=idle",
+		"# /etc/systemd/system/rootswap-update.timer", "OnCalendar=Mon 04:00"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("unit --update-timer lacks %q:\n%s", want, out)
+		}
+	}
+	mustRun(t, store, "unit", "--auto-update", "web", "docker://reg.example/web:1")
+	if out := mustRun(t, store, "update", "--dry-run"); !strings.Contains(out, "web") || !strings.Contains(out, "docker://reg.example/web:1") {
+		t.Errorf("update --dry-run after --auto-update:\n%s", out)
+	}
+	mustRun(t, store, "unit", "--auto-update=false", "web", "docker://reg.example/web:1")
+	if out := mustRun(t, store, "update", "--dry-run"); !strings.Contains(out, "no machine to update") {
+		t.Errorf("update --dry-run after --auto-update=false:\n%s", out)
+	}
+}
+
 // TestUnitWritesAbsolutePathsAndCarriesFlags: a unit runs in / with
 // neither the shell's variables nor its flags, so unit writes a local
 // source's PATH absolute and gives prepare the global flags (or their

@@ -176,37 +176,66 @@ func TestNspawnArgs(t *testing.T) {
 	}
 }
 
-// fakeSource is the Docker side of Prepare in unit tests: image ref →
+// daemonRef is a bare image argument, as the command line parses it.
+func daemonRef(name string) snapshot.Ref {
+	return snapshot.Ref{Transport: snapshot.DockerDaemon, Name: name, Bare: true}
+}
+
+// testRef is an image argument as the command line parses it, for the
+// two kinds these tests use: oci:PATH and a bare daemon reference.
+func testRef(s string) snapshot.Ref {
+	if p, ok := strings.CutPrefix(s, "oci:"); ok {
+		return snapshot.Ref{Transport: snapshot.OCI, Path: p}
+	}
+	return daemonRef(s)
+}
+
+// fakeSource is the source side of Prepare in unit tests: image ref (as
+// Ref.String spells it) →
 // content of /etc/version, digest.FromString of it.
 type fakeSource struct {
 	images  map[string]string
 	down    bool
 	pullErr error
 	imports int
+	record  bool            // images ask to be recorded, as a registry's resolved afresh do
+	broken  map[string]bool // versions whose layer fails to open
 }
 
-func (f *fakeSource) String() string                             { return "fake" }
-func (f *fakeSource) Pull(ctx context.Context, ref string) error { return f.pullErr }
+func (f *fakeSource) String() string { return "fake" }
 
-func (f *fakeSource) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+func (f *fakeSource) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if f.pullErr != nil {
+		return snapshot.Image{}, f.pullErr
+	}
+	return f.Resolve(ctx, ref)
+}
+
+func (f *fakeSource) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	if f.down {
-		return "", fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
+		return snapshot.Image{}, fmt.Errorf("fake: %w", snapshot.ErrUnreachable)
 	}
-	v, ok := f.images[ref]
+	v, ok := f.images[ref.String()]
 	if !ok {
-		return "", fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
+		return snapshot.Image{}, fmt.Errorf("image %s: %w", ref, snapshot.ErrImageNotFound)
 	}
-	return digest.FromString(v), nil
+	return snapshot.Image{Ref: ref, Digest: digest.FromString(v), Manifest: digest.FromString("manifest " + v), Record: f.record, Content: fakeImage{f, v}}, nil
 }
 
-func (f *fakeSource) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	for _, v := range f.images {
-		if digest.FromString(v) == d {
-			f.imports++
-			return []snapshot.Layer{versionLayer(v)}, nil
-		}
+// fakeImage is the content of fakeSource's image v.
+type fakeImage struct {
+	f *fakeSource
+	v string
+}
+
+func (fakeImage) Config(context.Context) (snapshot.Config, error) { return snapshot.Config{}, nil }
+
+func (fi fakeImage) Layers(context.Context) ([]snapshot.Layer, error) {
+	fi.f.imports++
+	if fi.f.broken[fi.v] {
+		return nil, fmt.Errorf("layer of %s: %w", fi.v, snapshot.ErrDigestMismatch)
 	}
-	return nil, fmt.Errorf("image %s: %w", d, snapshot.ErrImageNotFound)
+	return []snapshot.Layer{versionLayer(fi.v)}, nil
 }
 
 // versionLayer is a rootfs whose /etc/version says v.
@@ -238,44 +267,44 @@ func TestPrepare(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
 
-	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Imported || p.Generation != 1 {
 		t.Fatalf("first prepare: %+v %v", p, err)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Unchanged || p.Generation != 1 || src.imports != 1 {
 		t.Fatalf("cache-hit prepare: %+v %v (imports %d)", p, err, src.imports)
 	}
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != Imported || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	src.pullErr = errors.New("registry down")
-	if _, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
+	if _, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{Pull: true}); err != nil || !strings.Contains(logs.String(), "pull failed") {
 		t.Fatalf("failed pull must warn and carry on: %v, log %q", err, logs.String())
 	}
 	// A registry down on --pull while its ref cache still resolves: the
 	// machine keeps its tree, with one warning, as when Docker is down.
 	logs.Reset()
 	src.pullErr = fmt.Errorf("registry 127.0.0.1:1: %w", snapshot.ErrUnreachable)
-	p, err = Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{Pull: true})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{Pull: true})
 	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || strings.Count(logs.String(), "level=WARN") != 1 || !strings.Contains(logs.String(), "127.0.0.1:1") {
 		t.Fatalf("pull unreachable with a cached tree: %+v %v, log %q", p, err, logs.String())
 	}
 	// A new machine has no tree to keep: the resolved image is used.
-	if p, err = Prepare(ctx, s, src, log, "new", "app:2", PrepareOptions{Pull: true}); err != nil || p.Change != Activated {
+	if p, err = Prepare(ctx, s, src, log, "new", daemonRef("app:2"), PrepareOptions{Pull: true}); err != nil || p.Change != Activated {
 		t.Fatalf("pull unreachable for a new machine: %+v %v", p, err)
 	}
 	src.pullErr = nil
 	src.down = true
-	p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != FromCache || p.Digest != digest.FromString("v2") || p.Generation != 2 || p.String() != "generation 2 "+p.Digest.String()+" (cached, fake unreachable)" {
 		t.Fatalf("daemon down with a cached tree: %+v %v", p, err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "other", "app:2", PrepareOptions{}); !errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "other") {
+	if _, err = Prepare(ctx, s, src, log, "other", daemonRef("app:2"), PrepareOptions{}); !errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "other") {
 		t.Fatalf("daemon down without a cached tree: %v", err)
 	}
-	if _, err = Prepare(ctx, s, src, log, "-x", "app:2", PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
+	if _, err = Prepare(ctx, s, src, log, "-x", daemonRef("app:2"), PrepareOptions{}); !errors.Is(err, ErrInvalidName) {
 		t.Fatalf("bad name: %v", err)
 	}
 }
@@ -304,19 +333,19 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	fail := RunResult{ServiceResult: "exit-code", ExitCode: "exited", ExitStatus: "1"}
 	ok := RunResult{ServiceResult: "success", ExitCode: "exited", ExitStatus: "0"}
 
-	if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if g := simulateRun(t, s, "m", time.Minute, ok); !Healthy(g, DefaultHealthyAfter) || g.Starts != 1 {
 		t.Fatalf("a one-minute run did not make generation 1 healthy: %+v", g)
 	}
-	if p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Generation != 2 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Generation != 2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	// Two failures are not yet a loop.
 	for i := 0; i < 2; i++ {
 		simulateRun(t, s, "m", time.Second, fail)
-		p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+		p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 		if err != nil || p.Change != Unchanged || p.Generation != 2 {
 			t.Fatalf("after %d failures: %+v %v", i+1, p, err)
 		}
@@ -325,7 +354,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	if g.Failures != 3 || g.LastResult != "exit-code exited 1" {
 		t.Fatalf("third failure recorded as %+v", g)
 	}
-	p, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 	if err != nil || p.Change != RolledBackDeclined || p.Digest != digest.FromString("v1") || p.Generation != 1 {
 		t.Fatalf("crash loop: %+v %v", p, err)
 	}
@@ -334,7 +363,7 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	assertCurrent(t, s, "m", digest.FromString("v1"), "v1")
 	// The bad digest stays declined while the ref still names it.
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Declined || p.Generation != 1 {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Change != Declined || p.Generation != 1 {
 		t.Fatalf("second prepare of the failed digest: %+v %v", p, err)
 	}
 	gens, m, _ := History(s, "m")
@@ -343,12 +372,12 @@ func TestCrashLoopRollsBack(t *testing.T) {
 	}
 	// A new digest behind the ref is tried.
 	src.images["app:2"] = "v2-fixed"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != digest.FromString("v2-fixed") {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != digest.FromString("v2-fixed") {
 		t.Fatalf("fixed image: %+v %v", p, err)
 	}
 	// --force brings the failed digest back.
 	src.images["app:2"] = "v2"
-	if p, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != digest.FromString("v2") {
+	if p, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != digest.FromString("v2") {
 		t.Fatalf("--force: %+v %v", p, err)
 	}
 	if _, m, _ = History(s, "m"); len(m.Failed) != 0 {
@@ -362,11 +391,11 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1"}}
-	Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	for i := 0; i < 3; i++ {
 		simulateRun(t, s, "m", time.Second, RunResult{ServiceResult: "signal", ExitCode: "killed", ExitStatus: "SEGV"})
 	}
-	p, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{})
 	if err != nil || p.Change != Unchanged || p.Generation != 1 {
 		t.Fatalf("nothing to roll back to: %+v %v", p, err)
 	}
@@ -426,11 +455,11 @@ func TestManualRollbackHolds(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:stable": "v1"}}
 	v1, v2, v3 := digest.FromString("v1"), digest.FromString("v2"), digest.FromString("v3")
-	if _, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil {
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	src.images["app:stable"] = "v2"
-	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Digest != v2 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil || p.Digest != v2 {
 		t.Fatalf("upgrade: %+v %v", p, err)
 	}
 	if g, err := Rollback(ctx, s, "m", ""); err != nil || g.Digest != v1 {
@@ -441,7 +470,7 @@ func TestManualRollbackHolds(t *testing.T) {
 		t.Fatalf("after the rollback the record is %+v", m)
 	}
 	// The restart that applies the rollback.
-	p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{Pull: true})
+	p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{Pull: true})
 	if err != nil || p.Change != Declined || p.Digest != v1 {
 		t.Fatalf("prepare after a manual rollback: %+v %v", p, err)
 	}
@@ -455,7 +484,7 @@ func TestManualRollbackHolds(t *testing.T) {
 	}
 	// The reference moves on: the new digest is taken.
 	src.images["app:stable"] = "v3"
-	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != v3 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil || p.Change != Imported || p.Digest != v3 {
 		t.Fatalf("a new digest after the rollback: %+v %v", p, err)
 	}
 	// Back to v2 by hand: v3 is declined now, v2 no longer.
@@ -467,15 +496,15 @@ func TestManualRollbackHolds(t *testing.T) {
 	if DeclinedWhy(m, v2) != "" || DeclinedWhy(m, v3) != ManualRollback {
 		t.Fatalf("after rollback --to v2: failed %v why %v", m.Failed, m.Why)
 	}
-	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Unchanged || p.Digest != v2 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil || p.Change != Unchanged || p.Digest != v2 {
 		t.Fatalf("prepare of the digest rolled back to: %+v %v", p, err)
 	}
 	// --force takes the declined digest.
 	src.images["app:stable"] = "v3"
-	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{}); err != nil || p.Change != Declined {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil || p.Change != Declined {
 		t.Fatalf("prepare of v3 after rolling back from it: %+v %v", p, err)
 	}
-	if p, err := Prepare(ctx, s, src, log, "m", "app:stable", PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != v3 {
+	if p, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{Force: true}); err != nil || p.Change != Activated || p.Digest != v3 {
 		t.Fatalf("prepare --force: %+v %v", p, err)
 	}
 	if _, m, _ = History(s, "m"); len(m.Failed) != 0 || len(m.Why) != 0 {

@@ -16,12 +16,16 @@
 //   - List (machines) and Trees (trees with their machines and pins) are
 //     the read-only views `list` and `images` print.
 //   - prepare makes a machine run an image ref from a source (see
-//     snapshot.Source): it resolves the ref to an image digest, reads the
-//     machine's link and records once, and lets a pure policy (decide)
+//     snapshot.Source): it resolves the ref to an image (snapshot.Image:
+//     pulled afresh with --pull), reads the machine's link and records
+//     once, and lets a pure policy (decide)
 //     choose one action: a cache hit, an import and activation, a rollback
 //     of a crash-looping generation, declining a digest that failed there
 //     before, or starting from the cached tree when the source is
-//     unreachable. It reports one Outcome, which the CLI prints.
+//     unreachable. It reports one Outcome, which the CLI prints. A ref
+//     is recorded at a new digest only by an import that stored it or a
+//     cache hit (prepare's or update's), never by a declined or refused
+//     image.
 //   - a declined digest is one the machine was rolled back from (a crash
 //     loop, a failed update, an operator's rollback): the machine record
 //     lists it with why, and prepare and update keep the current tree

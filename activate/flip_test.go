@@ -76,10 +76,10 @@ func TestPrepareReconcilesIndexAndLink(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
 			src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
-			if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+			if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{}); err != nil {
+			if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := Rollback(ctx, s, "m", ""); err != nil {
@@ -87,7 +87,7 @@ func TestPrepareReconcilesIndexAndLink(t *testing.T) {
 			}
 			d1, d2 := digest.FromString("v1"), digest.FromString("v2")
 			c.split(t, s, d1, d2)
-			p, err := Prepare(ctx, s, src, log, "m", c.ref, PrepareOptions{})
+			p, err := Prepare(ctx, s, src, log, "m", daemonRef(c.ref), PrepareOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -89,7 +89,7 @@ func (o Outcome) String() string {
 // healthy one and marks the bad digest failed; a failed digest is declined
 // (warning, no error) until ref names another digest or Force is set.
 // An index record that cannot be read is an error, never a new machine.
-func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog.Logger, name, ref string, opt PrepareOptions) (_ Outcome, err error) {
+func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog.Logger, name string, ref snapshot.Ref, opt PrepareOptions) (_ Outcome, err error) {
 	opt.defaults()
 	if err := ValidName(name); err != nil {
 		return Outcome{}, err
@@ -118,19 +118,20 @@ func Prepare(ctx context.Context, s *cache.Store, src snapshot.Source, log *slog
 // the generation; this covers a prepare that activated nothing. Best
 // effort: the machine runs either way.
 func (p *preparation) rememberRef(st view) {
-	if st.m.Name == "" || st.m.Image == p.ref {
+	ref := p.ref.String()
+	if st.m.Name == "" || st.m.Image == ref {
 		return
 	}
 	err := p.s.Update(func(tx *index.Tx) error {
 		m, err := tx.Machine(p.name)
-		if err != nil || m.Image == p.ref {
+		if err != nil || m.Image == ref {
 			return err
 		}
-		m.Image = p.ref
+		m.Image = ref
 		return tx.PutMachine(m)
 	})
 	if err != nil {
-		p.log.Debug("could not record the machine's image", "machine", p.name, "image", p.ref, "err", err)
+		p.log.Debug("could not record the machine's image", "machine", p.name, "image", ref, "err", err)
 	}
 }
 
@@ -139,7 +140,8 @@ func (p *preparation) rememberRef(st view) {
 type view struct {
 	unreachable error            // the source cannot give the image now (see observe); resolved may be ""
 	gone        bool             // unreachable is a source that no longer has the image
-	resolved    digest.Digest    // the image digest ref names now
+	img         snapshot.Image   // the image ref names now
+	resolved    digest.Digest    // its digest
 	treeOK      bool             // the store has tree resolved, not marked broken
 	link        digest.Digest    // what machines/NAME/current names; "" if none
 	m           index.Machine    // the machine's record; zero for a new machine
@@ -194,7 +196,7 @@ type preparation struct {
 	src  snapshot.Source
 	log  *slog.Logger
 	name string
-	ref  string
+	ref  snapshot.Ref
 	opt  PrepareOptions
 }
 
@@ -209,14 +211,19 @@ type preparation struct {
 // gone). Anything else is an error: the source's own, not a warning
 // about a local image that does not exist.
 func (p *preparation) observe(ctx context.Context) (view, error) {
-	var pullErr error
-	if p.opt.Pull {
-		pullErr = p.src.Pull(ctx, p.ref)
-	}
-	ref := fmt.Sprint(p.ref) // as records and messages spell it
 	var st view
-	var resolveErr, err error
-	st.resolved, resolveErr = p.src.Resolve(ctx, p.ref)
+	var pullErr, resolveErr, err error
+	pulled := false
+	if p.opt.Pull {
+		if st.img, pullErr = p.src.Pull(ctx, p.ref); pullErr == nil {
+			pulled = true
+		}
+	}
+	ref := p.ref.String() // as records and messages spell it
+	if !pulled {
+		st.img, resolveErr = p.src.Resolve(ctx, p.ref)
+	}
+	st.resolved = st.img.Digest
 	if st.link, err = CurrentTree(p.s, p.name); err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return st, err
 	}
@@ -397,7 +404,7 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 			st.m, st.cur = m, cur
 		}
 		p.log.Warn("image digest failed on this machine before; keeping the current tree (use --force to try it again)",
-			"machine", p.name, "image", p.ref, "digest", st.resolved, "current", st.link, "why", DeclinedWhy(st.m, st.resolved))
+			"machine", p.name, "image", p.ref.String(), "digest", st.resolved, "current", st.link, "why", DeclinedWhy(st.m, st.resolved))
 		o := Outcome{Change: Declined, Digest: st.link, Generation: st.m.Current}
 		if st.rolledBack {
 			o.Change = RolledBackDeclined
@@ -407,6 +414,11 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		st.m.Forgive(st.resolved)
 		return Outcome{}, false, clearFailed(p.s, p.name, st.resolved)
 	case hit:
+		// The machine runs the image already: a ref the source resolved
+		// afresh is recorded now, as an import would have.
+		if err := snapshot.RecordRef(p.s, st.img); err != nil {
+			return Outcome{}, true, err
+		}
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
 	}
 	o, err := p.importAndActivate(ctx, *st)
@@ -450,11 +462,11 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, p.src, p.ref, d, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
 	if err != nil {
 		return Outcome{}, err
 	}
-	gen, changed, err := Activate(ctx, p.s, p.name, d, p.ref, "prepare")
+	gen, changed, err := Activate(ctx, p.s, p.name, d, p.ref.String(), "prepare")
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -19,7 +19,22 @@ import (
 // with the source unreachable (a registry that stopped sending a blob).
 type stallingSource struct{ *fakeSource }
 
-func (s stallingSource) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
+func (s stallingSource) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	img, err := s.fakeSource.Resolve(ctx, ref)
+	img.Content = stalledImage{}
+	return img, err
+}
+
+func (s stallingSource) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	img, err := s.fakeSource.Pull(ctx, ref)
+	img.Content = stalledImage{}
+	return img, err
+}
+
+type stalledImage struct{}
+
+func (stalledImage) Config(context.Context) (snapshot.Config, error) { return snapshot.Config{}, nil }
+func (stalledImage) Layers(context.Context) ([]snapshot.Layer, error) {
 	return []snapshot.Layer{stalledLayer{}}, nil
 }
 
@@ -49,13 +64,13 @@ func TestPrepareSourceCannotGive(t *testing.T) {
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2", "oci:/srv/app": "v3"}}
 		for _, m := range [][2]string{{"m", "app:1"}, {"local", "oci:/srv/app"}} {
-			if _, err := Prepare(ctx, s, src, log, m[0], m[1], PrepareOptions{}); err != nil {
+			if _, err := Prepare(ctx, s, src, log, m[0], testRef(m[1]), PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
 		logs.Reset()
 		return src, &logs, func(name, ref string, opt PrepareOptions) (Outcome, error) {
-			return Prepare(ctx, s, src, log, name, ref, opt)
+			return Prepare(ctx, s, src, log, name, testRef(ref), opt)
 		}
 	}
 	oneLine := func(t *testing.T, err error, want string) {
@@ -135,19 +150,48 @@ func TestPrepareSourceCannotGive(t *testing.T) {
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, nil))
 		good := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
-		if _, err := Prepare(ctx, s, good, log, "m", "app:1", PrepareOptions{}); err != nil {
+		if _, err := Prepare(ctx, s, good, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		logs.Reset()
 		stall := stallingSource{good}
-		o, err := Prepare(ctx, s, stall, log, "m", "app:2", PrepareOptions{Pull: true})
+		o, err := Prepare(ctx, s, stall, log, "m", daemonRef("app:2"), PrepareOptions{Pull: true})
 		if err != nil || o.Change != FromCache || o.Digest != digest.FromString("v1") || o.Generation != 1 || strings.Count(logs.String(), "level=WARN") != 1 {
 			t.Fatalf("cached machine: %+v, %v, log %q; want from cache (generation 1) with one warning", o, err, logs.String())
 		}
-		_, err = Prepare(ctx, s, stall, log, "new", "app:2", PrepareOptions{Pull: true})
+		_, err = Prepare(ctx, s, stall, log, "new", daemonRef("app:2"), PrepareOptions{Pull: true})
 		oneLine(t, err, "no cached tree")
 		if !errors.Is(err, snapshot.ErrUnreachable) {
 			t.Fatalf("new machine: %v", err)
 		}
 	})
+}
+
+// TestUpdatePullRefusedNoLocalImage: update, like prepare, does not say
+// it uses a local image that does not exist: the pull's error is the
+// machine's.
+func TestUpdatePullRefusedNoLocalImage(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}}
+	if _, err := Prepare(ctx, s, src, log, "a", daemonRef("app:stable"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(src.images, "app:stable")
+	src.pullErr = errors.New("image app:stable: pull access denied")
+	logs.Reset()
+	sd := newFakeSystemd(s, "a")
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	res, err := Update(ctx, s, sources, log, []string{"a"}, updateOpts(sd.dial))
+	if err == nil && (len(res) != 1 || !res[0].Failed || !strings.Contains(res[0].String(), "pull access denied")) {
+		t.Errorf("update: %+v, %v; want machine a failed with the pull's error", res, err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "pull access denied") {
+		t.Errorf("update: %v; want the pull's error", err)
+	}
+	if strings.Contains(logs.String(), "using the local image") {
+		t.Errorf("said it used a local image that does not exist: %q", logs.String())
+	}
 }

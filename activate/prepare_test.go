@@ -15,6 +15,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // TestDecide: every view Prepare can read, and what it does about it.
@@ -128,11 +129,11 @@ func TestPrepareRefusesUndecodableRecords(t *testing.T) {
 				t.Fatal(err)
 			}
 			src := &fakeSource{images: map[string]string{"app:1": "v1", "app:2": "v2"}}
-			if _, err := Prepare(ctx, s, src, log, "m", "app:1", PrepareOptions{}); err != nil {
+			if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			garble(t, s, c.record...)
-			_, err = Prepare(ctx, s, src, log, "m", "app:2", PrepareOptions{})
+			_, err = Prepare(ctx, s, src, log, "m", daemonRef("app:2"), PrepareOptions{})
 			if err == nil || !strings.Contains(err.Error(), "machine m") || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("prepare over an undecodable %s: %v; want one line naming the machine", c.name, err)
 			}
@@ -143,5 +144,47 @@ func TestPrepareRefusesUndecodableRecords(t *testing.T) {
 				t.Errorf("the link moved to %s", cur)
 			}
 		})
+	}
+}
+
+// TestPrepareRecordsRefOnceStored: a ref the source resolved afresh is
+// recorded when prepare has its tree (imported, or already current), and
+// a refused import leaves the record where it was.
+func TestPrepareRecordsRefOnceStored(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.DiscardHandler)
+	src := &fakeSource{images: map[string]string{"app:1": "v1"}, record: true, broken: map[string]bool{"v2": true}}
+	recorded := func() digest.Digest {
+		t.Helper()
+		d, _, _, err := s.LookupRef("app:1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recorded(); got != digest.FromString("v1") {
+		t.Fatalf("after the import the ref is recorded at %q, want v1's digest", got)
+	}
+	src.images["app:1"] = "v2" // the tag moves to an image that is refused
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{Pull: true}); !errors.Is(err, snapshot.ErrDigestMismatch) {
+		t.Fatalf("prepare of a broken image: %v, want a digest mismatch", err)
+	}
+	if got := recorded(); got != digest.FromString("v1") {
+		t.Fatalf("after the refused import the ref is recorded at %q, want still v1's", got)
+	}
+	// The tag moves back; the machine runs it already: recorded again.
+	if err := s.RecordRef("app:1", digest.FromString("elsewhere"), digest.FromString("m")); err != nil {
+		t.Fatal(err)
+	}
+	src.images["app:1"] = "v1"
+	if o, err := Prepare(ctx, s, src, log, "m", daemonRef("app:1"), PrepareOptions{Pull: true}); err != nil || o.Change != Unchanged {
+		t.Fatalf("prepare of the current image: %v, %v; want unchanged", o, err)
+	}
+	if got := recorded(); got != digest.FromString("v1") {
+		t.Fatalf("after a cache hit the ref is recorded at %q, want v1's", got)
 	}
 }

@@ -54,8 +54,9 @@ const DefaultUpdateDeadline = 5 * time.Minute
 // gatePoll is how often the gate asks systemd about the unit.
 const gatePoll = 100 * time.Millisecond
 
-// Sources returns the source that resolves image reference ref.
-type Sources func(ref string) (snapshot.Source, error)
+// Sources parses image reference ref, as a machine's record spells it
+// (Ref.String), and returns it and the source that resolves it.
+type Sources func(ref string) (snapshot.Ref, snapshot.Source, error)
 
 // UpdateAction is what update does to one machine.
 type UpdateAction int
@@ -150,13 +151,14 @@ func (r UpdateResult) String() string { return r.Name + ": " + r.Done }
 type updater struct {
 	s       *cache.Store
 	sources Sources
-	// srcs keeps the source that resolved each reference: the import
-	// asks the same one (a registry source knows what it resolved).
-	srcs  map[string]snapshot.Source
-	log   *slog.Logger
-	opt   UpdateOptions
-	sd    Systemd
-	sdErr error
+	// srcs keeps each reference's source and parsed Ref, and images
+	// the image each one resolved to: the import reads that image.
+	srcs   map[string]refSource
+	images map[string]snapshot.Image
+	log    *slog.Logger
+	opt    UpdateOptions
+	sd     Systemd
+	sdErr  error
 }
 
 // machineUpdate is one machine's view and result while Update runs.
@@ -206,7 +208,7 @@ func Update(ctx context.Context, s *cache.Store, sources Sources, log *slog.Logg
 		}
 		defer l.Unlock()
 	}
-	u := &updater{s: s, sources: sources, log: log, opt: opt, srcs: map[string]snapshot.Source{}}
+	u := &updater{s: s, sources: sources, log: log, opt: opt, srcs: map[string]refSource{}, images: map[string]snapshot.Image{}}
 	ms, err := u.observe(ctx, names)
 	if u.sd != nil {
 		defer u.sd.Close()
@@ -375,31 +377,46 @@ func (u *updater) resolve(ctx context.Context, ms []*machineUpdate) {
 	}
 }
 
+// refSource is a recorded reference parsed, and its source.
+type refSource struct {
+	ref snapshot.Ref
+	src snapshot.Source
+}
+
 // source is the one source of ref for this update.
-func (u *updater) source(ref string) (snapshot.Source, error) {
-	if src, ok := u.srcs[ref]; ok {
-		return src, nil
+func (u *updater) source(ref string) (refSource, error) {
+	if rs, ok := u.srcs[ref]; ok {
+		return rs, nil
 	}
-	src, err := u.sources(ref)
-	if err == nil {
-		u.srcs[ref] = src
+	r, src, err := u.sources(ref)
+	if err != nil {
+		return refSource{}, err
 	}
-	return src, err
+	rs := refSource{r, src}
+	u.srcs[ref] = rs
+	return rs, nil
 }
 
 func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, error) {
-	src, err := u.source(ref)
+	rs, err := u.source(ref)
 	if err != nil {
 		return "", err
 	}
-	switch err := src.Pull(ctx, ref); {
-	case errors.Is(err, snapshot.ErrUnreachable):
-		return "", err
-	case err != nil:
+	img, pullErr := rs.src.Pull(ctx, rs.ref)
+	switch {
+	case errors.Is(pullErr, snapshot.ErrUnreachable):
+		return "", pullErr
+	case pullErr != nil:
+		var err error
+		if img, err = rs.src.Resolve(ctx, rs.ref); err != nil {
+			// As prepare: no local image, so the pull's failure is the error.
+			return "", pullErr
+		}
 		// As prepare: the local image may still be the newest one.
-		u.log.Warn("pull failed; using the local image", "image", ref, "err", err)
+		u.log.Warn("pull failed; using the local image", "image", ref, "digest", img.Digest, "err", pullErr)
 	}
-	return src.Resolve(ctx, ref)
+	u.images[ref] = img
+	return img.Digest, nil
 }
 
 // runningUnit finds the unit that runs machine name, "" if none runs,
@@ -444,6 +461,11 @@ func (u *updater) fetch(ctx context.Context, ms []*machineUpdate) {
 		v := &m.view
 		switch m.res.Action {
 		case UpToDate:
+			// The machine runs the image: a reference its source
+			// resolved afresh is recorded now, as an import would.
+			if err := snapshot.RecordRef(u.s, u.images[v.image]); err != nil {
+				u.log.Warn("could not record the image reference", "machine", m.res.Name, "image", v.image, "err", err)
+			}
 			m.res.Done = fmt.Sprintf("up to date (%s)", v.running)
 			continue
 		case NoImage:
@@ -476,16 +498,18 @@ func (u *updater) fetch(ctx context.Context, ms []*machineUpdate) {
 	}
 }
 
+// importOne imports the image ref resolved to, d; the import records
+// ref at d once the tree is stored.
 func (u *updater) importOne(ctx context.Context, ref string, d digest.Digest) error {
-	src, err := u.source(ref)
-	if err != nil {
-		return err
+	img, ok := u.images[ref]
+	if !ok || img.Digest != d {
+		return fmt.Errorf("image %s: %s was not resolved by this update", ref, d)
 	}
 	var p snapshot.Progress
 	if u.opt.Progress != nil {
 		p = u.opt.Progress(ref)
 	}
-	_, _, err = snapshot.ImportImage(ctx, u.s, src, ref, d, snapshot.ImportOptions{Progress: p, Log: u.log})
+	_, _, err := snapshot.ImportImage(ctx, u.s, img, snapshot.ImportOptions{Progress: p, Log: u.log})
 	return err
 }
 

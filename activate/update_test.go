@@ -125,10 +125,10 @@ func TestUpdate(t *testing.T) {
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	src := &fakeSource{images: map[string]string{"app:stable": "v1"}}
-	sources := func(string) (snapshot.Source, error) { return src, nil }
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
 	v1, v2, v3 := digest.FromString("v1"), digest.FromString("v2"), digest.FromString("v3")
 	for _, m := range []string{"a", "b", "c"} {
-		if _, err := Prepare(ctx, s, src, log, m, "app:stable", PrepareOptions{}); err != nil {
+		if _, err := Prepare(ctx, s, src, log, m, daemonRef("app:stable"), PrepareOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,7 +202,7 @@ func TestUpdate(t *testing.T) {
 	if res[0].Action != DeclineUpdate || res[0].Failed || len(sd.restarts) != 0 {
 		t.Errorf("update after the rollback: %+v, restarts %v", res[0], sd.restarts)
 	}
-	if p, err := Prepare(ctx, s, src, log, "a", "app:stable", PrepareOptions{}); err != nil || p.Change != Declined {
+	if p, err := Prepare(ctx, s, src, log, "a", daemonRef("app:stable"), PrepareOptions{}); err != nil || p.Change != Declined {
 		t.Errorf("prepare after the rollback: %+v %v", p, err)
 	}
 
@@ -249,9 +249,9 @@ func TestUpdateOptIn(t *testing.T) {
 	s := newStore(t)
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1"}}
-	sources := func(string) (snapshot.Source, error) { return src, nil }
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
 	for _, m := range []string{"in", "out"} {
-		if _, err := Prepare(ctx, s, src, log, m, "app:1", PrepareOptions{}); err != nil {
+		if _, err := Prepare(ctx, s, src, log, m, daemonRef("app:1"), PrepareOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -266,11 +266,49 @@ func TestUpdateOptIn(t *testing.T) {
 	if err != nil || len(res) != 2 || res[0].Name != "fresh" || res[1].Name != "in" || res[1].Action != UpToDate || res[0].Action != Fetch {
 		t.Fatalf("update without names: %+v %v", res, err)
 	}
-	if p, err := Prepare(ctx, s, src, log, "fresh", "app:1", PrepareOptions{}); err != nil || p.Generation != 1 {
+	if p, err := Prepare(ctx, s, src, log, "fresh", daemonRef("app:1"), PrepareOptions{}); err != nil || p.Generation != 1 {
 		t.Fatalf("first prepare of a declared machine: %+v %v", p, err)
 	}
 	if _, m, _ := History(s, "fresh"); !m.AutoUpdate || m.Image != "app:1" {
 		t.Errorf("the first prepare lost the opt-in: %+v", m)
+	}
+}
+
+// TestUpdateRecordsRefOnceStored: update records a reference its source
+// resolved afresh only once the image's tree is stored; an import that
+// fails leaves the record where it was.
+func TestUpdateRecordsRefOnceStored(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.DiscardHandler)
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}, record: true, broken: map[string]bool{"v2": true}}
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	if _, err := Prepare(ctx, s, src, log, "m", daemonRef("app:stable"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recorded := func() digest.Digest {
+		t.Helper()
+		d, _, _, err := s.LookupRef("app:stable")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	sd := newFakeSystemd(s)
+	src.images["app:stable"] = "v2"
+	res, err := Update(ctx, s, sources, log, []string{"m"}, updateOpts(sd.dial))
+	if err != nil || len(res) != 1 || !res[0].Failed {
+		t.Fatalf("update to a broken image: %+v, %v; want a failed result", res, err)
+	}
+	if got := recorded(); got != digest.FromString("v1") {
+		t.Fatalf("after a failed import the ref is recorded at %q, want still v1's", got)
+	}
+	src.broken = nil
+	if res, err = Update(ctx, s, sources, log, []string{"m"}, updateOpts(sd.dial)); err != nil || res[0].Failed {
+		t.Fatalf("update: %+v, %v", res, err)
+	}
+	if got := recorded(); got != digest.FromString("v2") {
+		t.Fatalf("after the import the ref is recorded at %q, want v2's", got)
 	}
 }
 
@@ -283,14 +321,14 @@ func TestUpdateMaxParallel(t *testing.T) {
 	s := newStore(t)
 	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
 	src := &fakeSource{images: map[string]string{"app:1": "v1", "bad:1": "v1"}}
-	sources := func(string) (snapshot.Source, error) { return src, nil }
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
 	names := []string{"a", "b", "c", "d"}
 	for _, m := range names {
 		ref := "app:1"
 		if m == "a" {
 			ref = "bad:1"
 		}
-		if _, err := Prepare(ctx, s, src, log, m, ref, PrepareOptions{}); err != nil {
+		if _, err := Prepare(ctx, s, src, log, m, daemonRef(ref), PrepareOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -49,17 +49,22 @@ func profileImport(ctx context.Context, o options) error {
 	}
 	defer c.Close()
 	src := dockersource.New(c, nil)
+	daemonRef := func(name string) snapshot.Ref {
+		return snapshot.Ref{Transport: snapshot.DockerDaemon, Name: name, Bare: true}
+	}
 	if o.profileBase != "" {
 		// The upgrade case: the base image's objects are in the store.
-		bd, err := src.Resolve(ctx, o.profileBase)
+		base := daemonRef(o.profileBase)
+		bimg, err := src.Resolve(ctx, base)
 		if err != nil {
 			return err
 		}
-		if _, _, err := snapshot.ImportImage(ctx, s, src, o.profileBase, bd, snapshot.ImportOptions{}); err != nil {
+		if _, _, err := snapshot.ImportImage(ctx, s, bimg, snapshot.ImportOptions{}); err != nil {
 			return err
 		}
 	}
-	d, err := src.Resolve(ctx, o.profile)
+	ref := daemonRef(o.profile)
+	img, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return err
 	}
@@ -101,7 +106,7 @@ func profileImport(ctx context.Context, o options) error {
 		}
 	}()
 	start := time.Now()
-	t, _, err := snapshot.ImportImage(ctx, s, src, o.profile, d, snapshot.ImportOptions{})
+	t, _, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{})
 	took := time.Since(start)
 	pprof.StopCPUProfile()
 	close(done)

@@ -29,6 +29,10 @@
 //     while a tree it keeps names it in Tree.Layers, and an object a kept
 //     layer lists is no leftover even when no tree links it.
 //   - A lease marks an import in progress; gc treats it as a root.
+//   - The ref cache records which image digest and manifest digest an
+//     image reference was last stored at (LookupRef, RecordRef over the
+//     index's Ref records): a source reads it to resolve a ref offline,
+//     the importer writes it once the image's tree is stored.
 //   - A machine is a name with a current tree (machines/NAME/current, a
 //     symlink) and a list of generations, each one activation.
 //   - Verify checks the store against itself and returns a VerifyReport:

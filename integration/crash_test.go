@@ -358,6 +358,12 @@ func TestCrashAnywhere(t *testing.T) {
 			t.Errorf("failpoint %q has trials but no failpoint.Hit in the code", p)
 		}
 	}
+	for _, p := range updateCrashPoints { // TestSdbedUpdateKilled's, under the bed's systemd
+		tested[p] = true
+		if !inSource[p] {
+			t.Errorf("failpoint %q has trials but no failpoint.Hit in the code", p)
+		}
+	}
 	for _, pts := range crashPoints {
 		for _, p := range pts {
 			tested[p] = true

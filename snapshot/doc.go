@@ -3,15 +3,27 @@
 // streaming, deduplicated and safe against hostile archives.
 //
 // Vocabulary:
-//   - an image ref is what a user types: a tag, name@digest or image ID;
-//   - an image digest is what a source resolves a ref to (for Docker the
-//     image ID, sha256:…), or for a tar stream the sha256 of the stream's
-//     bytes: the store key;
-//   - a source (Source) resolves image refs to image digests and streams
-//     an image's rootfs as layers: tar streams, lowest first. Sources live
-//     in subpackages (snapshot/docker: the Docker daemon; snapshot/registry:
-//     registries, OCI layouts, docker-archives); what they stream
-//     is validated here, the same for every source;
+//   - an image ref (Ref) is what a user names an image by, parsed once
+//     where it enters (cmd/rootswap's table of transports) into a
+//     transport (containers-transports(5): docker://, oci:, docker-archive:,
+//     docker-daemon: or a bare REF for the daemon) and that transport's
+//     parts; Ref.String gives back what records, units and messages hold;
+//   - an image digest is the digest of an image's config (for Docker the
+//     image ID, sha256:…), whatever the source, or for a tar stream the
+//     sha256 of the stream's bytes: the store key;
+//   - a manifest digest is the digest of the manifest a ref named (an
+//     index's for a multi-platform tag); the daemon has none;
+//   - a source (Source) resolves an image ref to an Image: Resolve answers
+//     from what the source recorded if it can (a registry's ref cache),
+//     Pull asks it afresh. Sources live in subpackages (snapshot/docker:
+//     the Docker daemon; snapshot/registry: registries, OCI layouts,
+//     docker-archives); what they stream is validated here, the same for
+//     every source;
+//   - an image (Image) is one resolved image as a value: its ref, image
+//     digest and manifest digest, and its Content, which reads its config
+//     (Config: the document and its OCI reading) and its layers: tar
+//     streams, lowest first. Nothing depends on an earlier call of the
+//     source having seen the image;
 //   - an export is the flattened rootfs tar stream of a created (never
 //     started) container: the one layer the Docker source yields.
 //

@@ -57,22 +57,45 @@ func Lookup(s *cache.Store, d digest.Digest) (index.Tree, bool, error) {
 	return t, !t.Broken, nil
 }
 
+// RecordRef records in s's ref cache that img.Ref names img, if its
+// source asks for that (img.Record). Call it only once the store holds
+// img's tree: a record lets a later command act on the ref offline.
+func RecordRef(s *cache.Store, img Image) error {
+	if !img.Record {
+		return nil
+	}
+	if err := s.RecordRef(img.Ref.String(), img.Digest, img.Manifest); err != nil {
+		return fmt.Errorf("image %s: %w", img.Ref, err)
+	}
+	return nil
+}
+
+// recordIf records img's ref when the store was found to have its tree
+// (ok, and no error err).
+func recordIf(s *cache.Store, img Image, ok bool, err error) error {
+	if err != nil || !ok {
+		return err
+	}
+	return RecordRef(s, img)
+}
+
 // ImportOptions tune ImportImage; the zero value shows and logs nothing.
 type ImportOptions struct {
 	Progress Progress     // told how the stream advances; may be nil
 	Log      *slog.Logger // told of each tree created; may be nil
 }
 
-// ImportImage makes sure the store has a tree for image digest d, which
-// src resolved from ref. If the store already has it, src is not asked
-// and created is false. Otherwise the image's rootfs streams from src
+// ImportImage makes sure the store has a tree for img (its Digest is the
+// tree key), and then records img's ref (RecordRef). If the store already
+// has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
 // is removed). Concurrent imports of one digest stream it once: the
 // others wait for the tree lock and then find the tree.
-func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (t index.Tree, created bool, err error) {
+func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
+	d := img.Digest
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		return t, false, err
+		return t, false, recordIf(s, img, ok, err)
 	}
 	lock, err := s.LockTree(ctx, d)
 	if err != nil {
@@ -80,28 +103,32 @@ func ImportImage(ctx context.Context, s *cache.Store, src Source, ref string, d 
 	}
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		return t, false, err
+		return t, false, recordIf(s, img, ok, err)
 	}
 	start := time.Now()
-	if t, err = build(ctx, s, src, ref, d, opt); err != nil {
+	if t, err = build(ctx, s, img, opt); err != nil {
+		return t, false, err
+	}
+	if err := RecordRef(s, img); err != nil {
 		return t, false, err
 	}
 	if opt.Log != nil {
-		opt.Log.Info("imported", "image", ref, "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
+		opt.Log.Info("imported", "image", img.Ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return t, true, nil
 }
 
-// build streams image d's rootfs from src into a new tree and commits it:
+// build streams img's rootfs from its source into a new tree and commits it:
 // a flattened export through the Builder as it streams, layers through
-// the per-layer records (buildLayered). The caller holds d's tree lock.
+// the per-layer records (buildLayered). The caller holds img's tree lock.
 // progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+func build(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (index.Tree, error) {
 	progress := opt.Progress
 	if progress != nil {
 		defer progress.Done()
 	}
-	layers, err := src.Layers(ctx, d)
+	ref, d := img.Ref.String(), img.Digest
+	layers, err := img.Layers(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
@@ -109,7 +136,7 @@ func build(ctx context.Context, s *cache.Store, src Source, ref string, d digest
 	case len(layers) == 1 && layers[0].DiffID() == "":
 		return buildFlat(ctx, s, layers[0], ref, d, progress)
 	case len(layers) == 0:
-		return index.Tree{}, fmt.Errorf("image %s: the %s lists no layers", ref, src)
+		return index.Tree{}, fmt.Errorf("image %s lists no layers", ref)
 	}
 	return buildLayered(ctx, s, layers, ref, d, opt)
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-// fakeSource serves tar streams from memory and counts what is asked of it.
+// fakeSource is an image's content: it serves tar streams from memory and counts what is asked of it.
 type fakeSource struct {
 	layers [][]byte // image's rootfs streams, lowest first
 	asked  int      // calls of Layers
@@ -24,13 +24,11 @@ type fakeSource struct {
 	closed int
 }
 
-func (f *fakeSource) Pull(context.Context, string) error { return nil }
-func (f *fakeSource) Resolve(context.Context, string) (digest.Digest, error) {
-	return "", snapshot.ErrImageNotFound
+func (f *fakeSource) Config(context.Context) (snapshot.Config, error) {
+	return snapshot.Config{}, nil
 }
-func (f *fakeSource) String() string { return "fake" }
 
-func (f *fakeSource) Layers(context.Context, digest.Digest) ([]snapshot.Layer, error) {
+func (f *fakeSource) Layers(context.Context) ([]snapshot.Layer, error) {
 	f.asked++
 	var ls []snapshot.Layer
 	for _, b := range f.layers {
@@ -76,19 +74,19 @@ func TestImportImageFromSource(t *testing.T) {
 	p := &progressCounter{}
 	opt := snapshot.ImportOptions{Progress: p, Log: slog.New(slog.NewTextHandler(&logs, nil))}
 
-	tr, created, err := snapshot.ImportImage(ctx, s, src, "app:1", d, opt)
+	tr, created, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1", Bare: true}, Digest: d, Content: src}, opt)
 	if err != nil || !created || tr.Digest != d || tr.Files == 0 {
 		t.Fatalf("first import: %+v created %v, %v", tr, created, err)
 	}
 	if src.opened != 1 || src.closed != 1 || p.updates == 0 || p.done != 1 || !strings.Contains(logs.String(), "msg=imported") {
 		t.Errorf("first import: opened %d closed %d, progress %+v, log %q", src.opened, src.closed, p, logs.String())
 	}
-	if _, created, err = snapshot.ImportImage(ctx, s, src, "app:1", d, opt); err != nil || created || src.asked != 1 {
+	if _, created, err = snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1", Bare: true}, Digest: d, Content: src}, opt); err != nil || created || src.asked != 1 {
 		t.Errorf("second import: created %v, %v; the source was asked %d times, want once", created, err, src.asked)
 	}
 
 	bad := &fakeSource{layers: [][]byte{tarball(file("../escape", "x", 0o644))}}
-	if _, _, err := snapshot.ImportImage(ctx, s, bad, "bad:1", digest.FromString("bad"), snapshot.ImportOptions{}); !errors.Is(err, snapshot.ErrUnsafeEntry) || !strings.Contains(err.Error(), "bad:1") {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "bad:1", Bare: true}, Digest: digest.FromString("bad"), Content: bad}, snapshot.ImportOptions{}); !errors.Is(err, snapshot.ErrUnsafeEntry) || !strings.Contains(err.Error(), "bad:1") {
 		t.Errorf("hostile stream: %v, want a refusal naming bad:1", err)
 	}
 	if bad.opened != 1 || bad.closed != 1 {
@@ -99,8 +97,68 @@ func TestImportImageFromSource(t *testing.T) {
 	}
 
 	layered := &fakeSource{layers: [][]byte{tarball(file("a", "1", 0o644)), tarball(file("b", "2", 0o644))}}
-	if _, _, err := snapshot.ImportImage(ctx, s, layered, "layered:1", digest.FromString("layered"), snapshot.ImportOptions{}); err == nil || layered.opened != 0 {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "layered:1", Bare: true}, Digest: digest.FromString("layered"), Content: layered}, snapshot.ImportOptions{}); err == nil || layered.opened != 0 {
 		t.Errorf("two layers: %v, %d opened; want a refusal before any stream", err, layered.opened)
 	}
+	// An Image no source made has no content: an error, never a panic.
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Digest: digest.FromString("none")}, snapshot.ImportOptions{}); err == nil {
+		t.Error("an image without content imported")
+	}
 	storetest.CheckIdle(t, s)
+}
+
+// TestImportRecordsRefOnceStored: an image that asks to be recorded
+// (Image.Record) has its ref recorded once its tree is stored, whether
+// imported now or found; a refused one leaves the record as it was.
+func TestImportRecordsRefOnceStored(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.New(t)
+	ref := snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/app:stable"}
+	record := func() digest.Digest {
+		d, _, _, err := s.LookupRef(ref.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	good := snapshot.Image{Ref: ref, Digest: digest.FromString("good"), Manifest: digest.FromString("m-good"), Record: true,
+		Content: &fakeSource{layers: [][]byte{tarball(file("etc/version", "good", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, good, snapshot.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after the import the ref is recorded at %q, want %s", got, good.Digest)
+	}
+
+	bad := snapshot.Image{Ref: ref, Digest: digest.FromString("bad"), Manifest: digest.FromString("m-bad"), Record: true,
+		Content: &fakeSource{layers: [][]byte{tarball(file("../escape", "x", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, bad, snapshot.ImportOptions{}); err == nil {
+		t.Fatal("a hostile image imported")
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after a refused import the ref is recorded at %q, want still %s", got, good.Digest)
+	}
+
+	// Found in the store (the tag moved back): recorded, nothing read.
+	again := good
+	again.Content = &fakeSource{}
+	if err := s.RecordRef(ref.String(), digest.FromString("other"), digest.FromString("m-other")); err != nil {
+		t.Fatal(err)
+	}
+	if _, created, err := snapshot.ImportImage(ctx, s, again, snapshot.ImportOptions{}); err != nil || created || again.Content.(*fakeSource).asked != 0 {
+		t.Fatalf("import of a stored image: created %v, %v, asked %d", created, err, again.Content.(*fakeSource).asked)
+	}
+	if got := record(); got != good.Digest {
+		t.Fatalf("after finding the tree the ref is recorded at %q, want %s", got, good.Digest)
+	}
+
+	// An image that does not ask (the daemon's, a file's) records nothing.
+	quiet := snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1", Bare: true}, Digest: digest.FromString("quiet"),
+		Content: &fakeSource{layers: [][]byte{tarball(file("etc/version", "quiet", 0o644))}}}
+	if _, _, err := snapshot.ImportImage(ctx, s, quiet, snapshot.ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d, _, ok, err := s.LookupRef(quiet.Ref.String()); ok || err != nil {
+		t.Fatalf("an image that asks for no record was recorded at %s (%v)", d, err)
+	}
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-// layeredSource serves an image of layers that name their diffIDs, as a
+// layeredSource is an image's content: layers that name their diffIDs, as a
 // registry does, and counts the layers opened.
 type layeredSource struct {
 	layers [][]byte
@@ -27,13 +27,11 @@ type layeredSource struct {
 	opened map[int]int
 }
 
-func (f *layeredSource) Pull(context.Context, string) error { return nil }
-func (f *layeredSource) Resolve(context.Context, string) (digest.Digest, error) {
-	return "", snapshot.ErrImageNotFound
+func (f *layeredSource) Config(context.Context) (snapshot.Config, error) {
+	return snapshot.Config{}, nil
 }
-func (f *layeredSource) String() string { return "fake registry" }
 
-func (f *layeredSource) Layers(context.Context, digest.Digest) ([]snapshot.Layer, error) {
+func (f *layeredSource) Layers(context.Context) ([]snapshot.Layer, error) {
 	var ls []snapshot.Layer
 	for i, b := range f.layers {
 		id := digest.FromBytes(b)
@@ -80,7 +78,7 @@ func TestImportLayered(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "store"))
 	base := tarball(dir("etc", 0o755), file("etc/version", "v1", 0o644), file("etc/gone", "x", 0o644), dir("d", 0o755), file("d/old", "o", 0o644))
 	v1 := &layeredSource{layers: [][]byte{base, tarball(file("etc/version", "v2", 0o644), whiteout("etc/.wh.gone"), whiteout("d/.wh..wh..opq"), file("d/new", "n", 0o644))}}
-	t1, created, err := snapshot.ImportImage(ctx, s, v1, "docker://reg/app:1", digest.FromString("config-1"), snapshot.ImportOptions{})
+	t1, created, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:1"}, Digest: digest.FromString("config-1"), Content: v1}, snapshot.ImportOptions{})
 	if err != nil || !created {
 		t.Fatalf("import: %v", err)
 	}
@@ -101,7 +99,7 @@ func TestImportLayered(t *testing.T) {
 
 	// v2 shares the base: only its own layer is read.
 	v2 := &layeredSource{layers: [][]byte{base, tarball(file("etc/version", "v3", 0o644))}}
-	if _, _, err := snapshot.ImportImage(ctx, s, v2, "docker://reg/app:2", digest.FromString("config-2"), snapshot.ImportOptions{}); err != nil {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:2"}, Digest: digest.FromString("config-2"), Content: v2}, snapshot.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if v2.opened[0] != 0 || v2.opened[1] != 1 {
@@ -111,7 +109,7 @@ func TestImportLayered(t *testing.T) {
 	// An image listing one diffID twice fetches it once.
 	empty := tarball()
 	twice := &layeredSource{layers: [][]byte{base, empty, empty}}
-	if _, _, err := snapshot.ImportImage(ctx, s, twice, "docker://reg/app:3", digest.FromString("config-3"), snapshot.ImportOptions{}); err != nil {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:3"}, Digest: digest.FromString("config-3"), Content: twice}, snapshot.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if twice.opens() != 1 {
@@ -121,7 +119,7 @@ func TestImportLayered(t *testing.T) {
 	// A hard link to a lower layer's file shares its content; a later
 	// layer rewriting the target leaves the link as it was.
 	links := &layeredSource{layers: [][]byte{base, tarball(hardlink("etc/link", "etc/version")), tarball(file("etc/version", "v9", 0o644))}}
-	t4, _, err := snapshot.ImportImage(ctx, s, links, "docker://reg/app:4", digest.FromString("config-4"), snapshot.ImportOptions{})
+	t4, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:4"}, Digest: digest.FromString("config-4"), Content: links}, snapshot.ImportOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +131,7 @@ func TestImportLayered(t *testing.T) {
 
 	// A layer that is not what its diffID says.
 	liar := &layeredSource{layers: [][]byte{tarball(file("x", "x", 0o644))}, ids: []digest.Digest{digest.FromString("another layer")}}
-	_, _, err = snapshot.ImportImage(ctx, s, liar, "docker://reg/liar:1", digest.FromString("config-liar"), snapshot.ImportOptions{})
+	_, _, err = snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/liar:1"}, Digest: digest.FromString("config-liar"), Content: liar}, snapshot.ImportOptions{})
 	if !errors.Is(err, snapshot.ErrDigestMismatch) || !strings.Contains(err.Error(), "layer 1") || !strings.Contains(err.Error(), "docker://reg/liar:1") {
 		t.Errorf("lying layer: %v", err)
 	}
@@ -148,7 +146,7 @@ func TestImportLayered(t *testing.T) {
 	// A hostile upper layer fails the merge: nothing is written through
 	// the lower layer's symlink and no tree is made.
 	evil := &layeredSource{layers: [][]byte{tarball(symlink("etc", "/tmp")), tarball(file("etc/passwd", "x", 0o644))}}
-	_, _, err = snapshot.ImportImage(ctx, s, evil, "docker://reg/evil:1", digest.FromString("config-evil"), snapshot.ImportOptions{})
+	_, _, err = snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/evil:1"}, Digest: digest.FromString("config-evil"), Content: evil}, snapshot.ImportOptions{})
 	if !errors.Is(err, snapshot.ErrUnsafeEntry) || !strings.Contains(err.Error(), "layer 2") {
 		t.Errorf("write through a lower symlink: %v", err)
 	}

@@ -43,12 +43,12 @@ func TestLayerProgress(t *testing.T) {
 	s := openStore(t, filepath.Join(t.TempDir(), "store"))
 	base := tarball(dir("etc", 0o755), file("etc/version", "v1", 0o644))
 	top := tarball(file("etc/version", "v2", 0o644))
-	if _, _, err := snapshot.ImportImage(ctx, s, &layeredSource{layers: [][]byte{base}}, "docker://reg/app:1", digest.FromString("config-1"), snapshot.ImportOptions{}); err != nil {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:1"}, Digest: digest.FromString("config-1"), Content: &layeredSource{layers: [][]byte{base}}}, snapshot.ImportOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	ev := &layerEvents{}
 	v2 := &layeredSource{layers: [][]byte{base, top, base}}
-	if _, _, err := snapshot.ImportImage(ctx, s, v2, "docker://reg/app:2", digest.FromString("config-2"), snapshot.ImportOptions{Progress: ev}); err != nil {
+	if _, _, err := snapshot.ImportImage(ctx, s, snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:2"}, Digest: digest.FromString("config-2"), Content: v2}, snapshot.ImportOptions{Progress: ev}); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"fetch " + digest.FromBytes(top).String() + " size -1", "skipped 1", "fetching 0", "fetched 0 <nil>", "done"}

@@ -148,7 +148,7 @@ the sha256 of the stream.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			var image string
+			var image snapshot.Ref
 			if tarFile == "" {
 				var err error
 				if image, err = g.image(args[0]); err != nil {
@@ -194,23 +194,23 @@ func importTar(ctx context.Context, s *cache.Store, file string) (digest.Digest,
 	return t.Digest, nil
 }
 
-// importImage resolves ref (as g.image made it) through its source and
+// importImage resolves ref through its source and
 // imports it.
-func (g *globals) importImage(ctx context.Context, s *cache.Store, ref string) (digest.Digest, error) {
+func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.Ref) (digest.Digest, error) {
 	src, err := g.newSource(s, ref)
 	if err != nil {
 		return "", err
 	}
 	defer closeSource(src)
-	d, err := src.Resolve(ctx, ref)
+	img, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: g.importProgress(ref), Log: g.log}
-	if _, _, err := snapshot.ImportImage(ctx, s, src, ref, d, opt); err != nil {
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log}
+	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
-	return d, nil
+	return img.Digest, nil
 }
 
 func activateCmd(g *globals) *cobra.Command {
@@ -293,7 +293,7 @@ another digest or --force is given.`,
 				return err
 			}
 			defer closeSource(src)
-			opt.Progress = g.importProgress(image)
+			opt.Progress = g.importProgress(image.String())
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err

@@ -65,8 +65,8 @@ func (g *globals) inspected(cmd *cobra.Command, arg string) (*cache.Store, diges
 		return nil, "", err
 	}
 	names := []string{arg}
-	if img, err := g.image(arg); err == nil && img != arg {
-		names = append(names, img)
+	if img, err := g.image(arg); err == nil && img.String() != arg {
+		names = append(names, img.String())
 	}
 	rows, err := activate.Trees(s)
 	if err != nil {

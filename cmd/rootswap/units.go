@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rootswap/rootswap/activate"
-	"github.com/rootswap/rootswap/snapshot/registry"
+	"github.com/rootswap/rootswap/snapshot"
 	"github.com/rootswap/rootswap/unit"
 )
 
@@ -180,7 +180,7 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 	if o.entrypoint.EntrypointSet {
 		ep = &o.entrypoint.Entrypoint
 	}
-	return unit.Spec{Name: args[0], Image: image, Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
+	return unit.Spec{Name: args[0], Image: image.String(), Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
 		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, PrepareFlags: pf,
 		NoInit: o.noInit, Entrypoint: ep}, err
 }
@@ -216,15 +216,14 @@ func (g *globals) prepareFlags(cmd *cobra.Command) ([]string, error) {
 // absSource makes the PATH of a local source (oci:, oci-archive:,
 // docker-archive:) absolute: a unit's prepare runs in /, not where unit
 // was run.
-func absSource(image string) (string, error) {
-	t, rest, ok := registry.Transport(image)
-	if !ok || (t != "oci" && t != "oci-archive" && t != "docker-archive") || filepath.IsAbs(rest) {
-		return image, nil
+func absSource(ref snapshot.Ref) (snapshot.Ref, error) {
+	if ref.Path == "" || filepath.IsAbs(ref.Path) {
+		return ref, nil
 	}
 	wd, err := os.Getwd()
 	if err != nil {
-		return "", fmt.Errorf("unit: %s: current directory: %w", image, err)
+		return ref, fmt.Errorf("unit: %s: current directory: %w", ref, err)
 	}
-	// Joined, not cleaned: a :TAG or :REF after PATH stays as it is.
-	return t + ":" + wd + "/" + rest, nil
+	ref.Path = wd + "/" + ref.Path // joined, not cleaned: the path as typed, from wd
+	return ref, nil
 }

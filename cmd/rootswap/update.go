@@ -64,7 +64,23 @@ declines the new version; 1 when any failed (its line says why).`,
 			if err != nil {
 				return err
 			}
-			sources := func(ref string) (snapshot.Source, error) { return g.newSource(s, ref) }
+			var opened []snapshot.Source
+			defer func() {
+				for _, src := range opened {
+					closeSource(src)
+				}
+			}()
+			sources := func(ref string) (snapshot.Ref, snapshot.Source, error) {
+				r, err := recordedImage(ref)
+				if err != nil {
+					return r, nil, err
+				}
+				src, err := g.newSource(s, r)
+				if err == nil {
+					opened = append(opened, src)
+				}
+				return r, src, err
+			}
 			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
 			res, err := activate.Update(cmd.Context(), s, sources, g.log, args, opt)
 			if err != nil {

@@ -1,6 +1,8 @@
 // Package docker is the Docker daemon as an image source: it resolves an
-// image ref (tag, name@digest or image ID) to the image ID, the image
-// digest, and streams the image's rootfs as one layer, the export of a
+// image ref (tag, name@digest or image ID) to an image whose digest is the
+// image ID, with no manifest digest and the config ImageInspect describes
+// (the daemon gives no config document), and streams the image's rootfs
+// as one layer, the export of a
 // container created from it and never started. The container is removed
 // when the stream is closed; one that a killed import left behind is
 // removed by the next import on the same host (see reap).

@@ -74,9 +74,13 @@ func NewClient() (*client.Client, error) {
 	return client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 }
 
-// daemonRef is ref without the containers-transports(5) prefix that
-// names this source ("docker-daemon:"), as the daemon's API wants it.
-func daemonRef(ref string) string { return strings.TrimPrefix(ref, "docker-daemon:") }
+// check refuses a reference of another transport.
+func check(ref snapshot.Ref) error {
+	if ref.Transport != snapshot.DockerDaemon || ref.Name == "" {
+		return fmt.Errorf("image %s: not a docker-daemon reference", ref)
+	}
+	return nil
+}
 
 func classify(ref string, err error) error {
 	switch {
@@ -88,25 +92,61 @@ func classify(ref string, err error) error {
 	return fmt.Errorf("image %s: %w", ref, err)
 }
 
-// Resolve asks the daemon for the image ID that ref (tag, name@digest or
-// ID) names: the image digest, the store key.
-func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	img, err := s.c.ImageInspect(ctx, daemonRef(ref))
+// Resolve asks the daemon for the image ref (tag, name@digest or ID)
+// names: its ID is the image digest, the store key; the daemon has no
+// manifest digest to give.
+func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if err := check(ref); err != nil {
+		return snapshot.Image{}, err
+	}
+	img, err := s.c.ImageInspect(ctx, ref.Name)
 	if err != nil {
-		return "", classify(ref, err)
+		return snapshot.Image{}, classify(ref.String(), err)
 	}
 	d, err := digest.Parse(img.ID)
 	if err != nil {
-		return "", fmt.Errorf("image %s: daemon returned ID %q: %w", ref, img.ID, err)
+		return snapshot.Image{}, fmt.Errorf("image %s: daemon returned ID %q: %w", ref, img.ID, err)
 	}
-	return d, nil
+	return snapshot.Image{Ref: ref, Digest: d, Content: &daemonImage{c: s.c, d: d, config: ociConfig(img)}}, nil
 }
 
-// Pull asks the daemon to pull ref and waits until it is done.
-func (s *Source) Pull(ctx context.Context, ref string) error {
-	rc, err := s.c.ImagePull(ctx, daemonRef(ref), image.PullOptions{})
+// ociConfig is what the daemon says of an image's config, as the OCI
+// image spec has it.
+func ociConfig(img image.InspectResponse) ocispec.Image {
+	var c ocispec.Image
+	c.Platform = ocispec.Platform{Architecture: img.Architecture, OS: img.Os, OSVersion: img.OsVersion, Variant: img.Variant}
+	c.Author = img.Author
+	if t, err := time.Parse(time.RFC3339Nano, img.Created); err == nil {
+		c.Created = &t
+	}
+	if img.Config != nil {
+		c.Config = img.Config.ImageConfig
+	}
+	c.RootFS.Type = img.RootFS.Type
+	for _, l := range img.RootFS.Layers {
+		if d, err := digest.Parse(l); err == nil {
+			c.RootFS.DiffIDs = append(c.RootFS.DiffIDs, d)
+		}
+	}
+	return c
+}
+
+// Pull asks the daemon to pull ref, waits until it is done, and returns
+// the image ref names then.
+func (s *Source) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if err := check(ref); err != nil {
+		return snapshot.Image{}, err
+	}
+	if err := s.pull(ctx, ref); err != nil {
+		return snapshot.Image{}, err
+	}
+	return s.Resolve(ctx, ref)
+}
+
+func (s *Source) pull(ctx context.Context, ref snapshot.Ref) error {
+	rc, err := s.c.ImagePull(ctx, ref.Name, image.PullOptions{})
 	if err != nil {
-		return classify(ref, err)
+		return classify(ref.String(), err)
 	}
 	defer rc.Close()
 	dec := json.NewDecoder(rc)
@@ -129,10 +169,23 @@ func (s *Source) Pull(ctx context.Context, ref string) error {
 	}
 }
 
+// daemonImage is an image in the daemon as Content.
+type daemonImage struct {
+	c      Client
+	d      digest.Digest
+	config ocispec.Image
+}
+
+// Config is the config as the daemon described it when the image was
+// resolved; the daemon gives no config document (Raw is nil).
+func (di *daemonImage) Config(context.Context) (snapshot.Config, error) {
+	return snapshot.Config{OCI: di.config}, nil
+}
+
 // Layers returns the one stream the daemon can give: the export of a
-// container created from image d, the flattened rootfs.
-func (s *Source) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return []snapshot.Layer{export{s.c, d}}, nil
+// container created from the image, the flattened rootfs.
+func (di *daemonImage) Layers(context.Context) ([]snapshot.Layer, error) {
+	return []snapshot.Layer{export{di.c, di.d}}, nil
 }
 
 // export is image d's rootfs as `docker export` streams it.

@@ -14,20 +14,27 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // fakeDocker holds containers; creation, export, listing and removal do
 // just enough for the reaper and the export stream.
 type fakeDocker struct {
+	inspect    image.InspectResponse // what ImageInspect says; with no ID, an image whose ID is the ref's digest
 	containers []container.Summary
 	removed    []string
 	exportErr  error
 }
 
-func (f *fakeDocker) ImageInspect(context.Context, string, ...client.ImageInspectOption) (image.InspectResponse, error) {
-	return image.InspectResponse{}, nil
+func (f *fakeDocker) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (image.InspectResponse, error) {
+	if f.inspect.ID == "" {
+		return image.InspectResponse{ID: digest.FromString(ref).String()}, nil
+	}
+	return f.inspect, nil
 }
 func (f *fakeDocker) ImagePull(context.Context, string, image.PullOptions) (io.ReadCloser, error) {
 	return nil, nil
@@ -77,7 +84,11 @@ func TestReapRemovesOnlyDeadImportsOfThisHost(t *testing.T) {
 func TestExportRemovesItsContainer(t *testing.T) {
 	ctx := context.Background()
 	f := &fakeDocker{}
-	layers, err := New(f, nil).Layers(ctx, digest.FromString("image"))
+	img, err := New(f, nil).Resolve(ctx, snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1", Bare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers(ctx)
 	if err != nil || len(layers) != 1 {
 		t.Fatalf("layers: %d, %v", len(layers), err)
 	}
@@ -93,10 +104,47 @@ func TestExportRemovesItsContainer(t *testing.T) {
 		t.Errorf("after close, removed %v, want [export]", f.removed)
 	}
 	f = &fakeDocker{exportErr: errors.New("export refused")}
-	if _, err := New(f, nil).Layers(ctx, digest.FromString("image")); err != nil {
+	if _, err := (&daemonImage{c: f, d: digest.FromString("image")}).Layers(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := (export{f, digest.FromString("image")}).Open(ctx); err == nil || !slices.Equal(f.removed, []string{"export"}) {
 		t.Errorf("failed export: %v, removed %v", err, f.removed)
+	}
+}
+
+// Resolve's image carries what the daemon says: its ID as the digest, no
+// manifest digest, and the config as the OCI image spec has it.
+func TestResolveCarriesConfig(t *testing.T) {
+	id := digest.FromString("config")
+	f := &fakeDocker{inspect: image.InspectResponse{
+		ID: id.String(), Os: "linux", Architecture: "arm64", Variant: "v8",
+		Created: "2024-01-02T03:04:05.123456789Z",
+		Config: &dockerspec.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{
+			User: "app", Env: []string{"A=1"}, Entrypoint: []string{"/bin/app"}, Cmd: []string{"serve"},
+			WorkingDir: "/srv", StopSignal: "SIGINT",
+		}},
+		RootFS: image.RootFS{Type: "layers", Layers: []string{digest.FromString("l1").String()}},
+	}}
+	ref := snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1"}
+	img, err := New(f, nil).Resolve(context.Background(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Digest != id || img.Manifest != "" || img.Ref != ref {
+		t.Fatalf("image %+v, want digest %s, no manifest, ref %s", img, id, ref)
+	}
+	c, err := img.Config(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := c.OCI
+	if c.Raw != nil || o.OS != "linux" || o.Architecture != "arm64" || o.Variant != "v8" || o.Created == nil || o.Created.Nanosecond() != 123456789 ||
+		o.Config.User != "app" || !slices.Equal(o.Config.Entrypoint, []string{"/bin/app"}) || !slices.Equal(o.Config.Cmd, []string{"serve"}) ||
+		!slices.Equal(o.Config.Env, []string{"A=1"}) || o.Config.WorkingDir != "/srv" || o.Config.StopSignal != "SIGINT" ||
+		!slices.Equal(o.RootFS.DiffIDs, []digest.Digest{digest.FromString("l1")}) {
+		t.Errorf("config %+v (raw %q)", o, c.Raw)
+	}
+	if _, err := New(f, nil).Resolve(context.Background(), snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:1"}); err == nil {
+		t.Error("the daemon resolved a docker:// reference")
 	}
 }

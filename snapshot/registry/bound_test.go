@@ -99,11 +99,11 @@ func TestBlobStalls(t *testing.T) {
 				return true
 			}
 			src := newSource(Options{Timeout: testTimeout})
-			d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+			im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			ls, err := src.Layers(t.Context(), d)
+			ls, err := im.Layers(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -145,11 +145,11 @@ func TestBlobCancelled(t *testing.T) {
 		return true
 	}
 	src := newSource(Options{Timeout: time.Minute})
-	d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+	im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ls, err := src.Layers(t.Context(), d)
+	ls, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,10 +221,10 @@ func TestRetries(t *testing.T) {
 				return c.answer(k, w, r)
 			}
 			src := newSource(Options{Timeout: testTimeout})
-			var d digest.Digest
+			var im snapshot.Image
 			err, took := within(t, testLimit, "Resolve", func() error {
 				var err error
-				d, err = src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+				im, err = src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 				return err
 			})
 			switch {
@@ -237,7 +237,7 @@ func TestRetries(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}
 			if err == nil {
-				ls, err := src.Layers(t.Context(), d)
+				ls, err := im.Layers(t.Context())
 				if err != nil {
 					t.Fatal(err)
 				}

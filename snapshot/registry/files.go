@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -26,34 +25,26 @@ import (
 // refNameAnnotation names a manifest of an OCI layout's index.json.
 const refNameAnnotation = "org.opencontainers.image.ref.name"
 
-// images is what Resolve found, for Layers: image digest → its layers.
-type images struct {
-	mu sync.Mutex
-	m  map[digest.Digest][]snapshot.Layer
+// fileImage is an image of a layout or archive as Content: read when it
+// was resolved, its layers read from the file again when opened.
+type fileImage struct {
+	ref    snapshot.Ref
+	config digest.Digest
+	raw    []byte // the config, verified against config
+	layers []snapshot.Layer
 }
 
-func (im *images) put(d digest.Digest, ls []snapshot.Layer) {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	if im.m == nil {
-		im.m = map[digest.Digest][]snapshot.Layer{}
-	}
-	im.m[d] = ls
+func (f *fileImage) Config(context.Context) (snapshot.Config, error) {
+	return parseConfig(f.ref, f.config, f.raw)
 }
 
-func (im *images) get(src string, d digest.Digest) ([]snapshot.Layer, error) {
-	im.mu.Lock()
-	defer im.mu.Unlock()
-	ls, ok := im.m[d]
-	if !ok {
-		return nil, fmt.Errorf("image %s: not resolved by the %s source", d, src)
-	}
-	return ls, nil
-}
+// Layers returns the image's layers; each Open reads its blob from the
+// file again and verifies it.
+func (f *fileImage) Layers(context.Context) ([]snapshot.Layer, error) { return f.layers, nil }
 
 // fileError classifies a failure to read an image file: a missing one is
 // a missing image.
-func fileError(ref string, err error) error {
+func fileError(ref snapshot.Ref, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
 	}
@@ -66,7 +57,6 @@ func fileError(ref string, err error) error {
 type Layout struct {
 	platform v1.Platform
 	err      error
-	images   images
 }
 
 var _ snapshot.Source = (*Layout)(nil)
@@ -81,43 +71,29 @@ func NewLayout(opt Options) *Layout {
 // String is what a user calls this source in messages.
 func (l *Layout) String() string { return "oci" }
 
-// Pull does nothing: a layout is read where it is.
-func (l *Layout) Pull(ctx context.Context, ref string) error {
-	_, _, err := l.parse(ref)
-	return err
+// Pull is Resolve: a layout is read where it is.
+func (l *Layout) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	return l.Resolve(ctx, ref)
 }
 
-func (l *Layout) parse(ref string) (dir, tag string, err error) {
-	if l.err != nil {
-		return "", "", l.err
-	}
-	t, rest, ok := Transport(ref)
-	if !ok || t != "oci" || rest == "" {
-		return "", "", fmt.Errorf("image %s: not an oci:PATH[:TAG] reference", ref)
-	}
-	// PATH may hold ':' itself; a TAG holds no '/'.
-	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
-		return rest[:i], rest[i+1:], nil
-	}
-	return rest, "", nil
-}
-
-// Resolve reads the layout's index.json and returns the image digest of
-// the manifest tagged TAG (by its org.opencontainers.image.ref.name
+// Resolve reads the layout's index.json and returns the image of the
+// manifest tagged TAG (by its org.opencontainers.image.ref.name
 // annotation), or, without TAG, of its only manifest; an index among
 // them picks the platform's manifest. Manifests and config are verified
 // against the descriptors that name them.
-func (l *Layout) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	dir, tag, err := l.parse(ref)
-	if err != nil {
-		return "", err
+func (l *Layout) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if l.err != nil {
+		return snapshot.Image{}, l.err
 	}
-	d, ls, err := resolveLayout(dirFiles(dir), dir, tag, l.platform)
-	if err != nil {
-		return "", fileError(ref, err)
+	if ref.Transport != snapshot.OCI || ref.Path == "" {
+		return snapshot.Image{}, fmt.Errorf("image %s: not an oci:PATH[:TAG] reference", ref)
 	}
-	l.images.put(d, ls)
-	return d, nil
+	fi, top, err := resolveLayout(dirFiles(ref.Path), ref.Path, ref.Tag, l.platform)
+	if err != nil {
+		return snapshot.Image{}, fileError(ref, err)
+	}
+	fi.ref = ref
+	return snapshot.Image{Ref: ref, Digest: fi.config, Manifest: top, Content: fi}, nil
 }
 
 // layoutFiles are the files of an OCI layout, by their names in it
@@ -165,26 +141,27 @@ func blobName(d digest.Digest) string {
 }
 
 // resolveLayout reads layout files's index.json and returns the image
-// digest of the manifest tagged tag (by its
-// org.opencontainers.image.ref.name annotation), or, without tag, of its
-// only manifest, and that image's layers; an index among them picks
-// platform's manifest. Manifests and config are verified against the
+// of the manifest tagged tag (by its org.opencontainers.image.ref.name
+// annotation), or, without tag, of its only manifest (its Ref left for
+// the caller to set), and the digest index.json lists for it; an index
+// among them picks platform's manifest. Manifests and config are verified against the
 // descriptors that name them; each layer's blob when it is read. where
 // names the layout in layers' messages. A missing file is an error
 // wrapping fs.ErrNotExist.
-func resolveLayout(files layoutFiles, where, tag string, platform v1.Platform) (digest.Digest, []snapshot.Layer, error) {
+func resolveLayout(files layoutFiles, where, tag string, platform v1.Platform) (*fileImage, digest.Digest, error) {
 	ib, err := files.ReadFile("index.json", manifestLimit)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(ib))
 	if err != nil {
-		return "", nil, fmt.Errorf("index.json: %w", err)
+		return nil, "", fmt.Errorf("index.json: %w", err)
 	}
 	desc, err := pickTag(idx, tag)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
+	top := digest.Digest(desc.Digest.String())
 	blob := func(d v1.Descriptor) ([]byte, error) {
 		if d.Size > manifestLimit || d.Size < 0 {
 			return nil, fmt.Errorf("blob %s: size %d out of bounds", d.Digest, d.Size)
@@ -201,23 +178,23 @@ func resolveLayout(files layoutFiles, where, tag string, platform v1.Platform) (
 	}
 	mb, err := blob(desc)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
 	if isIndex(desc.MediaType, mb) {
 		child, err := v1.ParseIndexManifest(bytes.NewReader(mb))
 		if err != nil {
-			return "", nil, fmt.Errorf("index %s: %w", desc.Digest, err)
+			return nil, "", fmt.Errorf("index %s: %w", desc.Digest, err)
 		}
 		if desc, err = pickPlatform(child, platform); err != nil {
-			return "", nil, err
+			return nil, "", err
 		}
 		if mb, err = blob(desc); err != nil {
-			return "", nil, err
+			return nil, "", err
 		}
 	}
 	img, err := parseImage(mb, blob)
 	if err != nil {
-		return "", nil, err
+		return nil, "", err
 	}
 	ls := make([]snapshot.Layer, len(img.diffIDs))
 	for i, ld := range img.manifest.Layers {
@@ -233,7 +210,7 @@ func resolveLayout(files layoutFiles, where, tag string, platform v1.Platform) (
 			},
 		}
 	}
-	return img.config, ls, nil
+	return &fileImage{config: img.config, raw: img.rawConfig, layers: ls}, top, nil
 }
 
 // manifestLimit bounds a manifest or config read whole into memory.
@@ -269,12 +246,6 @@ func pickTag(idx *v1.IndexManifest, tag string) (v1.Descriptor, error) {
 	return v1.Descriptor{}, fmt.Errorf("the layout holds %d manifests (%s): name one as oci:PATH:TAG", len(idx.Manifests), have)
 }
 
-// Layers returns the layers of image d, which Resolve must have returned;
-// each Open reads its blob from the layout and verifies it.
-func (l *Layout) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return l.images.get(l.String(), d)
-}
-
 // Archive is a `docker save` tarball as a snapshot.Source, for
 // docker-archive:PATH[:REF] refs: the legacy layout (ID/layer.tar,
 // ID.json) and the one Docker 25 and later write (blobs/sha256/…), both
@@ -283,8 +254,7 @@ func (l *Layout) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer,
 // file each time it changed. It is safe for concurrent use; Close
 // releases the files Resolve opened.
 type Archive struct {
-	images images
-	tars   tarCache
+	tars tarCache
 }
 
 var _ snapshot.Source = (*Archive)(nil)
@@ -300,79 +270,69 @@ func (a *Archive) String() string { return "docker-archive" }
 // layers must be closed first.
 func (a *Archive) Close() error { return a.tars.Close() }
 
-// Pull does nothing: an archive is read where it is.
-func (a *Archive) Pull(ctx context.Context, ref string) error {
-	_, _, err := a.parse(ref)
-	return err
+// Pull is Resolve: an archive is read where it is.
+func (a *Archive) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	return a.Resolve(ctx, ref)
 }
 
-// parse splits PATH[:REF]: REF may hold ':' (repo:tag) and so may PATH,
-// so PATH is the shortest prefix that is a file.
-func (a *Archive) parse(ref string) (file, tag string, err error) {
-	t, rest, ok := Transport(ref)
-	if !ok || t != "docker-archive" || rest == "" {
-		return "", "", fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
-	}
-	for i := 0; i < len(rest); i++ {
-		if rest[i] != ':' {
-			continue
-		}
-		if fi, err := os.Stat(rest[:i]); err == nil && fi.Mode().IsRegular() {
-			return rest[:i], rest[i+1:], nil
-		}
-	}
-	return rest, "", nil
-}
-
-// Resolve reads the tarball's manifest.json and returns the image digest
-// of the image tagged REF (as `docker save` records it in RepoTags), or
+// Resolve reads the tarball's manifest.json and returns the image tagged
+// REF (as `docker save` records it in RepoTags), or
 // without REF of its only image: the digest of its config, which a
 // config named by digest must match.
-func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	file, tag, err := a.parse(ref)
-	if err != nil {
-		return "", err
+func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if ref.Transport != snapshot.DockerArchive || ref.Path == "" {
+		return snapshot.Image{}, fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
 	}
+	fi, err := a.read(ref)
+	if err != nil {
+		return snapshot.Image{}, err
+	}
+	return snapshot.Image{Ref: ref, Digest: fi.config, Content: fi}, nil
+}
+
+// read reads the image ref names.
+func (a *Archive) read(ref snapshot.Ref) (*fileImage, error) {
+	file, tag := ref.Path, ref.Tag
 	tf, err := a.tars.open(file)
 	if err != nil {
-		return "", fileError(ref, err)
+		return nil, fileError(ref, err)
 	}
 	mb, err := tf.ReadFile("manifest.json", manifestLimit)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	var m tarball.Manifest
 	if err := json.Unmarshal(mb, &m); err != nil {
-		return "", fmt.Errorf("image %s: manifest.json: %w", ref, err)
+		return nil, fmt.Errorf("image %s: manifest.json: %w", ref, err)
 	}
 	e, err := pickRepoTag(m, tag)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	cb, err := tf.ReadFile(e.Config, manifestLimit)
 	if err != nil {
-		return "", fmt.Errorf("image %s: config: %w", ref, err)
+		return nil, fmt.Errorf("image %s: config: %w", ref, err)
 	}
 	d := digest.FromBytes(cb)
 	if named := digestOfPath(e.Config); named != "" && named != d {
-		return "", fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, snapshot.ErrDigestMismatch)
+		return nil, fmt.Errorf("image %s: config %s has digest %s: %w", ref, e.Config, d, snapshot.ErrDigestMismatch)
 	}
 	cf, err := v1.ParseConfigFile(bytes.NewReader(cb))
 	if err != nil {
-		return "", fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
+		return nil, fmt.Errorf("image %s: config %s: %w", ref, e.Config, err)
 	}
 	if err := snapshot.CheckLayerCount(len(e.Layers), len(cf.RootFS.DiffIDs)); err != nil {
-		return "", fmt.Errorf("image %s: %w", ref, err)
+		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
 	ls := make([]snapshot.Layer, len(e.Layers))
 	for i, lp := range e.Layers {
 		diffID, err := digest.Parse(cf.RootFS.DiffIDs[i].String())
 		if err != nil {
-			return "", fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
+			return nil, fmt.Errorf("image %s: config: diffID %q: %w", ref, cf.RootFS.DiffIDs[i], err)
 		}
 		size, err := tf.Size(lp)
 		if err != nil {
-			return "", fmt.Errorf("image %s: layer %d: %w", ref, i+1, err)
+			return nil, fmt.Errorf("image %s: layer %d: %w", ref, i+1, err)
 		}
 		ls[i] = &layer{
 			diffID: diffID,
@@ -385,14 +345,7 @@ func (a *Archive) Resolve(ctx context.Context, ref string) (digest.Digest, error
 			},
 		}
 	}
-	a.images.put(d, ls)
-	return d, nil
-}
-
-// Layers returns the layers of image d, which Resolve must have returned;
-// each Open reads its file from the tarball.
-func (a *Archive) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return a.images.get(a.String(), d)
+	return &fileImage{ref: ref, config: d, raw: cb, layers: ls}, nil
 }
 
 // pickRepoTag returns the manifest.json entry tagged tag, or without tag

@@ -51,23 +51,23 @@ func TestLayout(t *testing.T) {
 		img    v1.Image
 		layers []*testLayer
 	}{{"oci:" + dir + ":v1", img1, ls1}, {"oci:" + dir + ":v2", img2, ls2}, {"oci:" + dir + ":multi", imgARM, arm}} {
-		d, err := src.Resolve(t.Context(), c.ref)
+		im, err := src.Resolve(t.Context(), parseRef(t, c.ref))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := configDigest(t, c.img); d != want {
-			t.Fatalf("%s: Resolve = %s, want %s", c.ref, d, want)
+		if want := configDigest(t, c.img); im.Digest != want {
+			t.Fatalf("%s: Resolve = %s, want %s", c.ref, im.Digest, want)
 		}
-		checkLayers(t, src, d, c.layers...)
+		checkLayers(t, im, c.layers...)
 	}
-	_, err = src.Resolve(t.Context(), "oci:"+dir)
+	_, err = src.Resolve(t.Context(), parseRef(t, "oci:"+dir))
 	if err == nil || !strings.Contains(err.Error(), "tags multi, v1, v2") {
 		t.Fatalf("no tag in a layout of three: err = %v, want one listing the tags", err)
 	}
-	if _, err = src.Resolve(t.Context(), "oci:"+dir+":v3"); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err = src.Resolve(t.Context(), parseRef(t, "oci:"+dir+":v3")); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("missing tag: err = %v, want ErrImageNotFound", err)
 	}
-	if _, err = src.Resolve(t.Context(), "oci:"+dir+"/nonexistent:v1"); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err = src.Resolve(t.Context(), parseRef(t, "oci:"+dir+"/nonexistent:v1")); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("missing layout: err = %v, want ErrImageNotFound", err)
 	}
 
@@ -82,8 +82,8 @@ func TestLayout(t *testing.T) {
 	if err := p1.AppendImage(img3); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := src.Resolve(t.Context(), "oci:"+one); err != nil || d != configDigest(t, img3) {
-		t.Fatalf("oci:%s = %s, %v; want %s", one, d, err, configDigest(t, img3))
+	if im, err := src.Resolve(t.Context(), parseRef(t, "oci:"+one)); err != nil || im.Digest != configDigest(t, img3) {
+		t.Fatalf("oci:%s = %s, %v; want %s", one, im.Digest, err, configDigest(t, img3))
 	}
 
 	// A blob changed on disk fails its layer's stream (an uncompressed
@@ -95,11 +95,11 @@ func TestLayout(t *testing.T) {
 	if err := os.WriteFile(blob, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d, err := src.Resolve(t.Context(), "oci:"+one)
+	im, err := src.Resolve(t.Context(), parseRef(t, "oci:"+one))
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, _ := src.Layers(t.Context(), d)
+	layers, _ := im.Layers(t.Context())
 	if _, err := readAll(t.Context(), layers[0]); err == nil || !strings.Contains(err.Error(), "digest mismatch") {
 		t.Fatalf("corrupted layout blob: err = %v, want a digest mismatch", err)
 	}
@@ -122,20 +122,20 @@ func TestArchiveGgcr(t *testing.T) {
 		img    v1.Image
 		layers []*testLayer
 	}{{"docker-archive:" + file + ":example.com/app:v1", img1, ls1}, {"docker-archive:" + file + ":other", img2, ls2}} {
-		d, err := src.Resolve(t.Context(), c.ref)
+		im, err := src.Resolve(t.Context(), parseRef(t, c.ref))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := configDigest(t, c.img); d != want {
-			t.Fatalf("%s: Resolve = %s, want %s", c.ref, d, want)
+		if want := configDigest(t, c.img); im.Digest != want {
+			t.Fatalf("%s: Resolve = %s, want %s", c.ref, im.Digest, want)
 		}
-		checkLayers(t, src, d, c.layers...)
+		checkLayers(t, im, c.layers...)
 	}
-	_, err := src.Resolve(t.Context(), "docker-archive:"+file)
+	_, err := src.Resolve(t.Context(), parseRef(t, "docker-archive:"+file))
 	if err == nil || !strings.Contains(err.Error(), "tags example.com/app:v1, other:latest") {
 		t.Fatalf("no REF in an archive of two: err = %v, want one listing the tags", err)
 	}
-	if _, err := src.Resolve(t.Context(), "docker-archive:"+file+":nope"); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err := src.Resolve(t.Context(), parseRef(t, "docker-archive:"+file+":nope")); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("missing REF: err = %v, want ErrImageNotFound", err)
 	}
 }
@@ -201,17 +201,17 @@ func TestArchiveDockerSave(t *testing.T) {
 			raws := [][]byte{tarOf(t, "a", "1"), tarOf(t, "b", "2"), tarOf(t, "a", "1")}
 			want, _ := dockerSave(t, file, oci, "app:v1", raws...)
 			src := NewArchive(Options{})
-			d, err := src.Resolve(t.Context(), "docker-archive:"+file)
+			im, err := src.Resolve(t.Context(), parseRef(t, "docker-archive:"+file))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d != want {
-				t.Fatalf("Resolve = %s, want %s", d, want)
+			if im.Digest != want {
+				t.Fatalf("Resolve = %s, want %s", im.Digest, want)
 			}
-			if d2, err := src.Resolve(t.Context(), "docker-archive:"+file+":app:v1"); err != nil || d2 != want {
-				t.Fatalf("with REF: %s, %v", d2, err)
+			if im2, err := src.Resolve(t.Context(), parseRef(t, "docker-archive:"+file+":app:v1")); err != nil || im2.Digest != want {
+				t.Fatalf("with REF: %s, %v", im2.Digest, err)
 			}
-			ls, err := src.Layers(t.Context(), d)
+			ls, err := im.Layers(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,8 +1,6 @@
 package registry
 
 import (
-	"github.com/rootswap/rootswap/index"
-
 	"archive/tar"
 	"bytes"
 	"crypto/sha256"
@@ -233,23 +231,23 @@ func (s *server) pushIndex(t testing.TB, ref string, idx v1.ImageIndex) {
 // mapCache is a RefCache in memory.
 type mapCache struct {
 	mu sync.Mutex
-	m  map[string]index.Ref
+	m  map[string]record
 }
 
-func (c *mapCache) LookupRef(ref string) (index.Ref, bool, error) {
+func (c *mapCache) LookupRef(ref string) (d, manifest digest.Digest, ok bool, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r, ok := c.m[ref]
-	return r, ok, nil
+	return r.config, r.manifest, ok, nil
 }
 
-func (c *mapCache) RecordRef(r index.Ref) error {
+func (c *mapCache) RecordRef(ref string, d, manifest digest.Digest) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]index.Ref{}
+		c.m = map[string]record{}
 	}
-	c.m[r.Ref] = r
+	c.m[ref] = record{d, manifest}
 	return nil
 }
 

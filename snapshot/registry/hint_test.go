@@ -28,7 +28,7 @@ func TestPlainHTTPHint(t *testing.T) {
 		return d.DialContext(ctx, network, srv.Listener.Addr().String())
 	}}
 	src := newSource(Options{Transport: tr, MirrorsFile: "/etc/x/registries.conf"})
-	_, err := src.Resolve(t.Context(), "docker://registry.example.com/app:v1")
+	_, err := src.Resolve(t.Context(), parseRef(t, "docker://registry.example.com/app:v1"))
 	if err == nil || !strings.Contains(err.Error(), `registry registry.example.com speaks plain HTTP; if you trust it, add [[registry]] location = "registry.example.com", insecure = true to /etc/x/registries.conf`) {
 		t.Fatalf("err = %v, want the insecure hint", err)
 	}

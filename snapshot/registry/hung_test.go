@@ -95,11 +95,11 @@ func TestMirrorHung(t *testing.T) {
 			src := newSource(opt)
 			up.take()
 			err, took := within(t, testLimit, "a pull through a hung mirror", func() error {
-				d, err := src.Resolve(t.Context(), ref)
+				im, err := src.Resolve(t.Context(), parseRef(t, ref))
 				if err != nil {
 					return err
 				}
-				checkLayers(t, src, d, ls...)
+				checkLayers(t, im, ls...)
 				return nil
 			})
 			if err != nil {
@@ -125,10 +125,10 @@ func TestAskedOnce(t *testing.T) {
 	ref := "docker://" + s.host + "/app:v1"
 	src := newSource(Options{Timeout: testTimeout, Refs: &mapCache{}})
 	err, took := within(t, testLimit, "Pull and Resolve of a hung registry", func() error {
-		if err := src.Pull(t.Context(), ref); !errors.Is(err, snapshot.ErrUnreachable) {
+		if _, err := src.Pull(t.Context(), parseRef(t, ref)); !errors.Is(err, snapshot.ErrUnreachable) {
 			return fmt.Errorf("Pull: %w, want ErrUnreachable", err)
 		}
-		_, err := src.Resolve(t.Context(), ref)
+		_, err := src.Resolve(t.Context(), parseRef(t, ref))
 		return err
 	})
 	if !errors.Is(err, snapshot.ErrUnreachable) {
@@ -149,17 +149,17 @@ func TestRefusalAskedOnce(t *testing.T) {
 	s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1"))))
 	ref := "docker://" + s.host + "/app:nope"
 	src := newSource(Options{Timeout: testTimeout, Refs: &mapCache{}})
-	if err := src.Pull(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err := src.Pull(t.Context(), parseRef(t, ref)); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("Pull: %v, want ErrImageNotFound", err)
 	}
-	if _, err := src.Resolve(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err := src.Resolve(t.Context(), parseRef(t, ref)); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("Resolve: %v, want ErrImageNotFound", err)
 	}
 	if got := s.take(); len(got) != 1 {
 		t.Errorf("the registry was asked %v for a tag it refused, want one request", got)
 	}
 	// Another command (Source) asks again.
-	if _, err := newSource(Options{Timeout: testTimeout}).Resolve(t.Context(), ref); !errors.Is(err, snapshot.ErrImageNotFound) {
+	if _, err := newSource(Options{Timeout: testTimeout}).Resolve(t.Context(), parseRef(t, ref)); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("Resolve: %v, want ErrImageNotFound", err)
 	}
 	if got := s.take(); len(got) != 1 {
@@ -206,13 +206,13 @@ func mirrorStallsMidBlob(t *testing.T, lie bool) {
 	conf := writeConf(t, fmt.Sprintf("[[registry]]\nprefix = %q\n[[registry.mirror]]\nlocation = %q\n", up.host, mirror.host))
 	var logs bytes.Buffer
 	src := newSource(Options{MirrorsFile: conf, Timeout: testTimeout, Log: slog.New(slog.NewTextHandler(&logs, nil))})
-	d, err := src.Resolve(t.Context(), "docker://"+up.host+"/app:v1")
+	im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+up.host+"/app:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	up.take()
 	mirror.take()
-	layers, err := src.Layers(t.Context(), d)
+	layers, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,26 @@ import (
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-// image is what Layers needs of a resolved image.
+// image is a resolved image as read: what its Content gives.
 type image struct {
-	config   digest.Digest // the image digest
-	manifest *v1.Manifest
-	diffIDs  []digest.Digest // the config's, lowest first
+	config    digest.Digest // the image digest
+	rawConfig []byte        // verified against config
+	manifest  *v1.Manifest
+	diffIDs   []digest.Digest // the config's, lowest first
+}
+
+// ociConfig is the image's config as the OCI image spec reads it.
+func (img *image) ociConfig(ref snapshot.Ref) (snapshot.Config, error) {
+	return parseConfig(ref, img.config, img.rawConfig)
+}
+
+// parseConfig reads config document b of image ref, whose digest is d.
+func parseConfig(ref snapshot.Ref, d digest.Digest, b []byte) (snapshot.Config, error) {
+	c := snapshot.Config{Raw: b}
+	if err := json.Unmarshal(b, &c.OCI); err != nil {
+		return snapshot.Config{}, fmt.Errorf("image %s: config %s: %w", ref, d, err)
+	}
+	return c, nil
 }
 
 // verify checks content b against the descriptor that named it: digest
@@ -96,7 +111,7 @@ func parseImage(mb []byte, config func(v1.Descriptor) ([]byte, error)) (*image, 
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", m.Config.Digest, err)
 	}
-	img := &image{config: digest.Digest(m.Config.Digest.String()), manifest: m}
+	img := &image{config: digest.Digest(m.Config.Digest.String()), rawConfig: cb, manifest: m}
 	for _, h := range cf.RootFS.DiffIDs {
 		d, err := digest.Parse(h.String())
 		if err != nil {

@@ -103,11 +103,11 @@ func TestMirrors(t *testing.T) {
 			mirror.mu.Unlock()
 			up.take()
 			mirror.take()
-			d, err := src.Resolve(t.Context(), ref)
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			checkLayers(t, src, d, ls...)
+			checkLayers(t, im, ls...)
 			m, u := mirror.take(), up.take()
 			if strings.Join(m, ",") != strings.Join(c.mirrored, ",") || strings.Join(u, ",") != strings.Join(c.upstream, ",") {
 				t.Errorf("mirror was asked %v, upstream %v; want %v and %v", m, u, c.mirrored, c.upstream)
@@ -121,7 +121,7 @@ func TestMirrors(t *testing.T) {
 	t.Run("mirror and upstream down", func(t *testing.T) {
 		dead := closedPort(t)
 		conf := writeConf(t, fmt.Sprintf("[[registry]]\nprefix = %q\n[[registry.mirror]]\nlocation = %q\n", dead, closedPort(t)))
-		_, err := newSource(Options{MirrorsFile: conf}).Resolve(t.Context(), "docker://"+dead+"/app:v1")
+		_, err := newSource(Options{MirrorsFile: conf}).Resolve(t.Context(), parseRef(t, "docker://"+dead+"/app:v1"))
 		if !errors.Is(err, snapshot.ErrUnreachable) {
 			t.Fatalf("err = %v, want ErrUnreachable", err)
 		}
@@ -137,7 +137,7 @@ func TestMirrorsConf(t *testing.T) {
 			"[[registry\n",
 		} {
 			f := writeConf(t, conf)
-			if _, err := New(Options{MirrorsFile: f}).Resolve(t.Context(), "docker://a.example/app:v1"); err == nil || !strings.Contains(err.Error(), f) {
+			if _, err := New(Options{MirrorsFile: f}).Resolve(t.Context(), parseRef(t, "docker://a.example/app:v1")); err == nil || !strings.Contains(err.Error(), f) {
 				t.Errorf("conf %q: err = %v, want one naming the file", conf, err)
 			}
 		}

@@ -45,7 +45,7 @@ func TestMessages(t *testing.T) {
 			status = c.status
 			s.mu.Unlock()
 			ref := "docker://" + c.ref
-			_, err := newSource(Options{Timeout: testTimeout}).Resolve(t.Context(), ref)
+			_, err := newSource(Options{Timeout: testTimeout}).Resolve(t.Context(), parseRef(t, ref))
 			if err == nil || (c.want != nil && !errors.Is(err, c.want)) {
 				t.Fatalf("err = %v, want %v", err, c.want)
 			}

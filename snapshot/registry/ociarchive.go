@@ -3,10 +3,8 @@ package registry
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -23,7 +21,6 @@ import (
 type OCIArchive struct {
 	platform v1.Platform
 	err      error
-	images   images
 	tars     tarCache
 }
 
@@ -44,49 +41,29 @@ func (a *OCIArchive) String() string { return "oci-archive" }
 // layers must be closed first.
 func (a *OCIArchive) Close() error { return a.tars.Close() }
 
-// Pull does nothing: an archive is read where it is.
-func (a *OCIArchive) Pull(ctx context.Context, ref string) error {
-	_, _, err := a.parse(ref)
-	return err
+// Pull is Resolve: an archive is read where it is.
+func (a *OCIArchive) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	return a.Resolve(ctx, ref)
 }
 
-func (a *OCIArchive) parse(ref string) (file, tag string, err error) {
-	if a.err != nil {
-		return "", "", a.err
-	}
-	t, rest, ok := Transport(ref)
-	if !ok || t != "oci-archive" || rest == "" {
-		return "", "", fmt.Errorf("image %s: not an oci-archive:PATH[:TAG] reference", ref)
-	}
-	// PATH may hold ':' itself; a TAG holds no '/'.
-	if i := strings.LastIndexByte(rest, ':'); i > 0 && !strings.Contains(rest[i+1:], "/") {
-		return rest[:i], rest[i+1:], nil
-	}
-	return rest, "", nil
-}
-
-// Resolve reads the archive's index.json and returns the image digest of
-// the manifest tagged TAG, or without TAG of its only manifest, as
+// Resolve reads the archive's index.json and returns the image of the
+// manifest tagged TAG, or without TAG of its only manifest, as
 // Layout.Resolve does for a directory.
-func (a *OCIArchive) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
-	file, tag, err := a.parse(ref)
-	if err != nil {
-		return "", err
+func (a *OCIArchive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
+	if a.err != nil {
+		return snapshot.Image{}, a.err
 	}
-	tf, err := a.tars.open(file)
-	if err != nil {
-		return "", fileError(ref, err)
+	if ref.Transport != snapshot.OCIArchive || ref.Path == "" {
+		return snapshot.Image{}, fmt.Errorf("image %s: not an oci-archive:PATH[:TAG] reference", ref)
 	}
-	d, ls, err := resolveLayout(tf, file, tag, a.platform)
+	tf, err := a.tars.open(ref.Path)
 	if err != nil {
-		return "", fileError(ref, err)
+		return snapshot.Image{}, fileError(ref, err)
 	}
-	a.images.put(d, ls)
-	return d, nil
-}
-
-// Layers returns the layers of image d, which Resolve must have returned;
-// each Open reads its blob from the archive and verifies it.
-func (a *OCIArchive) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	return a.images.get(a.String(), d)
+	fi, top, err := resolveLayout(tf, ref.Path, ref.Tag, a.platform)
+	if err != nil {
+		return snapshot.Image{}, fileError(ref, err)
+	}
+	fi.ref = ref
+	return snapshot.Image{Ref: ref, Digest: fi.config, Manifest: top, Content: fi}, nil
 }

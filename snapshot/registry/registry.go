@@ -21,7 +21,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -74,18 +73,8 @@ type Source struct {
 	puller   *remote.Puller
 	err      error // a bad option, returned by every call
 
-	mu     sync.Mutex
-	images map[digest.Digest]*known // image digest → where it was resolved
-	down   map[string]error         // endpoint (repository name) → its failure, not asked again
-}
-
-// known is where Resolve or Pull found an image, so Layers can fetch it
-// again by digest: its repository and the manifest digest the ref named,
-// and the image itself once read.
-type known struct {
-	repo     name.Repository
-	manifest digest.Digest
-	img      *image // nil until read in this process
+	mu   sync.Mutex
+	down map[string]error // endpoint (repository name) → its failure, not asked again
 }
 
 var _ snapshot.Source = (*Source)(nil)
@@ -93,7 +82,7 @@ var _ snapshot.Source = (*Source)(nil)
 // New returns a registry source. An invalid option (a bad platform or
 // mirrors file) is the error of every call.
 func New(opt Options) *Source {
-	s := &Source{opt: opt, images: map[digest.Digest]*known{}, down: map[string]error{}}
+	s := &Source{opt: opt, down: map[string]error{}}
 	if s.opt.Timeout <= 0 {
 		s.opt.Timeout = DefaultTimeout
 	}
@@ -138,16 +127,16 @@ func parsePlatform(p string) (v1.Platform, error) {
 // String is what a user calls this source in messages.
 func (s *Source) String() string { return "registry" }
 
-// parse reads a docker:// image argument.
-func (s *Source) parse(ref string) (name.Reference, error) {
+// parse turns a docker reference into go-containerregistry's, with its
+// registry as the mirrors configuration names it upstream.
+func (s *Source) parse(ref snapshot.Ref) (name.Reference, error) {
 	if s.err != nil {
 		return nil, s.err
 	}
-	t, rest, ok := Transport(ref)
-	if !ok || t != "docker" {
+	if ref.Transport != snapshot.Docker {
 		return nil, fmt.Errorf("image %s: not a docker:// reference", ref)
 	}
-	r, err := name.ParseReference(rest)
+	r, err := name.ParseReference(ref.Name)
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %w", ref, err)
 	}
@@ -157,44 +146,46 @@ func (s *Source) parse(ref string) (name.Reference, error) {
 	return r, nil
 }
 
-// Resolve returns the image digest (the config's) that ref names. A ref
-// the ref cache knows costs no network at all, whatever the registry says
-// now: Pull is what asks again. Otherwise Resolve reads the manifest
-// (through an index, the one for the platform) and the config, verifies
-// them and records the result.
-func (s *Source) Resolve(ctx context.Context, ref string) (digest.Digest, error) {
+// Resolve returns the image ref names: its digest (the config's) and its
+// manifest's. A ref the ref cache knows costs no network at all, whatever
+// the registry says now (Pull is what asks again): the image's manifest
+// and config are read by digest when its Content is first asked for.
+// Otherwise Resolve reads the manifest (through an index, the one for the
+// platform) and the config and verifies them; the image is recorded once
+// stored (snapshot.RecordRef).
+func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	r, err := s.parse(ref)
 	if err != nil {
-		return "", err
+		return snapshot.Image{}, err
 	}
-	if rec, ok, err := s.lookup(ref); err != nil {
-		return "", err
+	if rec, ok, err := s.lookup(ref.String()); err != nil {
+		return snapshot.Image{}, err
 	} else if ok {
-		s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
-		return rec.Digest, nil
+		return s.recorded(ref, r, rec), nil
 	}
 	return s.fetch(ctx, ref, r)
 }
 
-// Pull makes the ref cache's record of ref current. For a digest ref
-// already recorded it does nothing (a digest names one manifest forever).
-// For a tag it makes one manifest HEAD and, if the tag has moved (or was
-// never recorded), reads the new manifest by the digest the HEAD gave and
-// records it. Blobs are fetched by Layers' streams, not here.
-func (s *Source) Pull(ctx context.Context, ref string) error {
+// Pull asks the registry what ref names now. For a digest ref already
+// recorded it asks nothing (a digest names one manifest forever). For a
+// tag it makes one manifest HEAD and, if the tag has moved (or was never
+// recorded), reads the new manifest by the digest the HEAD gave and its
+// config; the image is recorded once stored (snapshot.RecordRef), so a
+// pull refused on the way in leaves the record as it was. Blobs are
+// fetched by the layers' streams, not here.
+func (s *Source) Pull(ctx context.Context, ref snapshot.Ref) (snapshot.Image, error) {
 	r, err := s.parse(ref)
 	if err != nil {
-		return err
+		return snapshot.Image{}, err
 	}
-	rec, ok, err := s.lookup(ref)
+	rec, ok, err := s.lookup(ref.String())
 	if err != nil {
-		return err
+		return snapshot.Image{}, err
 	}
 	_, byDigest := r.(name.Digest)
 	switch {
 	case ok && byDigest:
-		s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
-		return nil
+		return s.recorded(ref, r, rec), nil
 	case ok:
 		var head *v1.Descriptor
 		err := s.each(ctx, r.Context(), false, true, func(ctx context.Context, repo name.Repository) error {
@@ -203,51 +194,83 @@ func (s *Source) Pull(ctx context.Context, ref string) error {
 			return err
 		})
 		if err == nil {
-			if head.Digest.String() == rec.Manifest.String() {
-				s.remember(rec.Digest, r.Context(), rec.Manifest, nil)
-				return nil
+			if head.Digest.String() == rec.manifest.String() {
+				return s.recorded(ref, r, rec), nil
 			}
 			// Read what the HEAD named, by digest: verified, and the same
 			// manifest even if the tag moves again meanwhile.
 			r = r.Context().Digest(head.Digest.String())
-		} else if c := s.classify(ctx, ref, r.Context(), err); errors.Is(c, snapshot.ErrUnreachable) || errors.Is(c, snapshot.ErrImageNotFound) || errors.Is(c, errAuth) {
-			return c
+		} else if c := s.classify(ctx, ref.String(), r.Context(), err); errors.Is(c, snapshot.ErrUnreachable) || errors.Is(c, snapshot.ErrImageNotFound) || errors.Is(c, errAuth) {
+			return snapshot.Image{}, c
 		}
 		// Any other HEAD failure (a registry that sends no
 		// Docker-Content-Digest) falls back to a GET of the tag.
 	}
-	_, err = s.fetch(ctx, ref, r)
-	return err
+	return s.fetch(ctx, ref, r)
 }
 
-// Layers returns image d's layers, lowest first: each with its diffID from
-// the config and its blob from the manifest. d must have been returned by
-// Resolve (or recorded by Pull) in this process; if only the ref cache
-// knew it, the manifest and config are read again by digest.
-func (s *Source) Layers(ctx context.Context, d digest.Digest) ([]snapshot.Layer, error) {
-	if s.err != nil {
-		return nil, s.err
+// remoteImage is an image in a registry as Content: its repository (r's,
+// upstream of any mirror), the manifest digest its ref named and its
+// image digest, and the image once read.
+type remoteImage struct {
+	s        *Source
+	ref      snapshot.Ref
+	repo     name.Repository
+	manifest digest.Digest
+	config   digest.Digest
+
+	mu  sync.Mutex
+	img *image // nil until read
+}
+
+// recorded is the image the ref cache's record rec says ref names; it is
+// read from the registry only when its content is asked for.
+func (s *Source) recorded(ref snapshot.Ref, r name.Reference, rec record) snapshot.Image {
+	ri := &remoteImage{s: s, ref: ref, repo: r.Context(), manifest: rec.manifest, config: rec.config}
+	return snapshot.Image{Ref: ref, Digest: rec.config, Manifest: rec.manifest, Content: ri}
+}
+
+// read returns the image, reading its manifest by digest (and through an
+// index, the platform's) and its config the first time; the config must
+// be the one the image was resolved to.
+func (ri *remoteImage) read(ctx context.Context) (*image, error) {
+	ri.mu.Lock()
+	defer ri.mu.Unlock()
+	if ri.img != nil {
+		return ri.img, nil
 	}
-	s.mu.Lock()
-	k := s.images[d]
-	s.mu.Unlock()
-	if k == nil {
-		return nil, fmt.Errorf("image %s: not resolved by the registry source", d)
+	var top digest.Digest
+	img, err := ri.s.readTop(ctx, ri.ref.String(), ri.repo.Digest(ri.manifest.String()), &top)
+	if err != nil {
+		return nil, err
 	}
-	img := k.img
-	if img == nil {
-		r := k.repo.Digest(k.manifest.String())
-		var top digest.Digest
-		var err error
-		if img, err = s.readTop(ctx, "docker://"+r.String(), r, &top); err != nil {
-			return nil, err
-		}
-		if img.config != d {
-			return nil, fmt.Errorf("image %s: manifest %s now names config %s", d, k.manifest, img.config)
-		}
-		s.remember(d, k.repo, k.manifest, img)
+	if img.config != ri.config {
+		return nil, fmt.Errorf("image %s: manifest %s now names config %s, not %s", ri.ref, ri.manifest, img.config, ri.config)
 	}
-	return s.layers(img, k.repo), nil
+	ri.img = img
+	return img, nil
+}
+
+// Config returns the image's config, as verified against its digest.
+func (ri *remoteImage) Config(ctx context.Context) (snapshot.Config, error) {
+	img, err := ri.read(ctx)
+	if err != nil {
+		return snapshot.Config{}, err
+	}
+	return img.ociConfig(ri.ref)
+}
+
+// Layers returns the image's layers, lowest first: each with its diffID
+// from the config and its blob from the manifest.
+func (ri *remoteImage) Layers(ctx context.Context) ([]snapshot.Layer, error) {
+	if err := ri.s.err; err != nil {
+		return nil, err
+	}
+	img, err := ri.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ri.s.layers(img, ri.repo), nil
 }
 
 func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
@@ -267,45 +290,34 @@ func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
 	return ls
 }
 
-func (s *Source) lookup(ref string) (index.Ref, bool, error) {
+// record is what the ref cache says a ref names.
+type record struct{ config, manifest digest.Digest }
+
+func (s *Source) lookup(ref string) (record, bool, error) {
 	if s.opt.Refs == nil {
-		return index.Ref{}, false, nil
+		return record{}, false, nil
 	}
-	rec, ok, err := s.opt.Refs.LookupRef(ref)
+	d, m, ok, err := s.opt.Refs.LookupRef(ref)
 	if err != nil {
-		return index.Ref{}, false, fmt.Errorf("image %s: ref cache: %w", ref, err)
+		return record{}, false, fmt.Errorf("image %s: ref cache: %w", ref, err)
 	}
-	if ok && (rec.Digest.Validate() != nil || rec.Manifest.Validate() != nil) {
-		return index.Ref{}, false, fmt.Errorf("image %s: ref cache holds digests %q, %q", ref, rec.Digest, rec.Manifest)
+	if ok && (d.Validate() != nil || m.Validate() != nil) {
+		return record{}, false, fmt.Errorf("image %s: ref cache holds digests %q, %q", ref, d, m)
 	}
-	return rec, ok, nil
+	return record{config: d, manifest: m}, ok, nil
 }
 
-func (s *Source) remember(d digest.Digest, repo name.Repository, manifest digest.Digest, img *image) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if k := s.images[d]; k != nil && k.manifest == manifest && img == nil {
-		return // keep what was read
-	}
-	s.images[d] = &known{repo: repo, manifest: manifest, img: img}
-}
-
-// fetch reads the image r names (r may be the digest a HEAD of ref gave)
-// and records it under ref.
-func (s *Source) fetch(ctx context.Context, ref string, r name.Reference) (digest.Digest, error) {
+// fetch reads the image r names (r may be the digest a HEAD of ref gave).
+// The image it returns asks to be recorded under ref (Image.Record): the
+// importer records it once its tree is stored, never this source.
+func (s *Source) fetch(ctx context.Context, ref snapshot.Ref, r name.Reference) (snapshot.Image, error) {
 	var top digest.Digest
-	img, err := s.readTop(ctx, ref, r, &top)
+	img, err := s.readTop(ctx, ref.String(), r, &top)
 	if err != nil {
-		return "", err
+		return snapshot.Image{}, err
 	}
-	s.remember(img.config, r.Context(), top, img)
-	if s.opt.Refs != nil {
-		rec := index.Ref{Ref: ref, Digest: img.config, Manifest: top, Resolved: time.Now()}
-		if err := s.opt.Refs.RecordRef(rec); err != nil {
-			return "", fmt.Errorf("image %s: ref cache: %w", ref, err)
-		}
-	}
-	return img.config, nil
+	ri := &remoteImage{s: s, ref: ref, repo: r.Context(), manifest: top, config: img.config, img: img}
+	return snapshot.Image{Ref: ref, Digest: img.config, Manifest: top, Record: s.opt.Refs != nil, Content: ri}, nil
 }
 
 // readTop reads and verifies the manifest r names (through an index, the

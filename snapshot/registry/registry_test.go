@@ -8,7 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strconv"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,9 +19,26 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/snapshot"
 )
+
+// parseRef parses an image argument of one of this package's
+// transports, as the command line's table does.
+func parseRef(t testing.TB, s string) snapshot.Ref {
+	t.Helper()
+	parse := map[string]func(string) (snapshot.Ref, error){"docker://": ParseDocker, "oci:": ParseLayout, "oci-archive:": ParseOCIArchive, "docker-archive:": ParseArchive}
+	for prefix, f := range parse {
+		if rest, ok := strings.CutPrefix(s, prefix); ok {
+			r, err := f(rest)
+			if err != nil {
+				t.Fatalf("image %q: %v", s, err)
+			}
+			return r
+		}
+	}
+	t.Fatalf("image %q: no transport of this package", s)
+	return snapshot.Ref{}
+}
 
 func newSource(opt Options) *Source {
 	if opt.Keychain == nil {
@@ -42,17 +60,25 @@ func readAll(ctx context.Context, l snapshot.Layer) ([]byte, error) {
 	return io.ReadAll(rc)
 }
 
-// checkLayers reads every layer of d and checks it against want, layer
-// by layer: diffID, blob and content.
-func checkLayers(t *testing.T, src snapshot.Source, d digest.Digest, want ...*testLayer) {
+// checkLayers reads every layer of img and checks it against want, layer
+// by layer: diffID, blob and content; and img's config.
+func checkLayers(t *testing.T, img snapshot.Image, want ...*testLayer) {
 	t.Helper()
 	ctx := t.Context()
-	ls, err := src.Layers(ctx, d)
+	ls, err := img.Layers(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ls) != len(want) {
 		t.Fatalf("%d layers, want %d", len(ls), len(want))
+	}
+	// The image carries its config too: the document its digest names.
+	c, err := img.Config(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if digest.FromBytes(c.Raw) != img.Digest || c.OCI.OS != "linux" || len(c.OCI.RootFS.DiffIDs) != len(want) {
+		t.Errorf("config of %s: digest %s, OS %q, %d diffIDs", img.Digest, digest.FromBytes(c.Raw), c.OCI.OS, len(c.OCI.RootFS.DiffIDs))
 	}
 	for i, l := range ls {
 		w := want[i]
@@ -100,14 +126,14 @@ func TestResolveTagAndDigest(t *testing.T) {
 		"docker://" + s.host + "/app@" + manifestDigest(t, img).String(),
 	} {
 		t.Run(ref, func(t *testing.T) {
-			d, err := src.Resolve(t.Context(), ref)
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d != want {
-				t.Fatalf("Resolve = %s, want the config digest %s (manifest %s)", d, want, manifestDigest(t, img))
+			if im.Digest != want || im.Manifest != manifestDigest(t, img) {
+				t.Fatalf("Resolve = %s (manifest %s), want the config digest %s (manifest %s)", im.Digest, im.Manifest, want, manifestDigest(t, img))
 			}
-			checkLayers(t, src, d, ls...)
+			checkLayers(t, im, ls...)
 		})
 	}
 }
@@ -131,18 +157,18 @@ func TestIndexPicksPlatform(t *testing.T) {
 	}{{"linux/amd64", imgAMD, amd}, {"linux/arm64", imgARM, arm}, {"linux/arm64/v8", imgARM, arm}} {
 		t.Run(c.platform, func(t *testing.T) {
 			src := newSource(Options{Platform: c.platform})
-			d, err := src.Resolve(t.Context(), ref)
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := configDigest(t, c.img); d != want {
-				t.Fatalf("Resolve = %s, want %s", d, want)
+			if want := configDigest(t, c.img); im.Digest != want {
+				t.Fatalf("Resolve = %s, want %s", im.Digest, want)
 			}
-			checkLayers(t, src, d, c.layers...)
+			checkLayers(t, im, c.layers...)
 		})
 	}
 	t.Run("none matches", func(t *testing.T) {
-		_, err := newSource(Options{Platform: "linux/s390x"}).Resolve(t.Context(), ref)
+		_, err := newSource(Options{Platform: "linux/s390x"}).Resolve(t.Context(), parseRef(t, ref))
 		if err == nil || !strings.Contains(err.Error(), "no manifest for linux/s390x, only for linux/amd64, linux/arm64/v8") {
 			t.Fatalf("err = %v, want one naming linux/s390x and the platforms there are", err)
 		}
@@ -247,7 +273,7 @@ func TestLyingRegistry(t *testing.T) {
 			s.mu.Unlock()
 			ref = "docker://" + s.host + "/" + ref
 			src := newSource(Options{})
-			d, err := src.Resolve(t.Context(), ref)
+			im, err := src.Resolve(t.Context(), parseRef(t, ref))
 			if c.resolveErr != "" {
 				t.Log(err)
 				if err == nil || !strings.Contains(err.Error(), c.resolveErr) || !strings.Contains(err.Error(), ref) {
@@ -258,7 +284,7 @@ func TestLyingRegistry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ls, err := src.Layers(t.Context(), d)
+			ls, err := im.Layers(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -296,7 +322,7 @@ func TestNotFound(t *testing.T) {
 	s := newServer(t)
 	s.push(t, "app:v1", testImage(t, nil, newLayer(t, "gzip", tarOf(t, "a", "1"))))
 	for _, ref := range []string{"app:nope", "nope:v1", "app@sha256:" + strings.Repeat("0", 64)} {
-		_, err := newSource(Options{}).Resolve(t.Context(), "docker://"+s.host+"/"+ref)
+		_, err := newSource(Options{}).Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/"+ref))
 		if !errors.Is(err, snapshot.ErrImageNotFound) {
 			t.Errorf("%s: err = %v, want ErrImageNotFound", ref, err)
 		}
@@ -316,22 +342,22 @@ func TestAuthFailure(t *testing.T) {
 		return true
 	}
 	ref := "docker://" + s.host + "/app:v1"
-	_, err := newSource(Options{Keychain: basicKeychain{"user", "wrong"}}).Resolve(t.Context(), ref)
+	_, err := newSource(Options{Keychain: basicKeychain{"user", "wrong"}}).Resolve(t.Context(), parseRef(t, ref))
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.HasPrefix(err.Error(), "registry "+s.host+": authentication failed for app: ") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("wrong password: err = %v, want one line \"registry %s: authentication failed for app: …\", not unreachable", err, s.host)
 	}
 	cache := &mapCache{}
-	cache.RecordRef(index.Ref{Ref: ref, Digest: configDigest(t, img), Manifest: digest.FromString("old")})
-	err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), ref)
+	cache.RecordRef(ref, configDigest(t, img), digest.FromString("old"))
+	_, err = newSource(Options{Keychain: basicKeychain{"user", "wrong"}, Refs: cache}).Pull(t.Context(), parseRef(t, ref))
 	if err == nil || errors.Is(err, snapshot.ErrUnreachable) || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password, Pull of a cached ref: err = %v, want an authentication failure", err)
 	}
 	src := newSource(Options{Keychain: basicKeychain{"user", "right"}})
-	d, err := src.Resolve(t.Context(), ref)
+	im, err := src.Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatalf("right password: %v", err)
 	}
-	ls, err := src.Layers(t.Context(), d)
+	ls, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +374,7 @@ func TestUnreachable(t *testing.T) {
 		}
 		host := l.Addr().String()
 		l.Close()
-		_, err = newSource(Options{}).Resolve(t.Context(), "docker://"+host+"/app:v1")
+		_, err = newSource(Options{}).Resolve(t.Context(), parseRef(t, "docker://"+host+"/app:v1"))
 		if !errors.Is(err, snapshot.ErrUnreachable) {
 			t.Fatalf("err = %v, want ErrUnreachable", err)
 		}
@@ -366,7 +392,7 @@ func TestUnreachable(t *testing.T) {
 		src := newSource(Options{Timeout: 100 * time.Millisecond})
 		done := make(chan error, 1)
 		go func() {
-			_, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+			_, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 			done <- err
 		}()
 		select {
@@ -388,71 +414,89 @@ func TestRefCache(t *testing.T) {
 	ref := "docker://" + s.host + "/app:latest"
 	cache := &mapCache{}
 
-	// A first resolve asks the registry and records what it found.
-	d, err := newSource(Options{Refs: cache}).Resolve(t.Context(), ref)
+	// A first resolve asks the registry. The image asks to be recorded;
+	// the source records nothing itself: the importer does, once the
+	// image's tree is stored (here, the test).
+	im, err := newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, ref))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, ok, _ := cache.LookupRef(ref)
-	if !ok || rec.Digest != d || rec.Manifest != manifestDigest(t, img1) || rec.Resolved.IsZero() {
-		t.Fatalf("recorded %+v, want digest %s and manifest %s", rec, d, manifestDigest(t, img1))
+	d := im.Digest
+	if d != configDigest(t, img1) || im.Manifest != manifestDigest(t, img1) || !im.Record {
+		t.Fatalf("Resolve = %s (manifest %s, record %v), want %s (manifest %s) to record", d, im.Manifest, im.Record, configDigest(t, img1), manifestDigest(t, img1))
 	}
+	if rd, _, ok, _ := cache.LookupRef(ref); ok {
+		t.Fatalf("Resolve recorded %s before the image was stored", rd)
+	}
+	cache.RecordRef(ref, im.Digest, im.Manifest)
 	s.take()
 
-	// Another process: a cached ref is resolved with no request at all,
+	// Another process: a recorded ref is resolved with no request at all,
 	// and its layers come from the manifest fetched by digest.
 	src := newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), ref); err != nil || got != d {
-		t.Fatalf("cached Resolve = %s, %v; want %s", got, err, d)
+	im, err = src.Resolve(t.Context(), parseRef(t, ref))
+	if err != nil || im.Digest != d || im.Manifest != manifestDigest(t, img1) || im.Record {
+		t.Fatalf("recorded Resolve = %s (manifest %s, record %v), %v; want %s, nothing to record", im.Digest, im.Manifest, im.Record, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
-		t.Fatalf("a cached Resolve made requests %v, want none", reqs)
+		t.Fatalf("a recorded Resolve made requests %v, want none", reqs)
 	}
-	checkLayers(t, src, d, v1l...)
+	checkLayers(t, im, v1l...)
 	s.take()
 
 	// A pull of a tag that has not moved is one manifest HEAD.
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
-		t.Fatal(err)
+	if im, err = src.Pull(t.Context(), parseRef(t, ref)); err != nil || im.Digest != d || im.Record {
+		t.Fatalf("Pull of an unmoved tag = %s (record %v), %v; want %s, nothing to record", im.Digest, im.Record, err, d)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest" {
-		t.Fatalf("a cache-hit Pull made requests %v, want one manifest HEAD", reqs)
+		t.Fatalf("a Pull of an unmoved tag made requests %v, want one manifest HEAD", reqs)
 	}
 
-	// The tag moves: Pull reads the new manifest and config and records
-	// them; Resolve then says the new digest without asking.
+	// The tag moves: Pull reads the new manifest and config and returns
+	// the new image, to be recorded once stored. Until then the record,
+	// and so Resolve, still name the old one, without asking.
 	v2l := []*testLayer{newLayer(t, "zstd", tarOf(t, "v", "2"))}
 	img2 := testImage(t, nil, asLayers(v2l)...)
 	s.push(t, "app:latest", img2)
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
+	im2, err := src.Pull(t.Context(), parseRef(t, ref))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Fatalf("a Pull of a moved tag made requests %v, want HEAD, GET of the manifest and GET of the config", reqs)
 	}
-	d2, err := src.Resolve(t.Context(), ref)
-	if err != nil || d2 != configDigest(t, img2) {
-		t.Fatalf("Resolve after the pull = %s, %v; want %s", d2, err, configDigest(t, img2))
+	d2 := im2.Digest
+	if d2 != configDigest(t, img2) || im2.Manifest != manifestDigest(t, img2) || !im2.Record {
+		t.Fatalf("Pull of a moved tag = %s (manifest %s, record %v), want %s to record", d2, im2.Manifest, im2.Record, configDigest(t, img2))
+	}
+	if rd, _, _, _ := cache.LookupRef(ref); rd != d {
+		t.Fatalf("after the Pull the record says %s, want the old %s until the new image is stored", rd, d)
+	}
+	if got, err := src.Resolve(t.Context(), parseRef(t, ref)); err != nil || got.Digest != d {
+		t.Fatalf("Resolve after an unstored Pull = %s, %v; want the recorded %s", got.Digest, err, d)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("Resolve after Pull made requests %v", reqs)
 	}
-	checkLayers(t, src, d2, v2l...)
+	checkLayers(t, im2, v2l...)
+	cache.RecordRef(ref, im2.Digest, im2.Manifest)
 
 	// A digest ref once recorded needs nothing, even to pull.
 	dref := "docker://" + s.host + "/app@" + manifestDigest(t, img2).String()
-	if _, err := newSource(Options{Refs: cache}).Resolve(t.Context(), dref); err != nil {
-		t.Fatal(err)
+	im, err = newSource(Options{Refs: cache}).Resolve(t.Context(), parseRef(t, dref))
+	if err != nil || !im.Record {
+		t.Fatalf("first Resolve(%s): record %v, %v", dref, im.Record, err)
 	}
+	cache.RecordRef(dref, im.Digest, im.Manifest)
 	s.take()
 	src = newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), dref); err != nil {
-		t.Fatal(err)
+	if im, err := src.Pull(t.Context(), parseRef(t, dref)); err != nil || im.Digest != d2 || im.Record {
+		t.Fatalf("Pull(%s) = %s (record %v), %v; want %s", dref, im.Digest, im.Record, err, d2)
 	}
-	if got, err := src.Resolve(t.Context(), dref); err != nil || got != d2 {
-		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got, err, d2)
+	if got, err := src.Resolve(t.Context(), parseRef(t, dref)); err != nil || got.Digest != d2 {
+		t.Fatalf("Resolve(%s) = %s, %v; want %s", dref, got.Digest, err, d2)
 	}
 	if reqs := s.take(); len(reqs) != 0 {
 		t.Fatalf("Pull and Resolve of a recorded digest ref made requests %v", reqs)
@@ -461,41 +505,41 @@ func TestRefCache(t *testing.T) {
 	// With the registry gone, a recorded ref still resolves; Pull says
 	// the registry is unreachable.
 	dead := "docker://" + closedPort(t) + "/app:latest"
-	cache.RecordRef(index.Ref{Ref: dead, Digest: d2, Manifest: manifestDigest(t, img2)})
+	cache.RecordRef(dead, d2, manifestDigest(t, img2))
 	src = newSource(Options{Refs: cache})
-	if got, err := src.Resolve(t.Context(), dead); err != nil || got != d2 {
-		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got, err, d2)
+	if got, err := src.Resolve(t.Context(), parseRef(t, dead)); err != nil || got.Digest != d2 {
+		t.Fatalf("Resolve(%s) of a dead registry = %s, %v; want the recorded %s", dead, got.Digest, err, d2)
 	}
-	if err := src.Pull(t.Context(), dead); !errors.Is(err, snapshot.ErrUnreachable) {
+	if _, err := src.Pull(t.Context(), parseRef(t, dead)); !errors.Is(err, snapshot.ErrUnreachable) {
 		t.Fatalf("Pull(%s) of a dead registry: err = %v, want ErrUnreachable", dead, err)
 	}
 }
 
-func TestTransport(t *testing.T) {
-	for _, c := range []struct{ in, name, rest string }{
-		{"docker://example.com/app:v1", "docker", "example.com/app:v1"},
-		{"oci:/srv/layout:v1", "oci", "/srv/layout:v1"},
-		{"docker-archive:/tmp/a.tar", "docker-archive", "/tmp/a.tar"},
-		{"docker-daemon:app:v1", "docker-daemon", "app:v1"},
-		{"app:v1", "", ""},
-		{"example.com:5000/app:v1", "", ""},
-		{"docker:app", "", ""},
+func TestParse(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a:b.tar")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		in   string
+		want snapshot.Ref
+	}{
+		{"docker://example.com/app:v1", snapshot.Ref{Transport: snapshot.Docker, Name: "example.com/app:v1"}},
+		{"docker://127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64), snapshot.Ref{Transport: snapshot.Docker, Name: "127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64)}},
+		{"oci:/srv/layout", snapshot.Ref{Transport: snapshot.OCI, Path: "/srv/layout"}},
+		{"oci:/srv/lay:out/x:v1", snapshot.Ref{Transport: snapshot.OCI, Path: "/srv/lay:out/x", Tag: "v1"}},
+		{"docker-archive:/srv/a.tar", snapshot.Ref{Transport: snapshot.DockerArchive, Path: "/srv/a.tar"}},
+		{"docker-archive:" + file, snapshot.Ref{Transport: snapshot.DockerArchive, Path: file}},
+		{"docker-archive:" + file + ":app:v1", snapshot.Ref{Transport: snapshot.DockerArchive, Path: file, Tag: "app:v1"}},
 	} {
-		name, rest, ok := Transport(c.in)
-		if name != c.name || rest != c.rest || ok != (c.name != "") {
-			t.Errorf("Transport(%q) = %q, %q, %v; want %q, %q", c.in, name, rest, ok, c.name, c.rest)
+		got := parseRef(t, c.in)
+		if got != c.want || got.String() != c.in {
+			t.Errorf("parse %q = %+v (%s), want %+v", c.in, got, got, c.want)
 		}
 	}
-}
-
-func TestCheckRef(t *testing.T) {
-	for in, bad := range map[string]bool{
-		"docker://example.com/app:v1": false, "docker://127.0.0.1:5000/a/b@sha256:" + strings.Repeat("a", 64): false,
-		"oci:/srv/layout": false, "docker-archive:a.tar": false, "docker-daemon:app": false, "app:v1": false, "UPPER": false,
-		"docker://": true, "docker://UPPER/x:y": true, "docker://a/b@sha256:12": true, "oci:": true, "docker-archive:": true, "docker-daemon:": true,
-	} {
-		if err := CheckRef(in); (err != nil) != bad || (bad && !strings.Contains(err.Error(), strconv.Quote(in))) {
-			t.Errorf("CheckRef(%q) = %v, want an error: %v", in, err, bad)
+	for _, bad := range []string{"UPPER/x:y", "a/b@sha256:12", ""} {
+		if r, err := ParseDocker(bad); err == nil {
+			t.Errorf("ParseDocker(%q) = %+v, want an error", bad, r)
 		}
 	}
 }
@@ -510,11 +554,11 @@ func TestOpenConcurrently(t *testing.T) {
 	img := testImage(t, nil, asLayers(ls)...)
 	s.push(t, "app:v1", img)
 	src := newSource(Options{})
-	d, err := src.Resolve(t.Context(), "docker://"+s.host+"/app:v1")
+	im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+s.host+"/app:v1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers, err := src.Layers(t.Context(), d)
+	layers, err := im.Layers(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +587,7 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 	s.push(t, "app:v1", img)
 	ref := "docker://" + s.host + "/app:v1"
 	cache := &mapCache{}
-	cache.RecordRef(index.Ref{Ref: ref, Digest: digest.FromString("old config"), Manifest: digest.FromString("old")})
+	cache.RecordRef(ref, digest.FromString("old config"), digest.FromString("old"))
 	s.gate = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
 			return false
@@ -553,13 +597,14 @@ func TestPullHeadWithoutDigest(t *testing.T) {
 		return true
 	}
 	src := newSource(Options{Refs: cache})
-	if err := src.Pull(t.Context(), ref); err != nil {
+	im, err := src.Pull(t.Context(), parseRef(t, ref))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if reqs := s.take(); strings.Join(reqs, ",") != "HEAD manifest,GET manifest,GET blob" {
 		t.Errorf("requests %v, want a HEAD, then a GET of the manifest and of the config", reqs)
 	}
-	if rec, _, _ := cache.LookupRef(ref); rec.Digest != configDigest(t, img) || rec.Manifest != manifestDigest(t, img) {
-		t.Errorf("recorded %+v, want config %s and manifest %s", rec, configDigest(t, img), manifestDigest(t, img))
+	if im.Digest != configDigest(t, img) || im.Manifest != manifestDigest(t, img) || !im.Record {
+		t.Errorf("pulled %s (manifest %s, record %v), want config %s and manifest %s to record", im.Digest, im.Manifest, im.Record, configDigest(t, img), manifestDigest(t, img))
 	}
 }

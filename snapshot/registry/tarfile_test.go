@@ -109,22 +109,22 @@ func TestOCIArchive(t *testing.T) {
 				img    v1.Image
 				layers []*testLayer
 			}{{"oci-archive:" + file + ":v1", img1, ls1}, {"oci-archive:" + file + ":v2", img2, ls2}} {
-				d, err := src.Resolve(t.Context(), c.ref)
+				im, err := src.Resolve(t.Context(), parseRef(t, c.ref))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if want := configDigest(t, c.img); d != want {
-					t.Fatalf("%s: Resolve = %s, want %s", c.ref, d, want)
+				if want := configDigest(t, c.img); im.Digest != want {
+					t.Fatalf("%s: Resolve = %s, want %s", c.ref, im.Digest, want)
 				}
-				checkLayers(t, src, d, c.layers...)
+				checkLayers(t, im, c.layers...)
 			}
-			if _, err := src.Resolve(t.Context(), "oci-archive:"+file); err == nil || !strings.Contains(err.Error(), "tags v1, v2") {
+			if _, err := src.Resolve(t.Context(), parseRef(t, "oci-archive:"+file)); err == nil || !strings.Contains(err.Error(), "tags v1, v2") {
 				t.Errorf("no tag in an archive of two: err = %v, want one listing the tags", err)
 			}
-			if _, err := src.Resolve(t.Context(), "oci-archive:"+file+":v3"); !errors.Is(err, snapshot.ErrImageNotFound) {
+			if _, err := src.Resolve(t.Context(), parseRef(t, "oci-archive:"+file+":v3")); !errors.Is(err, snapshot.ErrImageNotFound) {
 				t.Errorf("missing tag: err = %v, want ErrImageNotFound", err)
 			}
-			if _, err := src.Resolve(t.Context(), "oci-archive:"+file+".gone"); !errors.Is(err, snapshot.ErrImageNotFound) {
+			if _, err := src.Resolve(t.Context(), parseRef(t, "oci-archive:"+file+".gone")); !errors.Is(err, snapshot.ErrImageNotFound) {
 				t.Errorf("missing archive: err = %v, want ErrImageNotFound", err)
 			}
 			// The decompressed copy is unlinked: nothing is left in TempDir.
@@ -150,11 +150,11 @@ func TestArchiveCompressed(t *testing.T) {
 			}
 			src := NewArchive(Options{TempDir: t.TempDir()})
 			defer src.Close()
-			d, err := src.Resolve(t.Context(), "docker-archive:"+file+":app:v1")
-			if err != nil || d != want {
-				t.Fatalf("Resolve = %s, %v; want %s", d, err, want)
+			im, err := src.Resolve(t.Context(), parseRef(t, "docker-archive:"+file+":app:v1"))
+			if err != nil || im.Digest != want {
+				t.Fatalf("Resolve = %s, %v; want %s", im.Digest, err, want)
 			}
-			ls, err := src.Layers(t.Context(), d)
+			ls, err := im.Layers(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // ConfigSummary is what an image's config says about running it, as
@@ -84,21 +85,9 @@ func Summary(raw []byte) (ConfigSummary, error) {
 	if labels == nil {
 		labels = map[string]string{}
 	}
-	return ConfigSummary{Platform: PlatformOf(img.Platform), Entrypoint: orEmpty(c.Entrypoint), Cmd: orEmpty(c.Cmd),
+	return ConfigSummary{Platform: snapshot.PlatformOf(img.Platform), Entrypoint: orEmpty(c.Entrypoint), Cmd: orEmpty(c.Cmd),
 		Env: orEmpty(c.Env), WorkingDir: c.WorkingDir, User: c.User, StopSignal: c.StopSignal,
 		ExposedPorts: keys(c.ExposedPorts), Volumes: keys(c.Volumes), Labels: labels, Healthcheck: dc.Config.Healthcheck}, nil
-}
-
-// PlatformOf spells p as OS/ARCH[/VARIANT]; "" when the config names no OS.
-func PlatformOf(p ocispec.Platform) string {
-	if p.OS == "" && p.Architecture == "" {
-		return ""
-	}
-	s := p.OS + "/" + p.Architecture
-	if p.Variant != "" {
-		s += "/" + p.Variant
-	}
-	return s
 }
 
 // imageConfig is the config recorded with tree d, or nil when the store

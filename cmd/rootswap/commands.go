@@ -206,7 +206,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Platform: g.platform}
 	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
@@ -294,6 +294,7 @@ another digest or --force is given.`,
 			}
 			defer closeSource(src)
 			opt.Progress = g.importProgress(image.String())
+			opt.Platform = g.platform
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/pflag"
 
-	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // platformValue is --platform: OS/ARCH[/VARIANT], checked as it is set
@@ -18,7 +18,7 @@ func (v platformValue) String() string {
 }
 
 func (v platformValue) Set(s string) error {
-	if _, err := activate.ParsePlatform(s); err != nil {
+	if _, err := snapshot.ParsePlatform(s); err != nil {
 		return err
 	}
 	*v.p = s
@@ -34,4 +34,4 @@ func platformFlag(fs *pflag.FlagSet, p *string) {
 	envFlag(fs, "platform", "ROOTSWAP_PLATFORM")
 }
 
-func hostArch() string { p, _ := activate.ParsePlatform(""); return p.Architecture }
+func hostArch() string { p, _ := snapshot.ParsePlatform(""); return p.Architecture }

@@ -1,4 +1,4 @@
-package activate
+package snapshot
 
 import (
 	"errors"
@@ -48,4 +48,16 @@ func CheckPlatform(image string, have ocispec.Platform, want string) error {
 			image, PlatformOf(have), PlatformOf(w), PlatformOf(have), ErrPlatform)
 	}
 	return fmt.Errorf("image %s is for %s, not %s (--platform): %w", image, PlatformOf(have), PlatformOf(w), ErrPlatform)
+}
+
+// PlatformOf spells p as OS/ARCH[/VARIANT]; "" when it names no OS.
+func PlatformOf(p ocispec.Platform) string {
+	if p.OS == "" && p.Architecture == "" {
+		return ""
+	}
+	s := p.OS + "/" + p.Architecture
+	if p.Variant != "" {
+		s += "/" + p.Variant
+	}
+	return s
 }

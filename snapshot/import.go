@@ -83,10 +83,15 @@ func recordIf(s *cache.Store, img Image, ok bool, err error) error {
 type ImportOptions struct {
 	Progress Progress     // told how the stream advances; may be nil
 	Log      *slog.Logger // told of each tree created; may be nil
+	// Platform is the OS/ARCH[/VARIANT] an image must be for (--platform);
+	// "" is this host's. An image whose config names another is refused.
+	Platform string
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
-// tree key), and then records img's ref (RecordRef). If the store already
+// tree key) and its config (RecordConfig; an image for another platform
+// than opt.Platform is refused first), and then records img's ref
+// (RecordRef). If the store already
 // has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
@@ -95,6 +100,9 @@ type ImportOptions struct {
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
 	if t, ok, err := Lookup(s, d); err != nil || ok {
+		if ok {
+			mendConfig(ctx, s, img, opt)
+		}
 		return t, false, recordIf(s, img, ok, err)
 	}
 	lock, err := s.LockTree(ctx, d)
@@ -103,10 +111,21 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	}
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
+		if ok {
+			mendConfig(ctx, s, img, opt)
+		}
 		return t, false, recordIf(s, img, ok, err)
+	}
+	if err := checkPlatform(ctx, img, opt.Platform); err != nil {
+		return t, false, err
 	}
 	start := time.Now()
 	if t, err = build(ctx, s, img, opt); err != nil {
+		return t, false, err
+	}
+	// The config after the tree (run reads it for the tree it runs),
+	// before the ref: a ref recorded names an image complete with it.
+	if err := RecordConfig(ctx, s, img); err != nil {
 		return t, false, err
 	}
 	if err := RecordRef(s, img); err != nil {

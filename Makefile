@@ -45,7 +45,7 @@ deps:
 # with the command's status.
 test: deps build
 	scripts/dockerd.sh run env ROOTSWAP_INTEGRATION=1 ROOTSWAP_BIN=$(CURDIR)/$(BIN) \
-		$(GO) test -count=1 -timeout 20m ./...
+		$(GO) test -count=1 -timeout 45m ./...
 	$(MAKE) fuzz
 	$(MAKE) bench-quick
 

@@ -5,7 +5,8 @@
 # tar and debootstrap (for the systemd test bed, integration/sdbed_test.go),
 # Debian's docker-registry (distribution 2.8: the registry the integration
 # tests start on 127.0.0.1 themselves, integration/registry_test.go) and
-# htpasswd from apache2-utils (the bcrypt password file of its auth tests).
+# htpasswd from apache2-utils (the bcrypt password file of its auth tests)
+# and tmux (the terminal of the narrow-terminal progress test).
 # Idempotent and quiet when everything is already there.
 set -euo pipefail
 
@@ -23,7 +24,7 @@ static_busybox() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 gnu_tar() { have tar && tar --version 2>/dev/null | head -n1 | grep -q 'GNU tar'; }
 
 if have dockerd && have docker && have systemd-nspawn && static_busybox && gnu_tar && have debootstrap &&
-	have docker-registry && have htpasswd; then
+	have docker-registry && have htpasswd && have tmux; then
 	exit 0
 fi
 
@@ -46,7 +47,7 @@ apt-get update -qq >/dev/null
 # tar is Essential on Debian; naming it repairs a replaced one and is a no-op
 # otherwise. busybox-static replaces (conflicts with) the dynamic busybox.
 apt-get install -y -qq docker.io systemd-container busybox-static tar debootstrap \
-	docker-registry apache2-utils >/dev/null
+	docker-registry apache2-utils tmux >/dev/null
 
 # docker-registry's postinst starts a system-wide registry on :5000 through
 # invoke-rc.d (the policy above denies it) or, under systemd,

@@ -25,6 +25,9 @@ type PrepareOptions struct {
 	HealthyAfter time.Duration     // a run this long makes a generation healthy
 	MaxFailures  int               // failed short runs in a row that make a crash loop
 	Progress     snapshot.Progress // shown while an import streams; may be nil
+	// Admit is the signature policy's check of an image to import
+	// (snapshot.ImportOptions.Admit); nil admits every image.
+	Admit func(ctx context.Context, img snapshot.Image) (string, error)
 }
 
 func (p *PrepareOptions) defaults() {
@@ -462,7 +465,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Admit: p.opt.Admit})
 	if err != nil {
 		return Outcome{}, err
 	}

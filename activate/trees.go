@@ -28,6 +28,9 @@ type TreeStatus struct {
 	// this tree through: the digest to pin in a REPO@sha256:… ref
 	// (Digest is the config's). [] for a tree no registry ref names.
 	Manifests []ManifestRef `json:"manifests"`
+	// Admitted is how the signature policy admitted the tree at import
+	// (index.Tree.Admitted); "" if no policy applied.
+	Admitted string `json:"admitted"`
 }
 
 // ManifestRef is a registry ref and the manifest digest it resolved to.
@@ -77,7 +80,7 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, t.Admitted}
 		for _, ref := range refs {
 			if ref.Digest == t.Digest && ref.Manifest != "" {
 				r.Manifests = append(r.Manifests, ManifestRef{ref.Ref, ref.Manifest})

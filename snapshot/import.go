@@ -83,6 +83,11 @@ func recordIf(s *cache.Store, img Image, ok bool, err error) error {
 type ImportOptions struct {
 	Progress Progress     // told how the stream advances; may be nil
 	Log      *slog.Logger // told of each tree created; may be nil
+	// Admit, if set, decides whether an image the store lacks may be
+	// imported, before any of its layers is fetched: an error refuses it
+	// (nothing is fetched or stored); otherwise it returns how the image
+	// was admitted, recorded with its tree (index.Tree.Admitted).
+	Admit func(ctx context.Context, img Image) (string, error)
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
@@ -105,9 +110,20 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, false, recordIf(s, img, ok, err)
 	}
+	admitted := ""
+	if opt.Admit != nil {
+		if admitted, err = opt.Admit(ctx, img); err != nil {
+			return t, false, err
+		}
+	}
 	start := time.Now()
 	if t, err = build(ctx, s, img, opt); err != nil {
 		return t, false, err
+	}
+	if admitted != "" {
+		if t, err = recordAdmission(s, d, admitted); err != nil {
+			return t, false, err
+		}
 	}
 	if err := RecordRef(s, img); err != nil {
 		return t, false, err
@@ -116,6 +132,25 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 		opt.Log.Info("imported", "image", img.Ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return t, true, nil
+}
+
+// recordAdmission records with tree d how the policy admitted it. The
+// tree is committed before: a crash between the two leaves a tree with
+// no admission, which reads as one imported with no policy.
+func recordAdmission(s *cache.Store, d digest.Digest, how string) (index.Tree, error) {
+	var t index.Tree
+	err := s.Update(func(tx *index.Tx) error {
+		var err error
+		if t, err = tx.Tree(d); err != nil {
+			return err
+		}
+		t.Admitted = how
+		return tx.PutTree(t)
+	})
+	if err != nil {
+		return t, fmt.Errorf("tree %s: recording its admission: %w", d, err)
+	}
+	return t, nil
 }
 
 // build streams img's rootfs from its source into a new tree and commits it:

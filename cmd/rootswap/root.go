@@ -16,6 +16,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
+	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/snapshot/registry"
 )
 
@@ -31,6 +32,7 @@ type globals struct {
 	source          string            // what a bare IMAGE names: sourceDaemon or sourceRegistry
 	registryTimeout time.Duration     // bounds a registry's manifest round trips
 	registriesConf  string            // the registries.conf naming mirrors; "" the default
+	policyFile      string            // the signature policy; "" the default
 	fromEnv         map[string]string // flag name → the variable that set it
 	area            *statusArea       // stderr's progress lines; nil off a terminal and with -q
 }
@@ -216,6 +218,8 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 	envFlag(pf, "registry-timeout", "ROOTSWAP_REGISTRY_TIMEOUT")
 	pf.StringVar(&g.registriesConf, "registries-conf", "", "the registries.conf `FILE` naming mirrors and insecure registries (default "+registry.DefaultMirrorsFile+"; env ROOTSWAP_REGISTRIES_CONF)")
 	envFlag(pf, "registries-conf", "ROOTSWAP_REGISTRIES_CONF")
+	pf.StringVar(&g.policyFile, "policy", "", "the signature policy `FILE`, containers-policy.json(5) (default "+policy.DefaultFile+", none if it is missing; env ROOTSWAP_POLICY)")
+	envFlag(pf, "policy", "ROOTSWAP_POLICY")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print no log messages, only errors (the result on stdout stays)")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print debug messages")
 	g.flags = pf

@@ -24,7 +24,19 @@
 //     before, or starting from the cached tree when the source is
 //     unreachable. It reports one Outcome, which the CLI prints. A ref
 //     is recorded at a new digest only by an import that stored it or a
-//     cache hit, never by a declined or refused image.
+//     cache hit (prepare's or update's), never by a declined or refused
+//     image.
+//   - a declined digest is one the machine was rolled back from (a crash
+//     loop, a failed update, an operator's rollback): the machine record
+//     lists it with why, and prepare and update keep the current tree
+//     while the machine's image reference names it.
+//   - update brings running machines to what their image reference (the
+//     machine record's, set by prepare) names now: resolve once per
+//     reference, fetch once per digest while the services run, then per
+//     machine a pure policy (decideUpdate) picks: up to date, decline,
+//     fetch only (no running unit, or no systemd), or flip + restart the
+//     unit through systemd's D-Bus API (Systemd) + health gate, rolling
+//     back at once when the gate fails.
 //
 // A flip stages the new link under a temporary name, commits the
 // generation and the machine's current to the index, and only then renames

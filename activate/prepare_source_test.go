@@ -166,3 +166,32 @@ func TestPrepareSourceCannotGive(t *testing.T) {
 		}
 	})
 }
+
+// TestUpdatePullRefusedNoLocalImage: update, like prepare, does not say
+// it uses a local image that does not exist: the pull's error is the
+// machine's.
+func TestUpdatePullRefusedNoLocalImage(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}}
+	if _, err := Prepare(ctx, s, src, log, "a", daemonRef("app:stable"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	delete(src.images, "app:stable")
+	src.pullErr = errors.New("image app:stable: pull access denied")
+	logs.Reset()
+	sd := newFakeSystemd(s, "a")
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	res, err := Update(ctx, s, sources, log, []string{"a"}, updateOpts(sd.dial))
+	if err == nil && (len(res) != 1 || !res[0].Failed || !strings.Contains(res[0].String(), "pull access denied")) {
+		t.Errorf("update: %+v, %v; want machine a failed with the pull's error", res, err)
+	}
+	if err != nil && !strings.Contains(err.Error(), "pull access denied") {
+		t.Errorf("update: %v; want the pull's error", err)
+	}
+	if strings.Contains(logs.String(), "using the local image") {
+		t.Errorf("said it used a local image that does not exist: %q", logs.String())
+	}
+}

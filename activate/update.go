@@ -405,16 +405,18 @@ func (u *updater) resolveOne(ctx context.Context, ref string) (digest.Digest, er
 	if err != nil {
 		return "", err
 	}
-	img, err := rs.src.Pull(ctx, rs.ref)
+	img, pullErr := rs.src.Pull(ctx, rs.ref)
 	switch {
-	case errors.Is(err, snapshot.ErrUnreachable):
-		return "", err
-	case err != nil:
-		// As prepare: the local image may still be the newest one.
-		u.log.Warn("pull failed; using the local image", "image", ref, "err", err)
+	case errors.Is(pullErr, snapshot.ErrUnreachable):
+		return "", pullErr
+	case pullErr != nil:
+		var err error
 		if img, err = rs.src.Resolve(ctx, rs.ref); err != nil {
-			return "", err
+			// As prepare: no local image, so the pull's failure is the error.
+			return "", pullErr
 		}
+		// As prepare: the local image may still be the newest one.
+		u.log.Warn("pull failed; using the local image", "image", ref, "digest", img.Digest, "err", pullErr)
 	}
 	u.images[ref] = img
 	return img.Digest, nil

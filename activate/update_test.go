@@ -311,3 +311,60 @@ func TestUpdateRecordsRefOnceStored(t *testing.T) {
 		t.Fatalf("after the import the ref is recorded at %q, want v2's", got)
 	}
 }
+
+// TestUpdateMaxParallel: --max-parallel 2 restarts machines two at a
+// time; a failed gate in the first batch lets its batch finish and skips
+// the next; a manual rollback's digest is declined by update as by
+// prepare.
+func TestUpdateMaxParallel(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))
+	src := &fakeSource{images: map[string]string{"app:1": "v1", "bad:1": "v1"}}
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	names := []string{"a", "b", "c", "d"}
+	for _, m := range names {
+		ref := "app:1"
+		if m == "a" {
+			ref = "bad:1"
+		}
+		if _, err := Prepare(ctx, s, src, log, m, daemonRef(ref), PrepareOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sd := newFakeSystemd(s, names...)
+	src.images["app:1"], src.images["bad:1"] = "v2", "v2-bad"
+	sd.crash[digest.FromString("v2-bad")] = 1
+	opt := updateOpts(sd.dial)
+	opt.MaxParallel = 2
+	res, err := Update(ctx, s, sources, log, nil, opt) // none opted in
+	if err != nil || len(res) != 0 {
+		t.Fatalf("no names, none opted in: %+v %v", res, err)
+	}
+	res, err = Update(ctx, s, sources, log, names, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[0].Failed || !strings.Contains(res[0].Done, "rolled back") || res[1].Failed || !strings.Contains(res[1].Done, "updated") {
+		t.Errorf("the first batch: %q, %q", res[0], res[1])
+	}
+	for _, r := range res[2:] {
+		if !r.Failed || !strings.Contains(r.Done, "skipped: the rollout stopped after a failed") {
+			t.Errorf("the second batch: %q", r)
+		}
+	}
+	if len(sd.restarts) != 3 { // a, b, a's rollback
+		t.Errorf("restarts %v, want a, b and a's rollback", sd.restarts)
+	}
+	assertCurrent(t, s, "b", digest.FromString("v2"), "v2")
+	assertCurrent(t, s, "c", digest.FromString("v1"), "v1")
+
+	// A manual rollback on b: update declines what b left.
+	if _, err := Rollback(ctx, s, "b", ""); err != nil {
+		t.Fatal(err)
+	}
+	res, _ = Update(ctx, s, sources, log, []string{"b"}, opt)
+	if res[0].Action != DeclineUpdate || !strings.Contains(res[0].Done, ManualRollback) {
+		t.Errorf("update after a manual rollback: %+v", res[0])
+	}
+}

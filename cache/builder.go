@@ -21,11 +21,6 @@ import (
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
-// smallFile is the size up to which a file is hashed in memory before
-// anything is written, so content the store already has costs one link.
-// Larger files are written into the tree while they are hashed.
-const smallFile = 4 << 20
-
 // Builder stages one tree. It holds the shared store lock and a lease from
 // NewBuilder until Commit or Abort, so gc never deletes an object it links.
 // A Builder is not safe for concurrent use.
@@ -40,13 +35,25 @@ type Builder struct {
 	mh      hash.Hash
 	dirs    []Entry           // applied last, deepest first: read-only directories must stay writable until then
 	groups  map[string]string // hard link target → the copy later links join, once the target hit the link limit
-	buf     []byte
+	ow      *objectWriter
 	sawRoot bool
 	done    bool // committed: the lease went with the index record
 	stats   index.Tree
 	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
 	started time.Time
+	times   Times
 }
+
+// Times is how long the steps of a Builder's or LayerWriter's life took,
+// for -v: Write from its start to Commit (creating entries, storing
+// objects), Sync the syncfs, Publish the rest of Commit (manifest, renames,
+// directory syncs, index record).
+type Times struct {
+	Write, Sync, Publish time.Duration
+}
+
+// Times is how long b's steps took, complete once Commit returned.
+func (b *Builder) Times() Times { return b.times }
 
 // NewBuilder starts staging a tree under tmp/. The caller must Commit or
 // Abort it.
@@ -73,6 +80,9 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 	if err == nil {
 		b.mf, err = os.Create(filepath.Join(b.st.Dir, "manifest"))
 	}
+	if err == nil {
+		b.ow, err = s.newObjectWriter()
+	}
 	if err != nil {
 		b.Abort()
 		return nil, fmt.Errorf("staging: %w", err)
@@ -88,7 +98,10 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 // otherwise. Entries must come parents first; the caller has validated
 // names and hard link targets.
 func (b *Builder) Add(e Entry, r io.Reader) error {
-	return b.add(e, func(e *Entry) (digest.Digest, error) { return b.addFile(e, r) })
+	if err := checkEntry(&e); err != nil {
+		return fmt.Errorf("entry %q: %w", e.Name, err)
+	}
+	return b.add(e, func(e *Entry) (digest.Digest, error) { return b.ow.put(b.rootfs, e.Name, e, r, true) })
 }
 
 // AddStored creates one entry of a list whose regular files are objects
@@ -145,26 +158,19 @@ func (b *Builder) add(e Entry, file func(*Entry) (digest.Digest, error)) error {
 	return err
 }
 
-// checkStored refuses what a listed entry says about itself: an object
-// that is not a sha256 digest (it becomes a path), an object on anything
-// but a regular file, an xattr an import never keeps.
+// checkStored refuses what a listed entry says about itself: what
+// checkEntry refuses, an object that is not a sha256 digest (it becomes a
+// path), an object on anything but a regular file.
 func checkStored(e *ManifestEntry) error {
 	switch {
-	case e.Kind == KindFile && e.Object.Validate() != nil:
+	case e.Kind == KindFile && !ValidDigest(e.Object):
 		return fmt.Errorf("object %q: %w", e.Object, ErrInvalid)
 	case e.Kind == KindFile && e.Object.Algorithm() != digest.SHA256:
 		return fmt.Errorf("object %s: not sha256: %w", e.Object, ErrInvalid)
 	case e.Kind != KindFile && e.Object != "":
 		return fmt.Errorf("object %s on a %q entry: %w", e.Object, e.Kind, ErrInvalid)
-	case e.Size < 0:
-		return fmt.Errorf("size %d: %w", e.Size, ErrInvalid)
 	}
-	for k := range e.Xattrs {
-		if !IdentityXattr(k) {
-			return fmt.Errorf("xattr %q: %w", k, ErrInvalid)
-		}
-	}
-	return nil
+	return checkEntry(&e.Entry)
 }
 
 // linkStored makes regular file e the stored object obj. An empty file
@@ -174,9 +180,9 @@ func (b *Builder) linkStored(e *Entry, obj digest.Digest) error {
 		if want := hashDigest(objectHasher(e)); obj != want {
 			return fmt.Errorf("object %s is not the empty file's %s: %w", obj, want, ErrInvalid)
 		}
-		return b.copyInto(e, nil)
+		return copyInto(b.rootfs, e.Name, e, nil)
 	}
-	fi, err := os.Lstat(b.s.ObjectPath(obj))
+	st, err := b.ow.objects.Lstat(obj.Encoded())
 	if errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("object %s: %w", obj, ErrNotFound)
 	}
@@ -186,12 +192,11 @@ func (b *Builder) linkStored(e *Entry, obj digest.Digest) error {
 	// The object's name covers its metadata, but hashing it again would
 	// read every byte; a list that names the wrong object differs in what
 	// stat shows (or in content, which verify finds).
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	if st == nil || st.Mode != syscall.S_IFREG|e.Mode&0o7777 || int(st.Uid) != e.UID || int(st.Gid) != e.GID ||
+	if st.Mode != syscall.S_IFREG|e.Mode&0o7777 || int(st.Uid) != e.UID || int(st.Gid) != e.GID ||
 		st.Size != e.Size || st.Mtim.Nano() != e.ModTime.UnixNano() {
 		return fmt.Errorf("object %s: mode, owner, size or mtime differ from the entry's: %w", obj, ErrInvalid)
 	}
-	return b.link(e, obj)
+	return b.ow.place(b.rootfs, e.Name, e, obj)
 }
 
 // lmeta applies owner, mode and mtime to a symlink or special file, never
@@ -208,110 +213,6 @@ func (b *Builder) lmeta(e *Entry) error {
 		}
 	}
 	return b.rootfs.Lchtimes(e.Name, e.ModTime)
-}
-
-// addFile links a regular file into the tree: to the stored object with
-// its content and metadata if the store has one, else as a new file that
-// then becomes that object. Empty files are created in the tree: linking
-// thousands of them to one inode gains nothing and shares inode state
-// (locks, truncation) that should not be shared.
-func (b *Builder) addFile(e *Entry, r io.Reader) (digest.Digest, error) {
-	h := objectHasher(e)
-	if e.Size == 0 {
-		return hashDigest(h), b.copyInto(e, nil)
-	}
-	if e.Size > smallFile {
-		f, err := b.rootfs.Create(e.Name)
-		if err != nil {
-			return "", err
-		}
-		n, err := io.Copy(io.MultiWriter(f, h), r)
-		if err == nil && n != e.Size {
-			err = fmt.Errorf("read %d of %d bytes: %w", n, e.Size, io.ErrUnexpectedEOF)
-		}
-		obj := hashDigest(h)
-		return obj, b.publish(e, f, obj, err)
-	}
-	if cap(b.buf) < int(e.Size) {
-		b.buf = make([]byte, max(int(e.Size), 2*cap(b.buf), 64<<10))
-	}
-	data := b.buf[:e.Size]
-	if _, err := io.ReadFull(r, data); err != nil {
-		return "", fmt.Errorf("read: %w", err)
-	}
-	h.Write(data)
-	obj := hashDigest(h)
-	switch err := b.link(e, obj); {
-	case err == nil:
-		return obj, nil
-	case !errors.Is(err, os.ErrNotExist):
-		return "", err
-	}
-	f, err := b.rootfs.Create(e.Name)
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(data)
-	return obj, b.publish(e, f, obj, err)
-}
-
-// publish finishes f, the new file e.Name in the tree, and links it into
-// the store as object obj. If another import stored obj first, the tree
-// gets that one instead: identical by construction.
-func (b *Builder) publish(e *Entry, f *os.File, obj digest.Digest, err error) error {
-	if err == nil {
-		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	switch err := b.rootfs.LinkOut(e.Name, b.s.ObjectPath(obj)); {
-	case err == nil:
-		b.stats.NewBytes += e.Size
-		return nil
-	case !errors.Is(err, os.ErrExist):
-		return err
-	}
-	if err := b.rootfs.Remove(e.Name); err != nil {
-		return err
-	}
-	return b.link(e, obj)
-}
-
-// link hard-links object obj into the tree at e.Name; the error wraps
-// os.ErrNotExist if the store has no such object. An object at the file
-// system's link limit (65000 on ext4) is copied instead.
-func (b *Builder) link(e *Entry, obj digest.Digest) error {
-	err := b.rootfs.LinkFrom(b.s.ObjectPath(obj), e.Name)
-	if !errors.Is(err, fsys.ErrTooManyLinks) {
-		return err
-	}
-	src, err := os.Open(b.s.ObjectPath(obj))
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	// The copy is the object: its xattrs, whatever a listed entry carried.
-	c := *e
-	if c.Xattrs, err = identityXattrs(src); err != nil {
-		return err
-	}
-	b.stats.NewBytes += e.Size
-	return b.copyInto(&c, src)
-}
-
-// identityXattrs returns f's xattrs that are part of an object's identity.
-func identityXattrs(f *os.File) (map[string][]byte, error) {
-	x, err := fsys.Xattrs(f)
-	for k := range x {
-		if !IdentityXattr(k) {
-			delete(x, k)
-		}
-	}
-	return x, err
 }
 
 // hardlink creates e.Name as a hard link to the earlier entry e.Linkname.
@@ -399,24 +300,6 @@ func (b *Builder) copyLinked(e *Entry) (digest.Digest, error) {
 	return hashDigest(h), nil
 }
 
-// copyInto creates e.Name in the tree as a fresh file with src's content.
-func (b *Builder) copyInto(e *Entry, src *os.File) error {
-	f, err := b.rootfs.Create(e.Name)
-	if err != nil {
-		return err
-	}
-	if src != nil {
-		_, err = io.Copy(f, src)
-	}
-	if err == nil {
-		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // List is a tree as BuildFromList takes it.
 type List struct {
 	// Entries are the tree's entries, regular files as objects the store
@@ -431,6 +314,8 @@ type List struct {
 	// NewBytes are the content bytes the import stored for the list (in
 	// its layers' objects), for the tree record: linking adds none.
 	NewBytes int64
+	// Times, if not nil, is set to how long the build's steps took.
+	Times *Times
 }
 
 // BuildFromList builds tree d from l and commits it as Commit does. The
@@ -454,7 +339,11 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 		}
 	}
-	return b.Commit(ctx, d, l.Refs)
+	t, err := b.Commit(ctx, d, l.Refs)
+	if l.Times != nil {
+		*l.Times = b.times
+	}
+	return t, err
 }
 
 // Commit publishes the staged tree as image digest d, in the fixed order:
@@ -464,6 +353,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 // returned. Either way the Builder is finished.
 func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (index.Tree, error) {
 	defer b.Abort()
+	b.times.Write = time.Since(b.started)
 	var existing index.Tree
 	err := b.s.View(func(tx *index.Tx) (err error) { existing, err = tx.Tree(d); return err })
 	if err == nil && !existing.Broken {
@@ -502,9 +392,11 @@ func (b *Builder) closeManifest() error {
 // steps 1 to 3 of the publish order, each one's failpoint named after it.
 func (b *Builder) renameIn(d digest.Digest) error {
 	// 1. Everything staged reaches the disk before any name points at it.
+	start := time.Now()
 	if err := fsys.Syncfs(b.s.root); err != nil {
 		return err
 	}
+	b.times.Sync = time.Since(start)
 	failpoint.Hit("cache-synced")
 	// 2. A tree directory without an index record is a leftover of a crash
 	//    (or a broken tree): move it aside into our staging, which dies with us.
@@ -535,6 +427,7 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
 	rec.Layers = b.layers
+	rec.NewBytes += b.ow.newBytes
 	rec.Manifest = hashDigest(b.mh)
 	err := b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {
@@ -546,6 +439,7 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
 	}
 	b.done = true
+	b.times.Publish = time.Since(b.started) - b.times.Write - b.times.Sync
 	failpoint.Hit("cache-after-index")
 	return rec, nil
 }
@@ -584,6 +478,8 @@ func (b *Builder) Abort() {
 		b.rootfs.Close()
 		b.rootfs = nil
 	}
+	b.ow.close()
+	b.ow = nil
 	// Best effort: a lease left behind expires, and the next command
 	// removes staging whose lock is free.
 	if !b.done {

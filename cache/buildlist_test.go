@@ -186,6 +186,7 @@ func TestBuildFromListRefuses(t *testing.T) {
 			return e
 		}()}, ErrInvalid},
 		{"unknown kind", []ManifestEntry{func() ManifestEntry { e := dir("d"); e.Kind = 'x'; return e }()}, ErrInvalid},
+		{"char device 0:0, an overlayfs whiteout", []ManifestEntry{{Entry: Entry{Name: "w", Kind: KindChar, Mode: 0o600, ModTime: mtime}}}, ErrInvalid},
 		{"dot-dot", []ManifestEntry{at("../escape")}, ErrUnsafe},
 		{"dot-dot inside", []ManifestEntry{dir("a"), at("a/../../escape")}, ErrUnsafe},
 		{"absolute", []ManifestEntry{at("/escape")}, ErrUnsafe},

@@ -61,14 +61,19 @@ var errFinished = errors.New("layer writer already committed or aborted")
 // Several may be open at once in one process; one is used by one
 // goroutine.
 type LayerWriter struct {
-	s        *Store
-	lock     *fsys.Lock // shared store lock
-	st       *Staging
-	buf      []byte
-	n        int   // staged files so far, for their names
-	newBytes int64 // content bytes of objects this writer added
-	done     bool  // committed: the lease went with the index record
+	s       *Store
+	lock    *fsys.Lock // shared store lock
+	st      *Staging
+	staged  *fsys.Dir // the staging, where a new file is written before it becomes an object
+	ow      *objectWriter
+	n       int  // staged files so far, for their names
+	done    bool // committed: the lease went with the index record
+	started time.Time
+	times   Times
 }
+
+// Times is how long w's steps took, complete once Commit returned.
+func (w *LayerWriter) Times() Times { return w.times }
 
 // NewLayerWriter starts storing one layer. The caller must Commit or
 // Abort it.
@@ -77,7 +82,7 @@ func (s *Store) NewLayerWriter(ctx context.Context) (*LayerWriter, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &LayerWriter{s: s, lock: lock}
+	w := &LayerWriter{s: s, lock: lock, started: time.Now()}
 	if w.st, err = s.NewStaging("layer"); err != nil {
 		lock.Unlock()
 		return nil, err
@@ -87,6 +92,12 @@ func (s *Store) NewLayerWriter(ctx context.Context) (*LayerWriter, error) {
 	err = s.Update(func(tx *index.Tx) error {
 		return tx.PutLease(index.Lease{ID: w.st.ID, Created: now, Expires: now.Add(LeaseTTL), PID: os.Getpid()})
 	})
+	if err == nil {
+		w.staged, err = fsys.OpenDir(w.st.Dir)
+	}
+	if err == nil {
+		w.ow, err = s.newObjectWriter()
+	}
 	if err != nil {
 		w.Abort()
 		return nil, fmt.Errorf("staging: %w", err)
@@ -105,79 +116,18 @@ func (w *LayerWriter) Put(e Entry, r io.Reader) (digest.Digest, error) {
 	if w.st == nil {
 		return "", fmt.Errorf("entry %q: %w", e.Name, errFinished)
 	}
-	if e.Kind != KindFile || e.Size < 0 {
-		return "", fmt.Errorf("entry %q: put of a %q entry of size %d: %w", e.Name, e.Kind, e.Size, ErrInvalid)
+	if err := checkEntry(&e); err != nil {
+		return "", fmt.Errorf("entry %q: %w", e.Name, err)
 	}
-	h := objectHasher(&e)
-	if e.Size == 0 {
-		return hashDigest(h), nil
+	if e.Kind != KindFile {
+		return "", fmt.Errorf("entry %q: put of a %q entry: %w", e.Name, e.Kind, ErrInvalid)
 	}
-	if e.Size > smallFile {
-		f, err := w.stageFile()
-		if err != nil {
-			return "", fmt.Errorf("entry %q: %w", e.Name, err)
-		}
-		n, err := io.CopyN(io.MultiWriter(f, h), r, e.Size)
-		if err == io.EOF {
-			err = fmt.Errorf("read %d of %d bytes: %w", n, e.Size, io.ErrUnexpectedEOF)
-		}
-		obj := hashDigest(h)
-		return obj, w.publish(&e, f, obj, err)
-	}
-	if cap(w.buf) < int(e.Size) {
-		// Doubling saves a reallocation per slightly larger file; the cap
-		// keeps each of the writers a pull runs at once to smallFile.
-		w.buf = make([]byte, min(max(int(e.Size), 2*cap(w.buf), 64<<10), smallFile))
-	}
-	data := w.buf[:e.Size]
-	if _, err := io.ReadFull(r, data); err != nil {
-		return "", fmt.Errorf("entry %q: read: %w", e.Name, err)
-	}
-	h.Write(data)
-	obj := hashDigest(h)
-	if _, err := os.Lstat(w.s.ObjectPath(obj)); err == nil {
-		return obj, nil
-	}
-	f, err := w.stageFile()
+	w.n++
+	obj, err := w.ow.put(w.staged, strconv.Itoa(w.n), &e, r, false)
 	if err != nil {
 		return "", fmt.Errorf("entry %q: %w", e.Name, err)
 	}
-	_, err = f.Write(data)
-	return obj, w.publish(&e, f, obj, err)
-}
-
-// stageFile creates a new file in the writer's staging.
-func (w *LayerWriter) stageFile() (*os.File, error) {
-	w.n++
-	return os.OpenFile(filepath.Join(w.st.Dir, strconv.Itoa(w.n)), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-}
-
-// publish finishes f, a staged file with e's content (err: how writing it
-// went), and links it into objects/ as obj; an object another writer
-// linked first is as good. The staged name goes either way: the object's
-// link count then says how many trees link it, as gc expects.
-func (w *LayerWriter) publish(e *Entry, f *os.File, obj digest.Digest, err error) error {
-	if err == nil {
-		err = fsys.SetMeta(f, e.UID, e.GID, e.Mode, e.Xattrs, e.ModTime)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		switch lerr := os.Link(f.Name(), w.s.ObjectPath(obj)); {
-		case lerr == nil:
-			w.newBytes += e.Size
-		case !errors.Is(lerr, os.ErrExist):
-			err = lerr
-		}
-	}
-	if rerr := os.Remove(f.Name()); err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return fmt.Errorf("entry %q: %w", e.Name, err)
-	}
-	return nil
+	return obj, nil
 }
 
 // Commit publishes layer l, whose regular files w stored (or the store
@@ -192,6 +142,7 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 		return index.Layer{}, fmt.Errorf("layer %s: %w", l.DiffID, errFinished)
 	}
 	defer w.Abort()
+	w.times.Write = time.Since(w.started)
 	if err := checkLayer(&l); err != nil {
 		return index.Layer{}, err
 	}
@@ -203,7 +154,7 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 	if !errors.Is(err, ErrNotFound) {
 		return index.Layer{}, err
 	}
-	rec := index.Layer{DiffID: l.DiffID, NewBytes: w.newBytes}
+	rec := index.Layer{DiffID: l.DiffID, NewBytes: w.ow.newBytes}
 	// 1. The manifest, in the staging.
 	if rec.Manifest, err = w.writeManifest(&l, &rec); err != nil {
 		return index.Layer{}, fmt.Errorf("layer %s: manifest: %w", l.DiffID, err)
@@ -211,9 +162,11 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 	failpoint.Hit("cache-layer-staged")
 	// 2. Objects and manifest reach the disk before any name points at
 	//    them.
+	start := time.Now()
 	if err := fsys.Syncfs(w.s.root); err != nil {
 		return index.Layer{}, err
 	}
+	w.times.Sync = time.Since(start)
 	failpoint.Hit("cache-layer-synced")
 	// 3. The manifest renamed in under its digest, and made durable. The
 	//    same content under the same name is the same file, so a writer of
@@ -262,6 +215,7 @@ func (w *LayerWriter) record(l LayerManifest, rec index.Layer) (index.Layer, err
 		return index.Layer{}, fmt.Errorf("layer %s: %w", l.DiffID, err)
 	}
 	w.done = true
+	w.times.Publish = time.Since(w.started) - w.times.Write - w.times.Sync
 	failpoint.Hit("cache-layer-after-index")
 	return rec, nil
 }
@@ -357,6 +311,12 @@ func (w *LayerWriter) Abort() {
 	if !w.done {
 		w.s.Update(func(tx *index.Tx) error { return tx.DeleteLease(w.st.ID) })
 	}
+	if w.staged != nil {
+		w.staged.Close()
+		w.staged = nil
+	}
+	w.ow.close()
+	w.ow = nil
 	w.st.Remove()
 	w.st = nil
 	w.lock.Unlock()

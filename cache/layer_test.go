@@ -109,8 +109,8 @@ func TestLayerWriterRoundTrip(t *testing.T) {
 
 	// A second writer of the same files writes nothing new.
 	w2, l2 := putLayer(t, s, digest.FromString("other layer"), "", items)
-	if w2.newBytes != 0 {
-		t.Errorf("second writer of the same objects: %d new bytes, want 0", w2.newBytes)
+	if w2.ow.newBytes != 0 {
+		t.Errorf("second writer of the same objects: %d new bytes, want 0", w2.ow.newBytes)
 	}
 	w2.Abort()
 	w2.Abort()
@@ -222,7 +222,7 @@ func TestLayerWritersConcurrent(t *testing.T) {
 	if !reflect.DeepEqual(ls[0].Entries, ls[1].Entries) {
 		t.Error("the two writers named different objects")
 	}
-	if n := ws[0].newBytes + ws[1].newBytes; n != total {
+	if n := ws[0].ow.newBytes + ws[1].ow.newBytes; n != total {
 		t.Errorf("new bytes of both writers: %d, want %d (each object once)", n, total)
 	}
 	for i := range 2 {
@@ -363,24 +363,46 @@ func TestLayerCommitCrash(t *testing.T) {
 	}
 }
 
-// TestLayerPutBufferBound: however the sizes of the small files a writer
-// puts grow, its buffer never holds more than smallFile bytes, and a file
-// past smallFile is streamed without one. Several writers run at once, so
-// this bound times their number is what the pull holds in buffers.
-func TestLayerPutBufferBound(t *testing.T) {
-	s := testStore(t)
-	w, err := s.NewLayerWriter(context.Background())
-	if err != nil {
-		t.Fatal(err)
+// TestPutBufferBound: however the sizes of the small files a writer puts
+// grow, its buffer never holds more than smallFile bytes, and a file past
+// smallFile is streamed without one. Several writers run at once, so this
+// bound times their number is what the pull holds in buffers. A Builder
+// stores its files through the same writer, so the bound holds there too
+// (it once did not).
+func TestPutBufferBound(t *testing.T) {
+	sizes := []int{100, 70 << 10, smallFile * 5 / 8, smallFile * 3 / 4, smallFile, smallFile + 1}
+	entry := func(i int) Entry {
+		return Entry{Name: fmt.Sprintf("f%d", i), Kind: KindFile, Mode: 0o644, ModTime: mtime, Size: int64(sizes[i])}
 	}
-	defer w.Abort()
-	for i, size := range []int{100, 70 << 10, smallFile * 5 / 8, smallFile * 3 / 4, smallFile, smallFile + 1} {
-		e := Entry{Name: fmt.Sprintf("f%d", i), Kind: KindFile, Mode: 0o644, ModTime: mtime, Size: int64(size)}
-		if _, err := w.Put(e, strings.NewReader(strings.Repeat("x", size))); err != nil {
+	check := func(t *testing.T, i int, ow *objectWriter) {
+		if c := cap(ow.buf); c > smallFile {
+			t.Fatalf("after a %d-byte file the buffer holds %d bytes, more than smallFile (%d)", sizes[i], c, smallFile)
+		}
+	}
+	t.Run("layer", func(t *testing.T) {
+		w, err := testStore(t).NewLayerWriter(context.Background())
+		if err != nil {
 			t.Fatal(err)
 		}
-		if c := cap(w.buf); c > smallFile {
-			t.Fatalf("after a %d-byte file the buffer holds %d bytes, more than smallFile (%d)", size, c, smallFile)
+		defer w.Abort()
+		for i, size := range sizes {
+			if _, err := w.Put(entry(i), strings.NewReader(strings.Repeat("x", size))); err != nil {
+				t.Fatal(err)
+			}
+			check(t, i, w.ow)
 		}
-	}
+	})
+	t.Run("tree", func(t *testing.T) {
+		b, err := testStore(t).NewBuilder(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Abort()
+		for i, size := range sizes {
+			if err := b.Add(entry(i), strings.NewReader(strings.Repeat("x", size))); err != nil {
+				t.Fatal(err)
+			}
+			check(t, i, b.ow)
+		}
+	})
 }

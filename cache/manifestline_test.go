@@ -112,3 +112,29 @@ func BenchmarkParseManifestLine(b *testing.B) {
 		}
 	}
 }
+
+// TestValidDigest checks the hand-written check against go-digest's
+// Validate, which it replaces on the hot paths.
+func TestValidDigest(t *testing.T) {
+	hex := strings.Repeat("0123456789abcdef", 4)
+	for _, d := range []digest.Digest{
+		"sha256:" + digest.Digest(hex),
+		"sha256:" + digest.Digest(strings.ToUpper(hex)),
+		"sha256:" + digest.Digest(hex[:63]),
+		"sha256:" + digest.Digest(hex) + "0",
+		"sha256:" + digest.Digest(hex[:63]) + "g",
+		"sha256:" + digest.Digest(hex[:63]) + "/",
+		"sha256:",
+		"sha512:" + digest.Digest(hex+hex),
+		"sha512:" + digest.Digest(hex),
+		"md5:" + digest.Digest(hex[:32]),
+		"SHA256:" + digest.Digest(hex),
+		digest.Digest(hex),
+		"",
+		":",
+	} {
+		if got, want := ValidDigest(d), d.Validate() == nil; got != want {
+			t.Errorf("ValidDigest(%q) = %v, Validate says %v", d, got, want)
+		}
+	}
+}

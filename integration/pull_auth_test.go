@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -133,4 +135,49 @@ func TestPullMirror(t *testing.T) {
 			t.Errorf("mirror up: the upstream served blobs %v, want none", d.blobs)
 		}
 	})
+}
+
+// TestPullAuthWithoutHome: under a systemd unit without User= there is no
+// $HOME, and the keychain used to look for no Docker config at all, so a
+// private registry that worked from a root shell failed at boot with
+// "authentication failed" (issue 17, item 4). With HOME unset rootswap
+// reads the Docker config of the passwd entry's home directory. The test
+// runs the binary in a mount namespace of its own, with a temporary
+// directory bound over that home, so the real one is neither read nor
+// written.
+func TestPullAuthWithoutHome(t *testing.T) {
+	needIntegration(t)
+	u, err := user.Current()
+	if err != nil || u.HomeDir == "" {
+		t.Fatalf("this user's passwd entry: %+v, %v", u, err)
+	}
+	v1, _ := testimage.Images(t)
+	const account, password = "rootswap", "test-password-3"
+	reg := startRegistry(t, registryOpts{User: account, Password: password})
+	src := "docker://" + pushImageAs(t, reg, v1, "rootswap-test/nohome:v1")
+	home := t.TempDir()
+	login := writeDockerConfig(t, reg.Addr(), account, password)
+	if err := os.Rename(login, filepath.Join(home, ".docker")); err != nil {
+		t.Fatal(err)
+	}
+
+	s := newStore(t)
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", `mount --bind "$1" "$2" && shift 2 && exec "$@"`,
+		"sh", home, u.HomeDir, rootswapBin(t), "--root", s.root, "import", src)
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "HOME" && k != "DOCKER_CONFIG" && k != "REGISTRY_AUTH_FILE" && k != "XDG_CONFIG_HOME" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("import %s with HOME unset and the login in %s/.docker: %v\n%s", src, u.HomeDir, err, stderr)
+	}
+	if got, want := strings.TrimSpace(string(out)), testimage.ImageID(t, v1); got != want {
+		t.Fatalf("import %s with HOME unset: %s, want %s", src, got, want)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -111,5 +112,64 @@ func TestPullStallsMidBlob(t *testing.T) {
 	t.Logf("prepare --pull of a new machine: %s", strings.TrimSpace(r.stderr))
 	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "unreachable") || strings.Contains(r.stderr, "truncated") {
 		t.Errorf("prepare --pull of a new machine, registry stalls mid-blob: exit %d, stderr %q; want 1 and one line", r.code, r.stderr)
+	}
+}
+
+// TestPrepareNeverResolved: through the binary, against the real
+// registry: a cached machine whose IMAGE is changed to a registry that is
+// down, or to the image's config digest (the digest rootswap prints, which
+// a registry does not serve as a manifest), fails in one line instead of
+// running its old tree with exit 0; its own IMAGE with the registry down
+// still starts from cache.
+func TestPrepareNeverResolved(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	reg := startRegistry(t, registryOpts{})
+	ref := pushImageAs(t, reg, v1, "rootswap-test/never:v1")
+	s := newStore(t)
+	s.ok("prepare", "m", "docker://"+ref)
+	d := s.linked("m")
+	oneLine := func(what string, r result, want string) {
+		t.Helper()
+		if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "cached") {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want 1 and one line saying %q", what, r.code, r.stdout, r.stderr, want)
+		}
+		if got := s.linked("m"); got != d {
+			t.Errorf("%s: m runs %s, want %s", what, got, d)
+		}
+	}
+	byConfig := "docker://" + reg.Addr() + "/rootswap-test/never@" + d
+	oneLine("config digest", s.run("prepare", "--pull", "m", byConfig), "rootswap images --digests")
+	reg.Stop()
+	oneLine("another image, registry down", s.run("prepare", "--pull", "m", "docker://"+reg.Addr()+"/rootswap-test/other:v1"), "never resolved")
+	oneLine("config digest, registry down", s.run("prepare", "--pull", "m", byConfig), "rootswap images --digests")
+	r := s.run("prepare", "--pull", "m", "docker://"+ref)
+	if r.code != 0 || !strings.Contains(r.stdout, "cached") {
+		t.Errorf("its own image, registry down: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestPrepareLostArchive: a machine prepared from a docker-archive: file
+// that is then deleted starts from its cached tree with one warning, as
+// one whose registry lost the tag; a new machine fails in one line.
+func TestPrepareLostArchive(t *testing.T) {
+	needIntegration(t)
+	v1, _ := testimage.Images(t)
+	saved := dockerSave(t, v1)
+	src := "docker-archive:" + saved
+	s := newStore(t)
+	s.ok("prepare", "m", src)
+	d := s.linked("m")
+	if err := os.Remove(saved); err != nil {
+		t.Fatal(err)
+	}
+	r := s.run("prepare", "m", src)
+	if r.code != 0 || !strings.Contains(r.stdout, "cached, image gone") || !strings.Contains(r.stdout, d) {
+		t.Errorf("prepare of a lost archive: exit %d, %q %q; want 0 from cache", r.code, r.stdout, r.stderr)
+	}
+	oneWarning(t, "prepare of a lost archive", r.stderr, "no longer has the image")
+	r = s.run("prepare", "fresh", src)
+	if r.code != 1 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, "not found") {
+		t.Errorf("prepare of a lost archive for a new machine: exit %d, %q %q; want 1 and one line", r.code, r.stdout, r.stderr)
 	}
 }

@@ -48,22 +48,25 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	}
 	start := time.Now()
 	lp := planLayers(opt.Progress, layers, ids, missing)
-	newBytes, err := fetchLayers(ctx, s, layers, missing, opt.Progress, lp)
+	newBytes, err := fetchLayers(ctx, s, layers, missing, opt, lp)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	fetched := time.Now()
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
-	entries, err := mergeStored(s, ids)
+	entries, read, err := mergeStored(s, ids)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	merged := time.Now()
-	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes})
+	var bt cache.Times
+	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes, Times: &bt})
 	if err == nil && opt.Log != nil {
+		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 		opt.Log.Debug("layers imported", "image", ref, "layers", len(ids), "fetched", len(missing),
-			"fetch", fetched.Sub(start).Round(time.Millisecond), "merge", merged.Sub(fetched).Round(time.Millisecond),
-			"build", time.Since(merged).Round(time.Millisecond))
+			"fetch", ms(fetched.Sub(start)), "merge", ms(merged.Sub(fetched)), "merge_read", ms(read),
+			"build", ms(time.Since(merged)), "build_entries", ms(bt.Write), "build_syncfs", ms(bt.Sync),
+			"build_publish", ms(bt.Publish))
 	}
 	return t, err
 }
@@ -96,17 +99,18 @@ func missingLayers(s *cache.Store, ids []digest.Digest) ([]int, error) {
 // fetchLayers stores the layers at the indexes missing, several at once,
 // and returns the content bytes they added to the store; the first error
 // cancels the others.
-func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, progress Progress, lp LayerProgress) (int64, error) {
+func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []int, opt ImportOptions, lp LayerProgress) (int64, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(parallelLayers())
-	total := &totals{p: progress}
+	total := &totals{p: opt.Progress}
 	added := make([]int64, len(missing))
 	for k, i := range missing {
 		g.Go(func() (err error) {
 			if lp != nil {
 				defer func() { lp.Fetched(k, err) }()
 			}
-			added[k], err = fetchLayer(gctx, s, i, layers[i], total.layer(), func(rc io.Reader) {
+			var t cache.Times
+			added[k], t, err = fetchLayer(gctx, s, i, layers[i], total.layer(), func(rc io.Reader) {
 				if lp == nil {
 					return
 				}
@@ -116,6 +120,11 @@ func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []
 				}
 				lp.Fetching(k, read)
 			})
+			if err == nil && opt.Log != nil {
+				ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+				opt.Log.Debug("layer stored", "layer", i+1, "diff_id", layers[i].DiffID(), "new_bytes", added[k],
+					"read", ms(t.Write), "syncfs", ms(t.Sync), "publish", ms(t.Publish))
+			}
 			return err
 		})
 	}
@@ -129,20 +138,21 @@ func fetchLayers(ctx context.Context, s *cache.Store, layers []Layer, missing []
 
 // fetchLayer reads layer i (0 is the lowest) through ReadDiff, its files
 // stored as objects, checks that the stream was the layer the config
-// names, and records it. Nothing is recorded for a layer that fails: the
-// objects it stored have no name but their own, which gc removes.
+// names, and records it; it returns the bytes it added to the store and
+// how long its steps took. Nothing is recorded for a layer that fails:
+// the objects it stored have no name but their own, which gc removes.
 // opened, if not nil, is told the stream once it is open.
-func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress, opened func(io.Reader)) (newBytes int64, err error) {
+func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Progress, opened func(io.Reader)) (newBytes int64, t cache.Times, err error) {
 	id := l.DiffID()
 	what := fmt.Sprintf("layer %d (%s)", i+1, id)
 	w, err := s.NewLayerWriter(ctx)
 	if err != nil {
-		return 0, err
+		return 0, t, err
 	}
 	defer w.Abort() // a no-op after Commit
 	rc, err := l.Open(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+		return 0, t, fmt.Errorf("%s: %w", what, err)
 	}
 	defer rc.Close()
 	if opened != nil {
@@ -153,36 +163,40 @@ func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Pr
 	// blob (at EOF) has happened when it returns.
 	diff, err := readDiff(ctx, io.TeeReader(rc, h), w.Put, progress)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+		return 0, t, fmt.Errorf("%s: %w", what, err)
 	}
 	if got := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)); got != id {
-		return 0, fmt.Errorf("%s: content is %s, not the diffID the image's config lists: %w", what, got, ErrDigestMismatch)
+		return 0, t, fmt.Errorf("%s: content is %s, not the diffID the image's config lists: %w", what, got, ErrDigestMismatch)
 	}
 	failpoint.Hit("snapshot-mid-layer") // a layer read and checked, not recorded
 	lm := cache.LayerManifest{DiffID: id, Blob: l.Blob(), Entries: diff.Entries, Whiteouts: diff.Whiteouts}
 	rec, err := w.Commit(ctx, lm)
 	if err != nil {
-		return 0, fmt.Errorf("%s: %w", what, err)
+		return 0, t, fmt.Errorf("%s: %w", what, err)
 	}
-	return rec.NewBytes, nil
+	return rec.NewBytes, w.Times(), nil
 }
 
 // mergeStored reads the layers' recorded entry lists and merges them
 // into the entry list of the image's tree, each layer merged as it is
 // read, so that nothing of a layer but its entry list (which the merged
-// names point into) outlives its turn.
-func mergeStored(s *cache.Store, ids []digest.Digest) ([]cache.ManifestEntry, error) {
+// names point into) outlives its turn. It also returns how long reading
+// the lists took.
+func mergeStored(s *cache.Store, ids []digest.Digest) ([]cache.ManifestEntry, time.Duration, error) {
 	m := newMerger()
+	var read time.Duration
 	for i, id := range ids {
+		start := time.Now()
 		lm, err := s.ReadLayer(id)
+		read += time.Since(start)
 		if err != nil {
-			return nil, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
+			return nil, read, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
 		}
 		if err := m.apply(&Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}); err != nil {
-			return nil, err
+			return nil, read, err
 		}
 	}
-	return m.result(), nil
+	return m.result(), read, nil
 }
 
 // totals sums the progress of layers read at once for one Progress.

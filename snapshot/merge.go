@@ -180,7 +180,7 @@ func (m *merger) add(e *Entry) error {
 	switch {
 	case e.Name == "." && e.Kind != cache.KindDir:
 		return m.refuse("entry", e.Name, "root entry is not a directory")
-	case e.Kind == cache.KindFile && e.Object.Validate() != nil:
+	case e.Kind == cache.KindFile && !cache.ValidDigest(e.Object):
 		return m.refuse("entry", e.Name, "regular file without a valid object")
 	}
 	if err := m.checkParents(e.Name); err != nil {

@@ -240,6 +240,7 @@ func hostileLayers() []mergeCase {
 		{name: "duplicate entry in a layer", layers: layers(base, layer(file("g", "1", 0o644), file("./g", "2", 0o644))), refuse: `"./g"`},
 		{name: "trusted overlay xattr on a directory", layers: layers(base, layer(withPAX(dir("a", 0o755), "SCHILY.xattr.trusted.overlay.opaque", "y"))), refuse: `"a"`},
 		{name: "device outside dev", layers: layers(base, layer(device("a/sda", tar.TypeBlock, 8, 0))), refuse: `"a/sda"`},
+		{name: "char device 0:0 (an overlayfs whiteout)", layers: layers(base, layer(dir("dev", 0o755), device("dev/wh", tar.TypeChar, 0, 0))), refuse: `"dev/wh"`},
 		{name: "truncated layer", layers: [][]byte{tarball(base...), entries(file("g", "g", 0o644))}, refuse: "end-of-archive"},
 	}
 }

@@ -242,6 +242,10 @@ func checkHeader(hdr *tar.Header, name string, kind cache.Kind) error {
 	case device && (hdr.Devmajor < 0 || hdr.Devmajor > maxMajor || hdr.Devminor < 0 || hdr.Devminor > maxMinor):
 		// mknod(2) silently drops the bits that do not fit.
 		return unsafe(hdr.Name, fmt.Sprintf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor))
+	case kind == cache.KindChar && hdr.Devmajor == 0 && hdr.Devminor == 0:
+		// Overlayfs reads a 0:0 character device in a layer directory as
+		// a whiteout: a stack would hide the name instead of showing it.
+		return unsafe(hdr.Name, "character device 0:0, which overlayfs takes for a whiteout")
 	case kind == cache.KindFile && hdr.Size < 0:
 		return unsafe(hdr.Name, "negative size")
 	case sparse(hdr):

@@ -572,6 +572,7 @@ func tarCases() []tarCase {
 		{name: "device major too large", tar: static(device("dev/x", tar.TypeChar, 4096+1, 3)), refuse: `"dev/x"`},
 		{name: "device minor too large", tar: static(device("dev/x", tar.TypeBlock, 8, 1<<20)), refuse: `"dev/x"`},
 		{name: "device major negative", tar: static(device("dev/x", tar.TypeChar, -1, 3)), refuse: `"dev/x"`},
+		{name: "char device 0:0 (an overlayfs whiteout)", tar: static(dir("dev", 0o755), device("dev/x", tar.TypeChar, 0, 0)), refuse: `"dev/x"`},
 
 		// Modes and owners.
 		{name: "setuid setgid sticky", tar: static(dir("bin", 0o755), owned(file("bin/su", "su", 0o4755), 0, 0), owned(file("bin/wall", "wall", 0o2755), 0, 5),

@@ -23,6 +23,7 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(heapLimit)
 	}
+	homeFromPasswd()
 	ctx, stop := signalContext()
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()

@@ -179,8 +179,9 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 // carried are the global flags a unit's prepare gets when they were given
 // (on the command line or by their variables): a unit runs with neither
 // the shell's variables nor its flags. A global flag that changes what
-// prepare resolves or fetches (a --platform) belongs here.
-var carried = []string{"source", "registry-timeout", "registries-conf"}
+// prepare resolves or fetches belongs here; "platform" is carried once a
+// global --platform exists (a name no command has is skipped).
+var carried = []string{"source", "registry-timeout", "registries-conf", "platform"}
 
 // prepareFlags are the carried flags given, as --name=value; a relative
 // file is made absolute, as units run in /.

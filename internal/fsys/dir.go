@@ -119,6 +119,26 @@ func (d *Dir) Link(old, name string) error {
 	return wrap("link", name, unix.Linkat(ofd, obase, nfd, nbase, 0))
 }
 
+// Linkat creates the name new in dir to as a hard link to the entry old
+// in dir from, each name confined to its Dir as every Dir call is; a
+// symlink is linked itself, never its target. The error is unwrapped
+// enough for errors.Is(err, os.ErrExist), os.ErrNotExist and
+// ErrTooManyLinks.
+func Linkat(from *Dir, old string, to *Dir, new string) error {
+	if from == to {
+		return from.Link(old, new)
+	}
+	ofd, obase, err := from.parent(old)
+	if err != nil {
+		return err
+	}
+	nfd, nbase, err := to.parent(new)
+	if err != nil {
+		return err
+	}
+	return wrap("link", new, unix.Linkat(ofd, obase, nfd, nbase, 0))
+}
+
 // LinkFrom creates name as a hard link to the file at the absolute path src
 // (an object in the store). The error is returned unwrapped enough for
 // errors.Is(err, unix.EMLINK) and unix.EEXIST checks.
@@ -264,6 +284,14 @@ func SetMeta(f *os.File, uid, gid int, mode uint32, xattrs map[string][]byte, mt
 	}
 	if err := futimens(fd, mtime); err != nil {
 		return &os.PathError{Op: "utimes", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// SetXattr sets one extended attribute of an open file.
+func SetXattr(f *os.File, name string, value []byte) error {
+	if err := unix.Fsetxattr(int(f.Fd()), name, value, 0); err != nil {
+		return &os.PathError{Op: "setxattr " + name, Path: f.Name(), Err: err}
 	}
 	return nil
 }

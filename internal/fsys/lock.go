@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -67,8 +68,34 @@ func LockFile(ctx context.Context, path string, exclusive bool, timeout time.Dur
 // most timeout. On timeout the error wraps ErrLocked and names the
 // processes that hold the file. The lock goes with f's last close; taking
 // it again on the same open file (as bbolt does) returns at once.
+//
+// flock(2) queues nobody: shared lockers that keep overlapping would keep
+// an exclusive one out for ever. So every Flock caller first passes a
+// turnstile, an OFD lock (fcntl(2), independent of flock) on the file's
+// first byte, taken as the flock will be and dropped once the flock is
+// held: a waiting exclusive locker holds the turnstile, and the shared
+// lockers that come after it wait there until it is in.
 func Flock(f *os.File, exclusive bool, timeout time.Duration) error {
-	return flock(nil, f, exclusive, timeout, time.Now().Add(timeout))
+	deadline := time.Now().Add(timeout)
+	if err := retry(nil, f, timeout, deadline, func() error { return turnstile(f, exclusive) }); err != nil {
+		return err
+	}
+	defer unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &unix.Flock_t{Type: unix.F_UNLCK, Whence: io.SeekStart, Len: 1})
+	return flock(nil, f, exclusive, timeout, deadline)
+}
+
+// turnstile tries the OFD lock on f's first byte once; EWOULDBLOCK if it
+// is taken.
+func turnstile(f *os.File, exclusive bool) error {
+	lk := unix.Flock_t{Type: unix.F_RDLCK, Whence: io.SeekStart, Len: 1}
+	if exclusive {
+		lk.Type = unix.F_WRLCK
+	}
+	err := unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &lk)
+	if err == unix.EAGAIN || err == unix.EACCES {
+		return unix.EWOULDBLOCK
+	}
+	return err
 }
 
 // flock waits for an flock on f until deadline (an error wrapping
@@ -79,9 +106,20 @@ func flock(done <-chan struct{}, f *os.File, exclusive bool, timeout time.Durati
 	if exclusive {
 		how = unix.LOCK_EX
 	}
+	return retry(done, f, timeout, deadline, func() error { return unix.Flock(int(f.Fd()), how|unix.LOCK_NB) })
+}
+
+// maxRetryWait caps retry's pause between attempts: short, since a
+// waiter that sleeps long leaves the lock idle after it was released.
+const maxRetryWait = 8 * time.Millisecond
+
+// retry calls try until it returns anything but EWOULDBLOCK or EINTR,
+// until deadline (an error wrapping ErrLocked that says timeout and names
+// the holders of f's flock) or until done is closed (errDone).
+func retry(done <-chan struct{}, f *os.File, timeout time.Duration, deadline time.Time, try func() error) error {
 	wait := time.Millisecond
 	for {
-		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		err := try()
 		if err == nil {
 			return nil
 		}
@@ -96,7 +134,7 @@ func flock(done <-chan struct{}, f *os.File, exclusive bool, timeout time.Durati
 			return errDone
 		case <-time.After(wait):
 		}
-		if wait < 50*time.Millisecond {
+		if wait < maxRetryWait {
 			wait *= 2
 		}
 	}

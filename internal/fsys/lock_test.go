@@ -105,3 +105,44 @@ func TestRemoveLocked(t *testing.T) {
 		t.Fatal("a free lock file survived")
 	}
 }
+
+// TestFlockTurnstile: an exclusive Flock waiting for a shared holder
+// keeps later shared Flocks out (they would otherwise overlap the holder
+// and each other for ever), and gets the lock once the holder is gone.
+func TestFlockTurnstile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *os.File {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		return f
+	}
+	holder, writer, reader, probe := open(), open(), open(), open()
+	if err := Flock(holder, false, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- Flock(writer, true, 30*time.Second) }()
+	// Wait until the writer holds the turnstile.
+	for deadline := time.Now().Add(30 * time.Second); turnstile(probe, false) == nil; time.Sleep(time.Millisecond) {
+		probe.Close() // drops the probe's own turnstile lock
+		if probe = open(); time.Now().After(deadline) {
+			t.Fatal("the waiting writer never took the turnstile")
+		}
+	}
+	if err := Flock(reader, false, 50*time.Millisecond); !errors.Is(err, ErrLocked) {
+		t.Fatalf("a shared Flock while a writer waits: %v, want ErrLocked", err)
+	}
+	holder.Close()
+	if err := <-got; err != nil {
+		t.Fatalf("the writer, once the holder is gone: %v", err)
+	}
+	if err := unix.Flock(int(probe.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != unix.EWOULDBLOCK {
+		t.Fatalf("the writer's lock is not exclusive: flock LOCK_SH: %v", err)
+	}
+}

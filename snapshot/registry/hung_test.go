@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -163,4 +165,85 @@ func TestRefusalAskedOnce(t *testing.T) {
 	if got := s.take(); len(got) != 1 {
 		t.Errorf("a new Source asked %v, want one request", got)
 	}
+}
+
+// A mirror that stops sending in the middle of a blob: the blob goes on
+// from the upstream, the mirror is skipped from then on with one warning.
+// What the mirror sent before it stopped is checked with the rest: a lie
+// spliced with the upstream's true tail is a digest mismatch.
+func TestMirrorStallsMidBlob(t *testing.T) {
+	for _, lie := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lies %t", lie), func(t *testing.T) { mirrorStallsMidBlob(t, lie) })
+	}
+}
+
+func mirrorStallsMidBlob(t *testing.T, lie bool) {
+	up := newServer(t)
+	ls := threeLayers(t)
+	big := newLayer(t, "none", tarOf(t, "big", strings.Repeat("y", 256<<10)))
+	ls = append(ls, big)
+	img := testImage(t, nil, asLayers(ls)...)
+	up.push(t, "app:v1", img)
+	mirror := newServer(t)
+	mirror.push(t, "app:v1", img)
+	stop := hold(t)
+	bigPath := "/blobs/" + digest.FromBytes(big.blob).String()
+	mirror.gate = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, bigPath) {
+			return false
+		}
+		b := bytes.Clone(big.blob[:len(big.blob)/3])
+		if lie {
+			b = bytes.ReplaceAll(b, []byte("y"), []byte("z"))
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(big.blob)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
+		w.(http.Flusher).Flush()
+		<-stop
+		return true
+	}
+	conf := writeConf(t, fmt.Sprintf("[[registry]]\nprefix = %q\n[[registry.mirror]]\nlocation = %q\n", up.host, mirror.host))
+	var logs bytes.Buffer
+	src := newSource(Options{MirrorsFile: conf, Timeout: testTimeout, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	im, err := src.Resolve(t.Context(), parseRef(t, "docker://"+up.host+"/app:v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.take()
+	mirror.take()
+	layers, err := im.Layers(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The big layer first, so the others come after the mirror failed.
+	order := append([]snapshot.Layer{layers[3]}, layers[:3]...)
+	err, took := within(t, testLimit, "a pull whose mirror stalls mid-blob", func() error {
+		for _, l := range order {
+			b, err := readAll(t.Context(), l)
+			if err != nil {
+				return err
+			}
+			if digest.FromBytes(b) != l.DiffID() {
+				return fmt.Errorf("layer %s: content has digest %s", l.DiffID(), digest.FromBytes(b))
+			}
+		}
+		return nil
+	})
+	if lie {
+		if !errors.Is(err, snapshot.ErrDigestMismatch) {
+			t.Fatalf("a lying mirror's bytes spliced with the upstream's: err = %v, want a digest mismatch", err)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, u := mirror.take(), up.take(); len(m) != 1 || len(u) != 4 {
+		t.Errorf("mirror was asked %v, upstream %v; want the big blob of the mirror, then all four of the upstream", m, u)
+	}
+	if n := strings.Count(logs.String(), "registry mirror failed"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+	t.Logf("the pull took %s (timeout %s)", took, testTimeout)
 }

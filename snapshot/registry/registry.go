@@ -283,19 +283,7 @@ func (s *Source) layers(img *image, repo name.Repository) []snapshot.Layer {
 			size:   desc.Size,
 			name:   "blob " + blob.String(), // the importer names the layer
 			fetch: func(ctx context.Context) (io.ReadCloser, bool, error) {
-				var rc io.ReadCloser
-				err := s.each(ctx, repo, true, false, func(ctx context.Context, repo name.Repository) error {
-					l, err := s.puller.Layer(ctx, repo.Digest(blob.String()))
-					if err != nil {
-						return err
-					}
-					rc, err = l.Compressed()
-					return err
-				})
-				if err != nil {
-					return nil, false, s.classifyBlob(ctx, repo, err)
-				}
-				return rc, true, nil // the client checks the digest at the end
+				return s.fetchBlob(ctx, repo, blob)
 			},
 		}
 	}
@@ -438,14 +426,20 @@ func (s *Source) each(ctx context.Context, repo name.Repository, byDigest, bound
 		case err == nil || ctx.Err() != nil:
 			return err
 		case mirror:
-			if s.fail(ep, err) {
-				s.opt.Log.Warn("registry mirror failed; skipping it for this command", "mirror", ep.Name(), "err", brief(err, s.opt.Timeout))
-			}
+			s.mirrorFailed(ep, err)
 		case unreachable(err):
 			s.fail(ep, err)
 		}
 	}
 	return err
+}
+
+// mirrorFailed records that mirror ep failed with err, and warns the
+// first time.
+func (s *Source) mirrorFailed(ep name.Repository, err error) {
+	if s.fail(ep, err) {
+		s.opt.Log.Warn("registry mirror failed; skipping it for this command", "mirror", ep.Name(), "err", brief(err, s.opt.Timeout))
+	}
 }
 
 // failed returns the error an endpoint failed with earlier in this

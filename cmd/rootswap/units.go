@@ -181,7 +181,7 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 // the shell's variables nor its flags. A global flag that changes what
 // prepare resolves or fetches belongs here; "platform" is carried once a
 // global --platform exists (a name no command has is skipped).
-var carried = []string{"source", "registry-timeout", "registries-conf", "platform"}
+var carried = []string{"source", "registry-timeout", "registries-conf", "policy", "platform"}
 
 // prepareFlags are the carried flags given, as --name=value; a relative
 // file is made absolute, as units run in /.
@@ -193,10 +193,10 @@ func (g *globals) prepareFlags(cmd *cobra.Command) ([]string, error) {
 			continue
 		}
 		v := f.Value.String()
-		if name == "registries-conf" && v != "" {
+		if (name == "registries-conf" || name == "policy") && v != "" {
 			abs, err := filepath.Abs(v)
 			if err != nil {
-				return nil, fmt.Errorf("unit: --registries-conf %s: %w", v, err)
+				return nil, fmt.Errorf("unit: --%s %s: %w", name, v, err)
 			}
 			v = abs
 		}

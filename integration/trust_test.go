@@ -237,3 +237,74 @@ func TestTrustPolicy(t *testing.T) {
 		s.fail(1, []string{"policy", "missing.json"}, "--policy", filepath.Join(dir, "missing.json"), "import", ref)
 	})
 }
+
+// TestTrustMirror: the signature is read where the image is, through the
+// mirror configured for its registry: an image and its signature pushed
+// to the mirror only are admitted under the upstream's scope; an unsigned
+// one on the mirror is rejected. An oci: layout, which carries no
+// signature rootswap reads, is rejected under a sigstoreSigned default
+// and admitted by its transport's "" scope.
+func TestTrustMirror(t *testing.T) {
+	needIntegration(t)
+	up := startRegistry(t, registryOpts{})
+	mir := startRegistry(t, registryOpts{})
+	s := newStore(t)
+	dir := t.TempDir()
+	key, keyPath, fp := trustKey(t, dir, "trusted.pub")
+	envKey, conf := writeMirrorsConf(t, up.Addr(), mir.Addr())
+	pol := fmt.Sprintf(`{"default":[{"type":"sigstoreSigned","keyPath":%q}],"transports":{"docker":{%q:[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}}}`,
+		keyPath, up.Addr()+"/trust", keyPath)
+	policyFile := filepath.Join(dir, "policy.json")
+	if err := os.WriteFile(policyFile, []byte(pol), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.env = append(s.env, envKey+"="+conf, "ROOTSWAP_POLICY="+policyFile)
+
+	l := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "mirrored\n")))
+	cfg := imageConfig(t, l.diffID)
+	_, m := pushRaw(t, mir, "trust/app:1", cfg, []rawLayer{l}, nil)
+	pl := cosignPayload(up.Addr()+"/trust/app", m)
+	pushSignature(t, mir, "trust/app", m, pl, cosignSign(t, key, pl))
+	ref := "docker://" + up.Addr() + "/trust/app:1"
+	if got := strings.TrimSpace(s.ok("import", ref)); got != digest.FromBytes(cfg).String() {
+		t.Fatalf("import %s through the mirror: %q", ref, got)
+	}
+	if out := s.ok("images", "--trust"); !strings.Contains(out, "sigstoreSigned key "+fp) {
+		t.Errorf("images --trust: %s, want the key %s", out, fp)
+	}
+
+	// A mirror of the images alone: the signature is on the upstream. The
+	// mirror's 404 for the signature tag is no failing mirror: the layer
+	// still comes from it (the upstream does not have it).
+	l4 := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "signed upstream\n")))
+	cfg4 := imageConfig(t, l4.diffID)
+	_, m4 := pushRaw(t, mir, "trust/app:4", cfg4, []rawLayer{l4}, nil)
+	pl4 := cosignPayload(up.Addr()+"/trust/app", m4)
+	pushSignature(t, up, "trust/app", m4, pl4, cosignSign(t, key, pl4))
+	res := s.run("import", "docker://"+up.Addr()+"/trust/app:4")
+	if res.code != 0 || strings.TrimSpace(res.stdout) != digest.FromBytes(cfg4).String() || strings.Contains(res.stderr, "mirror") {
+		t.Fatalf("import of an image signed upstream: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if mir.BlobGets(digest.FromBytes(l4.blob)) != 1 {
+		t.Errorf("the layer was fetched from the mirror %d times, want once", mir.BlobGets(digest.FromBytes(l4.blob)))
+	}
+
+	l2 := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "unsigned\n")))
+	pushRaw(t, mir, "trust/app:2", imageConfig(t, l2.diffID), []rawLayer{l2}, nil)
+	s.fail(1, []string{"trust/app:2", "no signature"}, "import", "docker://"+up.Addr()+"/trust/app:2")
+	if mir.BlobGets(digest.FromBytes(l2.blob)) != 0 || up.BlobGets(digest.FromBytes(l2.blob)) != 0 {
+		t.Error("the rejected image's layer was fetched")
+	}
+
+	layoutDir := writeOCILayout(t, remoteImage(t, mir.Addr()+"/trust/app:2"), "v1") // not stored: rejected above
+	s.fail(1, []string{"oci:" + layoutDir, "scope default", "signatures are read only from registries"}, "import", "oci:"+layoutDir+":v1")
+	open := filepath.Join(dir, "open.json")
+	os.WriteFile(open, []byte(`{"default":[{"type":"reject"}],"transports":{"oci":{"":[{"type":"insecureAcceptAnything"}]}}}`), 0o644)
+	l3 := storedGzip(t, layerTar(t, fileEnt("other", "x\n")))
+	pushRaw(t, mir, "trust/app:3", imageConfig(t, l3.diffID), []rawLayer{l3}, nil)
+	layout3 := writeOCILayout(t, remoteImage(t, mir.Addr()+"/trust/app:3"), "v3")
+	s.ok("--policy", open, "import", "oci:"+layout3+":v3")
+	if out := s.ok("images", "--trust"); !strings.Contains(out, `insecureAcceptAnything (scope oci:"")`) {
+		t.Errorf("images --trust: %s, want the oci: tree admitted by its transport's scope", out)
+	}
+}

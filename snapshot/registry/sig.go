@@ -39,10 +39,11 @@ func SignatureTag(m digest.Digest) string {
 	return m.Algorithm().String() + "-" + m.Encoded() + ".sig"
 }
 
-// Signatures reads the image's cosign signatures from its repository
-// (through the mirrors that serve tags): each request bounded by the
-// registry timeout, each payload verified against the digest the
-// signature manifest lists. No signature tag is no signatures.
+// Signatures reads the image's cosign signatures from its repository:
+// from the first of the mirrors that serve tags and the repository itself
+// that has the signature tag, each request bounded by the registry
+// timeout, each payload bounded and verified against the digest the
+// signature manifest lists. No signature tag anywhere is no signatures.
 func (ri *remoteImage) Signatures(ctx context.Context) ([]policy.Signature, error) {
 	s := ri.s
 	if s.err != nil {
@@ -52,17 +53,33 @@ func (ri *remoteImage) Signatures(ctx context.Context) ([]policy.Signature, erro
 		return nil, nil
 	}
 	tag := ri.repo.Tag(SignatureTag(ri.manifest))
+	// The first endpoint that has the tag serves the signatures and their
+	// payloads: a mirror that lacks it (a mirror of the images alone) is
+	// no failing mirror, the next endpoint is asked.
+	eps := append(s.mirrors.of(ri.repo, false), ri.repo)
 	var desc *remote.Descriptor
-	err := s.each(ctx, ri.repo, false, true, func(ctx context.Context, repo name.Repository) error {
-		var err error
-		desc, err = s.puller.Get(ctx, retarget(tag, repo))
-		return err
-	})
-	if notFound(err) {
-		return nil, nil
+	var from name.Repository
+	for i, ep := range eps {
+		err := s.once(ctx, ep, func(ctx context.Context) error {
+			var err error
+			desc, err = s.puller.Get(ctx, ep.Tag(tag.TagStr()))
+			return err
+		})
+		switch {
+		case err == nil:
+			from = ep
+		case notFound(err):
+			continue
+		case i < len(eps)-1 && ctx.Err() == nil:
+			s.opt.Log.Warn("registry mirror failed to answer for signatures; asking the next", "mirror", ep.Name(), "err", brief(err, s.opt.Timeout))
+			continue
+		default:
+			return nil, fmt.Errorf("%s: %w", tag, s.classifyBlob(ctx, ep, err))
+		}
+		break
 	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", tag, s.classifyBlob(ctx, ri.repo, err))
+	if desc == nil {
+		return nil, nil
 	}
 	if len(desc.Manifest) > maxSigManifest {
 		return nil, fmt.Errorf("%s: manifest of %d bytes", tag, len(desc.Manifest))
@@ -86,8 +103,8 @@ func (ri *remoteImage) Signatures(ctx context.Context) ([]policy.Signature, erro
 			return nil, fmt.Errorf("%s: payload digest %q: %w", tag, l.Digest, err)
 		}
 		var b []byte
-		err := s.each(ctx, ri.repo, true, true, func(ctx context.Context, repo name.Repository) error {
-			bl, err := s.puller.Layer(ctx, repo.Digest(l.Digest.String()))
+		err := s.once(ctx, from, func(ctx context.Context) error {
+			bl, err := s.puller.Layer(ctx, from.Digest(l.Digest.String()))
 			if err != nil {
 				return err
 			}
@@ -100,7 +117,7 @@ func (ri *remoteImage) Signatures(ctx context.Context) ([]policy.Signature, erro
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("%s: payload %s: %w", tag, l.Digest, s.classifyBlob(ctx, ri.repo, err))
+			return nil, fmt.Errorf("%s: payload %s: %w", tag, l.Digest, s.classifyBlob(ctx, from, err))
 		}
 		if err := verify(b, l); err != nil {
 			return nil, fmt.Errorf("%s: payload: %w", tag, err)
@@ -108,6 +125,26 @@ func (ri *remoteImage) Signatures(ctx context.Context) ([]policy.Signature, erro
 		out = append(out, policy.Signature{Payload: b, Base64: l.Annotations[SignatureAnnotation]})
 	}
 	return out, nil
+}
+
+// once runs f against endpoint ep alone, bounded by the registry
+// timeout; an endpoint that failed earlier in the command answers with
+// that failure, and one found unreachable now is not asked again (as
+// each does, without its walk over the mirrors).
+func (s *Source) once(ctx context.Context, ep name.Repository, f func(context.Context) error) error {
+	if err := s.failed(ep); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, s.opt.Timeout)
+	defer cancel()
+	err := f(tctx)
+	if err != nil && tctx.Err() != nil && ctx.Err() == nil && !errors.Is(err, errTimeout) {
+		err = fmt.Errorf("%w: no answer within %s: %w", errTimeout, s.opt.Timeout, err)
+	}
+	if err != nil && ctx.Err() == nil && unreachable(err) {
+		s.fail(ep, err)
+	}
+	return err
 }
 
 // notFound reports whether err is a registry's answer that the manifest

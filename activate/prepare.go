@@ -28,6 +28,9 @@ type PrepareOptions struct {
 	// Admit is the signature policy's check of an image to import
 	// (snapshot.ImportOptions.Admit); nil admits every image.
 	Admit func(ctx context.Context, img snapshot.Image) (string, error)
+	// Readmit re-checks a stored tree against the policy before it is
+	// activated (snapshot.ImportOptions.Readmit); nil admits every tree.
+	Readmit func(img snapshot.Image, t index.Tree) error
 }
 
 func (p *PrepareOptions) defaults() {
@@ -465,7 +468,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Admit: p.opt.Admit})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Admit: p.opt.Admit, Readmit: p.opt.Readmit})
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -157,13 +157,13 @@ func TestTrustPolicy(t *testing.T) {
 		ref, m, img, _ := push("trust/signed:1")
 		pl := cosignPayload(a+"/trust/signed", m)
 		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
-		admitted(ref, img, "sigstoreSigned key "+fp+" (scope docker:"+a+"/trust/signed)")
+		admitted(ref, img, "sigstoreSigned key "+fp+" for "+a+"/trust/signed (scope docker:"+a+"/trust/signed)")
 	})
 	t.Run("signed by digest, default identity", func(t *testing.T) {
 		_, m, img, _ := push("trust/bydigest:1")
 		pl := cosignPayload(a+"/trust/bydigest", m)
 		pushSignature(t, reg, "trust/bydigest", m, pl, cosignSign(t, key, pl))
-		admitted("docker://"+a+"/trust/bydigest@"+m.String(), img, "sigstoreSigned key "+fp+" (scope docker:"+a+"/trust)")
+		admitted("docker://"+a+"/trust/bydigest@"+m.String(), img, "sigstoreSigned key "+fp+" for "+a+"/trust/bydigest (scope docker:"+a+"/trust)")
 	})
 	t.Run("unsigned", func(t *testing.T) {
 		ref, _, _, blob := push("trust/signed:unsigned")
@@ -220,6 +220,24 @@ func TestTrustPolicy(t *testing.T) {
 		}
 		if ms := s.machines(); len(ms) != 1 || ms[0].Digest != img {
 			t.Fatalf("after the rejection the machines are %+v, want m at %s", ms, img)
+		}
+	})
+	t.Run("policy tightened after caching", func(t *testing.T) {
+		open := "docker://" + a + "/trust/open:1" // admitted by insecureAcceptAnything above
+		signed := "docker://" + a + "/trust/signed:1"
+		tight := map[string]any{"default": []any{map[string]any{"type": "sigstoreSigned", "keyPath": keyPath, "signedIdentity": map[string]any{"type": "matchRepository"}}}}
+		b, _ := json.Marshal(tight)
+		tightFile := filepath.Join(dir, "tight.json")
+		os.WriteFile(tightFile, b, 0o644)
+		before := reg.Requests()
+		s.fail(1, []string{open, "rejected by policy", tightFile, "with no key of this scope"}, "--policy", tightFile, "prepare", "m2", open)
+		if ms := s.machines(); len(ms) != 1 {
+			t.Errorf("a tree the tightened policy rejects was activated: %+v", ms)
+		}
+		// A tree signed by the key still passes, offline.
+		s.ok("--policy", tightFile, "prepare", "m3", signed)
+		if n := reg.Requests() - before; n != 0 {
+			t.Errorf("the offline re-checks made %d registry requests", n)
 		}
 	})
 	t.Run("unsupported requirement", func(t *testing.T) {

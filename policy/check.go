@@ -48,7 +48,7 @@ type Signatures func(ctx context.Context) ([]Signature, error)
 // key that verified a signature.
 type Admission struct {
 	Scope string
-	How   string // "insecureAcceptAnything", "sigstoreSigned key sha256:…", joined by "; "
+	How   string // "insecureAcceptAnything", "sigstoreSigned key sha256:… for HOST/REPO", joined by "; "
 }
 
 // String is the admission as `images` shows it.
@@ -124,11 +124,11 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 				}
 				asked = true
 			}
-			k, reason := r.verify(img, fetched)
+			k, signed, reason := r.verify(img, fetched)
 			if reason != "" {
 				return reject(reason)
 			}
-			how = append(how, r.Type+" key "+k.Fingerprint)
+			how = append(how, r.Type+" key "+k.Fingerprint+" for "+signed.String())
 		default:
 			return reject(fmt.Sprintf("requirement %q is not supported", r.Type))
 		}
@@ -152,15 +152,92 @@ type payload struct {
 // The simple-signing payload type cosign writes.
 const payloadType = "cosign container image signature"
 
+// Recheck decides offline whether a tree may be activated for img under
+// the current policy, from how it was admitted when it was imported
+// (admitted, an Admission's String; "" for a tree imported with no
+// policy): every requirement of the scope that applies now must hold,
+// a sigstoreSigned one by a signature that one of its keys verified for
+// an identity it accepts for img. Nothing is fetched. A rejection is a
+// *Rejection.
+func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
+	scope, rs, err := p.scope(img)
+	if err != nil {
+		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
+	}
+	reject := func(reason string) (Admission, error) {
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+	}
+	how, _, _ := strings.Cut(admitted, " (scope ")
+	var parts []string
+	if how != "" {
+		parts = strings.Split(how, "; ")
+	}
+	var out []string
+	for _, r := range rs {
+		switch r.Type {
+		case InsecureAcceptAnything:
+			out = append(out, r.Type)
+		case Reject:
+			return reject("the scope rejects every image")
+		case SigstoreSigned:
+			if img.Transport != "docker" {
+				return reject(fmt.Sprintf("%s: signatures are read only from registries (docker://); %s images carry none rootswap can check", r.Type, img.Transport))
+			}
+			part, reason := r.recorded(img, parts)
+			if reason != "" {
+				return reject(reason)
+			}
+			out = append(out, part)
+		default:
+			return reject(fmt.Sprintf("requirement %q is not supported", r.Type))
+		}
+	}
+	return Admission{Scope: scope, How: strings.Join(out, "; ")}, nil
+}
+
+// recorded returns the part of a tree's admission record that meets
+// sigstoreSigned requirement r for img, or why none does.
+func (r Requirement) recorded(img Image, parts []string) (string, string) {
+	want, err := normalize(img.Name)
+	if err != nil {
+		return "", err.Error()
+	}
+	if len(parts) == 0 {
+		return "", "the stored tree was imported with no signature check; remove it (rootswap gc once no machine uses it) to import and check it again"
+	}
+	reason := "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no key of this scope"
+	for _, part := range parts {
+		var fp, ident string
+		if _, err := fmt.Sscanf(part, SigstoreSigned+" key %s for %s", &fp, &ident); err != nil {
+			continue
+		}
+		signed, err := normalize(ident)
+		if err != nil {
+			continue
+		}
+		for _, k := range r.Keys {
+			if k.Fingerprint != fp {
+				continue
+			}
+			if !r.Identity.match(want, signed) {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+				continue
+			}
+			return part, ""
+		}
+	}
+	return "", reason
+}
+
 // verify returns the key with which one of sigs admits img, or why none
 // does: the most telling reason among the signatures tried.
-func (r Requirement) verify(img Image, sigs []Signature) (Key, string) {
+func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 	if len(sigs) == 0 {
-		return Key{}, "no signature"
+		return Key{}, named{}, "no signature"
 	}
 	want, err := normalize(img.Name)
 	if err != nil {
-		return Key{}, err.Error()
+		return Key{}, named{}, err.Error()
 	}
 	reason, rank := "", 0
 	worse := func(n int, s string) {
@@ -207,9 +284,9 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, string) {
 			worse(4, fmt.Sprintf("identity mismatch: signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want))
 			continue
 		}
-		return *key, ""
+		return *key, signed, ""
 	}
-	return Key{}, reason
+	return Key{}, named{}, reason
 }
 
 func plural(n int) string {

@@ -294,3 +294,58 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("a failed fetch: %v, want it returned as is", err)
 	}
 }
+
+func TestRecheck(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecPath, _ := pubPEM(t, dir, "ec.pub", ec.Public())
+	otherPath, _ := pubPEM(t, dir, "other.pub", other.Public())
+	doc := fmt.Sprintf(`{"default":[{"type":"reject"}],"transports":{"docker":{
+		"r.example/app":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}],
+		"r.example/rotated":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}],
+		"r.example/open":[{"type":"insecureAcceptAnything"}]}}}`, ecPath, otherPath)
+	p, err := Parse([]byte(doc), "p.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := digest.FromString("manifest")
+	a, err := p.Check(context.Background(), Image{Transport: "docker", Name: "r.example/app:1", Ref: "docker://r.example/app:1", Manifest: m},
+		func(context.Context) ([]Signature, error) { return []Signature{sign(t, ec, "r.example/app", m)}, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := a.String()
+	tests := []struct {
+		name, ref, admitted, err string
+	}{
+		{"same scope and key", "r.example/app:1", rec, ""},
+		{"another tag of the repository", "r.example/app:2", rec, ""},
+		{"open scope", "r.example/open:1", "", ""},
+		{"never checked", "r.example/app:1", "", "imported with no signature check"},
+		{"only accepted", "r.example/app:1", "insecureAcceptAnything (scope default)", "with no key of this scope"},
+		{"key rotated away", "r.example/rotated:1", rec, "with no key of this scope"},
+		{"another repository, same key", "r.example/app2:1", rec, "rejects every image"},
+		{"rejected now", "r.example/else:1", rec, "rejects every image"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := p.Recheck(Image{Transport: "docker", Name: tc.ref, Ref: "docker://" + tc.ref}, tc.admitted)
+			switch {
+			case tc.err == "" && err != nil:
+				t.Fatalf("Recheck of %q: %v", tc.admitted, err)
+			case tc.err != "" && (!errors.Is(err, ErrRejected) || !strings.Contains(err.Error(), tc.err)):
+				t.Fatalf("Recheck of %q: %v, want a rejection with %q", tc.admitted, err, tc.err)
+			}
+		})
+	}
+	// The identity is checked offline too: a tree signed for one
+	// repository is not admitted for another under the same key.
+	p2, err := Parse([]byte(fmt.Sprintf(`{"default":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}]}`, ecPath)), "p2.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p2.Recheck(Image{Transport: "docker", Name: "r.example/evil:1", Ref: "docker://r.example/evil:1"}, rec); err == nil || !strings.Contains(err.Error(), "identity mismatch") {
+		t.Fatalf("a tree signed for r.example/app rechecked for r.example/evil: %v", err)
+	}
+}

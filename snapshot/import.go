@@ -88,6 +88,11 @@ type ImportOptions struct {
 	// (nothing is fetched or stored); otherwise it returns how the image
 	// was admitted, recorded with its tree (index.Tree.Admitted).
 	Admit func(ctx context.Context, img Image) (string, error)
+	// Readmit, if set, decides offline whether a tree the store already
+	// has may serve img, from how it was admitted at import (t.Admitted):
+	// an error refuses it (ImportImage returns the error and records no
+	// ref).
+	Readmit func(img Image, t index.Tree) error
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
@@ -99,8 +104,14 @@ type ImportOptions struct {
 // others wait for the tree lock and then find the tree.
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
-	if t, ok, err := Lookup(s, d); err != nil || ok {
+	found := func(t index.Tree, ok bool, err error) (index.Tree, bool, error) {
+		if err == nil && ok && opt.Readmit != nil {
+			err = opt.Readmit(img, t)
+		}
 		return t, false, recordIf(s, img, ok, err)
+	}
+	if t, ok, err := Lookup(s, d); err != nil || ok {
+		return found(t, ok, err)
 	}
 	lock, err := s.LockTree(ctx, d)
 	if err != nil {
@@ -108,7 +119,7 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	}
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		return t, false, recordIf(s, img, ok, err)
+		return found(t, ok, err)
 	}
 	admitted := ""
 	if opt.Admit != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -208,5 +209,18 @@ func TestImportAdmit(t *testing.T) {
 	checks = 0
 	if _, created, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{Admit: admit}); err != nil || created || checks != 0 {
 		t.Fatalf("a stored image: created %v, %v, checked %d times", created, err, checks)
+	}
+
+	// A stored tree is re-checked offline (Readmit) from its record; a
+	// refusal records no ref.
+	other := img
+	other.Ref = snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/other:1"}
+	var seen string
+	readmit := func(_ snapshot.Image, tr index.Tree) error { seen = tr.Admitted; return refused }
+	if _, _, err := snapshot.ImportImage(ctx, s, other, snapshot.ImportOptions{Admit: admit, Readmit: readmit}); !errors.Is(err, refused) || seen != tr.Admitted || checks != 0 {
+		t.Fatalf("a stored tree refused on re-check: %v, record seen %q, checked %d times", err, seen, checks)
+	}
+	if d, _, ok, _ := s.LookupRef(other.Ref.String()); ok {
+		t.Fatalf("a refused stored tree's ref is recorded at %s", d)
 	}
 }

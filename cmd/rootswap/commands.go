@@ -203,7 +203,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 		return "", err
 	}
 	defer closeSource(src)
-	admit, err := g.admit()
+	admit, readmit, err := g.admit()
 	if err != nil {
 		return "", err
 	}
@@ -211,7 +211,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Admit: admit}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Admit: admit, Readmit: readmit}
 	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
@@ -293,7 +293,7 @@ another digest or --force is given.`,
 			if err != nil {
 				return err
 			}
-			if opt.Admit, err = g.admit(); err != nil {
+			if opt.Admit, opt.Readmit, err = g.admit(); err != nil {
 				return err
 			}
 			src, err := g.newSource(s, image)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -19,20 +20,24 @@ type signed interface {
 // default one missing), so everything is admitted as before. A policy
 // named by --policy or ROOTSWAP_POLICY must exist; a malformed one is an
 // error naming it.
-func (g *globals) admit() (func(context.Context, snapshot.Image) (string, error), error) {
+//
+// The second function re-checks a stored tree offline against the
+// policy, from how it was admitted at import (snapshot.ImportOptions.Readmit).
+func (g *globals) admit() (func(context.Context, snapshot.Image) (string, error), func(snapshot.Image, index.Tree) error, error) {
 	explicit := g.flags.Changed("policy")
 	if explicit && g.policyFile == "" {
-		return nil, usage("%s: empty (give the policy file)", g.given("policy", g.policyFile))
+		return nil, nil, usage("%s: empty (give the policy file)", g.given("policy", g.policyFile))
 	}
 	p, err := policy.Load(g.policyFile, explicit)
 	if err != nil || p == nil {
-		return nil, err
+		return nil, nil, err
+	}
+	readmit := func(img snapshot.Image, t index.Tree) error {
+		_, err := p.Recheck(policyImage(img), t.Admitted)
+		return err
 	}
 	return func(ctx context.Context, img snapshot.Image) (string, error) {
-		in := policy.Image{Transport: string(img.Ref.Transport), Ref: img.Ref.String(), Manifest: img.Manifest}
-		if img.Ref.Transport == snapshot.Docker {
-			in.Name = img.Ref.Name
-		}
+		in := policyImage(img)
 		sigs := func(ctx context.Context) ([]policy.Signature, error) {
 			sc, ok := img.Content.(signed)
 			if !ok {
@@ -46,5 +51,14 @@ func (g *globals) admit() (func(context.Context, snapshot.Image) (string, error)
 		}
 		g.log.Debug("admitted by policy", "image", img.Ref.String(), "policy", p.File, "scope", a.Scope, "how", a.How)
 		return a.String(), nil
-	}, nil
+	}, readmit, nil
+}
+
+// policyImage is what the policy is asked about img.
+func policyImage(img snapshot.Image) policy.Image {
+	in := policy.Image{Transport: string(img.Ref.Transport), Ref: img.Ref.String(), Manifest: img.Manifest}
+	if img.Ref.Transport == snapshot.Docker {
+		in.Name = img.Ref.Name
+	}
+	return in
 }

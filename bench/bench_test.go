@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -460,31 +459,6 @@ func TestRoundsRotate(t *testing.T) {
 	want := "0a 0b 0c 1b 1c 1a 2c 2a 2b 3a 3b 3c"
 	if s := strings.Join(got, " "); s != want {
 		t.Errorf("steps %s, want %s", s, want)
-	}
-}
-
-// The access log's blob GETs are counted with their response sizes;
-// HEADs, manifests and other repositories' paths are not blob GETs.
-func TestAccessLog(t *testing.T) {
-	lines := `127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("a", 64) + ` HTTP/1.1" 200 2516582 "" "docker/20.10.24"
-127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "HEAD /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("b", 64) + ` HTTP/1.1" 200 0 "" "skopeo"
-127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/manifests/app HTTP/1.1" 200 1234 "" "skopeo"
-127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/rootswap-bench/quick/blobs/sha256:` + strings.Repeat("c", 64) + ` HTTP/1.1" 307 - "" "podman"
-127.0.0.1 - - [02/Dec/2026:01:01:22 +0000] "GET /v2/?rootswap-bench-mark=1 HTTP/1.1" 200 2 "" "Go-http-client/1.1"
-`
-	pr, pw, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &registry{marks: map[string]bool{}}
-	r.cond = sync.NewCond(&r.mu)
-	go func() { pw.WriteString(lines); pw.Close() }()
-	r.readAccessLog(pr)
-	if want := (traffic{Bytes: 2516582, Gets: 2}); r.blobs != want {
-		t.Errorf("blob traffic %+v, want %+v", r.blobs, want)
-	}
-	if !r.marks["1"] {
-		t.Error("marker request not seen")
 	}
 }
 

@@ -80,7 +80,7 @@ func (b *bench) registrySetup(ctx context.Context, set *imageSet) (*pushedSet, e
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, err
 		}
-		reg, err := startRegistry(dir)
+		reg, err := startRegistry(ctx, dir)
 		if err != nil {
 			return nil, err
 		}

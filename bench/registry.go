@@ -1,43 +1,23 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
-	"strings"
-	"sync"
-	"time"
+
+	"github.com/rootswap/rootswap/internal/testregistry"
 )
 
-// registry is a docker-registry (Debian's distribution 2.8) on 127.0.0.1
-// that the benchmark starts itself: filesystem storage under its own
-// directory, the access log (Combined Log Format) on its stdout, read to
-// count the blob bytes each tool fetches. It mirrors
-// integration/registry_test.go's startRegistry without importing test code.
+// registry is internal/testregistry's docker-registry on 127.0.0.1,
+// started by the benchmark itself, storage under its own directory; its
+// access log counts the blob bytes each tool fetches.
 type registry struct {
-	addr   string // 127.0.0.1:PORT
-	dir    string
-	cmd    *exec.Cmd
-	exited chan struct{}
-	stderr bytes.Buffer
-
-	mu      sync.Mutex
-	cond    *sync.Cond
-	blobs   traffic // blob GETs logged so far
-	marks   map[string]bool
-	logDone bool
-	markSeq int
+	*testregistry.Registry
+	addr string // 127.0.0.1:PORT
+	dir  string // its storage and configuration
 }
 
 // traffic is what the access log shows of blob GETs.
@@ -48,203 +28,31 @@ type traffic struct {
 
 func (t traffic) minus(o traffic) traffic { return traffic{t.Bytes - o.Bytes, t.Gets - o.Gets} }
 
-// registryLimit bounds every wait on the registry: start-up, a marker line
-// reaching the access log. All of them take milliseconds here.
-const registryLimit = 60 * time.Second
-
-// accessLine is the request, status and size of a Combined Log Format line.
-var accessLine = regexp.MustCompile(`"([A-Z]+) (\S+) HTTP/[0-9.]+" ([0-9]{3}) ([0-9]+|-)`)
-
-var blobPath = regexp.MustCompile(`^/v2/.+/blobs/sha256:[0-9a-f]{64}$`)
-
-const markParam = "rootswap-bench-mark"
-
 // startRegistry starts docker-registry on a free port, storage in dir,
 // and returns once its access log shows a request of ours.
-func startRegistry(dir string) (*registry, error) {
-	bin, err := exec.LookPath("docker-registry")
-	if err != nil {
-		return nil, fmt.Errorf("docker-registry (Debian's package, installed by scripts/deps.sh): %w", err)
-	}
-	// The port is free when picked but may be taken before the registry
-	// binds it; then it exits and we pick again.
-	for attempt := 1; ; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		r, err := launchRegistry(bin, dir, port)
-		if err == nil {
-			return r, nil
-		}
-		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
-			return nil, err
-		}
-	}
-}
-
-func launchRegistry(bin, dir string, port int) (*registry, error) {
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: %s
-`, filepath.Join(dir, "storage"), addr)
-	cfg := filepath.Join(dir, fmt.Sprintf("config-%d.yml", port))
-	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
-		return nil, err
-	}
-	r := &registry{addr: addr, dir: dir, exited: make(chan struct{}), marks: map[string]bool{}}
-	r.cond = sync.NewCond(&r.mu)
-	pr, pw, err := os.Pipe()
+func startRegistry(ctx context.Context, dir string) (*registry, error) {
+	r, err := testregistry.Start(ctx, dir, testregistry.Options{LogLevel: "warn"})
 	if err != nil {
 		return nil, err
 	}
-	r.cmd = exec.Command(bin, "serve", cfg)
-	r.cmd.Stdout, r.cmd.Stderr = pw, &lockedWriter{mu: &r.mu, w: &r.stderr}
-	if err := r.cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		return nil, fmt.Errorf("docker-registry serve: %w", err)
-	}
-	pw.Close()
-	go r.readAccessLog(pr)
-	go func() {
-		r.cmd.Wait()
-		close(r.exited)
-	}()
-	if err := r.mark(context.Background()); err != nil {
-		r.stop()
-		r.mu.Lock()
-		log := r.stderr.String()
-		r.mu.Unlock()
-		return nil, fmt.Errorf("docker-registry on %s: %v: %s", addr, err, lastLines(log, 5))
-	}
-	return r, nil
+	return &registry{Registry: r, addr: r.Addr(), dir: dir}, nil
 }
 
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (r *registry) readAccessLog(pr *os.File) {
-	defer pr.Close()
-	sc := bufio.NewScanner(pr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m := accessLine.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
-		}
-		path, query, _ := strings.Cut(m[2], "?")
-		size, _ := strconv.ParseInt(m[4], 10, 64) // "-" is 0
-		r.mu.Lock()
-		if m[1] == "GET" && blobPath.MatchString(path) {
-			r.blobs.Bytes += size
-			r.blobs.Gets++
-		}
-		if path == "/v2/" && strings.HasPrefix(query, markParam+"=") {
-			r.marks[strings.TrimPrefix(query, markParam+"=")] = true
-		}
-		r.mu.Unlock()
-		r.cond.Broadcast()
-	}
-	r.mu.Lock()
-	r.logDone = true
-	r.mu.Unlock()
-	r.cond.Broadcast()
-}
-
-// mark sends GET /v2/?MARK and waits until its line is in the access log:
-// the registry logs a request as its handler returns, so every request a
-// client finished before mark is counted once mark returns.
-func (r *registry) mark(ctx context.Context) error {
-	r.mu.Lock()
-	r.markSeq++
-	id := strconv.Itoa(r.markSeq)
-	r.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, registryLimit)
-	defer cancel()
-	url := "http://" + r.addr + "/v2/?" + markParam + "=" + id
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			break
-		}
-		// Right after start the registry may not listen yet; the pause
-		// only paces the polling, the deadline decides.
-		select {
-		case <-r.exited:
-			return fmt.Errorf("exited before answering GET /v2/")
-		case <-ctx.Done():
-			return fmt.Errorf("no answer to GET /v2/ within %v: %w", registryLimit, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	stop := context.AfterFunc(ctx, r.cond.Broadcast)
-	defer stop()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for !r.marks[id] {
-		if r.logDone {
-			return errors.New("access log closed before the marker request showed in it")
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("marker request not in the access log within %v", registryLimit)
-		}
-		r.cond.Wait()
-	}
-	return nil
-}
-
-// traffic returns the blob GETs logged up to now, after a mark.
+// traffic returns the blob GETs logged up to now.
 func (r *registry) traffic(ctx context.Context) (traffic, error) {
-	if err := r.mark(ctx); err != nil {
+	c, err := r.Counts(ctx)
+	if err != nil {
 		return traffic{}, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.blobs, nil
+	t := traffic{Bytes: c.BlobBytes}
+	for _, n := range c.BlobGets {
+		t.Gets += n
+	}
+	return t, nil
 }
 
 // stop ends the registry process this benchmark started.
-func (r *registry) stop() {
-	if r.cmd.Process != nil {
-		r.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-r.exited:
-		case <-time.After(registryLimit):
-			r.cmd.Process.Kill()
-			<-r.exited
-		}
-	}
-}
+func (r *registry) stop() { r.Stop() }
 
 // manifestTypes are the manifest media types asked for: the image
 // manifests docker push writes (no lists: the images are single-platform).

@@ -120,20 +120,7 @@ func TestFidelity(t *testing.T) {
 			d := strings.TrimSpace(s.ok("import", img))
 			ours := describe(t, s.treePath(d))
 
-			ref := filepath.Join(t.TempDir(), "ref")
-			if err := os.Mkdir(ref, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			out, err := exec.Command("docker", "create", img, "/none").CombinedOutput()
-			if err != nil {
-				t.Fatalf("docker create: %v\n%s", err, out)
-			}
-			id := strings.TrimSpace(string(out))
-			defer exec.Command("docker", "rm", "-f", id).Run()
-			pipe := fmt.Sprintf("docker export %s | tar -x --same-owner --xattrs --xattrs-include='*' -C %s", id, ref)
-			if out, err := exec.Command("sh", "-c", pipe).CombinedOutput(); err != nil {
-				t.Fatalf("%s: %v\n%s", pipe, err, out)
-			}
+			ref := exportTo(t, img)
 			theirs := describe(t, ref)
 
 			for p, want := range theirs {

@@ -2,13 +2,10 @@ package integration
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // pullCrashPoints are the failpoints a registry pull passes before the
@@ -47,8 +44,9 @@ func pullCrashImage(t *testing.T, reg *registry, dir string, variant int) string
 // previous trees intact, the pull succeeds when run again, nothing left
 // in tmp/. First at each pullCrashPoints failpoint (the process must die
 // there), then at random delays drawn from [0, 1.2 × the median
-// uninterrupted pull] measured on this machine (ROOTSWAP_PULL_CRASH_TRIALS,
-// default 12; ROOTSWAP_CRASH_SEED replays a logged run).
+// uninterrupted pull] measured on this machine, as randomKills does
+// (ROOTSWAP_PULL_CRASH_TRIALS, default 12; ROOTSWAP_CRASH_SEED replays a
+// logged run).
 func TestPullCrash(t *testing.T) {
 	needIntegration(t)
 	reg := startRegistry(t, registryOpts{})
@@ -76,48 +74,5 @@ func TestPullCrash(t *testing.T) {
 	if n, err := strconv.Atoi(os.Getenv("ROOTSWAP_PULL_CRASH_TRIALS")); err == nil {
 		trials = n
 	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("ROOTSWAP_CRASH_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("ROOTSWAP_CRASH_SEED=%q: %v", v, err)
-		}
-		seed = n
-	}
-	t.Logf("random kills: seed %d (replay with ROOTSWAP_CRASH_SEED=%d)", seed, seed)
-	rng := rand.New(rand.NewPCG(seed, 13))
-	var took []time.Duration
-	median := func() time.Duration {
-		d := slices.Clone(took[max(0, len(took)-7):])
-		slices.Sort(d)
-		return d[len(d)/2]
-	}
-	for range 3 {
-		e := s.start(-1, nil, next()...)
-		if e.code != 0 {
-			t.Fatalf("uninterrupted pull: exit %d: %s", e.code, e.stderr)
-		}
-		took = append(took, e.took)
-	}
-	t.Logf("uninterrupted pull: median %s of %v", median(), took)
-	landed := 0
-	for i := range trials {
-		before := r.currents()
-		args := next()
-		delay := time.Duration(rng.Int64N(int64(median()) * 6 / 5))
-		e := s.start(delay, nil, args...)
-		if e.killed {
-			landed++
-		} else if e.code != 0 {
-			t.Fatalf("trial %d: %v: exit %d before the kill: %s", i, args, e.code, e.stderr)
-		}
-		took = append(took, r.afterCrash(fmt.Sprintf("trial %d: pull killed after %s (%v)", i, delay, args), before, args))
-		if i%4 == 3 {
-			s.ok("gc", "--keep", "2")
-		}
-	}
-	t.Logf("%d of %d random kills landed while the pull ran (median %s)", landed, trials, median())
-	if landed*4 < trials {
-		t.Errorf("only %d of %d kills landed while the pull ran: the delays do not match its duration (seed %d)", landed, trials, seed)
-	}
+	r.randomKills([]killKind{{name: "pull", args: next, gcEvery: 4}}, trials, 13)
 }

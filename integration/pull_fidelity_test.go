@@ -287,7 +287,9 @@ func TestPullTreeDiff(t *testing.T) {
 func timeOf(ts syscall.Timespec) time.Time { return time.Unix(ts.Sec, ts.Nsec) }
 
 // exportTo extracts `docker export` of a new container of img into a new
-// directory, as TestFidelity does, and returns it.
+// directory with tar (owners, xattrs and file capabilities kept) and
+// returns it: the tree Docker itself would run, the oracle the fidelity
+// tests compare rootswap's trees with.
 func exportTo(t *testing.T, img string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "export")

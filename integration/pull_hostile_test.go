@@ -4,21 +4,20 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/escapetest"
 )
 
 // Hostile images through a registry: crafted layer tars (archive/tar) and
@@ -127,7 +126,7 @@ func blobNames(i int) func(ls []rawLayer) []string {
 // overwriteBlob replaces the registry's stored bytes of blob b.
 func overwriteBlob(t *testing.T, reg *registry, b []byte, with []byte) {
 	t.Helper()
-	p := reg.blobFile(digest.FromBytes(b))
+	p := reg.BlobFile(digest.FromBytes(b))
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("the registry's copy of blob %s: %v", digest.FromBytes(b), err)
 	}
@@ -261,70 +260,6 @@ func pushHostile(t *testing.T, r *registry, c hostileCase, i int, victimAbs stri
 	return hostileImage{ref: ref, repo: repo, layers: ls, config: digest.FromBytes(config)}
 }
 
-// victimDir fills dir/victim with files, a directory and a symlink, all
-// with old mtimes, so that any write through an escape shows.
-func victimDir(t *testing.T, dir string) string {
-	t.Helper()
-	v := filepath.Join(dir, "victim")
-	for _, d := range []string{v, v + "/dir"} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, content := range map[string]string{"file": "precious", "dir/inner": "inner"} {
-		if err := os.WriteFile(filepath.Join(v, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink("file", v+"/link"); err != nil {
-		t.Fatal(err)
-	}
-	old := time.Unix(1000000000, 0)
-	for _, p := range []string{v + "/file", v + "/dir/inner", v + "/dir", v} {
-		if err := os.Chtimes(p, old, old); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return v
-}
-
-// fingerprintDir records type, mode, owner, size, content hash, symlink
-// target, link count and mtime of everything under root.
-func fingerprintDir(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st syscall.Stat_t
-		if err := syscall.Lstat(p, &st); err != nil {
-			return err
-		}
-		line := fmt.Sprintf("%o %d:%d size %d nlink %d mtime %d.%09d", st.Mode, st.Uid, st.Gid, st.Size, st.Nlink, st.Mtim.Sec, st.Mtim.Nsec)
-		switch st.Mode & syscall.S_IFMT {
-		case syscall.S_IFREG:
-			f, err := os.Open(p)
-			if err != nil {
-				return err
-			}
-			h := sha256.New()
-			io.Copy(h, f)
-			f.Close()
-			line += fmt.Sprintf(" sha256 %x", h.Sum(nil))
-		case syscall.S_IFLNK:
-			target, _ := os.Readlink(p)
-			line += " -> " + target
-		}
-		out[p] = line
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // TestPullHostileImages pushes every hostile case and checks that the
 // registry serves it as the case means it (see pushHostile); it needs no
 // rootswap, and TestPullHostile builds on it.
@@ -356,7 +291,7 @@ func TestPullHostile(t *testing.T) {
 		{name: "control: the base and one more layer", layers: [][]tarEntry{{fileEnt("extra", "extra\n"), fileEnt(".wh.secret", "")}}},
 	} {
 		s := newStore(t)
-		img := pushHostile(t, r, c, 100+i, victimDir(t, filepath.Dir(s.root)))
+		img := pushHostile(t, r, c, 100+i, escapetest.Victim(t, filepath.Dir(s.root)))
 		if got := strings.TrimSpace(s.ok("import", "docker://"+img.ref)); got != img.config.String() {
 			t.Fatalf("%s: import printed %s, want %s", c.name, got, img.config)
 		}
@@ -368,12 +303,12 @@ func TestPullHostile(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
 			dir := filepath.Dir(s.root)
-			victim := victimDir(t, dir)
+			victim := escapetest.Victim(t, dir)
 			img := pushHostile(t, r, c, i, victim)
-			before := fingerprintDir(t, victim)
+			before := escapetest.Fingerprint(t, victim)
 			neighbours := func() []string {
 				var out []string
-				for _, n := range listNames(t, dir) {
+				for _, n := range escapetest.Names(t, dir) {
 					if n != "store" {
 						out = append(out, n)
 					}
@@ -396,7 +331,7 @@ func TestPullHostile(t *testing.T) {
 			}
 			t.Logf("refused: %s", strings.TrimSpace(res.stderr))
 
-			if d := diffFingerprints(before, fingerprintDir(t, victim)); d != "" {
+			if d := escapetest.Diff(before, escapetest.Fingerprint(t, victim)); d != "" {
 				t.Fatalf("PATH ESCAPE: the victim changed:\n%s", d)
 			}
 			if got := neighbours(); !slices.Equal(got, beside) {
@@ -423,37 +358,6 @@ func TestPullHostile(t *testing.T) {
 			}
 		})
 	}
-}
-
-func listNames(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
-func diffFingerprints(want, got map[string]string) string {
-	var d []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok {
-			d = append(d, fmt.Sprintf("  %s: removed (was %s)", k, w))
-		} else if g != w {
-			d = append(d, fmt.Sprintf("  %s: %s (was %s)", k, g, w))
-		}
-	}
-	for k, g := range got {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("  %s: created: %s", k, g))
-		}
-	}
-	slices.Sort(d)
-	return strings.Join(d, "\n")
 }
 
 // fetchBlob GETs blob d of repo; a short body is an error, not a failure

@@ -361,6 +361,11 @@ func TestSdbedUpdateTwoMachines(t *testing.T) {
 	}
 }
 
+// updateCrashPoints are update's failpoints, in the order an update
+// reaches them; TestSdbedUpdateKilled kills it at each (TestCrashAnywhere
+// checks that every point in the code has a trial somewhere).
+var updateCrashPoints = []string{"update-fetched", "update-activated", "update-restarted", "update-rolled-back"}
+
 // TestSdbedUpdateKilled (issue 18 item 5): update SIGKILLed at each of
 // its failpoints: afterwards the unit runs the old or the new version,
 // verify finds the index and the links agreeing after the next command,
@@ -376,7 +381,7 @@ func TestSdbedUpdateKilled(t *testing.T) {
 	b.ok("systemctl", "start", unit)
 	b.waitTicks(unit, "k0", time.Time{}, 5)
 	cur := "k0"
-	for i, fp := range []string{"update-fetched", "update-activated", "update-restarted", "update-rolled-back"} {
+	for i, fp := range updateCrashPoints {
 		next := fmt.Sprintf("k%d", i+1)
 		img := payloadImage(t, tickScript(next))
 		if fp == "update-rolled-back" {

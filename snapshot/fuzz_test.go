@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/rootswap/rootswap/internal/escapetest"
 	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -24,7 +25,7 @@ func FuzzExtract(f *testing.F) {
 		}
 	}
 	dir := f.TempDir()
-	victim := newVictim(f, dir)
+	victim := escapetest.Victim(f, dir)
 	s := openStore(f, filepath.Join(dir, "store"))
 	o := newOracle(f, dir, victim)
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -18,13 +18,13 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/escapetest"
 	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
@@ -187,73 +187,6 @@ type env struct {
 // (trees/sha256/<hex>): four levels below dir either way.
 const escape = "../../../../victim"
 
-// newVictim fills dir/victim with a few files, a directory and a symlink,
-// all with old timestamps, so that any write through an escape shows.
-func newVictim(t testing.TB, dir string) string {
-	v := filepath.Join(dir, "victim")
-	for _, d := range []string{v, v + "/dir"} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for name, content := range map[string]string{"file": "precious", "dir/inner": "inner", "ro": "read-only"} {
-		if err := os.WriteFile(filepath.Join(v, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(v+"/ro", 0o444); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink("file", v+"/link"); err != nil {
-		t.Fatal(err)
-	}
-	old := time.Unix(1000000000, 0)
-	for _, p := range []string{v + "/file", v + "/dir/inner", v + "/ro", v + "/dir", v} {
-		if err := os.Chtimes(p, old, old); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return v
-}
-
-// fingerprint records path, type, mode, owner, size, content hash, symlink
-// target and mtime of everything under root (root included), or of root
-// alone if it is a file.
-func fingerprint(t testing.TB, root string) map[string]string {
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		st := fi.Sys().(*syscall.Stat_t)
-		line := fmt.Sprintf("%v %d:%d size %d mtime %d.%09d", fi.Mode(), st.Uid, st.Gid, st.Size, st.Mtim.Sec, st.Mtim.Nsec)
-		switch {
-		case fi.Mode().IsRegular():
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			line += fmt.Sprintf(" sha256 %x", sha256.Sum256(b))
-		case fi.Mode()&fs.ModeSymlink != 0:
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			line += " -> " + target
-		}
-		out[p] = line
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // oracle holds what must not change while a hostile archive is imported.
 type oracle struct {
 	dir        string
@@ -266,10 +199,10 @@ type oracle struct {
 var hostFiles = []string{"/etc/passwd", "/etc/hostname"}
 
 func newOracle(t testing.TB, dir, victim string) *oracle {
-	o := &oracle{dir: dir, neighbours: listDir(t, dir), victim: fingerprint(t, victim), host: map[string]string{}}
+	o := &oracle{dir: dir, neighbours: escapetest.Names(t, dir), victim: escapetest.Fingerprint(t, victim), host: map[string]string{}}
 	for _, p := range hostFiles {
 		if _, err := os.Lstat(p); err == nil {
-			maps.Copy(o.host, fingerprint(t, p))
+			maps.Copy(o.host, escapetest.Fingerprint(t, p))
 		}
 	}
 	return o
@@ -277,48 +210,19 @@ func newOracle(t testing.TB, dir, victim string) *oracle {
 
 func (o *oracle) check(t testing.TB, victim string) {
 	t.Helper()
-	if d := diffMaps(o.victim, fingerprint(t, victim)); d != "" {
+	if d := escapetest.Diff(o.victim, escapetest.Fingerprint(t, victim)); d != "" {
 		t.Fatalf("PATH ESCAPE: victim changed:\n%s", d)
 	}
-	if got := listDir(t, o.dir); !slices.Equal(got, o.neighbours) {
+	if got := escapetest.Names(t, o.dir); !slices.Equal(got, o.neighbours) {
 		t.Fatalf("PATH ESCAPE: next to the store there is now %q, was %q", got, o.neighbours)
 	}
 	host := map[string]string{}
 	for p := range o.host {
-		maps.Copy(host, fingerprint(t, p))
+		maps.Copy(host, escapetest.Fingerprint(t, p))
 	}
-	if d := diffMaps(o.host, host); d != "" {
+	if d := escapetest.Diff(o.host, host); d != "" {
 		t.Fatalf("PATH ESCAPE: host file changed:\n%s", d)
 	}
-}
-
-func listDir(t testing.TB, dir string) []string {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	return names
-}
-
-func diffMaps(want, got map[string]string) string {
-	var d []string
-	for _, k := range slices.Sorted(maps.Keys(want)) {
-		if g, ok := got[k]; !ok {
-			d = append(d, fmt.Sprintf("  %s: removed (was %s)", k, want[k]))
-		} else if g != want[k] {
-			d = append(d, fmt.Sprintf("  %s: %s (was %s)", k, g, want[k]))
-		}
-	}
-	for _, k := range slices.Sorted(maps.Keys(got)) {
-		if _, ok := want[k]; !ok {
-			d = append(d, fmt.Sprintf("  %s: created: %s", k, got[k]))
-		}
-	}
-	return strings.Join(d, "\n")
 }
 
 // openStore opens a store at p and registers its consistency check.
@@ -702,7 +606,7 @@ func sameInode(t *testing.T, want bool, a, b string) {
 
 func findObject(t *testing.T, store string, ino uint64) string {
 	dir := filepath.Join(store, "objects", "sha256")
-	for _, e := range listDir(t, dir) {
+	for _, e := range escapetest.Names(t, dir) {
 		if lstat(t, filepath.Join(dir, e)).Ino == ino {
 			return e
 		}
@@ -740,7 +644,7 @@ func TestHostileArchives(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			v := env{dir: dir, victim: newVictim(t, dir)}
+			v := env{dir: dir, victim: escapetest.Victim(t, dir)}
 			s := openStore(t, filepath.Join(dir, "store"))
 			archive := c.tar(v)
 			o := newOracle(t, dir, v.victim)
@@ -789,7 +693,7 @@ func refused(t *testing.T, s *cache.Store, err error, name string, is error) {
 		t.Errorf("error %q: want one line naming %s", msg, name)
 	}
 	for _, d := range []string{"trees/sha256", "manifests/sha256"} {
-		if left := listDir(t, filepath.Join(s.Root(), d)); len(left) > 0 {
+		if left := escapetest.Names(t, filepath.Join(s.Root(), d)); len(left) > 0 {
 			t.Errorf("%s left behind: %q", d, left)
 		}
 	}
@@ -835,7 +739,7 @@ func TestImportCancelled(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}
 	storetest.CheckIdle(t, s)
-	if left := listDir(t, filepath.Join(s.Root(), "trees/sha256")); len(left) > 0 {
+	if left := escapetest.Names(t, filepath.Join(s.Root(), "trees/sha256")); len(left) > 0 {
 		t.Errorf("trees left behind: %q", left)
 	}
 }

@@ -21,17 +21,29 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/storetest"
 )
 
-// execute runs the CLI in-process as main does and returns its exit code
-// and output.
+// execute runs the CLI in-process as main does, on a store of its own
+// that is checked when the test ends if the command made one, and returns
+// its exit code and output.
 func execute(t *testing.T, args ...string) (int, string) {
 	t.Helper()
+	store := filepath.Join(t.TempDir(), "store")
+	t.Cleanup(func() {
+		if _, err := os.Stat(filepath.Join(store, "index.db")); err == nil {
+			s, err := cache.Open(context.Background(), store, cache.Options{LockTimeout: storetest.LockTimeout})
+			if err != nil {
+				t.Fatal(err)
+			}
+			storetest.Check(t, s)
+		}
+	})
 	root := newRootCmd()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append([]string{"--root", filepath.Join(t.TempDir(), "store")}, args...))
+	root.SetArgs(append([]string{"--root", store}, args...))
 	err := root.Execute()
 	if err != nil {
 		fmt.Fprintln(&out, err)
@@ -111,10 +123,7 @@ func TestExitCodeClasses(t *testing.T) {
 func TestCompletionOffersMachinesAndDigests(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
 	ctx := context.Background()
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -151,9 +160,7 @@ func TestCompletionOffersMachinesAndDigests(t *testing.T) {
 
 func TestGCDryRunLeavesDeadStaging(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
-	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Open(t, root)
 	dead := filepath.Join(root, "tmp", "import-1-dead")
 	os.Mkdir(dead, 0o700)
 	os.WriteFile(dead+".lock", nil, 0o600)
@@ -180,10 +187,7 @@ func TestGCDryRunLeavesDeadStaging(t *testing.T) {
 func TestImagesShowsPins(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
 	ctx := context.Background()
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	for _, name := range []string{"a", "b"} {
 		b, err := s.NewBuilder(ctx)
 		if err != nil {
@@ -280,10 +284,7 @@ func storeWithMachine(t *testing.T) (string, digest.Digest) {
 	t.Helper()
 	root := filepath.Join(t.TempDir(), "store")
 	ctx := context.Background()
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -403,10 +404,7 @@ func TestReadOnlyCommandsCreateNoStore(t *testing.T) {
 // would wait 60 s) and exit 75; a negative timeout is a usage error.
 func TestLockTimeoutZeroFailsAtOnce(t *testing.T) {
 	root, _ := storeWithMachine(t)
-	s, err := cache.Open(context.Background(), root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	l, err := s.Lock(context.Background(), true)
 	if err != nil {
 		t.Fatal(err)
@@ -438,10 +436,7 @@ func TestLockTimeoutZeroFailsAtOnce(t *testing.T) {
 // report for an unknown machine.
 func TestReportCountsEachRunOnce(t *testing.T) {
 	root, _ := storeWithMachine(t)
-	s, err := cache.Open(context.Background(), root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	current := func() index.Generation {
 		gens, _, err := activate.History(s, "web")
 		if err != nil || len(gens) != 1 {
@@ -500,10 +495,7 @@ func TestReportCountsEachRunOnce(t *testing.T) {
 func TestShortDigests(t *testing.T) {
 	root, first := storeWithMachine(t)
 	ctx := context.Background()
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	a := digest.Digest("sha256:abcd1" + strings.Repeat("1", 59))
 	b := digest.Digest("sha256:abcd2" + strings.Repeat("2", 59))
 	for _, d := range []digest.Digest{a, b} {
@@ -549,11 +541,8 @@ func TestVersion(t *testing.T) {
 // (never null) and durations in seconds (never integer nanoseconds).
 func TestJSONListsAndDurations(t *testing.T) {
 	root, _ := storeWithMachine(t)
-	s, err := cache.Open(context.Background(), root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Update(func(tx *index.Tx) error {
+	s := storetest.Open(t, root)
+	err := s.Update(func(tx *index.Tx) error {
 		g, err := tx.Generation("web", 1)
 		g.LongestRun = 90 * time.Second
 		if err != nil {
@@ -565,7 +554,7 @@ func TestJSONListsAndDurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	empty := filepath.Join(t.TempDir(), "empty")
-	cache.Open(context.Background(), empty, cache.Options{})
+	storetest.Open(t, empty)
 	for _, args := range [][]string{
 		{"--root", root, "history", "web", "--json"},
 		{"--root", root, "list", "--json"}, {"--root", empty, "list", "--json"},

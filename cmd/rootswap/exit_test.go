@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/storetest"
 )
 
 // TestUnknownCommandExits2: a mistyped command is a usage error like a
@@ -74,10 +74,7 @@ func TestEnvVarsValidatedLikeFlags(t *testing.T) {
 // lock says so and prints no "removed 0 tree(s)" result.
 func TestGCWithoutTheLockPrintsNoResult(t *testing.T) {
 	root, _ := storeWithMachine(t)
-	s, err := cache.Open(context.Background(), root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	l, err := s.Lock(context.Background(), false)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/storetest"
 )
 
 // rootswapIn runs the CLI in-process on the store at root and returns its
@@ -132,9 +133,7 @@ func TestGCPinUnpin(t *testing.T) {
 
 func TestGCCommandLineErrors(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
-	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Open(t, root)
 	for _, tc := range []struct {
 		args []string
 		code int
@@ -172,9 +171,7 @@ func TestUnusedForTakesDays(t *testing.T) {
 		}
 	}
 	root := filepath.Join(t.TempDir(), "store")
-	if _, err := cache.Open(context.Background(), root, cache.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Open(t, root)
 	if code, out := rootswapIn(t, root, "gc", "--dry-run", "--unused-for", "30d"); code != 0 {
 		t.Errorf("gc --unused-for 30d: exit %d\n%s", code, out)
 	}
@@ -185,10 +182,7 @@ func TestUnusedForTakesDays(t *testing.T) {
 func TestGCLayers(t *testing.T) {
 	ctx := context.Background()
 	root := filepath.Join(t.TempDir(), "store")
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	w, err := s.NewLayerWriter(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/storetest"
 )
 
 // TestImagesDigests: images --digests shows the manifest digest each
@@ -22,16 +23,13 @@ import (
 func TestImagesDigests(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "store")
 	ctx := context.Background()
-	s, err := cache.Open(ctx, root, cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := storetest.Open(t, root)
 	b, err := s.NewBuilder(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	content := strings.Repeat("x", 123456)
-	if err := b.Add(cache.Entry{Name: "f", Kind: cache.KindFile, Mode: 0o644, Size: int64(len(content))}, strings.NewReader(content)); err != nil {
+	if err := b.Add(cache.Entry{Name: "f", Kind: cache.KindFile, Mode: 0o644, ModTime: time.Unix(1700000000, 0), Size: int64(len(content))}, strings.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}
 	tree := digest.FromString("config")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,11 +38,15 @@ func terminalWidth() int {
 // ever printed onto a bar. Lines are cut to the width less one column: a
 // wrapped line could not be redrawn in place and would leave stale
 // copies above.
+// Several imports at once (update --max-parallel) each own a block of
+// lines, drawn in the order they began.
 type statusArea struct {
-	mu    sync.Mutex
-	w     io.Writer
-	width func() int
-	lines []string // on the screen now
+	mu     sync.Mutex
+	w      io.Writer
+	width  func() int
+	lines  []string // on the screen now
+	owners []any
+	blocks map[any][]string
 }
 
 // Write writes p (whole lines, as a logger does) above the area.
@@ -50,16 +55,31 @@ func (a *statusArea) Write(p []byte) (int, error) {
 	defer a.mu.Unlock()
 	a.clear()
 	n, err := a.w.Write(p)
-	a.draw(a.lines)
+	a.draw()
 	return n, err
 }
 
-// set replaces the area's lines; nil erases it.
-func (a *statusArea) set(lines []string) {
+// set replaces owner's lines in the area; nil removes them.
+func (a *statusArea) set(owner any, lines []string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.blocks == nil {
+		a.blocks = map[any][]string{}
+	}
+	_, had := a.blocks[owner]
+	switch {
+	case lines == nil && had:
+		delete(a.blocks, owner)
+		i := slices.Index(a.owners, owner)
+		a.owners = slices.Delete(a.owners, i, i+1)
+	case lines != nil:
+		if !had {
+			a.owners = append(a.owners, owner)
+		}
+		a.blocks[owner] = lines
+	}
 	a.clear()
-	a.draw(lines)
+	a.draw()
 }
 
 // above prints line above the area, for good.
@@ -68,7 +88,7 @@ func (a *statusArea) above(line string) {
 	defer a.mu.Unlock()
 	a.clear()
 	fmt.Fprintln(a.w, fit(line, a.width()))
-	a.draw(a.lines)
+	a.draw()
 }
 
 // clear moves to the area's first line and erases to the end of the
@@ -84,14 +104,16 @@ func (a *statusArea) clear() {
 	fmt.Fprint(a.w, "\r"+up+"\x1b[J")
 }
 
-// draw writes lines where the cursor is, which clear left at the start
-// of a line, and leaves the cursor at the end of the last one. The
-// caller holds mu.
-func (a *statusArea) draw(lines []string) {
+// draw writes the owners' lines where the cursor is, which clear left at
+// the start of a line, and leaves the cursor at the end of the last one.
+// The caller holds mu.
+func (a *statusArea) draw() {
 	w := a.width()
-	out := make([]string, 0, len(lines))
-	for _, l := range lines {
-		out = append(out, fit(l, w))
+	var out []string
+	for _, o := range a.owners {
+		for _, l := range a.blocks[o] {
+			out = append(out, fit(l, w))
+		}
 	}
 	a.lines = out
 	if len(out) > 0 {
@@ -227,7 +249,7 @@ func (p *progress) Done() {
 		close(stop)
 		<-exited
 	}
-	p.area.set(nil)
+	p.area.set(p, nil)
 }
 
 // draw redraws the lines from the current state.
@@ -235,7 +257,7 @@ func (p *progress) draw() {
 	p.mu.Lock()
 	lines := p.lines(p.now().Sub(p.start), p.area.width())
 	p.mu.Unlock()
-	p.area.set(lines)
+	p.area.set(p, lines)
 }
 
 // read is fetch k's blob bytes read so far: its count while it runs,

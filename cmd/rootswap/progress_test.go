@@ -203,3 +203,30 @@ func TestLogLinesGoAboveTheBar(t *testing.T) {
 		t.Errorf("after Done:\n%s", got)
 	}
 }
+
+// TestProgressOfParallelImports: imports at once (update --max-parallel)
+// each keep their own lines in the area; one that ends takes only its own.
+func TestProgressOfParallelImports(t *testing.T) {
+	scr := &screen{width: 80}
+	area := &statusArea{w: scr, width: func() int { return 80 }}
+	start := time.Now()
+	now := func() time.Time { return start }
+	web := &progress{area: area, what: "web:1", now: now}
+	api := &progress{area: area, what: "api:1", now: now}
+	web.Update(1000, 1)
+	api.Update(2000, 2)
+	web.draw()
+	api.draw()
+	if got := scr.text(); !strings.Contains(got, "import web:1: 1 files") || !strings.Contains(got, "import api:1: 2 files") || strings.Count(got, "\n") != 1 {
+		t.Errorf("two imports:\n%s", got)
+	}
+	web.Done()
+	api.draw()
+	if got := scr.text(); strings.Contains(got, "web:1") || !strings.Contains(got, "import api:1: 2 files") {
+		t.Errorf("after web's Done:\n%s", got)
+	}
+	api.Done()
+	if got := scr.text(); got != "" {
+		t.Errorf("after both: %q", got)
+	}
+}

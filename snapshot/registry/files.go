@@ -283,7 +283,7 @@ func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image
 	if ref.Transport != snapshot.DockerArchive || ref.Path == "" {
 		return snapshot.Image{}, fmt.Errorf("image %s: not a docker-archive:PATH[:REF] reference", ref)
 	}
-	fi, err := a.read(ref)
+	fi, err := a.read(ctx, ref)
 	if err != nil {
 		return snapshot.Image{}, err
 	}
@@ -291,9 +291,9 @@ func (a *Archive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image
 }
 
 // read reads the image ref names.
-func (a *Archive) read(ref snapshot.Ref) (*fileImage, error) {
+func (a *Archive) read(ctx context.Context, ref snapshot.Ref) (*fileImage, error) {
 	file, tag := ref.Path, ref.Tag
-	tf, err := a.tars.open(file)
+	tf, err := a.tars.open(ctx, file)
 	if err != nil {
 		return nil, fileError(ref, err)
 	}

@@ -56,7 +56,7 @@ func (a *OCIArchive) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Im
 	if ref.Transport != snapshot.OCIArchive || ref.Path == "" {
 		return snapshot.Image{}, fmt.Errorf("image %s: not an oci-archive:PATH[:TAG] reference", ref)
 	}
-	tf, err := a.tars.open(ref.Path)
+	tf, err := a.tars.open(ctx, ref.Path)
 	if err != nil {
 		return snapshot.Image{}, fileError(ref, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -58,13 +59,14 @@ type tarEntry struct {
 
 // openTar indexes the archive at file; tmpDir ("" for os.TempDir) takes
 // the decompressed copy of a compressed one. The caller closes it.
-func openTar(file, tmpDir string) (*tarFile, error) {
+// Decompressing stops when ctx ends.
+func openTar(ctx context.Context, file, tmpDir string) (*tarFile, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, err
 	}
 	t := &tarFile{name: file, f: f, entries: map[string]tarEntry{}}
-	if err := t.decompress(tmpDir); err != nil {
+	if err := t.decompress(ctx, tmpDir); err != nil {
 		t.Close()
 		return nil, err
 	}
@@ -80,7 +82,7 @@ func (t *tarFile) Close() error { return t.f.Close() }
 
 // decompress replaces t.f by a decompressed copy if the archive starts
 // with gzip's or zstd's magic number.
-func (t *tarFile) decompress(tmpDir string) error {
+func (t *tarFile) decompress(ctx context.Context, tmpDir string) error {
 	br := bufio.NewReader(t.f)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -118,7 +120,7 @@ func (t *tarFile) decompress(tmpDir string) error {
 	// Unlinked at once: the open file is the only name it needs, and
 	// nothing is left behind whatever happens next.
 	os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, io.LimitReader(dec, limit+1))
+	n, err := io.Copy(tmp, io.LimitReader(ctxReader{ctx, dec}, limit+1))
 	switch {
 	case err != nil:
 		tmp.Close()
@@ -131,6 +133,19 @@ func (t *tarFile) decompress(tmpDir string) error {
 	t.f = tmp
 	_, err = tmp.Seek(0, io.SeekStart)
 	return err
+}
+
+// ctxReader stops reading once ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, context.Cause(c.ctx)
+	}
+	return c.r.Read(p)
 }
 
 // index reads every header once. tar.Reader reads t.f without buffering
@@ -249,7 +264,7 @@ type cachedTar struct {
 }
 
 // open returns the indexed archive at file; the cache closes it.
-func (c *tarCache) open(file string) (*tarFile, error) {
+func (c *tarCache) open(ctx context.Context, file string) (*tarFile, error) {
 	fi, err := os.Stat(file)
 	if err != nil {
 		return nil, err
@@ -259,7 +274,7 @@ func (c *tarCache) open(file string) (*tarFile, error) {
 	if e, ok := c.m[file]; ok && os.SameFile(e.stat, fi) && e.stat.ModTime().Equal(fi.ModTime()) && e.stat.Size() == fi.Size() {
 		return e.t, nil
 	}
-	t, err := openTar(file, c.tmpDir)
+	t, err := openTar(ctx, file, c.tmpDir)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,9 @@ package registry
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -215,7 +217,7 @@ func TestHostileArchives(t *testing.T) {
 		tar.Header{Name: "dev", Typeflag: tar.TypeChar},
 		tar.Header{Name: "hard", Typeflag: tar.TypeLink, Linkname: "/../etc/escape"},
 	)
-	tf, err := openTar(file, t.TempDir())
+	tf, err := openTar(t.Context(), file, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,10 +254,82 @@ func TestHostileArchives(t *testing.T) {
 	bf := filepath.Join(t.TempDir(), "bomb.tar.gz")
 	os.WriteFile(bf, bomb.Bytes(), 0o644)
 	tmp := t.TempDir()
-	if _, err := openTar(bf, tmp); err == nil || !strings.Contains(err.Error(), "compression bomb") {
+	if _, err := openTar(t.Context(), bf, tmp); err == nil || !strings.Contains(err.Error(), "compression bomb") {
 		t.Errorf("bomb: err = %v", err)
 	}
 	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
 		t.Errorf("a refused bomb left %d files", len(ents))
+	}
+}
+
+// FuzzOpenTar: whatever bytes an archive holds, indexing it and reading
+// every name it lists never panics, never reads past a limit and never
+// loops (links are bounded).
+func FuzzOpenTar(f *testing.F) {
+	dir := f.TempDir()
+	for i, raws := range [][][]byte{{tarOfF(f, "a", "1")}, {tarOfF(f, "a", "1"), tarOfF(f, "b", "2")}} {
+		var buf bytes.Buffer
+		tw := tar.NewWriter(&buf)
+		for j, r := range raws {
+			tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("l%d/layer.tar", j), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(r))})
+			tw.Write(r)
+		}
+		tw.WriteHeader(&tar.Header{Name: "link", Typeflag: tar.TypeSymlink, Linkname: "../l0/layer.tar"})
+		tw.WriteHeader(&tar.Header{Name: "manifest.json", Typeflag: tar.TypeReg, Mode: 0o644, Size: 2})
+		tw.Write([]byte("[]"))
+		tw.Close()
+		f.Add(buf.Bytes())
+		var z bytes.Buffer
+		zw := gzip.NewWriter(&z)
+		zw.Write(buf.Bytes())
+		zw.Close()
+		f.Add(z.Bytes())
+		_ = i
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		file := filepath.Join(dir, "fuzz.tar")
+		if err := os.WriteFile(file, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tf, err := openTar(t.Context(), file, dir)
+		if err != nil {
+			return
+		}
+		defer tf.Close()
+		for name := range tf.entries {
+			if b, err := tf.ReadFile(name, 1<<20); err == nil && len(b) > 1<<20 {
+				t.Fatalf("%s: read %d bytes past the limit", name, len(b))
+			}
+			if rc, _, err := tf.Open(name); err == nil {
+				io.Copy(io.Discard, io.LimitReader(rc, 1<<20))
+				rc.Close()
+			}
+		}
+	})
+}
+
+// tarOfF is tarOf for a fuzz target's seeds.
+func tarOfF(f *testing.F, name, content string) []byte {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	tw.Write([]byte(content))
+	tw.Close()
+	return b.Bytes()
+}
+
+// TestOpenTarStopsWithTheContext: decompressing stops when the context
+// ends (Ctrl-C during a large docker save | gzip).
+func TestOpenTarStopsWithTheContext(t *testing.T) {
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(tarOf(t, "a", "1"))
+	zw.Close()
+	file := filepath.Join(t.TempDir(), "a.tar.gz")
+	os.WriteFile(file, z.Bytes(), 0o644)
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := openTar(ctx, file, t.TempDir()); !errors.Is(err, context.Canceled) {
+		t.Errorf("openTar with a cancelled context: err = %v", err)
 	}
 }

@@ -236,6 +236,12 @@ func TestTrustPolicy(t *testing.T) {
 		}
 		// A tree signed by the key still passes, offline.
 		s.ok("--policy", tightFile, "prepare", "m3", signed)
+		// verify lists the trees the tightened policy rejects.
+		res := s.run("--policy", tightFile, "verify")
+		t.Logf("verify under the tightened policy:\n%s", res.stdout)
+		if res.code != 1 || !strings.Contains(res.stdout, "rejected: ") || !strings.Contains(res.stdout, open) || strings.Contains(res.stdout, signed+":") {
+			t.Errorf("verify under the tightened policy: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+		}
 		if n := reg.Requests() - before; n != 0 {
 			t.Errorf("the offline re-checks made %d registry requests", n)
 		}
@@ -325,4 +331,15 @@ func TestTrustMirror(t *testing.T) {
 	if out := s.ok("images", "--trust"); !strings.Contains(out, `insecureAcceptAnything (scope oci:"")`) {
 		t.Errorf("images --trust: %s, want the oci: tree admitted by its transport's scope", out)
 	}
+
+	// verify re-checks every tree against the policy in force: the oci:
+	// tree is one the environment's policy rejects; a policy admitting
+	// both kinds leaves verify clean (the harness's final check).
+	res = s.run("verify")
+	if res.code != 1 || !strings.Contains(res.stdout, "rejected: ") || !strings.Contains(res.stdout, "oci:"+layout3) || strings.Count(res.stdout, "rejected: ") != 1 {
+		t.Errorf("verify under a key policy: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	both := filepath.Join(dir, "both.json")
+	os.WriteFile(both, []byte(fmt.Sprintf(`{"default":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}],"transports":{"oci":{"":[{"type":"insecureAcceptAnything"}]}}}`, keyPath)), 0o644)
+	s.env = append(s.env, "ROOTSWAP_POLICY="+both) // the last one wins
 }

@@ -425,6 +425,7 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		if err := snapshot.RecordRef(p.s, st.img); err != nil {
 			return Outcome{}, true, err
 		}
+		p.readmitCurrent(*st)
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
 	}
 	o, err := p.importAndActivate(ctx, *st)
@@ -454,6 +455,23 @@ func (p *preparation) rollback(ctx context.Context, st *view) error {
 	st.link, st.cur, st.m.Current = good.Digest, good, good.Number
 	st.m.Decline(bad.Digest, "crash loop")
 	return nil
+}
+
+// readmitCurrent warns when the signature policy (opt.Readmit) no longer
+// admits the tree the machine runs already: it keeps running it, as a
+// machine keeps its tree when a new image is refused; the operator hears
+// of it here and from verify.
+func (p *preparation) readmitCurrent(st view) {
+	if p.opt.Readmit == nil {
+		return
+	}
+	t, ok, err := snapshot.Lookup(p.s, st.resolved)
+	if err != nil || !ok {
+		return // the hit was decided on a complete tree; nothing to say
+	}
+	if err := p.opt.Readmit(st.img, t); err != nil {
+		p.log.Warn("the signature policy no longer admits the machine's current tree; keeping it", "machine", p.name, "digest", st.resolved, "err", err)
+	}
 }
 
 // importAndActivate imports the tree if the store lacks it and makes it

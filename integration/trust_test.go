@@ -221,6 +221,15 @@ func TestTrustPolicy(t *testing.T) {
 		if ms := s.machines(); len(ms) != 1 || ms[0].Digest != img {
 			t.Fatalf("after the rejection the machines are %+v, want m at %s", ms, img)
 		}
+		// update fetches through the same check.
+		res := s.run("update", "m")
+		t.Logf("update: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+		if res.code == 0 || !strings.Contains(res.stdout+res.stderr, "no signature") || reg.BlobGets(blob) != 0 {
+			t.Errorf("update to an unsigned image: exit %d, blob fetched %d times\n%s%s", res.code, reg.BlobGets(blob), res.stdout, res.stderr)
+		}
+		if ms := s.machines(); len(ms) != 1 || ms[0].Digest != img {
+			t.Fatalf("after the rejected update the machines are %+v, want m at %s", ms, img)
+		}
 	})
 	t.Run("policy tightened after caching", func(t *testing.T) {
 		open := "docker://" + a + "/trust/open:1" // admitted by insecureAcceptAnything above

@@ -10,8 +10,10 @@ GO  ?= go
 
 # -buildvcs=auto: this machine's go env sets -buildvcs=false, which would
 # leave `rootswap --version` without the revision it was built from.
+# CGO_ENABLED=0: a static binary, since `run` bind-mounts it into every
+# container as the payload's init, whatever C library the image has (or none).
 build:
-	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/rootswap
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/rootswap
 
 # Man pages, one per command, generated from the commands' help
 # (cobra's doc generator, through the hidden `rootswap man DIR`); set

@@ -25,6 +25,7 @@ type PrepareOptions struct {
 	HealthyAfter time.Duration     // a run this long makes a generation healthy
 	MaxFailures  int               // failed short runs in a row that make a crash loop
 	Progress     snapshot.Progress // shown while an import streams; may be nil
+	Platform     string            // the OS/ARCH[/VARIANT] an image must be for; "" this host's
 	// Admit is the signature policy's check of an image to import
 	// (snapshot.ImportOptions.Admit); nil admits every image.
 	Admit func(ctx context.Context, img snapshot.Image) (string, error)
@@ -426,6 +427,11 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 			return Outcome{}, true, err
 		}
 		p.readmitCurrent(*st)
+		// A tree imported before configs were recorded gets its config
+		// now; a failure (the source unreachable) is a warning.
+		if err := snapshot.RecordConfig(ctx, p.s, st.img); err != nil {
+			p.log.Warn("the image's config is not recorded: run follows the COMMAND given", "machine", p.name, "digest", st.resolved, "err", err)
+		}
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
 	}
 	o, err := p.importAndActivate(ctx, *st)
@@ -486,7 +492,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Admit: p.opt.Admit, Readmit: p.opt.Readmit})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Platform: p.opt.Platform, Admit: p.opt.Admit, Readmit: p.opt.Readmit})
 	if err != nil {
 		return Outcome{}, err
 	}

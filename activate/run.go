@@ -59,11 +59,18 @@ var nspawnValued = map[string]bool{
 
 // nspawnOpts is what the scan learns from the user's options.
 type nspawnOpts struct {
-	volatile  string // "" if not given, else the mode: "no", "yes", "state", "overlay" or the value as given
-	readOnly  bool   // --read-only
-	userns    bool   // --private-users other than no
-	ownership string // --private-users-ownership, lowercased ("" if not given)
-	stopBy    bool   // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
+	volatile  string          // "" if not given, else the mode: "no", "yes", "state", "overlay" or the value as given
+	readOnly  bool            // --read-only
+	userns    bool            // --private-users other than no
+	ownership string          // --private-users-ownership, lowercased ("" if not given)
+	stopBy    bool            // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
+	boot      bool            // -b/--boot: nspawn runs the tree's own init
+	asPid2    bool            // -a/--as-pid2: nspawn's stub init is PID 1
+	notify    bool            // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
+	cmdAt     int             // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
+	env       map[string]bool // the variables -E/--setenv set
+	chdir     bool            // --chdir: the user chose the working directory
+	user      bool            // -u/--user: the user chose who runs the payload
 	targets   []mountTarget
 	refusal   error // the first option the early check refuses
 }
@@ -102,7 +109,7 @@ func volatileMode(v string) string {
 // the early check refuses is kept in the result's refusal, naming the
 // machine name.
 func scanOptions(name string, user []string) nspawnOpts {
-	var o nspawnOpts
+	o := nspawnOpts{cmdAt: len(user)}
 	refuse := func(format string, a ...any) {
 		if o.refusal == nil {
 			o.refusal = fmt.Errorf("run %s: option "+format, append([]any{name}, a...)...)
@@ -111,6 +118,7 @@ func scanOptions(name string, user []string) nspawnOpts {
 	for i := 0; i < len(user); i++ {
 		a := user[i]
 		if a == "--" || !strings.HasPrefix(a, "-") || a == "-" {
+			o.cmdAt = i
 			break // the command starts here
 		}
 		opt, val, hasVal, ok := o.splitOption(a, refuse)
@@ -167,8 +175,25 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 		}
 	case "--read-only":
 		o.readOnly = true
-	case "--kill-signal", "-b", "--boot":
+	case "-E", "--setenv":
+		if o.env == nil {
+			o.env = map[string]bool{}
+		}
+		k, _, _ := strings.Cut(val, "=")
+		o.env[k] = true
+	case "--chdir":
+		o.chdir = true
+	case "-u", "--user":
+		o.user = true
+	case "--kill-signal":
 		o.stopBy = true
+	case "-b", "--boot":
+		o.stopBy, o.boot = true, true
+	case "-a", "--as-pid2":
+		o.asPid2 = true
+	case "--notify-ready":
+		b, isBool := parseBool(val)
+		o.notify = !isBool || b
 	case "--private-users":
 		b, isBool := parseBool(val)
 		o.userns = !hasVal || !isBool || b
@@ -203,7 +228,9 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 func (o *nspawnOpts) short(c string, refuse func(string, ...any), a string) {
 	switch c {
 	case "-b":
-		o.stopBy = true
+		o.stopBy, o.boot = true, true
+	case "-a":
+		o.asPid2 = true
 	case "-U":
 		refuse("%s: -U would chown the shared tree; use --private-users=pick --private-users-ownership=map", a)
 	case "-x":
@@ -266,6 +293,12 @@ func NspawnArgs(name, tree string, user []string, registered bool) ([]string, er
 }
 
 func nspawnArgs(name, tree string, user []string, registered bool) ([]string, nspawnOpts, error) {
+	return nspawnArgsStop(name, tree, user, registered, "SIGTERM")
+}
+
+// nspawnArgsStop is nspawnArgs with stop as the signal a stop sends PID 1
+// unless the user chose one (the image's STOPSIGNAL, or SIGTERM).
+func nspawnArgsStop(name, tree string, user []string, registered bool, stop string) ([]string, nspawnOpts, error) {
 	o := scanOptions(name, user)
 	if o.refusal == nil && o.readOnly && o.volatile == "overlay" {
 		o.refusal = fmt.Errorf("run %s: option --read-only with --volatile=overlay: the overlay makes the root writable; drop one", name)
@@ -288,7 +321,7 @@ func nspawnArgs(name, tree string, user []string, registered bool) ([]string, ns
 		// SIGKILL to the container: no graceful stop. SIGTERM to PID 1 is
 		// the contract images are written for (docker stop); -b's
 		// SIGRTMIN+3 is right for a booted init, so the user's choice stays.
-		args = append(args, "--kill-signal=SIGTERM")
+		args = append(args, "--kill-signal="+stop)
 	}
 	return append(args, user...), o, nil
 }
@@ -297,6 +330,10 @@ func nspawnArgs(name, tree string, user []string, registered bool) ([]string, ns
 // sends the container's PID 1 (--kill-signal, or -b with nspawn's
 // SIGRTMIN+3); otherwise rootswap adds --kill-signal=SIGTERM.
 func ChoosesStop(user []string) bool { return scanOptions("", user).stopBy }
+
+// ChoosesBoot reports whether the nspawn options user boot the tree's
+// own init (-b), which needs no command.
+func ChoosesBoot(user []string) bool { return scanOptions("", user).boot }
 
 // readOnlyRoot names the option that leaves the container's root the
 // read-only tree, or "" when nspawn mounts something writable on / (the
@@ -321,7 +358,7 @@ var apiMounts = []string{"/dev", "/proc", "/run", "/sys", "/tmp"}
 
 // checkMountPoints says in one line which mount points a read-only root
 // lacks, before nspawn fails on the first one with an obscure message.
-func checkMountPoints(name, tree string, o nspawnOpts) error {
+func checkMountPoints(name, tree string, o nspawnOpts, shim []string) error {
 	mode := o.readOnlyRoot()
 	if mode == "" {
 		return nil
@@ -345,7 +382,9 @@ func checkMountPoints(name, tree string, o nspawnOpts) error {
 		}
 	}
 	for _, p := range apiMounts {
-		lack(p, "")
+		if !shimmed(shim, p) {
+			lack(p, "")
+		}
 	}
 	if o.volatile == "state" {
 		lack("/var", " (for --volatile=state)")
@@ -438,7 +477,7 @@ var (
 // thread, so nspawn and the container only ever see the store read-only.
 // Every step below runs on this goroutine, which the view locks to its
 // thread: the fork must happen there.
-func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
+func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Writer) error {
 	// Before anything else, so that a stop during the checks is not lost
 	// (it ends run before nspawn starts), and SIGHUP never kills run
 	// without nspawn hearing of it.
@@ -448,14 +487,22 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 		signal.Notify(sigs, sig)
 	}
 	defer signal.Stop(sigs)
-	p, err := planRun(s, name, user)
+	p, err := planRun(s, name, user, opt)
 	if err != nil {
 		return err
+	}
+	if p.warning != "" {
+		fmt.Fprintf(warn, "rootswap: warning: run %s: %s\n", name, p.warning)
 	}
 	st := recordStart(s, name, p.digest, warn)
 	// Nothing may write the store after this: the view is read-only.
 	if err := fsys.ReadOnlyView(s.Root(), p.tree); err != nil {
 		return fmt.Errorf("run %s: %w", name, err)
+	}
+	if len(p.shim) > 0 {
+		if err := p.mountShim(); err != nil {
+			return fmt.Errorf("run %s: %w", name, err)
+		}
 	}
 	stops := &stopper{s: s, name: name, start: st, warn: warn}
 	cmd, err := startNspawn(name, p, sigs, stops)
@@ -468,17 +515,20 @@ func Run(s *cache.Store, name string, user []string, warn io.Writer) error {
 // runPlan is what Run resolved before it writes anything: the tree to
 // run, its digest, the nspawn binary and its full argument list.
 type runPlan struct {
-	tree   string
-	digest digest.Digest
-	bin    string
-	args   []string
+	tree    string
+	digest  digest.Digest
+	bin     string
+	args    []string
+	warning string   // about the payload, for stderr; "" if none
+	shim    []string // directories laid over a tree without /usr (scratch.go)
 }
 
 // planRun resolves machine name's current tree and the nspawn command
 // line for it, and runs the early option checks (skipped under
-// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1). It reads the store and writes
-// nothing; its errors name the machine.
-func planRun(s *cache.Store, name string, user []string) (runPlan, error) {
+// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1), then completes the command line
+// with the payload (payload.go). It reads the store and writes nothing;
+// its errors name the machine.
+func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPlan, error) {
 	if err := ValidName(name); err != nil {
 		return runPlan{}, err
 	}
@@ -498,11 +548,15 @@ func planRun(s *cache.Store, name string, user []string) (runPlan, error) {
 		if err := checkSources(name, s.Root(), o); err != nil {
 			return runPlan{}, err
 		}
-		if err := checkMountPoints(name, tree, o); err != nil {
+		if err := checkMountPoints(name, tree, o, scratchShim(tree, o)); err != nil {
 			return runPlan{}, err
 		}
 	}
-	return runPlan{tree: tree, digest: d, bin: bin, args: args}, nil
+	args, warning, err := runPayload(s, name, tree, d, user, args, o, opt)
+	if err != nil {
+		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
+	}
+	return runPlan{tree: tree, digest: d, bin: bin, args: args, warning: warning, shim: scratchShim(tree, o)}, nil
 }
 
 // runStart identifies this run in the stop record: the generation that

@@ -109,7 +109,7 @@ func TestCheckMountPoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return checkMountPoints("web", tree, o)
+		return checkMountPoints("web", tree, o, nil)
 	}
 	// The overlay (and --volatile=yes's tmpfs) let nspawn make mount points.
 	if err := check("--bind=/x:/nowhere"); err != nil {

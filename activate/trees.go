@@ -28,6 +28,9 @@ type TreeStatus struct {
 	// this tree through: the digest to pin in a REPO@sha256:… ref
 	// (Digest is the config's). [] for a tree no registry ref names.
 	Manifests []ManifestRef `json:"manifests"`
+	// Config is what its image config says; absent when none is
+	// recorded (a tar).
+	Config *ConfigSummary `json:"config,omitempty"`
 	// Admitted is how the signature policy admitted the tree at import
 	// (index.Tree.Admitted); "" if no policy applied.
 	Admitted string `json:"admitted"`
@@ -59,6 +62,7 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	var refs []index.Ref
 	pinned := map[digest.Digest]bool{}
 	layers := map[digest.Digest]index.Layer{}
+	configs := map[digest.Digest]*ConfigSummary{}
 	err = s.View(func(tx *index.Tx) (err error) {
 		if trees, err = tx.Trees(); err != nil {
 			return err
@@ -68,6 +72,11 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 		}
 		for _, t := range trees {
 			pinned[t.Digest] = tx.Pinned(t.Digest)
+			if raw, err := tx.Config(t.Digest); err == nil {
+				if sum, err := Summary(raw); err == nil {
+					configs[t.Digest] = &sum
+				}
+			}
 		}
 		ls, err := tx.Layers()
 		for _, l := range ls {
@@ -80,7 +89,7 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, t.Admitted}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, configs[t.Digest], t.Admitted}
 		for _, ref := range refs {
 			if ref.Digest == t.Digest && ref.Manifest != "" {
 				r.Manifests = append(r.Manifests, ManifestRef{ref.Ref, ref.Manifest})

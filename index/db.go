@@ -156,11 +156,12 @@ func (db *DB) knownDamage() error {
 	return nil
 }
 
-// openDB opens the index for one transaction. The damage checks read the
-// file through bbolt's own descriptor after the flock bbolt keeps until
-// Close is taken on it (bbolt's own flock then finds it held by the same
-// open file and returns at once): no writer is committing while they
-// read, and bbolt reads nothing before they pass. A missing file is never
+// openDB opens the index for one transaction. bbolt's OpenFile hook opens
+// the file, takes on that descriptor the flock bbolt would take (shared to
+// read, exclusive to write; it lasts until Close, and bbolt's own flock
+// then finds it held by the same open file and returns at once), and only
+// then runs the damage checks: no writer is committing while they read,
+// and bbolt reads nothing before they pass. A missing file is never
 // created here (see Create).
 func (db *DB) openDB(readOnly bool) (*bolt.DB, error) {
 	var why string

@@ -4,8 +4,9 @@
 //
 // Vocabulary: a record is one JSON value under a key. Tree, Machine,
 // Generation (with its Health), Lease, pins, Layer (an image layer held
-// as data, by diffID), the blob → diffID map and Ref (what an image
-// reference resolved to) are the record kinds; a Tx reads and writes them
+// as data, by diffID), the blob → diffID map, Ref (what an image
+// reference resolved to) and an image's config (raw bytes) are the
+// record kinds; a Tx reads and writes them
 // through typed accessors and exposes nothing of bbolt.
 //
 // Layout (bbolt buckets):
@@ -19,6 +20,7 @@
 //	layers        <diffID> → Layer (JSON)                  (added; see below)
 //	blobs         <compressed blob digest> → <diffID>       (added)
 //	refs          <image reference> → Ref (JSON)            (added)
+//	configs       <image digest> → the image config, as its source gave it (added; deleted with the tree)
 //
 // The added buckets came after indexes were already written: an index
 // without them is sound, not damaged. A View reads a missing added bucket

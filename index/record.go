@@ -25,13 +25,14 @@ var (
 	bucketLayers      = []byte("layers")
 	bucketBlobs       = []byte("blobs")
 	bucketRefs        = []byte("refs")
+	bucketConfigs     = []byte("configs")
 
 	// requiredBuckets are in every index ever written: one missing is
 	// damage.
 	requiredBuckets = [][]byte{bucketMeta, bucketTrees, bucketMachines, bucketGenerations, bucketLeases, bucketPins}
 	// addedBuckets came later: an index written before them lacks them,
 	// reads them as empty, and gets them from its first Update.
-	addedBuckets = [][]byte{bucketLayers, bucketBlobs, bucketRefs}
+	addedBuckets = [][]byte{bucketLayers, bucketBlobs, bucketRefs, bucketConfigs}
 	allBuckets   = append(append([][]byte(nil), requiredBuckets...), addedBuckets...)
 )
 
@@ -195,8 +196,11 @@ func (t *Tx) PutTree(rec Tree) error {
 	return putJSON(t.tx.Bucket(bucketTrees), []byte(rec.Digest), rec)
 }
 
-// DeleteTree removes a tree record.
+// DeleteTree removes a tree record and the config recorded with it.
 func (t *Tx) DeleteTree(d digest.Digest) error {
+	if err := t.tx.Bucket(bucketConfigs).Delete([]byte(d)); err != nil {
+		return err
+	}
 	return t.tx.Bucket(bucketTrees).Delete([]byte(d))
 }
 
@@ -528,4 +532,24 @@ func (t *Tx) Pins() ([]digest.Digest, error) {
 		return nil
 	})
 	return out, err
+}
+
+// Config returns the image config recorded with tree d: the config
+// document as its source gave it (whose sha256 is d for a registry, an
+// OCI layout or a docker-archive), or the daemon's description of it as
+// an OCI config; or an error wrapping ErrNotFound.
+func (t *Tx) Config(d digest.Digest) ([]byte, error) {
+	var raw []byte
+	if b := t.bucket(bucketConfigs); b != nil {
+		raw = b.Get([]byte(d))
+	}
+	if raw == nil {
+		return nil, fmt.Errorf("config of %s: %w", d, ErrNotFound)
+	}
+	return append([]byte(nil), raw...), nil
+}
+
+// PutConfig records raw as tree d's image config, replacing any before.
+func (t *Tx) PutConfig(d digest.Digest, raw []byte) error {
+	return t.tx.Bucket(bucketConfigs).Put([]byte(d), raw)
 }

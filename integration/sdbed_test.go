@@ -261,9 +261,9 @@ func TestSdbedPayloadFailureIsAFailure(t *testing.T) {
 	}
 }
 
-// ignoreTermScript is a PID 1 shell without a trap: it ignores SIGTERM, so
-// only systemd's SIGKILL after TimeoutStopSec= ends it ("timeout killed
-// KILL", a failure by systemd's word).
+// ignoreTermScript is a shell without a trap: as the container's PID 1
+// (--no-init) it ignores SIGTERM, so only the stop timeout ends it; under
+// rootswap's init, a child, it dies of the SIGTERM at once.
 const ignoreTermScript = "#!/bin/sh\necho payload up\nwhile true; do date; sleep 1; done\n"
 
 // TestSdbedOperatorStopIsNotAFailure (issue 12 item 2): systemctl restart

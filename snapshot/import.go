@@ -83,6 +83,9 @@ func recordIf(s *cache.Store, img Image, ok bool, err error) error {
 type ImportOptions struct {
 	Progress Progress     // told how the stream advances; may be nil
 	Log      *slog.Logger // told of each tree created; may be nil
+	// Platform is the OS/ARCH[/VARIANT] an image must be for (--platform);
+	// "" is this host's. An image whose config names another is refused.
+	Platform string
 	// Admit, if set, decides whether an image the store lacks may be
 	// imported, before any of its layers is fetched: an error refuses it
 	// (nothing is fetched or stored); otherwise it returns how the image
@@ -96,7 +99,11 @@ type ImportOptions struct {
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
-// tree key), and then records img's ref (RecordRef). If the store already
+// tree key) and its config (RecordConfig; an image for another platform
+// than opt.Platform is refused first, then one the signature policy
+// refuses, opt.Admit, before any layer is fetched), and then records
+// img's ref (RecordRef). A tree found in the store is re-checked
+// (opt.Readmit) before it serves img. If the store already
 // has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
@@ -107,6 +114,9 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	found := func(t index.Tree, ok bool, err error) (index.Tree, bool, error) {
 		if err == nil && ok && opt.Readmit != nil {
 			err = opt.Readmit(img, t)
+		}
+		if err == nil && ok {
+			mendConfig(ctx, s, img, opt)
 		}
 		return t, false, recordIf(s, img, ok, err)
 	}
@@ -120,6 +130,9 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return found(t, ok, err)
+	}
+	if err := checkPlatform(ctx, img, opt.Platform); err != nil {
+		return t, false, err
 	}
 	admitted := ""
 	if opt.Admit != nil {
@@ -135,6 +148,11 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 		if t, err = recordAdmission(s, d, admitted); err != nil {
 			return t, false, err
 		}
+	}
+	// The config after the tree (run reads it for the tree it runs),
+	// before the ref: a ref recorded names an image complete with it.
+	if err := RecordConfig(ctx, s, img); err != nil {
+		return t, false, err
 	}
 	if err := RecordRef(s, img); err != nil {
 		return t, false, err

@@ -15,19 +15,24 @@ import (
 type Spec struct {
 	Name, Image  string
 	Daemon       bool     // Image comes from the Docker daemon: order the unit after docker.service
-	Command      []string // run in the tree; empty: the image's own
+	Command      []string // run in the tree; empty: the image's ENTRYPOINT and CMD, read by run at each start (NspawnFiles needs one)
 	Nspawn       activate.NspawnOptions
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
 	StopTimeout  time.Duration // how long a stopping payload has after SIGTERM; 0: DefaultStopTimeout
+	NoInit       bool          // no rootswap init in front of the payload (run --no-init)
+	Entrypoint   *string       // run --entrypoint: replaces the image's ENTRYPOINT and drops its CMD
 	// PrepareFlags are global flags prepare gets before its command
 	// ("--registry-timeout=30s"): those that change what it does.
 	PrepareFlags []string
 }
 
 // DefaultStopTimeout is how long a stopping payload has after SIGTERM
-// unless the Spec says otherwise (systemd's own default stop timeout).
-const DefaultStopTimeout = 90 * time.Second
+// unless the Spec says otherwise: Docker's and Podman's 10 s, not
+// systemd's 90 s. With rootswap's init as PID 1 a payload without a
+// handler dies of the SIGTERM at once; the timeout bounds only one that
+// handles it and takes too long, and every restart waits for it.
+const DefaultStopTimeout = 10 * time.Second
 
 func (sp *Spec) stopTimeout() time.Duration {
 	if sp.StopTimeout > 0 {
@@ -92,7 +97,14 @@ func serviceCommands(bin, root string, sp Spec) (execs, error) {
 	if err != nil {
 		return execs{}, err
 	}
-	runArgs := append([]string{bin, "--root", root, "run", sp.Name, "--keep-unit"}, sp.Nspawn.Args()...)
+	runArgs := []string{bin, "--root", root, "run"}
+	if sp.NoInit {
+		runArgs = append(runArgs, "--no-init")
+	}
+	if sp.Entrypoint != nil {
+		runArgs = append(runArgs, "--entrypoint", *sp.Entrypoint)
+	}
+	runArgs = append(append(runArgs, sp.Name, "--keep-unit"), sp.Nspawn.Args()...)
 	if len(sp.Command) > 0 {
 		// "--": a command word that looks like an option (-x, --) stays
 		// the command.
@@ -167,6 +179,12 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
+	if len(command) == 0 && !activate.ChoosesBoot(o.Extra) {
+		// nspawn reads the file itself at each start: no rootswap run
+		// reads the current image's entrypoint then, and a command frozen
+		// from today's image would outlive the next upgrade.
+		return nil, invalidf("unit --nspawn-file %s: give the -- COMMAND: a .nspawn file cannot follow the image's ENTRYPOINT and CMD at each start (the service unit, without --nspawn-file, does)", name)
+	}
 	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, image)...)
 	if err != nil {
 		return nil, err
@@ -183,6 +201,9 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		return nil, err
 	}
 	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	// rootswap's init, as `rootswap run` adds it: bin mounted read-only in
+	// front of the command.
+	initBind, command := o.FileInit(bin, command, sp.NoInit)
 	if len(command) > 0 {
 		line, err := settingsWords(command)
 		if err != nil {
@@ -190,7 +211,7 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 		}
 		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
 	}
-	for _, st := range o.Settings() {
+	for _, st := range append(o.Settings(), initBind...) {
 		v := st.Value
 		if st.Word {
 			if v, err = settingsWords([]string{v}); err != nil {

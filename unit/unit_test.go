@@ -3,6 +3,7 @@ package unit
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,7 +183,7 @@ func TestUnitService(t *testing.T) {
 			"Delegate":     "yes",
 			// run forks nspawn, which relays READY=1: not the main PID.
 			"NotifyAccess":   "all",
-			"TimeoutStopSec": "1m45s",
+			"TimeoutStopSec": "25s",
 		},
 		"Install": {"WantedBy": "multi-user.target"},
 	}
@@ -193,7 +194,7 @@ func TestUnitService(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(u["Service"]["Environment"], " "); got != "ROOTSWAP_HEALTHY_AFTER=45s ROOTSWAP_STOP_TIMEOUT=1m30s" {
+	if got := strings.Join(u["Service"]["Environment"], " "); got != "ROOTSWAP_HEALTHY_AFTER=45s ROOTSWAP_STOP_TIMEOUT=10s" {
 		t.Errorf("[Service] Environment = %q", got)
 	}
 	if _, ok := u["Unit"]["Requires"]; ok {
@@ -223,12 +224,32 @@ func TestUnitNspawnFile(t *testing.T) {
 		Nspawn: activate.NspawnOptions{BindsRO: []string{"/etc/ssl"}, ReadOnly: true}, RestartSec: 5 * time.Second})
 	install(t, dir, files, err)
 	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
-	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/app --serve", "Files/Volatile": "state",
-		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl", "Exec/KillSignal": "SIGTERM"} {
+	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/run/rootswap-init container-init -- /app --serve", "Files/Volatile": "state",
+		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl\x00" + bin + ":/run/rootswap-init",
+		"Exec/KillSignal": "SIGTERM"} {
 		sec, name, _ := strings.Cut(k, "/")
-		if got := n[sec][name]; len(got) != 1 || got[0] != v {
-			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
+		if got := n[sec][name]; strings.Join(got, "\x00") != v {
+			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, strings.Split(v, "\x00"))
 		}
+	}
+	// Without a command: refused (nothing would read the image's
+	// entrypoint at start), unless -b boots the tree's init.
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1"}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the -- COMMAND") {
+		t.Errorf("--nspawn-file without a command: %v", err)
+	}
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}}); err != nil {
+		t.Errorf("--nspawn-file -b without a command: %v", err)
+	}
+	// --no-init: the command as it is, no binary bound; the service says
+	// it to run.
+	svc, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app"}, NoInit: true})
+	if err != nil || !strings.Contains(fmt.Sprint(svc[0].opts), " run --no-init web --keep-unit ") {
+		t.Errorf("--no-init: service %v, %v", err, svc)
+	}
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app"}, NoInit: true, RestartSec: time.Second})
+	install(t, dir, files, err)
+	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); strings.Join(n["Exec"]["Parameters"], " ") != "/app" || n["Files"]["BindReadOnly"] != nil {
+		t.Errorf("--no-init: web.nspawn Parameters %q BindReadOnly %q", n["Exec"]["Parameters"], n["Files"]["BindReadOnly"])
 	}
 	d := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
 	if got := d["Service"]["ExecStart"]; len(got) != 2 || got[0] != "" || strings.Contains(got[1], "-U") || !strings.Contains(got[1], "--settings=override") {
@@ -243,11 +264,11 @@ func TestUnitNspawnFile(t *testing.T) {
 	if got := d["Service"]["ExecStopPost"]; len(got) != 1 || !strings.HasSuffix(got[0], " report --unit systemd-nspawn@web.service web") {
 		t.Errorf("drop-in ExecStopPost %q", got)
 	}
-	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "1m30s" {
-		t.Errorf("drop-in TimeoutStopSec %q, want the default 1m30s", got)
+	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "10s" {
+		t.Errorf("drop-in TimeoutStopSec %q, want the default 10s", got)
 	}
 	// The user's --kill-signal wins: no KillSignal= overrides it (--settings=override).
-	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second,
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second, Command: []string{"/app"},
 		Nspawn: activate.NspawnOptions{Extra: []string{"--kill-signal=SIGINT"}}, RestartSec: 5 * time.Second})
 	install(t, dir, files, err)
 	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); n["Exec"]["KillSignal"] != nil {
@@ -263,7 +284,7 @@ func TestUnitNspawnFile(t *testing.T) {
 func TestUnitSourceDeps(t *testing.T) {
 	bin, _ := os.Executable()
 	for _, daemon := range []bool{true, false} {
-		sp := Spec{Name: "web", Image: "docker://reg.example/web:1", Daemon: daemon}
+		sp := Spec{Name: "web", Image: "docker://reg.example/web:1", Daemon: daemon, Command: []string{"/app"}}
 		svc, err := ServiceFiles(bin, "/var/lib/rootswap", sp)
 		if err != nil {
 			t.Fatal(err)

@@ -327,8 +327,10 @@ func TestRunTakesGlobalFlagsBeforeName(t *testing.T) {
 			t.Errorf("%q: exit %d\n%s", args, code, stderr)
 			continue
 		}
+		// The -q after NAME is nspawn's, among its options before the
+		// command (which rootswap's init runs).
 		lines := strings.Split(strings.TrimSpace(string(got)), "\n")
-		if !strings.Contains(string(got), tree+"\n") || lines[len(lines)-2] != "-q" || lines[len(lines)-1] != "/bin/x" {
+		if !strings.Contains(string(got), tree+"\n-") || !strings.Contains(string(got), "\n-q\n") || lines[len(lines)-1] != "/bin/x" {
 			t.Errorf("%q: nspawn got %q", args, got)
 		}
 	}
@@ -337,6 +339,22 @@ func TestRunTakesGlobalFlagsBeforeName(t *testing.T) {
 	}
 	if code, out := cli(t, "--root", root, "run", "--lock-timeout", "-1s", "web"); code != 2 {
 		t.Errorf("run --lock-timeout -1s web: exit %d\n%s", code, out)
+	}
+	// run's own flags, before NAME: --no-init and --entrypoint.
+	for _, tc := range []struct {
+		args []string
+		tail string // what nspawn's argument list ends with
+	}{
+		{[]string{"run", "--no-init", "web", "/bin/x"}, "--kill-signal=SIGTERM\n--\n/bin/x"},
+		{[]string{"run", "--entrypoint", "/bin/ep", "--no-init", "web", "--", "-a"}, "--kill-signal=SIGTERM\n--\n/bin/ep\n-a"},
+		{[]string{"run", "--entrypoint=/bin/ep", "web"}, "container-init\n--\n/bin/ep"},
+	} {
+		os.Remove(argsFile)
+		code, _, stderr := asMain(t, env, append([]string{"--root", root}, tc.args...)...)
+		got, _ := os.ReadFile(argsFile)
+		if code != 0 || !strings.HasSuffix(string(got), tc.tail+"\n") {
+			t.Errorf("%q: exit %d, nspawn got %q, want it to end %q\n%s", tc.args, code, got, tc.tail, stderr)
+		}
 	}
 }
 

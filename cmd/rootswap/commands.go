@@ -211,7 +211,7 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Admit: admit, Readmit: readmit}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Platform: g.platform, Admit: admit, Readmit: readmit}
 	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
@@ -302,6 +302,7 @@ another digest or --force is given.`,
 			}
 			defer closeSource(src)
 			opt.Progress = g.importProgress(image.String())
+			opt.Platform = g.platform
 			o, err := activate.Prepare(cmd.Context(), s, src, g.log, args[0], image, opt)
 			if err != nil {
 				return err
@@ -455,8 +456,8 @@ func short(d digest.Digest) string {
 }
 
 func runCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "run NAME [NSPAWN-OPTIONS…] [COMMAND [ARGS…]]",
+	cmd := &cobra.Command{
+		Use:   "run [--no-init] NAME [NSPAWN-OPTIONS…] [COMMAND [ARGS…]]",
 		Short: "Run machine NAME's current tree under systemd-nspawn",
 		Long: `Run starts systemd-nspawn --machine NAME --directory <current tree>
 --volatile=overlay, so the container may write anywhere but the shared store is
@@ -472,9 +473,18 @@ Run stays nspawn's parent and exits with its status. nspawn gets
 --kill-signal=SIGTERM unless given --kill-signal or -b. The first SIGTERM or
 SIGINT leaves a stop record for 'rootswap report' (a stop, not a failure) and
 is passed on; after $ROOTSWAP_STOP_TIMEOUT, or on a second one, nspawn
-terminates the container.`,
+terminates the container.
+
+The command runs under rootswap's init (this binary, bind-mounted read-only
+at /run/rootswap-init, as docker run --init mounts tini): it is the
+container's PID 1, passes every signal on to the command, reaps orphans and
+exits with the command's status, so a payload without a SIGTERM handler
+still stops at once. No init with --no-init (given before NAME), -b,
+--as-pid2, --notify-ready, no command, or a command that is an init itself
+(tini, dumb-init, catatonit, s6's /init, systemd…).`,
 		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
-  rootswap -q --lock-timeout 5s run -- web /bin/sh`,
+  rootswap -q --lock-timeout 5s run -- web /bin/sh
+  rootswap run --no-init web /usr/bin/tini -- /app`,
 		ValidArgsFunction:  g.completeRun,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -501,9 +511,12 @@ terminates the container.`,
 			if err != nil {
 				return err
 			}
-			return activate.Run(s, args[0], args[1:], cmd.ErrOrStderr())
+			return activate.Run(s, args[0], args[1:], g.run, cmd.ErrOrStderr())
 		},
 	}
+	// For --help only: with DisableFlagParsing, runArgs parses them.
+	runFlags(cmd.Flags(), &activate.RunOptions{})
+	return cmd
 }
 
 func listCmd(g *globals) *cobra.Command {

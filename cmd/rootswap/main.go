@@ -8,6 +8,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/rootswap/rootswap/internal/pid1"
 )
 
 // heapLimit is the Go heap's soft limit unless GOMEMLIMIT says otherwise.
@@ -20,6 +22,12 @@ import (
 const heapLimit = 40 << 20
 
 func main() {
+	// The hidden subcommand run has nspawn start as the payload's init in
+	// the container: nothing of the CLI, no flags, the payload's argv as
+	// given (see internal/pid1).
+	if len(os.Args) > 1 && os.Args[1] == pid1.Command {
+		os.Exit(pid1.Run(os.Args[2:], os.Stderr))
+	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(heapLimit)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
 	"github.com/rootswap/rootswap/policy"
@@ -27,14 +28,16 @@ type globals struct {
 	quiet           bool
 	verbose         bool
 	log             *slog.Logger
-	flags           *pflag.FlagSet    // the persistent flags, for run's own parsing
-	mayCreate       bool              // this command may create a missing store
-	source          string            // what a bare IMAGE names: sourceDaemon or sourceRegistry
-	registryTimeout time.Duration     // bounds a registry's manifest round trips
-	registriesConf  string            // the registries.conf naming mirrors; "" the default
-	policyFile      string            // the signature policy; "" the default
-	fromEnv         map[string]string // flag name → the variable that set it
-	area            *statusArea       // stderr's progress lines; nil off a terminal and with -q
+	flags           *pflag.FlagSet      // the persistent flags, for run's own parsing
+	mayCreate       bool                // this command may create a missing store
+	source          string              // what a bare IMAGE names: sourceDaemon or sourceRegistry
+	registryTimeout time.Duration       // bounds a registry's manifest round trips
+	registriesConf  string              // the registries.conf naming mirrors; "" the default
+	fromEnv         map[string]string   // flag name → the variable that set it
+	area            *statusArea         // stderr's progress lines; nil off a terminal and with -q
+	run             activate.RunOptions // run's own flags, before NAME (runflags.go)
+	platform        string              // --platform: "" for this host's
+	policyFile      string              // the signature policy; "" the default
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -218,6 +221,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 	envFlag(pf, "registry-timeout", "ROOTSWAP_REGISTRY_TIMEOUT")
 	pf.StringVar(&g.registriesConf, "registries-conf", "", "the registries.conf `FILE` naming mirrors and insecure registries (default "+registry.DefaultMirrorsFile+"; env ROOTSWAP_REGISTRIES_CONF)")
 	envFlag(pf, "registries-conf", "ROOTSWAP_REGISTRIES_CONF")
+	platformFlag(pf, &g.platform)
 	pf.StringVar(&g.policyFile, "policy", "", "the signature policy `FILE`, containers-policy.json(5) (default "+policy.DefaultFile+", none if it is missing; env ROOTSWAP_POLICY)")
 	envFlag(pf, "policy", "ROOTSWAP_POLICY")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print no log messages, only errors (the result on stdout stays)")
@@ -249,6 +253,7 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 		runCmd(g),
 		listCmd(g),
 		imagesCmd(g),
+		inspectCmd(g),
 		gcCmd(g),
 		pinCmd(g),
 		unpinCmd(g),
@@ -283,6 +288,7 @@ func (g *globals) runArgs(args []string) (rest []string, help bool, err error) {
 	fs.SetOutput(nopWriter{})
 	fs.SetInterspersed(false)
 	fs.AddFlagSet(g.flags)
+	runFlags(fs, &g.run)
 	fs.BoolVarP(&help, "help", "h", false, "")
 	if err := fs.Parse(args); err != nil {
 		return nil, false, usage("run: %v before NAME (systemd-nspawn options go after NAME)", err)

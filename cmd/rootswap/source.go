@@ -72,7 +72,7 @@ func parseDaemon(rest string) (snapshot.Ref, error) {
 }
 
 func (g *globals) registryOptions(s *cache.Store) registry.Options {
-	return registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir()}
+	return registry.Options{Timeout: g.registryTimeout, MirrorsFile: g.registriesConf, Log: g.log, TempDir: s.TmpDir(), Platform: g.platform}
 }
 
 // prefixes lists the transports' prefixes, for messages.

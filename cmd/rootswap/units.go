@@ -144,6 +144,8 @@ type serviceFlags struct {
 	healthyAfter time.Duration
 	stopTimeout  time.Duration
 	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
+	noInit       bool // no rootswap init in front of the payload
+	entrypoint   activate.RunOptions
 }
 
 func (o *serviceFlags) register(cmd *cobra.Command) {
@@ -159,6 +161,8 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", unit.DefaultStopTimeout, "how long a stopping payload has after SIGTERM before it is killed (TimeoutStopSec= is 15s more)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
+	f.BoolVar(&o.noInit, "no-init", false, "run the payload as the container's PID 1, without rootswap's init (run --no-init)")
+	f.Var(entrypointValue{&o.entrypoint}, "entrypoint", "run `PROGRAM` instead of the image's ENTRYPOINT, without its CMD (run --entrypoint)")
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags and the
@@ -172,15 +176,20 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 		return unit.Spec{}, err
 	}
 	pf, err := g.prepareFlags(cmd)
+	var ep *string
+	if o.entrypoint.EntrypointSet {
+		ep = &o.entrypoint.Entrypoint
+	}
 	return unit.Spec{Name: args[0], Image: image.String(), Daemon: fromDaemon(image), Command: args[2:], Nspawn: o.nspawn,
-		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, PrepareFlags: pf}, err
+		RestartSec: o.restartSec, HealthyAfter: o.healthyAfter, StopTimeout: o.stopTimeout, PrepareFlags: pf,
+		NoInit: o.noInit, Entrypoint: ep}, err
 }
 
 // carried are the global flags a unit's prepare gets when they were given
 // (on the command line or by their variables): a unit runs with neither
 // the shell's variables nor its flags. A global flag that changes what
-// prepare resolves or fetches belongs here; "platform" is carried once a
-// global --platform exists (a name no command has is skipped).
+// prepare resolves, fetches (a --platform) or admits (a --policy)
+// belongs here.
 var carried = []string{"source", "registry-timeout", "registries-conf", "policy", "platform"}
 
 // prepareFlags are the carried flags given, as --name=value; a relative

@@ -1,0 +1,76 @@
+package integration
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSdbedUnitRunsTheImage (issue 20 item 3): a unit written without
+// `-- COMMAND` runs what the image says, read at each start: the
+// entrypoint of the image the tag names now, after an upgrade that
+// changed it too; `systemctl stop` gives the payload the image's
+// STOPSIGNAL, as `docker stop` does (TestStopSignalAsDocker compares the
+// two on the host).
+func TestSdbedUnitRunsTheImage(t *testing.T) {
+	needIntegration(t)
+	v1 := probeImage(t, "FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\", \"v1\"]\nCMD [\"wait\"]\nSTOPSIGNAL SIGQUIT\nUSER 1234:5678\n", nil)
+	v2 := probeImage(t, "FROM scratch\nCOPY probe /bin/probe2\nENTRYPOINT [\"/bin/probe2\", \"v2\"]\nCMD [\"wait\"]\nSTOPSIGNAL SIGINT\nWORKDIR /srv\n", nil)
+	tag, retag := movingTag(t, "rootswap-test/sdbed-config")
+	retag(v1)
+	b := bootBed(t)
+	unit := b.install("cfg", map[string]string{"stoppost.conf": stopPost}, "cfg", tag)
+	if u := b.ok("systemctl", "cat", unit); strings.Contains(u, "probe") {
+		t.Errorf("the unit names the image's command; it must read it at start:\n%s", u)
+	}
+	reports := func() []probeReport {
+		var out []probeReport
+		for _, e := range b.journal("-u", unit) {
+			var r probeReport
+			if strings.HasPrefix(e.Message, "{") && json.Unmarshal([]byte(e.Message), &r) == nil {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	signals := func() []string {
+		var out []string
+		for _, e := range b.journal("-u", unit) {
+			if strings.HasPrefix(e.Message, "signal ") {
+				out = append(out, e.Message)
+			}
+		}
+		return out
+	}
+	for i, want := range []struct {
+		img    string
+		argv   []string
+		cwd    string
+		uid    int
+		signal string
+	}{
+		{v1, []string{"/probe", "v1", "wait"}, "/", 1234, "signal quit"},
+		{v2, []string{"/bin/probe2", "v2", "wait"}, "/srv", 0, "signal interrupt"},
+	} {
+		retag(want.img)
+		b.ok("systemctl", "start", unit)
+		b.waitFor("the payload's report", 2*time.Minute, func() bool { return len(reports()) > i })
+		r := reports()[i]
+		if !slices.Equal(r.Args, want.argv) || r.Cwd != want.cwd || r.UID != want.uid {
+			t.Errorf("start %d: argv %q cwd %s uid %d; want %q %s %d", i+1, r.Args, r.Cwd, r.UID, want.argv, want.cwd, want.uid)
+		}
+		b.waitJournal("up", i+1, 2*time.Minute, func(e journalEntry) bool { return e.Message == "up" }, "-u", unit)
+		start := time.Now()
+		b.ok("systemctl", "stop", unit)
+		t.Logf("start %d: systemctl stop took %s", i+1, time.Since(start).Round(time.Millisecond))
+		b.waitFor("the payload's signal line", time.Minute, func() bool { return len(signals()) > i })
+		if got := signals()[i]; got != want.signal {
+			t.Errorf("start %d: systemctl stop gave the payload %q, want %q (the image's STOPSIGNAL)", i+1, got, want.signal)
+		}
+	}
+	if h := b.history("cfg"); h.Failures != 0 {
+		t.Errorf("history: %+v", h)
+	}
+}

@@ -26,6 +26,12 @@ type PrepareOptions struct {
 	MaxFailures  int               // failed short runs in a row that make a crash loop
 	Progress     snapshot.Progress // shown while an import streams; may be nil
 	Platform     string            // the OS/ARCH[/VARIANT] an image must be for; "" this host's
+	// Admit is the signature policy's check of an image to import
+	// (snapshot.ImportOptions.Admit); nil admits every image.
+	Admit func(ctx context.Context, img snapshot.Image) (string, error)
+	// Readmit re-checks a stored tree against the policy before it is
+	// activated (snapshot.ImportOptions.Readmit); nil admits every tree.
+	Readmit func(img snapshot.Image, t index.Tree) error
 }
 
 func (p *PrepareOptions) defaults() {
@@ -420,6 +426,7 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		if err := snapshot.RecordRef(p.s, st.img); err != nil {
 			return Outcome{}, true, err
 		}
+		p.readmitCurrent(*st)
 		// A tree imported before configs were recorded gets its config
 		// now; a failure (the source unreachable) is a warning.
 		if err := snapshot.RecordConfig(ctx, p.s, st.img); err != nil {
@@ -456,6 +463,23 @@ func (p *preparation) rollback(ctx context.Context, st *view) error {
 	return nil
 }
 
+// readmitCurrent warns when the signature policy (opt.Readmit) no longer
+// admits the tree the machine runs already: it keeps running it, as a
+// machine keeps its tree when a new image is refused; the operator hears
+// of it here and from verify.
+func (p *preparation) readmitCurrent(st view) {
+	if p.opt.Readmit == nil {
+		return
+	}
+	t, ok, err := snapshot.Lookup(p.s, st.resolved)
+	if err != nil || !ok {
+		return // the hit was decided on a complete tree; nothing to say
+	}
+	if err := p.opt.Readmit(st.img, t); err != nil {
+		p.log.Warn("the signature policy no longer admits the machine's current tree; keeping it", "machine", p.name, "digest", st.resolved, "err", err)
+	}
+}
+
 // importAndActivate imports the tree if the store lacks it and makes it
 // current.
 func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, error) {
@@ -468,7 +492,7 @@ func (p *preparation) importAndActivate(ctx context.Context, st view) (Outcome, 
 	}
 	defer lock.Unlock()
 	d := st.resolved
-	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Platform: p.opt.Platform})
+	_, created, err := snapshot.ImportImage(ctx, p.s, st.img, snapshot.ImportOptions{Progress: p.opt.Progress, Log: p.log, Platform: p.opt.Platform, Admit: p.opt.Admit, Readmit: p.opt.Readmit})
 	if err != nil {
 		return Outcome{}, err
 	}

@@ -31,6 +31,9 @@ type TreeStatus struct {
 	// Config is what its image config says; absent when none is
 	// recorded (a tar).
 	Config *ConfigSummary `json:"config,omitempty"`
+	// Admitted is how the signature policy admitted the tree at import
+	// (index.Tree.Admitted); "" if no policy applied.
+	Admitted string `json:"admitted"`
 }
 
 // ManifestRef is a registry ref and the manifest digest it resolved to.
@@ -86,7 +89,7 @@ func Trees(s *cache.Store) ([]TreeStatus, error) {
 	}
 	out := []TreeStatus{}
 	for _, t := range trees {
-		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, configs[t.Digest]}
+		r := TreeStatus{t.Digest, t.Refs, t.Files, t.Bytes, t.NewBytes, t.Created, t.LastUsed, []string{}, pinned[t.Digest], []LayerStatus{}, []ManifestRef{}, configs[t.Digest], t.Admitted}
 		for _, ref := range refs {
 			if ref.Digest == t.Digest && ref.Manifest != "" {
 				r.Manifests = append(r.Manifests, ManifestRef{ref.Ref, ref.Manifest})

@@ -43,6 +43,12 @@ type UpdateOptions struct {
 	Systemd func(ctx context.Context) (Systemd, error)
 	// Progress is shown while an import of ref streams; may be nil.
 	Progress func(ref string) snapshot.Progress
+	// Admit is the signature policy's check of an image to import
+	// (snapshot.ImportOptions.Admit); nil admits every image.
+	Admit func(ctx context.Context, img snapshot.Image) (string, error)
+	// Readmit re-checks a stored tree against the policy
+	// (snapshot.ImportOptions.Readmit); nil admits every tree.
+	Readmit func(img snapshot.Image, t index.Tree) error
 
 	poll time.Duration // the gate's polling interval; 0: gatePoll
 }
@@ -509,7 +515,7 @@ func (u *updater) importOne(ctx context.Context, ref string, d digest.Digest) er
 	if u.opt.Progress != nil {
 		p = u.opt.Progress(ref)
 	}
-	_, _, err := snapshot.ImportImage(ctx, u.s, img, snapshot.ImportOptions{Progress: p, Log: u.log})
+	_, _, err := snapshot.ImportImage(ctx, u.s, img, snapshot.ImportOptions{Progress: p, Log: u.log, Admit: u.opt.Admit, Readmit: u.opt.Readmit})
 	return err
 }
 

@@ -48,6 +48,10 @@ type Tree struct {
 	Manifest digest.Digest   `json:"manifest"`
 	Broken   bool            `json:"broken,omitempty"` // set by verify --repair: prepare re-imports it
 	Layers   []digest.Digest `json:"layers,omitempty"` // diffIDs of the layers it was built from, lowest first
+	// Admitted says how the signature policy admitted the image when it
+	// was imported: the requirement met and how (a key's fingerprint),
+	// and the scope; "" when no policy applied.
+	Admitted string `json:"admitted,omitempty"`
 }
 
 // Layer is the index record of one image layer the store holds as data:

@@ -25,7 +25,12 @@
 //     streams, lowest first. Nothing depends on an earlier call of the
 //     source having seen the image;
 //   - an export is the flattened rootfs tar stream of a created (never
-//     started) container: the one layer the Docker source yields.
+//     started) container: the one layer the Docker source yields;
+//   - an admission is how the signature policy (package policy, asked
+//     through ImportOptions.Admit) let an image in: decided after the
+//     image is resolved and before any layer is fetched, and recorded with
+//     its tree (index.Tree.Admitted); a tree the store already has is
+//     re-checked from that record, offline (ImportOptions.Readmit).
 //
 // ImportImage imports an image from a source, ImportTar a tar stream.
 //

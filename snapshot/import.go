@@ -86,12 +86,24 @@ type ImportOptions struct {
 	// Platform is the OS/ARCH[/VARIANT] an image must be for (--platform);
 	// "" is this host's. An image whose config names another is refused.
 	Platform string
+	// Admit, if set, decides whether an image the store lacks may be
+	// imported, before any of its layers is fetched: an error refuses it
+	// (nothing is fetched or stored); otherwise it returns how the image
+	// was admitted, recorded with its tree (index.Tree.Admitted).
+	Admit func(ctx context.Context, img Image) (string, error)
+	// Readmit, if set, decides offline whether a tree the store already
+	// has may serve img, from how it was admitted at import (t.Admitted):
+	// an error refuses it (ImportImage returns the error and records no
+	// ref).
+	Readmit func(img Image, t index.Tree) error
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
 // tree key) and its config (RecordConfig; an image for another platform
-// than opt.Platform is refused first), and then records img's ref
-// (RecordRef). If the store already
+// than opt.Platform is refused first, then one the signature policy
+// refuses, opt.Admit, before any layer is fetched), and then records
+// img's ref (RecordRef). A tree found in the store is re-checked
+// (opt.Readmit) before it serves img. If the store already
 // has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
 // closed on every path, Ctrl-C included (for Docker: the export container
@@ -99,11 +111,17 @@ type ImportOptions struct {
 // others wait for the tree lock and then find the tree.
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
-	if t, ok, err := Lookup(s, d); err != nil || ok {
-		if ok {
+	found := func(t index.Tree, ok bool, err error) (index.Tree, bool, error) {
+		if err == nil && ok && opt.Readmit != nil {
+			err = opt.Readmit(img, t)
+		}
+		if err == nil && ok {
 			mendConfig(ctx, s, img, opt)
 		}
 		return t, false, recordIf(s, img, ok, err)
+	}
+	if t, ok, err := Lookup(s, d); err != nil || ok {
+		return found(t, ok, err)
 	}
 	lock, err := s.LockTree(ctx, d)
 	if err != nil {
@@ -111,17 +129,25 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	}
 	defer lock.Unlock()
 	if t, ok, err := Lookup(s, d); err != nil || ok {
-		if ok {
-			mendConfig(ctx, s, img, opt)
-		}
-		return t, false, recordIf(s, img, ok, err)
+		return found(t, ok, err)
 	}
 	if err := checkPlatform(ctx, img, opt.Platform); err != nil {
 		return t, false, err
 	}
+	admitted := ""
+	if opt.Admit != nil {
+		if admitted, err = opt.Admit(ctx, img); err != nil {
+			return t, false, err
+		}
+	}
 	start := time.Now()
 	if t, err = build(ctx, s, img, opt); err != nil {
 		return t, false, err
+	}
+	if admitted != "" {
+		if t, err = recordAdmission(s, d, admitted); err != nil {
+			return t, false, err
+		}
 	}
 	// The config after the tree (run reads it for the tree it runs),
 	// before the ref: a ref recorded names an image complete with it.
@@ -135,6 +161,25 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 		opt.Log.Info("imported", "image", img.Ref.String(), "digest", d, "files", t.Files, "bytes", t.Bytes, "new_bytes", t.NewBytes, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return t, true, nil
+}
+
+// recordAdmission records with tree d how the policy admitted it. The
+// tree is committed before: a crash between the two leaves a tree with
+// no admission, which reads as one imported with no policy.
+func recordAdmission(s *cache.Store, d digest.Digest, how string) (index.Tree, error) {
+	var t index.Tree
+	err := s.Update(func(tx *index.Tx) error {
+		var err error
+		if t, err = tx.Tree(d); err != nil {
+			return err
+		}
+		t.Admitted = how
+		return tx.PutTree(t)
+	})
+	if err != nil {
+		return t, fmt.Errorf("tree %s: recording its admission: %w", d, err)
+	}
+	return t, nil
 }
 
 // build streams img's rootfs from its source into a new tree and commits it:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
@@ -160,5 +161,66 @@ func TestImportRecordsRefOnceStored(t *testing.T) {
 	}
 	if d, _, ok, err := s.LookupRef(quiet.Ref.String()); ok || err != nil {
 		t.Fatalf("an image that asks for no record was recorded at %s (%v)", d, err)
+	}
+}
+
+// TestImportAdmit: the policy's check (ImportOptions.Admit) runs before
+// any layer is asked for; a refusal stores nothing and records no ref, an
+// admission is recorded with the tree, and a stored tree is not checked
+// again.
+func TestImportAdmit(t *testing.T) {
+	ctx := context.Background()
+	s := storetest.New(t)
+	ref := snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/app:1"}
+	src := &fakeSource{layers: [][]byte{tarball(file("etc/version", "v1", 0o644))}}
+	img := snapshot.Image{Ref: ref, Digest: digest.FromString("v1"), Manifest: digest.FromString("m1"), Record: true, Content: src}
+	refused := errors.New("rejected by policy")
+	checks := 0
+	admit := func(_ context.Context, got snapshot.Image) (string, error) {
+		checks++
+		if src.asked != 0 {
+			t.Errorf("the policy is asked after %d calls of Layers", src.asked)
+		}
+		if got.Manifest != img.Manifest {
+			t.Errorf("the policy is asked about manifest %s, want %s", got.Manifest, img.Manifest)
+		}
+		return "", refused
+	}
+	if _, _, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{Admit: admit}); !errors.Is(err, refused) {
+		t.Fatalf("a refused image: %v, want the refusal", err)
+	}
+	if _, ok, err := snapshot.Lookup(s, img.Digest); ok || err != nil || src.asked != 0 {
+		t.Fatalf("a refused image: stored %v (%v), layers asked %d times", ok, err, src.asked)
+	}
+	if d, _, ok, _ := s.LookupRef(ref.String()); ok {
+		t.Fatalf("a refused image's ref is recorded at %s", d)
+	}
+	admitted := func(context.Context, snapshot.Image) (string, error) {
+		checks++
+		return "sigstoreSigned key sha256:ab (scope default)", nil
+	}
+	tr, created, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{Admit: admitted})
+	if err != nil || !created || tr.Admitted != "sigstoreSigned key sha256:ab (scope default)" {
+		t.Fatalf("an admitted image: %+v created %v, %v", tr, created, err)
+	}
+	if got, _, _ := snapshot.Lookup(s, img.Digest); got.Admitted != tr.Admitted {
+		t.Fatalf("the index records admission %q, want %q", got.Admitted, tr.Admitted)
+	}
+	checks = 0
+	if _, created, err := snapshot.ImportImage(ctx, s, img, snapshot.ImportOptions{Admit: admit}); err != nil || created || checks != 0 {
+		t.Fatalf("a stored image: created %v, %v, checked %d times", created, err, checks)
+	}
+
+	// A stored tree is re-checked offline (Readmit) from its record; a
+	// refusal records no ref.
+	other := img
+	other.Ref = snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/other:1"}
+	var seen string
+	readmit := func(_ snapshot.Image, tr index.Tree) error { seen = tr.Admitted; return refused }
+	if _, _, err := snapshot.ImportImage(ctx, s, other, snapshot.ImportOptions{Admit: admit, Readmit: readmit}); !errors.Is(err, refused) || seen != tr.Admitted || checks != 0 {
+		t.Fatalf("a stored tree refused on re-check: %v, record seen %q, checked %d times", err, seen, checks)
+	}
+	if d, _, ok, _ := s.LookupRef(other.Ref.String()); ok {
+		t.Fatalf("a refused stored tree's ref is recorded at %s", d)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -202,11 +203,15 @@ func (g *globals) importImage(ctx context.Context, s *cache.Store, ref snapshot.
 		return "", err
 	}
 	defer closeSource(src)
+	admit, readmit, err := g.admit()
+	if err != nil {
+		return "", err
+	}
 	img, err := src.Resolve(ctx, ref)
 	if err != nil {
 		return "", err
 	}
-	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Platform: g.platform}
+	opt := snapshot.ImportOptions{Progress: g.importProgress(ref.String()), Log: g.log, Platform: g.platform, Admit: admit, Readmit: readmit}
 	if _, _, err := snapshot.ImportImage(ctx, s, img, opt); err != nil {
 		return "", err
 	}
@@ -286,6 +291,9 @@ another digest or --force is given.`,
 			}
 			s, err := g.open(cmd.Context())
 			if err != nil {
+				return err
+			}
+			if opt.Admit, opt.Readmit, err = g.admit(); err != nil {
 				return err
 			}
 			src, err := g.newSource(s, image)
@@ -546,16 +554,19 @@ func listCmd(g *globals) *cobra.Command {
 }
 
 func imagesCmd(g *globals) *cobra.Command {
-	var asJSON, layers, digests bool
+	var asJSON, layers, digests, trust bool
 	cmd := &cobra.Command{
-		Use:   "images [--layers] [--digests]",
+		Use:   "images [--layers] [--digests] [--trust]",
 		Short: "List the trees in the store (or its cached layers)",
 		Long: `Images lists the trees: refs they were imported as, the number of layers
 they were built from (0 for a Docker export or a tar), files, bytes, the bytes
 their import stored, machines whose current tree they are, pins. DIGEST is the
 image digest (the config's, Docker's image ID); --digests adds the registry
 manifest digest each recorded docker:// ref resolved to, the one a
-REPO@sha256:… ref names (--json always has them, as "manifests").
+REPO@sha256:… ref names (--json always has them, as "manifests"); --trust adds
+how the signature policy admitted each tree when it was imported (the scope,
+the requirement and the key's fingerprint; "-" if no policy applied; --json
+always has it, as "admitted").
 
 With --layers it lists the layer records instead (diffID, files, bytes, the
 trees built from each): what an upgrade from a registry, OCI layout or
@@ -584,6 +595,9 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 			if digests {
 				head += "\tMANIFEST DIGESTS"
 			}
+			if trust {
+				head += "\tADMITTED"
+			}
 			fmt.Fprintln(w, head)
 			for _, r := range rows {
 				pin := ""
@@ -600,6 +614,9 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 					}
 					fmt.Fprintf(w, "\t%s", strings.Join(ms, ","))
 				}
+				if trust {
+					fmt.Fprintf(w, "\t%s", cmp.Or(r.Admitted, "-"))
+				}
 				fmt.Fprintln(w)
 			}
 			return w.Flush()
@@ -608,6 +625,7 @@ docker-archive does not fetch again. gc removes a layer no kept tree lists.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&layers, "layers", false, "list the cached layers instead of the trees")
 	cmd.Flags().BoolVar(&digests, "digests", false, "show the registry manifest digests of each tree's docker:// refs")
+	cmd.Flags().BoolVar(&trust, "trust", false, "show how the signature policy admitted each tree")
 	return cmd
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
+	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/snapshot/registry"
 )
 
@@ -36,6 +37,7 @@ type globals struct {
 	area            *statusArea         // stderr's progress lines; nil off a terminal and with -q
 	run             activate.RunOptions // run's own flags, before NAME (runflags.go)
 	platform        string              // --platform: "" for this host's
+	policyFile      string              // the signature policy; "" the default
 }
 
 // createsStore names the commands that make a store where none exists: the
@@ -220,6 +222,8 @@ Exit status: 0 success, 1 failure, 2 usage error, 75 store busy (retry later).`,
 	pf.StringVar(&g.registriesConf, "registries-conf", "", "the registries.conf `FILE` naming mirrors and insecure registries (default "+registry.DefaultMirrorsFile+"; env ROOTSWAP_REGISTRIES_CONF)")
 	envFlag(pf, "registries-conf", "ROOTSWAP_REGISTRIES_CONF")
 	platformFlag(pf, &g.platform)
+	pf.StringVar(&g.policyFile, "policy", "", "the signature policy `FILE`, containers-policy.json(5) (default "+policy.DefaultFile+", none if it is missing; env ROOTSWAP_POLICY)")
+	envFlag(pf, "policy", "ROOTSWAP_POLICY")
 	pf.BoolVarP(&g.quiet, "quiet", "q", false, "print no log messages, only errors (the result on stdout stays)")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "print debug messages")
 	g.flags = pf

@@ -188,8 +188,9 @@ func (o *serviceFlags) spec(cmd *cobra.Command, g *globals, args []string) (unit
 // carried are the global flags a unit's prepare gets when they were given
 // (on the command line or by their variables): a unit runs with neither
 // the shell's variables nor its flags. A global flag that changes what
-// prepare resolves or fetches (a --platform) belongs here.
-var carried = []string{"source", "registry-timeout", "registries-conf", "platform"}
+// prepare resolves, fetches (a --platform) or admits (a --policy)
+// belongs here.
+var carried = []string{"source", "registry-timeout", "registries-conf", "policy", "platform"}
 
 // prepareFlags are the carried flags given, as --name=value; a relative
 // file is made absolute, as units run in /.
@@ -201,10 +202,10 @@ func (g *globals) prepareFlags(cmd *cobra.Command) ([]string, error) {
 			continue
 		}
 		v := f.Value.String()
-		if name == "registries-conf" && v != "" {
+		if (name == "registries-conf" || name == "policy") && v != "" {
 			abs, err := filepath.Abs(v)
 			if err != nil {
-				return nil, fmt.Errorf("unit: --registries-conf %s: %w", v, err)
+				return nil, fmt.Errorf("unit: --%s %s: %w", name, v, err)
 			}
 			v = abs
 		}

@@ -165,6 +165,7 @@ func TestUnitWritesAbsolutePathsAndCarriesFlags(t *testing.T) {
 	}
 	t.Setenv("ROOTSWAP_REGISTRY_TIMEOUT", "30s")
 	t.Setenv("ROOTSWAP_REGISTRIES_CONF", "conf/registries.conf")
+	t.Setenv("ROOTSWAP_POLICY", "conf/policy.json")
 	t.Setenv("ROOTSWAP_PLATFORM", "linux/arm64")
 	for _, nspawnFile := range []string{"", "--nspawn-file"} {
 		args := []string{"--root", "/srv/store", "--source", "registry", "unit", "web", "reg/web:1"}
@@ -172,7 +173,7 @@ func TestUnitWritesAbsolutePathsAndCarriesFlags(t *testing.T) {
 			args = append(args, nspawnFile, "--", "/app")
 		}
 		code, out := cli(t, args...)
-		want := " --root /srv/store --source=registry --registry-timeout=30s --registries-conf=" + dir + "/conf/registries.conf --platform=linux/arm64 prepare --pull "
+		want := " --root /srv/store --source=registry --registry-timeout=30s --registries-conf=" + dir + "/conf/registries.conf --policy=" + dir + "/conf/policy.json --platform=linux/arm64 prepare --pull "
 		if code != 0 || !strings.Contains(out, want) {
 			t.Errorf("%q: exit %d, want %q in\n%s", args, code, want, out)
 		}

@@ -82,6 +82,9 @@ declines the new version; 1 when any failed (its line says why).`,
 				return r, src, err
 			}
 			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
+			if opt.Admit, opt.Readmit, err = g.admit(); err != nil {
+				return err
+			}
 			res, err := activate.Update(cmd.Context(), s, sources, g.log, args, opt)
 			if err != nil {
 				return err

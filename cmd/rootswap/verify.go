@@ -4,12 +4,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/spf13/cobra"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/snapshot"
 )
 
 // errProblems makes verify exit 1 after printing its report.
@@ -25,6 +28,9 @@ indexed tree (or each DIGEST) exists and matches its manifest, that every
 object hashes to its name with its metadata, and that every machine points at
 an indexed, complete tree that the index's current generation agrees with. It
 lists leftovers nothing references, grouped per kind (-v lists every path).
+With a signature policy (see --policy), it also lists as "rejected" each tree
+and ref the current policy would no longer admit, re-checked offline from how
+the tree was admitted at import; --repair leaves those alone.
 
 --repair removes leftovers and corrupt objects, marks broken trees so that
 the next prepare imports them again, and makes the index adopt machine links
@@ -48,19 +54,36 @@ index.db.damaged-<time>. Exit status 1 when problems were found.`,
 			if err != nil {
 				return err
 			}
+			_, readmit, err := g.admit()
+			if err != nil {
+				return err
+			}
 			rep, err := s.Verify(cmd.Context(), only, repair)
 			if err != nil {
 				return err
 			}
+			rejected, err := policyRejects(s, only, readmit)
+			if err != nil {
+				return err
+			}
 			if asJSON {
-				err = printJSON(cmd.OutOrStdout(), rep)
+				err = printJSON(cmd.OutOrStdout(), struct {
+					*cache.VerifyReport
+					Rejected []string `json:"rejected,omitempty"`
+				}{rep, rejected})
 			} else {
+				for _, r := range rejected {
+					fmt.Fprintln(cmd.OutOrStdout(), "rejected:", r)
+				}
 				printVerify(cmd.OutOrStdout(), rep, repair, g.verbose)
+				if len(rejected) > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%d refs of stored trees rejected by the signature policy\n", len(rejected))
+				}
 			}
 			if err != nil {
 				return err
 			}
-			if len(rep.Problems) > 0 && !repair {
+			if (len(rep.Problems) > 0 || len(rejected) > 0) && !repair {
 				return errProblems
 			}
 			return nil
@@ -69,6 +92,37 @@ index.db.damaged-<time>. Exit status 1 when problems were found.`,
 	cmd.Flags().BoolVar(&repair, "repair", false, "remove leftovers and corrupt objects, mark broken trees for re-import")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// policyRejects re-checks each indexed tree (or each of only) under each
+// of its refs against the policy (readmit; nil: no policy), offline, and
+// lists the ones it rejects: "TREE as REF: reason".
+func policyRejects(s *cache.Store, only []digest.Digest, readmit func(snapshot.Image, index.Tree) error) ([]string, error) {
+	if readmit == nil {
+		return nil, nil
+	}
+	var trees []index.Tree
+	err := s.View(func(tx *index.Tx) (err error) { trees, err = tx.Trees(); return err })
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, t := range trees {
+		if len(only) > 0 && !slices.Contains(only, t.Digest) {
+			continue
+		}
+		for _, r := range t.Refs {
+			ref, err := recordedImage(r)
+			if err != nil {
+				out = append(out, fmt.Sprintf("%s as %s: %v", t.Digest, r, err))
+				continue
+			}
+			if err := readmit(snapshot.Image{Ref: ref, Digest: t.Digest, Manifest: t.Manifest}, t); err != nil {
+				out = append(out, fmt.Sprintf("%s as %s: %v", t.Digest, r, err))
+			}
+		}
+	}
+	return out, nil
 }
 
 // printVerify prints verify's report as text: problems, leftovers, what

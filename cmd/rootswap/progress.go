@@ -171,10 +171,12 @@ type progress struct {
 
 var _ snapshot.LayerProgress = (*progress)(nil)
 
-// begin starts the ticker on the first event. The caller holds mu.
-func (p *progress) begin() {
+// begin starts the ticker on the first event and reports whether this
+// was it, so that the caller draws at once: an import shorter than a
+// tick still shows what it did. The caller holds mu.
+func (p *progress) begin() (first bool) {
 	if p.stop != nil {
-		return
+		return false
 	}
 	p.start = p.now()
 	p.stop, p.exited = make(chan struct{}), make(chan struct{})
@@ -191,24 +193,31 @@ func (p *progress) begin() {
 			}
 		}
 	}(p.stop, p.exited)
+	return true
 }
 
 func (p *progress) Update(bytes, entries int64) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.begin()
+	first := p.begin()
 	p.bytes, p.entries = bytes, entries
+	p.mu.Unlock()
+	if first {
+		p.draw()
+	}
 }
 
 func (p *progress) Layers(fetch []snapshot.LayerFetch, skipped int) {
 	p.mu.Lock()
-	p.begin()
+	first := p.begin()
 	p.layered, p.fetch, p.skipped = true, fetch, skipped
 	p.reads = make([]func() int64, len(fetch))
 	p.started, p.done = make([]bool, len(fetch)), make([]bool, len(fetch))
 	p.mu.Unlock()
 	if skipped > 0 {
 		p.area.above(fmt.Sprintf("%d of %d layers in the store: skipped", skipped, skipped+len(fetch)))
+	}
+	if first {
+		p.draw()
 	}
 }
 

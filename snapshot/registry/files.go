@@ -45,6 +45,15 @@ func (f *fileImage) Layers(context.Context) ([]snapshot.Layer, error) { return f
 // fileError classifies a failure to read an image file: a missing one is
 // a missing image.
 func fileError(ref snapshot.Ref, err error) error {
+	// The reference already names its path: say only what happened to it,
+	// or to the file in it (a layout's index.json).
+	if pe, ok := errors.AsType[*fs.PathError](err); ok {
+		if rel, rerr := filepath.Rel(ref.Path, pe.Path); rerr == nil && rel == "." {
+			err = pe.Err
+		} else if rerr == nil && filepath.IsLocal(rel) {
+			err = fmt.Errorf("%s: %w", rel, pe.Err)
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("image %s: %w: %v", ref, snapshot.ErrImageNotFound, err)
 	}

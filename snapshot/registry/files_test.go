@@ -69,6 +69,12 @@ func TestLayout(t *testing.T) {
 	}
 	if _, err = src.Resolve(t.Context(), parseRef(t, "oci:"+dir+"/nonexistent:v1")); !errors.Is(err, snapshot.ErrImageNotFound) {
 		t.Fatalf("missing layout: err = %v, want ErrImageNotFound", err)
+	} else if n := strings.Count(err.Error(), "nonexistent"); n != 1 {
+		t.Errorf("missing layout: %q names the path %d times, want once", err, n)
+	}
+	_, err = NewArchive(Options{}).Resolve(t.Context(), parseRef(t, "docker-archive:"+dir+"/gone.tar"))
+	if !errors.Is(err, snapshot.ErrImageNotFound) || strings.Count(err.Error(), "gone.tar") != 1 {
+		t.Errorf("missing archive: %v; want ErrImageNotFound naming the path once", err)
 	}
 
 	// A layout of one image needs no tag.

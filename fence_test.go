@@ -66,6 +66,50 @@ var fences = []struct {
 	}},
 }
 
+// floors says which of this module's packages a package's code may not
+// import: the sources hand images to snapshot and never reach the store
+// behind it (the ref cache is cache.Store's, passed in), the policy
+// judges images without fetching or storing them, and the ground floor
+// leans on nothing above it. storetest is the one test kit above the
+// ground: it builds stores with cache and snapshot for every package's
+// tests.
+var floors = []struct {
+	pkg, why  string
+	forbidden []string
+}{
+	{"snapshot/registry", "a source: the store is snapshot's", []string{"index", "cache", "activate", "gc"}},
+	{"snapshot/docker", "a source: the store is snapshot's", []string{"index", "cache", "activate", "gc"}},
+	{"policy", "judges an image, fetches and stores nothing", []string{"index", "cache", "snapshot", "activate", "gc"}},
+	{"internal/fsys", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/failpoint", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/journal", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/pid1", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+}
+
+// TestFloors fails for every import of this module's code that runs
+// against the data flow, as floors spells it.
+func TestFloors(t *testing.T) {
+	byName := map[string]listed{}
+	for _, p := range goList(t) {
+		byName[strings.TrimPrefix(p.ImportPath, module)] = p
+	}
+	for _, f := range floors {
+		p, ok := byName[f.pkg]
+		if !ok {
+			t.Errorf("floor rule for %s: no such package; fix the rule", f.pkg)
+			continue
+		}
+		for _, imp := range p.Imports {
+			name := strings.TrimPrefix(imp, module)
+			for _, bad := range f.forbidden {
+				if name == bad || strings.HasPrefix(name, bad+"/") {
+					t.Errorf("package %s imports %s: %s", f.pkg, name, f.why)
+				}
+			}
+		}
+	}
+}
+
 type listed struct {
 	ImportPath   string
 	Imports      []string

@@ -93,7 +93,8 @@ func Summary(raw []byte) (ConfigSummary, error) {
 // imageConfig is the config recorded with tree d, or nil when the store
 // has none (a tree imported from a bare tar stream, or before rootswap
 // recorded configs: the next prepare records it). A damaged index gives
-// nil and a warning: the link, not the index, says what runs.
+// nil and no warning here: the link, not the index, says what runs, and
+// run's one warning about the damage (recordStart) says what is missing.
 func imageConfig(s *cache.Store, d digest.Digest) (*ocispec.ImageConfig, string, error) {
 	var raw []byte
 	err := s.View(func(tx *index.Tx) (err error) { raw, err = tx.Config(d); return err })
@@ -101,7 +102,7 @@ func imageConfig(s *cache.Store, d digest.Digest) (*ocispec.ImageConfig, string,
 	case errors.Is(err, index.ErrNotFound):
 		return nil, "", nil
 	case errors.Is(err, index.ErrDamaged):
-		return nil, "runs without the image's config (entrypoint, env, user…): " + err.Error(), nil
+		return nil, "", nil
 	case err != nil:
 		return nil, "", err
 	}

@@ -598,7 +598,7 @@ func recordStart(s *cache.Store, name string, d digest.Digest, warn io.Writer) r
 	// The link, not the index, says what runs: a damaged index is worth
 	// one warning, never a refusal.
 	if errors.Is(err, index.ErrDamaged) {
-		fmt.Fprintln(warn, "rootswap: warning: run", name+": starts without recording the run:", err)
+		fmt.Fprintln(warn, "rootswap: warning: run", name+": starts without the image's config (entrypoint, env, user…) and without recording the run:", err)
 	}
 	if broken {
 		fmt.Fprintf(warn, "rootswap: warning: run %s: tree %s was marked broken by verify --repair; running it anyway (prepare re-imports it)\n", name, d)

@@ -200,6 +200,7 @@ type fakeSource struct {
 	imports int
 	record  bool            // images ask to be recorded, as a registry's resolved afresh do
 	broken  map[string]bool // versions whose layer fails to open
+	arch    map[string]string // versions whose config names this architecture (linux); "" none
 }
 
 func (f *fakeSource) String() string { return "fake" }
@@ -228,7 +229,13 @@ type fakeImage struct {
 	v string
 }
 
-func (fakeImage) Config(context.Context) (snapshot.Config, error) { return snapshot.Config{}, nil }
+func (fi fakeImage) Config(context.Context) (snapshot.Config, error) {
+	var c snapshot.Config
+	if a := fi.f.arch[fi.v]; a != "" {
+		c.OCI.OS, c.OCI.Architecture = "linux", a
+	}
+	return c, nil
+}
 
 func (fi fakeImage) Layers(context.Context) ([]snapshot.Layer, error) {
 	fi.f.imports++

@@ -43,6 +43,9 @@ type UpdateOptions struct {
 	Systemd func(ctx context.Context) (Systemd, error)
 	// Progress is shown while an import of ref streams; may be nil.
 	Progress func(ref string) snapshot.Progress
+	// Platform is the OS/ARCH[/VARIANT] an image must be for (--platform,
+	// as prepare has it); "" this host's.
+	Platform string
 	// Admit is the signature policy's check of an image to import
 	// (snapshot.ImportOptions.Admit); nil admits every image.
 	Admit func(ctx context.Context, img snapshot.Image) (string, error)
@@ -515,7 +518,7 @@ func (u *updater) importOne(ctx context.Context, ref string, d digest.Digest) er
 	if u.opt.Progress != nil {
 		p = u.opt.Progress(ref)
 	}
-	_, _, err := snapshot.ImportImage(ctx, u.s, img, snapshot.ImportOptions{Progress: p, Log: u.log, Admit: u.opt.Admit, Readmit: u.opt.Readmit})
+	_, _, err := snapshot.ImportImage(ctx, u.s, img, snapshot.ImportOptions{Progress: p, Log: u.log, Platform: u.opt.Platform, Admit: u.opt.Admit, Readmit: u.opt.Readmit})
 	return err
 }
 

@@ -368,3 +368,40 @@ func TestUpdateMaxParallel(t *testing.T) {
 		t.Errorf("update after a manual rollback: %+v", res[0])
 	}
 }
+
+// TestUpdatePlatform: update refuses an image for another platform, as
+// prepare does, unless --platform names that platform.
+func TestUpdatePlatform(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.DiscardHandler)
+	src := &fakeSource{images: map[string]string{"app:stable": "v1"}, arch: map[string]string{"v2": "riscv64"}}
+	sources := func(r string) (snapshot.Ref, snapshot.Source, error) { return testRef(r), src, nil }
+	if _, err := Prepare(ctx, s, src, log, "a", daemonRef("app:stable"), PrepareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	src.images["app:stable"] = "v2"
+	res, err := Update(ctx, s, sources, log, []string{"a"}, UpdateOptions{Systemd: noSystemd})
+	if err == nil && (len(res) != 1 || !res[0].Failed || !strings.Contains(res[0].String(), "riscv64")) {
+		t.Errorf("update to a riscv64 image: %+v, %v; want machine a failed naming the platform", res, err)
+	}
+	stored := func() bool {
+		_, ok, err := snapshot.Lookup(s, digest.FromString("v2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	if stored() {
+		t.Errorf("the refused riscv64 image was stored")
+	}
+	assertCurrent(t, s, "a", digest.FromString("v1"), "v1")
+	// No systemd here: --platform fetches it, and the restart is not done.
+	res, err = Update(ctx, s, sources, log, []string{"a"}, UpdateOptions{Platform: "linux/riscv64", Systemd: noSystemd})
+	if err != nil || len(res) != 1 || !stored() {
+		t.Fatalf("update --platform linux/riscv64: %+v, %v, stored %v", res, err, stored())
+	}
+}
+
+// noSystemd is a systemd that cannot be reached, as without D-Bus.
+func noSystemd(context.Context) (Systemd, error) { return nil, errors.New("no D-Bus here") }

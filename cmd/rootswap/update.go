@@ -82,6 +82,7 @@ declines the new version; 1 when any failed (its line says why).`,
 				return r, src, err
 			}
 			opt.Progress = func(ref string) snapshot.Progress { return g.importProgress(ref) }
+			opt.Platform = g.platform
 			if opt.Admit, opt.Readmit, err = g.admit(); err != nil {
 				return err
 			}

@@ -198,8 +198,8 @@ type fakeSource struct {
 	down    bool
 	pullErr error
 	imports int
-	record  bool            // images ask to be recorded, as a registry's resolved afresh do
-	broken  map[string]bool // versions whose layer fails to open
+	record  bool              // images ask to be recorded, as a registry's resolved afresh do
+	broken  map[string]bool   // versions whose layer fails to open
 	arch    map[string]string // versions whose config names this architecture (linux); "" none
 }
 

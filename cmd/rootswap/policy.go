@@ -24,11 +24,7 @@ type signed interface {
 // The second function re-checks a stored tree offline against the
 // policy, from how it was admitted at import (snapshot.ImportOptions.Readmit).
 func (g *globals) admit() (func(context.Context, snapshot.Image) (string, error), func(snapshot.Image, index.Tree) error, error) {
-	explicit := g.flags.Changed("policy")
-	if explicit && g.policyFile == "" {
-		return nil, nil, usage("%s: empty (give the policy file)", g.given("policy", g.policyFile))
-	}
-	p, err := policy.Load(g.policyFile, explicit)
+	p, err := g.loadPolicy()
 	if err != nil || p == nil {
 		return nil, nil, err
 	}
@@ -52,6 +48,35 @@ func (g *globals) admit() (func(context.Context, snapshot.Image) (string, error)
 		g.log.Debug("admitted by policy", "image", img.Ref.String(), "policy", p.File, "scope", a.Scope, "how", a.How)
 		return a.String(), nil
 	}, readmit, nil
+}
+
+// defaultPolicyFile is the policy read unless --policy or ROOTSWAP_POLICY
+// name one (a variable for tests).
+var defaultPolicyFile = policy.DefaultFile
+
+// loadPolicy reads the signature policy: nil when there is none (the
+// default file missing).
+func (g *globals) loadPolicy() (*policy.Policy, error) {
+	explicit := g.flags.Changed("policy")
+	if explicit && g.policyFile == "" {
+		return nil, usage("%s: empty (give the policy file)", g.given("policy", g.policyFile))
+	}
+	file := g.policyFile
+	if file == "" {
+		file = defaultPolicyFile
+	}
+	return policy.Load(file, explicit)
+}
+
+// noticeNoPolicy says once, when a unit for image is installed, that no
+// signature policy restricts what it will run; a malformed policy is an
+// error now rather than at the unit's first start.
+func (g *globals) noticeNoPolicy(image string) error {
+	p, err := g.loadPolicy()
+	if err == nil && p == nil {
+		g.log.Info("no signature policy restricts the image: any image its reference names will run (see Trust in the README)", "image", image, "policy", defaultPolicyFile)
+	}
+	return err
 }
 
 // policyImage is what the policy is asked about img.

@@ -75,7 +75,7 @@ func (g *globals) setup(cmd *cobra.Command) error {
 	case g.verbose:
 		level = slog.LevelDebug
 	}
-	g.log = journal.NewLogger(level)
+	g.log = journal.NewLoggerTo(level, cmd.ErrOrStderr()) // stderr, or what a test set
 	if !g.quiet && stderrIsTTY() {
 		// The log goes through the area, which clears its lines first.
 		g.area = &statusArea{w: os.Stderr, width: terminalWidth}

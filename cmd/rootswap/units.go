@@ -123,6 +123,11 @@ after downtime.`,
 			if !install {
 				return unit.Print(cmd.OutOrStdout(), unitDir, files)
 			}
+			if !gcTimer && !updateTimer {
+				if err := g.noticeNoPolicy(sp.Image); err != nil {
+					return err
+				}
+			}
 			return unit.Install(cmd.OutOrStdout(), unitDir, files)
 		},
 	}

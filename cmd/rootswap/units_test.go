@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/unit"
 )
 
@@ -181,5 +182,37 @@ func TestUnitWritesAbsolutePathsAndCarriesFlags(t *testing.T) {
 		if strings.Count(out, "--registry-timeout") != 1 {
 			t.Errorf("%q: the flags are not on prepare alone:\n%s", args, out)
 		}
+	}
+}
+
+// TestUnitInstallNoticesNoPolicy: installing a machine's unit where no
+// signature policy exists says so once; with a policy it says nothing,
+// and a malformed policy fails the install before any unit is written.
+func TestUnitInstallNoticesNoPolicy(t *testing.T) {
+	dir := t.TempDir()
+	defaultPolicyFile = filepath.Join(dir, "policy.json") // missing
+	t.Cleanup(func() { defaultPolicyFile = policy.DefaultFile })
+	install := func() (int, string) {
+		return execute(t, "unit", "--install", "--unit-dir", t.TempDir(), "web", "docker://registry.example/web:1", "--", "/app")
+	}
+	if code, out := install(); code != 0 || strings.Count(out, "no signature policy restricts the image") != 1 {
+		t.Errorf("no policy: exit %d, want one notice:\n%s", code, out)
+	}
+	if code, out := execute(t, "unit", "web", "docker://registry.example/web:1", "--", "/app"); code != 0 || strings.Contains(out, "signature policy") {
+		t.Errorf("printing a unit: exit %d, want no notice:\n%s", code, out)
+	}
+	if err := os.WriteFile(defaultPolicyFile, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := install(); code != 0 || strings.Contains(out, "signature policy") {
+		t.Errorf("with a policy: exit %d, want no notice:\n%s", code, out)
+	}
+	if err := os.WriteFile(defaultPolicyFile, []byte(`{"default":[{"type":"nonsense"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	units := t.TempDir()
+	code, out := execute(t, "unit", "--install", "--unit-dir", units, "web", "docker://registry.example/web:1", "--", "/app")
+	if entries, _ := os.ReadDir(units); code != 1 || !strings.Contains(out, "policy.json") || len(entries) != 0 {
+		t.Errorf("malformed policy: exit %d, %d files written, want exit 1 naming the file and none:\n%s", code, len(entries), out)
 	}
 }

@@ -32,6 +32,9 @@ func TestPlainHTTPHint(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `registry registry.example.com speaks plain HTTP; if you trust it, add [[registry]] location = "registry.example.com", insecure = true to /etc/x/registries.conf`) {
 		t.Fatalf("err = %v, want the insecure hint", err)
 	}
+	if strings.Contains(err.Error(), "name.Insecure") || strings.Count(err.Error(), "registry.example.com/app") > 1 {
+		t.Errorf("err = %v: library advice, or the image named twice", err)
+	}
 	if errors.Is(err, snapshot.ErrUnreachable) {
 		t.Errorf("a plain HTTP registry counts as unreachable: %v", err)
 	}

@@ -171,7 +171,7 @@ func TestNspawnFileRefusesNewline(t *testing.T) {
 	unit := []string{"unit", "--install", "--nspawn-file", "--unit-dir", filepath.Join(dir, "system")}
 	for _, args := range [][]string{
 		append(unit, "web", "img", "--", "/bin/echo", "a\nb"),
-		append(unit, "--setenv", "E=a\nb", "web", "img"),
+		append(unit, "--setenv", "E=a\nb", "web", "img", "--", "/bin/true"),
 	} {
 		s.fail(2, []string{"newline"}, args...)
 	}

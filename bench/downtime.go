@@ -216,7 +216,7 @@ func (p *podman) do(ctx context.Context, args ...string) error {
 func (p *podman) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := p.do(ctx, "rm", "-af", "-t", "0"); err != nil {
+	if err := p.do(ctx, "rm", "-af"); err != nil {
 		logf("  podman rm -af: %v", err)
 	}
 	os.RemoveAll(p.run)
@@ -246,11 +246,6 @@ func (b *bench) downtime(ctx context.Context, set *imageSet) error {
 	addr, repo := b.reg.reg.addr, pullRepo(set)
 	refs := map[string]string{"v1": addr + "/" + repo + ":v1", "v2": addr + "/" + repo + ":v2"}
 	return b.series(set.Name+"-downtime", func(dir string) error {
-		pm, err := newPodman(b.r, dir, b.reg.conf)
-		if err != nil {
-			return err
-		}
-		defer pm.cleanup()
 		ticks := filepath.Join(dir, "ticks")
 		if err := os.Mkdir(ticks, 0o755); err != nil {
 			return err
@@ -259,7 +254,14 @@ func (b *bench) downtime(ctx context.Context, set *imageSet) error {
 		if err != nil {
 			return err
 		}
+		// Closed after the containers are gone: a payload writing to a
+		// FIFO nobody reads would block in its open.
 		defer tk.close()
+		pm, err := newPodman(b.r, dir, b.reg.conf)
+		if err != nil {
+			return err
+		}
+		defer pm.cleanup()
 		pull := func(v string) error { return pm.do(ctx, "pull", "-q", "--tls-verify=false", refs[v]) }
 		start := func(v string) error {
 			return pm.do(ctx, append([]string{"run", "-d", "--name", "app", "--network", "none", "-v", ticks + ":/ticks", refs[v]}, tickPayload(v)...)...)

@@ -236,7 +236,10 @@ func buildRootswap(ctx context.Context, dir string) (string, error) {
 	return buildCommand(ctx, dir, "./cmd/rootswap")
 }
 
-// buildCommand builds the main package pkg of this module into dir.
+// buildCommand builds the main package pkg of this module into dir, as
+// `make build` does: static (CGO_ENABLED=0), since rootswap's own binary
+// is the payload's init in every container `run` starts, whatever C
+// library the image has; the floor programs are built alike.
 func buildCommand(ctx context.Context, dir, pkg string) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 	if err != nil {
@@ -245,6 +248,7 @@ func buildCommand(ctx context.Context, dir, pkg string) (string, error) {
 	bin := filepath.Join(dir, filepath.Base(pkg))
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = strings.TrimSpace(string(out))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build %s: %v: %s", pkg, err, lastLines(string(out), 10))
 	}

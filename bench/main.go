@@ -12,6 +12,12 @@
 // the blob bytes each fetched. They are part of the default full run and
 // run on the quick image with --quick --scenarios pull.
 //
+// The downtime scenario (downtime.go) runs a payload printing a line
+// every 20 ms under podman and measures the longest gap in its output
+// for `podman restart` and for Podman's upgrade (pull beforehand, then
+// stop + rm + run): the Podman side of issue 18's downtime comparison.
+// Part of the full run; on the small image: --quick --scenarios downtime.
+//
 //	go run ./bench [--quick] [--runs N] [--out DIR] [--scenarios LIST]
 //
 // DOCKER_HOST selects the daemon (scripts/bench.sh points it at the
@@ -72,7 +78,7 @@ func main() {
 	flag.StringVar(&o.work, "work", "/var/tmp/rootswap-bench", "directory for the series' trees and stores")
 	flag.StringVar(&o.cache, "cache", "/var/cache/rootswap-bench", "where the debootstrap tarball is kept between runs")
 	flag.StringVar(&o.images, "images", "debian,big", "image sizes to measure, smallest first (quick, debian, big)")
-	flag.StringVar(&o.scenarios, "scenarios", "", "scenarios to run, comma-separated (default "+daemonScenarios+", and without --quick "+registryScenarios+"; pull means all three)")
+	flag.StringVar(&o.scenarios, "scenarios", "", "scenarios to run, comma-separated (default "+daemonScenarios+", and without --quick "+registryScenarios+","+podmanScenarios+"; pull means the three pull-*)")
 	flag.DurationVar(&o.settle, "settle", 65*time.Second, "pause after deleting a series directory and syncing: ext4 without a journal allocates slowly for 60 s after deleting (--quick: 0)")
 	flag.BoolVar(&o.keep, "keep", false, "keep series directories")
 	flag.BoolVar(&o.verbose, "v", false, "log every command")
@@ -118,6 +124,9 @@ func moduleDir(ctx context.Context) (string, error) {
 const (
 	daemonScenarios   = "restart,cold,upgrade,nspawn,gc,import"
 	registryScenarios = "pull-cold,pull-upgrade,pull-hit"
+	// downtime (issue 18): Podman's restart and upgrade, the gap in a
+	// 20 ms ticker's output; needs podman and docker-registry.
+	podmanScenarios = "downtime"
 )
 
 // normalise fills in the defaults that depend on other options.
@@ -140,7 +149,7 @@ func (o *options) normalise() error {
 	if o.scenarios == "" {
 		o.scenarios = daemonScenarios
 		if !o.quick {
-			o.scenarios += "," + registryScenarios
+			o.scenarios += "," + registryScenarios + "," + podmanScenarios
 		}
 	}
 	var list []string
@@ -275,6 +284,10 @@ func run(ctx context.Context, o options) error {
 	if missing != "" && (want["pull-cold"] || want["pull-upgrade"]) {
 		res.NotMeasured = append(res.NotMeasured, "registry scenarios: not measured: "+missing)
 	}
+	missingDowntime := missingDowntimeTools()
+	if missingDowntime != "" && want["downtime"] {
+		res.NotMeasured = append(res.NotMeasured, "downtime: not measured: "+missingDowntime)
+	}
 	// Deletion-heavy series (gc) run last, after every creation-heavy one.
 	steps := []step{
 		{"restart", b.restart, true, nil},
@@ -286,6 +299,7 @@ func run(ctx context.Context, o options) error {
 		{"pull-cold", pullScenario("pull-cold"), missing == "", nil},
 		{"pull-upgrade", pullScenario("pull-upgrade"), missing == "", notBig},
 		{"pull-hit", b.pullHit, true, notBig},
+		{"downtime", b.downtime, missingDowntime == "", nil},
 	}
 	if want["gc"] && b.gc != nil {
 		steps = append(steps, step{"gc", func(ctx context.Context, s *imageSet) error { return b.collect(ctx, s, false) }, true, nil})

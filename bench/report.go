@@ -23,8 +23,10 @@ type Results struct {
 	Growth  []Growth    `json:"growth"`
 	RSS     []RSS       `json:"rss"`
 	// Pulls are the registry scenarios (pull-cold, pull-upgrade, pull-hit).
-	Pulls   []Pull   `json:"pulls,omitempty"`
-	Targets []Target `json:"targets"`
+	Pulls []Pull `json:"pulls,omitempty"`
+	// Downtime is the downtime scenario (Podman's restart and upgrade).
+	Downtime []Downtime `json:"downtime,omitempty"`
+	Targets  []Target   `json:"targets"`
 	// NotMeasured lists scenarios skipped, each with the reason.
 	NotMeasured []string `json:"not_measured"`
 }
@@ -566,6 +568,7 @@ func (r *Results) writeMarkdown(w io.Writer) error {
 	}
 
 	r.writePulls(&b)
+	r.writeDowntime(&b)
 
 	b.WriteString("\n## Targets\n\n| target | want | measured | |\n|---|---|---|---|\n")
 	for _, t := range r.Targets {

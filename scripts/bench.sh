@@ -14,6 +14,10 @@
 # registry source against docker pull + the old chain, podman pull and
 # skopeo copy + umoci unpack) are part of the full run; on the small
 # image alone: scripts/bench.sh --quick --scenarios pull (about a minute).
+# The downtime scenario (the gap in a 20 ms ticker's output for podman
+# restart and for podman's upgrade, stop + rm + run of a version pulled
+# beforehand) is part of the full run too; on the small image alone:
+# scripts/bench.sh --quick --scenarios downtime.
 # BENCH_GO=0 skips the Go benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +41,10 @@ done
 
 # The bench's own packages, not CI's (scripts/deps.sh): debootstrap for
 # the Debian image, and the peers of the registry scenarios (which the
-# full run includes and --quick only with --scenarios pull...).
+# full run includes and --quick only with --scenarios pull... or downtime).
 need=()
 [ "$quick" -eq 0 ] && need+=(debootstrap)
-if { [ "$quick" -eq 0 ] && [ -z "$scenarios" ]; } || [[ $scenarios == *pull* ]]; then
+if { [ "$quick" -eq 0 ] && [ -z "$scenarios" ]; } || [[ $scenarios == *pull* || $scenarios == *downtime* ]]; then
 	need+=(podman skopeo umoci)
 fi
 scripts/deps.sh

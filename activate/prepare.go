@@ -150,6 +150,8 @@ type view struct {
 	img         snapshot.Image   // the image ref names now
 	resolved    digest.Digest    // its digest
 	treeOK      bool             // the store has tree resolved, not marked broken
+	tree        index.Tree       // its record, when the store has it
+	hasConfig   bool             // the store has its image config
 	link        digest.Digest    // what machines/NAME/current names; "" if none
 	m           index.Machine    // the machine's record; zero for a new machine
 	cur         index.Generation // generation m.Current; zero if none
@@ -360,6 +362,14 @@ func (p *preparation) readIndex(st *view) error {
 				return err
 			}
 			st.treeOK = err == nil && !t.Broken
+			if err == nil {
+				st.tree = t
+				_, cerr := tx.Config(st.resolved)
+				if cerr != nil && !errors.Is(cerr, index.ErrNotFound) {
+					return cerr
+				}
+				st.hasConfig = cerr == nil
+			}
 		}
 		m, err := tx.Machine(p.name)
 		if errors.Is(err, cache.ErrNotFound) {
@@ -429,7 +439,8 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 		p.readmitCurrent(*st)
 		// A tree imported before configs were recorded gets its config
 		// now; a failure (the source unreachable) is a warning.
-		if err := snapshot.RecordConfig(ctx, p.s, st.img); err != nil {
+		// observe read whether it has one: a hit reads the index once.
+		if err := p.recordConfig(ctx, *st); err != nil {
 			p.log.Warn("the image's config is not recorded: run follows the COMMAND given", "machine", p.name, "digest", st.resolved, "err", err)
 		}
 		return Outcome{Change: Unchanged, Digest: st.resolved, Generation: st.m.Current}, true, nil
@@ -463,6 +474,15 @@ func (p *preparation) rollback(ctx context.Context, st *view) error {
 	return nil
 }
 
+// recordConfig records the image config of a tree imported before
+// configs were recorded, unless observe found it there.
+func (p *preparation) recordConfig(ctx context.Context, st view) error {
+	if st.hasConfig {
+		return nil
+	}
+	return snapshot.RecordConfig(ctx, p.s, st.img)
+}
+
 // readmitCurrent warns when the signature policy (opt.Readmit) no longer
 // admits the tree the machine runs already: it keeps running it, as a
 // machine keeps its tree when a new image is refused; the operator hears
@@ -471,11 +491,7 @@ func (p *preparation) readmitCurrent(st view) {
 	if p.opt.Readmit == nil {
 		return
 	}
-	t, ok, err := snapshot.Lookup(p.s, st.resolved)
-	if err != nil || !ok {
-		return // the hit was decided on a complete tree; nothing to say
-	}
-	if err := p.opt.Readmit(st.img, t); err != nil {
+	if err := p.opt.Readmit(st.img, st.tree); err != nil {
 		p.log.Warn("the signature policy no longer admits the machine's current tree; keeping it", "machine", p.name, "digest", st.resolved, "err", err)
 	}
 }

@@ -497,6 +497,10 @@ func TestInspectAsDocker(t *testing.T) {
 		t.Errorf("a refused image left trees: %+v", imgs)
 	}
 	s.ok("--platform", "linux/arm64", "prepare", "arm", arm)
+	// Cached now, and still for arm64: refused without --platform, for
+	// another machine (the import's cache hit) and for the one running it.
+	s.fail(1, []string{arm, "linux/arm64", "linux/amd64", "--platform"}, "prepare", "arm2", arm)
+	s.fail(1, []string{arm, "linux/arm64", "linux/amd64", "--platform"}, "prepare", "arm", arm)
 	var got inspectJSON
 	json.Unmarshal([]byte(s.ok("inspect", "--json", arm)), &got)
 	if got.Config.Platform != "linux/arm64" {

@@ -151,6 +151,9 @@ func (r Requirement) bundleByKey(b *bundle.Bundle, art verify.ArtifactPolicyOpti
 			return SigstoreSigned + " " + bundleKey + " " + k.Fingerprint + r.rekorPart(), ""
 		}
 	}
+	if logs != nil {
+		return "", fmt.Sprintf("signed by another key, or not logged by the scope's Rekor key: no signature verifies with the scope's key%s (%v)", plural(len(r.Keys)), last)
+	}
 	return "", fmt.Sprintf("signed by another key: no signature verifies with the scope's key%s (%v)", plural(len(r.Keys)), last)
 }
 
@@ -176,7 +179,7 @@ func (r Requirement) bundleByCert(b *bundle.Bundle, art verify.ArtifactPolicyOpt
 	}
 	res, err := v.Verify(b, verify.NewPolicy(art, verify.WithoutIdentitiesUnsafe()))
 	if err != nil {
-		return "", fmt.Sprintf("no signature verifies with a certificate of the scope's CA logged by its Rekor (%v)", err)
+		return "", fmt.Sprintf("signed by another CA, or not logged by the scope's Rekor key: no signature verifies with a certificate of the scope's CA logged by its Rekor key (%v)", err)
 	}
 	cert := res.Signature.Certificate
 	if cert == nil {

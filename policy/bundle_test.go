@@ -144,6 +144,11 @@ func TestCheckBundle(t *testing.T) {
 				if !strings.Contains(err.Error(), "image docker://"+tc.ref) || strings.Contains(err.Error(), "\n") {
 					t.Errorf("rejection %q: not one line naming the image", err)
 				}
+				repo, _, _ := strings.Cut(tc.ref, ":")
+				want := map[string]string{"r.example/app": "by key", "r.example/exact": "by key", "r.example/logged": "by key, logged in Rekor", "r.example/ci": "keyless", "r.example/mail": "keyless"}[repo]
+				if !strings.Contains(err.Error(), "scope docker:"+repo+", requirement 1 (sigstoreSigned "+want+"): ") {
+					t.Errorf("rejection %q: does not name the scope's requirement 1 (sigstoreSigned %s)", err, want)
+				}
 				return
 			}
 			if err != nil || !strings.Contains(a.How, tc.how) {

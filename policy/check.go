@@ -62,13 +62,30 @@ func (a Admission) String() string {
 // ErrRejected is what every rejection wraps.
 var ErrRejected = errors.New("rejected by policy")
 
-// Rejection says why the policy rejected an image.
+// Rejection says why the policy rejected an image: which requirement
+// of which scope failed, and why.
 type Rejection struct {
-	Image, File, Scope, Reason string
+	Image, File, Scope string
+	Requirement        string // its number in the scope and what it asks, "1 (sigstoreSigned by key)"
+	Reason             string
 }
 
 func (r *Rejection) Error() string {
-	return fmt.Sprintf("image %s: %s %s, scope %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Reason)
+	return fmt.Sprintf("image %s: %s %s, scope %s, requirement %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Requirement, r.Reason)
+}
+
+// String names requirement r as a rejection does: its type, and for
+// sigstoreSigned what it trusts.
+func (r Requirement) String() string {
+	switch {
+	case r.Type != SigstoreSigned:
+		return r.Type
+	case r.Fulcio != nil:
+		return r.Type + " keyless"
+	case r.Rekor != nil:
+		return r.Type + " by key, logged in Rekor"
+	}
+	return r.Type + " by key"
 }
 
 func (r *Rejection) Unwrap() error { return ErrRejected }
@@ -102,13 +119,19 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	var how []string
 	var fetched []Signature
 	asked := false
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			how = append(how, r.Type)
@@ -167,8 +190,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	how, _, _ := strings.Cut(admitted, " (scope ")
 	var parts []string
@@ -176,7 +204,8 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 		parts = strings.Split(how, "; ")
 	}
 	var out []string
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			out = append(out, r.Type)

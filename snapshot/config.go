@@ -67,12 +67,20 @@ func mendConfig(ctx context.Context, s *cache.Store, img Image, opt ImportOption
 	}
 }
 
-// checkPlatform refuses img when its config names another platform than
-// want (see CheckPlatform).
-func checkPlatform(ctx context.Context, img Image, want string) error {
+// checkConfig reads img's config, refuses it when it names another
+// platform than want (see CheckPlatform), and returns the document
+// RecordConfig would store for it.
+func checkConfig(ctx context.Context, img Image, want string) ([]byte, error) {
 	cfg, err := img.Config(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return CheckPlatform(img.Ref.String(), cfg.OCI.Platform, want)
+	if err := CheckPlatform(img.Ref.String(), cfg.OCI.Platform, want); err != nil {
+		return nil, err
+	}
+	raw, err := configDocument(img.Digest, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", img.Ref, err)
+	}
+	return raw, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -261,6 +262,7 @@ type podman struct {
 	r    *runner
 	base []string
 	env  []string
+	root string
 	run  string
 }
 
@@ -269,8 +271,9 @@ func newPodman(r *runner, dir, conf string) (*podman, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &podman{r: r, run: run, env: append(os.Environ(), "CONTAINERS_CONF="+conf),
-		base: []string{"podman", "--root", filepath.Join(dir, "root"), "--runroot", filepath.Join(run, "run"),
+	root := filepath.Join(dir, "root")
+	return &podman{r: r, root: root, run: run, env: append(os.Environ(), "CONTAINERS_CONF="+conf),
+		base: []string{"podman", "--root", root, "--runroot", filepath.Join(run, "run"),
 			"--tmpdir", filepath.Join(run, "tmp"), "--storage-driver", "overlay"}}, nil
 }
 
@@ -279,7 +282,10 @@ func (p *podman) do(ctx context.Context, args ...string) error {
 	return err
 }
 
-// cleanup removes every container of this storage and its runroot.
+// cleanup removes every container of this storage and its runroot, and
+// unmounts the overlay driver's directory, which podman bind-mounts on
+// itself and does not always unmount when its last command ends (the
+// series directory could not be removed then).
 func (p *podman) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -287,6 +293,9 @@ func (p *podman) cleanup() {
 		logf("  podman rm -af: %v", err)
 	}
 	os.RemoveAll(p.run)
+	if err := syscall.Unmount(filepath.Join(p.root, "overlay"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		logf("  unmount podman's overlay directory: %v", err)
+	}
 }
 
 // missingDowntimeTools names what the downtime scenario lacks ("" when

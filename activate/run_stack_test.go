@@ -55,7 +55,7 @@ func runStack(t *testing.T, s *cache.Store, config string, user []string, layers
 			t.Fatal(err)
 		}
 	}
-	dir, lower := makeStack(t, s, layers...)
+	dir, lower := makeStack(t, s, d, layers...)
 	useStack(t, d, dir, lower)
 	done := make(chan error)
 	go func() { done <- Run(s, "web", user, RunOptions{NoInit: true}, io.Discard) }() // the view locks this thread; it dies with the goroutine

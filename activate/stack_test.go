@@ -56,9 +56,10 @@ func layerTar(t testing.TB, files []layerFile) []byte {
 }
 
 // makeStack builds layers (lowest first) as layer directories in s and a
-// stack directory of them, and returns the directory and its lower names
-// topmost first, as StackOf does.
-func makeStack(t testing.TB, s *cache.Store, layers ...[]layerFile) (string, []string) {
+// stack directory of them for tree d (stacks/sha256/<hex>: trees/ holds
+// d's plain tree), and returns the directory and its lower names topmost
+// first, as StackOf does.
+func makeStack(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]layerFile) (string, []string) {
 	t.Helper()
 	ctx := context.Background()
 	var ds []snapshot.Diff
@@ -89,7 +90,7 @@ func makeStack(t testing.TB, s *cache.Store, layers ...[]layerFile) (string, []s
 		t.Fatal(err)
 	}
 	layerdirs := filepath.Join(s.Root(), "layerdirs", "sha256")
-	stack := filepath.Join(s.Root(), "stacks", chain.Encoded())
+	stack := filepath.Join(s.Root(), "stacks", "sha256", d.Encoded())
 	for _, d := range []string{layerdirs, stack} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
@@ -104,7 +105,7 @@ func makeStack(t testing.TB, s *cache.Store, layers ...[]layerFile) (string, []s
 			}
 		}
 		name := "layer@" + strconv.Itoa(i)
-		if err := os.Symlink("../../layerdirs/sha256/"+chains[i].Encoded(), filepath.Join(stack, name)); err != nil {
+		if err := os.Symlink("../../../layerdirs/sha256/"+chains[i].Encoded(), filepath.Join(stack, name)); err != nil {
 			t.Fatal(err)
 		}
 		lower = append([]string{name}, lower...)

@@ -55,6 +55,16 @@ func Unmount(target string) error {
 	return nil
 }
 
+// Detach unmounts the topmost mount at target lazily (MNT_DETACH): it
+// goes from the mount table at once, and processes that use it keep it
+// until they are done.
+func Detach(target string) error {
+	if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount %s: %w", target, err)
+	}
+	return nil
+}
+
 // MountInfo is one line of a mount table (proc_pid_mountinfo(5)).
 type MountInfo struct {
 	Dev    string // major:minor of the file system

@@ -597,6 +597,11 @@ func resolveRun(s *cache.Store, name string, user []string) (runPlan, error) {
 			return runPlan{}, err
 		}
 	}
+	if st != nil && o.userns && (o.ownership == "" || o.ownership == "map") {
+		// nspawn 252 says "ID mapped mounts are apparently not available"
+		// and fails.
+		return runPlan{}, fmt.Errorf("run %s: option --private-users: the tree is stored as layers, and overlayfs cannot be ID-mapped (--private-users-ownership=map); add --private-users-ownership=off (the files then show as owned by nobody inside) or drop --private-users", name)
+	}
 	return runPlan{tree: tree, digest: d, stack: st, bin: bin, args: args, o: o}, nil
 }
 

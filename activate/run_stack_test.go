@@ -198,3 +198,20 @@ func TestRunStackTooManyLayers(t *testing.T) {
 		t.Errorf("a refused run counted a start")
 	}
 }
+
+// TestRunStackPrivateUsers: --private-users would have nspawn ID-map the
+// root, which overlayfs refuses ("ID mapped mounts are apparently not
+// available"): refused in one line before nspawn starts, unless the user
+// chose --private-users-ownership=off.
+func TestRunStackPrivateUsers(t *testing.T) {
+	s := newStore(t)
+	layer := []layerFile{{Name: "usr", Dir: true}}
+	err, report, _ := runStack(t, s, "", []string{"--private-users=pick", "--read-only", "--", "/bin/true"}, layer)
+	if err == nil || !strings.Contains(err.Error(), "run web: option --private-users: the tree is stored as layers") || report != "" {
+		t.Errorf("--private-users on a stack: %v, want a refusal before nspawn\n%s", err, report)
+	}
+	s = newStore(t)
+	if err, report, _ := runStack(t, s, "", []string{"--private-users=pick", "--private-users-ownership=off", "--", "/bin/true"}, layer); err != nil {
+		t.Errorf("--private-users-ownership=off on a stack: %v\n%s", err, report)
+	}
+}

@@ -61,12 +61,21 @@ func layerTar(t testing.TB, files []layerFile) []byte {
 // first, as StackOf does.
 func makeStack(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]layerFile) (string, []string) {
 	t.Helper()
+	raws := make([][]byte, len(layers))
+	for i, files := range layers {
+		raws[i] = layerTar(t, files)
+	}
+	return makeStackRaw(t, s, d, raws...)
+}
+
+// makeStackRaw is makeStack of layer tar streams.
+func makeStackRaw(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]byte) (string, []string) {
+	t.Helper()
 	ctx := context.Background()
 	var ds []snapshot.Diff
 	var chain digest.Digest
 	var chains []digest.Digest
-	for i, files := range layers {
-		raw := layerTar(t, files)
+	for i, raw := range layers {
 		w, err := s.NewLayerWriter(ctx)
 		if err != nil {
 			t.Fatal(err)

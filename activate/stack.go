@@ -1,11 +1,18 @@
 package activate
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
 )
 
@@ -42,8 +49,17 @@ type stack struct {
 // lookupStack returns tree d's stack, or nil for a plain tree. A stack of
 // more layers than overlayfs holds is refused here, before anything is
 // mounted.
+//
+// The index decides whether a tree is a stack; only when it cannot say (a
+// damaged index, or no record of d: run starts the current tree anyway)
+// does the tree's directory, when it holds nothing but layer@0…layer@N
+// links into layerdirs/, make it one.
 func lookupStack(s *cache.Store, d digest.Digest) (*stack, error) {
 	dir, lower, ok, err := stackOf(s, d)
+	if errors.Is(err, index.ErrDamaged) || errors.Is(err, index.ErrNotFound) {
+		dir = s.TreePath(d)
+		lower, ok, err = stackOnDisk(dir)
+	}
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -89,4 +105,32 @@ func (st *stack) remount(shim []string) error {
 		st.shim = false
 	}
 	return st.mount(shim)
+}
+
+// stackLink is what a stack's link layer@N holds (cache's stackTarget).
+var stackLink = regexp.MustCompile(`^\.\./\.\./\.\./layerdirs/sha256/[0-9a-f]{64}$`)
+
+// stackOnDisk reads dir as a stack when it holds only the links layer@0 …
+// layer@N-1, each to a layer directory, and returns their names topmost
+// first; ok is false for anything else.
+func stackOnDisk(dir string) (lower []string, ok bool, err error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil || len(ents) == 0 {
+		return nil, false, err
+	}
+	lower = make([]string, len(ents))
+	for _, e := range ents {
+		num, found := strings.CutPrefix(e.Name(), "layer@")
+		n, err := strconv.Atoi(num)
+		if !found || err != nil || e.Name() != "layer@"+strconv.Itoa(n) || n < 0 || n >= len(ents) ||
+			lower[len(ents)-1-n] != "" || e.Type() != os.ModeSymlink {
+			return nil, false, nil
+		}
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil || !stackLink.MatchString(target) {
+			return nil, false, nil
+		}
+		lower[len(ents)-1-n] = e.Name()
+	}
+	return lower, true, nil
 }

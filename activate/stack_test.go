@@ -148,3 +148,35 @@ func hostEntries(t testing.TB, dir string) string {
 	}
 	return strings.Join(names, " ")
 }
+
+// TestStackOnDisk: without the index, a directory of nothing but layer@0
+// … layer@N-1 links into layerdirs/ is a stack; a plain tree, a gap, a
+// file named layer@0 or a link elsewhere is not.
+func TestStackOnDisk(t *testing.T) {
+	s := newStore(t)
+	d := digest.FromString("t")
+	dir, lower := makeStack(t, s, d, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "b", Content: "2"}})
+	if got, ok, err := stackOnDisk(dir); err != nil || !ok || strings.Join(got, " ") != strings.Join(lower, " ") {
+		t.Errorf("the kit's stack: %q %v %v, want %q", got, ok, err, lower)
+	}
+	target := "../../../layerdirs/sha256/" + strings.Repeat("a", 64)
+	for name, build := range map[string]func(dir string) error{
+		"plain":     func(d string) error { return os.Mkdir(filepath.Join(d, "usr"), 0o755) },
+		"a file":    func(d string) error { return os.WriteFile(filepath.Join(d, "layer@0"), nil, 0o644) },
+		"a gap":     func(d string) error { return os.Symlink(target, filepath.Join(d, "layer@1")) },
+		"leading 0": func(d string) error { return os.Symlink(target, filepath.Join(d, "layer@00")) },
+		"elsewhere": func(d string) error { return os.Symlink("/usr", filepath.Join(d, "layer@0")) },
+		"and another": func(d string) error {
+			os.Symlink(target, filepath.Join(d, "layer@0"))
+			return os.Mkdir(filepath.Join(d, "usr"), 0o755)
+		},
+	} {
+		dir := t.TempDir()
+		if err := build(dir); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := stackOnDisk(dir); ok || err != nil {
+			t.Errorf("%s: read as the stack %q (%v)", name, got, err)
+		}
+	}
+}

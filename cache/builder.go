@@ -40,6 +40,8 @@ type Builder struct {
 	done    bool // committed: the lease went with the index record
 	stats   index.Tree
 	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
+	config  []byte          // the image's config document, committed with the tree record (Describe)
+	admit   string          // how the signature policy admitted the image (Describe)
 	started time.Time
 	times   Times
 }
@@ -91,6 +93,14 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 	b.mz, _ = gzip.NewWriterLevel(b.mf, gzip.BestSpeed)
 	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mz, b.mh), 64<<10)
 	return b, nil
+}
+
+// Describe has Commit record, in the tree's own index commit, config (the
+// image's config document, index bucket configs) and admitted (how the
+// signature policy admitted the image, index.Tree.Admitted): a crash
+// leaves the tree with both or leaves no tree. Either may be empty.
+func (b *Builder) Describe(config []byte, admitted string) {
+	b.config, b.admit = config, admitted
 }
 
 // Add creates one entry in the staged tree from an export stream; r
@@ -314,6 +324,10 @@ type List struct {
 	// NewBytes are the content bytes the import stored for the list (in
 	// its layers' objects), for the tree record: linking adds none.
 	NewBytes int64
+	// Config and Admitted are committed with the tree record (see
+	// Builder.Describe).
+	Config   []byte
+	Admitted string
 	// Times, if not nil, is set to how long the build's steps took.
 	Times *Times
 }
@@ -328,6 +342,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 	}
 	b.layers = l.Layers
 	b.stats.NewBytes = l.NewBytes
+	b.Describe(l.Config, l.Admitted)
 	defer b.Abort() // a no-op after Commit
 	for i := range l.Entries {
 		if i%1024 == 0 {
@@ -348,7 +363,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 
 // Commit publishes the staged tree as image digest d, in the fixed order:
 // directory metadata, syncfs, rename manifest and tree into place, commit
-// the index record (dropping the lease). The caller holds LockTree(d). If
+// the index record (with what Describe gave, dropping the lease). The caller holds LockTree(d). If
 // the index already has d, the staging is discarded and the existing record
 // returned. Either way the Builder is finished.
 func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (index.Tree, error) {
@@ -420,7 +435,8 @@ func (b *Builder) renameIn(d digest.Digest) error {
 }
 
 // record is step 4 of the publish order: the index record makes the tree
-// exist, and the lease goes in the same transaction.
+// exist, and the lease goes in the same transaction, with the config and
+// admission Describe gave.
 func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	failpoint.Hit("cache-before-index")
 	now := time.Now().UTC()
@@ -429,9 +445,15 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	rec.Layers = b.layers
 	rec.NewBytes += b.ow.newBytes
 	rec.Manifest = hashDigest(b.mh)
+	rec.Admitted = b.admit
 	err := b.s.Update(func(tx *index.Tx) error {
 		if err := tx.PutTree(rec); err != nil {
 			return err
+		}
+		if b.config != nil {
+			if err := tx.PutConfig(d, b.config); err != nil {
+				return err
+			}
 		}
 		return tx.DeleteLease(b.st.ID)
 	})

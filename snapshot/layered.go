@@ -26,10 +26,11 @@ func parallelLayers() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
 // buildLayered makes tree d from layers, which all name their diffIDs:
 // every layer the store lacks is fetched, checked and recorded (several at
 // once); then the layers' entry lists are merged in order and the tree is
-// built from the merged list, its files linked to the layers' objects.
+// built from the merged list, its files linked to the layers' objects, and
+// committed with pub.
 // The shared store lock is held from the first layer to the tree's index
 // record, so gc cannot take a layer that no tree lists yet.
-func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, pub published, opt ImportOptions) (index.Tree, error) {
 	ids := make([]digest.Digest, len(layers))
 	for i, l := range layers {
 		ids[i] = l.DiffID()
@@ -60,7 +61,8 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	}
 	merged := time.Now()
 	var bt cache.Times
-	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes, Times: &bt})
+	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes,
+		Config: pub.config, Admitted: pub.admitted, Times: &bt})
 	if err == nil && opt.Log != nil {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 		opt.Log.Debug("layers imported", "image", ref, "layers", len(ids), "fetched", len(missing),

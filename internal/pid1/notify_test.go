@@ -11,9 +11,14 @@ import (
 )
 
 // notifySend is a payload that sends msg to $NOTIFY_SOCKET, then says
-// where it sent it.
+// where it sent it, and the socket's permissions.
 func notifySend(msg string) int {
 	path := os.Getenv("NOTIFY_SOCKET")
+	fi, err := os.Stat(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "notify-send:", err)
+		return 1
+	}
 	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err == nil {
 		_, err = c.Write([]byte(msg))
@@ -22,7 +27,7 @@ func notifySend(msg string) int {
 		fmt.Fprintln(os.Stderr, "notify-send:", err)
 		return 1
 	}
-	fmt.Println("sent to " + path)
+	fmt.Printf("sent to %s %v\n", path, fi.Mode().Perm())
 	return 0
 }
 
@@ -55,8 +60,9 @@ func TestRelaysNotify(t *testing.T) {
 	msg := "READY=1\nSTATUS=serving"
 	p := startInitEnv(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify"), notifyEnv + "=" + relay},
 		"--", os.Args[0], "-notify-send", msg)
-	if l := p.line(t); l != "sent to "+relay {
-		t.Errorf("payload said %q, want it sent to the init's socket %s", l, relay)
+	// Writable by all: the payload may run as any user.
+	if l := p.line(t); l != "sent to "+relay+" -rw-rw-rw-" {
+		t.Errorf("payload said %q, want it sent to the init's socket %s, which any user may write", l, relay)
 	}
 	up.SetReadDeadline(time.Now().Add(30 * time.Second))
 	buf, oob := make([]byte, 4096), make([]byte, syscall.CmsgSpace(syscall.SizeofUcred))

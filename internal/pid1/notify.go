@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // relayNotify lets a payload behind the init report readiness. nspawn
@@ -41,9 +42,10 @@ func relayNotify(env []string, stderr io.Writer) ([]string, func()) {
 		}
 	}
 	return payload, func() {
+		// Both, so that a send in progress ends too.
 		in.Close()
-		<-done
 		out.Close()
+		<-done
 		os.Remove(notifyPath)
 	}
 }
@@ -83,6 +85,9 @@ func notifySockets(up string) (in, out *net.UnixConn, err error) {
 	return in, out, nil
 }
 
+// notifySendTimeout bounds the relay's send of one message.
+const notifySendTimeout = 5 * time.Second
+
 // relay sends out each message in receives from a process of the
 // container (whose PID the kernel can name in the init's PID namespace:
 // a sender outside it is PID 0), until in is closed; then it closes
@@ -98,6 +103,10 @@ func relay(in, out *net.UnixConn, done chan<- struct{}) {
 			return // closed (a truncated message is no error)
 		}
 		if fromContainer(oob[:oobn]) && n > 0 {
+			// Bounded: a receiver that stops reading (its queue full)
+			// costs that message, never the init's exit, which waits
+			// for this loop.
+			out.SetWriteDeadline(time.Now().Add(notifySendTimeout))
 			out.Write(buf[:n])
 		}
 	}

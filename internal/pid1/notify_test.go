@@ -101,3 +101,39 @@ func TestNoNotifySocket(t *testing.T) {
 		t.Errorf("init exited %d: the socket was made", code)
 	}
 }
+
+// notifyFlood is a payload that sends more messages than a receiver
+// that never reads can queue, each for a second at most, then exits.
+func notifyFlood() int {
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: os.Getenv("NOTIFY_SOCKET"), Net: "unixgram"})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "notify-flood:", err)
+		return 1
+	}
+	for i := 0; i < 100; i++ {
+		c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte("STATUS=flood")); err != nil {
+			break
+		}
+	}
+	fmt.Println("flooded")
+	return 0
+}
+
+// A receiver that stops reading costs messages, never the init's exit:
+// the payload floods NOTIFY_SOCKET, which nobody reads, and ends; the
+// init ends with it (wait allows 30s).
+func TestNotifyReceiverStuck(t *testing.T) {
+	dir := t.TempDir()
+	nspawnSocket(t, filepath.Join(dir, "notify")) // never read
+	p := startInitEnv(t, []string{"NOTIFY_SOCKET=" + filepath.Join(dir, "notify"), notifyEnv + "=" + filepath.Join(dir, "relay")},
+		"--", os.Args[0], "-notify-flood")
+	if l := p.line(t); l != "flooded" {
+		t.Errorf("payload said %q", l)
+	}
+	start := time.Now()
+	if code := p.wait(t); code != 0 {
+		t.Errorf("init exited %d", code)
+	}
+	t.Logf("the init exited %s after the payload's last message", time.Since(start).Round(time.Millisecond))
+}

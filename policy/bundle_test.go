@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -97,6 +98,9 @@ func TestCheckBundle(t *testing.T) {
 		return out
 	}()
 	fp, rfp := f.key.Fingerprint(t), f.rekor.Fingerprint(t)
+	// The same log, saying it logged the entry an hour and 55 minutes ago.
+	past := *f.rekor
+	past.At = time.Now().Add(-time.Hour - 55*time.Minute)
 	tests := []struct {
 		name, ref string
 		sigs      []Signature
@@ -128,6 +132,8 @@ func TestCheckBundle(t *testing.T) {
 		{"keyless, another CA", "r.example/ci:1", []Signature{bundleSig(f.otherCA.Sign(t, m, ghIssuer, ghWorkflow, rk))}, "", "no signature verifies with a certificate of the scope's CA"},
 		{"keyless, not logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, o))}, "", "no signature verifies with a certificate"},
 		{"keyless, another log", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies with a certificate"},
+		{"keyless, certificate expired since it was logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: &past, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "bundle certificate", ""},
+		{"keyless, logged after the certificate expired", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.rekor, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "", "no signature verifies with a certificate"},
 		{"keyless, another digest", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, other, ghIssuer, ghWorkflow, rk))}, "", "the signature is for manifest"},
 		{"keyless, by key", "r.example/ci:1", []Signature{bundleSig(f.key.Sign(t, m, rk))}, "", "no signature verifies with a certificate"},
 		{"keyless, legacy signature", "r.example/ci:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "keyless signatures are checked only in Sigstore bundles"},

@@ -37,7 +37,7 @@ type bundleFixture struct {
 	m                  digest.Digest
 }
 
-func newBundleFixture(t *testing.T) *bundleFixture {
+func newBundleFixture(t testing.TB) *bundleFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &bundleFixture{
@@ -227,4 +227,21 @@ func TestRecheckBundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzBundle: whatever a registry serves as a bundle, the check answers
+// with an admission or a one-line rejection naming the image, never a
+// panic; the seeds are a bundle by key and a keyless one, both genuine.
+func FuzzBundle(f *testing.F) {
+	fx := newBundleFixture(f)
+	f.Add(fx.key.Sign(f, fx.m, sigstoretest.Options{}))
+	f.Add(fx.ca.Sign(f, fx.m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: fx.rekor}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, ref := range []string{"r.example/app:1", "r.example/ci:1"} {
+			_, err := fx.check(ref, bundleSig(b))
+			if err != nil && (!strings.Contains(err.Error(), "image docker://"+ref) || strings.Contains(err.Error(), "\n")) {
+				t.Fatalf("rejection %q: not one line naming the image", err)
+			}
+		}
+	})
 }

@@ -64,6 +64,10 @@ type Downtime struct {
 	UpdateServe     *Stats `json:"update_serve,omitempty"`
 	UpdateRun       *Stats `json:"update_run,omitempty"`
 	RootswapNA      string `json:"rootswap_na,omitempty"`
+	// RestartPhases and UpdatePhases split the plain restarts' and the
+	// updates' restarts by the unit's journal.
+	RestartPhases *Phases `json:"restart_phases,omitempty"`
+	UpdatePhases  *Phases `json:"update_phases,omitempty"`
 	// AutoUpdate is what `podman auto-update` said when tried on the
 	// container: why it is not an arm.
 	AutoUpdate string `json:"auto_update,omitempty"`
@@ -430,7 +434,7 @@ func (b *bench) downtime(ctx context.Context, set *imageSet) error {
 		logf("  downtime/%s: podman restart %s, stop + rm + run of a new version %s, tick %s",
 			set.Name, fmtRange(&d.Restart), fmtRange(&d.Upgrade), fmtMS(d.TickMS))
 		if rs != nil {
-			rs.results(&d)
+			rs.results(ctx, &d)
 			logf("  downtime/%s: systemctl restart %s, tag moved + restart %s, rootswap update %s (tag moved → serving %s)",
 				set.Name, fmtRange(d.RootswapRestart), fmtRange(d.RootswapMoved), fmtRange(d.RootswapUpdate), fmtRange(d.UpdateServe))
 		}
@@ -519,6 +523,24 @@ func (r *Results) writeDowntime(b *strings.Builder) {
 		"| image | podman: pull + stop + rm + run | tag moved + restart (today) | `rootswap update` | `rootswap update` runs |\n|---|---:|---:|---:|---:|\n")
 	for _, d := range r.Downtime {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s |\n", d.Image, na(d.PodmanServe), na(d.MovedServe), na(d.UpdateServe), na(d.UpdateRun))
+	}
+	var rows []string
+	for _, d := range r.Downtime {
+		for _, p := range []struct {
+			what string
+			ph   *Phases
+			gap  *Stats
+		}{{"systemctl restart", d.RestartPhases, d.RootswapRestart}, {"`rootswap update`", d.UpdatePhases, d.RootswapUpdate}} {
+			if p.ph != nil && p.gap != nil {
+				rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s |\n", d.Image, p.what,
+					fmtMS(p.ph.Stop.MedianMS), fmtMS(p.ph.Prepare.MedianMS), fmtMS(p.ph.Payload.MedianMS), fmtMS(p.gap.MedianMS)))
+			}
+		}
+	}
+	if len(rows) > 0 {
+		b.WriteString("\nWhere rootswap's restart goes, from the unit's journal (medians): stop is systemd's Stopping → Stopped (SIGTERM, the payload's exit, nspawn's teardown, ExecStopPost), " +
+			"prepare is Starting → Started (ExecStartPre, `rootswap prepare`: a cache hit), start is Started → the new payload's first line (nspawn, `rootswap run`, the init, sh):\n\n" +
+			"| image | restart by | stop | prepare | start | gap |\n|---|---|---:|---:|---:|---:|\n" + strings.Join(rows, ""))
 	}
 	for _, d := range r.Downtime {
 		if d.RootswapNA != "" {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -286,20 +287,55 @@ func (p *podman) do(ctx context.Context, args ...string) error {
 	return err
 }
 
-// cleanup removes every container of this storage and its runroot, and
-// unmounts the overlay driver's directory, which podman bind-mounts on
-// itself and does not always unmount when its last command ends (the
-// series directory could not be removed then).
+// cleanup removes every container of this storage, waits for the
+// podman processes conmon starts when a container exits (`podman
+// container cleanup`, with this --root), then unmounts the overlay
+// driver's directory, which podman bind-mounts on itself and leaves
+// mounted, and removes the runroot. Before it waited, a late cleanup
+// process could mount the directory again after the unmount, and the
+// series directory could not be removed.
 func (p *podman) cleanup() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := p.do(ctx, "rm", "-af"); err != nil {
 		logf("  podman rm -af: %v", err)
 	}
-	os.RemoveAll(p.run)
+	poll := time.NewTicker(50 * time.Millisecond)
+	defer poll.Stop()
+	for len(processesWith(p.root)) > 0 {
+		select {
+		case <-ctx.Done():
+			logf("  podman processes still running on %s: %v", p.root, processesWith(p.root))
+		case <-poll.C:
+			continue
+		}
+		break
+	}
 	if err := syscall.Unmount(filepath.Join(p.root, "overlay"), syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
 		logf("  unmount podman's overlay directory: %v", err)
 	}
+	os.RemoveAll(p.run)
+}
+
+// processesWith lists the processes whose command line has s as one of
+// its arguments.
+func processesWith(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		if slices.Contains(strings.Split(string(cmdline), "\x00"), s) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // missingDowntimeTools names what the downtime scenario lacks ("" when

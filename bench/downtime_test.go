@@ -202,3 +202,24 @@ func TestPhases(t *testing.T) {
 		t.Errorf("phases of a window without journal entries are not nil")
 	}
 }
+
+// TestProcessesWith finds a process by one of its arguments, and no longer
+// once it has exited.
+func TestProcessesWith(t *testing.T) {
+	arg := filepath.Join(t.TempDir(), "root")
+	cmd := exec.Command("sh", "-c", "sleep 30", arg) // arg is the shell's $0
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := processesWith(arg); !slices.Equal(got, []int{cmd.Process.Pid}) {
+		t.Errorf("processesWith(%s) = %v, want [%d]", arg, got, cmd.Process.Pid)
+	}
+	if got := processesWith(arg[:len(arg)-1]); len(got) != 0 {
+		t.Errorf("a prefix of the argument matched %v", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if got := processesWith(arg); len(got) != 0 {
+		t.Errorf("processesWith after the exit = %v", got)
+	}
+}

@@ -40,6 +40,7 @@ type Builder struct {
 	done    bool // committed: the lease went with the index record
 	stats   index.Tree
 	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
+	stack   []digest.Digest // recorded in the tree record: BuildStack's layer directories
 	started time.Time
 	times   Times
 }
@@ -426,10 +427,16 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
-	rec.Layers = b.layers
+	rec.Layers, rec.Stack = b.layers, b.stack
 	rec.NewBytes += b.ow.newBytes
 	rec.Manifest = hashDigest(b.mh)
 	err := b.s.Update(func(tx *index.Tx) error {
+		// A stack never names a layer directory the index lacks.
+		for _, c := range rec.Stack {
+			if _, err := tx.LayerDir(c); err != nil {
+				return err
+			}
+		}
 		if err := tx.PutTree(rec); err != nil {
 			return err
 		}

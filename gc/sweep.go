@@ -300,6 +300,14 @@ func (p *plan) staleLayers(s *cache.Store, kept map[digest.Digest]bool, indexed 
 		p.layers = append(p.layers, rec.DiffID)
 		p.Layers = append(p.Layers, RemovedLayer{rec.DiffID, rec.Bytes, reason})
 	}
+	// A layer directory's entry list is a layer manifest too.
+	var dirs []index.LayerDir
+	if err := s.View(func(tx *index.Tx) (err error) { dirs, err = tx.LayerDirs(); return err }); err != nil {
+		return err
+	}
+	for _, rec := range dirs {
+		keptMfs[rec.Manifest] = true
+	}
 	mfs, err := s.LayerManifestDigests()
 	if err != nil {
 		return err

@@ -28,6 +28,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -231,4 +232,46 @@ func Import(t testing.TB, s *cache.Store, ref string, files ...File) digest.Dige
 		t.Fatalf("import %s: %v", ref, err)
 	}
 	return tr.Digest
+}
+
+// Tree returns a directory that shows tree d of s as a container would
+// see it: a plain tree's own directory, or for a stack its layer
+// directories mounted read-only with overlayfs (as run mounts them) at a
+// new directory, unmounted when the test ends. A stack needs root; the
+// test is skipped without it.
+func Tree(t testing.TB, s *cache.Store, d digest.Digest) string {
+	t.Helper()
+	dir, lowers, ok, err := s.StackOf(d)
+	if err != nil {
+		t.Fatalf("tree %s: %v", d, err)
+	}
+	if !ok {
+		return dir
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a stack needs root")
+	}
+	// Not t.TempDir(): a test's name may hold a comma, which overlayfs
+	// options cannot carry.
+	base, err := os.MkdirTemp("", "stack-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, empty := filepath.Join(base, "mnt"), filepath.Join(base, "empty")
+	for _, p := range []string{mnt, empty} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := fsys.MountOverlay(mnt, fsys.Overlay{Dir: dir, Lower: lowers, Empty: empty}); err != nil {
+		os.RemoveAll(base)
+		t.Fatalf("tree %s: %v", d, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+		os.RemoveAll(base)
+	})
+	return mnt
 }

@@ -25,24 +25,26 @@ import (
 // NewBuilder until Commit or Abort, so gc never deletes an object it links.
 // A Builder is not safe for concurrent use.
 type Builder struct {
-	s       *Store
-	lock    *fsys.Lock // shared store lock
-	st      *Staging
-	rootfs  *fsys.Dir
-	mf      *os.File
-	mz      *gzip.Writer
-	mw      *bufio.Writer
-	mh      hash.Hash
-	dirs    []Entry           // applied last, deepest first: read-only directories must stay writable until then
-	groups  map[string]string // hard link target → the copy later links join, once the target hit the link limit
-	ow      *objectWriter
-	sawRoot bool
-	done    bool // committed: the lease went with the index record
-	stats   index.Tree
-	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
-	stack   []digest.Digest // recorded in the tree record: BuildStack's layer directories
-	started time.Time
-	times   Times
+	s        *Store
+	lock     *fsys.Lock // shared store lock
+	st       *Staging
+	rootfs   *fsys.Dir
+	mf       *os.File
+	mz       *gzip.Writer
+	mw       *bufio.Writer
+	mh       hash.Hash
+	dirs     []Entry           // applied last, deepest first: read-only directories must stay writable until then
+	groups   map[string]string // hard link target → the copy later links join, once the target hit the link limit
+	ow       *objectWriter
+	sawRoot  bool
+	done     bool // committed: the lease went with the index record
+	stats    index.Tree
+	layers   []digest.Digest // recorded in the tree record: BuildFromList's layers
+	stack    []digest.Digest // recorded in the tree record: BuildStack's layer directories
+	made     []ManifestEntry // with keepMade, every entry as made (a link past the limit as its copy)
+	keepMade bool
+	started  time.Time
+	times    Times
 }
 
 // Times is how long the steps of a Builder's or LayerWriter's life took,
@@ -155,6 +157,9 @@ func (b *Builder) add(e Entry, file func(*Entry) (digest.Digest, error)) error {
 		return fmt.Errorf("entry %q: %w", e.Name, err)
 	}
 	b.stats.Files++
+	if b.keepMade {
+		b.made = append(b.made, ManifestEntry{Entry: e, Object: obj})
+	}
 	_, err = b.mw.WriteString(manifestLine(&e, obj))
 	return err
 }

@@ -108,7 +108,9 @@ func (s *Store) PublishLayerDir(ctx context.Context, chain, diffID, parent diges
 	}
 	defer b.Abort() // a no-op once recorded
 	rec = index.LayerDir{Chain: chain, DiffID: diffID, Parent: parent}
-	// 1. Its entry list, as a layer manifest, in the staging.
+	// 1. Its entry list, as a layer manifest, in the staging: the entries
+	//    as made (a hard link past the link limit is a copy).
+	l.Entries = b.made
 	lm := l.manifest(diffID)
 	var counts index.Layer
 	staged := filepath.Join(b.st.Dir, "layerdir-manifest")
@@ -181,6 +183,7 @@ func (s *Store) stageLayerDir(ctx context.Context, l LayerDir) (*Builder, error)
 	if err != nil {
 		return nil, err
 	}
+	b.keepMade = true
 	if err := b.addLayerDir(ctx, l); err != nil {
 		b.Abort()
 		return nil, err

@@ -3,8 +3,10 @@ package cache
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -157,4 +159,31 @@ func (s *Store) BuildStack(ctx context.Context, d digest.Digest, st Stack) (inde
 		*st.Times = b.times
 	}
 	return t, err
+}
+
+// StackLinks returns the chain IDs that tree d's directory links to as a
+// stack (layer@N → a layer directory), whatever its record says, or
+// none. It is for keeping, never for mounting: gc keeps the layer
+// directories of a tree it keeps without a record.
+func (s *Store) StackLinks(d digest.Digest) []digest.Digest {
+	ents, err := os.ReadDir(s.TreePath(d))
+	if err != nil {
+		return nil
+	}
+	var out []digest.Digest
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "layer@") || e.Type()&os.ModeSymlink == 0 {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join(s.TreePath(d), e.Name()))
+		if err != nil {
+			continue
+		}
+		dir, hex := filepath.Split(target)
+		c := digest.NewDigestFromEncoded(digest.Algorithm(filepath.Base(dir)), hex)
+		if ValidDigest(c) && target == stackTarget(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

@@ -266,7 +266,10 @@ func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Dige
 		if err != nil {
 			return fmt.Errorf("tree %s: %w", st.Digest, err)
 		}
-		_, ok := indexed[st.Digest]
+		rec, ok := indexed[st.Digest]
+		if len(rec.Stack) > 0 {
+			bytes = rec.Bytes // a stack holds links; its files are its layers'
+		}
 		p.trees = append(p.trees, staleTree{st.Digest, ok})
 		p.Trees = append(p.Trees, RemovedTree{st.Digest, bytes, st.Reason})
 		p.manifests = append(p.manifests, st.Digest)
@@ -347,7 +350,17 @@ func (p *plan) staleLayerDirs(s *cache.Store, kept map[digest.Digest]bool, index
 	}
 	wanted := map[digest.Digest]bool{}
 	for d := range kept {
-		for _, c := range indexed[d].Stack {
+		rec, ok := indexed[d]
+		if !ok {
+			// Kept without a record (a machine's link ahead of the index
+			// after a crash, or a rebuilt index): what its directory links
+			// to is kept too. Reading the directory may only keep more.
+			for _, c := range s.StackLinks(d) {
+				wanted[c] = true
+			}
+			continue
+		}
+		for _, c := range rec.Stack {
 			wanted[c] = true
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -59,6 +60,25 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	}
 	fetched := time.Now()
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
+	t, err := publishStack(ctx, s, ids, ref, d, newBytes, opt.Log)
+	if err == nil && opt.Log != nil {
+		opt.Log.Debug("layers fetched", "image", ref, "layers", len(ids), "fetched", len(missing),
+			"fetch", fetched.Sub(start).Round(time.Millisecond))
+	}
+	return t, err
+}
+
+// publishStack makes tree d, for image ref, a stack of the layers ids,
+// which the store has recorded: their entry lists are read once each and
+// merged in order (refusing what Merge refuses), which tells what each
+// layer's directory must hold over the layers below it; every directory
+// the store lacks (by chain ID) is published, and then the stack naming
+// them, whose manifest is the merged list. An upgrade that adds one
+// layer builds one directory. It is the one way every source's layers
+// become a tree. The caller holds the shared store lock from before the
+// layers were recorded, and d's tree lock.
+func publishStack(ctx context.Context, s *cache.Store, ids []digest.Digest, ref string, d digest.Digest, newBytes int64, log *slog.Logger) (index.Tree, error) {
+	start := time.Now()
 	chains := cache.ChainIDs(ids)
 	lacking, err := missingLayerDirs(s, chains)
 	if err != nil {
@@ -86,10 +106,10 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	failpoint.Hit("snapshot-layerdirs-published") // every layer directory recorded, no stack yet
 	var bt cache.Times
 	t, err := s.BuildStack(ctx, d, cache.Stack{Layers: ids, Entries: entries, Refs: refs(ref), NewBytes: newBytes, Times: &bt})
-	if err == nil && opt.Log != nil {
+	if err == nil && log != nil {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-		opt.Log.Debug("layers imported", "image", ref, "layers", len(ids), "fetched", len(missing),
-			"fetch", ms(fetched.Sub(start)), "merge", ms(merged.Sub(fetched)), "merge_read", ms(read),
+		log.Debug("stack published", "image", ref, "layers", len(ids),
+			"merge", ms(merged.Sub(start)), "merge_read", ms(read),
 			"layer_dirs", countTrue(lacking), "layer_dirs_build", ms(published.Sub(merged)),
 			"stack", ms(time.Since(published)), "stack_syncfs", ms(bt.Sync), "stack_publish", ms(bt.Publish))
 	}

@@ -43,6 +43,8 @@ type Builder struct {
 	stack    []digest.Digest // recorded in the tree record: BuildStack's layer directories
 	made     []ManifestEntry // with keepMade, every entry as made (a link past the limit as its copy)
 	keepMade bool
+	config   []byte // the image's config document, committed with the tree record (Describe)
+	admit    string // how the signature policy admitted the image (Describe)
 	started  time.Time
 	times    Times
 }
@@ -94,6 +96,14 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 	b.mz, _ = gzip.NewWriterLevel(b.mf, gzip.BestSpeed)
 	b.mw = bufio.NewWriterSize(io.MultiWriter(b.mz, b.mh), 64<<10)
 	return b, nil
+}
+
+// Describe has Commit record, in the tree's own index commit, config (the
+// image's config document, index bucket configs) and admitted (how the
+// signature policy admitted the image, index.Tree.Admitted): a crash
+// leaves the tree with both or leaves no tree. Either may be empty.
+func (b *Builder) Describe(config []byte, admitted string) {
+	b.config, b.admit = config, admitted
 }
 
 // Add creates one entry in the staged tree from an export stream; r
@@ -320,6 +330,10 @@ type List struct {
 	// NewBytes are the content bytes the import stored for the list (in
 	// its layers' objects), for the tree record: linking adds none.
 	NewBytes int64
+	// Config and Admitted are committed with the tree record (see
+	// Builder.Describe).
+	Config   []byte
+	Admitted string
 	// Times, if not nil, is set to how long the build's steps took.
 	Times *Times
 }
@@ -334,6 +348,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 	}
 	b.layers = l.Layers
 	b.stats.NewBytes = l.NewBytes
+	b.Describe(l.Config, l.Admitted)
 	defer b.Abort() // a no-op after Commit
 	for i := range l.Entries {
 		if i%1024 == 0 {
@@ -354,7 +369,7 @@ func (s *Store) BuildFromList(ctx context.Context, d digest.Digest, l List) (ind
 
 // Commit publishes the staged tree as image digest d, in the fixed order:
 // directory metadata, syncfs, rename manifest and tree into place, commit
-// the index record (dropping the lease). The caller holds LockTree(d). If
+// the index record (with what Describe gave, dropping the lease). The caller holds LockTree(d). If
 // the index already has d, the staging is discarded and the existing record
 // returned. Either way the Builder is finished.
 func (b *Builder) Commit(ctx context.Context, d digest.Digest, refs []string) (index.Tree, error) {
@@ -426,7 +441,8 @@ func (b *Builder) renameIn(d digest.Digest) error {
 }
 
 // record is step 4 of the publish order: the index record makes the tree
-// exist, and the lease goes in the same transaction.
+// exist, and the lease goes in the same transaction, with the config and
+// admission Describe gave.
 func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	failpoint.Hit("cache-before-index")
 	now := time.Now().UTC()
@@ -435,6 +451,7 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	rec.Layers, rec.Stack = b.layers, b.stack
 	rec.NewBytes += b.ow.newBytes
 	rec.Manifest = hashDigest(b.mh)
+	rec.Admitted = b.admit
 	err := b.s.Update(func(tx *index.Tx) error {
 		// A stack never names a layer directory the index lacks.
 		for _, c := range rec.Stack {
@@ -444,6 +461,11 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 		}
 		if err := tx.PutTree(rec); err != nil {
 			return err
+		}
+		if b.config != nil {
+			if err := tx.PutConfig(d, b.config); err != nil {
+				return err
+			}
 		}
 		return tx.DeleteLease(b.st.ID)
 	})

@@ -91,6 +91,10 @@ type Stack struct {
 	// NewBytes are the content bytes the import stored for the image (in
 	// its layers' objects), for the tree record.
 	NewBytes int64
+	// Config and Admitted are committed with the tree record (see
+	// Builder.Describe).
+	Config   []byte
+	Admitted string
 	// Times, if not nil, is set to how long the build's steps took.
 	Times *Times
 }
@@ -134,6 +138,7 @@ func (s *Store) BuildStack(ctx context.Context, d digest.Digest, st Stack) (inde
 	defer b.Abort() // a no-op after Commit
 	b.layers, b.stack = st.Layers, chains
 	b.stats.NewBytes = st.NewBytes
+	b.Describe(st.Config, st.Admitted)
 	for i, c := range chains {
 		if err := b.rootfs.Symlink(stackTarget(c), StackLink(i)); err != nil {
 			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)

@@ -39,7 +39,7 @@ func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, ref string) (in
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return t, err
 	}
-	return publishStack(ctx, s, []digest.Digest{d}, ref, d, newBytes, nil)
+	return publishStack(ctx, s, []digest.Digest{d}, ref, d, newBytes, published{}, nil)
 }
 
 // storeFlat reads a flattened rootfs stream (readFlat) as one layer,
@@ -130,10 +130,11 @@ type ImportOptions struct {
 }
 
 // ImportImage makes sure the store has a tree for img (its Digest is the
-// tree key) and its config (RecordConfig; an image for another platform
-// than opt.Platform is refused first, then one the signature policy
-// refuses, opt.Admit, before any layer is fetched), and then records
-// img's ref (RecordRef). A tree found in the store is re-checked
+// tree key) and its config, committed with the tree in one index commit
+// with how the signature policy admitted it (an image whose config names
+// another platform than opt.Platform, or whose config document is not
+// its digest's, is refused first, then one the policy refuses, opt.Admit,
+// before any layer is fetched), and then records img's ref (RecordRef). A tree found in the store is re-checked
 // (opt.Readmit) before it serves img. If the store already
 // has the tree, the source is not asked and created is false. Otherwise the image's rootfs streams from src
 // through the hostile-input checks into the store, and every stream is
@@ -143,6 +144,9 @@ type ImportOptions struct {
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
 	found := func(t index.Tree, ok bool, err error) (index.Tree, bool, error) {
+		if err == nil && ok {
+			err = checkStoredPlatform(s, img, opt.Platform)
+		}
 		if err == nil && ok && opt.Readmit != nil {
 			err = opt.Readmit(img, t)
 		}
@@ -162,7 +166,8 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	if t, ok, err := Lookup(s, d); err != nil || ok {
 		return found(t, ok, err)
 	}
-	if err := checkPlatform(ctx, img, opt.Platform); err != nil {
+	config, err := checkConfig(ctx, img, opt.Platform)
+	if err != nil {
 		return t, false, err
 	}
 	admitted := ""
@@ -172,17 +177,10 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 		}
 	}
 	start := time.Now()
-	if t, err = build(ctx, s, img, opt); err != nil {
-		return t, false, err
-	}
-	if admitted != "" {
-		if t, err = recordAdmission(s, d, admitted); err != nil {
-			return t, false, err
-		}
-	}
-	// The config after the tree (run reads it for the tree it runs),
-	// before the ref: a ref recorded names an image complete with it.
-	if err := RecordConfig(ctx, s, img); err != nil {
+	// The config and the admission go in the tree's own index commit: a
+	// crash leaves the tree with both or no tree. The ref after it: a ref
+	// recorded names an image complete with them.
+	if t, err = build(ctx, s, img, published{config, admitted}, opt); err != nil {
 		return t, false, err
 	}
 	if err := RecordRef(s, img); err != nil {
@@ -194,30 +192,18 @@ func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptio
 	return t, true, nil
 }
 
-// recordAdmission records with tree d how the policy admitted it. The
-// tree is committed before: a crash between the two leaves a tree with
-// no admission, which reads as one imported with no policy.
-func recordAdmission(s *cache.Store, d digest.Digest, how string) (index.Tree, error) {
-	var t index.Tree
-	err := s.Update(func(tx *index.Tx) error {
-		var err error
-		if t, err = tx.Tree(d); err != nil {
-			return err
-		}
-		t.Admitted = how
-		return tx.PutTree(t)
-	})
-	if err != nil {
-		return t, fmt.Errorf("tree %s: recording its admission: %w", d, err)
-	}
-	return t, nil
+// published is what the tree's index commit records besides the tree: the
+// image's config document and how the signature policy admitted it.
+type published struct {
+	config   []byte
+	admitted string
 }
 
-// build streams img's rootfs from its source into a new tree and commits it:
-// a flattened export through the Builder as it streams, layers through
-// the per-layer records (buildLayered). The caller holds img's tree lock.
-// progress is done when build returns.
-func build(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (index.Tree, error) {
+// build streams img's rootfs from its source into a new tree and commits it
+// with pub: a flattened export through the Builder as it streams, layers
+// through the per-layer records (buildLayered). The caller holds img's
+// tree lock. progress is done when build returns.
+func build(ctx context.Context, s *cache.Store, img Image, pub published, opt ImportOptions) (index.Tree, error) {
 	progress := opt.Progress
 	if progress != nil {
 		defer progress.Done()
@@ -229,17 +215,17 @@ func build(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (i
 	}
 	switch {
 	case len(layers) == 1 && layers[0].DiffID() == "":
-		return buildFlat(ctx, s, layers[0], ref, d, progress, opt.Log)
+		return buildFlat(ctx, s, layers[0], ref, d, pub, progress, opt.Log)
 	case len(layers) == 0:
 		return index.Tree{}, fmt.Errorf("image %s lists no layers", ref)
 	}
-	return buildLayered(ctx, s, layers, ref, d, opt)
+	return buildLayered(ctx, s, layers, ref, d, pub, opt)
 }
 
 // buildFlat streams the flattened rootfs l (the Docker daemon's export)
-// into a new tree d: a one-layer stack, its layer stored and published as
-// a registry's layers are.
-func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d digest.Digest, progress Progress, log *slog.Logger) (index.Tree, error) {
+// into a new tree d, committed with pub: a one-layer stack, its layer
+// stored and published as a registry's layers are.
+func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d digest.Digest, pub published, progress Progress, log *slog.Logger) (index.Tree, error) {
 	lock, err := s.Lock(ctx, false)
 	if err != nil {
 		return index.Tree{}, err
@@ -254,5 +240,5 @@ func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d diges
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("export of %s: %w", ref, err)
 	}
-	return publishStack(ctx, s, []digest.Digest{id}, ref, d, newBytes, log)
+	return publishStack(ctx, s, []digest.Digest{id}, ref, d, newBytes, pub, log)
 }

@@ -6,23 +6,28 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/failpoint"
 	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
 // fakeSource is an image's content: it serves tar streams from memory and counts what is asked of it.
 type fakeSource struct {
-	layers [][]byte // image's rootfs streams, lowest first
-	asked  int      // calls of Layers
-	opened int
-	closed int
+	layers  [][]byte // image's rootfs streams, lowest first
+	diffIDs bool     // the layers name their diffIDs: an image of layers, not an export
+	asked   int      // calls of Layers
+	opened  int
+	closed  int
 }
 
 func (f *fakeSource) Config(context.Context) (snapshot.Config, error) {
@@ -43,8 +48,14 @@ type fakeLayer struct {
 	b []byte
 }
 
-func (fakeLayer) DiffID() digest.Digest { return "" }
-func (fakeLayer) Blob() digest.Digest   { return "" }
+func (l fakeLayer) DiffID() digest.Digest {
+	if !l.f.diffIDs {
+		return ""
+	}
+	return digest.FromBytes(l.b)
+}
+
+func (fakeLayer) Blob() digest.Digest { return "" }
 
 func (l fakeLayer) Open(context.Context) (io.ReadCloser, error) {
 	l.f.opened++
@@ -222,5 +233,58 @@ func TestImportAdmit(t *testing.T) {
 	}
 	if d, _, ok, _ := s.LookupRef(other.Ref.String()); ok {
 		t.Fatalf("a refused stored tree's ref is recorded at %s", d)
+	}
+}
+
+// TestImportCrashKeepsConfigWithTree kills an import (a flattened export
+// and an image of layers) at the failpoints around the tree's index
+// commit, and checks that the tree, its config and its admission are
+// stored all together or not at all: a crash never leaves a tree that
+// runs without its image's config, or that reads as imported with no
+// policy.
+func TestImportCrashKeepsConfigWithTree(t *testing.T) {
+	const child = "ROOTSWAP_TEST_IMPORT_CHILD"
+	const how = "sigstoreSigned key sha256:ab (scope default)"
+	d := digest.FromString("crashed image")
+	if spec := os.Getenv(child); spec != "" {
+		kind, root, _ := strings.Cut(spec, ":")
+		src := &fakeSource{layers: [][]byte{tarball(file("etc/version", "v1", 0o644))}}
+		if kind == "layered" {
+			src = &fakeSource{layers: [][]byte{tarball(file("a", "1", 0o644)), tarball(file("b", "2", 0o644))}, diffIDs: true}
+		}
+		img := snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg.example/app:1"}, Digest: d, Content: src}
+		admit := func(context.Context, snapshot.Image) (string, error) { return how, nil }
+		if _, _, err := snapshot.ImportImage(context.Background(), storetest.Open(t, root), img, snapshot.ImportOptions{Admit: admit}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	for _, kind := range []string{"flat", "layered"} {
+		for _, point := range []string{"", "cache-before-index", "cache-after-index"} {
+			root := filepath.Join(t.TempDir(), "store")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestImportCrashKeepsConfigWithTree$")
+			cmd.Env = append(os.Environ(), child+"="+kind+":"+root, failpoint.Env+"="+point)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+			if killed != (point != "") || (point == "" && err != nil) {
+				t.Fatalf("%s import, failpoint %q: %v, killed %v: %s", kind, point, err, killed, out)
+			}
+			s := storetest.Open(t, root)
+			tr, hasTree, err := snapshot.Lookup(s, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var config []byte
+			err = s.View(func(tx *index.Tx) (err error) { config, err = tx.Config(d); return err })
+			if err != nil && !errors.Is(err, index.ErrNotFound) {
+				t.Fatal(err)
+			}
+			want := point != "cache-before-index"
+			if hasTree != want || (config != nil) != want || (tr.Admitted == how) != want {
+				t.Errorf("%s import killed at %q: tree stored %v, config %q, admitted %q; want all or nothing (all: %v)",
+					kind, point, hasTree, config, tr.Admitted, want)
+			}
+		}
 	}
 }

@@ -31,11 +31,11 @@ func parallelLayers() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
 // which tells what each layer's directory must hold over the layers
 // below it; every directory the store lacks (by chain ID) is published,
 // its files linked to the layers' objects, and then the stack naming
-// them, whose manifest is the merged list. An upgrade that adds one
-// layer builds one directory. The shared store lock is held from the
+// them, whose manifest is the merged list, committed with pub. An
+// upgrade that adds one layer builds one directory. The shared store lock is held from the
 // first layer to the tree's index record, so gc cannot take a layer or
 // a layer directory that no tree lists yet.
-func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, opt ImportOptions) (index.Tree, error) {
+func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, pub published, opt ImportOptions) (index.Tree, error) {
 	ids := make([]digest.Digest, len(layers))
 	for i, l := range layers {
 		ids[i] = l.DiffID()
@@ -60,7 +60,7 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	}
 	fetched := time.Now()
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
-	t, err := publishStack(ctx, s, ids, ref, d, newBytes, opt.Log)
+	t, err := publishStack(ctx, s, ids, ref, d, newBytes, pub, opt.Log)
 	if err == nil && opt.Log != nil {
 		opt.Log.Debug("layers fetched", "image", ref, "layers", len(ids), "fetched", len(missing),
 			"fetch", fetched.Sub(start).Round(time.Millisecond))
@@ -73,11 +73,12 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 // merged in order (refusing what Merge refuses), which tells what each
 // layer's directory must hold over the layers below it; every directory
 // the store lacks (by chain ID) is published, and then the stack naming
-// them, whose manifest is the merged list. An upgrade that adds one
-// layer builds one directory. It is the one way every source's layers
-// become a tree. The caller holds the shared store lock from before the
+// them, whose manifest is the merged list, committed with pub (the
+// image's config and admission, in the tree's own index commit). An
+// upgrade that adds one layer builds one directory. It is the one way
+// every source's layers become a tree. The caller holds the shared store lock from before the
 // layers were recorded, and d's tree lock.
-func publishStack(ctx context.Context, s *cache.Store, ids []digest.Digest, ref string, d digest.Digest, newBytes int64, log *slog.Logger) (index.Tree, error) {
+func publishStack(ctx context.Context, s *cache.Store, ids []digest.Digest, ref string, d digest.Digest, newBytes int64, pub published, log *slog.Logger) (index.Tree, error) {
 	start := time.Now()
 	chains := cache.ChainIDs(ids)
 	lacking, err := missingLayerDirs(s, chains)
@@ -105,7 +106,8 @@ func publishStack(ctx context.Context, s *cache.Store, ids []digest.Digest, ref 
 	published := time.Now()
 	failpoint.Hit("snapshot-layerdirs-published") // every layer directory recorded, no stack yet
 	var bt cache.Times
-	t, err := s.BuildStack(ctx, d, cache.Stack{Layers: ids, Entries: entries, Refs: refs(ref), NewBytes: newBytes, Times: &bt})
+	t, err := s.BuildStack(ctx, d, cache.Stack{Layers: ids, Entries: entries, Refs: refs(ref), NewBytes: newBytes,
+		Config: pub.config, Admitted: pub.admitted, Times: &bt})
 	if err == nil && log != nil {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
 		log.Debug("stack published", "image", ref, "layers", len(ids),

@@ -58,20 +58,30 @@ echo attack-done $n`
 var boundPaths = []string{"/s", "/o", "/t", "/r", "/ov", "/ov2"}
 
 // storeState is what must not change: the full listing of one tree
-// (type, mode, owner, mtime, content hash, inode), of objects/, and of the
-// store as a whole (without the index and lock files).
+// (type, mode, owner, mtime, content hash, inode), of objects/, of the
+// layer directories a stack's overlay stands on, and of the store as a
+// whole (without the index and lock files).
 type storeState struct {
-	tree, objects map[string]entry
-	all           string
+	tree, objects, layers map[string]entry
+	all                   string
 }
 
 func snapshotStore(t *testing.T, s *store, tree string) storeState {
 	t.Helper()
-	return storeState{
+	st := storeState{
 		tree:    describe(t, tree),
 		objects: describe(t, filepath.Join(s.root, "objects")),
 		all:     listing(t, s.root),
 	}
+	if layers := filepath.Join(s.root, "layerdirs"); dirExists(layers) {
+		st.layers = describe(t, layers)
+	}
+	return st
+}
+
+func dirExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // unchanged reports every difference between two states, at most a few
@@ -102,6 +112,7 @@ func (b storeState) unchanged(t *testing.T, a storeState, what string) {
 	}
 	diff("the tree", b.tree, a.tree)
 	diff("objects/", b.objects, a.objects)
+	diff("layerdirs/", b.layers, a.layers)
 	if b.all != a.all {
 		t.Errorf("STORE WRITTEN by a container (%s): the store listing changed", what)
 	}

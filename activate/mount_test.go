@@ -39,11 +39,15 @@ func inChildNamespace(t *testing.T) bool {
 // TestMountUmount: rootswap mount shows a stack merged and read-only, a
 // lone layer too, and a plain tree read-only; the overlay's source is the
 // stack's directory (what gc reads); umount takes each away and nothing
-// else.
+// else. Through both mount APIs.
 func TestMountUmount(t *testing.T) {
 	if !inChildNamespace(t) {
 		return
 	}
+	bothMountPaths(t, testMountUmount)
+}
+
+func testMountUmount(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	mnt := t.TempDir()

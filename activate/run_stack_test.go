@@ -10,6 +10,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/internal/storetest"
 )
 
@@ -90,66 +91,77 @@ func line(t *testing.T, report, key string) string {
 // merged tree mounted on it, read-only (whiteouts hide, opaque
 // directories hide what is below, the top layer's /etc/passwd is the one
 // the payload's user is looked up in), the mount's source the stack
-// directory; the host still sees the layer@N links.
+// directory; the host still sees the layer@N links. Through both mount
+// APIs (lowerdir+, and mount(2) as kernels before 6.8 take it).
 func TestRunMountsStack(t *testing.T) {
-	s := newStore(t)
-	base := []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\n"},
-		{Name: "usr", Dir: true}, {Name: "gone", Content: "x"}, {Name: "o", Dir: true}, {Name: "o/hidden", Content: "x"}}
-	top := []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"},
-		{Name: ".wh.gone"}, {Name: "o", Dir: true}, {Name: "o/.wh..wh..opq"}, {Name: "o/seen", Content: "y"}}
-	config := `{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/app"],"User":"app"},"rootfs":{"type":"layers","diff_ids":[]}}`
-	err, report, dir := runStack(t, s, config, nil, base, top)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, report)
-	}
-	if got := line(t, report, "entries"); got != "etc o usr" {
-		t.Errorf("nspawn's --directory holds %q, want the merged tree: etc o usr", got)
-	}
-	if got := line(t, report, "passwd"); !strings.Contains(got, "app:x:1000") {
-		t.Errorf("nspawn's /etc/passwd is %q, want the top layer's", got)
-	}
-	if got := line(t, report, "args"); !strings.Contains(got, "--user=1000") && !strings.Contains(got, "--user 1000") && !strings.Contains(got, "-u 1000") {
-		t.Errorf("the payload's user was not looked up in the merged /etc/passwd: %s", got)
-	}
-	if got, want := line(t, report, "mount"), "overlay "+dir+" ro"; !strings.HasPrefix(got, want) {
-		t.Errorf("the mount on the stack directory: %q, want %q…", got, want)
-	}
-	if strings.Contains(report, "wrote the tree") {
-		t.Errorf("nspawn could write the mounted stack")
-	}
+	bothMountPaths(t, func(t *testing.T) {
+		s := newStore(t)
+		base := []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\n"},
+			{Name: "usr", Dir: true}, {Name: "gone", Content: "x"}, {Name: "o", Dir: true}, {Name: "o/hidden", Content: "x"}}
+		top := []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"},
+			{Name: ".wh.gone"}, {Name: "o", Dir: true}, {Name: "o/.wh..wh..opq"}, {Name: "o/seen", Content: "y"}}
+		config := `{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/app"],"User":"app"},"rootfs":{"type":"layers","diff_ids":[]}}`
+		err, report, dir := runStack(t, s, config, nil, base, top)
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, report)
+		}
+		if got := line(t, report, "entries"); got != "etc o usr" {
+			t.Errorf("nspawn's --directory holds %q, want the merged tree: etc o usr", got)
+		}
+		if got := line(t, report, "passwd"); !strings.Contains(got, "app:x:1000") {
+			t.Errorf("nspawn's /etc/passwd is %q, want the top layer's", got)
+		}
+		if got := line(t, report, "args"); !strings.Contains(got, "--user=1000") && !strings.Contains(got, "--user 1000") && !strings.Contains(got, "-u 1000") {
+			t.Errorf("the payload's user was not looked up in the merged /etc/passwd: %s", got)
+		}
+		opt := "lowerdir+=" + dir + "/layer@1,"
+		if os.Getenv(fsys.LegacyOverlayEnv) == "1" {
+			opt = "lowerdir=layer@1:layer@0,"
+		}
+		if got, want := line(t, report, "mount"), "overlay "+dir+" ro"; !strings.HasPrefix(got, want) || !strings.Contains(got, opt) {
+			t.Errorf("the mount on the stack directory: %q, want %q… with %s", got, want, opt)
+		}
+		if strings.Contains(report, "wrote the tree") {
+			t.Errorf("nspawn could write the mounted stack")
+		}
+	})
 }
 
 // TestRunStackOneLayer: a lone layer (what the daemon path and import
 // --tar make) mounts too: overlayfs needs a second lower directory, and
 // run gives it an empty one of its own.
 func TestRunStackOneLayer(t *testing.T) {
-	s := newStore(t)
-	err, report, _ := runStack(t, s, "", []string{"--", "/bin/true"},
-		[]layerFile{{Name: "usr", Dir: true}, {Name: "usr/bin", Dir: true}, {Name: "usr/bin/app", Content: "x"}})
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, report)
-	}
-	if got := line(t, report, "entries"); got != "usr" {
-		t.Errorf("nspawn's --directory holds %q, want usr", got)
-	}
+	bothMountPaths(t, func(t *testing.T) {
+		s := newStore(t)
+		err, report, _ := runStack(t, s, "", []string{"--", "/bin/true"},
+			[]layerFile{{Name: "usr", Dir: true}, {Name: "usr/bin", Dir: true}, {Name: "usr/bin/app", Content: "x"}})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, report)
+		}
+		if got := line(t, report, "entries"); got != "usr" {
+			t.Errorf("nspawn's --directory holds %q, want usr", got)
+		}
+	})
 }
 
 // TestRunStackScratch: a stack without /usr (FROM scratch) gets the shim's
 // empty directories in the same overlay, not in a second one over it
 // (nspawn's --volatile=overlay would be a third), at the same path.
 func TestRunStackScratch(t *testing.T) {
-	s := newStore(t)
-	err, report, dir := runStack(t, s, "", []string{"--", "/app"},
-		[]layerFile{{Name: "app", Content: "x"}}, []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/:/app\n"}})
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, report)
-	}
-	if got := line(t, report, "entries"); got != "app dev etc proc run sys tmp usr" {
-		t.Errorf("nspawn's --directory holds %q, want the tree and the shim", got)
-	}
-	if got := line(t, report, "args"); !strings.Contains(got, "--directory "+dir+" ") {
-		t.Errorf("nspawn's --directory is not the stack's: %s", got)
-	}
+	bothMountPaths(t, func(t *testing.T) {
+		s := newStore(t)
+		err, report, dir := runStack(t, s, "", []string{"--", "/app"},
+			[]layerFile{{Name: "app", Content: "x"}}, []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "root:x:0:0::/:/app\n"}})
+		if err != nil {
+			t.Fatalf("run: %v\n%s", err, report)
+		}
+		if got := line(t, report, "entries"); got != "app dev etc proc run sys tmp usr" {
+			t.Errorf("nspawn's --directory holds %q, want the tree and the shim", got)
+		}
+		if got := line(t, report, "args"); !strings.Contains(got, "--directory "+dir+" ") {
+			t.Errorf("nspawn's --directory is not the stack's: %s", got)
+		}
+	})
 }
 
 // TestRunStackChecksMerged: the mount-point check of a read-only root
@@ -214,4 +226,14 @@ func TestRunStackPrivateUsers(t *testing.T) {
 	if err, report, _ := runStack(t, s, "", []string{"--private-users=pick", "--private-users-ownership=off", "--", "/bin/true"}, layer); err != nil {
 		t.Errorf("--private-users-ownership=off on a stack: %v\n%s", err, report)
 	}
+}
+
+// bothMountPaths runs f with the new mount API (where the kernel has
+// lowerdir+) and with mount(2), as kernels before 6.8 need.
+func bothMountPaths(t *testing.T, f func(t *testing.T)) {
+	t.Run("newapi", f)
+	t.Run("mount2", func(t *testing.T) {
+		t.Setenv(fsys.LegacyOverlayEnv, "1")
+		f(t)
+	})
 }

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/internal/pid1"
 )
 
@@ -38,6 +42,9 @@ func FileSettings(s *cache.Store, name, bin string, o NspawnOptions, opt RunOpti
 	}
 	var root fs.FS
 	if cfg != nil {
+		if tree, err = mergedTree(s, name, tree, d); err != nil {
+			return nil, nil, fmt.Errorf("nspawn settings %s: %w", name, err)
+		}
 		r, err := os.OpenRoot(tree)
 		if err != nil {
 			return nil, nil, fmt.Errorf("nspawn settings %s: %w", name, err)
@@ -74,4 +81,27 @@ func (ir imageRun) fileSettings(o NspawnOptions, opt RunOptions, so nspawnOpts, 
 		_, command = initArgs(nil, command, bin, io)
 	}
 	return st, command
+}
+
+// mergedTree is where the files of machine name's tree d (at tree) show:
+// tree itself for a plain tree; for a stack, whose directory holds only
+// its layer links, the mount LinkMachine made of it (prepare
+// --link-machines, which a --nspawn-file unit runs before
+// nspawn-settings), which nspawn -M runs too.
+func mergedTree(s *cache.Store, name, tree string, d digest.Digest) (string, error) {
+	st, err := lookupStack(s, d)
+	if err != nil || st == nil {
+		return tree, err
+	}
+	mnt := filepath.Join(MachineMounts, name)
+	sd, err := filepath.EvalSymlinks(st.dir)
+	if err != nil {
+		return "", err
+	}
+	if m, ok, err := fsys.MountAt(mnt); err != nil {
+		return "", err
+	} else if !ok || m.FSType != "overlay" || m.Source != sd {
+		return "", fmt.Errorf("tree %s is stored as layers and is not mounted at %s: run prepare --link-machines %s first (the --nspawn-file unit's ExecStartPre does)", d, mnt, name)
+	}
+	return mnt, nil
 }

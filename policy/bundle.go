@@ -41,7 +41,14 @@ const (
 // verifyBundle checks Sigstore bundle raw against r for img: the part of
 // an admission it earns, or the rank and text of why not (the ranks of
 // verify: 1 another key, 2 malformed, 3 another digest, 4 identity).
-func (r Requirement) verifyBundle(img Image, raw []byte) (string, int, string) {
+func (r Requirement) verifyBundle(img Image, raw []byte) (part string, rank int, reason string) {
+	// A bundle is hostile input from a registry; a library's panic on
+	// one is a malformed bundle, never a crash.
+	defer func() {
+		if p := recover(); p != nil {
+			part, rank, reason = "", 2, fmt.Sprintf("a Sigstore bundle is malformed: its check failed (%v)", p)
+		}
+	}()
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(raw); err != nil {
 		return "", 2, "a Sigstore bundle is malformed: " + err.Error()
@@ -66,7 +73,6 @@ func (r Requirement) verifyBundle(img Image, raw []byte) (string, int, string) {
 		return "", 2, fmt.Sprintf("a Sigstore bundle names digest %q", d)
 	}
 	art := verify.WithArtifactDigest(alg, sum)
-	var part string
 	if r.Fulcio == nil {
 		part, reason = r.bundleByKey(&b, art)
 	} else {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -36,7 +37,7 @@ type bundleFixture struct {
 	m                  digest.Digest
 }
 
-func newBundleFixture(t *testing.T) *bundleFixture {
+func newBundleFixture(t testing.TB) *bundleFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &bundleFixture{
@@ -97,6 +98,9 @@ func TestCheckBundle(t *testing.T) {
 		return out
 	}()
 	fp, rfp := f.key.Fingerprint(t), f.rekor.Fingerprint(t)
+	// The same log, saying it logged the entry an hour and 55 minutes ago.
+	past := *f.rekor
+	past.At = time.Now().Add(-time.Hour - 55*time.Minute)
 	tests := []struct {
 		name, ref string
 		sigs      []Signature
@@ -128,6 +132,8 @@ func TestCheckBundle(t *testing.T) {
 		{"keyless, another CA", "r.example/ci:1", []Signature{bundleSig(f.otherCA.Sign(t, m, ghIssuer, ghWorkflow, rk))}, "", "no signature verifies with a certificate of the scope's CA"},
 		{"keyless, not logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, o))}, "", "no signature verifies with a certificate"},
 		{"keyless, another log", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies with a certificate"},
+		{"keyless, certificate expired since it was logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: &past, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "bundle certificate", ""},
+		{"keyless, logged after the certificate expired", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.rekor, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "", "no signature verifies with a certificate"},
 		{"keyless, another digest", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, other, ghIssuer, ghWorkflow, rk))}, "", "the signature is for manifest"},
 		{"keyless, by key", "r.example/ci:1", []Signature{bundleSig(f.key.Sign(t, m, rk))}, "", "no signature verifies with a certificate"},
 		{"keyless, legacy signature", "r.example/ci:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "keyless signatures are checked only in Sigstore bundles"},
@@ -221,4 +227,21 @@ func TestRecheckBundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzBundle: whatever a registry serves as a bundle, the check answers
+// with an admission or a one-line rejection naming the image, never a
+// panic; the seeds are a bundle by key and a keyless one, both genuine.
+func FuzzBundle(f *testing.F) {
+	fx := newBundleFixture(f)
+	f.Add(fx.key.Sign(f, fx.m, sigstoretest.Options{}))
+	f.Add(fx.ca.Sign(f, fx.m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: fx.rekor}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, ref := range []string{"r.example/app:1", "r.example/ci:1"} {
+			_, err := fx.check(ref, bundleSig(b))
+			if err != nil && (!strings.Contains(err.Error(), "image docker://"+ref) || strings.Contains(err.Error(), "\n")) {
+				t.Fatalf("rejection %q: not one line naming the image", err)
+			}
+		}
+	})
 }

@@ -110,6 +110,9 @@ type Options struct {
 	Message []byte
 	// Rekor logs the signature there.
 	Rekor *Rekor
+	// IssuedAt is when a keyless certificate's 10 minutes of validity
+	// begin; zero is a minute ago.
+	IssuedAt time.Time
 }
 
 // Sign returns a bundle signing manifest m with k, as cosign v3's
@@ -160,12 +163,12 @@ func NewCA(t testing.TB) *CA {
 	ca := &CA{}
 	ca.rootKey, ca.root = cert(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sigstoretest root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}, nil, nil)
 	ca.interKey, ca.inter = cert(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sigstoretest intermediate"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 	}, ca.root, ca.rootKey)
@@ -212,6 +215,7 @@ var oidIssuerV2 = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 8}
 type provider struct {
 	ca              *CA
 	issuer, subject string
+	at              time.Time
 }
 
 // GetCertificate issues a 10-minute certificate for the keypair's public
@@ -224,7 +228,7 @@ func (p provider) GetCertificate(_ context.Context, kp sign.Keypair, _ *sign.Cer
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		NotBefore:    time.Now().Add(-time.Minute), NotAfter: time.Now().Add(10 * time.Minute),
+		NotBefore:    p.at, NotAfter: p.at.Add(10 * time.Minute),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		ExtraExtensions: []pkix.Extension{{Id: oidIssuerV2, Value: iss}},
 	}
@@ -250,7 +254,11 @@ func (ca *CA) Sign(t testing.TB, m digest.Digest, issuer, subject string, o Opti
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bundle(t, kp, provider{ca, issuer, subject}, m, o)
+	at := o.IssuedAt
+	if at.IsZero() {
+		at = time.Now().Add(-time.Minute)
+	}
+	return bundle(t, kp, provider{ca, issuer, subject, at}, m, o)
 }
 
 // Rekor is a test transparency log: a sign.RekorClient that logs each
@@ -258,6 +266,8 @@ func (ca *CA) Sign(t testing.TB, m digest.Digest, issuer, subject string, o Opti
 // and an inclusion proof whose checkpoint it signs.
 type Rekor struct {
 	key *ecdsa.PrivateKey
+	// At is the time the log says it integrated each entry; zero is now.
+	At time.Time
 }
 
 // NewRekor generates the log's key.
@@ -267,7 +277,7 @@ func NewRekor(t testing.TB) *Rekor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Rekor{k}
+	return &Rekor{key: k}
 }
 
 // PublicPEM is the log's public key, as a policy's rekorPublicKeyPath
@@ -305,6 +315,9 @@ func (r *Rekor) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entrie
 	id := sha256.Sum256(der)
 	logID := hex.EncodeToString(id[:])
 	now, index, size := time.Now().Unix(), int64(0), int64(1)
+	if !r.At.IsZero() {
+		now = r.At.Unix()
+	}
 	b64 := base64.StdEncoding.EncodeToString(body)
 	// The signed entry timestamp: Rekor's signature over the canonical JSON
 	// of the entry's body, time, index and log ID.

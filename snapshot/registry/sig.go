@@ -164,7 +164,7 @@ func (ri *remoteImage) bundles(ctx context.Context) ([]policy.Signature, error) 
 		}
 		found = found[:0]
 		for _, d := range im.Manifests {
-			if strings.HasPrefix(d.ArtifactType, BundleTypePrefix) {
+			if maybeBundle(d) {
 				found = append(found, d)
 			}
 		}
@@ -214,6 +214,18 @@ func (ri *remoteImage) bundles(ctx context.Context) ([]policy.Signature, error) 
 	}
 	return out, nil
 }
+
+// maybeBundle reports whether referrer d may be a Sigstore bundle: its
+// artifactType says so, or says nothing telling, as in a referrers tag
+// some writers fill with the config's media type (the empty one) or
+// nothing; those manifests are read, and only their bundle layers kept.
+func maybeBundle(d v1.Descriptor) bool {
+	return strings.HasPrefix(d.ArtifactType, BundleTypePrefix) || d.ArtifactType == "" || d.ArtifactType == emptyConfigType
+}
+
+// emptyConfigType is the OCI empty descriptor's media type, the config of
+// an artifact manifest such as a bundle's.
+const emptyConfigType = "application/vnd.oci.empty.v1+json"
 
 // smallBlob reads blob l of endpoint from, at most max bytes, verified
 // against its descriptor.

@@ -51,13 +51,11 @@ func testMountUmount(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	mnt := t.TempDir()
-	two := storetest.Import(t, s, "two", storetest.File{Name: "plain", Content: "x"})
-	one := storetest.Import(t, s, "one", storetest.File{Name: "plain", Content: "y"})
 	plain := storetest.ImportPlain(t, s, "plain", storetest.File{Name: "plain", Content: "z"})
-	dir2, lower2 := makeStack(t, s, two, []layerFile{{Name: "a", Content: "1"}, {Name: "gone", Content: "1"}}, []layerFile{{Name: ".wh.gone"}, {Name: "b", Content: "2"}})
-	useStack(t, two, dir2, lower2)
-	dir1, lower1 := makeStack(t, s, one, []layerFile{{Name: "only", Content: "1"}})
-	useStack(t, one, dir1, lower1)
+	two := importStack(t, s, []layerFile{{Name: "a", Content: "1"}, {Name: "gone", Content: "1"}}, []layerFile{{Name: ".wh.gone"}, {Name: "b", Content: "2"}})
+	one := importStack(t, s, []layerFile{{Name: "only", Content: "1"}})
+	dir2, _ := stackDir(t, s, two)
+	dir1, _ := stackDir(t, s, one)
 	for _, tc := range []struct {
 		name  string
 		tree  digest.Digest

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -47,7 +48,7 @@ func runStack(t *testing.T, s *cache.Store, config string, user []string, layers
 		t.Skip("needs root (mount namespaces, overlayfs)")
 	}
 	out := fakeNspawn(t)
-	d := storetest.Import(t, s, "img:1", storetest.File{Name: "plain", Content: "the plain tree"})
+	d := importStack(t, s, layers...)
 	if _, _, err := Activate(context.Background(), s, "web", d, "img:1", "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -56,8 +57,7 @@ func runStack(t *testing.T, s *cache.Store, config string, user []string, layers
 			t.Fatal(err)
 		}
 	}
-	dir, lower := makeStack(t, s, d, layers...)
-	useStack(t, d, dir, lower)
+	dir, lower := stackDir(t, s, d)
 	done := make(chan error)
 	go func() { done <- Run(s, "web", user, RunOptions{NoInit: true}, io.Discard) }() // the view locks this thread; it dies with the goroutine
 	err := <-done
@@ -236,4 +236,40 @@ func bothMountPaths(t *testing.T, f func(t *testing.T)) {
 		t.Setenv(fsys.LegacyOverlayEnv, "1")
 		f(t)
 	})
+}
+
+// TestRunStackDamagedIndex: on a damaged index run still starts the
+// current tree (the link says what runs), and a stack still mounts: its
+// directory, nothing but layer@N links into layerdirs/, says what the
+// index cannot.
+func TestRunStackDamagedIndex(t *testing.T) {
+	s := newStore(t)
+	d := importStack(t, s, []layerFile{{Name: "usr", Dir: true}}, []layerFile{{Name: "top", Content: "x"}})
+	if _, _, err := Activate(context.Background(), s, "web", d, "img:1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	dir, lower := stackDir(t, s, d)
+	// A copy of the store, whose index is damaged: the process remembers
+	// a damaged index, and the store check of s must still read it.
+	copied := filepath.Join(t.TempDir(), "store")
+	if out, err := exec.Command("cp", "-a", s.Root(), copied).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(copied, "index.db"), []byte("not an index"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	damaged, err := cache.Open(context.Background(), copied, cache.Options{MustExist: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, _ = filepath.Rel(s.Root(), dir)
+	dir = filepath.Join(copied, dir)
+	fakeNspawn(t)
+	p, err := resolveRun(damaged, "web", []string{"--", "/bin/true"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stack == nil || p.stack.dir != dir || strings.Join(p.stack.lower, " ") != strings.Join(lower, " ") {
+		t.Errorf("on a damaged index run plans %+v, want the stack %s %q", p.stack, dir, lower)
+	}
 }

@@ -29,13 +29,8 @@ import (
 // does. Nothing reaches the host: there the directory still holds the
 // links.
 
-// stackOf is cache.Store.StackOf (issue 19's store side): dir is tree d's
-// directory, lower its layer names topmost first, ok false for a plain
-// tree. Until the store writes stacks, every tree is plain; tests put a
-// stack they made by hand here.
-var stackOf = func(s *cache.Store, d digest.Digest) (dir string, lower []string, ok bool, err error) {
-	return "", nil, false, nil
-}
+// stackOf is cache.Store.StackOf; a test puts a stack of its own here.
+var stackOf = (*cache.Store).StackOf
 
 // stack is a tree's layers as overlayfs lays them: dir the tree's
 // directory, lower the layer names under it, topmost first.

@@ -273,3 +273,31 @@ func TestRunStackDamagedIndex(t *testing.T) {
 		t.Errorf("on a damaged index run plans %+v, want the stack %s %q", p.stack, dir, lower)
 	}
 }
+
+// TestRunStackLayerMissing: a stack whose layer directory is gone (verify
+// --repair removes a damaged one) is one line saying so and what brings
+// it back, not overlayfs's ENOENT.
+func TestRunStackLayerMissing(t *testing.T) {
+	s := newStore(t)
+	fakeNspawn(t)
+	d := importStack(t, s, []layerFile{{Name: "usr", Dir: true}}, []layerFile{{Name: "top", Content: "x"}})
+	if _, _, err := Activate(context.Background(), s, "web", d, "img:1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	dir, _ := stackDir(t, s, d)
+	layer, err := filepath.EvalSymlinks(filepath.Join(dir, "layer@1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	aside := filepath.Join(s.Root(), "aside")
+	if err := os.Rename(layer, aside); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Rename(aside, layer) }) // for the store check
+	done := make(chan error)
+	go func() { done <- Run(s, "web", []string{"--", "/bin/true"}, RunOptions{NoInit: true}, io.Discard) }()
+	err = <-done
+	if err == nil || !strings.Contains(err.Error(), "run web: stack "+d.String()+": the layer directory of layer@1 is missing") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("run of a stack without its top layer: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package activate
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -80,6 +81,11 @@ func (st *stack) mount(shim []string) error {
 		o.Lower = append([]string{dir}, st.lower...)
 	}
 	if err := fsys.MountOverlay(st.dir, o); err != nil {
+		for _, l := range st.lower {
+			if _, serr := os.Stat(filepath.Join(st.dir, l)); errors.Is(serr, fs.ErrNotExist) {
+				return fmt.Errorf("stack %s: the layer directory of %s is missing (verify --repair removes a damaged one; prepare imports the image again)", st.digest, l)
+			}
+		}
 		return fmt.Errorf("stack %s: %w", st.digest, err)
 	}
 	return nil

@@ -31,12 +31,20 @@ type Image struct {
 	Manifest digest.Digest
 }
 
-// Signature is one cosign signature of an image: the simple-signing
-// payload as fetched (its digest verified), and the base64 signature over
-// it that the signature manifest's layer annotation holds.
+// Signature is one cosign signature of an image, as fetched (its digest
+// verified): either a legacy one, the simple-signing payload and the
+// base64 signature over it that the signature manifest's layer
+// annotation holds; or a Sigstore bundle (JSON) attached to the image as
+// an OCI 1.1 referrer.
 type Signature struct {
 	Payload []byte
 	Base64  string
+	// A keyless or logged legacy signature's annotations: the signing
+	// certificate and its chain (PEM), and Rekor's signed entry timestamp
+	// with the entry (cosign's "bundle" annotation, JSON).
+	Cert, Chain string
+	Rekor       []byte
+	Bundle      []byte
 }
 
 // Signatures fetches an image's signatures, each bounded and verified
@@ -59,13 +67,30 @@ func (a Admission) String() string {
 // ErrRejected is what every rejection wraps.
 var ErrRejected = errors.New("rejected by policy")
 
-// Rejection says why the policy rejected an image.
+// Rejection says why the policy rejected an image: which requirement
+// of which scope failed, and why.
 type Rejection struct {
-	Image, File, Scope, Reason string
+	Image, File, Scope string
+	Requirement        string // its number in the scope and what it asks, "1 (sigstoreSigned by key)"
+	Reason             string
 }
 
 func (r *Rejection) Error() string {
-	return fmt.Sprintf("image %s: %s %s, scope %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Reason)
+	return fmt.Sprintf("image %s: %s %s, scope %s, requirement %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Requirement, r.Reason)
+}
+
+// String names requirement r as a rejection does: its type, and for
+// sigstoreSigned what it trusts.
+func (r Requirement) String() string {
+	switch {
+	case r.Type != SigstoreSigned:
+		return r.Type
+	case r.Fulcio != nil:
+		return r.Type + " keyless"
+	case r.Rekor != nil:
+		return r.Type + " by key, logged in Rekor"
+	}
+	return r.Type + " by key"
 }
 
 func (r *Rejection) Unwrap() error { return ErrRejected }
@@ -99,13 +124,19 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	var how []string
 	var fetched []Signature
 	asked := false
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			how = append(how, r.Type)
@@ -124,11 +155,11 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 				}
 				asked = true
 			}
-			k, signed, reason := r.verify(img, fetched)
+			part, reason := r.verify(img, fetched)
 			if reason != "" {
 				return reject(reason)
 			}
-			how = append(how, r.Type+" key "+k.Fingerprint+" for "+signed.String())
+			how = append(how, part)
 		default:
 			return reject(fmt.Sprintf("requirement %q is not supported", r.Type))
 		}
@@ -164,8 +195,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	how, _, _ := strings.Cut(admitted, " (scope ")
 	var parts []string
@@ -173,7 +209,8 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 		parts = strings.Split(how, "; ")
 	}
 	var out []string
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			out = append(out, r.Type)
@@ -196,7 +233,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 }
 
 // recorded returns the part of a tree's admission record that meets
-// sigstoreSigned requirement r for img, or why none does.
+// sigstoreSigned requirement r for img, or why none does. A part reads
+// "sigstoreSigned [bundle] HOW [for REF]": "bundle" for a Sigstore
+// bundle (which signs no reference), "for REF" for a legacy signature's
+// signed reference, and HOW one of
+//
+//	key FP [rekor FP]                             by key FP [logged by Rekor key FP]
+//	certificate CA issuer I subject S rekor FP    by a certificate of CA for S by I, logged by FP
 func (r Requirement) recorded(img Image, parts []string) (string, string) {
 	want, err := normalize(img.Name)
 	if err != nil {
@@ -206,38 +249,90 @@ func (r Requirement) recorded(img Image, parts []string) (string, string) {
 		return "", "the stored tree was imported with no signature check; remove it (rootswap gc once no machine uses it) to import and check it again"
 	}
 	reason := "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no key of this scope"
+	if r.Fulcio != nil {
+		reason = "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no certificate of this scope's CA logged by its Rekor key"
+	}
 	for _, part := range parts {
-		var fp, ident string
-		if _, err := fmt.Sscanf(part, SigstoreSigned+" key %s for %s", &fp, &ident); err != nil {
+		f := strings.Fields(part)
+		if len(f) < 3 || f[0] != SigstoreSigned {
 			continue
 		}
-		signed, err := normalize(ident)
-		if err != nil {
-			continue
+		f = f[1:]
+		isBundle := f[0] == "bundle"
+		if isBundle {
+			f = f[1:]
 		}
-		for _, k := range r.Keys {
-			if k.Fingerprint != fp {
+		var ref string
+		if n := len(f); n >= 2 && f[n-2] == "for" {
+			ref, f = f[n-1], f[:n-2]
+		}
+		if isBundle == (ref != "") {
+			continue // a bundle names no reference, a legacy signature one
+		}
+		var rekor string
+		switch {
+		case len(f) == 2 && f[0] == "key", len(f) == 4 && f[0] == "key" && f[2] == "rekor":
+			if r.Fulcio != nil || !hasKey(r.Keys, f[1]) {
 				continue
 			}
-			if !r.Identity.match(want, signed) {
-				reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+			if len(f) == 4 {
+				rekor = f[3]
+			}
+		case len(f) == 8 && f[0] == "certificate" && f[2] == "issuer" && f[4] == "subject" && f[6] == "rekor":
+			if r.Fulcio == nil || f[1] != r.Fulcio.Fingerprint {
+				continue
+			}
+			if f[3] != r.Fulcio.Issuer || f[5] != r.Fulcio.Subject {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by %s (issuer %s), the scope wants %s (issuer %s)", f[5], f[3], r.Fulcio.Subject, r.Fulcio.Issuer)
+				continue
+			}
+			rekor = f[7]
+		default:
+			continue
+		}
+		if r.Rekor != nil && !hasKey(r.Rekor, rekor) {
+			reason = "the stored tree's signature was not checked against this scope's Rekor key"
+			continue
+		}
+		if isBundle {
+			if r.Identity.Type == "exactReference" || r.Identity.Type == "exactRepository" {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by a Sigstore bundle, which names no docker reference that %s could match", r.Identity.Type)
 				continue
 			}
 			return part, ""
 		}
+		signed, err := normalize(ref)
+		if err != nil {
+			continue
+		}
+		if !r.Identity.match(want, signed) {
+			reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+			continue
+		}
+		return part, ""
 	}
 	return "", reason
 }
 
-// verify returns the key with which one of sigs admits img, or why none
-// does: the most telling reason among the signatures tried.
-func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
+// hasKey reports whether one of keys has fingerprint fp.
+func hasKey(keys []Key, fp string) bool {
+	for _, k := range keys {
+		if k.Fingerprint == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// verify returns how one of sigs admits img (an admission's part), or
+// why none does: the most telling reason among the signatures tried.
+func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 	if len(sigs) == 0 {
-		return Key{}, named{}, "no signature"
+		return "", "no signature found"
 	}
 	want, err := normalize(img.Name)
 	if err != nil {
-		return Key{}, named{}, err.Error()
+		return "", err.Error()
 	}
 	reason, rank := "", 0
 	worse := func(n int, s string) {
@@ -246,21 +341,40 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 		}
 	}
 	for _, s := range sigs {
+		if s.Bundle != nil {
+			part, n, why := r.verifyBundle(img, s.Bundle)
+			if why == "" {
+				return part, ""
+			}
+			worse(n, why)
+			continue
+		}
 		raw, err := base64.StdEncoding.DecodeString(s.Base64)
 		if err != nil {
-			worse(1, "a signature is not base64")
+			worse(2, "a signature is not base64")
 			continue
 		}
-		var key *Key
-		for i := range r.Keys {
-			if verifySig(r.Keys[i].Public, s.Payload, raw) {
-				key = &r.Keys[i]
-				break
+		var how string
+		if r.Fulcio != nil || r.Rekor != nil {
+			h, n, why := r.verifyLegacySigstore(s, raw)
+			if why != "" {
+				worse(n, why)
+				continue
 			}
-		}
-		if key == nil {
-			worse(1, fmt.Sprintf("no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
-			continue
+			how = h
+		} else {
+			var key *Key
+			for i := range r.Keys {
+				if verifySig(r.Keys[i].Public, s.Payload, raw) {
+					key = &r.Keys[i]
+					break
+				}
+			}
+			if key == nil {
+				worse(1, fmt.Sprintf("signed by another key: no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
+				continue
+			}
+			how = "key " + key.Fingerprint
 		}
 		var pl payload
 		if err := json.Unmarshal(s.Payload, &pl); err != nil {
@@ -284,9 +398,9 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 			worse(4, fmt.Sprintf("identity mismatch: signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want))
 			continue
 		}
-		return *key, signed, ""
+		return r.Type + " " + how + " for " + signed.String(), ""
 	}
-	return Key{}, named{}, reason
+	return "", reason
 }
 
 func plural(n int) string {

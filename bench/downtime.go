@@ -585,8 +585,9 @@ func (r *Results) writeDowntime(b *strings.Builder) {
 	}
 	if d := r.Downtime[0]; d.AutoUpdate != "" {
 		fmt.Fprintf(b, "\nPodman's own updater, tried on a container labelled io.containers.autoupdate=registry: %s "+
-			"It restarts the container's systemd unit through D-Bus, and no systemd runs on this host (nor podman in the bed), "+
-			"so Podman's arm is its manual equivalent: pull, then stop + rm + run.\n", d.AutoUpdate)
+			"It restarts the container's systemd unit through D-Bus, and no systemd runs on this host; "+
+			"podman cannot run in the bed either (this host's cgroup v1 controllers are read-only under nspawn, so runc cannot create the container's cgroup, and --cgroups=disabled needs crun). "+
+			"So Podman's arm is its manual equivalent: pull, then stop + rm + run.\n", d.AutoUpdate)
 	}
 	fmt.Fprintf(b, "\n%s\n", r.Downtime[0].Regime)
 }

@@ -121,6 +121,13 @@ func TestTrustPolicy(t *testing.T) {
 		ref, m := pushRaw(t, reg, nameTag, cfg, []rawLayer{l}, nil)
 		return "docker://" + ref, m, digest.FromBytes(cfg).String(), digest.FromBytes(l.blob)
 	}
+	// sign pushes to repo a signature by k of manifest m, whose payload
+	// names identity, as cosign signs.
+	sign := func(repo string, m digest.Digest, identity string, k *ecdsa.PrivateKey) {
+		t.Helper()
+		pl := cosignPayload(identity, m)
+		pushSignature(t, reg, repo, m, pl, cosignSign(t, k, pl))
+	}
 	// refused imports ref and expects a rejection mentioning each of
 	// mention, with no blob of the image fetched and nothing stored.
 	refused := func(ref string, blob digest.Digest, mention ...string) {
@@ -155,14 +162,12 @@ func TestTrustPolicy(t *testing.T) {
 
 	t.Run("signed", func(t *testing.T) {
 		ref, m, img, _ := push("trust/signed:1")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/trust/signed", key)
 		admitted(ref, img, "sigstoreSigned key "+fp+" for "+a+"/trust/signed (scope docker:"+a+"/trust/signed)")
 	})
 	t.Run("signed by digest, default identity", func(t *testing.T) {
 		_, m, img, _ := push("trust/bydigest:1")
-		pl := cosignPayload(a+"/trust/bydigest", m)
-		pushSignature(t, reg, "trust/bydigest", m, pl, cosignSign(t, key, pl))
+		sign("trust/bydigest", m, a+"/trust/bydigest", key)
 		admitted("docker://"+a+"/trust/bydigest@"+m.String(), img, "sigstoreSigned key "+fp+" for "+a+"/trust/bydigest (scope docker:"+a+"/trust)")
 	})
 	t.Run("unsigned", func(t *testing.T) {
@@ -171,8 +176,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("wrong key", func(t *testing.T) {
 		ref, m, _, blob := push("trust/signed:wrongkey")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, other, pl))
+		sign("trust/signed", m, a+"/trust/signed", other)
 		refused(ref, blob, "no signature verifies with the scope's key")
 	})
 	t.Run("tampered payload", func(t *testing.T) {
@@ -192,8 +196,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("identity mismatch", func(t *testing.T) {
 		ref, m, _, blob := push("trust/signed:elsewhere")
-		pl := cosignPayload(a+"/evil/app", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/evil/app", key)
 		refused(ref, blob, "identity mismatch")
 	})
 	t.Run("default reject", func(t *testing.T) {
@@ -210,8 +213,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("a machine keeps its tree", func(t *testing.T) {
 		ref, m, img, _ := push("trust/signed:stable")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/trust/signed", key)
 		s.ok("prepare", "--pull", "m", ref)
 		_, _, _, blob := push("trust/signed:stable") // the tag moves to an unsigned image
 		s.fail(1, []string{"no signature"}, "prepare", "--pull", "m", ref)

@@ -49,6 +49,10 @@ var fences = []struct {
 		"integration":       "tests write zstd layers and check that they decompress to their diffIDs",
 		"bench":             "the registry floor decompresses layers with the registry source's gunzip",
 	}},
+	{"github.com/sigstore", map[string]string{
+		"policy":                "Sigstore bundles verified offline (sigstore-go): the cryptography of the signature policy, beside it",
+		"internal/sigstoretest": "the test kit that signs bundles as cosign v3 does, with a test CA and an in-process Rekor",
+	}},
 	{"golang.org/x/sys/unix", map[string]string{
 		"internal/fsys": "the one home of the Linux calls package os lacks",
 	}},
@@ -84,6 +88,7 @@ var floors = []struct {
 	{"internal/failpoint", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/journal", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/pid1", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/sigstoretest", "a test kit on the ground floor: it signs, it knows nothing of rootswap", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 }
 
 // TestFloors fails for every import of this module's code that runs

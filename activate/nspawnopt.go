@@ -70,7 +70,11 @@ type NspawnSetting struct {
 // written: the same choices as Args, with the overlay (Volatile=overlay)
 // and PrivateUsersOwnership=map spelled out, since the file has no
 // `rootswap run` to add them. Extra has no file form and is left out.
-func (o NspawnOptions) Settings() []NspawnSetting {
+func (o NspawnOptions) Settings() []NspawnSetting { return o.settings("SIGTERM") }
+
+// settings are Settings with stop as what a stop sends PID 1 unless
+// Extra chooses it.
+func (o NspawnOptions) settings(stop string) []NspawnSetting {
 	var s []NspawnSetting
 	for _, e := range o.Env {
 		s = append(s, NspawnSetting{"Exec", "Environment", e, true})
@@ -84,7 +88,7 @@ func (o NspawnOptions) Settings() []NspawnSetting {
 	if !ChoosesStop(o.Extra) {
 		// SIGTERM to the payload on a stop (nspawn's default without -b is
 		// SIGKILL), as `rootswap run` does.
-		s = append(s, NspawnSetting{Section: "Exec", Key: "KillSignal", Value: "SIGTERM"})
+		s = append(s, NspawnSetting{Section: "Exec", Key: "KillSignal", Value: stop})
 	}
 	if o.ReadOnly {
 		s = append(s, NspawnSetting{Section: "Files", Key: "ReadOnly", Value: "yes"},

@@ -47,8 +47,6 @@ func withInit(opt RunOptions, o nspawnOpts, command []string) (bool, string) {
 		return false, "-b boots the tree's own init"
 	case o.asPid2:
 		return false, "--as-pid2 makes nspawn's stub init PID 1"
-	case o.notify:
-		return false, "--notify-ready: nspawn takes READY=1 from PID 1 only"
 	case len(command) == 0:
 		return false, "no command: nspawn's shell"
 	case ownInits[path.Base(command[0])]:
@@ -121,8 +119,25 @@ func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, ir imageRun,
 	opts, _ := splitCommand(args, user, o)
 	opts = append(opts, ir.options()...)
 	command := ir.command
-	on, _ := withInit(opt, o, command)
-	var io pid1.Options
+	io, use := initFor(opt, o, ir)
+	if !use {
+		return joinCommand(opts, command), "", nil
+	}
+	bin, warning, err := exe()
+	if err != nil {
+		return nil, "", err
+	}
+	opts, command = initArgs(opts, command, bin, io)
+	return joinCommand(opts, command), warning, nil
+}
+
+// initFor decides rootswap's binary's part in a payload run as ir, with
+// the run's options opt and the nspawn options scanned into o: use is
+// false when the command runs as it is; else the binary goes in front
+// with the options io, as the init (withInit) or, without one, only to
+// switch to the image's user and exec the command (io.Exec).
+func initFor(opt RunOptions, o nspawnOpts, ir imageRun) (io pid1.Options, use bool) {
+	on, _ := withInit(opt, o, ir.command)
 	if ir.user != nil {
 		// Plain root (no groups but its own) is what nspawn starts the
 		// command as: without the init, no binary is needed for it.
@@ -130,16 +145,8 @@ func payloadArgs(args, user []string, o nspawnOpts, opt RunOptions, ir imageRun,
 			io.Creds = &c
 		}
 	}
-	if !on && io.Creds == nil {
-		return joinCommand(opts, command), "", nil
-	}
 	io.Exec = !on
-	bin, warning, err := exe()
-	if err != nil {
-		return nil, "", err
-	}
-	opts, command = initArgs(opts, command, bin, io)
-	return joinCommand(opts, command), warning, nil
+	return io, on || io.Creds != nil
 }
 
 // runPayload completes the argument list args that nspawnArgs made of
@@ -185,7 +192,6 @@ func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args [
 // is when the run would have no init (noInit: --no-init).
 func (o NspawnOptions) FileInit(bin string, command []string, noInit bool) ([]NspawnSetting, []string) {
 	so := scanOptions("", o.Args())
-	so.notify = so.notify || o.NotifyReady
 	if on, _ := withInit(RunOptions{NoInit: noInit}, so, command); !on {
 		return nil, command
 	}

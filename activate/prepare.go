@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -152,6 +153,7 @@ type view struct {
 	treeOK      bool             // the store has tree resolved, not marked broken
 	tree        index.Tree       // its record, when the store has it
 	hasConfig   bool             // the store has its image config
+	platform    ocispec.Platform // what that config names; zero without one
 	link        digest.Digest    // what machines/NAME/current names; "" if none
 	m           index.Machine    // the machine's record; zero for a new machine
 	cur         index.Generation // generation m.Current; zero if none
@@ -174,6 +176,7 @@ const (
 	decline                      // the digest failed here before: keep the current tree
 	forget                       // --force: forget that the digest failed, then decide again
 	hit                          // the machine runs the image already
+	otherPlatform                // the machine runs the image already, cached for another platform: refuse
 	install                      // import if need be, then activate
 )
 
@@ -193,7 +196,12 @@ func decide(st view, opt PrepareOptions) action {
 		return forget
 	case st.link == st.resolved && st.treeOK && st.agree() && !st.rolledBack:
 		// Only when the index agrees with the link: otherwise Activate's
-		// load reconciles them.
+		// load reconciles them. A tree cached for another platform
+		// (imported with --platform) is refused as its import would be
+		// (the install path's import checks a stored tree too).
+		if snapshot.CheckPlatform("", st.platform, opt.Platform) != nil {
+			return otherPlatform
+		}
 		return hit
 	}
 	return install
@@ -364,11 +372,16 @@ func (p *preparation) readIndex(st *view) error {
 			st.treeOK = err == nil && !t.Broken
 			if err == nil {
 				st.tree = t
-				_, cerr := tx.Config(st.resolved)
+				raw, cerr := tx.Config(st.resolved)
 				if cerr != nil && !errors.Is(cerr, index.ErrNotFound) {
 					return cerr
 				}
 				st.hasConfig = cerr == nil
+				if st.hasConfig {
+					if st.platform, cerr = snapshot.ConfigPlatform(raw); cerr != nil {
+						return fmt.Errorf("tree %s: %w", st.resolved, cerr)
+					}
+				}
 			}
 		}
 		m, err := tx.Machine(p.name)
@@ -430,6 +443,8 @@ func (p *preparation) do(ctx context.Context, a action, st *view) (Outcome, bool
 	case forget:
 		st.m.Forgive(st.resolved)
 		return Outcome{}, false, clearFailed(p.s, p.name, st.resolved)
+	case otherPlatform:
+		return Outcome{}, true, snapshot.CheckPlatform(p.ref.String(), st.platform, p.opt.Platform)
 	case hit:
 		// The machine runs the image already: a ref the source resolved
 		// afresh is recorded now, as an import would have.

@@ -7,11 +7,13 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
@@ -65,6 +67,8 @@ func TestDecide(t *testing.T) {
 		{"failed digest", at(gen(1, v1), v2, v2), false, decline},
 		{"failed digest, --force", at(gen(1, v1), v2, v2), true, forget},
 		{"failed digest, another is current", at(gen(3, v3), v3, v2), false, hit},
+		{"image is current, cached for another platform", with(at(gen(1, v1), v1), func(v *view) { v.platform = ocispec.Platform{OS: "linux", Architecture: "other"} }), false, otherPlatform},
+		{"image is current, cached for this platform", with(at(gen(1, v1), v1), func(v *view) { v.platform = ocispec.Platform{OS: "linux", Architecture: runtime.GOARCH} }), false, hit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			opt := PrepareOptions{Force: c.force}
@@ -186,5 +190,31 @@ func TestPrepareRecordsRefOnceStored(t *testing.T) {
 	}
 	if got := recorded(); got != digest.FromString("v1") {
 		t.Fatalf("after a cache hit the ref is recorded at %q, want v1's", got)
+	}
+}
+
+// TestPreparePlatformOnCacheHit: a tree imported for another platform
+// (--platform) serves no prepare that does not ask for that platform:
+// neither another machine (the import's cache hit) nor the machine that
+// runs it (prepare's hit). Asked, both go on.
+func TestPreparePlatformOnCacheHit(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	log := slog.New(slog.DiscardHandler)
+	src := &fakeSource{images: map[string]string{"app:1": "v1"}, arch: map[string]string{"v1": "riscv64"}}
+	other := PrepareOptions{Platform: "linux/riscv64"}
+	if _, err := Prepare(ctx, s, src, log, "a", daemonRef("app:1"), other); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"b", "a"} {
+		_, err := Prepare(ctx, s, src, log, m, daemonRef("app:1"), PrepareOptions{})
+		if !errors.Is(err, snapshot.ErrPlatform) || !strings.Contains(err.Error(), "linux/riscv64") {
+			t.Errorf("prepare %s of the cached riscv64 tree without --platform: %v, want refused naming the platform", m, err)
+		}
+		if o, err := Prepare(ctx, s, src, log, m, daemonRef("app:1"), other); err != nil {
+			t.Errorf("prepare %s --platform linux/riscv64: %v", m, err)
+		} else if src.imports != 1 {
+			t.Errorf("prepare %s: %s after %d imports, want the cached tree", m, o, src.imports)
+		}
 	}
 }

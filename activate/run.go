@@ -66,7 +66,6 @@ type nspawnOpts struct {
 	stopBy    bool            // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
 	boot      bool            // -b/--boot: nspawn runs the tree's own init
 	asPid2    bool            // -a/--as-pid2: nspawn's stub init is PID 1
-	notify    bool            // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
 	cmdAt     int             // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
 	env       map[string]bool // the variables -E/--setenv set
 	chdir     bool            // --chdir: the user chose the working directory
@@ -191,9 +190,6 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 		o.stopBy, o.boot = true, true
 	case "-a", "--as-pid2":
 		o.asPid2 = true
-	case "--notify-ready":
-		b, isBool := parseBool(val)
-		o.notify = !isBool || b
 	case "--private-users":
 		b, isBool := parseBool(val)
 		o.userns = !hasVal || !isBool || b
@@ -472,11 +468,14 @@ var (
 // exec'd it (the container's processes are then left to the unit's
 // cgroup).
 //
-// Order: checks, then the index bookkeeping (the last write to the store),
-// then the read-only view of the whole store, then the fork from the same
-// thread, so nspawn and the container only ever see the store read-only.
-// Every step below runs on this goroutine, which the view locks to its
-// thread: the fork must happen there.
+// Order: the checks of the options, then the read-only view of the whole
+// store, then a stack's mount (stack.go), then the checks that read the
+// tree (which must see the merged tree), then the index bookkeeping (the
+// last write to the store, from another thread: this one sees the store
+// read-only), then the fork from this thread, so nspawn and the container
+// only ever see the store read-only, and a run refused by a check records
+// nothing. Every step below runs on this goroutine, which the view locks
+// to its thread: the fork must happen there.
 func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Writer) error {
 	// Before anything else, so that a stop during the checks is not lost
 	// (it ends run before nspawn starts), and SIGHUP never kills run
@@ -487,23 +486,37 @@ func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Wri
 		signal.Notify(sigs, sig)
 	}
 	defer signal.Stop(sigs)
-	p, err := planRun(s, name, user, opt)
+	p, err := resolveRun(s, name, user)
 	if err != nil {
 		return err
+	}
+	// Nothing may write the store from this thread after this: the view
+	// is read-only.
+	if err := fsys.ReadOnlyView(s.Root(), p.tree); err != nil {
+		return fmt.Errorf("run %s: %w", name, err)
+	}
+	if p.stack != nil {
+		if err := p.stack.mount(nil); err != nil {
+			return fmt.Errorf("run %s: %w", name, err)
+		}
+	}
+	if err := p.complete(s, name, user, opt); err != nil {
+		return err
+	}
+	if len(p.shim) > 0 {
+		if p.stack != nil {
+			err = p.stack.remount(p.shim)
+		} else {
+			err = p.mountShim()
+		}
+		if err != nil {
+			return fmt.Errorf("run %s: %w", name, err)
+		}
 	}
 	if p.warning != "" {
 		fmt.Fprintf(warn, "rootswap: warning: run %s: %s\n", name, p.warning)
 	}
-	st := recordStart(s, name, p.digest, warn)
-	// Nothing may write the store after this: the view is read-only.
-	if err := fsys.ReadOnlyView(s.Root(), p.tree); err != nil {
-		return fmt.Errorf("run %s: %w", name, err)
-	}
-	if len(p.shim) > 0 {
-		if err := p.mountShim(); err != nil {
-			return fmt.Errorf("run %s: %w", name, err)
-		}
-	}
+	st := onHost(func() runStart { return recordStart(s, name, p.digest, warn) })
 	stops := &stopper{s: s, name: name, start: st, warn: warn}
 	cmd, err := startNspawn(name, p, sigs, stops)
 	if err != nil {
@@ -512,29 +525,60 @@ func Run(s *cache.Store, name string, user []string, opt RunOptions, warn io.Wri
 	return superviseNspawn(name, cmd, sigs, stops, warn)
 }
 
+// onHost runs f on a goroutine of its own and waits for it. After
+// fsys.ReadOnlyView the calling goroutine's thread sees the store
+// read-only; every other thread of the process keeps the host's mount
+// namespace (the runtime makes no thread from a locked one, and a locked
+// thread runs no other goroutine), so f can write the index.
+func onHost[T any](f func() T) T {
+	c := make(chan T, 1)
+	go func() { c <- f() }()
+	return <-c
+}
+
 // runPlan is what Run resolved before it writes anything: the tree to
 // run, its digest, the nspawn binary and its full argument list.
 type runPlan struct {
 	tree    string
 	digest  digest.Digest
+	stack   *stack // nil for a plain tree
 	bin     string
 	args    []string
+	o       nspawnOpts
 	warning string   // about the payload, for stderr; "" if none
 	shim    []string // directories laid over a tree without /usr (scratch.go)
 }
 
-// planRun resolves machine name's current tree and the nspawn command
-// line for it, and runs the early option checks (skipped under
-// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1), then completes the command line
-// with the payload (payload.go). It reads the store and writes nothing;
-// its errors name the machine.
+// planRun is the whole plan for machine name's tree read where it lies,
+// as Run makes it for a plain tree: resolveRun, then complete. It reads
+// the store and writes nothing; its errors name the machine.
 func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPlan, error) {
+	p, err := resolveRun(s, name, user)
+	if err != nil {
+		return runPlan{}, err
+	}
+	return p, p.complete(s, name, user, opt)
+}
+
+// resolveRun resolves machine name's current tree (and whether it is a
+// stack) and the nspawn command line for it, and runs the early option
+// checks that need no file of the tree (skipped under
+// $ROOTSWAP_UNSAFE_SKIP_OPTION_CHECK=1). It reads the store and writes
+// nothing; its errors name the machine.
+func resolveRun(s *cache.Store, name string, user []string) (runPlan, error) {
 	if err := ValidName(name); err != nil {
 		return runPlan{}, err
 	}
 	tree, d, err := TreeFor(s, name)
 	if err != nil {
 		return runPlan{}, err
+	}
+	st, err := lookupStack(s, d)
+	if err != nil {
+		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
+	}
+	if st != nil {
+		tree = st.dir
 	}
 	bin, err := Nspawn()
 	if err != nil {
@@ -548,15 +592,31 @@ func planRun(s *cache.Store, name string, user []string, opt RunOptions) (runPla
 		if err := checkSources(name, s.Root(), o); err != nil {
 			return runPlan{}, err
 		}
-		if err := checkMountPoints(name, tree, o, scratchShim(tree, o)); err != nil {
-			return runPlan{}, err
+	}
+	if st != nil && o.userns && (o.ownership == "" || o.ownership == "map") {
+		// nspawn 252 says "ID mapped mounts are apparently not available"
+		// and fails.
+		return runPlan{}, fmt.Errorf("run %s: option --private-users: the tree is stored as layers, and overlayfs cannot be ID-mapped (--private-users-ownership=map); add --private-users-ownership=off (the files then show as owned by nobody inside) or drop --private-users", name)
+	}
+	return runPlan{tree: tree, digest: d, stack: st, bin: bin, args: args, o: o}, nil
+}
+
+// complete runs the checks that read the tree (mount points, the
+// directories a FROM-scratch tree lacks) and completes the command line
+// with the payload (payload.go). A stack must be mounted by then.
+func (p *runPlan) complete(s *cache.Store, name string, user []string, opt RunOptions) error {
+	p.shim = scratchShim(p.tree, p.o)
+	if os.Getenv(SkipOptionCheckEnv) != "1" {
+		if err := checkMountPoints(name, p.tree, p.o, p.shim); err != nil {
+			return err
 		}
 	}
-	args, warning, err := runPayload(s, name, tree, d, user, args, o, opt)
+	args, warning, err := runPayload(s, name, p.tree, p.digest, user, p.args, p.o, opt)
 	if err != nil {
-		return runPlan{}, fmt.Errorf("run %s: %w", name, err)
+		return fmt.Errorf("run %s: %w", name, err)
 	}
-	return runPlan{tree: tree, digest: d, bin: bin, args: args, warning: warning, shim: scratchShim(tree, o)}, nil
+	p.args, p.warning = args, warning
+	return nil
 }
 
 // runStart identifies this run in the stop record: the generation that

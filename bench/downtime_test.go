@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,7 +76,7 @@ func TestTickerAcrossWriters(t *testing.T) {
 }
 
 // TestTickPayload runs the payload's script with the host's sh against a
-// FIFO of the test: it ticks, and SIGTERM ends it with status 0 (what
+// FIFO of the test: it ticks with the version read from its file, and SIGTERM ends it with status 0 (what
 // podman stop waits for).
 func TestTickPayload(t *testing.T) {
 	dir := t.TempDir()
@@ -84,11 +86,15 @@ func TestTickPayload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tk.close()
-	argv := tickPayload("v7")
-	if argv[0] != "/bin/sh" || argv[1] != "-c" || !strings.Contains(argv[2], "/ticks/fifo") {
-		t.Fatalf("payload %q", argv)
+	ver := filepath.Join(dir, "version")
+	if err := os.WriteFile(ver, []byte("v7\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", "-c", strings.ReplaceAll(argv[2], "/ticks/fifo", fifo))
+	if tickArgv[0] != "/bin/sh" || tickArgv[1] != "/bench/tick.sh" || !strings.Contains(tickScript, "/ticks/fifo") || !strings.Contains(tickScript, "</bench/version") {
+		t.Fatalf("payload %q: %q", tickArgv, tickScript)
+	}
+	script := strings.NewReplacer("/ticks/fifo", fifo, "/bench/version", ver).Replace(tickScript)
+	cmd := exec.Command("sh", "-c", script)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -122,13 +128,98 @@ func TestWriteDowntime(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("no downtime series rendered %q", b.String())
 	}
-	r.Downtime = []Downtime{{Image: "quick", Regime: regimeDowntime, Runs: 3, Order: "RUR", Ratio: 2.5,
-		Restart: newStats("podman restart app", []sample{{Wall: 400 * time.Millisecond}, {Wall: 410 * time.Millisecond}, {Wall: 390 * time.Millisecond}}),
-		Upgrade: newStats("stop + rm + run", []sample{{Wall: time.Second}, {Wall: 1100 * time.Millisecond}, {Wall: 900 * time.Millisecond}}),
-		TickMS:  21.5}}
+	st := func(command string, msecs ...int) *Stats {
+		var ss []sample
+		for _, m := range msecs {
+			ss = append(ss, sample{Wall: time.Duration(m) * time.Millisecond})
+		}
+		return ptr(newStats(command, ss))
+	}
+	r.Downtime = []Downtime{{Image: "quick", Regime: regimeDowntime, Runs: 3, Order: "RUS", Ratio: 2.5,
+		Restart: *st("podman restart app", 400, 410, 390), Upgrade: *st("stop + rm + run", 1000, 1100, 900),
+		RootswapRestart: st("systemctl restart", 300, 310, 290), RootswapMoved: st("tag moved", 600, 700, 500),
+		RootswapUpdate: st("update", 330, 340, 320), UpdateServe: st("serve", 800, 900, 700),
+		RestartPhases: &Phases{Stop: *st("stop", 100), Prepare: *st("prepare", 20), Payload: *st("payload", 150)},
+		AutoUpdate:    "`podman auto-update` fails here: dial unix /run/systemd/private",
+		TickMS:        21.5}, {Image: "big", Regime: regimeDowntime, Runs: 3, Order: "RUS",
+		Restart: *st("podman restart app", 400), Upgrade: *st("stop + rm + run", 1000), RootswapNA: "no systemd test bed"},
+		{Image: "slow", Restart: *st("podman restart app", 400), Upgrade: *st("stop + rm + run", 1000),
+			RootswapRestart: st("systemctl restart", 600), RootswapUpdate: st("update", 800)}}
 	r.writeDowntime(&b)
-	want := "| quick | 400 ms (390 ms–410 ms) | 1.00 s (900 ms–1.10 s) | 2.50 | 21.5 ms | 3 (RUR) |"
-	if !strings.Contains(b.String(), want) {
-		t.Errorf("rendered\n%s\nwant a row %q", b.String(), want)
+	for _, want := range []string{
+		"| quick | 400 ms (390 ms–410 ms) | 1.00 s (900 ms–1.10 s) | 300 ms (290 ms–310 ms) | 600 ms (500 ms–700 ms) | 330 ms (320 ms–340 ms) | 1.10 | 0.33 | 21.5 ms | 3 (RUS) |",
+		"| big | 400 ms (400 ms–400 ms) | 1.00 s (1.00 s–1.00 s) | n/a | n/a | n/a | n/a | n/a |",
+		"| quick | n/a | n/a | 800 ms (700 ms–900 ms) | n/a |",
+		"rootswap arms on big not measured: no systemd test bed",
+		"| quick | systemctl restart | 100 ms | 20.0 ms | 150 ms | 300 ms |",
+		"dial unix /run/systemd/private",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("rendered\n%s\nwant %q", b.String(), want)
+		}
+	}
+	r.Config.Images = []string{"quick"}
+	r.evaluate()
+	var got []string
+	for _, tg := range r.Targets {
+		got = append(got, fmt.Sprintf("%s %s %s", tg.verdict(), tg.Name, tg.Measured))
+	}
+	for _, want := range []string{
+		"PASS update's downtime vs a plain restart, quick 1.10× (330 ms vs systemctl restart 300 ms)",
+		"PASS update's downtime vs Podman's stop + rm + run, quick 0.33× (330 ms vs 1.00 s)",
+		"n/a update's downtime vs a plain restart, big not measured: no systemd test bed",
+		"MISS update's downtime vs a plain restart, slow 1.33× (800 ms vs systemctl restart 600 ms)",
+		"MISS update's downtime vs Podman's stop + rm + run, slow 0.80× (800 ms vs 1.00 s); floor, a plain systemctl restart: 0.60× (600 ms)",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("targets:\n%s\nwant %q", strings.Join(got, "\n"), want)
+		}
+	}
+}
+
+// TestPhases: a restart is split at the unit's Stopping, Stopped, Starting
+// and Started messages inside its window and the payload's first line
+// after Started; a window missing one of them is left out.
+func TestPhases(t *testing.T) {
+	t0 := time.Unix(2000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ev := map[string][]time.Time{
+		"Stopping": {at(10), at(5010)},
+		"Stopped":  {at(110), at(5210)},
+		"Starting": {at(120), at(5220)},
+		"Started":  {at(150), at(5300)},
+	}
+	ticks := []tick{{at(0), "r0"}, {at(400), "r0"}, {at(5000), "d0"}, {at(5700), "d1"}, {at(9000), "x"}}
+	wins := []window{{at(0), at(1000), "r0"}, {at(5000), at(6000), "d1"}, {at(8000), at(9500), "x"}}
+	p := phases(ev, ticks, wins)
+	if p == nil || len(p.Stop.SamplesMS) != 2 {
+		t.Fatalf("phases %+v, want two restarts (the third window has no journal entries)", p)
+	}
+	if got := [][]float64{p.Stop.SamplesMS, p.Prepare.SamplesMS, p.Payload.SamplesMS}; fmt.Sprint(got) != "[[100 200] [30 80] [250 400]]" {
+		t.Errorf("phases %v, want stop [100 200], prepare [30 80], payload [250 400]", got)
+	}
+	if phases(ev, ticks, wins[2:]) != nil {
+		t.Errorf("phases of a window without journal entries are not nil")
+	}
+}
+
+// TestProcessesWith finds a process by one of its arguments, and no longer
+// once it has exited.
+func TestProcessesWith(t *testing.T) {
+	arg := filepath.Join(t.TempDir(), "root")
+	cmd := exec.Command("sh", "-c", "sleep 30", arg) // arg is the shell's $0
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := processesWith(arg); !slices.Equal(got, []int{cmd.Process.Pid}) {
+		t.Errorf("processesWith(%s) = %v, want [%d]", arg, got, cmd.Process.Pid)
+	}
+	if got := processesWith(arg[:len(arg)-1]); len(got) != 0 {
+		t.Errorf("a prefix of the argument matched %v", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if got := processesWith(arg); len(got) != 0 {
+		t.Errorf("processesWith after the exit = %v", got)
 	}
 }

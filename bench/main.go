@@ -12,11 +12,14 @@
 // the blob bytes each fetched. They are part of the default full run and
 // run on the quick image with --quick --scenarios pull.
 //
-// The downtime scenario (downtime.go) runs a payload printing a line
-// every 20 ms under podman and measures the longest gap in its output
-// for `podman restart` and for Podman's upgrade (pull beforehand, then
-// stop + rm + run): the Podman side of issue 18's downtime comparison.
-// Part of the full run; on the small image: --quick --scenarios downtime.
+// The downtime scenario (downtime.go, update.go) runs a payload printing
+// a line every 20 ms under podman and, in the same rounds, as a rootswap
+// unit under the systemd of the integration tests' bed (bed.go), and
+// measures the longest gap in its output for `podman restart`, Podman's
+// upgrade (pull beforehand, then stop + rm + run), `systemctl restart`,
+// today's restart after the tag moved and `rootswap update`: issue 18's
+// downtime comparison. Part of the full run; on the small image: --quick
+// --scenarios downtime.
 //
 //	go run ./bench [--quick] [--runs N] [--out DIR] [--scenarios LIST]
 //
@@ -124,8 +127,10 @@ func moduleDir(ctx context.Context) (string, error) {
 const (
 	daemonScenarios   = "restart,cold,upgrade,nspawn,gc,import"
 	registryScenarios = "pull-cold,pull-upgrade,pull-hit"
-	// downtime (issue 18): Podman's restart and upgrade, the gap in a
-	// 20 ms ticker's output; needs podman and docker-registry.
+	// downtime (issue 18): Podman's restart and upgrade beside rootswap's
+	// restart and update under the bed's systemd, the gap in a 20 ms
+	// ticker's output; needs podman and docker-registry (and the bed,
+	// else the rootswap arms are n/a).
 	podmanScenarios = "downtime"
 )
 

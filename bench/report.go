@@ -253,6 +253,7 @@ func (r *Results) evaluate() {
 	}
 	base := images[0]
 	r.pullTargets(add, notMeasured, verdict)
+	r.downtimeTargets(add, notMeasured, verdict)
 	if len(r.Series) == 0 && len(r.RSS) == 0 {
 		return // only the registry scenarios ran
 	}

@@ -76,7 +76,7 @@ func Open(ctx context.Context, root string, opt Options) (*Store, error) {
 		if os.IsNotExist(err) && s.hasContent() {
 			return s, nil
 		}
-		for _, d := range []string{"objects/sha256", "trees/sha256", "manifests/sha256", "layers/sha256", "machines", "tmp", "locks"} {
+		for _, d := range []string{"objects/sha256", "trees/sha256", "manifests/sha256", "layers/sha256", "layerdirs/sha256", "machines", "tmp", "locks"} {
 			if err := os.MkdirAll(filepath.Join(abs, d), 0o700); err != nil {
 				return nil, fmt.Errorf("store %s: %w", root, err)
 			}

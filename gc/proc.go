@@ -40,9 +40,11 @@ func (sm storeMount) treeOf(p string) (digest.Digest, bool) {
 // inUse finds the trees under treesDir that running processes still use
 // although no machine may point at them any more. It looks at every
 // process's cwd and root, and at the mount table of every mount namespace
-// once: a bind mount of a tree, a mount on or inside a tree, or a tree
-// named in a file system's options (the overlay lowerdir= that
-// systemd-nspawn --volatile=overlay mounts). Processes that vanish or
+// once: a bind mount of a tree, a mount on or inside a tree (run's
+// overlay of a stack's layers), a tree as a mount's source (the overlay
+// `rootswap mount` makes of a stack elsewhere), or a tree named in a file
+// system's options (the overlay lowerdir= that systemd-nspawn
+// --volatile=overlay mounts). Processes that vanish or
 // cannot be read while it looks are skipped; an unreadable /proc is an
 // error, because then nothing can be known.
 func inUse(procDir, treesDir string) (map[digest.Digest]string, error) {
@@ -134,7 +136,7 @@ func within(p, dir string) bool {
 
 // mount is the part of a mountinfo line the scan needs.
 type mount struct {
-	dev, root, point, fstype, superOpts string
+	dev, root, point, fstype, source, superOpts string
 }
 
 // parseMountinfo splits one line of /proc/PID/mountinfo:
@@ -149,7 +151,7 @@ func parseMountinfo(line string) (mount, bool) {
 	if len(a) < 6 || len(b) < 3 {
 		return mount{}, false
 	}
-	return mount{dev: a[2], root: fsys.UnescapeMountinfo(a[3]), point: fsys.UnescapeMountinfo(a[4]), fstype: b[0], superOpts: fsys.UnescapeMountinfo(b[2])}, true
+	return mount{dev: a[2], root: fsys.UnescapeMountinfo(a[3]), point: fsys.UnescapeMountinfo(a[4]), fstype: b[0], source: fsys.UnescapeMountinfo(b[1]), superOpts: fsys.UnescapeMountinfo(b[2])}, true
 }
 
 type mountUse struct {
@@ -176,6 +178,12 @@ func scanMountinfo(r io.Reader, sm storeMount) []mountUse {
 		// Anything mounted on or in a tree pins it as a mount point.
 		if d, ok := sm.treeOf(m.point); ok {
 			out = append(out, mountUse{d, m.fstype + " mounted at " + m.point})
+		}
+		// A tree as the source: the overlay of a stack (run's, `rootswap
+		// mount`'s) names the stack's directory there (fsys.MountOverlay),
+		// whatever its lower directories' names say.
+		if d, ok := sm.treeOf(m.source); ok {
+			out = append(out, mountUse{d, fmt.Sprintf("%s of %s at %s", m.fstype, m.source, m.point)})
 		}
 		// A tree named in the options: overlay's lowerdir=, upperdir=.
 		for _, opt := range strings.Split(m.superOpts, ",") {

@@ -4,7 +4,7 @@
 //
 // Vocabulary: a record is one JSON value under a key. Tree, Machine,
 // Generation (with its Health), Lease, pins, Layer (an image layer held
-// as data, by diffID), the blob → diffID map, Ref (what an image
+// as data, by diffID), LayerDir (a layer as a directory, by chain ID), the blob → diffID map, Ref (what an image
 // reference resolved to) and an image's config (raw bytes) are the
 // record kinds; a Tx reads and writes them
 // through typed accessors and exposes nothing of bbolt.
@@ -21,6 +21,7 @@
 //	blobs         <compressed blob digest> → <diffID>       (added)
 //	refs          <image reference> → Ref (JSON)            (added)
 //	configs       <image digest> → the image config, as its source gave it (added; deleted with the tree)
+//	layerdirs     <chain ID> → LayerDir (JSON)              (added)
 //
 // The added buckets came after indexes were already written: an index
 // without them is sound, not damaged. A View reads a missing added bucket

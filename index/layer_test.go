@@ -177,3 +177,66 @@ func TestRefRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A layer directory record reads back as written, an old index reads the
+// layerdirs bucket as empty, and a tree's Stack survives its record.
+func TestLayerDirRecords(t *testing.T) {
+	old := oldIndex(t)
+	defer ForgetDamage()
+	err := old.View(func(tx *Tx) error {
+		if ls, err := tx.LayerDirs(); err != nil || len(ls) != 0 {
+			t.Errorf("LayerDirs of an old index: %v, %v; want none", ls, err)
+		}
+		if _, err := tx.LayerDir(digest.FromString("c")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("LayerDir of an old index: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := newDB(t)
+	low := LayerDir{Chain: digest.FromString("a"), DiffID: digest.FromString("a"), Manifest: digest.FromString("mf"),
+		Files: 3, Bytes: 10, Created: time.Unix(1, 0).UTC()}
+	high := LayerDir{Chain: digest.FromString("ab"), DiffID: digest.FromString("b"), Parent: low.Chain}
+	tree := Tree{Digest: digest.FromString("img"), Refs: []string{}, Layers: []digest.Digest{low.DiffID, high.DiffID},
+		Stack: []digest.Digest{low.Chain, high.Chain}}
+	err = db.Update(func(tx *Tx) error {
+		for _, l := range []LayerDir{low, high} {
+			if err := tx.PutLayerDir(l); err != nil {
+				return err
+			}
+		}
+		return tx.PutTree(tree)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *Tx) error {
+		if got, err := tx.LayerDir(low.Chain); err != nil || !reflect.DeepEqual(got, low) {
+			t.Errorf("LayerDir: %+v, %v; want %+v", got, err, low)
+		}
+		if ls, err := tx.LayerDirs(); err != nil || len(ls) != 2 {
+			t.Errorf("LayerDirs: %v, %v; want 2", ls, err)
+		}
+		if got, err := tx.Tree(tree.Digest); err != nil || !reflect.DeepEqual(got.Stack, tree.Stack) {
+			t.Errorf("Tree.Stack: %v, %v; want %v", got.Stack, err, tree.Stack)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.DeleteLayerDir(low.Chain) }); err != nil {
+		t.Fatal(err)
+	}
+	err = db.View(func(tx *Tx) error {
+		if _, err := tx.LayerDir(low.Chain); !errors.Is(err, ErrNotFound) {
+			t.Errorf("LayerDir after DeleteLayerDir: %v, want ErrNotFound", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

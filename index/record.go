@@ -26,13 +26,14 @@ var (
 	bucketBlobs       = []byte("blobs")
 	bucketRefs        = []byte("refs")
 	bucketConfigs     = []byte("configs")
+	bucketLayerDirs   = []byte("layerdirs")
 
 	// requiredBuckets are in every index ever written: one missing is
 	// damage.
 	requiredBuckets = [][]byte{bucketMeta, bucketTrees, bucketMachines, bucketGenerations, bucketLeases, bucketPins}
 	// addedBuckets came later: an index written before them lacks them,
 	// reads them as empty, and gets them from its first Update.
-	addedBuckets = [][]byte{bucketLayers, bucketBlobs, bucketRefs, bucketConfigs}
+	addedBuckets = [][]byte{bucketLayers, bucketBlobs, bucketRefs, bucketConfigs, bucketLayerDirs}
 	allBuckets   = append(append([][]byte(nil), requiredBuckets...), addedBuckets...)
 )
 
@@ -48,6 +49,12 @@ type Tree struct {
 	Manifest digest.Digest   `json:"manifest"`
 	Broken   bool            `json:"broken,omitempty"` // set by verify --repair: prepare re-imports it
 	Layers   []digest.Digest `json:"layers,omitempty"` // diffIDs of the layers it was built from, lowest first
+	// Stack, when not empty, makes the tree a stack: its directory holds
+	// only layer@N symlinks to these layer directories (chain IDs, lowest
+	// first), which overlayfs mounts. Without it the tree is a plain
+	// rootfs directory, as every tree imported before stacks is. The
+	// record decides, never the directory's contents.
+	Stack []digest.Digest `json:"stack,omitempty"`
 	// Admitted says how the signature policy admitted the image when it
 	// was imported: the requirement met and how (a key's fingerprint),
 	// and the scope; "" when no policy applied.
@@ -65,6 +72,20 @@ type Layer struct {
 	Bytes    int64           `json:"bytes"`     // content bytes of regular files
 	NewBytes int64           `json:"new_bytes"` // content bytes this layer added to the store
 	Created  time.Time       `json:"created"`
+}
+
+// LayerDir is the index record of one layer directory: what one layer
+// means over the layers below it, as a directory overlayfs can stack,
+// keyed by the layer's chain ID (which names the layer and everything
+// below it). Its entry list is a layer manifest, stored as layers' are.
+type LayerDir struct {
+	Chain    digest.Digest `json:"chain"`            // chain ID: the key
+	DiffID   digest.Digest `json:"diff_id"`          // the layer's own diffID
+	Parent   digest.Digest `json:"parent,omitempty"` // chain ID of the layer below, "" for the lowest
+	Manifest digest.Digest `json:"manifest"`         // sha256 of its entry list's lines (a layer manifest)
+	Files    int64         `json:"files"`            // entries, whiteouts and opaque marks
+	Bytes    int64         `json:"bytes"`            // content bytes of its regular files
+	Created  time.Time     `json:"created"`
 }
 
 // Ref is what an image reference resolved to, and when: what lets a
@@ -552,4 +573,37 @@ func (t *Tx) Config(d digest.Digest) ([]byte, error) {
 // PutConfig records raw as tree d's image config, replacing any before.
 func (t *Tx) PutConfig(d digest.Digest, raw []byte) error {
 	return t.tx.Bucket(bucketConfigs).Put([]byte(d), raw)
+}
+
+// LayerDir returns the record of the layer directory of chain ID chain,
+// or an error wrapping ErrNotFound.
+func (t *Tx) LayerDir(chain digest.Digest) (LayerDir, error) {
+	var rec LayerDir
+	var ok bool
+	var err error
+	if b := t.bucket(bucketLayerDirs); b != nil {
+		ok, err = getJSON(b, []byte(chain), &rec)
+	}
+	if err == nil && !ok {
+		err = fmt.Errorf("layer directory %s: %w", chain, ErrNotFound)
+	}
+	return rec, err
+}
+
+// PutLayerDir writes a layer directory record.
+func (t *Tx) PutLayerDir(rec LayerDir) error {
+	return putJSON(t.tx.Bucket(bucketLayerDirs), []byte(rec.Chain), rec)
+}
+
+// DeleteLayerDir removes a layer directory record; removing a missing one
+// is not an error.
+func (t *Tx) DeleteLayerDir(chain digest.Digest) error {
+	return t.tx.Bucket(bucketLayerDirs).Delete([]byte(chain))
+}
+
+// LayerDirs returns every layer directory record, ordered by chain ID.
+func (t *Tx) LayerDirs() ([]LayerDir, error) {
+	var out []LayerDir
+	err := forEachJSON(t, bucketLayerDirs, "layer directory", func(l LayerDir) { out = append(out, l) })
+	return out, err
 }

@@ -44,7 +44,7 @@ func TestImageArchives(t *testing.T) {
 		if d != id {
 			t.Fatalf("import %s printed %s, want %s", src, d, id)
 		}
-		requireSame(t, src+" vs docker-archive:", s.treePath(d), sPlain.treePath(dPlain), false)
+		requireSame(t, src+" vs docker-archive:", s.view(d), sPlain.view(dPlain), false)
 		if leftover, _ := filepath.Glob(filepath.Join(s.root, "tmp", "*")); len(leftover) != 0 {
 			t.Errorf("import %s left %v in the store's tmp/", src, leftover)
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"slices"
 	"sort"
@@ -329,13 +330,14 @@ func TestStopSignalAsDocker(t *testing.T) {
 type inspectJSON struct {
 	Digest string `json:"digest"`
 	Config struct {
-		Platform   string   `json:"platform"`
-		Entrypoint []string `json:"entrypoint"`
-		Cmd        []string `json:"cmd"`
-		Env        []string `json:"env"`
-		WorkingDir string   `json:"working_dir"`
-		User       string   `json:"user"`
-		StopSignal string   `json:"stop_signal"`
+		Platform    string          `json:"platform"`
+		Entrypoint  []string        `json:"entrypoint"`
+		Cmd         []string        `json:"cmd"`
+		Env         []string        `json:"env"`
+		WorkingDir  string          `json:"working_dir"`
+		User        string          `json:"user"`
+		StopSignal  string          `json:"stop_signal"`
+		Healthcheck json.RawMessage `json:"healthcheck"`
 	} `json:"config"`
 	ConfigVerified bool `json:"config_verified"`
 }
@@ -346,13 +348,28 @@ type dockerInspect struct {
 	Os           string
 	Architecture string
 	Config       struct {
-		Entrypoint []string
-		Cmd        []string
-		Env        []string
-		WorkingDir string
-		User       string
-		StopSignal string
+		Entrypoint  []string
+		Cmd         []string
+		Env         []string
+		WorkingDir  string
+		User        string
+		StopSignal  string
+		Healthcheck json.RawMessage
 	}
+}
+
+// sameJSON reports whether a and b are the same JSON value; the
+// healthcheck must be present in b.
+func sameJSON(t *testing.T, a, b json.RawMessage) bool {
+	t.Helper()
+	var va, vb any
+	if len(b) == 0 || json.Unmarshal(b, &vb) != nil || vb == nil {
+		t.Fatalf("docker image inspect shows no healthcheck: %s", b)
+	}
+	if len(a) == 0 || json.Unmarshal(a, &va) != nil {
+		return false
+	}
+	return reflect.DeepEqual(va, vb)
 }
 
 func orEmpty(s []string) []string {
@@ -373,7 +390,8 @@ func TestInspectAsDocker(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
 		t.Skip("the other platform here is arm64: run on amd64")
 	}
-	img := probeImage(t, "FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\", \"ep\"]\nCMD [\"c1\"]\nENV A=1\nWORKDIR /work\nUSER 1234:5678\nSTOPSIGNAL SIGQUIT\n", nil)
+	img := probeImage(t, "FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\", \"ep\"]\nCMD [\"c1\"]\nENV A=1\nWORKDIR /work\nUSER 1234:5678\nSTOPSIGNAL SIGQUIT\n"+
+		"HEALTHCHECK --interval=7s --timeout=3s --retries=2 CMD [\"/probe\", \"health\"]\n", nil)
 	out, err := exec.Command("docker", "image", "inspect", img).Output()
 	if err != nil {
 		t.Fatal(err)
@@ -401,6 +419,9 @@ func TestInspectAsDocker(t *testing.T) {
 			c.User != d.Config.User || c.StopSignal != d.Config.StopSignal {
 			t.Errorf("%s: inspect shows %+v, docker image inspect %+v", src.store, got, d)
 		}
+		if !sameJSON(t, c.Healthcheck, d.Config.Healthcheck) {
+			t.Errorf("%s: inspect shows healthcheck %s, docker image inspect %s", src.store, c.Healthcheck, d.Config.Healthcheck)
+		}
 		if got.ConfigVerified != (src.store == "archive") {
 			t.Errorf("%s: config_verified %v", src.store, got.ConfigVerified)
 		}
@@ -424,6 +445,10 @@ func TestInspectAsDocker(t *testing.T) {
 		t.Errorf("a refused image left trees: %+v", imgs)
 	}
 	s.ok("--platform", "linux/arm64", "prepare", "arm", arm)
+	// Cached now, and still for arm64: refused without --platform, for
+	// another machine (the import's cache hit) and for the one running it.
+	s.fail(1, []string{arm, "linux/arm64", "linux/amd64", "--platform"}, "prepare", "arm2", arm)
+	s.fail(1, []string{arm, "linux/arm64", "linux/amd64", "--platform"}, "prepare", "arm", arm)
 	var got inspectJSON
 	json.Unmarshal([]byte(s.ok("inspect", "--json", arm)), &got)
 	if got.Config.Platform != "linux/arm64" {

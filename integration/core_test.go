@@ -417,7 +417,14 @@ func TestLinkMachines(t *testing.T) {
 	s := newStore(t)
 	name := fmt.Sprintf("rootswap-it-%d", os.Getpid())
 	link := filepath.Join("/var/lib/machines", name)
-	t.Cleanup(func() { os.Remove(link) })
+	t.Cleanup(func() {
+		// A stack is mounted where the link points (LinkMachine).
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, "/run/rootswap/machines/") {
+			s.run("umount", target)
+			os.Remove(target)
+		}
+		os.Remove(link)
+	})
 	s.ok("prepare", "--link-machines", name, v1)
 	nspawn := func() string {
 		out, err := exec.Command("systemd-nspawn", "-q", "-M", name, "--register=no", "--keep-unit", "--volatile=overlay", "/bin/cat", "/etc/rootswap-version").CombinedOutput()

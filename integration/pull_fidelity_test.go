@@ -127,7 +127,9 @@ func importOne(t *testing.T, src string, env ...string) (*store, string) {
 // daemon (bare REPO:TAG, docker export), the tree of an OCI layout
 // (oci:PATH:TAG) and the tree of `docker save` (docker-archive:PATH).
 // Each comes from a store of its own: in one store the second import of
-// the same image would be a cache hit, not a second tree.
+// the same image would be a cache hit, not a second tree. Each tree is
+// compared as run shows it (store.view: a stack mounted as its layers'
+// overlay).
 func TestPullFidelity(t *testing.T) {
 	needIntegration(t)
 	v1, v2 := testimage.Images(t)
@@ -147,28 +149,29 @@ func TestPullFidelity(t *testing.T) {
 			if dDaemon != id {
 				t.Fatalf("import %s (the daemon) printed %s, want %s", local, dDaemon, id)
 			}
-			requireSame(t, "registry vs daemon export", sReg.treePath(dReg), sDaemon.treePath(dDaemon), true)
+			requireSame(t, "registry vs daemon export", sReg.view(dReg), sDaemon.view(dDaemon), true)
+			requireSame(t, "registry vs docker export", sReg.view(dReg), exportTo(t, local), true)
 
 			sD, dD := importOne(t, "docker-daemon:"+local)
 			if dD != id {
 				t.Fatalf("import docker-daemon:%s printed %s, want %s", local, dD, id)
 			}
 			// Both are exports, each with its own init layer.
-			requireSame(t, "docker-daemon: vs bare REPO:TAG", sD.treePath(dD), sDaemon.treePath(dDaemon), true)
+			requireSame(t, "docker-daemon: vs bare REPO:TAG", sD.view(dD), sDaemon.view(dDaemon), true)
 
 			oci := writeOCILayout(t, img, "fidelity")
 			sOCI, dOCI := importOne(t, "oci:"+oci+":fidelity")
 			if dOCI != id {
 				t.Fatalf("import oci:%s:fidelity printed %s, want %s", oci, dOCI, id)
 			}
-			requireSame(t, "oci layout vs registry", sOCI.treePath(dOCI), sReg.treePath(dReg), false)
+			requireSame(t, "oci layout vs registry", sOCI.view(dOCI), sReg.view(dReg), false)
 
 			archive := dockerSave(t, local)
 			sArc, dArc := importOne(t, "docker-archive:"+archive)
 			if dArc != id {
 				t.Fatalf("import docker-archive:%s printed %s, want %s", archive, dArc, id)
 			}
-			requireSame(t, "docker-archive vs registry", sArc.treePath(dArc), sReg.treePath(dReg), false)
+			requireSame(t, "docker-archive vs registry", sArc.view(dArc), sReg.view(dReg), false)
 
 			if local != layers {
 				return
@@ -178,16 +181,16 @@ func TestPullFidelity(t *testing.T) {
 			if dZ != id {
 				t.Fatalf("import docker://%s (zstd layers, the same config) printed %s, want %s", zref, dZ, id)
 			}
-			requireSame(t, "zstd layers vs gzip layers", sZ.treePath(dZ), sReg.treePath(dReg), false)
+			requireSame(t, "zstd layers vs gzip layers", sZ.view(dZ), sReg.view(dReg), false)
 			// By digest: the manifest the tag names, pinned.
 			zdesc := remoteDigest(t, zref)
 			sZD, dZD := importOne(t, "docker://"+reg.Addr()+"/rootswap-test/fidelity-layers@"+zdesc)
 			if dZD != id {
 				t.Fatalf("import by manifest digest %s printed %s, want %s", zdesc, dZD, id)
 			}
-			requireSame(t, "by digest vs by tag", sZD.treePath(dZD), sZ.treePath(dZ), false)
+			requireSame(t, "by digest vs by tag", sZD.view(dZD), sZ.view(dZ), false)
 			// The cases the layers image exists for, as the merged tree has them.
-			tree := sReg.treePath(dReg)
+			tree := sReg.view(dReg)
 			for p, want := range map[string]string{
 				"srv/hl/one": "shared\n", "srv/hl/three": "shared\n", "srv/hl/four": "shared\n", "srv/hl/two": "rewritten\n",
 				"srv/opq/new": "new\n", "srv/del/keep": "keep\n", "srv/filetodir/child": "child\n", "srv/dirtofile": "now-a-file\n",
@@ -230,7 +233,7 @@ func TestPullTreeDiff(t *testing.T) {
 	layers := layersImage(t)
 	s, d := importOne(t, layers)
 	ref := exportTo(t, layers)
-	requireSame(t, "daemon tree vs docker export", s.treePath(d), ref, true)
+	requireSame(t, "daemon tree vs docker export", s.view(d), ref, true)
 
 	for _, c := range []struct {
 		what   string
@@ -273,9 +276,9 @@ func TestPullTreeDiff(t *testing.T) {
 			if err := c.damage(damaged); err != nil {
 				t.Fatal(err)
 			}
-			diffs := treeDiff(t, s.treePath(d), damaged, true)
+			diffs := treeDiff(t, s.view(d), damaged, true)
 			if c.swap {
-				diffs = treeDiff(t, damaged, s.treePath(d), false)
+				diffs = treeDiff(t, damaged, s.view(d), false)
 			}
 			if !slices.ContainsFunc(diffs, func(l string) bool { return strings.HasPrefix(l, c.want) }) {
 				t.Fatalf("treeDiff after damaging %s: %q, want a line starting %q", c.what, diffs, c.want)

@@ -591,3 +591,57 @@ func TestSdbedUpdateDowntimeBySize(t *testing.T) {
 		t.Errorf("update's gap grows with the image: %v for the big one, %v for the small (margin %v)", median(rows[1].upd), median(rows[0].upd), margin)
 	}
 }
+
+// TestSdbedUpdateWithoutDBus (issue 18 item 5): systemd unreachable while
+// the unit runs. update runs in a mount namespace where systemd's private
+// socket and the system bus socket are /dev/null: it fetches the new
+// version and says, in one line, that the restart was not done; the link
+// still names the version the unit runs, the unit is neither restarted
+// nor stopped and keeps printing it; the next restart applies the fetched
+// version from the store, without a second export.
+func TestSdbedUpdateWithoutDBus(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := payloadImage(t, tickScript("v1")), payloadImage(t, tickScript("v2"))
+	d1, d2 := testimage.ImageID(t, v1), testimage.ImageID(t, v2)
+	tag, retag := movingTag(t, "rootswap-test/sdbed-nodbus")
+	retag(v1)
+	b := bootBed(t)
+	unit := b.install("app", nil, "--stop-timeout", "5s", "app", tag, "--", "/bin/sh", "/run.sh")
+	b.ok("systemctl", "start", unit)
+	b.waitTicks(unit, "v1", time.Time{}, 5)
+	invocation := b.ok("systemctl", "show", "-p", "InvocationID,MainPID", unit)
+
+	retag(v2)
+	since := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c := b.cmd("unshare", "-m", "sh", "-c",
+		`mount --bind /dev/null /run/systemd/private && mount --bind /dev/null /run/dbus/system_bus_socket && exec "$@"`,
+		"sh", "env", bedDocker, "/usr/local/bin/rootswap", "--root", b.store, "update", "app")
+	c = exec.CommandContext(ctx, c.Path, c.Args[1:]...)
+	var stdout, stderr bytes.Buffer
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Run(); err != nil {
+		t.Fatalf("update without D-Bus: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("update without D-Bus said:\n%s%s", stdout.String(), stderr.String())
+	lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "app: fetched "+d2+"; restart not done: systemd unreachable: ") {
+		t.Errorf("update without D-Bus printed %q, want one line saying it fetched %s and did not restart", stdout.String(), d2)
+	}
+	var ms []machineJSON
+	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil || len(ms) != 1 || ms[0].Digest != d1 {
+		t.Errorf("after the update without D-Bus the link names %+v (%v), want %s, the running version", ms, err, d1)
+	}
+	if got := b.ok("systemctl", "show", "-p", "InvocationID,MainPID", unit); got != invocation {
+		t.Errorf("the unit was touched: %q, before %q", got, invocation)
+	}
+	b.waitTicks(unit, "v1", time.Now(), 5)
+
+	// The next start is a cache hit: the version update fetched.
+	b.ok("systemctl", "restart", unit)
+	b.waitTicks(unit, "v2", time.Now(), 5)
+	if n := exports(t, v2, since); n != 1 {
+		t.Errorf("Docker exported v2 %d times, want 1 (update's fetch; the restart finds it stored)", n)
+	}
+}

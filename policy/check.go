@@ -31,12 +31,15 @@ type Image struct {
 	Manifest digest.Digest
 }
 
-// Signature is one cosign signature of an image: the simple-signing
-// payload as fetched (its digest verified), and the base64 signature over
-// it that the signature manifest's layer annotation holds.
+// Signature is one cosign signature of an image, as fetched (its digest
+// verified): either a legacy one, the simple-signing payload and the
+// base64 signature over it that the signature manifest's layer
+// annotation holds; or a Sigstore bundle (JSON) attached to the image as
+// an OCI 1.1 referrer.
 type Signature struct {
 	Payload []byte
 	Base64  string
+	Bundle  []byte
 }
 
 // Signatures fetches an image's signatures, each bounded and verified
@@ -59,13 +62,30 @@ func (a Admission) String() string {
 // ErrRejected is what every rejection wraps.
 var ErrRejected = errors.New("rejected by policy")
 
-// Rejection says why the policy rejected an image.
+// Rejection says why the policy rejected an image: which requirement
+// of which scope failed, and why.
 type Rejection struct {
-	Image, File, Scope, Reason string
+	Image, File, Scope string
+	Requirement        string // its number in the scope and what it asks, "1 (sigstoreSigned by key)"
+	Reason             string
 }
 
 func (r *Rejection) Error() string {
-	return fmt.Sprintf("image %s: %s %s, scope %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Reason)
+	return fmt.Sprintf("image %s: %s %s, scope %s, requirement %s: %s", r.Image, ErrRejected, r.File, r.Scope, r.Requirement, r.Reason)
+}
+
+// String names requirement r as a rejection does: its type, and for
+// sigstoreSigned what it trusts.
+func (r Requirement) String() string {
+	switch {
+	case r.Type != SigstoreSigned:
+		return r.Type
+	case r.Fulcio != nil:
+		return r.Type + " keyless"
+	case r.Rekor != nil:
+		return r.Type + " by key, logged in Rekor"
+	}
+	return r.Type + " by key"
 }
 
 func (r *Rejection) Unwrap() error { return ErrRejected }
@@ -99,13 +119,19 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	var how []string
 	var fetched []Signature
 	asked := false
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			how = append(how, r.Type)
@@ -124,11 +150,11 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 				}
 				asked = true
 			}
-			k, signed, reason := r.verify(img, fetched)
+			part, reason := r.verify(img, fetched)
 			if reason != "" {
 				return reject(reason)
 			}
-			how = append(how, r.Type+" key "+k.Fingerprint+" for "+signed.String())
+			how = append(how, part)
 		default:
 			return reject(fmt.Sprintf("requirement %q is not supported", r.Type))
 		}
@@ -164,8 +190,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 	if err != nil {
 		return Admission{}, fmt.Errorf("image %s: policy %s: %w", img.Ref, p.File, err)
 	}
+	var i int
 	reject := func(reason string) (Admission, error) {
-		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Reason: reason}
+		what := "none"
+		if i < len(rs) {
+			what = fmt.Sprintf("%d (%s)", i+1, rs[i])
+		}
+		return Admission{}, &Rejection{Image: img.Ref, File: p.File, Scope: scope, Requirement: what, Reason: reason}
 	}
 	how, _, _ := strings.Cut(admitted, " (scope ")
 	var parts []string
@@ -173,7 +204,8 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 		parts = strings.Split(how, "; ")
 	}
 	var out []string
-	for _, r := range rs {
+	for i = range rs {
+		r := rs[i]
 		switch r.Type {
 		case InsecureAcceptAnything:
 			out = append(out, r.Type)
@@ -196,7 +228,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 }
 
 // recorded returns the part of a tree's admission record that meets
-// sigstoreSigned requirement r for img, or why none does.
+// sigstoreSigned requirement r for img, or why none does. The parts
+// read (see verify and verifyBundle):
+//
+//	sigstoreSigned key FP for REF                  a legacy signature by key FP for REF
+//	sigstoreSigned bundle key FP [rekor FP]        a bundle by key FP [logged by Rekor key FP]
+//	sigstoreSigned bundle certificate CA issuer I subject S rekor FP
+//	                                               a bundle by a certificate of CA for S by I, logged by FP
 func (r Requirement) recorded(img Image, parts []string) (string, string) {
 	want, err := normalize(img.Name)
 	if err != nil {
@@ -206,21 +244,49 @@ func (r Requirement) recorded(img Image, parts []string) (string, string) {
 		return "", "the stored tree was imported with no signature check; remove it (rootswap gc once no machine uses it) to import and check it again"
 	}
 	reason := "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no key of this scope"
+	if r.Fulcio != nil {
+		reason = "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no certificate of this scope's CA logged by its Rekor key"
+	}
+	exact := r.Identity.Type == "exactReference" || r.Identity.Type == "exactRepository"
 	for _, part := range parts {
-		var fp, ident string
-		if _, err := fmt.Sscanf(part, SigstoreSigned+" key %s for %s", &fp, &ident); err != nil {
-			continue
-		}
-		signed, err := normalize(ident)
-		if err != nil {
-			continue
-		}
-		for _, k := range r.Keys {
-			if k.Fingerprint != fp {
+		f := strings.Fields(part)
+		switch {
+		case len(f) == 5 && f[0] == SigstoreSigned && f[1] == "key" && f[3] == "for":
+			if r.Fulcio != nil || r.Rekor != nil || !hasKey(r.Keys, f[2]) {
+				continue
+			}
+			signed, err := normalize(f[4])
+			if err != nil {
 				continue
 			}
 			if !r.Identity.match(want, signed) {
 				reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+				continue
+			}
+			return part, ""
+		case (len(f) == 4 || len(f) == 6) && f[0] == SigstoreSigned && f[1]+" "+f[2] == bundleKey:
+			if r.Fulcio != nil || !hasKey(r.Keys, f[3]) {
+				continue
+			}
+			if r.Rekor != nil && (len(f) != 6 || f[4] != "rekor" || !hasKey(r.Rekor, f[5])) {
+				reason = "the stored tree's signature was not checked against this scope's Rekor key"
+				continue
+			}
+			if exact {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by a Sigstore bundle, which names no docker reference that %s could match", r.Identity.Type)
+				continue
+			}
+			return part, ""
+		case len(f) == 10 && f[0] == SigstoreSigned && f[1]+" "+f[2] == bundleCert && f[4] == "issuer" && f[6] == "subject" && f[8] == "rekor":
+			if r.Fulcio == nil || f[3] != r.Fulcio.Fingerprint || !hasKey(r.Rekor, f[9]) {
+				continue
+			}
+			if f[5] != r.Fulcio.Issuer || f[7] != r.Fulcio.Subject {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by %s (issuer %s), the scope wants %s (issuer %s)", f[7], f[5], r.Fulcio.Subject, r.Fulcio.Issuer)
+				continue
+			}
+			if exact {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by a Sigstore bundle, which names no docker reference that %s could match", r.Identity.Type)
 				continue
 			}
 			return part, ""
@@ -229,15 +295,25 @@ func (r Requirement) recorded(img Image, parts []string) (string, string) {
 	return "", reason
 }
 
-// verify returns the key with which one of sigs admits img, or why none
-// does: the most telling reason among the signatures tried.
-func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
+// hasKey reports whether one of keys has fingerprint fp.
+func hasKey(keys []Key, fp string) bool {
+	for _, k := range keys {
+		if k.Fingerprint == fp {
+			return true
+		}
+	}
+	return false
+}
+
+// verify returns how one of sigs admits img (an admission's part), or
+// why none does: the most telling reason among the signatures tried.
+func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 	if len(sigs) == 0 {
-		return Key{}, named{}, "no signature"
+		return "", "no signature found"
 	}
 	want, err := normalize(img.Name)
 	if err != nil {
-		return Key{}, named{}, err.Error()
+		return "", err.Error()
 	}
 	reason, rank := "", 0
 	worse := func(n int, s string) {
@@ -246,9 +322,25 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 		}
 	}
 	for _, s := range sigs {
+		if s.Bundle != nil {
+			part, n, why := r.verifyBundle(img, s.Bundle)
+			if why == "" {
+				return part, ""
+			}
+			worse(n, why)
+			continue
+		}
+		switch {
+		case r.Fulcio != nil:
+			worse(1, "signed by another key: a legacy (.sig) signature, and keyless signatures are checked only in Sigstore bundles")
+			continue
+		case r.Rekor != nil:
+			worse(1, "a legacy (.sig) signature carries no Rekor entry rootswap checks; the scope's Rekor key needs a Sigstore bundle")
+			continue
+		}
 		raw, err := base64.StdEncoding.DecodeString(s.Base64)
 		if err != nil {
-			worse(1, "a signature is not base64")
+			worse(2, "a signature is not base64")
 			continue
 		}
 		var key *Key
@@ -259,7 +351,7 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 			}
 		}
 		if key == nil {
-			worse(1, fmt.Sprintf("no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
+			worse(1, fmt.Sprintf("signed by another key: no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
 			continue
 		}
 		var pl payload
@@ -284,9 +376,9 @@ func (r Requirement) verify(img Image, sigs []Signature) (Key, named, string) {
 			worse(4, fmt.Sprintf("identity mismatch: signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want))
 			continue
 		}
-		return *key, signed, ""
+		return r.Type + " key " + key.Fingerprint + " for " + signed.String(), ""
 	}
-	return Key{}, named{}, reason
+	return "", reason
 }
 
 func plural(n int) string {

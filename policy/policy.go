@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -43,8 +44,20 @@ const (
 // Requirement is one requirement of a scope.
 type Requirement struct {
 	Type     string
-	Keys     []Key    // sigstoreSigned: any one of them verifies a signature
+	Keys     []Key    // sigstoreSigned with keys: any one of them verifies a signature
+	Fulcio   *Fulcio  // sigstoreSigned keyless: the CA and identity a certificate must have
+	Rekor    []Key    // sigstoreSigned: Rekor's keys, one of which must have logged the signature (required with Fulcio)
 	Identity Identity // sigstoreSigned: signedIdentity
+}
+
+// Fulcio is a keyless requirement's certificate authority and the
+// identity the signing certificate must name.
+type Fulcio struct {
+	Roots         []*x509.Certificate // self-signed certificates of caPath/caData
+	Intermediates []*x509.Certificate // the others
+	Fingerprint   string              // "sha256:" and the hex sha256 of the roots' DER, concatenated in file order
+	Issuer        string              // oidcIssuer: the certificate's OIDC issuer extension
+	Subject       string              // subjectEmail: the certificate's subject alternative name (email, or URI for CI identities)
 }
 
 // Key is a public key a sigstoreSigned requirement trusts.
@@ -226,7 +239,8 @@ func requirement(raw json.RawMessage) (Requirement, error) {
 	return Requirement{}, fmt.Errorf("type %q is not supported", probe.Type)
 }
 
-// sigstoreSigned reads a sigstoreSigned requirement with public keys.
+// sigstoreSigned reads a sigstoreSigned requirement: public keys, or a
+// Fulcio CA with a Rekor key (keyless).
 func sigstoreSigned(raw json.RawMessage) (Requirement, error) {
 	var v struct {
 		Type               string          `json:"type"`
@@ -244,23 +258,19 @@ func sigstoreSigned(raw json.RawMessage) (Requirement, error) {
 		return Requirement{}, err
 	}
 	switch {
-	case v.Fulcio != nil:
-		return Requirement{}, errors.New(`"fulcio" (keyless signatures) is not supported yet; use a public key`)
 	case v.PKI != nil:
-		return Requirement{}, errors.New(`"pki" is not supported; use a public key`)
-	case v.RekorPublicKeyPath != "" || v.RekorPublicKeyData != nil:
-		return Requirement{}, errors.New(`Rekor checks ("rekorPublicKeyPath", "rekorPublicKeyData") are not supported yet`)
+		return Requirement{}, errors.New(`"pki" is not supported; use a public key or "fulcio"`)
 	case v.KeyDatas != nil:
 		return Requirement{}, errors.New(`"keyDatas" is not supported; use keyData, keyPath or keyPaths`)
 	}
 	n := 0
-	for _, set := range []bool{v.KeyPath != "", v.KeyPaths != nil, v.KeyData != nil} {
+	for _, set := range []bool{v.KeyPath != "", v.KeyPaths != nil, v.KeyData != nil, v.Fulcio != nil} {
 		if set {
 			n++
 		}
 	}
 	if n != 1 {
-		return Requirement{}, errors.New(`exactly one of "keyPath", "keyPaths" and "keyData" is required`)
+		return Requirement{}, errors.New(`exactly one of "keyPath", "keyPaths", "keyData" and "fulcio" is required`)
 	}
 	r := Requirement{Type: SigstoreSigned}
 	paths := v.KeyPaths
@@ -271,16 +281,9 @@ func sigstoreSigned(raw json.RawMessage) (Requirement, error) {
 		return Requirement{}, errors.New(`"keyPaths" is empty`)
 	}
 	for _, p := range paths {
-		if !filepath.IsAbs(p) {
-			return Requirement{}, fmt.Errorf("key %q: not an absolute path", p)
-		}
-		b, err := os.ReadFile(p)
+		k, err := keyFile(p)
 		if err != nil {
-			return Requirement{}, fmt.Errorf("key: %w", err)
-		}
-		k, err := ParseKey(b)
-		if err != nil {
-			return Requirement{}, fmt.Errorf("key %s: %w", p, err)
+			return Requirement{}, fmt.Errorf("key %w", err)
 		}
 		r.Keys = append(r.Keys, k)
 	}
@@ -290,6 +293,37 @@ func sigstoreSigned(raw json.RawMessage) (Requirement, error) {
 			return Requirement{}, fmt.Errorf("keyData: %w", err)
 		}
 		r.Keys = append(r.Keys, k)
+	}
+	switch {
+	case v.RekorPublicKeyPath != "" && v.RekorPublicKeyData != nil:
+		return Requirement{}, errors.New(`at most one of "rekorPublicKeyPath" and "rekorPublicKeyData"`)
+	case v.RekorPublicKeyPath != "":
+		k, err := keyFile(v.RekorPublicKeyPath)
+		if err != nil {
+			return Requirement{}, fmt.Errorf("rekorPublicKeyPath: %w", err)
+		}
+		r.Rekor = []Key{k}
+	case v.RekorPublicKeyData != nil:
+		k, err := ParseKey(v.RekorPublicKeyData)
+		if err != nil {
+			return Requirement{}, fmt.Errorf("rekorPublicKeyData: %w", err)
+		}
+		r.Rekor = []Key{k}
+	}
+	for _, k := range r.Rekor {
+		if _, ok := k.Public.(*ecdsa.PublicKey); !ok {
+			return Requirement{}, fmt.Errorf("Rekor key %s: an ECDSA key is required (Rekor signs its entries with ECDSA)", k.Fingerprint)
+		}
+	}
+	if v.Fulcio != nil {
+		f, err := fulcio(v.Fulcio)
+		if err != nil {
+			return Requirement{}, fmt.Errorf("fulcio: %w", err)
+		}
+		if r.Rekor == nil {
+			return Requirement{}, errors.New(`"fulcio" needs "rekorPublicKeyPath" or "rekorPublicKeyData": a short-lived certificate is checked at the time Rekor logged the signature`)
+		}
+		r.Fulcio = f
 	}
 	id, err := identity(v.SignedIdentity)
 	if err != nil {
@@ -341,6 +375,87 @@ func identity(raw json.RawMessage) (Identity, error) {
 		return Identity{}, fmt.Errorf("%s takes no prefix or signedPrefix", v.Type)
 	}
 	return id, nil
+}
+
+// keyFile reads the PEM public key at absolute path p.
+func keyFile(p string) (Key, error) {
+	if !filepath.IsAbs(p) {
+		return Key{}, fmt.Errorf("%q: not an absolute path", p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return Key{}, err
+	}
+	k, err := ParseKey(b)
+	if err != nil {
+		return Key{}, fmt.Errorf("%s: %w", p, err)
+	}
+	return k, nil
+}
+
+// fulcio reads a sigstoreSigned requirement's "fulcio" object.
+func fulcio(raw json.RawMessage) (*Fulcio, error) {
+	var v struct {
+		CAPath       string `json:"caPath"`
+		CAData       []byte `json:"caData"`
+		OIDCIssuer   string `json:"oidcIssuer"`
+		SubjectEmail string `json:"subjectEmail"`
+	}
+	if err := strict(raw, &v); err != nil {
+		return nil, err
+	}
+	var pemData []byte
+	switch {
+	case (v.CAPath != "") == (v.CAData != nil):
+		return nil, errors.New(`exactly one of "caPath" and "caData" is required`)
+	case v.CAPath != "":
+		if !filepath.IsAbs(v.CAPath) {
+			return nil, fmt.Errorf("caPath %q: not an absolute path", v.CAPath)
+		}
+		b, err := os.ReadFile(v.CAPath)
+		if err != nil {
+			return nil, fmt.Errorf("caPath: %w", err)
+		}
+		pemData = b
+	default:
+		pemData = v.CAData
+	}
+	if v.OIDCIssuer == "" || v.SubjectEmail == "" {
+		return nil, errors.New(`"oidcIssuer" and "subjectEmail" are required`)
+	}
+	if strings.ContainsAny(v.OIDCIssuer+v.SubjectEmail, " \t\n") {
+		return nil, errors.New(`"oidcIssuer" and "subjectEmail" contain no white space`)
+	}
+	f := &Fulcio{Issuer: v.OIDCIssuer, Subject: v.SubjectEmail}
+	sum := sha256.New()
+	for rest := pemData; ; {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("CA: PEM block %q is not a CERTIFICATE", blk.Type)
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("CA: %w", err)
+		}
+		if !c.IsCA {
+			return nil, fmt.Errorf("CA: certificate %q is not a CA", c.Subject)
+		}
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			f.Roots = append(f.Roots, c)
+			sum.Write(c.Raw)
+		} else {
+			f.Intermediates = append(f.Intermediates, c)
+		}
+	}
+	if len(f.Roots) == 0 {
+		return nil, errors.New("CA: no self-signed root certificate")
+	}
+	f.Fingerprint = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+	return f, nil
 }
 
 // ParseKey reads a PEM public key (PKIX: ECDSA, Ed25519 or RSA).

@@ -20,6 +20,8 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/sigstoretest"
 )
 
 // pubPEM writes pub as a PEM file in dir and returns its path and bytes.
@@ -42,6 +44,12 @@ func TestParse(t *testing.T) {
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	key, keyPEM := pubPEM(t, dir, "k.pub", k.Public())
 	keyData := base64.StdEncoding.EncodeToString(keyPEM)
+	_, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	edKey, _ := pubPEM(t, dir, "ed.pub", edPriv.Public())
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, sigstoretest.NewCA(t).PEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, doc, err string
 	}{
@@ -59,7 +67,14 @@ func TestParse(t *testing.T) {
 		{"unknown requirement field", `{"default":[{"type":"reject","keyPath":"/k"}]}`, `unknown field "keyPath"`},
 		{"trailing data", `{"default":[{"type":"reject"}]} {}`, "after the JSON"},
 		{"signedBy", `{"default":[{"type":"signedBy","keyType":"GPGKeys","keyPath":"/k"}]}`, `"signedBy" (GPG signatures) is not supported`},
-		{"fulcio", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"/ca"},"rekorPublicKeyPath":"/r"}]}`, `"fulcio" (keyless signatures) is not supported`},
+		{"fulcio", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"` + ca + `","oidcIssuer":"https://i.example","subjectEmail":"a@example.com"},"rekorPublicKeyPath":"` + key + `"}]}`, ""},
+		{"fulcio without Rekor", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"` + ca + `","oidcIssuer":"https://i.example","subjectEmail":"a@example.com"}}]}`, `"fulcio" needs "rekorPublicKeyPath"`},
+		{"fulcio without subject", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"` + ca + `","oidcIssuer":"https://i.example"},"rekorPublicKeyPath":"` + key + `"}]}`, `"oidcIssuer" and "subjectEmail" are required`},
+		{"fulcio and a key", `{"default":[{"type":"sigstoreSigned","keyPath":"` + key + `","fulcio":{"caPath":"` + ca + `","oidcIssuer":"https://i.example","subjectEmail":"a@example.com"},"rekorPublicKeyPath":"` + key + `"}]}`, "exactly one of"},
+		{"fulcio CA not a certificate", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"` + key + `","oidcIssuer":"https://i.example","subjectEmail":"a@example.com"},"rekorPublicKeyPath":"` + key + `"}]}`, `is not a CERTIFICATE`},
+		{"fulcio unknown field", `{"default":[{"type":"sigstoreSigned","fulcio":{"caPath":"` + ca + `","oidcIssuer":"https://i.example","subjectEmail":"a@example.com","subjectRegExp":"x"},"rekorPublicKeyPath":"` + key + `"}]}`, `unknown field "subjectRegExp"`},
+		{"Rekor key with a key", `{"default":[{"type":"sigstoreSigned","keyPath":"` + key + `","rekorPublicKeyPath":"` + key + `"}]}`, ""},
+		{"Rekor key not ECDSA", `{"default":[{"type":"sigstoreSigned","keyPath":"` + key + `","rekorPublicKeyPath":"` + edKey + `"}]}`, "an ECDSA key is required"},
 		{"unknown type", `{"default":[{"type":"trustMe"}]}`, `type "trustMe" is not supported`},
 		{"no type", `{"default":[{}]}`, `no "type"`},
 		{"two key sources", `{"default":[{"type":"sigstoreSigned","keyPath":"` + key + `","keyData":"` + keyData + `"}]}`, "exactly one of"},

@@ -15,9 +15,10 @@
 # skopeo copy + umoci unpack) are part of the full run; on the small
 # image alone: scripts/bench.sh --quick --scenarios pull (about a minute).
 # The downtime scenario (the gap in a 20 ms ticker's output for podman
-# restart and for podman's upgrade, stop + rm + run of a version pulled
-# beforehand) is part of the full run too; on the small image alone:
-# scripts/bench.sh --quick --scenarios downtime.
+# restart, podman's upgrade — stop + rm + run of a version pulled
+# beforehand — and, under the integration tests' systemd bed, systemctl
+# restart and rootswap update) is part of the full run too; on the small
+# image alone: scripts/bench.sh --quick --scenarios downtime.
 # BENCH_GO=0 skips the Go benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -48,7 +48,7 @@ func RecordConfig(ctx context.Context, s *cache.Store, img Image) error {
 // image d.
 func configDocument(d digest.Digest, cfg Config) ([]byte, error) {
 	if cfg.Raw == nil {
-		return json.Marshal(cfg.OCI)
+		return describedDocument(cfg)
 	}
 	if !d.Algorithm().Available() || d.Algorithm().FromBytes(cfg.Raw) != d {
 		return nil, fmt.Errorf("config document: %w (want %s)", ErrDigestMismatch, d)
@@ -83,4 +83,27 @@ func checkConfig(ctx context.Context, img Image, want string) ([]byte, error) {
 		return nil, fmt.Errorf("image %s: %w", img.Ref, err)
 	}
 	return raw, nil
+}
+
+// describedDocument is the document of a config the source described
+// field by field (the daemon): the OCI fields, and under "config" the
+// Healthcheck as Docker's own config documents hold it.
+func describedDocument(cfg Config) ([]byte, error) {
+	raw, err := json.Marshal(cfg.OCI)
+	if err != nil || cfg.Healthcheck == nil {
+		return raw, err
+	}
+	var doc map[string]json.RawMessage
+	var c map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(doc["config"], &c); err != nil || c == nil {
+		c = map[string]json.RawMessage{}
+	}
+	c["Healthcheck"] = cfg.Healthcheck
+	if doc["config"], err = json.Marshal(c); err != nil {
+		return nil, err
+	}
+	return json.Marshal(doc)
 }

@@ -113,6 +113,9 @@ type ImportOptions struct {
 func ImportImage(ctx context.Context, s *cache.Store, img Image, opt ImportOptions) (t index.Tree, created bool, err error) {
 	d := img.Digest
 	found := func(t index.Tree, ok bool, err error) (index.Tree, bool, error) {
+		if err == nil && ok {
+			err = checkStoredPlatform(s, img, opt.Platform)
+		}
 		if err == nil && ok && opt.Readmit != nil {
 			err = opt.Readmit(img, t)
 		}

@@ -1,12 +1,16 @@
 package snapshot
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/rootswap/rootswap/cache"
+	"github.com/rootswap/rootswap/index"
 )
 
 // ErrPlatform marks an image whose config names another platform than
@@ -60,4 +64,35 @@ func PlatformOf(p ocispec.Platform) string {
 		s += "/" + p.Variant
 	}
 	return s
+}
+
+// ConfigPlatform is the platform a recorded config document names (zero
+// when it names none).
+func ConfigPlatform(raw []byte) (ocispec.Platform, error) {
+	var p ocispec.Platform
+	if err := json.Unmarshal(raw, &p); err != nil {
+		return p, fmt.Errorf("image config: %w", err)
+	}
+	return p, nil
+}
+
+// checkStoredPlatform refuses the tree the store has for img when the
+// config recorded with it names another platform than want, as a new
+// import is refused (checkConfig): a tree cached for another platform
+// (imported with --platform) serves no other command unasked. A tree
+// with no recorded config (import --tar) passes.
+func checkStoredPlatform(s *cache.Store, img Image, want string) error {
+	var raw []byte
+	err := s.View(func(tx *index.Tx) (err error) { raw, err = tx.Config(img.Digest); return err })
+	if errors.Is(err, index.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p, err := ConfigPlatform(raw)
+	if err != nil {
+		return fmt.Errorf("tree %s: %w", img.Digest, err)
+	}
+	return CheckPlatform(img.Ref.String(), p, want)
 }

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -79,6 +80,10 @@ type Config struct {
 	// OCI is Raw as the OCI image spec reads it; for the daemon, what
 	// ImageInspect says of the same fields.
 	OCI ocispec.Image
+	// Healthcheck is the daemon's HEALTHCHECK, in Docker's JSON form
+	// (Test, Interval…), which the OCI spec has no field for; nil where
+	// Raw holds the document, and for an image without one.
+	Healthcheck json.RawMessage
 }
 
 // Config returns im's config from its source.

@@ -1,6 +1,8 @@
 // Package unit writes the systemd units that run rootswap: a machine's
 // service (rootswap-NAME.service), the alternative for
-// systemd-nspawn@.service users (NAME.nspawn and a drop-in), the daily
+// systemd-nspawn@.service users (a drop-in, and NAME.nspawn: written once
+// for a unit with a command, else by WriteSettings at each start from
+// the current image), the daily
 // gc service and timer, and the update service and timer (a low-priority
 // `rootswap update` of the machines marked --auto-update). It is its own package, not part of activate,
 // because it activates nothing: it describes how systemd calls the

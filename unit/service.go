@@ -2,6 +2,8 @@ package unit
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,7 +17,7 @@ import (
 type Spec struct {
 	Name, Image  string
 	Daemon       bool     // Image comes from the Docker daemon: order the unit after docker.service
-	Command      []string // run in the tree; empty: the image's ENTRYPOINT and CMD, read by run at each start (NspawnFiles needs one)
+	Command      []string // run in the tree; empty: the image's ENTRYPOINT and CMD, read at each start
 	Nspawn       activate.NspawnOptions
 	RestartSec   time.Duration // RestartSec= between restarts
 	HealthyAfter time.Duration // > 0: ROOTSWAP_HEALTHY_AFTER for crash-loop detection
@@ -168,26 +170,44 @@ func serviceOptions(sp Spec, c execs) []*unit.UnitOption {
 	)
 }
 
-// NspawnFiles are the alternative for systemd-nspawn@.service users:
-// NAME.nspawn (for /etc/systemd/nspawn) and a drop-in that prepares the
-// image and records the start before every start, reports after every
-// stop (an operator's by systemd's stop or restart job), and replaces the
-// template's ExecStart, whose -U could chown the shared tree. Errors are
-// as ServiceFiles'.
+// NspawnFiles are the alternative for systemd-nspawn@.service users: a
+// drop-in that prepares the image and records the start before every
+// start, reports after every stop (an operator's by systemd's stop or
+// restart job), and replaces the template's ExecStart, whose -U could
+// chown the shared tree; and the settings nspawn reads. With a command
+// (or -b) those are NAME.nspawn for /etc/systemd/nspawn, written now.
+// Without one they follow the image: the drop-in's `rootswap
+// nspawn-settings` writes them at each start, after prepare, from the
+// current image's config (activate.FileSettings, WriteSettings), and no
+// file is written now. Errors are as ServiceFiles'.
 func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err := sp.check(); err != nil {
 		return nil, err
 	}
-	name, image, command, o := sp.Name, sp.Image, sp.Command, sp.Nspawn
-	if len(command) == 0 && !activate.ChoosesBoot(o.Extra) {
-		// nspawn reads the file itself at each start: no rootswap run
-		// reads the current image's entrypoint then, and a command frozen
-		// from today's image would outlive the next upgrade.
-		return nil, invalidf("unit --nspawn-file %s: give the -- COMMAND: a .nspawn file cannot follow the image's ENTRYPOINT and CMD at each start (the service unit, without --nspawn-file, does)", name)
-	}
-	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, image)...)
+	name, o := sp.Name, sp.Nspawn
+	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, sp.Image)...)
 	if err != nil {
 		return nil, err
+	}
+	pre := []string{prepare}
+	var files []File
+	if len(sp.Command) == 0 && !activate.ChoosesBoot(o.Extra) {
+		// After prepare, which may roll back: the settings of the tree
+		// that starts.
+		line, err := execLine(sp.settingsArgs(bin, root)...)
+		if err != nil {
+			return nil, err
+		}
+		pre = append(pre, line)
+	} else {
+		// rootswap's init, as `rootswap run` adds it: bin mounted
+		// read-only in front of the command.
+		initBind, command := o.FileInit(bin, sp.Command, sp.NoInit)
+		opts, err := settingsOptions(append(o.Settings(), initBind...), command)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{"../nspawn/" + name + ".nspawn", opts})
 	}
 	// nspawn is the main process, not `rootswap run`: report records the
 	// start after prepare, and after the stop asks systemd whether it was
@@ -200,26 +220,6 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	nspawn := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
-	// rootswap's init, as `rootswap run` adds it: bin mounted read-only in
-	// front of the command.
-	initBind, command := o.FileInit(bin, command, sp.NoInit)
-	if len(command) > 0 {
-		line, err := settingsWords(command)
-		if err != nil {
-			return nil, err
-		}
-		nspawn = append(nspawn, unit.NewUnitOption("Exec", "Parameters", line))
-	}
-	for _, st := range append(o.Settings(), initBind...) {
-		v := st.Value
-		if st.Word {
-			if v, err = settingsWords([]string{v}); err != nil {
-				return nil, err
-			}
-		}
-		nspawn = append(nspawn, unit.NewUnitOption(st.Section, st.Key, v))
-	}
 	// The machine by name rather than %i: a valid name is the instance
 	// string as it is, and execLine would double the "%".
 	start, err := execLine(append([]string{"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest",
@@ -227,9 +227,11 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err != nil {
 		return nil, err
 	}
-	dropin := append(sp.sourceDeps(),
-		unit.NewUnitOption("Service", "ExecStartPre", prepare),
-		unit.NewUnitOption("Service", "ExecStartPre", started),
+	dropin := sp.sourceDeps()
+	for _, p := range append(pre, started) {
+		dropin = append(dropin, unit.NewUnitOption("Service", "ExecStartPre", p))
+	}
+	dropin = append(dropin,
 		unit.NewUnitOption("Service", "ExecStart", ""),
 		unit.NewUnitOption("Service", "ExecStart", start),
 		unit.NewUnitOption("Service", "ExecStopPost", report),
@@ -241,10 +243,105 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if sp.HealthyAfter > 0 {
 		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
 	}
-	return []File{
-		{"../nspawn/" + name + ".nspawn", nspawn},
-		{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin},
-	}, nil
+	return append(files, File{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin}), nil
+}
+
+// settingsArgs is the `rootswap nspawn-settings` command line of bin on
+// store root that writes the spec's settings at each start: the spec's
+// machine choices as the flags of `unit` that gave them.
+func (sp *Spec) settingsArgs(bin, root string) []string {
+	a := []string{bin, "--root", root, "nspawn-settings"}
+	o := sp.Nspawn
+	for _, f := range []struct {
+		flag string
+		vals []string
+	}{{"bind", o.Binds}, {"bind-ro", o.BindsRO}, {"setenv", o.Env}, {"nspawn-opt", o.Extra}} {
+		for _, v := range f.vals {
+			a = append(a, "--"+f.flag+"="+v)
+		}
+	}
+	for _, f := range []struct {
+		flag string
+		on   bool
+	}{{"read-only", o.ReadOnly}, {"private-users", o.PrivateUsers}, {"notify", o.NotifyReady}, {"no-init", sp.NoInit}} {
+		if f.on {
+			a = append(a, "--"+f.flag)
+		}
+	}
+	if sp.Entrypoint != nil {
+		a = append(a, "--entrypoint="+*sp.Entrypoint)
+	}
+	return append(a, sp.Name)
+}
+
+// settingsOptions are a .nspawn file's lines for the settings st and the
+// command line command (Parameters=; none if empty): Boot=no, then those.
+// An error wraps ErrInvalid: a word the file cannot hold.
+func settingsOptions(st []activate.NspawnSetting, command []string) ([]*unit.UnitOption, error) {
+	opts := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	if len(command) > 0 {
+		line, err := settingsWords(command)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, unit.NewUnitOption("Exec", "Parameters", line))
+	}
+	for _, s := range st {
+		v := s.Value
+		if s.Word {
+			var err error
+			if v, err = settingsWords([]string{v}); err != nil {
+				return nil, err
+			}
+		}
+		opts = append(opts, unit.NewUnitOption(s.Section, s.Key, v))
+	}
+	return opts, nil
+}
+
+// SettingsDir is where `rootswap nspawn-settings` writes by default:
+// nspawn trusts /run/systemd/nspawn, as /etc/systemd/nspawn, and reads
+// the first NAME.nspawn it finds in /etc/systemd/nspawn, then there,
+// then beside the image (systemd.nspawn(5)).
+const SettingsDir = "/run/systemd/nspawn"
+
+// shadowDir is the one directory nspawn reads before SettingsDir.
+const shadowDir = "/etc/systemd/nspawn"
+
+// WriteSettings writes machine name's .nspawn file for the settings st
+// and the command line command (Parameters=) to dir, replacing the one
+// there atomically (a temporary file renamed into place, so a starting
+// nspawn never reads half of it), and returns its path. In SettingsDir
+// it first refuses a NAME.nspawn in /etc/systemd/nspawn, which nspawn
+// would read instead (left by a unit written with a command). An error
+// wrapping ErrInvalid is a word the file cannot hold.
+func WriteSettings(dir, name string, st []activate.NspawnSetting, command []string) (string, error) {
+	shadow := ""
+	if filepath.Clean(dir) == SettingsDir {
+		shadow = shadowDir
+	}
+	return writeSettings(dir, shadow, name, st, command)
+}
+
+// writeSettings is WriteSettings, refusing a NAME.nspawn in shadow
+// unless it is "".
+func writeSettings(dir, shadow, name string, st []activate.NspawnSetting, command []string) (string, error) {
+	if shadow != "" {
+		if _, err := os.Lstat(filepath.Join(shadow, name+".nspawn")); err == nil {
+			return "", fmt.Errorf("nspawn settings %s: %s/%s.nspawn exists and nspawn would read it instead of %s/%s.nspawn: remove it (a unit --nspawn-file with a COMMAND wrote it)", name, shadow, name, dir, name)
+		}
+	}
+	opts, err := settingsOptions(st, command)
+	if err != nil {
+		return "", err
+	}
+	f := File{name + ".nspawn", opts}
+	b, err := serialize(f)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, f.name)
+	return path, writeFile(path, b)
 }
 
 // settingsWords quotes a list of words for a .nspawn file's Parameters=

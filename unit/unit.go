@@ -213,17 +213,8 @@ func Install(w io.Writer, dir string, files []File) error {
 			return err
 		}
 		path := filepath.Join(dir, f.name)
-		tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
-		err = os.MkdirAll(filepath.Dir(path), 0o755)
-		if err == nil {
-			err = writeSynced(tmp, b)
-		}
-		if err == nil {
-			err = os.Rename(tmp, path)
-		}
-		if err != nil {
-			os.Remove(tmp)
-			return fmt.Errorf("unit %s: %w", path, err)
+		if err := writeFile(path, b); err != nil {
+			return err
 		}
 		fmt.Fprintf(w, "wrote %s\n", path)
 		switch {
@@ -236,6 +227,25 @@ func Install(w io.Writer, dir string, files []File) error {
 		}
 	}
 	fmt.Fprintf(w, "next: systemctl daemon-reload && systemctl enable --now %s\n", strings.Join(enable, " "))
+	return nil
+}
+
+// writeFile replaces path with a file holding b, under a temporary name
+// renamed into place, so systemd never reads half a file; on failure it
+// leaves no temporary file. Missing directories are made.
+func writeFile(path string, b []byte) error {
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
+	err := os.MkdirAll(filepath.Dir(path), 0o755)
+	if err == nil {
+		err = writeSynced(tmp, b)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("unit %s: %w", path, err)
+	}
 	return nil
 }
 

@@ -232,13 +232,9 @@ func TestUnitNspawnFile(t *testing.T) {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, strings.Split(v, "\x00"))
 		}
 	}
-	// Without a command: refused (nothing would read the image's
-	// entrypoint at start), unless -b boots the tree's init.
-	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1"}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "give the -- COMMAND") {
-		t.Errorf("--nspawn-file without a command: %v", err)
-	}
-	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}}); err != nil {
-		t.Errorf("--nspawn-file -b without a command: %v", err)
+	// -b without a command: the file as with one (the tree's init boots).
+	if files, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}}); err != nil || len(files) != 2 {
+		t.Errorf("--nspawn-file -b without a command: %v, %d files", err, len(files))
 	}
 	// --no-init: the command as it is, no binary bound; the service says
 	// it to run.
@@ -351,5 +347,66 @@ func TestUnitUpdateTimer(t *testing.T) {
 	}
 	if _, err := UpdateTimerFiles(bin, store, "daily\nExecStart=/bin/evil", nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a calendar with a newline: %v", err)
+	}
+}
+
+// TestUnitNspawnFileFollowsImage: without a command the unit writes no
+// .nspawn file (one in /etc/systemd/nspawn would freeze today's image's
+// entrypoint); the drop-in's ExecStartPre writes it at each start, after
+// prepare and before the start is recorded, with the unit's choices as
+// nspawn-settings flags; WriteSettings writes what it is given, quoted,
+// and refuses to be shadowed.
+func TestUnitNspawnFileFollowsImage(t *testing.T) {
+	store := filepath.Join(t.TempDir(), "store")
+	base := t.TempDir()
+	dir := filepath.Join(base, "system")
+	bin, _ := os.Executable()
+	ep := "/ep"
+	files, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Entrypoint: &ep, NoInit: true,
+		Nspawn: activate.NspawnOptions{Binds: []string{"/srv:/data"}, BindsRO: []string{"/etc/ssl"}, Env: []string{"A=1 2"},
+			ReadOnly: true, PrivateUsers: true, NotifyReady: true, Extra: []string{"--hostname=h"}}, RestartSec: time.Second})
+	install(t, dir, files, err)
+	if _, err := os.Stat(filepath.Join(base, "nspawn", "web.nspawn")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("without a command a static web.nspawn is written: %v", err)
+	}
+	d := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
+	pre := d["Service"]["ExecStartPre"]
+	want := bin + " --root " + store + ` nspawn-settings --bind=/srv:/data --bind-ro=/etc/ssl "--setenv=A=1 2" --nspawn-opt=--hostname=h --read-only --private-users --notify --no-init --entrypoint=/ep web`
+	if len(pre) != 3 || !strings.Contains(pre[0], " prepare --pull --link-machines web reg/web:1") || pre[1] != want || !strings.HasSuffix(pre[2], " report --start web") {
+		t.Errorf("drop-in ExecStartPre:\n%s\nwant prepare, then\n%s\nthen report --start", strings.Join(pre, "\n"), want)
+	}
+
+	run := filepath.Join(base, "run")
+	st := []activate.NspawnSetting{{Section: "Exec", Key: "Environment", Value: "B=it's", Word: true}, {Section: "Exec", Key: "WorkingDirectory", Value: "/w"}}
+	path, err := WriteSettings(run, "web", st, []string{"/run/rootswap-init", "container-init", "--", "/ep", "a b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := readUnit(t, path)
+	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": `/run/rootswap-init container-init -- /ep 'a b'`,
+		"Exec/Environment": `'B=it'"'"'s'`, "Exec/WorkingDirectory": "/w"} {
+		sec, name, _ := strings.Cut(k, "/")
+		if got := n[sec][name]; strings.Join(got, "\x00") != v {
+			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
+		}
+	}
+	if ents, _ := os.ReadDir(run); len(ents) != 1 {
+		t.Errorf("%s holds %d entries, want web.nspawn alone", run, len(ents))
+	}
+	if _, err := WriteSettings(run, "web", []activate.NspawnSetting{{Section: "Exec", Key: "Environment", Value: "A=\n", Word: true}}, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a newline in the settings: %v, want ErrInvalid", err)
+	}
+	if n := readUnit(t, path); n["Exec"]["WorkingDirectory"] == nil {
+		t.Errorf("a refused write replaced the file: %v", n)
+	}
+	// A static file in the directory nspawn reads first shadows it.
+	etc := filepath.Join(base, "nspawn")
+	os.MkdirAll(etc, 0o755)
+	os.WriteFile(filepath.Join(etc, "web.nspawn"), nil, 0o644)
+	if _, err := writeSettings(run, etc, "web", nil, []string{"/x"}); err == nil || !strings.Contains(err.Error(), "would read it instead") {
+		t.Errorf("with %s/web.nspawn: %v, want a refusal", etc, err)
+	}
+	if n := readUnit(t, path); n["Exec"]["WorkingDirectory"] == nil {
+		t.Errorf("a shadowed write replaced the file: %v", n)
 	}
 }

@@ -110,6 +110,7 @@ func TestExitCodeClasses(t *testing.T) {
 		nil:          0,
 		usage("bad"): 2,
 		fmt.Errorf("x: %w", activate.ErrInvalidName): 2,
+		fmt.Errorf("x: %w", activate.ErrMountPoint):  2,
 		fmt.Errorf("tree: %w", cache.ErrNotFound):    1,
 		fmt.Errorf("lock: %w", cache.ErrLocked):      75,
 		errors.New("anything else"):                  1,

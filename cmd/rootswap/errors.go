@@ -89,6 +89,7 @@ func exitCode(err error) int {
 	switch {
 	case errors.As(err, &u),
 		errors.Is(err, activate.ErrInvalidName),
+		errors.Is(err, activate.ErrMountPoint),
 		errors.Is(err, unit.ErrInvalid),
 		errors.Is(err, cache.ErrInvalid):
 		return exitUsage

@@ -35,8 +35,11 @@ it, starting from cache when its source is down, rolling back crash loops),
 ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
 reports how the run ended; Restart=always; Wants=/After=docker.service for an
 image from the Docker daemon, network-online.target for a docker://, oci: or
-docker-archive: one (see import --help), never Requires=. With --nspawn-file it gives NAME.nspawn (for /etc/systemd/nspawn)
-and a drop-in for systemd-nspawn@NAME.service instead, for machinectl users.
+docker-archive: one (see import --help), never Requires=. With --nspawn-file it gives a drop-in for
+systemd-nspawn@NAME.service instead, for machinectl users, and with a COMMAND
+NAME.nspawn for /etc/systemd/nspawn; without one the drop-in runs
+'rootswap nspawn-settings' before each start, which writes NAME.nspawn to
+/run/systemd/nspawn from the current image's config (see its --help).
 
 --gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
 this store (--root), and rootswap-gc.timer, which starts it daily at a random
@@ -53,6 +56,7 @@ after downtime.`,
   rootswap unit web docker://registry.example/web:stable   # no Docker on the node
   rootswap unit --install --bind /srv/web:/data --notify web web:stable -- /app
   rootswap unit --nspawn-file web web:stable -- /usr/bin/web-server
+  rootswap unit --nspawn-file --install web registry.example/web:stable
   rootswap unit --gc-timer
   rootswap --root /srv/rootswap unit --gc-timer --install
   rootswap unit --install --auto-update web docker://registry.example/web:stable
@@ -144,16 +148,23 @@ after downtime.`,
 // serviceFlags are the flags of `rootswap unit NAME IMAGE`; the unit
 // package writes the units and activate knows what each nspawn choice is.
 type serviceFlags struct {
-	nspawn       activate.NspawnOptions
+	machineFlags
 	restartSec   time.Duration
 	healthyAfter time.Duration
 	stopTimeout  time.Duration
 	settingsFile bool // a .nspawn file and a drop-in for systemd-nspawn@NAME.service instead
-	noInit       bool // no rootswap init in front of the payload
-	entrypoint   activate.RunOptions
 }
 
-func (o *serviceFlags) register(cmd *cobra.Command) {
+// machineFlags are how the machine runs: the nspawn choices and run's
+// own, the flags `unit` and `nspawn-settings` share (unit.Spec's
+// settingsArgs spells them for the drop-in).
+type machineFlags struct {
+	nspawn     activate.NspawnOptions
+	noInit     bool // no rootswap init in front of the payload
+	entrypoint activate.RunOptions
+}
+
+func (o *machineFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringArrayVar(&o.nspawn.Binds, "bind", nil, "bind mount `SRC[:DST]` into the container (repeatable)")
 	f.StringArrayVar(&o.nspawn.BindsRO, "bind-ro", nil, "read-only bind mount `SRC[:DST]` (repeatable)")
@@ -162,12 +173,70 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&o.nspawn.PrivateUsers, "private-users", false, "user namespace with --private-users-ownership=map (never -U)")
 	f.BoolVar(&o.nspawn.NotifyReady, "notify", false, "Type=notify: the payload reports readiness itself (--notify-ready=yes)")
 	f.StringArrayVar(&o.nspawn.Extra, "nspawn-opt", nil, "pass one more `OPTION` to systemd-nspawn (repeatable)")
+	f.BoolVar(&o.noInit, "no-init", false, "run the payload as the container's PID 1, without rootswap's init (run --no-init)")
+	f.Var(entrypointValue{&o.entrypoint}, "entrypoint", "run `PROGRAM` instead of the image's ENTRYPOINT, without its CMD (run --entrypoint)")
+}
+
+func (o *serviceFlags) register(cmd *cobra.Command) {
+	o.machineFlags.register(cmd)
+	f := cmd.Flags()
 	f.DurationVar(&o.restartSec, "restart-sec", 5*time.Second, "RestartSec= between restarts")
 	f.DurationVar(&o.healthyAfter, "healthy-after", 0, "ROOTSWAP_HEALTHY_AFTER for crash-loop detection (default 30s)")
 	f.DurationVar(&o.stopTimeout, "stop-timeout", unit.DefaultStopTimeout, "how long a stopping payload has after SIGTERM before it is killed (TimeoutStopSec= is 15s more)")
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
-	f.BoolVar(&o.noInit, "no-init", false, "run the payload as the container's PID 1, without rootswap's init (run --no-init)")
-	f.Var(entrypointValue{&o.entrypoint}, "entrypoint", "run `PROGRAM` instead of the image's ENTRYPOINT, without its CMD (run --entrypoint)")
+}
+
+// nspawnSettingsCmd is what the drop-in of `unit --nspawn-file` without
+// a COMMAND runs before each start.
+func nspawnSettingsCmd(g *globals) *cobra.Command {
+	var (
+		m   machineFlags
+		dir string
+	)
+	cmd := &cobra.Command{
+		Use:   "nspawn-settings [OPTIONS] NAME",
+		Short: "Write NAME.nspawn from machine NAME's current image, as run would run it",
+		Long: `Nspawn-settings writes the systemd.nspawn(5) file of machine NAME's current
+tree to ` + unit.SettingsDir + `/NAME.nspawn (or --dir), replacing it atomically: the
+image's ENTRYPOINT and CMD (Parameters=, behind rootswap's init), Env
+(Environment=), WorkingDir (WorkingDirectory=), User (the init's --user) and
+StopSignal (KillSignal=), as 'rootswap run NAME' would use them, with the
+options (the flags of 'rootswap unit') overriding the image field by field.
+
+The drop-in that 'rootswap unit --nspawn-file NAME IMAGE' writes without a
+COMMAND runs it before every start, after prepare, so systemd-nspawn@NAME
+runs what the current image says, even once the next version changes its
+entrypoint. It refuses to write when /etc/systemd/nspawn/NAME.nspawn exists:
+nspawn would read that one instead.`,
+		Example: `  rootswap nspawn-settings --bind /srv/web:/data web
+  rootswap nspawn-settings --dir /tmp/settings web && cat /tmp/settings/web.nspawn`,
+		ValidArgsFunction: g.complete("machine"),
+		Args:              exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			bin, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("nspawn-settings: own path: %w", err)
+			}
+			s, err := g.open(cmd.Context())
+			if err != nil {
+				return err
+			}
+			st, command, err := activate.FileSettings(s, args[0], bin, m.nspawn, activate.RunOptions{NoInit: m.noInit,
+				Entrypoint: m.entrypoint.Entrypoint, EntrypointSet: m.entrypoint.EntrypointSet})
+			if err != nil {
+				return err
+			}
+			path, err := unit.WriteSettings(dir, args[0], st, command)
+			if err != nil {
+				return err
+			}
+			g.log.Info("wrote nspawn settings", "machine", args[0], "file", path)
+			return nil
+		},
+	}
+	m.register(cmd)
+	cmd.Flags().StringVar(&dir, "dir", unit.SettingsDir, "where to write NAME.nspawn (`DIR`)")
+	return cmd
 }
 
 // spec is the service NAME IMAGE [COMMAND…] with these flags and the

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/activate"
+	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/unit"
 )
@@ -214,5 +216,48 @@ func TestUnitInstallNoticesNoPolicy(t *testing.T) {
 	code, out := execute(t, "unit", "--install", "--unit-dir", units, "web", "docker://registry.example/web:1", "--", "/app")
 	if entries, _ := os.ReadDir(units); code != 1 || !strings.Contains(out, "policy.json") || len(entries) != 0 {
 		t.Errorf("malformed policy: exit %d, %d files written, want exit 1 naming the file and none:\n%s", code, len(entries), out)
+	}
+}
+
+// TestNspawnSettingsFromUnit: the nspawn-settings line that `unit
+// --nspawn-file` without a COMMAND puts in the drop-in parses as this
+// binary's command line, and writes the unit's choices and the image's
+// config into NAME.nspawn.
+func TestNspawnSettingsFromUnit(t *testing.T) {
+	root, d := storeWithMachine(t)
+	s := storetest.Open(t, root)
+	raw := `{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/ep"],"Cmd":["serve"],"Env":["A=1"],"WorkingDir":"/w","StopSignal":"SIGINT"},"rootfs":{"type":"layers","diff_ids":[]}}`
+	if err := s.Update(func(tx *index.Tx) error { return tx.PutConfig(d, []byte(raw)) }); err != nil {
+		t.Fatal(err)
+	}
+	out := mustRun(t, root, "unit", "--nspawn-file", "--bind-ro=/etc/ssl", "--setenv=B=2", "--read-only", "--nspawn-opt=--hostname=h", "web", "img:1")
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "ExecStartPre=") && strings.Contains(l, " nspawn-settings ") {
+			line = strings.TrimPrefix(l, "ExecStartPre=")
+		}
+	}
+	if line == "" {
+		t.Fatalf("no nspawn-settings line in\n%s", out)
+	}
+	dir := t.TempDir()
+	args := strings.Fields(line)[1:] // no quoting in these words
+	code, msg := cli(t, append(append(args[:len(args)-1:len(args)-1], "--dir", dir), args[len(args)-1])...)
+	if code != 0 {
+		t.Fatalf("%s: exit %d\n%s", line, code, msg)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "web.nspawn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, _ := os.Executable()
+	for _, want := range []string{"Parameters=/run/rootswap-init container-init --user 0:0:0 -- /ep serve", "Environment=B=2", "Environment=A=1",
+		"WorkingDirectory=/w", "KillSignal=SIGINT", "ReadOnly=yes", "BindReadOnly=/etc/ssl", "BindReadOnly=" + bin + ":/run/rootswap-init"} {
+		if !strings.Contains(string(b), want+"\n") {
+			t.Errorf("web.nspawn lacks %s:\n%s", want, b)
+		}
+	}
+	if strings.Contains(string(b), "hostname") {
+		t.Errorf("--nspawn-opt has no file form, it goes on the ExecStart line:\n%s", b)
 	}
 }

@@ -107,7 +107,14 @@ func (s *Source) Resolve(ctx context.Context, ref snapshot.Ref) (snapshot.Image,
 	if err != nil {
 		return snapshot.Image{}, fmt.Errorf("image %s: daemon returned ID %q: %w", ref, img.ID, err)
 	}
-	return snapshot.Image{Ref: ref, Digest: d, Content: &daemonImage{c: s.c, d: d, config: ociConfig(img)}}, nil
+	di := &daemonImage{c: s.c, d: d, config: ociConfig(img)}
+	if img.Config != nil && img.Config.Healthcheck != nil {
+		// Docker's own form, as its config documents hold it.
+		if di.healthcheck, err = json.Marshal(img.Config.Healthcheck); err != nil {
+			return snapshot.Image{}, fmt.Errorf("image %s: healthcheck: %w", ref, err)
+		}
+	}
+	return snapshot.Image{Ref: ref, Digest: d, Content: di}, nil
 }
 
 // ociConfig is what the daemon says of an image's config, as the OCI
@@ -171,15 +178,16 @@ func (s *Source) pull(ctx context.Context, ref snapshot.Ref) error {
 
 // daemonImage is an image in the daemon as Content.
 type daemonImage struct {
-	c      Client
-	d      digest.Digest
-	config ocispec.Image
+	c           Client
+	d           digest.Digest
+	config      ocispec.Image
+	healthcheck json.RawMessage // the config's HEALTHCHECK, which ocispec has no field for
 }
 
 // Config is the config as the daemon described it when the image was
 // resolved; the daemon gives no config document (Raw is nil).
 func (di *daemonImage) Config(context.Context) (snapshot.Config, error) {
-	return snapshot.Config{OCI: di.config}, nil
+	return snapshot.Config{OCI: di.config, Healthcheck: di.healthcheck}, nil
 }
 
 // Layers returns the one stream the daemon can give: the export of a

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/image"
@@ -122,7 +123,9 @@ func TestResolveCarriesConfig(t *testing.T) {
 		Config: &dockerspec.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{
 			User: "app", Env: []string{"A=1"}, Entrypoint: []string{"/bin/app"}, Cmd: []string{"serve"},
 			WorkingDir: "/srv", StopSignal: "SIGINT",
-		}},
+		}, DockerOCIImageConfigExt: dockerspec.DockerOCIImageConfigExt{Healthcheck: &dockerspec.HealthcheckConfig{
+			Test: []string{"CMD", "/bin/app", "check"}, Interval: 5 * time.Second, Retries: 3,
+		}}},
 		RootFS: image.RootFS{Type: "layers", Layers: []string{digest.FromString("l1").String()}},
 	}}
 	ref := snapshot.Ref{Transport: snapshot.DockerDaemon, Name: "app:1"}
@@ -143,6 +146,10 @@ func TestResolveCarriesConfig(t *testing.T) {
 		!slices.Equal(o.Config.Env, []string{"A=1"}) || o.Config.WorkingDir != "/srv" || o.Config.StopSignal != "SIGINT" ||
 		!slices.Equal(o.RootFS.DiffIDs, []digest.Digest{digest.FromString("l1")}) {
 		t.Errorf("config %+v (raw %q)", o, c.Raw)
+	}
+	// The HEALTHCHECK, which the OCI spec has no field for, in Docker's form.
+	if got := string(c.Healthcheck); got != `{"Test":["CMD","/bin/app","check"],"Interval":5000000000,"Retries":3}` {
+		t.Errorf("healthcheck %s", got)
 	}
 	if _, err := New(f, nil).Resolve(context.Background(), snapshot.Ref{Transport: snapshot.Docker, Name: "reg/app:1"}); err == nil {
 		t.Error("the daemon resolved a docker:// reference")

@@ -138,7 +138,7 @@ func manifestDigest(t testing.TB, img interface{ Digest() (v1.Hash, error) }) di
 type server struct {
 	host string
 	mu   sync.Mutex
-	reqs []string // "METHOD kind", kind: ping, manifest, blob
+	reqs []string // "METHOD kind", kind: ping, manifest, blob, referrers
 	// alter, if set, may rewrite the body of a response to a GET of a
 	// path; it returns nil to leave it as is.
 	alter func(path string, body []byte) []byte
@@ -147,10 +147,10 @@ type server struct {
 	gate func(w http.ResponseWriter, r *http.Request) bool
 }
 
-func newServer(t testing.TB) *server {
+func newServer(t testing.TB, opts ...ggcrregistry.Option) *server {
 	t.Helper()
 	s := &server{}
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	reg := ggcrregistry.New(append([]ggcrregistry.Option{ggcrregistry.Logger(log.New(io.Discard, "", 0))}, opts...)...)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		kind := "ping"
 		switch {
@@ -158,6 +158,8 @@ func newServer(t testing.TB) *server {
 			kind = "manifest"
 		case strings.Contains(r.URL.Path, "/blobs/"):
 			kind = "blob"
+		case strings.Contains(r.URL.Path, "/referrers/"):
+			kind = "referrers"
 		}
 		s.mu.Lock()
 		s.reqs = append(s.reqs, r.Method+" "+kind)

@@ -1,0 +1,91 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rootswap/rootswap/internal/testimage"
+)
+
+// view returns a directory that shows tree d of s as run shows it to
+// nspawn: `rootswap mount d DIR` (a stack as the read-only overlay of its
+// layers, a plain tree as a read-only bind), unmounted by `rootswap
+// umount` when the test ends. The fidelity tests compare this, not the
+// tree's directory, which for a stack holds only layer@N links.
+// A tree is mounted once per store and test.
+func (s *store) view(d string) string {
+	s.t.Helper()
+	key := s.root + " " + strings.TrimSpace(d)
+	if dir, ok := views.Load(key); ok {
+		return dir.(string)
+	}
+	dir := filepath.Join(s.t.TempDir(), "view")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		s.t.Fatal(err)
+	}
+	if got := strings.TrimSpace(s.ok("mount", strings.TrimSpace(d), dir)); got != dir {
+		s.t.Fatalf("rootswap mount %s %s printed %q, want the directory", d, dir, got)
+	}
+	views.Store(key, dir)
+	s.t.Cleanup(func() {
+		views.Delete(key)
+		s.ok("umount", dir)
+	})
+	return dir
+}
+
+// views are the directories view mounted, by store root and digest.
+var views sync.Map
+
+// TestMountKeepsTreeFromGC: `rootswap mount` shows an image's tree
+// read-only at a directory on the host (the run's view, whatever the
+// image's layers), gc keeps the tree while it is mounted though no
+// machine uses it, and after `rootswap umount` gc removes it. umount of a
+// directory rootswap did not mount is refused.
+func TestMountKeepsTreeFromGC(t *testing.T) {
+	needIntegration(t)
+	v1, v2 := testimage.Images(t)
+	s := newStore(t)
+	d1 := strings.TrimSpace(s.ok("import", v1))
+	s.ok("prepare", "web", v2)
+	dir := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.ok("mount", d1, dir)
+	mounted := true
+	t.Cleanup(func() {
+		if mounted {
+			s.run("umount", dir)
+		}
+	})
+	if b, err := os.ReadFile(filepath.Join(dir, "etc", "rootswap-version")); err != nil || !strings.Contains(string(b), "v1") {
+		t.Errorf("the mount shows /etc/rootswap-version %q (%v), want v1's", b, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "new"), nil, 0o644); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("a write into the mount: %v, want a read-only file system", err)
+	}
+	start := time.Now()
+	s.ok("gc", "--keep", "0")
+	if _, err := os.Stat(s.treePath(d1)); err != nil {
+		t.Fatalf("gc removed a mounted tree: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "etc", "rootswap-version")); err != nil || !strings.Contains(string(b), "v1") {
+		t.Errorf("after gc the mount shows %q (%v), want v1's", b, err)
+	}
+	t.Logf("gc with a mounted tree: %s", time.Since(start).Round(time.Millisecond))
+	if got := strings.TrimSpace(s.ok("umount", dir)); got != d1 {
+		t.Errorf("umount printed %q, want %s", got, d1)
+	}
+	mounted = false
+	s.ok("gc", "--keep", "0")
+	if _, err := os.Stat(s.treePath(d1)); !os.IsNotExist(err) {
+		t.Errorf("gc kept the tree after umount: %v", err)
+	}
+	s.fail(2, []string{"nothing is mounted there"}, "umount", dir)
+	s.fail(2, []string{"inside the store"}, "mount", "web", filepath.Join(s.root, "tmp"))
+}

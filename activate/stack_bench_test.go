@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // BenchmarkRunStackMount is what run adds to a start for a stack of 1, 50

@@ -30,7 +30,7 @@ func TestLinkMachineStack(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "machines")
 	d1 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "1"})
 	d2 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
-	d3 := storetest.Import(t, s, "", storetest.File{Name: "plain", Content: "3"})
+	d3 := storetest.ImportPlain(t, s, "", storetest.File{Name: "plain", Content: "3"})
 	dir1, lower1 := makeStack(t, s, d1, []layerFile{{Name: "one", Content: "1"}})
 	useStack(t, d1, dir1, lower1)
 	dir2, lower2 := makeStack(t, s, d2, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "two", Content: "2"}})

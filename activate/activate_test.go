@@ -18,8 +18,8 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // newStore opens a store in t.TempDir(), checked when the test ends.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // TestLinkMachineStack: --link-machines of a machine whose current tree is

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // TestFileSettings: the settings `nspawn-settings` writes are what run

@@ -418,7 +418,11 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 func TestLinkMachine(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	d1, d2 := importTree(t, s, "v1"), importTree(t, s, "v2")
+	// Trees with /usr: LinkMachine would mount one without (as root).
+	tree := func(v string) digest.Digest {
+		return storetest.Import(t, s, "", storetest.File{Name: "etc/version", Content: v}, storetest.File{Name: "usr/x"})
+	}
+	d1, d2 := tree("v1"), tree("v2")
 	dir := filepath.Join(t.TempDir(), "machines")
 	Activate(ctx, s, "m", d1, "", "test")
 	if err := LinkMachine(s, "m", dir); err != nil {

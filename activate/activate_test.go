@@ -90,7 +90,12 @@ func assertCurrent(t *testing.T, s *cache.Store, name string, d digest.Digest, v
 	if err != nil || got != d {
 		t.Fatalf("current: %s %v, want %s", got, err, d)
 	}
-	b, err := os.ReadFile(filepath.Join(s.MachinesDir(), name, "current", "etc", "version"))
+	// current names the tree's directory; what the tree holds is what
+	// run mounts there (a stack) or the directory itself (a plain tree).
+	if real, err := filepath.EvalSymlinks(filepath.Join(s.MachinesDir(), name, "current")); err != nil || real != s.TreePath(d) {
+		t.Fatalf("current resolves to %s %v, want %s", real, err, s.TreePath(d))
+	}
+	b, err := os.ReadFile(filepath.Join(storetest.Tree(t, s, d), "etc", "version"))
 	if err != nil || string(b) != version {
 		t.Fatalf("current/etc/version: %q %v, want %q", b, err, version)
 	}
@@ -418,9 +423,11 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 func TestLinkMachine(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	// Trees with /usr: LinkMachine would mount one without (as root).
+	// Plain trees with /usr: LinkMachine mounts a stack, or a tree
+	// without /usr, instead of linking it (TestLinkMachineStack,
+	// TestLinkMachineScratch).
 	tree := func(v string) digest.Digest {
-		return storetest.Import(t, s, "", storetest.File{Name: "etc/version", Content: v}, storetest.File{Name: "usr/x"})
+		return storetest.ImportPlain(t, s, "", storetest.File{Name: "etc/version", Content: v}, storetest.File{Name: "usr/x"})
 	}
 	d1, d2 := tree("v1"), tree("v2")
 	dir := filepath.Join(t.TempDir(), "machines")
@@ -428,8 +435,18 @@ func TestLinkMachine(t *testing.T) {
 	if err := LinkMachine(s, "m", dir); err != nil {
 		t.Fatal(err)
 	}
+	// The link reaches the current tree's directory (what machinectl is
+	// handed); its content is the tree's.
 	read := func() string {
-		b, err := os.ReadFile(filepath.Join(dir, "m", "etc", "version"))
+		real, err := filepath.EvalSymlinks(filepath.Join(dir, "m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := CurrentTree(s, "m")
+		if err != nil || real != s.TreePath(cur) {
+			t.Fatalf("the link resolves to %s, want the current tree %s (%v)", real, s.TreePath(cur), err)
+		}
+		b, err := os.ReadFile(filepath.Join(storetest.Tree(t, s, cur), "etc", "version"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -30,7 +30,7 @@ func TestLinkMachineStack(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "machines")
 	d1 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "1"})
 	d2 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
-	d3 := storetest.Import(t, s, "", storetest.File{Name: "plain", Content: "3"}, storetest.File{Name: "usr/x"})
+	d3 := storetest.ImportPlain(t, s, "", storetest.File{Name: "plain", Content: "3"}, storetest.File{Name: "usr/x"})
 	dir1, lower1 := makeStack(t, s, d1, []layerFile{{Name: "one", Content: "1"}, {Name: "usr", Dir: true}})
 	useStack(t, d1, dir1, lower1)
 	dir2, lower2 := makeStack(t, s, d2, []layerFile{{Name: "a", Content: "1"}, {Name: "usr", Dir: true}}, []layerFile{{Name: "two", Content: "2"}})
@@ -93,7 +93,7 @@ func TestLinkMachineScratch(t *testing.T) {
 	mnt := filepath.Join(MachineMounts, name)
 	t.Cleanup(func() { os.Remove(mnt) })
 	dir := filepath.Join(t.TempDir(), "machines")
-	plain := storetest.Import(t, s, "", storetest.File{Name: "app", Content: "1"}, storetest.File{Name: "proc/x"})
+	plain := storetest.ImportPlain(t, s, "", storetest.File{Name: "app", Content: "1"}, storetest.File{Name: "proc/x"})
 	plainDir, err := filepath.EvalSymlinks(s.TreePath(plain))
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func TestLinkMachineScratch(t *testing.T) {
 	stacked := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
 	stackDir, lower := makeStack(t, s, stacked, []layerFile{{Name: "app", Content: "2"}}, []layerFile{{Name: "etc", Dir: true}})
 	useStack(t, stacked, stackDir, lower)
-	withUsr := storetest.Import(t, s, "", storetest.File{Name: "usr/bin/x"})
+	withUsr := storetest.ImportPlain(t, s, "", storetest.File{Name: "usr/bin/x"})
 	for i, tc := range []struct {
 		tree                 digest.Digest
 		want, target, mounts string

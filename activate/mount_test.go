@@ -49,7 +49,7 @@ func TestMountUmount(t *testing.T) {
 	mnt := t.TempDir()
 	two := storetest.Import(t, s, "two", storetest.File{Name: "plain", Content: "x"})
 	one := storetest.Import(t, s, "one", storetest.File{Name: "plain", Content: "y"})
-	plain := storetest.Import(t, s, "plain", storetest.File{Name: "plain", Content: "z"})
+	plain := storetest.ImportPlain(t, s, "plain", storetest.File{Name: "plain", Content: "z"})
 	dir2, lower2 := makeStack(t, s, two, []layerFile{{Name: "a", Content: "1"}, {Name: "gone", Content: "1"}}, []layerFile{{Name: ".wh.gone"}, {Name: "b", Content: "2"}})
 	useStack(t, two, dir2, lower2)
 	dir1, lower1 := makeStack(t, s, one, []layerFile{{Name: "only", Content: "1"}})

@@ -18,7 +18,7 @@ import (
 
 // The stack kit: until the store writes stacks (issue 19's store side,
 // cache.Store.StackOf), these tests make one by hand in the contract's
-// layout, layerdirs/sha256/<chain ID> built by cache.BuildLayerDir and a
+// layout, layerdirs/sha256/<chain ID> published by cache.PublishLayerDir and a
 // stack directory of layer@N links to them, and have stackOf name it for
 // an imported tree.
 
@@ -107,11 +107,12 @@ func makeStackRaw(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]byt
 	}
 	var lower []string
 	for i, l := range dirs {
-		dst := filepath.Join(layerdirs, chains[i].Encoded())
-		if _, err := os.Stat(dst); err != nil {
-			if err := s.BuildLayerDir(ctx, l, dst); err != nil {
-				t.Fatalf("layer %d: %v", i, err)
-			}
+		parent := digest.Digest("")
+		if i > 0 {
+			parent = chains[i-1]
+		}
+		if _, err := s.PublishLayerDir(ctx, chains[i], digest.FromBytes(layers[i]), parent, l); err != nil {
+			t.Fatalf("layer %d: %v", i, err)
 		}
 		name := "layer@" + strconv.Itoa(i)
 		if err := os.Symlink("../../../layerdirs/sha256/"+chains[i].Encoded(), filepath.Join(stack, name)); err != nil {

@@ -25,25 +25,28 @@ import (
 // NewBuilder until Commit or Abort, so gc never deletes an object it links.
 // A Builder is not safe for concurrent use.
 type Builder struct {
-	s       *Store
-	lock    *fsys.Lock // shared store lock
-	st      *Staging
-	rootfs  *fsys.Dir
-	mf      *os.File
-	mz      *gzip.Writer
-	mw      *bufio.Writer
-	mh      hash.Hash
-	dirs    []Entry           // applied last, deepest first: read-only directories must stay writable until then
-	groups  map[string]string // hard link target → the copy later links join, once the target hit the link limit
-	ow      *objectWriter
-	sawRoot bool
-	done    bool // committed: the lease went with the index record
-	stats   index.Tree
-	layers  []digest.Digest // recorded in the tree record: BuildFromList's layers
-	config  []byte          // the image's config document, committed with the tree record (Describe)
-	admit   string          // how the signature policy admitted the image (Describe)
-	started time.Time
-	times   Times
+	s        *Store
+	lock     *fsys.Lock // shared store lock
+	st       *Staging
+	rootfs   *fsys.Dir
+	mf       *os.File
+	mz       *gzip.Writer
+	mw       *bufio.Writer
+	mh       hash.Hash
+	dirs     []Entry           // applied last, deepest first: read-only directories must stay writable until then
+	groups   map[string]string // hard link target → the copy later links join, once the target hit the link limit
+	ow       *objectWriter
+	sawRoot  bool
+	done     bool // committed: the lease went with the index record
+	stats    index.Tree
+	layers   []digest.Digest // recorded in the tree record: BuildFromList's layers
+	stack    []digest.Digest // recorded in the tree record: BuildStack's layer directories
+	made     []ManifestEntry // with keepMade, every entry as made (a link past the limit as its copy)
+	keepMade bool
+	config   []byte // the image's config document, committed with the tree record (Describe)
+	admit    string // how the signature policy admitted the image (Describe)
+	started  time.Time
+	times    Times
 }
 
 // Times is how long the steps of a Builder's or LayerWriter's life took,
@@ -164,6 +167,9 @@ func (b *Builder) add(e Entry, file func(*Entry) (digest.Digest, error)) error {
 		return fmt.Errorf("entry %q: %w", e.Name, err)
 	}
 	b.stats.Files++
+	if b.keepMade {
+		b.made = append(b.made, ManifestEntry{Entry: e, Object: obj})
+	}
 	_, err = b.mw.WriteString(manifestLine(&e, obj))
 	return err
 }
@@ -442,11 +448,17 @@ func (b *Builder) record(d digest.Digest, refs []string) (index.Tree, error) {
 	now := time.Now().UTC()
 	rec := b.stats
 	rec.Digest, rec.Refs, rec.Created, rec.LastUsed = d, refs, now, now
-	rec.Layers = b.layers
+	rec.Layers, rec.Stack = b.layers, b.stack
 	rec.NewBytes += b.ow.newBytes
 	rec.Manifest = hashDigest(b.mh)
 	rec.Admitted = b.admit
 	err := b.s.Update(func(tx *index.Tx) error {
+		// A stack never names a layer directory the index lacks.
+		for _, c := range rec.Stack {
+			if _, err := tx.LayerDir(c); err != nil {
+				return err
+			}
+		}
 		if err := tx.PutTree(rec); err != nil {
 			return err
 		}

@@ -8,11 +8,30 @@
 //     uid, gid, mtime, kept xattrs) followed by the content, so a hard link to
 //     it can never merge two files that differ in anything tar records.
 //     Objects are never written once published.
-//   - A tree is one immutable rootfs under trees/sha256/<hex>/: directories,
-//     symlinks, device nodes, empty files, and hard links to objects.
+//   - A tree is what an image digest's container runs, under
+//     trees/sha256/<hex>/, in one of two forms that its index record
+//     tells apart (Tree.Stack), never its contents: a stack (every
+//     layered import from this version on), a directory holding only the
+//     links layer@0, layer@1, … (bottom first, systemd.mstack(7)'s
+//     layout) to layer directories, which run mounts with overlayfs
+//     (StackOf says how); or a plain tree (imported before stacks), one
+//     immutable rootfs of directories, symlinks, device nodes, empty
+//     files, and hard links to objects.
+//   - A layer directory (layerdirs/sha256/<chain ID>/) is one layer as a
+//     directory overlayfs stacks: its entries as the layer means them
+//     over the layers below (snapshot.LayerDirs), files hard links to
+//     objects, whiteouts as 0:0 character devices, opaque directories
+//     marked trusted.overlay.opaque=y. It is named by the layer's chain
+//     ID (ChainIDs), since what it holds depends on the layers under it,
+//     and published once (PublishLayerDir): images that share a base
+//     share its directories, and an upgrade that adds a layer builds
+//     one. Its record keeps the digest of its entry list, a layer
+//     manifest under layers/.
 //   - A manifest (manifests/sha256/<hex>, gzip) lists a tree's entries; the
 //     digest of its uncompressed lines is recorded in the tree's index
-//     record.
+//     record. A stack's manifest lists what the mounted stack shows (its
+//     layers merged), so Files, Bytes and the manifest mean the same for
+//     both forms of tree.
 //   - A Builder stages one tree under tmp/ and commits it: from an export
 //     stream (Add: each file's content becomes an object), or from a list
 //     of entries whose files are objects the store has (AddStored,
@@ -43,11 +62,12 @@
 //
 //	index.db                   bbolt: the only authority on what is complete
 //	lock                       store lock: shared for imports and activation, exclusive for gc
-//	locks/                     per-tree import locks and per-machine locks
+//	locks/                     per-tree import locks, per-layer-directory locks and per-machine locks
 //	objects/sha256/<hex>       objects
-//	trees/sha256/<hex>/        trees
+//	trees/sha256/<hex>/        trees: stacks (layer@N → ../../../layerdirs/sha256/<chain hex>) or plain trees
+//	layerdirs/sha256/<hex>/    layer directories, by chain ID (made on first use in older stores)
 //	manifests/sha256/<hex>     tree manifests
-//	layers/sha256/<hex>        layer manifests, by the digest of their lines (made on first use in older stores)
+//	layers/sha256/<hex>        layer and layer directory manifests, by the digest of their lines (made on first use in older stores)
 //	machines/NAME/current      symlink → ../../trees/sha256/<hex>
 //	tmp/<id>.lock, tmp/<id>/   staging; removed by the next command once its lock is free
 //
@@ -60,5 +80,10 @@
 // the tree are renamed into place, the index record is committed, and only
 // then may a machine's symlink point at the tree. The index and the symlinks
 // may lag the disk, never lead it. A layer follows the same order:
-// objects, syncfs, its manifest renamed in, then its index record.
+// objects, syncfs, its manifest renamed in, then its index record; so
+// does a layer directory (built in tmp/, syncfs, its manifest and the
+// directory renamed in, its record), and a stack is published like any
+// tree, after the records of every layer directory it names: a stack
+// never names a layer directory the index lacks. Removal runs the other
+// way (remove.go): record first, then the directory, renamed aside.
 package cache

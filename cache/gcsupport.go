@@ -67,14 +67,23 @@ func (s *Store) listDigests(kind string) ([]digest.Digest, error) {
 
 // TreeLocks lists the digests that have a LockTree lock file, with or
 // without a tree.
-func (s *Store) TreeLocks() ([]digest.Digest, error) {
+func (s *Store) TreeLocks() ([]digest.Digest, error) { return s.locks("tree-") }
+
+// LayerDirLocks lists the chain IDs that have a LockLayerDir lock file,
+// with or without a layer directory.
+func (s *Store) LayerDirLocks() ([]digest.Digest, error) { return s.locks("layerdir-") }
+
+// LayerDirLockPath is the lock file LockLayerDir uses for chain.
+func (s *Store) LayerDirLockPath(chain digest.Digest) string { return s.layerDirLockPath(chain) }
+
+func (s *Store) locks(prefix string) ([]digest.Digest, error) {
 	ents, err := os.ReadDir(filepath.Join(s.root, "locks"))
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", s.root, err)
 	}
 	var out []digest.Digest
 	for _, e := range ents {
-		if hex, ok := strings.CutPrefix(e.Name(), "tree-"); ok {
+		if hex, ok := strings.CutPrefix(e.Name(), prefix); ok {
 			if d := digest.NewDigestFromEncoded(digest.SHA256, hex); d.Validate() == nil {
 				out = append(out, d)
 			}
@@ -113,4 +122,13 @@ func (s *Store) DeadStaging() ([]string, error) {
 		}
 	}
 	return dead, nil
+}
+
+// LayerDirDigests lists the layer directories on disk, recorded or not,
+// by chain ID; a store made before stacks has none.
+func (s *Store) LayerDirDigests() ([]digest.Digest, error) {
+	if _, err := os.Stat(filepath.Join(s.root, "layerdirs")); errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return s.listDigests("layerdirs")
 }

@@ -156,7 +156,7 @@ func (w *LayerWriter) Commit(ctx context.Context, l LayerManifest) (index.Layer,
 	}
 	rec := index.Layer{DiffID: l.DiffID, NewBytes: w.ow.newBytes}
 	// 1. The manifest, in the staging.
-	if rec.Manifest, err = w.writeManifest(&l, &rec); err != nil {
+	if rec.Manifest, err = writeLayerManifest(filepath.Join(w.st.Dir, "manifest"), &l, &rec); err != nil {
 		return index.Layer{}, fmt.Errorf("layer %s: manifest: %w", l.DiffID, err)
 	}
 	failpoint.Hit("cache-layer-staged")
@@ -248,14 +248,14 @@ func checkLayer(l *LayerManifest) error {
 	return nil
 }
 
-// writeManifest writes l's lines, gzip-compressed, to the staging's
-// "manifest": each entry as a tree manifest line, then each whiteout as a
-// line of kind 'w' (or 'o' for an opaque one) with no object; an entry's
+// writeLayerManifest writes l's lines, gzip-compressed, to a new file at
+// path: each entry as a tree manifest line, then each whiteout as a line
+// of kind 'w' (or 'o' for an opaque one) with no object; an entry's
 // xattrs follow it, one line of kind 'x' each (name: the key, link: the
-// value), in key order. It fills
-// rec's counts and returns the digest of the lines.
-func (w *LayerWriter) writeManifest(l *LayerManifest, rec *index.Layer) (digest.Digest, error) {
-	f, err := os.Create(filepath.Join(w.st.Dir, "manifest"))
+// value), in key order. It fills rec's counts and returns the digest of
+// the lines. Layers and layer directories both list their entries so.
+func writeLayerManifest(path string, l *LayerManifest, rec *index.Layer) (digest.Digest, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return "", err
 	}

@@ -97,7 +97,7 @@ func importAndCheck(t *testing.T, s *cache.Store, n int) {
 		t.Fatalf("import of g/f with %d hard links: %v", n, err)
 	}
 	t.Logf("import of %d hard links took %s", n, time.Since(start))
-	matches(t, s.TreePath(tr.Digest), n)
+	matches(t, storetest.Tree(t, s, tr.Digest), n)
 	rep, err := s.Verify(context.Background(), nil, false)
 	if err != nil || len(rep.Problems) > 0 {
 		t.Fatalf("verify: %v %v", rep.Problems, err)
@@ -132,7 +132,7 @@ func TestHardLinkToAnObjectAtTheLimit(t *testing.T) {
 	}
 	// Other trees' links: the object ends one short of the limit, so g/f
 	// still links to it and the first hard link to g/f is the one refused.
-	obj := s.TreePath(tr.Digest) + "/g/f"
+	obj := s.LayerDirPath(tr.Stack[0]) + "/g/f" // a link of the object
 	others := filepath.Join(s.Root(), "others")
 	if err := os.Mkdir(others, 0o755); err != nil {
 		t.Fatal(err)

@@ -1,9 +1,12 @@
 package cache
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/opencontainers/go-digest"
 
@@ -70,4 +73,122 @@ func (s *Store) StackOf(d digest.Digest) (dir string, lowers []string, ok bool, 
 		lowers[len(t.Stack)-1-i] = StackLink(i)
 	}
 	return dir, lowers, true, nil
+}
+
+// Stack is a tree as BuildStack takes it: the layers it stacks, whose
+// directories the store has published (PublishLayerDir), and the entry
+// list of the tree their stack shows (the layers merged), which becomes
+// the tree's manifest and counts.
+type Stack struct {
+	// Layers are the diffIDs of the image's layers, lowest first; the
+	// stack's layer directories are their chain IDs (ChainIDs).
+	Layers []digest.Digest
+	// Entries are what the mounted stack shows, parents first: the
+	// tree's manifest, which verify and `rootswap inspect` read, and its
+	// Files and Bytes.
+	Entries []ManifestEntry
+	Refs    []string
+	// NewBytes are the content bytes the import stored for the image (in
+	// its layers' objects), for the tree record.
+	NewBytes int64
+	// Config and Admitted are committed with the tree record (see
+	// Builder.Describe).
+	Config   []byte
+	Admitted string
+	// Times, if not nil, is set to how long the build's steps took.
+	Times *Times
+}
+
+// BuildStack publishes tree d as a stack of layer directories, in the
+// order every tree is published (Commit): a directory holding only the
+// links layer@0, layer@1, … (bottom first, systemd.mstack(7)'s layout)
+// to ../../../layerdirs/sha256/<chain ID>, and the manifest of
+// st.Entries, are staged, synced and renamed in; then one index
+// transaction checks that every layer directory is recorded and writes
+// the tree record, Stack set. The caller holds LockTree(d) and has
+// published every layer directory. On error nothing is published and
+// the staging is gone.
+func (s *Store) BuildStack(ctx context.Context, d digest.Digest, st Stack) (index.Tree, error) {
+	if len(st.Layers) == 0 {
+		return index.Tree{}, fmt.Errorf("tree %s: a stack of no layer: %w", d, ErrInvalid)
+	}
+	chains := ChainIDs(st.Layers)
+	for i, c := range chains {
+		if !ValidDigest(c) || c.Algorithm() != digest.SHA256 {
+			return index.Tree{}, fmt.Errorf("tree %s: layer %d: %q is not a sha256 digest: %w", d, i+1, c, ErrInvalid)
+		}
+	}
+	// Refused before anything is staged; the record's transaction checks
+	// again.
+	err := s.View(func(tx *index.Tx) error {
+		for _, c := range chains {
+			if _, err := tx.LayerDir(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+	}
+	b, err := s.NewBuilder(ctx)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	defer b.Abort() // a no-op after Commit
+	b.layers, b.stack = st.Layers, chains
+	b.stats.NewBytes = st.NewBytes
+	b.Describe(st.Config, st.Admitted)
+	for i, c := range chains {
+		if err := b.rootfs.Symlink(stackTarget(c), StackLink(i)); err != nil {
+			return index.Tree{}, fmt.Errorf("tree %s: %w", d, err)
+		}
+	}
+	for i := range st.Entries {
+		e := &st.Entries[i]
+		if i%1024 == 0 {
+			if err := ctx.Err(); err != nil {
+				return index.Tree{}, err
+			}
+		}
+		if _, err := b.mw.WriteString(manifestLine(&e.Entry, e.Object)); err != nil {
+			return index.Tree{}, fmt.Errorf("tree %s: manifest: %w", d, err)
+		}
+		b.stats.Files++
+		if e.Kind == KindFile {
+			b.stats.Bytes += e.Size
+		}
+	}
+	t, err := b.Commit(ctx, d, st.Refs)
+	if st.Times != nil {
+		*st.Times = b.times
+	}
+	return t, err
+}
+
+// StackLinks returns the chain IDs that tree d's directory links to as a
+// stack (layer@N → a layer directory), whatever its record says, or
+// none. It is for keeping, never for mounting: gc keeps the layer
+// directories of a tree it keeps without a record.
+func (s *Store) StackLinks(d digest.Digest) []digest.Digest {
+	ents, err := os.ReadDir(s.TreePath(d))
+	if err != nil {
+		return nil
+	}
+	var out []digest.Digest
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "layer@") || e.Type()&os.ModeSymlink == 0 {
+			continue
+		}
+		target, err := os.Readlink(filepath.Join(s.TreePath(d), e.Name()))
+		if err != nil {
+			continue
+		}
+		dir, hex := filepath.Split(target)
+		c := digest.NewDigestFromEncoded(digest.Algorithm(filepath.Base(dir)), hex)
+		if ValidDigest(c) && target == stackTarget(c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }

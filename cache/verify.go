@@ -31,7 +31,7 @@ func IdentityXattr(name string) bool {
 
 // Problem is one inconsistency verify found.
 type Problem struct {
-	Kind   string        `json:"kind"` // index, tree, object, machine, layer
+	Kind   string        `json:"kind"` // index, tree, object, machine, layer, layerdir
 	Digest digest.Digest `json:"digest,omitempty"`
 	Path   string        `json:"path,omitempty"`
 	Detail string        `json:"detail"`
@@ -103,25 +103,38 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	for d, why := range badObjects {
 		rep.Problems = append(rep.Problems, Problem{Kind: "object", Digest: d, Detail: why})
 	}
-	broken := s.verifyTrees(rep, trees, badObjects)
+	// Layer directories before the stacks that name them: every one, or
+	// with only those the selected stacks name.
+	lv := layerVerdict{objects: map[digest.Digest]bool{}, manifests: map[digest.Digest]bool{}}
+	var chains []digest.Digest
+	if len(only) > 0 {
+		chains = []digest.Digest{}
+		for _, t := range trees {
+			chains = append(chains, t.Stack...)
+		}
+	}
+	ldv, err := s.verifyLayerDirs(rep, chains, badObjects, &lv)
+	if err != nil {
+		return nil, err
+	}
+	broken := s.verifyTrees(rep, trees, badObjects, ldv)
 	// Machines, layers and leftovers belong to the whole store: verify
 	// DIGEST… answers for those trees alone.
 	var adopt map[string]digest.Digest
-	var lv layerVerdict
 	if len(only) == 0 {
 		var mprobs []Problem
 		mprobs, adopt = s.verifyMachines(machines, indexed, broken)
 		rep.Problems = append(rep.Problems, mprobs...)
-		if lv, err = s.verifyLayers(rep, badObjects); err != nil {
+		if err = s.verifyLayers(rep, badObjects, &lv); err != nil {
 			return nil, err
 		}
-		if l := s.leftovers(indexed, lv); l != nil {
+		if l := s.leftovers(indexed, lv, ldv); l != nil {
 			rep.Leftovers = l
 		}
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
 	if repair {
-		if err := s.repair(ctx, rep, badObjects, broken, adopt, lv.bad); err != nil {
+		if err := s.repair(ctx, rep, badObjects, broken, adopt, lv.bad, ldv); err != nil {
 			return rep, err
 		}
 	}
@@ -129,8 +142,8 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 }
 
 // layerVerdict is what verifyLayers learnt: the layers with a problem,
-// and what the sound ones keep (their objects and manifests), which are
-// no leftovers even when no tree links them.
+// and what the sound layers and layer directories keep (their objects
+// and manifests), which are no leftovers even when no tree links them.
 type layerVerdict struct {
 	bad       []digest.Digest
 	objects   map[digest.Digest]bool
@@ -141,11 +154,10 @@ type layerVerdict struct {
 // and hashes to what the record says, and every object it lists exists
 // and is sound. A layer is only a cache: repair drops the records of bad
 // ones, and the next pull fetches those layers again.
-func (s *Store) verifyLayers(rep *VerifyReport, badObjects map[digest.Digest]string) (layerVerdict, error) {
-	lv := layerVerdict{objects: map[digest.Digest]bool{}, manifests: map[digest.Digest]bool{}}
+func (s *Store) verifyLayers(rep *VerifyReport, badObjects map[digest.Digest]string, lv *layerVerdict) error {
 	var layers []index.Layer
 	if err := s.View(func(tx *index.Tx) (err error) { layers, err = tx.Layers(); return err }); err != nil {
-		return lv, err
+		return err
 	}
 	for _, rec := range layers {
 		bad := func(format string, args ...any) {
@@ -183,7 +195,7 @@ func (s *Store) verifyLayers(rep *VerifyReport, badObjects map[digest.Digest]str
 			}
 		}
 	}
-	return lv, nil
+	return nil
 }
 
 // readIndex reads the trees and machines Verify checks, and the index's
@@ -244,7 +256,7 @@ func selectTrees(trees []index.Tree, only []digest.Digest) ([]index.Tree, error)
 
 // verifyTrees checks each tree into rep and returns the broken ones:
 // marked broken already, or with a problem now.
-func (s *Store) verifyTrees(rep *VerifyReport, trees []index.Tree, badObjects map[digest.Digest]string) map[digest.Digest]bool {
+func (s *Store) verifyTrees(rep *VerifyReport, trees []index.Tree, badObjects map[digest.Digest]string, ldv layerDirVerdict) map[digest.Digest]bool {
 	broken := map[digest.Digest]bool{}
 	for _, t := range trees {
 		rep.Trees++
@@ -253,7 +265,11 @@ func (s *Store) verifyTrees(rep *VerifyReport, trees []index.Tree, badObjects ma
 			broken[t.Digest] = true
 			continue
 		}
-		for _, p := range s.verifyTree(t, badObjects) {
+		check := func() []Problem { return s.verifyTree(t, badObjects) }
+		if len(t.Stack) > 0 {
+			check = func() []Problem { return s.verifyStack(t, ldv) }
+		}
+		for _, p := range check() {
 			rep.Problems = append(rep.Problems, p)
 			broken[t.Digest] = true
 		}
@@ -522,11 +538,17 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 }
 
 // leftovers lists what no index record, machine or live process needs:
-// unindexed trees and manifests, layer manifests no sound layer record
-// names, staging whose lock is free, and objects no tree links (link
+// unindexed trees and manifests, unrecorded layer directories, layer
+// manifests no sound layer or layer directory record names, staging whose lock is free, and objects no tree links (link
 // count 1) and no sound layer lists.
-func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict) []string {
+func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict, ldv layerDirVerdict) []string {
 	var out []string
+	ldirs, _ := os.ReadDir(filepath.Join(s.root, "layerdirs", "sha256"))
+	for _, e := range ldirs {
+		if _, ok := ldv.recs[digest.NewDigestFromEncoded(digest.SHA256, e.Name())]; !ok {
+			out = append(out, filepath.Join("layerdirs", "sha256", e.Name()))
+		}
+	}
 	for _, kind := range []string{"trees", "manifests"} {
 		ents, _ := os.ReadDir(filepath.Join(s.root, kind, "sha256"))
 		for _, e := range ents {
@@ -562,7 +584,7 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict) []str
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest, badLayers []digest.Digest) error {
+func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest, badLayers []digest.Digest, ldv layerDirVerdict) error {
 	// Bad layer records go: a layer is a cache. Their manifests and the
 	// objects only they listed are leftovers already, removed below.
 	if len(badLayers) > 0 {
@@ -579,6 +601,21 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[di
 		}
 		for _, d := range badLayers {
 			rep.Repaired = append(rep.Repaired, "dropped layer record "+d.String())
+		}
+	}
+	// Bad layer directories go, record first, so that the next import of
+	// an image that stacks one publishes it again from its layers; the
+	// stacks that name one are broken already.
+	if len(ldv.bad) > 0 {
+		var chains []digest.Digest
+		for c := range ldv.bad {
+			chains = append(chains, c)
+		}
+		if err := s.RemoveLayerDirs(ctx, chains); err != nil {
+			return err
+		}
+		for _, c := range chains {
+			rep.Repaired = append(rep.Repaired, "removed damaged layer directory "+c.String())
 		}
 	}
 	if len(adopt) > 0 {

@@ -25,9 +25,18 @@
 //     file an upper layer overwrote). Any other layer record goes, with
 //     its manifest, and so does a kept one whose manifest cannot be read;
 //     so does a layer committed with no tree built from it yet;
+//   - a layer directory (cache.PublishLayerDir) is kept while a kept tree
+//     stacks it (names its chain ID in Tree.Stack); any other goes, with
+//     its manifest, and so does a directory under layerdirs/ without a
+//     record (a crash between its rename and its record). Its files are
+//     links to objects, counted as names like a tree's: an object only
+//     removed layer directories and stale trees link is an orphan. A
+//     stale stack holds nothing but links; a stale plain tree (imported
+//     before stacks) is collected as it always was;
 //   - the plan is the list of what a run deletes, built one inventory at a
-//     time (stale trees, dead staging, stale layers, orphan objects, lost
-//     manifests, dead leases, stale tree locks). A dry run and a real run make it
+//     time (stale trees, dead staging, stale layer directories, stale
+//     layers, orphan objects, lost manifests, dead leases, stale tree and
+//     layer directory locks). A dry run and a real run make it
 //     with the same function under the same lock; the real run then
 //     executes it, so the two cannot differ;
 //   - the Result is what a run removed (or, with DryRun, would remove) and
@@ -79,25 +88,32 @@
 // image never run at once. Machine lock files stay: machines are not
 // removed.
 //
-// The sweep, under the exclusive store lock, in this order:
-//  1. one index transaction deletes the stale trees' records, the dead
-//     leases and the stale layer records;
+// The sweep, under the exclusive store lock, in this order; gc decides,
+// the store removes (cache's removal functions, the inverse of its
+// publish functions: Forget, SetAside, RemoveManifests, RemoveObject), so
+// gc renames and unlinks no store path itself:
+//  1. one index transaction deletes the stale trees' records, the stale
+//     layer directories' records, the dead leases and the stale layer
+//     records (cache.Store.Forget);
 //  2. dead staging is removed (cache.Store.CleanTmp);
-//  3. each stale tree is renamed into a fresh gc staging directory under
-//     tmp/;
+//  3. each stale tree and layer directory is renamed into a fresh gc
+//     staging directory under tmp/ (cache.Store.SetAside);
 //  4. the stale trees' manifests, manifests of trees that are neither
-//     indexed nor on disk, and layer manifests no kept layer record names
-//     are removed;
+//     indexed nor on disk, and layer manifests no kept layer or layer
+//     directory record names are removed;
 //  5. the gc staging is removed and, at the same time (the two halves of
 //     the deletion share the disk's work on two cores), the orphan objects,
 //     each after checking again that its link count is at most 1 plus its
-//     names in the stale trees: names elsewhere keep it, and the trees'
+//     names in what was set aside: names elsewhere keep it, and the
 //     removal only lowers the count;
-//  6. tree lock files that no import holds, of digests not indexed.
+//  6. tree and layer directory lock files that no import holds, of
+//     digests not indexed.
 //
-// What a crash leaves, and who finishes it: after 1, trees on disk without
-// a record, and layer manifests no record names, which the next run collects as unindexed (no machine can
-// activate or pin a tree without its record); after 3 has begun, a gc
+// What a crash leaves, and who finishes it: after 1, trees and layer
+// directories on disk without a record, and layer manifests no record
+// names, which the next run collects as unindexed (no machine can
+// activate or pin a tree, nor a stack name a layer directory, without
+// its record); after 3 has begun, a gc
 // staging directory whose lock died with the process, removed by the next
 // command that opens the store; after 4, orphan objects, which the next run
 // removes. No step leaves a

@@ -76,11 +76,21 @@ func keptWhy(rep Result, d digest.Digest) string {
 // that never change, and an application binary (with a hard link to it
 // and an empty marker) that changes every time.
 func versions(t testing.TB, s *cache.Store) (ds []digest.Digest, unique []string) {
+	return importVersions(t, s, storetest.Import)
+}
+
+// plainVersions are versions as plain trees, as a store written before
+// stacks holds them.
+func plainVersions(t testing.TB, s *cache.Store) (ds []digest.Digest, unique []string) {
+	return importVersions(t, s, storetest.ImportPlain)
+}
+
+func importVersions(t testing.TB, s *cache.Store, imp func(testing.TB, *cache.Store, string, ...storetest.File) digest.Digest) (ds []digest.Digest, unique []string) {
 	t.Helper()
 	for v := 1; v <= 4; v++ {
 		app := strings.Repeat(fmt.Sprintf("v%d", v), 1000*v)
 		unique = append(unique, app)
-		ds = append(ds, storetest.Import(t, s, fmt.Sprintf("web:v%d", v),
+		ds = append(ds, imp(t, s, fmt.Sprintf("web:v%d", v),
 			storetest.File{Name: "usr/lib/libshared.so", Content: strings.Repeat("shared", 500)},
 			storetest.File{Name: "etc/app.conf", Content: "listen 80\n"},
 			storetest.File{Name: "usr/bin/app", Content: app},
@@ -144,11 +154,11 @@ func TestKeepThreeGenerations(t *testing.T) {
 		if err != nil {
 			t.Fatalf("rollback %d: %v", i+1, err)
 		}
-		tree, cur, err := activate.TreeFor(s, "web")
+		_, cur, err := activate.TreeFor(s, "web")
 		if err != nil || g.Digest != want || cur != want {
 			t.Fatalf("rollback %d: at %s (%v), want %s", i+1, cur, err, want)
 		}
-		app, err := os.ReadFile(filepath.Join(tree, "usr/bin/app"))
+		app, err := os.ReadFile(filepath.Join(storetest.Tree(t, s, cur), "usr/bin/app"))
 		if err != nil || string(app) != unique[2-i] {
 			t.Errorf("rollback %d: app binary unreadable or wrong: %v", i+1, err)
 		}
@@ -432,10 +442,12 @@ func TestUnusedFor(t *testing.T) {
 	}
 }
 
-// TestInUseByCwd runs a real process inside a tree no machine points at.
+// TestInUseByCwd runs a real process inside a plain tree (as imported
+// before stacks) no machine points at. (A stack is used through its
+// overlay mount, which the mount table shows.)
 func TestInUseByCwd(t *testing.T) {
 	s := storetest.New(t)
-	ds, _ := versions(t, s)
+	ds, _ := plainVersions(t, s)
 	activateTree(t, s, "web", ds[1])
 	cmd := exec.Command("sleep", "60")
 	cmd.Dir = filepath.Join(s.TreePath(ds[0]), "usr", "bin")

@@ -44,7 +44,18 @@ type Result struct {
 	Leases     int            `json:"leases"`      // expired or dead imports' leases dropped
 	Staging    int            `json:"staging"`     // dead staging directories under tmp/ removed
 	Layers     []RemovedLayer `json:"layers"`      // layer records removed, with their manifests
-	Kept       []KeptTree     `json:"kept"`
+	// LayerDirs are the layer directories removed: no kept tree stacks
+	// them, or no record names them (a crash's leftover).
+	LayerDirs []RemovedLayerDir `json:"layer_dirs"`
+	Kept      []KeptTree        `json:"kept"`
+}
+
+// RemovedLayerDir is one layer directory removed (with DryRun: one a real
+// run would remove).
+type RemovedLayerDir struct {
+	Chain  digest.Digest `json:"chain_id"`
+	Bytes  int64         `json:"bytes"` // content bytes of its regular files, shared or not
+	Reason string        `json:"reason"`
 }
 
 // RemovedLayer is one layer record removed (with DryRun: one a real run
@@ -110,6 +121,8 @@ type plan struct {
 	dropped   map[digest.Digest]uint64 // names of each object in the stale trees and dead staging
 	manifests []digest.Digest
 	layers    []digest.Digest        // layer records to delete
+	layerDirs []digest.Digest        // layer directories to remove, recorded or not
+	dirMfs    map[digest.Digest]bool // manifests of the layer directories kept
 	layerMfs  []digest.Digest        // layer manifests to remove
 	layerObjs map[digest.Digest]bool // objects the kept layers list
 	leases    []string
@@ -134,7 +147,7 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		return nil, err
 	}
 	marked := Mark(g, Policy{Keep: opt.Keep, UnusedFor: opt.UnusedFor, Now: opt.Now})
-	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Layers: []RemovedLayer{}, Kept: []KeptTree{}}}
+	p := &plan{Result: Result{DryRun: opt.DryRun, Trees: []RemovedTree{}, Layers: []RemovedLayer{}, LayerDirs: []RemovedLayerDir{}, Kept: []KeptTree{}}}
 	kept := map[digest.Digest]bool{}
 	for _, k := range marked.Kept {
 		kept[k.Digest] = true
@@ -148,6 +161,9 @@ func makePlan(s *cache.Store, opt Options) (*plan, error) {
 		return nil, err
 	}
 	if err := p.deadStaging(s, names); err != nil {
+		return nil, err
+	}
+	if err := p.staleLayerDirs(s, kept, indexed, names); err != nil {
 		return nil, err
 	}
 	if err := p.staleLayers(s, kept, indexed); err != nil {
@@ -250,7 +266,10 @@ func (p *plan) staleTrees(s *cache.Store, stale []Stale, indexed map[digest.Dige
 		if err != nil {
 			return fmt.Errorf("tree %s: %w", st.Digest, err)
 		}
-		_, ok := indexed[st.Digest]
+		rec, ok := indexed[st.Digest]
+		if len(rec.Stack) > 0 {
+			bytes = rec.Bytes // a stack holds links; its files are its layers'
+		}
 		p.trees = append(p.trees, staleTree{st.Digest, ok})
 		p.Trees = append(p.Trees, RemovedTree{st.Digest, bytes, st.Reason})
 		p.manifests = append(p.manifests, st.Digest)
@@ -300,6 +319,10 @@ func (p *plan) staleLayers(s *cache.Store, kept map[digest.Digest]bool, indexed 
 		p.layers = append(p.layers, rec.DiffID)
 		p.Layers = append(p.Layers, RemovedLayer{rec.DiffID, rec.Bytes, reason})
 	}
+	// A layer directory's entry list is a layer manifest too.
+	for d := range p.dirMfs {
+		keptMfs[d] = true
+	}
 	mfs, err := s.LayerManifestDigests()
 	if err != nil {
 		return err
@@ -307,6 +330,70 @@ func (p *plan) staleLayers(s *cache.Store, kept map[digest.Digest]bool, indexed 
 	for _, d := range mfs {
 		if !keptMfs[d] {
 			p.layerMfs = append(p.layerMfs, d)
+		}
+	}
+	return nil
+}
+
+// staleLayerDirs plans the removal of the layer directories no kept tree
+// stacks (a stack's Tree.Stack is its roots), and of directories under
+// layerdirs/ that no record names (a crash between a directory's rename
+// and its record); their names count as going, so the objects only they
+// link are orphans. It keeps the manifests of the others for
+// staleLayers. The caller holds the exclusive store lock, so no import
+// (which holds it shared from its first layer to its stack's record) is
+// between publishing a directory and the stack that names it.
+func (p *plan) staleLayerDirs(s *cache.Store, kept map[digest.Digest]bool, indexed map[digest.Digest]index.Tree, n *names) error {
+	var recs []index.LayerDir
+	if err := s.View(func(tx *index.Tx) (err error) { recs, err = tx.LayerDirs(); return err }); err != nil {
+		return err
+	}
+	wanted := map[digest.Digest]bool{}
+	for d := range kept {
+		rec, ok := indexed[d]
+		if !ok {
+			// Kept without a record (a machine's link ahead of the index
+			// after a crash, or a rebuilt index): what its directory links
+			// to is kept too. Reading the directory may only keep more.
+			for _, c := range s.StackLinks(d) {
+				wanted[c] = true
+			}
+			continue
+		}
+		for _, c := range rec.Stack {
+			wanted[c] = true
+		}
+	}
+	p.dirMfs = map[digest.Digest]bool{}
+	recorded := map[digest.Digest]bool{}
+	drop := func(c digest.Digest, reason string) error {
+		bytes, err := n.drop(s.LayerDirPath(c))
+		if err != nil {
+			return fmt.Errorf("layer directory %s: %w", c, err)
+		}
+		p.layerDirs = append(p.layerDirs, c)
+		p.LayerDirs = append(p.LayerDirs, RemovedLayerDir{c, bytes, reason})
+		return nil
+	}
+	for _, rec := range recs {
+		recorded[rec.Chain] = true
+		if wanted[rec.Chain] {
+			p.dirMfs[rec.Manifest] = true
+			continue
+		}
+		if err := drop(rec.Chain, "no kept tree stacks it"); err != nil {
+			return err
+		}
+	}
+	onDisk, err := s.LayerDirDigests()
+	if err != nil {
+		return err
+	}
+	for _, c := range onDisk {
+		if !recorded[c] {
+			if err := drop(c, "not recorded (left by a crash)"); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -384,9 +471,9 @@ func (p *plan) deadLeases(g Graph, marked Marked, now time.Time) {
 	p.Leases = len(p.leases)
 }
 
-// staleLocks plans the removal of tree lock files of digests the index
-// will not have: trees removed now, and imports that failed or were
-// killed. It needs staleTrees' list.
+// staleLocks plans the removal of tree and layer directory lock files of
+// digests the index will not have: those removed now, and imports that
+// failed or were killed. It needs staleTrees' and staleLayerDirs' lists.
 func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]index.Tree) error {
 	stale := map[digest.Digest]bool{}
 	for _, t := range p.trees {
@@ -399,6 +486,32 @@ func (p *plan) staleLocks(s *cache.Store, indexed map[digest.Digest]index.Tree) 
 	for _, d := range locked {
 		if _, ok := indexed[d]; !ok || stale[d] {
 			p.locks = append(p.locks, s.TreeLockPath(d))
+		}
+	}
+	// Layer directory locks of directories that will not be there: a
+	// publish that failed or was killed, or one removed now.
+	var recorded map[digest.Digest]bool
+	err = s.View(func(tx *index.Tx) error {
+		recs, err := tx.LayerDirs()
+		recorded = map[digest.Digest]bool{}
+		for _, r := range recs {
+			recorded[r.Chain] = true
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, c := range p.layerDirs {
+		delete(recorded, c)
+	}
+	dirLocks, err := s.LayerDirLocks()
+	if err != nil {
+		return err
+	}
+	for _, c := range dirLocks {
+		if !recorded[c] {
+			p.locks = append(p.locks, s.LayerDirLockPath(c))
 		}
 	}
 	return nil
@@ -504,30 +617,15 @@ func machineLinks(s *cache.Store, machines map[string]*Machine) ([]Machine, erro
 // It stays one function, longer than most, so that the numbered steps
 // read in the order they run.
 func (p *plan) execute(ctx context.Context, s *cache.Store) error {
-	// 1. The index forgets the stale trees, dead leases and stale layers
-	//    in one transaction: from here on nothing can activate or pin those
-	//    trees, or build from those layers.
-	err := s.Update(func(tx *index.Tx) error {
-		for _, t := range p.trees {
-			if t.indexed {
-				if err := tx.DeleteTree(t.digest); err != nil {
-					return err
-				}
-			}
-		}
-		for _, id := range p.leases {
-			if err := tx.DeleteLease(id); err != nil {
-				return err
-			}
-		}
-		for _, d := range p.layers {
-			if err := tx.DeleteLayer(d); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	// 1. The index forgets the stale trees, stale layer directories, dead
+	//    leases and stale layers in one transaction: from here on nothing
+	//    can activate, pin or stack them, or build from those layers.
+	var trees []digest.Digest
+	for _, t := range p.trees {
+		trees = append(trees, t.digest)
+	}
+	r := cache.Removal{Trees: trees, LayerDirs: p.layerDirs, Layers: p.layers, Leases: p.leases}
+	if err := s.Forget(r); err != nil {
 		return err
 	}
 	failpoint.Hit("gc-records-deleted")
@@ -535,43 +633,26 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 	if err := s.CleanTmp(ctx); err != nil {
 		return err
 	}
-	// 3. Each stale tree leaves its live name in one rename, into staging
-	//    that dies with this process, so no half-deleted tree is ever
-	//    visible under trees/. The staging is ours until Remove.
-	var st *cache.Staging
-	if len(p.trees) > 0 {
-		if st, err = s.NewStaging("gc"); err != nil {
-			return err
-		}
-		for _, t := range p.trees {
-			err := os.Rename(s.TreePath(t.digest), filepath.Join(st.Dir, t.digest.Encoded()))
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				st.Remove()
-				return fmt.Errorf("tree %s: %w", t.digest, err)
-			}
-		}
+	// 3. Each stale tree and layer directory leaves its live name in one
+	//    rename, into staging that dies with this process, so nothing is
+	//    ever half deleted under its name. The staging is ours until
+	//    Remove.
+	st, err := s.SetAside(r)
+	if err != nil {
+		return err
 	}
 	failpoint.Hit("gc-trees-aside")
 	// 4. Manifests of trees that no longer exist, and layer manifests no
-	//    kept layer record names.
-	for _, d := range p.manifests {
-		if err := os.Remove(s.ManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			if st != nil {
-				st.Remove()
-			}
-			return fmt.Errorf("manifest %s: %w", d, err)
+	//    kept layer or layer directory record names.
+	if err := s.RemoveManifests(p.manifests, p.layerMfs); err != nil {
+		if st != nil {
+			st.Remove()
 		}
-	}
-	for _, d := range p.layerMfs {
-		if err := os.Remove(s.LayerManifestPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			if st != nil {
-				st.Remove()
-			}
-			return fmt.Errorf("layer manifest %s: %w", d, err)
-		}
+		return err
 	}
 	failpoint.Hit("gc-manifests-removed")
-	// 5. The trees and the objects only they link, side by side.
+	// 5. The directories set aside and the objects only they link, side
+	//    by side.
 	treesDone := make(chan error, 1)
 	if st == nil {
 		treesDone <- nil
@@ -596,22 +677,20 @@ func (p *plan) execute(ctx context.Context, s *cache.Store) error {
 }
 
 // removeObjects removes the orphan objects. The link count is checked
-// again: an object that a name the plan did not see still links stays.
+// again (cache.Store.RemoveObject): an object that a name the plan did
+// not see still links stays.
 func (p *plan) removeObjects(s *cache.Store) error {
 	for _, o := range p.objects {
-		path := s.ObjectPath(o.Digest)
-		fi, err := os.Lstat(path)
-		if err == nil && uint64(fi.Sys().(*syscall.Stat_t).Nlink) <= 1+p.dropped[o.Digest] {
-			err = os.Remove(path)
-			failpoint.Hit("gc-mid-objects") // the trees are being removed beside
-		} else if err == nil {
+		removed, err := s.RemoveObject(o.Digest, p.dropped[o.Digest])
+		if err != nil {
+			return err
+		}
+		if !removed {
 			p.Objects--
 			p.BytesFreed -= o.Size
 			continue
 		}
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("object %s: %w", o.Digest, err)
-		}
+		failpoint.Hit("gc-mid-objects") // the trees are being removed beside
 	}
 	return nil
 }

@@ -201,7 +201,7 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 		}
 	}
 	for _, m := range s.machines() {
-		if _, err := os.Stat(filepath.Join(s.root, "machines", m.Name, "current", "usr")); err != nil {
+		if err := completeTree(filepath.Join(s.root, "machines", m.Name, "current")); err != nil {
 			t.Fatalf("%s: machine %s does not resolve to a complete tree: %v", what, m.Name, err)
 		}
 	}
@@ -236,6 +236,29 @@ func (r *crashRig) afterCrash(what string, before map[string]string, args []stri
 		t.Fatalf("%s: staged links left after the command ran again: %v", what, staged)
 	}
 	return again.took
+}
+
+// completeTree checks that the tree dir names resolves: a plain tree
+// has its usr/, a stack (layer@0 …, as a pull makes it) a directory
+// behind each of its layer links. (verify, run before, checks a stack's
+// links against its record and each layer directory against its
+// manifest.)
+func completeTree(dir string) error {
+	layers, err := filepath.Glob(filepath.Join(dir, "layer@*"))
+	if err != nil || len(layers) == 0 {
+		_, err := os.Stat(filepath.Join(dir, "usr"))
+		return err
+	}
+	for _, l := range layers {
+		fi, err := os.Stat(l)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is no directory", l)
+		}
+	}
+	return nil
 }
 
 // onlyLinkLag reports whether every problem verify printed is a machine

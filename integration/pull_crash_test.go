@@ -12,10 +12,19 @@ import (
 // publish order TestCrashAnywhere already kills at (cache-*, flip-*,
 // activate-*), in order: mid-layer is after a layer is read and verified,
 // before its record; the cache-layer-* points are that record's publish
-// order; mid-merge is after every layer is recorded, before the tree is
-// built. TestCrashAnywhere counts these as tested here.
+// order; mid-merge is after every layer is recorded, before any layer
+// directory is built; the cache-layerdir-* points are a layer
+// directory's publish order (a pull of three new layers passes them
+// first for the lowest); layerdirs-published is after every layer
+// directory is recorded, before the stack is built. The stack's own
+// publish order (cache-staged … cache-after-index) follows, killed here
+// too, since a pull makes a stack where an export makes a plain tree.
+// TestCrashAnywhere counts these as tested here.
 var pullCrashPoints = []string{"snapshot-mid-layer", "cache-layer-staged", "cache-layer-synced", "cache-layer-manifest-renamed",
-	"cache-layer-before-index", "cache-layer-after-index", "snapshot-mid-merge"}
+	"cache-layer-before-index", "cache-layer-after-index", "snapshot-mid-merge",
+	"cache-layerdir-staged", "cache-layerdir-synced", "cache-layerdir-renamed", "cache-layerdir-before-index", "cache-layerdir-after-index",
+	"snapshot-layerdirs-published",
+	"cache-staged", "cache-synced", "cache-manifest-renamed", "cache-tree-renamed", "cache-before-index", "cache-after-index"}
 
 // pullCrashImage pushes a new three-layer image to reg as
 // rootswap-test/crash-pull:N and returns its docker:// source. Each layer

@@ -1,6 +1,7 @@
-// Package snapshot turns an image into a tree in the store, exactly as
-// `docker export | tar -x --same-owner --xattrs` would lay it out, but
-// streaming, deduplicated and safe against hostile archives.
+// Package snapshot turns an image into a tree in the store that shows,
+// mounted, exactly what `docker export | tar -x --same-owner --xattrs`
+// would lay out, but streaming, deduplicated and safe against hostile
+// archives.
 //
 // Vocabulary:
 //   - an image ref (Ref) is what a user names an image by, parsed once
@@ -43,9 +44,17 @@
 // that way whenever they name their diffIDs (snapshot/registry's do): each
 // missing layer is read through ReadDiff into the store's objects and
 // checked against its diffID, then recorded (cache.LayerWriter); the
-// recorded entry lists are merged and the tree built from the list.
+// recorded entry lists are merged, which tells what each layer's
+// directory must hold over the layers below it (LayerDirs); the layer
+// directories the store lacks are published by chain ID and the tree is a
+// stack of them (publishStack). A flattened export (the Docker daemon's,
+// or `import --tar`) is one layer of that same path: read as a layer
+// (readFlat, which also refuses whiteouts and invents missing parents as
+// tar does), recorded under the sha256 of the stream, and published as a
+// one-layer stack. There is one build path, one entry validator (the
+// diffReader) and one object writer (cache.LayerWriter.Put).
 //
-// The tar stream is hostile input. Extract validates every entry before it
+// The tar stream is hostile input. ReadDiff validates every entry before it
 // reaches the store: names are cleaned and must stay inside the tree (a
 // leading "/" is stripped, as tar does; any ".." component is refused);
 // duplicate names, entries under a non-directory, hard links that do not

@@ -2,6 +2,7 @@ package snapshot
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -14,26 +15,56 @@ import (
 	"github.com/rootswap/rootswap/index"
 )
 
-// ImportTar imports a rootfs tar stream; its key is the sha256 of the
-// stream. ref, if not empty, is recorded with the tree. Importing a stream
-// the store already has discards the staging and returns the existing tree.
+// ImportTar imports a rootfs tar stream as a one-layer stack; its key is
+// the sha256 of the stream (which is also its layer's diffID). ref, if
+// not empty, is recorded with the tree. The stream is stored as a layer
+// is (storeFlat), then published as every image's layers are
+// (publishStack). Importing a stream the store already has returns the
+// existing tree.
 func ImportTar(ctx context.Context, s *cache.Store, r io.Reader, ref string) (index.Tree, error) {
-	b, err := s.NewBuilder(ctx)
+	lock, err := s.Lock(ctx, false)
 	if err != nil {
-		return index.Tree{}, err
-	}
-	d, err := Extract(ctx, r, b)
-	if err != nil {
-		b.Abort()
-		return index.Tree{}, err
-	}
-	lock, err := s.LockTree(ctx, d)
-	if err != nil {
-		b.Abort()
 		return index.Tree{}, err
 	}
 	defer lock.Unlock()
-	return b.Commit(ctx, d, refs(ref))
+	d, newBytes, err := storeFlat(ctx, s, r, nil)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	tl, err := s.LockTree(ctx, d)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	defer tl.Unlock()
+	if t, ok, err := Lookup(s, d); err != nil || ok {
+		return t, err
+	}
+	return publishStack(ctx, s, []digest.Digest{d}, ref, d, newBytes, published{}, nil)
+}
+
+// storeFlat reads a flattened rootfs stream (readFlat) as one layer,
+// each regular file stored as an object, and records the layer under
+// the sha256 of every byte read from r, padding included; it returns
+// that diffID and the bytes the layer added to the store. Nothing is
+// recorded for a stream that fails. The caller holds the shared store
+// lock until a tree names the layer.
+func storeFlat(ctx context.Context, s *cache.Store, r io.Reader, progress Progress) (digest.Digest, int64, error) {
+	w, err := s.NewLayerWriter(ctx)
+	if err != nil {
+		return "", 0, err
+	}
+	defer w.Abort() // a no-op after Commit
+	h := sha256.New()
+	diff, err := readFlat(ctx, io.TeeReader(r, h), w.Put, progress)
+	if err != nil {
+		return "", 0, err
+	}
+	d := digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil))
+	rec, err := w.Commit(ctx, cache.LayerManifest{DiffID: d, Entries: diff.Entries})
+	if err != nil {
+		return "", 0, err
+	}
+	return d, rec.NewBytes, nil
 }
 
 func refs(ref string) []string {
@@ -184,29 +215,30 @@ func build(ctx context.Context, s *cache.Store, img Image, pub published, opt Im
 	}
 	switch {
 	case len(layers) == 1 && layers[0].DiffID() == "":
-		return buildFlat(ctx, s, layers[0], ref, d, pub, progress)
+		return buildFlat(ctx, s, layers[0], ref, d, pub, progress, opt.Log)
 	case len(layers) == 0:
 		return index.Tree{}, fmt.Errorf("image %s lists no layers", ref)
 	}
 	return buildLayered(ctx, s, layers, ref, d, pub, opt)
 }
 
-// buildFlat streams the flattened rootfs l into a new tree d, committed
-// with pub.
-func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d digest.Digest, pub published, progress Progress) (index.Tree, error) {
-	b, err := s.NewBuilder(ctx)
+// buildFlat streams the flattened rootfs l (the Docker daemon's export)
+// into a new tree d, committed with pub: a one-layer stack, its layer
+// stored and published as a registry's layers are.
+func buildFlat(ctx context.Context, s *cache.Store, l Layer, ref string, d digest.Digest, pub published, progress Progress, log *slog.Logger) (index.Tree, error) {
+	lock, err := s.Lock(ctx, false)
 	if err != nil {
 		return index.Tree{}, err
 	}
-	defer b.Abort() // a no-op after Commit
+	defer lock.Unlock()
 	rc, err := l.Open(ctx)
 	if err != nil {
 		return index.Tree{}, err
 	}
 	defer rc.Close()
-	if err := extract(ctx, rc, b, progress); err != nil {
+	id, newBytes, err := storeFlat(ctx, s, rc, progress)
+	if err != nil {
 		return index.Tree{}, fmt.Errorf("export of %s: %w", ref, err)
 	}
-	b.Describe(pub.config, pub.admitted)
-	return b.Commit(ctx, d, refs(ref))
+	return publishStack(ctx, s, []digest.Digest{id}, ref, d, newBytes, pub, log)
 }

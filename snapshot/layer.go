@@ -44,7 +44,7 @@ type PutFunc func(e cache.Entry, r io.Reader) (digest.Digest, error)
 
 // ReadDiff validates the layer tar stream r and returns its content, each
 // regular file's content stored through put. Every entry passes the checks
-// Extract makes of a flattened export (see the package doc), except those
+// readFlat makes of a flattened export (see the package doc), except those
 // that need the lower layers, which Merge makes: an entry's parents may
 // come from a lower layer (none are invented), and so may a hard link's
 // target. Whiteouts become Whiteouts; one is refused when it is not an
@@ -58,7 +58,21 @@ func ReadDiff(ctx context.Context, r io.Reader, put PutFunc) (Diff, error) {
 
 // readDiff is ReadDiff telling progress, which may be nil, how it goes.
 func readDiff(ctx context.Context, r io.Reader, put PutFunc, progress Progress) (Diff, error) {
-	x := &diffReader{put: put, seen: map[string]cache.Kind{}, white: map[string]bool{}, opaque: map[string]bool{}}
+	return readLayer(ctx, r, put, progress, false)
+}
+
+// readFlat reads a flattened export (`docker export`, `import --tar`) as
+// the one layer of a stack: ReadDiff's checks, and those only a whole
+// rootfs allows: a whiteout is refused (there is nothing below it to
+// hide), a hard link's target must be an earlier entry, and a missing
+// parent is made as tar makes it (mode 0755, root-owned, the entry's
+// mtime).
+func readFlat(ctx context.Context, r io.Reader, put PutFunc, progress Progress) (Diff, error) {
+	return readLayer(ctx, r, put, progress, true)
+}
+
+func readLayer(ctx context.Context, r io.Reader, put PutFunc, progress Progress, flat bool) (Diff, error) {
+	x := &diffReader{put: put, flat: flat, seen: map[string]cache.Kind{}, white: map[string]bool{}, opaque: map[string]bool{}}
 	if err := readArchive(ctx, r, x, progress); err != nil {
 		return Diff{}, err
 	}
@@ -68,6 +82,7 @@ func readDiff(ctx context.Context, r io.Reader, put PutFunc, progress Progress) 
 // diffReader validates a layer entry by entry.
 type diffReader struct {
 	put    PutFunc
+	flat   bool // a flattened export: see readFlat
 	d      Diff
 	seen   map[string]cache.Kind // the layer's entries; a hard link is KindHardlink unless its target is here
 	white  map[string]bool       // names the layer's whiteouts remove
@@ -85,6 +100,9 @@ func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
+	if x.flat && strings.HasPrefix(path.Base(name), whPrefix) {
+		return unsafe(hdr.Name, "whiteout in a flattened export")
+	}
 	if err := checkHeader(hdr, name, kind); err != nil {
 		return err
 	}
@@ -93,7 +111,7 @@ func (x *diffReader) add(hdr *tar.Header, r io.Reader) error {
 	}
 	if _, dup := x.seen[name]; dup {
 		if name == "." {
-			return nil // as Extract: "./" and "/" both name the root
+			return nil // "./" and "/" both name the root; tar lists it at most once in practice
 		}
 		return unsafe(hdr.Name, "duplicate entry")
 	}
@@ -146,6 +164,8 @@ func (x *diffReader) hardlink(hdr *tar.Header, name string) (string, cache.Kind,
 		return "", 0, unsafe(hdr.Name, "hard link to itself")
 	case k == cache.KindFile || k == cache.KindSymlink:
 		return target, k, nil
+	case x.flat && k == 0:
+		return "", 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not an earlier entry", hdr.Linkname))
 	case k == 0, k == cache.KindHardlink:
 		return target, cache.KindHardlink, nil
 	default:
@@ -163,6 +183,13 @@ func (x *diffReader) parent(hdr *tar.Header, name string) error {
 	dir := path.Dir(name)
 	if k, ok := x.seen[dir]; ok && k != cache.KindDir {
 		return unsafe(hdr.Name, fmt.Sprintf("parent %q is not a directory", dir))
+	}
+	if _, ok := x.seen[dir]; !ok && x.flat && dir != "." {
+		if err := x.parent(hdr, dir); err != nil {
+			return err
+		}
+		x.seen[dir] = cache.KindDir
+		x.d.Entries = append(x.d.Entries, Entry{Entry: cache.Entry{Name: dir, Kind: cache.KindDir, Mode: 0o755, ModTime: hdr.ModTime}})
 	}
 	return nil
 }

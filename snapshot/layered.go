@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"runtime"
 	"sync"
 	"time"
@@ -23,13 +24,17 @@ import (
 // registry's round trips overlap.
 func parallelLayers() int { return max(2, min(runtime.GOMAXPROCS(0), 4)) }
 
-// buildLayered makes tree d from layers, which all name their diffIDs:
-// every layer the store lacks is fetched, checked and recorded (several at
-// once); then the layers' entry lists are merged in order and the tree is
-// built from the merged list, its files linked to the layers' objects, and
-// committed with pub.
-// The shared store lock is held from the first layer to the tree's index
-// record, so gc cannot take a layer that no tree lists yet.
+// buildLayered makes tree d, a stack of layer directories, from layers,
+// which all name their diffIDs: every layer the store lacks is fetched,
+// checked and recorded (several at once); then the layers' entry lists
+// are read once each and merged in order (refusing what Merge refuses),
+// which tells what each layer's directory must hold over the layers
+// below it; every directory the store lacks (by chain ID) is published,
+// its files linked to the layers' objects, and then the stack naming
+// them, whose manifest is the merged list, committed with pub. An
+// upgrade that adds one layer builds one directory. The shared store lock is held from the
+// first layer to the tree's index record, so gc cannot take a layer or
+// a layer directory that no tree lists yet.
 func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref string, d digest.Digest, pub published, opt ImportOptions) (index.Tree, error) {
 	ids := make([]digest.Digest, len(layers))
 	for i, l := range layers {
@@ -55,22 +60,97 @@ func buildLayered(ctx context.Context, s *cache.Store, layers []Layer, ref strin
 	}
 	fetched := time.Now()
 	failpoint.Hit("snapshot-mid-merge") // every layer recorded, no tree yet
-	entries, read, err := mergeStored(s, ids)
+	t, err := publishStack(ctx, s, ids, ref, d, newBytes, pub, opt.Log)
+	if err == nil && opt.Log != nil {
+		opt.Log.Debug("layers fetched", "image", ref, "layers", len(ids), "fetched", len(missing),
+			"fetch", fetched.Sub(start).Round(time.Millisecond))
+	}
+	return t, err
+}
+
+// publishStack makes tree d, for image ref, a stack of the layers ids,
+// which the store has recorded: their entry lists are read once each and
+// merged in order (refusing what Merge refuses), which tells what each
+// layer's directory must hold over the layers below it; every directory
+// the store lacks (by chain ID) is published, and then the stack naming
+// them, whose manifest is the merged list, committed with pub (the
+// image's config and admission, in the tree's own index commit). An
+// upgrade that adds one layer builds one directory. It is the one way
+// every source's layers become a tree. The caller holds the shared store lock from before the
+// layers were recorded, and d's tree lock.
+func publishStack(ctx context.Context, s *cache.Store, ids []digest.Digest, ref string, d digest.Digest, newBytes int64, pub published, log *slog.Logger) (index.Tree, error) {
+	start := time.Now()
+	chains := cache.ChainIDs(ids)
+	lacking, err := missingLayerDirs(s, chains)
+	if err != nil {
+		return index.Tree{}, err
+	}
+	dirs, entries, read, err := mergeStored(s, ids, lacking)
 	if err != nil {
 		return index.Tree{}, fmt.Errorf("image %s: %w", ref, err)
 	}
 	merged := time.Now()
+	for i := range ids {
+		if !lacking[i] {
+			continue
+		}
+		parent := digest.Digest("")
+		if i > 0 {
+			parent = chains[i-1]
+		}
+		if _, err := s.PublishLayerDir(ctx, chains[i], ids[i], parent, dirs[i]); err != nil {
+			return index.Tree{}, fmt.Errorf("image %s: layer %d: %w", ref, i+1, err)
+		}
+		dirs[i] = cache.LayerDir{} // published: its list is not needed any more
+	}
+	published := time.Now()
+	failpoint.Hit("snapshot-layerdirs-published") // every layer directory recorded, no stack yet
 	var bt cache.Times
-	t, err := s.BuildFromList(ctx, d, cache.List{Entries: entries, Refs: refs(ref), Layers: ids, NewBytes: newBytes,
+	t, err := s.BuildStack(ctx, d, cache.Stack{Layers: ids, Entries: entries, Refs: refs(ref), NewBytes: newBytes,
 		Config: pub.config, Admitted: pub.admitted, Times: &bt})
-	if err == nil && opt.Log != nil {
+	if err == nil && log != nil {
 		ms := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
-		opt.Log.Debug("layers imported", "image", ref, "layers", len(ids), "fetched", len(missing),
-			"fetch", ms(fetched.Sub(start)), "merge", ms(merged.Sub(fetched)), "merge_read", ms(read),
-			"build", ms(time.Since(merged)), "build_entries", ms(bt.Write), "build_syncfs", ms(bt.Sync),
-			"build_publish", ms(bt.Publish))
+		log.Debug("stack published", "image", ref, "layers", len(ids),
+			"merge", ms(merged.Sub(start)), "merge_read", ms(read),
+			"layer_dirs", countTrue(lacking), "layer_dirs_build", ms(published.Sub(merged)),
+			"stack", ms(time.Since(published)), "stack_syncfs", ms(bt.Sync), "stack_publish", ms(bt.Publish))
 	}
 	return t, err
+}
+
+func countTrue(b []bool) int {
+	n := 0
+	for _, v := range b {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+// missingLayerDirs says, for each chain ID, whether the store lacks its
+// layer directory (no record). A chain ID listed twice is lacking only
+// at its first place.
+func missingLayerDirs(s *cache.Store, chains []digest.Digest) ([]bool, error) {
+	lacking := make([]bool, len(chains))
+	err := s.View(func(tx *index.Tx) error {
+		seen := map[digest.Digest]bool{}
+		for i, c := range chains {
+			if seen[c] {
+				continue
+			}
+			seen[c] = true
+			_, err := tx.LayerDir(c)
+			switch {
+			case errors.Is(err, cache.ErrNotFound):
+				lacking[i] = true
+			case err != nil:
+				return err
+			}
+		}
+		return nil
+	})
+	return lacking, err
 }
 
 // missingLayers returns, lowest first, the index of the first layer of
@@ -179,26 +259,33 @@ func fetchLayer(ctx context.Context, s *cache.Store, i int, l Layer, progress Pr
 	return rec.NewBytes, w.Times(), nil
 }
 
-// mergeStored reads the layers' recorded entry lists and merges them
-// into the entry list of the image's tree, each layer merged as it is
-// read, so that nothing of a layer but its entry list (which the merged
-// names point into) outlives its turn. It also returns how long reading
-// the lists took.
-func mergeStored(s *cache.Store, ids []digest.Digest) ([]cache.ManifestEntry, time.Duration, error) {
+// mergeStored reads the layers' recorded entry lists, once each, and
+// merges them in order into the entry list of the image's tree; for each
+// layer marked in want it also lists what the layer's directory must
+// hold over the layers below (see LayerDirs), before that layer is
+// merged. Nothing of a layer but its entry list (which the merged names
+// and the directories point into) outlives its turn. It also returns how
+// long reading the lists took.
+func mergeStored(s *cache.Store, ids []digest.Digest, want []bool) ([]cache.LayerDir, []cache.ManifestEntry, time.Duration, error) {
 	m := newMerger()
+	dirs := make([]cache.LayerDir, len(ids))
 	var read time.Duration
 	for i, id := range ids {
 		start := time.Now()
 		lm, err := s.ReadLayer(id)
 		read += time.Since(start)
 		if err != nil {
-			return nil, read, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
+			return nil, nil, read, fmt.Errorf("layer %d (%s): %w", i+1, id, err)
 		}
-		if err := m.apply(&Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}); err != nil {
-			return nil, read, err
+		d := Diff{ID: id, Entries: lm.Entries, Whiteouts: lm.Whiteouts}
+		if want[i] {
+			dirs[i] = layerDir(m, &d)
+		}
+		if err := m.apply(&d); err != nil {
+			return nil, nil, read, err
 		}
 	}
-	return m.result(), read, nil
+	return dirs, m.result(), read, nil
 }
 
 // totals sums the progress of layers read at once for one Progress.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -82,7 +83,7 @@ func TestImportLayered(t *testing.T) {
 	if err != nil || !created {
 		t.Fatalf("import: %v", err)
 	}
-	root := s.TreePath(t1.Digest)
+	root := storetest.Tree(t, s, t1.Digest)
 	for name, want := range map[string]string{"etc/version": "v2", "d/new": "n"} {
 		if b, err := os.ReadFile(filepath.Join(root, name)); err != nil || string(b) != want {
 			t.Errorf("%s: %q %v, want %q", name, b, err, want)
@@ -124,7 +125,7 @@ func TestImportLayered(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"etc/version": "v9", "etc/link": "v1"} {
-		if b, err := os.ReadFile(filepath.Join(s.TreePath(t4.Digest), name)); err != nil || string(b) != want {
+		if b, err := os.ReadFile(filepath.Join(storetest.Tree(t, s, t4.Digest), name)); err != nil || string(b) != want {
 			t.Errorf("hard link across layers: %s: %q %v, want %q", name, b, err, want)
 		}
 	}

@@ -3,7 +3,6 @@ package snapshot
 import (
 	"archive/tar"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -12,8 +11,6 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
-
-	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/failpoint"
@@ -38,12 +35,6 @@ var minTime, maxTime = time.Unix(0, math.MinInt64), time.Unix(0, math.MaxInt64)
 // tree, the backstop below them).
 var ErrUnsafeEntry = errors.New("unsafe archive entry")
 
-// extractor validates a tar stream entry by entry and feeds the builder.
-type extractor struct {
-	b    *cache.Builder
-	seen map[string]cache.Kind // every name added so far, hard links resolved to their target's kind
-}
-
 // Progress is told how an import advances. Both methods must be quick.
 type Progress interface {
 	// Update is told the bytes read and entries added so far, after
@@ -52,23 +43,6 @@ type Progress interface {
 	// Done is called once when the stream ends, whatever its result. An
 	// import that finds the tree in the store calls neither.
 	Done()
-}
-
-// Extract reads a rootfs tar stream into b. It returns the sha256 of every
-// byte read from r, padding included, which is the store key of a tar
-// import. On error nothing is committed; the caller aborts b.
-func Extract(ctx context.Context, r io.Reader, b *cache.Builder) (digest.Digest, error) {
-	h := sha256.New()
-	if err := extract(ctx, io.TeeReader(r, h), b, nil); err != nil {
-		return "", err
-	}
-	return digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)), nil
-}
-
-// extract is Extract without the key: an image import has its key already
-// and skips hashing the whole stream a second time.
-func extract(ctx context.Context, r io.Reader, b *cache.Builder, progress Progress) error {
-	return readArchive(ctx, r, &extractor{b: b, seen: map[string]cache.Kind{}}, progress)
 }
 
 // adder takes one archive entry: its header and its content.
@@ -174,44 +148,6 @@ var kinds = map[byte]cache.Kind{
 	tar.TypeChar: cache.KindChar, tar.TypeBlock: cache.KindBlock, tar.TypeFifo: cache.KindFIFO,
 }
 
-// add validates one archive entry and hands it to the builder, in the
-// order a refusal is reported: name and type, the header's own fields,
-// the entry's place among earlier ones, its xattrs, its link target.
-func (x *extractor) add(hdr *tar.Header, r io.Reader) error {
-	if hdr.Typeflag == tar.TypeXGlobalHeader {
-		return nil
-	}
-	name, kind, err := nameAndKind(hdr)
-	if err != nil {
-		return err
-	}
-	if strings.HasPrefix(path.Base(name), whPrefix) {
-		return unsafe(hdr.Name, "whiteout in a flattened export")
-	}
-	if err := checkHeader(hdr, name, kind); err != nil {
-		return err
-	}
-	if _, dup := x.seen[name]; dup {
-		if name == "." {
-			return nil // "./" and "/" both name the root; tar lists it at most once in practice
-		}
-		return unsafe(hdr.Name, "duplicate entry")
-	}
-	if err := x.parents(name, hdr); err != nil {
-		return err
-	}
-	e, err := newEntry(hdr, name, kind)
-	if err != nil {
-		return err
-	}
-	k, err := x.target(hdr, &e)
-	if err != nil {
-		return err
-	}
-	x.seen[name] = k
-	return x.b.Add(e, r)
-}
-
 // nameAndKind returns hdr's clean name and the kind of entry it makes.
 func nameAndKind(hdr *tar.Header) (string, cache.Kind, error) {
 	name, err := cleanName(hdr.Name)
@@ -279,63 +215,12 @@ func newEntry(hdr *tar.Header, name string, kind cache.Kind) (cache.Entry, error
 	return e, nil
 }
 
-// target checks and sets e's link target, and returns the kind to record
-// for e's name: a hard link counts as what it links to.
-func (x *extractor) target(hdr *tar.Header, e *cache.Entry) (cache.Kind, error) {
-	switch e.Kind {
-	case cache.KindSymlink:
-		if err := checkSymlink(hdr); err != nil {
-			return 0, err
-		}
-		e.Linkname = hdr.Linkname // stored verbatim, never followed by rootswap
-	case cache.KindHardlink:
-		target, err := cleanName(hdr.Linkname)
-		if err != nil {
-			return 0, fmt.Errorf("entry %q: hard link target: %w", hdr.Name, err)
-		}
-		switch x.seen[target] {
-		case cache.KindFile, cache.KindSymlink:
-		case 0:
-			return 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not an earlier entry", hdr.Linkname))
-		default:
-			return 0, unsafe(hdr.Name, fmt.Sprintf("hard link to %q, which is not a regular file or symlink", hdr.Linkname))
-		}
-		e.Linkname = target
-		return x.seen[target], nil
-	}
-	return e.Kind, nil
-}
-
 // checkSymlink refuses a symlink target no file system can hold.
 func checkSymlink(hdr *tar.Header) error {
 	if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 || len(hdr.Linkname) > maxName {
 		return unsafe(hdr.Name, "bad symlink target")
 	}
 	return nil
-}
-
-// parents checks that name's parent is a directory, creating missing
-// parents as tar does (mode 0755, root-owned, the entry's mtime).
-func (x *extractor) parents(name string, hdr *tar.Header) error {
-	if name == "." {
-		return nil
-	}
-	dir := path.Dir(name)
-	switch x.seen[dir] {
-	case cache.KindDir:
-		return nil
-	case 0:
-		if dir == "." {
-			return nil // the tree root always exists
-		}
-		if err := x.parents(dir, hdr); err != nil {
-			return err
-		}
-		x.seen[dir] = cache.KindDir
-		return x.b.Add(cache.Entry{Name: dir, Kind: cache.KindDir, Mode: 0o755, ModTime: hdr.ModTime}, nil)
-	default:
-		return unsafe(hdr.Name, fmt.Sprintf("parent %q is not a directory", dir))
-	}
 }
 
 // xattrs applies the xattr policy described in the package doc.

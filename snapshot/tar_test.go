@@ -582,13 +582,13 @@ func tarCases() []tarCase {
 			withPAX(file("f", "content", 0o644), "SCHILY.xattr.user.x", "1")),
 			want: []string{`a f 0644 0:0 "content"`, `b f 0644 0:0 "content"`, `c f 0755 0:0 "content"`, `d f 0644 1:0 "content"`,
 				`e f 0644 0:0 "content" @1700000001.000000000`, `f f 0644 0:0 "content"`},
-			check: func(t *testing.T, tree string, _ env) {
+			check: func(t *testing.T, tree string, v env) {
 				a := filepath.Join(tree, "a")
 				sameInode(t, true, a, filepath.Join(tree, "b"))
 				for _, other := range []string{"c", "d", "e", "f"} {
 					sameInode(t, false, a, filepath.Join(tree, other))
 				}
-				store := filepath.Dir(filepath.Dir(filepath.Dir(tree)))
+				store := filepath.Join(v.dir, "store")
 				obj := findObject(t, store, lstat(t, a).Ino)
 				if obj == "" {
 					t.Errorf("a and b are not linked to an object")
@@ -663,7 +663,7 @@ func TestHostileArchives(t *testing.T) {
 			if want := digest.FromBytes(archive); tr.Digest != want {
 				t.Errorf("digest %s, want the stream's %s", tr.Digest, want)
 			}
-			tree := s.TreePath(tr.Digest)
+			tree := storetest.Tree(t, s, tr.Digest)
 			if c.want != nil {
 				if got := describe(t, tree); !slices.Equal(got, c.want) {
 					t.Errorf("tree:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))

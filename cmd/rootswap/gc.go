@@ -61,6 +61,9 @@ runs; imports and activations wait for it.`,
 			if rep.Layers == nil {
 				rep.Layers = []gc.RemovedLayer{}
 			}
+			if rep.LayerDirs == nil {
+				rep.LayerDirs = []gc.RemovedLayerDir{}
+			}
 			if rep.Kept == nil {
 				rep.Kept = []gc.KeptTree{}
 			}
@@ -84,7 +87,7 @@ runs; imports and activations wait for it.`,
 // nothingDone reports whether a gc's result records no work, planned or
 // done.
 func nothingDone(rep gc.Result) bool {
-	return len(rep.Trees) == 0 && len(rep.Layers) == 0 && len(rep.Kept) == 0 &&
+	return len(rep.Trees) == 0 && len(rep.Layers) == 0 && len(rep.LayerDirs) == 0 && len(rep.Kept) == 0 &&
 		rep.Objects == 0 && rep.Staging == 0 && rep.Leases == 0 && rep.BytesFreed == 0
 }
 
@@ -99,6 +102,9 @@ func printGC(out io.Writer, rep gc.Result, dryRun bool) {
 	for _, t := range rep.Trees {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", verb, t.Digest, humanBytes(t.Bytes), t.Reason)
 	}
+	for _, l := range rep.LayerDirs {
+		fmt.Fprintf(w, "%s layer dir\t%s\t%s\t%s\n", verb, l.Chain, humanBytes(l.Bytes), l.Reason)
+	}
 	for _, l := range rep.Layers {
 		fmt.Fprintf(w, "%s layer\t%s\t%s\t%s\n", verb, l.DiffID, humanBytes(l.Bytes), l.Reason)
 	}
@@ -109,7 +115,10 @@ func printGC(out io.Writer, rep gc.Result, dryRun bool) {
 	}
 	w.Flush()
 	layers := ""
-	if len(rep.Layers) > 0 {
+	switch {
+	case len(rep.LayerDirs) > 0:
+		layers = fmt.Sprintf(" (and %d layer dir(s), %d cached layer(s))", len(rep.LayerDirs), len(rep.Layers))
+	case len(rep.Layers) > 0:
 		layers = fmt.Sprintf(" (and %d cached layer(s))", len(rep.Layers))
 	}
 	fmt.Fprintf(out, "%s %d tree(s), %d object(s), %d staging dir(s), %d lease(s): %s%s\n",

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
+	"github.com/rootswap/rootswap/internal/fsys"
 	"github.com/rootswap/rootswap/snapshot"
 )
 
@@ -93,8 +95,9 @@ func CheckIdle(t testing.TB, s *cache.Store) {
 }
 
 // checkLinks: every object a manifest names exists, and every regular
-// file of a tree with more than one link is an object or has all its
-// links in the tree (a hard link of the archive).
+// file of a tree (of a stack's layer directories) with more than one
+// link is an object or has all its links in the tree (a hard link of the
+// archive).
 func checkLinks(t testing.TB, s *cache.Store) {
 	t.Helper()
 	objects := map[uint64]bool{}
@@ -116,21 +119,31 @@ func checkLinks(t testing.TB, s *cache.Store) {
 				t.Errorf("store check: tree %s names object %s: %v", tr.Digest, obj, err)
 			}
 		}
+		// A stack's files are in its layer directories.
+		dirs := []string{s.TreePath(tr.Digest)}
+		if len(tr.Stack) > 0 {
+			dirs = nil
+			for _, c := range tr.Stack {
+				dirs = append(dirs, s.LayerDirPath(c))
+			}
+		}
 		links, nlink := map[uint64]uint64{}, map[uint64]uint64{}
-		err := filepath.WalkDir(s.TreePath(tr.Digest), func(p string, e fs.DirEntry, err error) error {
-			if err != nil || !e.Type().IsRegular() {
-				return err
-			}
-			st, err := lstat(p)
+		for _, dir := range dirs {
+			err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+				if err != nil || !e.Type().IsRegular() {
+					return err
+				}
+				st, err := lstat(p)
+				if err != nil {
+					return err
+				}
+				links[st.Ino]++
+				nlink[st.Ino] = uint64(st.Nlink)
+				return nil
+			})
 			if err != nil {
-				return err
+				t.Errorf("store check: tree %s: %v", tr.Digest, err)
 			}
-			links[st.Ino]++
-			nlink[st.Ino] = uint64(st.Nlink)
-			return nil
-		})
-		if err != nil {
-			t.Errorf("store check: tree %s: %v", tr.Digest, err)
 		}
 		for ino, n := range nlink {
 			if n > 1 && !objects[ino] && links[ino] != n {
@@ -222,8 +235,9 @@ func Archive(t testing.TB, files ...File) []byte {
 	return buf.Bytes()
 }
 
-// Import imports Archive(files) into s as a tree for ref ("" for none)
-// and returns the tree's digest.
+// Import imports Archive(files) into s as a tree for ref ("" for none),
+// as `import --tar` does (a one-layer stack), and returns the tree's
+// digest.
 func Import(t testing.TB, s *cache.Store, ref string, files ...File) digest.Digest {
 	t.Helper()
 	tr, err := snapshot.ImportTar(context.Background(), s, bytes.NewReader(Archive(t, files...)), ref)
@@ -231,4 +245,101 @@ func Import(t testing.TB, s *cache.Store, ref string, files ...File) digest.Dige
 		t.Fatalf("import %s: %v", ref, err)
 	}
 	return tr.Digest
+}
+
+// Tree returns a directory that shows tree d of s as a container would
+// see it: a plain tree's own directory, or for a stack its layer
+// directories mounted read-only with overlayfs (as run mounts them) at a
+// new directory, unmounted when the test ends. A stack needs root; the
+// test is skipped without it.
+func Tree(t testing.TB, s *cache.Store, d digest.Digest) string {
+	t.Helper()
+	dir, lowers, ok, err := s.StackOf(d)
+	if err != nil {
+		t.Fatalf("tree %s: %v", d, err)
+	}
+	if !ok {
+		return dir
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a stack needs root")
+	}
+	// Not t.TempDir(): a test's name may hold a comma, which overlayfs
+	// options cannot carry.
+	base, err := os.MkdirTemp("", "stack-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt, empty, alias := filepath.Join(base, "mnt"), filepath.Join(base, "empty"), filepath.Join(base, "stack")
+	for _, p := range []string{mnt, empty} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The stack by a name without the test's: the kernel resolves it.
+	if err := os.Symlink(dir, alias); err != nil {
+		t.Fatal(err)
+	}
+	if err := fsys.MountOverlay(mnt, fsys.Overlay{Dir: alias, Lower: lowers, Empty: empty}); err != nil {
+		os.RemoveAll(base)
+		t.Fatalf("tree %s: %v", d, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+		os.RemoveAll(base)
+	})
+	return mnt
+}
+
+// ImportPlain imports files into s as a plain tree, the form every tree
+// had before stacks (a store written by an earlier release), for ref
+// ("" for none), and returns its digest: the sha256 of Archive(files),
+// as an import of that archive would name it.
+func ImportPlain(t testing.TB, s *cache.Store, ref string, files ...File) digest.Digest {
+	t.Helper()
+	ctx := context.Background()
+	d := digest.FromBytes(Archive(t, files...))
+	b, err := s.NewBuilder(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Abort()
+	dirs := map[string]bool{}
+	for _, f := range files {
+		var parents []string
+		for dir := filepath.Dir(f.Name); dir != "." && !dirs[dir]; dir = filepath.Dir(dir) {
+			dirs[dir] = true
+			parents = append([]string{dir}, parents...)
+		}
+		for _, dir := range parents {
+			if err := b.Add(cache.Entry{Name: dir, Kind: cache.KindDir, Mode: 0o755, ModTime: Mtime}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e := cache.Entry{Name: f.Name, Kind: cache.KindFile, Mode: 0o644, ModTime: Mtime, Size: int64(len(f.Content))}
+		if f.Link != "" {
+			e = cache.Entry{Name: f.Name, Kind: cache.KindHardlink, Linkname: f.Link, ModTime: Mtime}
+		}
+		if err := b.Add(e, strings.NewReader(f.Content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock, err := s.LockTree(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Unlock()
+	if _, err := b.Commit(ctx, d, refsOf(ref)); err != nil {
+		t.Fatalf("import %s: %v", ref, err)
+	}
+	return d
+}
+
+func refsOf(ref string) []string {
+	if ref == "" {
+		return nil
+	}
+	return []string{ref}
 }

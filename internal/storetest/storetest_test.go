@@ -45,7 +45,7 @@ func TestCheckFindsDamage(t *testing.T) {
 		want   string // in one reported line; "" for none
 	}{
 		{"sound", func(*testing.T, *cache.Store, string) {}, ""},
-		{"file removed from a tree", func(t *testing.T, s *cache.Store, tree string) {
+		{"file removed from a layer directory", func(t *testing.T, s *cache.Store, tree string) {
 			must(t, os.Remove(filepath.Join(tree, "etc/a")))
 		}, "etc/a: missing"},
 		{"staging left", func(t *testing.T, s *cache.Store, tree string) {
@@ -54,7 +54,7 @@ func TestCheckFindsDamage(t *testing.T) {
 		{"lease left", func(t *testing.T, s *cache.Store, tree string) {
 			must(t, s.Update(func(tx *index.Tx) error { return tx.PutLease(index.Lease{ID: "import-9"}) }))
 		}, "leases left"},
-		{"tree file linked from outside", func(t *testing.T, s *cache.Store, tree string) {
+		{"layer directory file linked from outside", func(t *testing.T, s *cache.Store, tree string) {
 			must(t, os.Link(filepath.Join(tree, "etc/empty"), filepath.Join(s.Root(), "outside")))
 		}, "and is no object"},
 	} {
@@ -64,7 +64,14 @@ func TestCheckFindsDamage(t *testing.T) {
 				t.Fatal(err)
 			}
 			d := Import(t, s, "", File{Name: "etc/a", Content: "a"}, File{Name: "etc/empty"})
-			tc.damage(t, s, s.TreePath(d))
+			// An import is a one-layer stack: its files are in its layer
+			// directory.
+			var tr index.Tree
+			must(t, s.View(func(tx *index.Tx) (err error) { tr, err = tx.Tree(d); return err }))
+			if len(tr.Stack) != 1 {
+				t.Fatalf("the import's stack: %v, want one layer", tr.Stack)
+			}
+			tc.damage(t, s, s.LayerDirPath(tr.Stack[0]))
 			errs := check(t, s)
 			found := false
 			for _, e := range errs {

@@ -64,13 +64,18 @@ func FileSettings(s *cache.Store, name, bin string, o NspawnOptions, user []stri
 
 // fileSettings are o's settings with what ir, the image's plan for the
 // run, adds: its stop signal, environment, working directory and the
-// init in front of its command.
+// init in front of its command; Boot=yes for -b.
 func (ir imageRun) fileSettings(o NspawnOptions, opt RunOptions, so nspawnOpts, bin string) ([]NspawnSetting, []string) {
 	stop := "SIGTERM"
 	if ir.killSignal != "" {
 		stop = ir.killSignal
 	}
 	st := o.settings(stop)
+	if so.boot {
+		// Under the drop-in's --settings=override the file's Boot= beats
+		// the -b on nspawn's command line.
+		st = append(st, NspawnSetting{Section: "Exec", Key: "Boot", Value: "yes"})
+	}
 	for _, kv := range ir.setenv {
 		st = append(st, NspawnSetting{"Exec", "Environment", kv, true})
 	}

@@ -118,6 +118,17 @@ func TestFileSettings(t *testing.T) {
 	if _, err := settings(NspawnOptions{}, RunOptions{}); err == nil || !strings.Contains(err.Error(), "web") {
 		t.Errorf("an image with no command and an unknown user: %v", err)
 	}
+	// -b boots the tree's init: Boot=yes, which the file must say, since
+	// under --settings=override its Boot= beats the drop-in's -b; nspawn's
+	// own stop signal for it; no init in front.
+	got, err = settings(NspawnOptions{Extra: []string{"-b"}}, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(got, "Exec.Boot=yes", "Parameters=")
+	if strings.Contains(got, "KillSignal") || strings.Contains(got, "rootswap-init") {
+		t.Errorf("-b: the settings hold a KillSignal= or the init:\n%s", got)
+	}
 	if _, err := settings(NspawnOptions{Extra: []string{"-U"}}, RunOptions{}); err == nil {
 		t.Errorf("-U: no refusal")
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -272,10 +273,14 @@ func (sp *Spec) settingsArgs(bin, root string) []string {
 }
 
 // settingsOptions are a .nspawn file's lines for the settings st and the
-// command line command (Parameters=; none if empty): Boot=no, then those.
-// An error wraps ErrInvalid: a word the file cannot hold.
+// command line command (Parameters=; none if empty): Boot=no unless st
+// sets Boot=, then those. An error wraps ErrInvalid: a word the file
+// cannot hold.
 func settingsOptions(st []activate.NspawnSetting, command []string) ([]*unit.UnitOption, error) {
-	opts := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	var opts []*unit.UnitOption
+	if !slices.ContainsFunc(st, func(s activate.NspawnSetting) bool { return s.Section == "Exec" && s.Key == "Boot" }) {
+		opts = append(opts, unit.NewUnitOption("Exec", "Boot", "no"))
+	}
 	if len(command) > 0 {
 		line, err := settingsWords(command)
 		if err != nil {

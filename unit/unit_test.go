@@ -396,6 +396,15 @@ func TestUnitNspawnFileFollowsImage(t *testing.T) {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
 		}
 	}
+	// Boot=yes from the settings (-b) replaces the Boot=no of a file
+	// that gives a command.
+	boot, err := WriteSettings(filepath.Join(base, "boot"), "web", []activate.NspawnSetting{{Section: "Exec", Key: "Boot", Value: "yes"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readUnit(t, boot)["Exec"]["Boot"]; len(got) != 1 || got[0] != "yes" {
+		t.Errorf("with -b: web.nspawn Boot= %q, want yes alone", got)
+	}
 	if ents, _ := os.ReadDir(run); len(ents) != 1 {
 		t.Errorf("%s holds %d entries, want web.nspawn alone", run, len(ents))
 	}

@@ -28,13 +28,11 @@ func TestLinkMachineStack(t *testing.T) {
 	mnt := filepath.Join(MachineMounts, name)
 	t.Cleanup(func() { os.Remove(mnt) })
 	dir := filepath.Join(t.TempDir(), "machines")
-	d1 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "1"})
-	d2 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
+	d1 := importStack(t, s, []layerFile{{Name: "one", Content: "1"}, {Name: "usr", Dir: true}})
+	d2 := importStack(t, s, []layerFile{{Name: "a", Content: "1"}, {Name: "usr", Dir: true}}, []layerFile{{Name: "two", Content: "2"}})
 	d3 := storetest.ImportPlain(t, s, "", storetest.File{Name: "plain", Content: "3"}, storetest.File{Name: "usr/x"})
-	dir1, lower1 := makeStack(t, s, d1, []layerFile{{Name: "one", Content: "1"}, {Name: "usr", Dir: true}})
-	useStack(t, d1, dir1, lower1)
-	dir2, lower2 := makeStack(t, s, d2, []layerFile{{Name: "a", Content: "1"}, {Name: "usr", Dir: true}}, []layerFile{{Name: "two", Content: "2"}})
-	useStack(t, d2, dir2, lower2)
+	dir1, _ := stackDir(t, s, d1)
+	dir2, _ := stackDir(t, s, d2)
 	for i, tc := range []struct {
 		tree                 digest.Digest
 		want, target, mounts string
@@ -98,9 +96,8 @@ func TestLinkMachineScratch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stacked := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
-	stackDir, lower := makeStack(t, s, stacked, []layerFile{{Name: "app", Content: "2"}}, []layerFile{{Name: "etc", Dir: true}})
-	useStack(t, stacked, stackDir, lower)
+	stacked := importStack(t, s, []layerFile{{Name: "app", Content: "2"}}, []layerFile{{Name: "etc", Dir: true}})
+	sdir, _ := stackDir(t, s, stacked)
 	withUsr := storetest.ImportPlain(t, s, "", storetest.File{Name: "usr/bin/x"})
 	for i, tc := range []struct {
 		tree                 digest.Digest
@@ -108,7 +105,7 @@ func TestLinkMachineScratch(t *testing.T) {
 	}{
 		{plain, "app dev proc run sys tmp usr", mnt, "overlay " + plainDir},
 		{plain, "app dev proc run sys tmp usr", mnt, "overlay " + plainDir},
-		{stacked, "app dev etc proc run sys tmp usr", mnt, "overlay " + stackDir},
+		{stacked, "app dev etc proc run sys tmp usr", mnt, "overlay " + sdir},
 		{withUsr, "usr", filepath.Join(s.MachinesDir(), name, "current"), ""},
 	} {
 		if _, _, err := Activate(ctx, s, name, tc.tree, "", "test"); err != nil {

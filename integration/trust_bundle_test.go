@@ -64,6 +64,19 @@ func attachBundle(t *testing.T, reg *registry, repo string, m digest.Digest, b [
 	}
 }
 
+// pushLegacy pushes a cosign legacy signature manifest for manifest m of
+// repo holding payload pl with the layer annotations l carries (the
+// signature, and for a keyless one its certificate, chain and Rekor
+// entry), as cosign v2 writes them (see pushSignature).
+func pushLegacy(t *testing.T, reg *registry, repo string, m digest.Digest, pl []byte, l sigstoretest.Legacy) {
+	t.Helper()
+	config := []byte(fmt.Sprintf(`{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{"created":"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":[%q]},"config":{}}`, digest.FromBytes(pl)))
+	tag := m.Algorithm().String() + "-" + m.Encoded() + ".sig"
+	pushRaw(t, reg, repo+":"+tag, config, []rawLayer{{mediaType: cosignPayloadType, blob: pl}}, func(om *ociManifest) {
+		om.Layers[0].Annotations = l.Annotations
+	})
+}
+
 // GitHub Actions' OIDC issuer and a release workflow's identity, as
 // Fulcio's certificates name them (the identity a URI SAN).
 const (
@@ -190,6 +203,18 @@ func TestTrustBundle(t *testing.T) {
 		ref, m, _, blob := push("bundle/ci:unlogged")
 		attachBundle(t, reg, "bundle/ci", m, ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{}))
 		refused(ref, blob, "no signature verifies with a certificate")
+	})
+	t.Run("keyless legacy signature (cosign v2)", func(t *testing.T) {
+		ref, m, img, _ := push("bundle/ci:v2")
+		pl := cosignPayload(a+"/bundle/ci", m)
+		pushLegacy(t, reg, "bundle/ci", m, pl, ca.SignLegacy(t, pl, ghIssuer, ghWorkflow, rk))
+		admitted(ref, img, "sigstoreSigned certificate "+ca.Fingerprint(t)+" issuer "+ghIssuer+" subject "+ghWorkflow+" rekor "+rfp+" for "+a+"/bundle/ci")
+	})
+	t.Run("keyless legacy signature, another workflow", func(t *testing.T) {
+		ref, m, _, blob := push("bundle/ci:v2evil")
+		pl := cosignPayload(a+"/bundle/ci", m)
+		pushLegacy(t, reg, "bundle/ci", m, pl, ca.SignLegacy(t, pl, ghIssuer, "https://github.com/org/app/.github/workflows/evil.yml@refs/heads/main", rk))
+		refused(ref, blob, "identity mismatch", "evil.yml")
 	})
 	t.Run("a machine keeps its tree", func(t *testing.T) {
 		ref, m, img, _ := push("bundle/key:stable")

@@ -24,6 +24,11 @@ import (
 const (
 	SimpleSigningType   = "application/vnd.dev.cosign.simplesigning.v1+json"
 	SignatureAnnotation = "dev.cosignproject.cosign/signature"
+	// A keyless signature's certificate and chain (PEM), and a logged
+	// one's Rekor entry with its signed entry timestamp (JSON).
+	CertAnnotation  = "dev.sigstore.cosign/certificate"
+	ChainAnnotation = "dev.sigstore.cosign/chain"
+	RekorAnnotation = "dev.sigstore.cosign/bundle"
 )
 
 // Bounds on what a signature manifest may make rootswap read: payloads
@@ -141,7 +146,11 @@ func (ri *remoteImage) legacySignatures(ctx context.Context) ([]policy.Signature
 		if err != nil {
 			return nil, fmt.Errorf("%s: payload %s: %w", tag, l.Digest, err)
 		}
-		out = append(out, policy.Signature{Payload: b, Base64: l.Annotations[SignatureAnnotation]})
+		sig := policy.Signature{Payload: b, Base64: l.Annotations[SignatureAnnotation], Cert: l.Annotations[CertAnnotation], Chain: l.Annotations[ChainAnnotation]}
+		if r, ok := l.Annotations[RekorAnnotation]; ok {
+			sig.Rekor = []byte(r)
+		}
+		out = append(out, sig)
 	}
 	return out, nil
 }

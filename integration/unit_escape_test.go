@@ -123,8 +123,9 @@ func TestServiceUnitDeliversArguments(t *testing.T) {
 // `rootswap unit --nspawn-file`.
 //
 // Production has the file in /run/systemd/nspawn (trusted) and the tree
-// at /var/lib/machines/NAME; the test may touch neither, so it has
-// nspawn-settings put the file next to a copy of the tree, where nspawn also looks, and adds
+// at /var/lib/machines/NAME; the test may touch neither, so it links the
+// machine in a directory of its own and has nspawn-settings put the file
+// next to a copy of the tree, where nspawn also looks, and adds
 // --settings=trusted --register=no --directory=COPY to the drop-in's
 // command. The parser of the file is the same.
 func TestNspawnFileDeliversArguments(t *testing.T) {
@@ -133,13 +134,19 @@ func TestNspawnFileDeliversArguments(t *testing.T) {
 	v1, _ := testimage.Images(t)
 	s := newStore(t)
 	const name = "esc.a-b"
-	s.ok("prepare", name, v1)
-	tree, err := filepath.EvalSymlinks(filepath.Join(s.root, "machines", name, "current"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// --link-machines, as the drop-in's prepare: a tree stored as layers
+	// is mounted at /run/rootswap/machines/NAME, where nspawn-settings
+	// reads it and the copy is made from.
+	links := t.TempDir()
+	t.Cleanup(func() {
+		if target, err := os.Readlink(filepath.Join(links, name)); err == nil && strings.HasPrefix(target, "/run/rootswap/machines/") {
+			s.run("umount", target)
+			os.Remove(target)
+		}
+	})
+	s.ok("prepare", "--link-machines", "--machines-dir", links, name, v1)
 	machines := t.TempDir()
-	if out, err := exec.Command("cp", "-a", tree, filepath.Join(machines, name)).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", filepath.Join(links, name)+"/.", filepath.Join(machines, name)).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, out)
 	}
 	template, err := os.ReadFile("/lib/systemd/system/systemd-nspawn@.service")

@@ -145,7 +145,12 @@ func TestFileSettingsStack(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	name := fmt.Sprintf("settings%d", os.Getpid())
-	t.Cleanup(func() { os.Remove(filepath.Join(MachineMounts, name)) })
+	t.Cleanup(func() {
+		// The mount goes with the namespace; its directory is the host's.
+		mnt := filepath.Join(MachineMounts, name)
+		Umount(s, mnt)
+		os.Remove(mnt)
+	})
 	d := importStack(t, s, []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "app:x:1000:1000::/home/app:/bin/sh\n"}},
 		[]layerFile{{Name: "bin", Dir: true}})
 	if _, _, err := Activate(ctx, s, name, d, "img:1", "test"); err != nil {

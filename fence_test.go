@@ -50,7 +50,7 @@ var fences = []struct {
 		"bench":             "the registry floor decompresses layers with the registry source's gunzip",
 	}},
 	{"github.com/sigstore", map[string]string{
-		"policy":                "Sigstore bundles verified offline (sigstore-go): the cryptography of the signature policy, beside it",
+		"internal/sigverify":    "Sigstore signatures verified offline (sigstore-go), linked only into cmd/rootswap-verify (TestLeanBinary)",
 		"internal/sigstoretest": "the test kit that signs bundles as cosign v3 does, with a test CA and an in-process Rekor",
 	}},
 	{"golang.org/x/sys/unix", map[string]string{
@@ -88,6 +88,8 @@ var floors = []struct {
 	{"internal/failpoint", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/journal", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/pid1", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/sigproto", "the ground floor: the verifier's wire protocol, types only", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/sigverify", "the ground floor: it verifies what a request holds, it knows nothing of rootswap", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/sigstoretest", "a test kit on the ground floor: it signs, it knows nothing of rootswap", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 }
 

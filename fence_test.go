@@ -117,6 +117,51 @@ func TestFloors(t *testing.T) {
 	}
 }
 
+// heavy are dependencies the rootswap binary must not link, directly or
+// not: every invocation would pay their size and package initialisation,
+// the init inside each container included (issues 18 and 20). Signature
+// verification needs them, so it runs as rootswap-verify
+// (internal/sigverify), a program of its own.
+var heavy = []string{"github.com/sigstore", "google.golang.org/grpc", "github.com/go-openapi"}
+
+// TestLeanBinary fails for every package of heavy that cmd/rootswap
+// links, naming the import chain's end.
+func TestLeanBinary(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "./cmd/rootswap")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, stderr.Bytes())
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps ./cmd/rootswap lists %d packages", len(deps))
+	}
+	for _, d := range deps {
+		for _, h := range heavy {
+			if d == h || strings.HasPrefix(d, h+"/") {
+				t.Errorf("cmd/rootswap links %s: keep it in internal/sigverify, behind rootswap-verify", d)
+			}
+		}
+	}
+	// The verifier does link them: the list above is spelt right.
+	cmd = exec.Command(goBin, "list", "-deps", "./cmd/rootswap-verify")
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/rootswap-verify: %v", err)
+	}
+	for _, h := range heavy {
+		if !strings.Contains(string(out), h+"/") {
+			t.Errorf("cmd/rootswap-verify links nothing of %s: fix heavy", h)
+		}
+	}
+}
+
 type listed struct {
 	ImportPath   string
 	Imports      []string

@@ -423,7 +423,10 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 func TestLinkMachine(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	d1, d2 := importTree(t, s, "v1"), importTree(t, s, "v2")
+	// Plain trees: a stack is mounted on the host (TestLinkMachineStack
+	// does that in a mount namespace of its own).
+	d1 := storetest.ImportPlain(t, s, "", storetest.File{Name: "etc/version", Content: "v1"})
+	d2 := storetest.ImportPlain(t, s, "", storetest.File{Name: "etc/version", Content: "v2"})
 	dir := filepath.Join(t.TempDir(), "machines")
 	Activate(ctx, s, "m", d1, "", "test")
 	if err := LinkMachine(s, "m", dir); err != nil {

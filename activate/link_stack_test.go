@@ -28,13 +28,11 @@ func TestLinkMachineStack(t *testing.T) {
 	mnt := filepath.Join(MachineMounts, name)
 	t.Cleanup(func() { os.Remove(mnt) })
 	dir := filepath.Join(t.TempDir(), "machines")
-	d1 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "1"})
-	d2 := storetest.Import(t, s, "", storetest.File{Name: "v", Content: "2"})
+	d1 := importStack(t, s, []layerFile{{Name: "one", Content: "1"}})
+	d2 := importStack(t, s, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "two", Content: "2"}})
 	d3 := storetest.ImportPlain(t, s, "", storetest.File{Name: "plain", Content: "3"})
-	dir1, lower1 := makeStack(t, s, d1, []layerFile{{Name: "one", Content: "1"}})
-	useStack(t, d1, dir1, lower1)
-	dir2, lower2 := makeStack(t, s, d2, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "two", Content: "2"}})
-	useStack(t, d2, dir2, lower2)
+	dir1, _ := stackDir(t, s, d1)
+	dir2, _ := stackDir(t, s, d2)
 	mounts := func() string {
 		b, _ := os.ReadFile("/proc/thread-self/mountinfo")
 		var out []string

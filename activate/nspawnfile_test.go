@@ -114,10 +114,8 @@ func TestFileSettingsStack(t *testing.T) {
 	s := newStore(t)
 	name := fmt.Sprintf("settings%d", os.Getpid())
 	t.Cleanup(func() { os.Remove(filepath.Join(MachineMounts, name)) })
-	d := storetest.Import(t, s, "img:1", storetest.File{Name: "v", Content: "1"})
-	dir, lower := makeStack(t, s, d, []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "app:x:1000:1000::/home/app:/bin/sh\n"}},
+	d := importStack(t, s, []layerFile{{Name: "etc", Dir: true}, {Name: "etc/passwd", Content: "app:x:1000:1000::/home/app:/bin/sh\n"}},
 		[]layerFile{{Name: "bin", Dir: true}})
-	useStack(t, d, dir, lower)
 	if _, _, err := Activate(ctx, s, name, d, "img:1", "test"); err != nil {
 		t.Fatal(err)
 	}

@@ -158,6 +158,8 @@ func TestWriteDowntime(t *testing.T) {
 			t.Errorf("rendered\n%s\nwant %q", b.String(), want)
 		}
 	}
+	r.Downtime = append(r.Downtime, Downtime{Image: "debian", RootswapRestart: st("", 500), RootswapUpdate: st("", 500)},
+		Downtime{Image: "big", RootswapRestart: st("", 600), RootswapUpdate: st("", 540)})
 	r.Config.Images = []string{"quick"}
 	r.evaluate()
 	var got []string
@@ -169,6 +171,7 @@ func TestWriteDowntime(t *testing.T) {
 		"PASS update's downtime vs Podman's stop + rm + run, quick 0.33× (330 ms vs 1.00 s)",
 		"n/a update's downtime vs a plain restart, big not measured: no systemd test bed",
 		"MISS update's downtime vs a plain restart, slow 1.33× (800 ms vs systemctl restart 600 ms)",
+		"PASS update's downtime, big vs debian (each over its own series' plain restart) 0.90× (big 0.90× its plain restart, debian 1.00×); unnormalised 1.08× (540 ms vs 500 ms)",
 		"MISS update's downtime vs Podman's stop + rm + run, slow 0.80× (800 ms vs 1.00 s); floor, a plain systemctl restart: 0.60× (600 ms)",
 	} {
 		if !slices.Contains(got, want) {

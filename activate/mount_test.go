@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // inChildNamespace reruns the calling test in a child process with a

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // TestFileSettings: the settings `nspawn-settings` writes are what run
@@ -31,9 +31,9 @@ func TestFileSettings(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	settings := func(o NspawnOptions, opt RunOptions) (string, error) {
+	settings := func(o NspawnOptions, opt RunOptions, user ...string) (string, error) {
 		t.Helper()
-		st, command, err := FileSettings(s, "web", "/bin/rs", o, opt)
+		st, command, err := FileSettings(s, "web", "/bin/rs", o, user, opt)
 		var lines []string
 		for _, x := range st {
 			lines = append(lines, fmt.Sprintf("%s.%s=%s", x.Section, x.Key, x.Value))
@@ -48,12 +48,18 @@ func TestFileSettings(t *testing.T) {
 			}
 		}
 	}
-	// No config: nspawn's shell, the unit's own settings.
+	// No config: nspawn's shell, the unit's own settings; the unit's
+	// COMMAND as it is, behind the init.
 	got, err := settings(NspawnOptions{}, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	has(got, "Exec.KillSignal=SIGTERM", "Files.Volatile=overlay", "Parameters=")
+	got, err = settings(NspawnOptions{}, RunOptions{}, "/app", "--serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(got, "Files.BindReadOnly=/bin/rs:/run/rootswap-init", "Parameters=/run/rootswap-init container-init -- /app --serve")
 
 	put(`{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/ep"],"Cmd":["serve"],"Env":["A=1","B=2"],"User":"app","WorkingDir":"/w","StopSignal":"SIGQUIT"},"rootfs":{"type":"layers","diff_ids":[]}}`)
 	got, err = settings(NspawnOptions{Env: []string{"B=mine"}, BindsRO: []string{"/etc/ssl"}}, RunOptions{})
@@ -83,6 +89,21 @@ func TestFileSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	has(got, "Parameters=/run/rootswap-init container-init --user 1000:1000:1000 --exec -- /ep serve")
+	// The unit's COMMAND replaces CMD, as docker run IMAGE COMMAND does,
+	// with the image's user, env and working directory still applying; a
+	// word that looks like an option stays the command; with --entrypoint
+	// it follows the new entrypoint.
+	got, err = settings(NspawnOptions{}, RunOptions{}, "-x", "a b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(got, "Exec.KillSignal=SIGQUIT", "Exec.Environment=A=1", "Exec.Environment=B=2", "Exec.WorkingDirectory=/w",
+		"Parameters=/run/rootswap-init container-init --user 1000:1000:1000 -- /ep -x a b")
+	got, err = settings(NspawnOptions{}, RunOptions{Entrypoint: "/other", EntrypointSet: true}, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(got, "Parameters=/run/rootswap-init container-init --user 1000:1000:1000 -- /other c")
 
 	// The next version's config is the next call's.
 	put(`{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/v2"]},"rootfs":{"type":"layers","diff_ids":[]}}`)
@@ -96,6 +117,17 @@ func TestFileSettings(t *testing.T) {
 	put(`{"architecture":"amd64","os":"linux","config":{"User":"nobody"},"rootfs":{"type":"layers","diff_ids":[]}}`)
 	if _, err := settings(NspawnOptions{}, RunOptions{}); err == nil || !strings.Contains(err.Error(), "web") {
 		t.Errorf("an image with no command and an unknown user: %v", err)
+	}
+	// -b boots the tree's init: Boot=yes, which the file must say, since
+	// under --settings=override its Boot= beats the drop-in's -b; nspawn's
+	// own stop signal for it; no init in front.
+	got, err = settings(NspawnOptions{Extra: []string{"-b"}}, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	has(got, "Exec.Boot=yes", "Parameters=")
+	if strings.Contains(got, "KillSignal") || strings.Contains(got, "rootswap-init") {
+		t.Errorf("-b: the settings hold a KillSignal= or the init:\n%s", got)
 	}
 	if _, err := settings(NspawnOptions{Extra: []string{"-U"}}, RunOptions{}); err == nil {
 		t.Errorf("-U: no refusal")
@@ -123,13 +155,13 @@ func TestFileSettingsStack(t *testing.T) {
 	if err := s.Update(func(tx *index.Tx) error { return tx.PutConfig(d, []byte(raw)) }); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := FileSettings(s, name, "/bin/rs", NspawnOptions{}, RunOptions{}); err == nil || !strings.Contains(err.Error(), "prepare --link-machines "+name) {
+	if _, _, err := FileSettings(s, name, "/bin/rs", NspawnOptions{}, nil, RunOptions{}); err == nil || !strings.Contains(err.Error(), "prepare --link-machines "+name) {
 		t.Errorf("an unmounted stack: %v", err)
 	}
 	if err := LinkMachine(s, name, filepath.Join(t.TempDir(), "machines")); err != nil {
 		t.Fatal(err)
 	}
-	_, command, err := FileSettings(s, name, "/bin/rs", NspawnOptions{}, RunOptions{})
+	_, command, err := FileSettings(s, name, "/bin/rs", NspawnOptions{}, nil, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -184,17 +184,3 @@ func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args [
 	}
 	return args, warning, err
 }
-
-// FileInit is the .nspawn file's form of the init for a machine whose
-// settings are o and whose command is command (Parameters=): the
-// BindReadOnly= setting that mounts bin, rootswap's binary, at pid1.Path
-// and the command with the init in front, or no setting and command as it
-// is when the run would have no init (noInit: --no-init).
-func (o NspawnOptions) FileInit(bin string, command []string, noInit bool) ([]NspawnSetting, []string) {
-	so := scanOptions("", o.Args())
-	if on, _ := withInit(RunOptions{NoInit: noInit}, so, command); !on {
-		return nil, command
-	}
-	_, cmd := initArgs(nil, command, bin, pid1.Options{})
-	return []NspawnSetting{{Section: "Files", Key: "BindReadOnly", Value: bin + ":" + pid1.Path}}, cmd
-}

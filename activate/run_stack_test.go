@@ -12,7 +12,7 @@ import (
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // fakeNspawn is a systemd-nspawn that reports what it was given: its

@@ -1,13 +1,8 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -147,51 +142,10 @@ func main() {
 // a static /notify-ready (notifyReadySrc) and script as /run.sh.
 func notifyImage(t *testing.T, script string) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(notifyReadySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module notifyready\n\ngo 1.22\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-trimpath", "-o", "notify-ready", ".")
-	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build notify-ready: %v\n%s", err, out)
-	}
-	helper, err := os.ReadFile(filepath.Join(dir, "notify-ready"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	helper := goBinary(t, "notify-ready", notifyReadySrc)
 	v1, _ := testimage.Images(t)
-	h := sha256.New()
-	h.Write([]byte(testimage.ImageID(t, v1) + "\n" + script + "\n"))
-	h.Write(helper)
-	ref := "rootswap-test/sdbed-notify:" + hex.EncodeToString(h.Sum(nil))[:12]
-	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
-		return ref
-	}
-	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	df := "FROM " + v1 + "\nCOPY notify-ready /notify-ready\nCOPY run.sh /run.sh\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ".dockerignore"), []byte("*.go\ngo.mod\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker", "build", "--network", "none", "--force-rm", "-t", ref, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker build %s: %v\n%s", ref, err, out)
-	}
-	return ref
+	return buildImage(t, "rootswap-test/sdbed-notify", df, map[string]contextFile{"notify-ready": {string(helper), 0o755}, "run.sh": {script, 0o755}})
 }
 
 // TestSdbedNotifyReady: a --notify unit stays activating while its payload

@@ -123,46 +123,8 @@ func TestTrustBundle(t *testing.T) {
 	}))
 	s.env = append(s.env, "ROOTSWAP_POLICY="+policyFile)
 
-	n := 0
-	push := func(nameTag string) (string, digest.Digest, string, digest.Digest) {
-		n++
-		l := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", fmt.Sprintf("%s %d\n", nameTag, n))))
-		cfg := imageConfig(t, l.diffID)
-		ref, m := pushRaw(t, reg, nameTag, cfg, []rawLayer{l}, nil)
-		return "docker://" + ref, m, digest.FromBytes(cfg).String(), digest.FromBytes(l.blob)
-	}
-	refused := func(ref string, blob digest.Digest, mention ...string) {
-		t.Helper()
-		before := len(s.images())
-		res := s.fail(1, append([]string{ref, "rejected by policy", policyFile}, mention...), "import", ref)
-		if msg := strings.TrimSpace(res.stderr); strings.Count(msg, "\n") != 0 {
-			t.Errorf("%s: the rejection is not one line:\n%s", ref, msg)
-		}
-		t.Logf("%s", strings.TrimSpace(res.stderr))
-		if got := reg.BlobGets(blob); got != 0 {
-			t.Errorf("%s: the layer blob was fetched %d times before the rejection", ref, got)
-		}
-		if after := len(s.images()); after != before {
-			t.Errorf("%s: %d trees after the rejection, %d before", ref, after, before)
-		}
-		s.verify("after the rejection of " + ref)
-	}
-	admitted := func(ref, img, how string) {
-		t.Helper()
-		if got := strings.TrimSpace(s.ok("import", ref)); got != img {
-			t.Fatalf("import %s: %q, want %s", ref, got, img)
-		}
-		out := s.ok("images", "--trust")
-		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(img, f[0]) {
-				if !strings.Contains(line, how) {
-					t.Errorf("images --trust for %s: %q, want %q", ref, line, how)
-				}
-				return
-			}
-		}
-		t.Errorf("images --trust lists no %s:\n%s", img, out)
-	}
+	rig := &trustRig{t: t, s: s, reg: reg, policy: policyFile}
+	push, refused, admitted := rig.push, rig.refused, rig.admitted
 	rk := sigstoretest.Options{Rekor: rekor}
 
 	t.Run("by key", func(t *testing.T) {

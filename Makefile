@@ -3,8 +3,9 @@
 # (scripts/dockerd.sh) that they stop again, even when a step fails; a
 # private daemon that was already running is left running.
 
-BIN := bin/rootswap
-GO  ?= go
+BIN    := bin/rootswap
+VERIFY := $(dir $(BIN))rootswap-verify
+GO     ?= go
 
 .PHONY: build man install test fuzz bench bench-quick bench-registry-quick demo deps vet fmt clean
 
@@ -12,8 +13,12 @@ GO  ?= go
 # leave `rootswap --version` without the revision it was built from.
 # CGO_ENABLED=0: a static binary, since `run` bind-mounts it into every
 # container as the payload's init, whatever C library the image has (or none).
+# rootswap-verify, beside it, checks Sigstore signatures for it
+# (sigstore-go lives there alone, so that rootswap stays small and starts
+# fast); rootswap looks for it in its own directory.
 build:
 	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(BIN) ./cmd/rootswap
+	CGO_ENABLED=0 $(GO) build -buildvcs=auto -o $(VERIFY) ./cmd/rootswap-verify
 
 # Man pages, one per command, generated from the commands' help
 # (cobra's doc generator, through the hidden `rootswap man DIR`); set
@@ -21,13 +26,14 @@ build:
 man: build
 	rm -rf man && $(BIN) man man
 
-# Installs the binary, the man pages and bash, zsh and fish completion
+# Installs the binaries (rootswap and rootswap-verify), the man pages and bash, zsh and fish completion
 # under $(DESTDIR)$(PREFIX). Units that `rootswap unit` writes name the
 # binary they were written by, so write them with the installed one.
 PREFIX  ?= /usr/local
 DESTDIR ?=
 install: build man
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/rootswap
+	install -m 0755 $(VERIFY) $(DESTDIR)$(PREFIX)/bin/rootswap-verify
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions \

@@ -50,7 +50,7 @@ var fences = []struct {
 		"bench":             "the registry floor decompresses layers with the registry source's gunzip",
 	}},
 	{"github.com/sigstore", map[string]string{
-		"policy":                "Sigstore bundles verified offline (sigstore-go): the cryptography of the signature policy, beside it",
+		"internal/sigverify":    "Sigstore signatures verified offline (sigstore-go), linked only into cmd/rootswap-verify (TestLeanBinary)",
 		"internal/sigstoretest": "the test kit that signs bundles as cosign v3 does, with a test CA and an in-process Rekor",
 	}},
 	{"golang.org/x/sys/unix", map[string]string{
@@ -88,6 +88,8 @@ var floors = []struct {
 	{"internal/failpoint", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/journal", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/pid1", "the ground floor", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/sigproto", "the ground floor: the verifier's wire protocol, types only", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
+	{"internal/sigverify", "the ground floor: it verifies what a request holds, it knows nothing of rootswap", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 	{"internal/sigstoretest", "a test kit on the ground floor: it signs, it knows nothing of rootswap", []string{"index", "cache", "snapshot", "activate", "gc", "policy", "unit"}},
 }
 
@@ -111,6 +113,51 @@ func TestFloors(t *testing.T) {
 					t.Errorf("package %s imports %s: %s", f.pkg, name, f.why)
 				}
 			}
+		}
+	}
+}
+
+// heavy are dependencies the rootswap binary must not link, directly or
+// not: every invocation would pay their size and package initialisation,
+// the init inside each container included (issues 18 and 20). Signature
+// verification needs them, so it runs as rootswap-verify
+// (internal/sigverify), a program of its own.
+var heavy = []string{"github.com/sigstore", "google.golang.org/grpc", "github.com/go-openapi"}
+
+// TestLeanBinary fails for every package of heavy that cmd/rootswap
+// links, naming the import chain's end.
+func TestLeanBinary(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "./cmd/rootswap")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v\n%s", err, stderr.Bytes())
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 10 {
+		t.Fatalf("go list -deps ./cmd/rootswap lists %d packages", len(deps))
+	}
+	for _, d := range deps {
+		for _, h := range heavy {
+			if d == h || strings.HasPrefix(d, h+"/") {
+				t.Errorf("cmd/rootswap links %s: keep it in internal/sigverify, behind rootswap-verify", d)
+			}
+		}
+	}
+	// The verifier does link them: the list above is spelt right.
+	cmd = exec.Command(goBin, "list", "-deps", "./cmd/rootswap-verify")
+	out, err = cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./cmd/rootswap-verify: %v", err)
+	}
+	for _, h := range heavy {
+		if !strings.Contains(string(out), h+"/") {
+			t.Errorf("cmd/rootswap-verify links nothing of %s: fix heavy", h)
 		}
 	}
 }

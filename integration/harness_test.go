@@ -24,7 +24,9 @@ var (
 	binErr  error
 )
 
-// rootswapBin is $ROOTSWAP_BIN, or a binary built once for this process.
+// rootswapBin is $ROOTSWAP_BIN, or a binary built once for this process
+// (with rootswap-verify beside it, as make build puts it beside
+// $ROOTSWAP_BIN).
 func rootswapBin(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("ROOTSWAP_BIN"); p != "" {
@@ -36,10 +38,14 @@ func rootswapBin(t *testing.T) string {
 			binErr = err
 			return
 		}
+		// rootswap-verify goes beside rootswap, where rootswap looks for it.
 		binPath = filepath.Join(dir, "rootswap")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/rootswap/rootswap/cmd/rootswap").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		for _, c := range []string{"rootswap", "rootswap-verify"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "github.com/rootswap/rootswap/cmd/"+c).CombinedOutput()
+			if err != nil {
+				binErr = fmt.Errorf("go build %s: %v\n%s", c, err, out)
+				return
+			}
 		}
 	})
 	if binErr != nil {

@@ -8,7 +8,8 @@ import (
 	"testing"
 )
 
-// TestMakeInstall: `make install` puts the binary, a man page per command
+// TestMakeInstall: `make install` puts the binaries (rootswap and the
+// signature verifier beside it), a man page per command
 // and bash, zsh and fish completion under DESTDIR/PREFIX.
 func TestMakeInstall(t *testing.T) {
 	needIntegration(t)
@@ -23,6 +24,7 @@ func TestMakeInstall(t *testing.T) {
 		t.Errorf("%s --version: %v\n%s", bin, err, out)
 	}
 	for _, f := range []string{
+		"usr/local/bin/rootswap-verify",
 		"usr/local/share/man/man1/rootswap.1",
 		"usr/local/share/man/man1/rootswap-prepare.1",
 		"usr/local/share/man/man1/rootswap-unit.1",

@@ -200,11 +200,16 @@ func bootBed(t *testing.T) *bed {
 	// The docker socket goes where the Docker client looks by default, so
 	// the units need no DOCKER_HOST; --console=read-only keeps the bed's
 	// getty off the test's terminal.
-	b.nspawn = exec.Command("systemd-nspawn", "--quiet", "-b", "--register=no", "--keep-unit",
-		"-D", tree, "--volatile=overlay", "--machine="+machine, "--console=read-only",
-		"--bind-ro="+bin+":/usr/local/bin/rootswap",
-		"--bind="+sock+":/run/docker.sock",
-		"--bind="+b.store)
+	args := []string{"--quiet", "-b", "--register=no", "--keep-unit",
+		"-D", tree, "--volatile=overlay", "--machine=" + machine, "--console=read-only",
+		"--bind-ro=" + bin + ":/usr/local/bin/rootswap",
+		"--bind=" + sock + ":/run/docker.sock",
+		"--bind=" + b.store}
+	// The signature verifier goes beside rootswap, as make install puts it.
+	if v := filepath.Join(filepath.Dir(bin), "rootswap-verify"); func() bool { _, err := os.Stat(v); return err == nil }() {
+		args = append(args, "--bind-ro="+v+":/usr/local/bin/rootswap-verify")
+	}
+	b.nspawn = exec.Command("systemd-nspawn", args...)
 	b.nspawn.Stdout, b.nspawn.Stderr = con, con
 	start := time.Now()
 	b.booted = start

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -130,6 +131,37 @@ func TestTrustBundle(t *testing.T) {
 		ref, m, img, _ := push("bundle/key:1")
 		attachBundle(t, reg, "bundle/key", m, key.Sign(t, m, sigstoretest.Options{}))
 		admitted(ref, img, "sigstoreSigned bundle key "+fp+" (scope docker:"+a+"/bundle/key)")
+	})
+	t.Run("no verifier beside rootswap", func(t *testing.T) {
+		// rootswap alone, as an installation that forgot rootswap-verify:
+		// one line naming what to install, exit 1, nothing fetched or stored.
+		lone := filepath.Join(t.TempDir(), "rootswap")
+		b, err := os.ReadFile(rootswapBin(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(lone, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ref, m, _, blob := push("bundle/key:noverifier")
+		attachBundle(t, reg, "bundle/key", m, key.Sign(t, m, sigstoretest.Options{}))
+		before := len(s.images())
+		cmd := exec.Command(lone, "--root", s.root, "import", ref)
+		cmd.Env = append(os.Environ(), s.env...)
+		cmd.Env = append(cmd.Env, "ROOTSWAP_VERIFY=")
+		out, err := cmd.CombinedOutput()
+		msg := strings.TrimSpace(string(out))
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || strings.Count(msg, "\n") != 0 ||
+			!strings.Contains(msg, "rootswap-verify not found at "+filepath.Join(filepath.Dir(lone), "rootswap-verify")) || !strings.Contains(msg, "make install") || !strings.Contains(msg, ref) {
+			t.Fatalf("import %s without rootswap-verify: %v\n%s", ref, err, msg)
+		}
+		if got := reg.BlobGets(blob); got != 0 {
+			t.Errorf("the layer blob was fetched %d times", got)
+		}
+		if after := len(s.images()); after != before {
+			t.Errorf("%d trees after, %d before", after, before)
+		}
+		s.verify("after an import without rootswap-verify")
 	})
 	t.Run("no signature", func(t *testing.T) {
 		ref, _, _, blob := push("bundle/key:unsigned")

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/opencontainers/go-digest"
+
+	"github.com/rootswap/rootswap/internal/sigproto"
 )
 
 // Image is what the policy is asked about: an image as its source
@@ -155,7 +157,10 @@ func (p *Policy) Check(ctx context.Context, img Image, sigs Signatures) (Admissi
 				}
 				asked = true
 			}
-			part, reason := r.verify(img, fetched)
+			part, reason, err := r.verify(ctx, img, fetched)
+			if err != nil {
+				return Admission{}, fmt.Errorf("image %s: %w", img.Ref, err)
+			}
 			if reason != "" {
 				return reject(reason)
 			}
@@ -325,14 +330,41 @@ func hasKey(keys []Key, fp string) bool {
 }
 
 // verify returns how one of sigs admits img (an admission's part), or
-// why none does: the most telling reason among the signatures tried.
-func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
+// why none does: the most telling reason among the signatures tried. The
+// verifier (verifier.go) checks every Sigstore bundle and, under a Rekor
+// key or a Fulcio CA, every legacy signature's cryptography, all in one
+// run; an error is its absence or failure.
+func (r Requirement) verify(ctx context.Context, img Image, sigs []Signature) (string, string, error) {
 	if len(sigs) == 0 {
-		return "", "no signature found"
+		return "", "no signature found", nil
 	}
 	want, err := normalize(img.Name)
 	if err != nil {
-		return "", err.Error()
+		return "", err.Error(), nil
+	}
+	raws := make([][]byte, len(sigs)) // legacy signatures decoded
+	decoded := make([]bool, len(sigs))
+	asked := make([]int, len(sigs)) // index in wire, or -1
+	var wire []sigproto.Sig
+	for i, s := range sigs {
+		asked[i] = -1
+		if s.Bundle == nil {
+			if raws[i], err = base64.StdEncoding.DecodeString(s.Base64); err != nil {
+				continue
+			}
+			decoded[i] = true
+			if r.Fulcio == nil && r.Rekor == nil {
+				continue
+			}
+		}
+		asked[i] = len(wire)
+		wire = append(wire, sigproto.Sig{Bundle: s.Bundle, Payload: s.Payload, Signature: raws[i], Cert: s.Cert, Chain: s.Chain, Rekor: s.Rekor})
+	}
+	var results []sigproto.Result
+	if len(wire) > 0 {
+		if results, err = r.verifySigstore(ctx, img, wire); err != nil {
+			return "", "", err
+		}
 	}
 	reason, rank := "", 0
 	worse := func(n int, s string) {
@@ -340,33 +372,32 @@ func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 			reason, rank = s, n
 		}
 	}
-	for _, s := range sigs {
+	for i, s := range sigs {
 		if s.Bundle != nil {
-			part, n, why := r.verifyBundle(img, s.Bundle)
-			if why == "" {
-				return part, ""
+			res := results[asked[i]]
+			if res.Reason == "" {
+				return r.Type + " bundle " + res.How, "", nil
 			}
-			worse(n, why)
+			worse(res.Rank, res.Reason)
 			continue
 		}
-		raw, err := base64.StdEncoding.DecodeString(s.Base64)
-		if err != nil {
+		if !decoded[i] {
 			worse(2, "a signature is not base64")
 			continue
 		}
 		var how string
-		if r.Fulcio != nil || r.Rekor != nil {
-			h, n, why := r.verifyLegacySigstore(s, raw)
-			if why != "" {
-				worse(n, why)
+		if asked[i] >= 0 {
+			res := results[asked[i]]
+			if res.Reason != "" {
+				worse(res.Rank, res.Reason)
 				continue
 			}
-			how = h
+			how = res.How
 		} else {
 			var key *Key
-			for i := range r.Keys {
-				if verifySig(r.Keys[i].Public, s.Payload, raw) {
-					key = &r.Keys[i]
+			for k := range r.Keys {
+				if verifySig(r.Keys[k].Public, s.Payload, raws[i]) {
+					key = &r.Keys[k]
 					break
 				}
 			}
@@ -398,9 +429,9 @@ func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 			worse(4, fmt.Sprintf("identity mismatch: signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want))
 			continue
 		}
-		return r.Type + " " + how + " for " + signed.String(), ""
+		return r.Type + " " + how + " for " + signed.String(), "", nil
 	}
-	return "", reason
+	return "", reason, nil
 }
 
 func plural(n int) string {

@@ -26,8 +26,8 @@
 //     entry are checked as a bundle's are.
 //   - a Sigstore bundle (cosign v3) signs the manifest digest alone: a
 //     DSSE in-toto statement of cosign's signature predicate whose subject
-//     is the digest, or a message signature over it. sigstore-go checks it
-//     offline against the scope's key, or against its Fulcio CA (the
+//     is the digest, or a message signature over it. sigstore-go checks it,
+//     in the verifier program rootswap-verify (verifier.go), offline against the scope's key, or against its Fulcio CA (the
 //     certificate valid when the Rekor entry's signed timestamp says it was
 //     logged) and then its issuer and subject (an email or a URI SAN).
 //     A bundle names no docker reference: the match* identity rules hold
@@ -37,6 +37,8 @@
 //     how (the key's fingerprint, or the CA's and the certificate's
 //     identity, and the Rekor key); a rejection says why not.
 //
-// This package reads files and verifies signatures; fetching them is the
-// image source's business (snapshot/registry), handed in as a function.
+// This package reads files and verifies signatures, those that need
+// Sigstore's cryptography by running rootswap-verify (internal/sigverify);
+// fetching them is the image source's business (snapshot/registry),
+// handed in as a function.
 package policy

@@ -12,6 +12,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/journal"
+	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/unit"
 )
 
@@ -95,6 +96,10 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, cache.ErrLocked):
 		return exitBusy
+	case errors.Is(err, policy.ErrNoVerifier):
+		// rootswap-verify missing: an incomplete installation, a failure
+		// of the configuration like a policy file that does not load.
+		return exitFailure
 	}
 	return exitFailure
 }

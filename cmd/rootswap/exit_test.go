@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rootswap/rootswap/policy"
 	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
@@ -171,5 +172,19 @@ func TestLinkMachinesVariable(t *testing.T) {
 		if on != want.on || dir != want.dir || ok != want.ok {
 			t.Errorf("linkEnv(%q) = %v, %q, %v; want %v", v, on, dir, ok, want)
 		}
+	}
+}
+
+// TestNoVerifierExits1: a policy that needs rootswap-verify where it is
+// missing fails like a policy that does not load: exit 1, one line that
+// names what to install.
+func TestNoVerifierExits1(t *testing.T) {
+	var buf bytes.Buffer
+	old := stderr
+	stderr = &buf
+	t.Cleanup(func() { stderr = old })
+	err := fmt.Errorf("image docker://r.example/app:1: %w at /usr/bin/rootswap-verify, which Sigstore signatures need: install it", policy.ErrNoVerifier)
+	if code := exitCode(err); code != 1 || strings.Count(buf.String(), "\n") != 1 || !strings.Contains(buf.String(), "rootswap-verify not found") {
+		t.Errorf("exit %d, stderr %q", code, buf.String())
 	}
 }

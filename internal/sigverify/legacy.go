@@ -1,4 +1,4 @@
-package policy
+package sigverify
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/verify"
+
+	"github.com/rootswap/rootswap/internal/sigproto"
 )
 
 // A legacy signature made keyless (cosign v2's `cosign sign` without a
@@ -37,9 +39,8 @@ type rekorAnnotation struct {
 	} `json:"Payload"`
 }
 
-// legacyBundle is legacy signature s (sig its decoded signature) as a
-// Sigstore bundle.
-func legacyBundle(s Signature, sig []byte) (*bundle.Bundle, error) {
+// legacyBundle is legacy signature s as a Sigstore bundle.
+func legacyBundle(s sigproto.Sig) (*bundle.Bundle, error) {
 	sum := sha256.Sum256(s.Payload)
 	pb := &protobundle.Bundle{
 		MediaType: "application/vnd.dev.sigstore.bundle+json;version=0.1",
@@ -48,7 +49,7 @@ func legacyBundle(s Signature, sig []byte) (*bundle.Bundle, error) {
 		},
 		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
 			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
-			Signature:     sig,
+			Signature:     s.Signature,
 		}},
 	}
 	if s.Cert != "" {
@@ -106,17 +107,17 @@ func legacyBundle(s Signature, sig []byte) (*bundle.Bundle, error) {
 	return bundle.NewBundle(pb)
 }
 
-// verifyLegacySigstore checks legacy signature s (sig decoded) with
-// sigstore-go against r's keys and Rekor key, or its Fulcio CA: the middle
-// of an admission's part, or the rank and text of why not.
-func (r Requirement) verifyLegacySigstore(s Signature, sig []byte) (string, int, string) {
+// verifyLegacy checks legacy signature s with sigstore-go against r's
+// keys and Rekor key, or its Fulcio CA: the middle of an admission's
+// part, or the rank and text of why not.
+func (r *trusted) verifyLegacy(s sigproto.Sig) (string, int, string) {
 	if r.Fulcio != nil && s.Cert == "" {
 		return "", 1, "signed by another key: a legacy signature without a certificate, and the scope is keyless"
 	}
 	if s.Rekor == nil {
 		return "", 1, "a legacy signature without a Rekor entry (its dev.sigstore.cosign/bundle annotation); the scope's Rekor key must have logged it"
 	}
-	b, err := legacyBundle(s, sig)
+	b, err := legacyBundle(s)
 	if err != nil {
 		return "", 2, "a legacy signature's certificate or Rekor entry is malformed: " + err.Error()
 	}

@@ -1,4 +1,4 @@
-package policy
+package sigverify
 
 import (
 	"crypto"
@@ -31,10 +31,10 @@ import (
 // attached by the same key do not sign the image.
 const CosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
 
-// verifyBundle checks Sigstore bundle raw against r for img: the part of
-// an admission it earns, or the rank and text of why not (the ranks of
-// verify: 1 another key, 2 malformed, 3 another digest, 4 identity).
-func (r Requirement) verifyBundle(img Image, raw []byte) (part string, rank int, reason string) {
+// verifyBundle checks Sigstore bundle raw against r for the image with
+// manifest digest manifest: how it verifies (an admission's middle), or
+// the rank and text of why not (sigproto.Result's ranks).
+func (r *trusted) verifyBundle(manifest string, raw []byte) (part string, rank int, reason string) {
 	// A bundle is hostile input from a registry; a library's panic on
 	// one is a malformed bundle, never a crash.
 	defer func() {
@@ -50,15 +50,15 @@ func (r Requirement) verifyBundle(img Image, raw []byte) (part string, rank int,
 	if reason != "" {
 		return "", 2, reason
 	}
-	if r.Identity.Type == "exactReference" || r.Identity.Type == "exactRepository" {
-		return "", 4, fmt.Sprintf("identity mismatch: a Sigstore bundle signs the manifest digest alone, no docker reference that %s could match", r.Identity.Type)
+	if r.Identity == "exactReference" || r.Identity == "exactRepository" {
+		return "", 4, fmt.Sprintf("identity mismatch: a Sigstore bundle signs the manifest digest alone, no docker reference that %s could match", r.Identity)
 	}
 	// Verify the signature over the digest the bundle claims, then compare
 	// that with the manifest pulled: a bundle for another image (a replay)
 	// is then told apart from one nobody trusted signed.
 	d := claimed[0]
-	if slices.Contains(claimed, img.Manifest.String()) {
-		d = img.Manifest.String()
+	if slices.Contains(claimed, manifest) {
+		d = manifest
 	}
 	alg, hexd, _ := strings.Cut(d, ":")
 	sum, err := hex.DecodeString(hexd)
@@ -70,17 +70,17 @@ func (r Requirement) verifyBundle(img Image, raw []byte) (part string, rank int,
 	switch {
 	case reason != "":
 		return "", 1, reason
-	case d != img.Manifest.String():
-		return "", 3, fmt.Sprintf("the signature is for manifest %s, not %s", d, img.Manifest)
+	case d != manifest:
+		return "", 3, fmt.Sprintf("the signature is for manifest %s, not %s", d, manifest)
 	}
-	return SigstoreSigned + " bundle " + part, 0, ""
+	return part, 0, ""
 }
 
 // sigstore verifies entity b with sigstore-go, by r's keys or its Fulcio
 // CA, for the artifact art: how (the middle of an admission's part: "key
 // FP [rekor FP]", "certificate CA issuer I subject S rekor FP"), or why
 // not.
-func (r Requirement) sigstore(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
+func (r *trusted) sigstore(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
 	if r.Fulcio == nil {
 		return r.bundleByKey(b, art)
 	}
@@ -126,7 +126,7 @@ func bundleDigests(b *bundle.Bundle) ([]string, string) {
 
 // bundleByKey verifies b with each of r's keys in turn; with a Rekor key,
 // b must also carry an entry that key logged.
-func (r Requirement) bundleByKey(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
+func (r *trusted) bundleByKey(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
 	logs, err := r.rekorLogs()
 	if err != nil {
 		return "", err.Error()
@@ -166,7 +166,7 @@ func (r Requirement) bundleByKey(b verify.SignedEntity, art verify.ArtifactPolic
 // bundleByCert verifies b against r's Fulcio CA and Rekor key, offline:
 // the certificate chains to the CA at the time the Rekor entry's signed
 // promise says it was logged; then its issuer and subject must be r's.
-func (r Requirement) bundleByCert(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
+func (r *trusted) bundleByCert(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
 	logs, err := r.rekorLogs()
 	if err != nil {
 		return "", err.Error()
@@ -199,7 +199,7 @@ func (r Requirement) bundleByCert(b verify.SignedEntity, art verify.ArtifactPoli
 
 // rekorPart is what an admission says of the Rekor key that had to log
 // the signature.
-func (r Requirement) rekorPart() string {
+func (r *trusted) rekorPart() string {
 	if len(r.Rekor) == 0 {
 		return ""
 	}
@@ -210,7 +210,7 @@ func (r Requirement) rekorPart() string {
 // by log ID (the hex sha256 of the key's DER, as Rekor names itself); nil
 // without one. The keys have no validity period in a policy: each is
 // trusted from the epoch on.
-func (r Requirement) rekorLogs() (map[string]*root.TransparencyLog, error) {
+func (r *trusted) rekorLogs() (map[string]*root.TransparencyLog, error) {
 	if len(r.Rekor) == 0 {
 		return nil, nil
 	}

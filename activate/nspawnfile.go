@@ -3,7 +3,6 @@ package activate
 import (
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/internal/pid1"
@@ -38,12 +37,12 @@ func FileSettings(s *cache.Store, name, bin string, o NspawnOptions, opt RunOpti
 	}
 	var root fs.FS
 	if cfg != nil {
-		r, err := os.OpenRoot(tree)
+		r, done, err := imageRoot(s, tree, d)
 		if err != nil {
 			return nil, nil, fmt.Errorf("nspawn settings %s: %w", name, err)
 		}
-		defer r.Close()
-		root = r.FS()
+		defer done()
+		root = r
 	}
 	ir, err := planImage(cfg, root, so, nil, opt)
 	if err != nil {

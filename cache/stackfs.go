@@ -99,4 +99,3 @@ func (sf stackFS) find(name string) (string, error) {
 	}
 	return "", fs.ErrNotExist
 }
-

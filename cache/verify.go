@@ -543,9 +543,20 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 // count 1) and no sound layer lists.
 func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict, ldv layerDirVerdict) []string {
 	var out []string
+	// A layer directory a stack on disk links to is no leftover, recorded
+	// or not (an index rebuilt from the disk has no layer directory
+	// records: the next import of the image publishes them again).
+	linked := map[digest.Digest]bool{}
+	trees, _ := s.TreeDigests()
+	for _, d := range trees {
+		for _, c := range s.StackLinks(d) {
+			linked[c] = true
+		}
+	}
 	ldirs, _ := os.ReadDir(filepath.Join(s.root, "layerdirs", "sha256"))
 	for _, e := range ldirs {
-		if _, ok := ldv.recs[digest.NewDigestFromEncoded(digest.SHA256, e.Name())]; !ok {
+		c := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if _, ok := ldv.recs[c]; !ok && !linked[c] {
 			out = append(out, filepath.Join("layerdirs", "sha256", e.Name()))
 		}
 	}

@@ -31,10 +31,9 @@ import (
 
 // stackOf is cache.Store.StackOf (issue 19's store side): dir is tree d's
 // directory, lower its layer names topmost first, ok false for a plain
-// tree. Until the store writes stacks, every tree is plain; tests put a
-// stack they made by hand here.
+// tree. Tests put a stack they made by hand here.
 var stackOf = func(s *cache.Store, d digest.Digest) (dir string, lower []string, ok bool, err error) {
-	return "", nil, false, nil
+	return s.StackOf(d)
 }
 
 // stack is a tree's layers as overlayfs lays them: dir the tree's

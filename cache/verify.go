@@ -396,9 +396,18 @@ func (s *Store) verifyTree(t index.Tree, badObjects map[digest.Digest]string) []
 	if n != t.Files {
 		bad("", "manifest lists %d entries, index says %d", n, t.Files)
 	}
-	// Anything in the tree the manifest does not list.
+	// Anything in the tree the manifest does not list, and every
+	// directory that cannot be read.
 	count := int64(0)
-	filepath.Walk(root, func(string, os.FileInfo, error) error { count++; return nil })
+	filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			rel, _ := filepath.Rel(root, p)
+			bad(rel, "unreadable: %v", err)
+			return nil
+		}
+		count++
+		return nil
+	})
 	if count-1 > t.Files { // the root itself is not always listed
 		bad("", "tree has %d entries, manifest %d", count-1, t.Files)
 	}

@@ -74,9 +74,9 @@ var fences = []struct {
 // import: the sources hand images to snapshot and never reach the store
 // behind it (the ref cache is cache.Store's, passed in), the policy
 // judges images without fetching or storing them, and the ground floor
-// leans on nothing above it. storetest is the one test kit above the
-// ground: it builds stores with cache and snapshot for every package's
-// tests.
+// leans on nothing above it. The store's test kit, snapshot/storetest,
+// sits above snapshot: it builds stores with cache and snapshot for every
+// package's tests.
 var floors = []struct {
 	pkg, why  string
 	forbidden []string

@@ -18,8 +18,8 @@ import (
 
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // newStore opens a store in t.TempDir(), checked when the test ends.
@@ -425,10 +425,13 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 func TestLinkMachine(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
-	plain := func(v string) digest.Digest {
-		return storetest.ImportPlain(t, s, "", storetest.File{Name: "etc/version", Content: v})
+	// Plain trees with /usr: LinkMachine mounts a stack, or a tree
+	// without /usr, instead of linking it (TestLinkMachineStack,
+	// TestLinkMachineScratch).
+	tree := func(v string) digest.Digest {
+		return storetest.ImportPlain(t, s, "", storetest.File{Name: "etc/version", Content: v}, storetest.File{Name: "usr/x"})
 	}
-	d1, d2 := plain("v1"), plain("v2")
+	d1, d2 := tree("v1"), tree("v2")
 	dir := filepath.Join(t.TempDir(), "machines")
 	Activate(ctx, s, "m", d1, "", "test")
 	if err := LinkMachine(s, "m", dir); err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // TestRunReadsConfigAtStart: run takes the command, env, user and stop

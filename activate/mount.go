@@ -108,8 +108,9 @@ func Umount(s *cache.Store, dir string) (digest.Digest, error) {
 }
 
 // mountedTree tells which of s's trees mount m at dir shows: an overlay
-// whose source is a stack's directory, or a bind mount of a plain tree's
-// directory (the same directory as the tree's path).
+// whose source is a stack's directory or a plain tree's (shimmed), or a
+// bind mount of a plain tree's directory (the same directory as the
+// tree's path).
 func mountedTree(s *cache.Store, dir string, m fsys.MountInfo) (digest.Digest, bool) {
 	p := m.Root
 	if m.FSType == "overlay" {
@@ -121,11 +122,17 @@ func mountedTree(s *cache.Store, dir string, m fsys.MountInfo) (digest.Digest, b
 		return "", false
 	}
 	if m.FSType == "overlay" {
+		// A stack's overlay, or a plain tree's with a shim over it
+		// (LinkMachine's of a tree without /usr).
 		st, err := lookupStack(s, d)
-		if err != nil || st == nil {
+		if err != nil {
 			return "", false
 		}
-		sd, err := filepath.EvalSymlinks(st.dir)
+		dir := s.TreePath(d)
+		if st != nil {
+			dir = st.dir
+		}
+		sd, err := filepath.EvalSymlinks(dir)
 		return d, err == nil && sd == m.Source
 	}
 	a, errA := os.Stat(dir)

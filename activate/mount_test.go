@@ -13,7 +13,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // inChildNamespace reruns the calling test in a child process with a
@@ -39,21 +39,23 @@ func inChildNamespace(t *testing.T) bool {
 // TestMountUmount: rootswap mount shows a stack merged and read-only, a
 // lone layer too, and a plain tree read-only; the overlay's source is the
 // stack's directory (what gc reads); umount takes each away and nothing
-// else.
+// else. Through both mount APIs.
 func TestMountUmount(t *testing.T) {
 	if !inChildNamespace(t) {
 		return
 	}
+	bothMountPaths(t, testMountUmount)
+}
+
+func testMountUmount(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
 	mnt := t.TempDir()
-	two := storetest.Import(t, s, "two", storetest.File{Name: "plain", Content: "x"})
-	one := storetest.Import(t, s, "one", storetest.File{Name: "plain", Content: "y"})
 	plain := storetest.ImportPlain(t, s, "plain", storetest.File{Name: "plain", Content: "z"})
-	dir2, lower2 := makeStack(t, s, two, []layerFile{{Name: "a", Content: "1"}, {Name: "gone", Content: "1"}}, []layerFile{{Name: ".wh.gone"}, {Name: "b", Content: "2"}})
-	useStack(t, two, dir2, lower2)
-	dir1, lower1 := makeStack(t, s, one, []layerFile{{Name: "only", Content: "1"}})
-	useStack(t, one, dir1, lower1)
+	two := importStack(t, s, []layerFile{{Name: "a", Content: "1"}, {Name: "gone", Content: "1"}}, []layerFile{{Name: ".wh.gone"}, {Name: "b", Content: "2"}})
+	one := importStack(t, s, []layerFile{{Name: "only", Content: "1"}})
+	dir2, _ := stackDir(t, s, two)
+	dir1, _ := stackDir(t, s, one)
 	for _, tc := range []struct {
 		name  string
 		tree  digest.Digest

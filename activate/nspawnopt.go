@@ -56,7 +56,13 @@ func (o NspawnOptions) Check(name string, command []string) error {
 			return fmt.Errorf("--setenv %q: want VAR=VALUE", e)
 		}
 	}
-	_, err := NspawnArgs(name, "/", append(o.Args(), command...), false)
+	args := o.Args()
+	if len(command) > 0 {
+		// "--": a command word that looks like an option stays the
+		// command, as run's command line has it.
+		args = append(append(args, "--"), command...)
+	}
+	_, err := NspawnArgs(name, "/", args, false)
 	return err
 }
 

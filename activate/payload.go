@@ -47,8 +47,6 @@ func withInit(opt RunOptions, o nspawnOpts, command []string) (bool, string) {
 		return false, "-b boots the tree's own init"
 	case o.asPid2:
 		return false, "--as-pid2 makes nspawn's stub init PID 1"
-	case o.notify:
-		return false, "--notify-ready: nspawn takes READY=1 from PID 1 only"
 	case len(command) == 0:
 		return false, "no command: nspawn's shell"
 	case ownInits[path.Base(command[0])]:
@@ -185,19 +183,4 @@ func runPayload(s *cache.Store, name, tree string, d digest.Digest, user, args [
 		warning = strings.TrimPrefix(warning+"; "+cfgWarning, "; ")
 	}
 	return args, warning, err
-}
-
-// FileInit is the .nspawn file's form of the init for a machine whose
-// settings are o and whose command is command (Parameters=): the
-// BindReadOnly= setting that mounts bin, rootswap's binary, at pid1.Path
-// and the command with the init in front, or no setting and command as it
-// is when the run would have no init (noInit: --no-init).
-func (o NspawnOptions) FileInit(bin string, command []string, noInit bool) ([]NspawnSetting, []string) {
-	so := scanOptions("", o.Args())
-	so.notify = so.notify || o.NotifyReady
-	if on, _ := withInit(RunOptions{NoInit: noInit}, so, command); !on {
-		return nil, command
-	}
-	_, cmd := initArgs(nil, command, bin, pid1.Options{})
-	return []NspawnSetting{{Section: "Files", Key: "BindReadOnly", Value: bin + ":" + pid1.Path}}, cmd
 }

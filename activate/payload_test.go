@@ -23,7 +23,7 @@ func TestPayloadInit(t *testing.T) {
 		{RunOptions{}, []string{"-b"}, base + " -b"},
 		{RunOptions{}, []string{"--as-pid2", "/bin/sh"}, base + " --kill-signal=SIGTERM --as-pid2 -- /bin/sh"},
 		{RunOptions{}, []string{"-qa", "/bin/sh"}, base + " --kill-signal=SIGTERM -qa -- /bin/sh"},
-		{RunOptions{}, []string{"--notify-ready=yes", "/bin/sh"}, base + " --kill-signal=SIGTERM --notify-ready=yes -- /bin/sh"},
+		{RunOptions{}, []string{"--notify-ready=yes", "/bin/sh"}, base + " --kill-signal=SIGTERM --notify-ready=yes " + init + " /bin/sh"},
 		{RunOptions{}, []string{"--notify-ready=no", "/bin/sh"}, base + " --kill-signal=SIGTERM --notify-ready=no " + init + " /bin/sh"},
 		{RunOptions{}, nil, base + " --kill-signal=SIGTERM"},
 		{RunOptions{}, []string{"--read-only"}, base[:strings.Index(base, " --volatile")] + " --register=no --keep-unit --kill-signal=SIGTERM --read-only"},

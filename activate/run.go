@@ -66,7 +66,6 @@ type nspawnOpts struct {
 	stopBy    bool            // --kill-signal or -b/--boot: the user chose how a stop reaches PID 1
 	boot      bool            // -b/--boot: nspawn runs the tree's own init
 	asPid2    bool            // -a/--as-pid2: nspawn's stub init is PID 1
-	notify    bool            // --notify-ready= other than no: nspawn waits for READY=1 from PID 1
 	cmdAt     int             // user[cmdAt:] is the command, after a "--" if user[cmdAt] is one
 	env       map[string]bool // the variables -E/--setenv set
 	chdir     bool            // --chdir: the user chose the working directory
@@ -191,9 +190,6 @@ func (o *nspawnOpts) option(opt, val string, hasVal bool, a string, refuse func(
 		o.stopBy, o.boot = true, true
 	case "-a", "--as-pid2":
 		o.asPid2 = true
-	case "--notify-ready":
-		b, isBool := parseBool(val)
-		o.notify = !isBool || b
 	case "--private-users":
 		b, isBool := parseBool(val)
 		o.userns = !hasVal || !isBool || b

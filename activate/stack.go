@@ -3,6 +3,7 @@ package activate
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -29,12 +30,8 @@ import (
 // does. Nothing reaches the host: there the directory still holds the
 // links.
 
-// stackOf is cache.Store.StackOf (issue 19's store side): dir is tree d's
-// directory, lower its layer names topmost first, ok false for a plain
-// tree. Tests put a stack they made by hand here.
-var stackOf = func(s *cache.Store, d digest.Digest) (dir string, lower []string, ok bool, err error) {
-	return s.StackOf(d)
-}
+// stackOf is cache.Store.StackOf; a test puts a stack of its own here.
+var stackOf = (*cache.Store).StackOf
 
 // stack is a tree's layers as overlayfs lays them: dir the tree's
 // directory, lower the layer names under it, topmost first.
@@ -84,6 +81,11 @@ func (st *stack) mount(shim []string) error {
 		o.Lower = append([]string{dir}, st.lower...)
 	}
 	if err := fsys.MountOverlay(st.dir, o); err != nil {
+		for _, l := range st.lower {
+			if _, serr := os.Stat(filepath.Join(st.dir, l)); errors.Is(serr, fs.ErrNotExist) {
+				return fmt.Errorf("stack %s: the layer directory of %s is missing (verify --repair removes a damaged one; prepare imports the image again)", st.digest, l)
+			}
+		}
 		return fmt.Errorf("stack %s: %w", st.digest, err)
 	}
 	return nil

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
 )
 
 // BenchmarkRunStackMount is what run adds to a start for a stack of 1, 50
@@ -26,12 +25,12 @@ func BenchmarkRunStackMount(b *testing.B) {
 	for _, n := range []int{1, 50, 100} {
 		b.Run("layers="+strconv.Itoa(n), func(b *testing.B) {
 			s := newStore(b)
-			d := storetest.Import(b, s, "img", storetest.File{Name: "plain", Content: "x"})
 			layers := make([][]layerFile, n)
 			for i := range layers {
 				layers[i] = []layerFile{{Name: "usr", Dir: true}, {Name: fmt.Sprintf("usr/f%d", i), Content: "x"}}
 			}
-			dir, lower := makeStack(b, s, d, layers...)
+			d := importStack(b, s, layers...)
+			dir, lower := stackDir(b, s, d)
 			st := &stack{digest: d, dir: dir, lower: lower}
 			done := make(chan error)
 			go func() { // the view locks this thread; it dies with the goroutine

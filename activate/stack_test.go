@@ -4,9 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -16,11 +16,10 @@ import (
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-// The stack kit: until the store writes stacks (issue 19's store side,
-// cache.Store.StackOf), these tests make one by hand in the contract's
-// layout, layerdirs/sha256/<chain ID> published by cache.PublishLayerDir and a
-// stack directory of layer@N links to them, and have stackOf name it for
-// an imported tree.
+// The stack kit: stacks imported through the store's own layered path
+// (snapshot.ImportImage of an image whose layers are given as tar
+// streams), so the index records them as stacks and cache.Store.StackOf
+// names their layers.
 
 // layerFile is one entry of a test layer: a regular file (Content), a
 // directory (Dir), a symlink (Link) or a whiteout (a name whose base
@@ -55,72 +54,68 @@ func layerTar(t testing.TB, files []layerFile) []byte {
 	return buf.Bytes()
 }
 
-// makeStack builds layers (lowest first) as layer directories in s and a
-// stack directory of them for tree d (stacks/sha256/<hex>: trees/ holds
-// d's plain tree), and returns the directory and its lower names topmost
-// first, as StackOf does.
-func makeStack(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]layerFile) (string, []string) {
+// importStack imports an image of layers (lowest first) and returns its
+// digest: a stack of as many layer directories.
+func importStack(t testing.TB, s *cache.Store, layers ...[]layerFile) digest.Digest {
 	t.Helper()
 	raws := make([][]byte, len(layers))
 	for i, files := range layers {
 		raws[i] = layerTar(t, files)
 	}
-	return makeStackRaw(t, s, d, raws...)
+	return importStackRaw(t, s, raws...)
 }
 
-// makeStackRaw is makeStack of layer tar streams.
-func makeStackRaw(t testing.TB, s *cache.Store, d digest.Digest, layers ...[]byte) (string, []string) {
+// importStackRaw is importStack of layer tar streams.
+func importStackRaw(t testing.TB, s *cache.Store, layers ...[]byte) digest.Digest {
 	t.Helper()
-	ctx := context.Background()
-	var ds []snapshot.Diff
-	var chain digest.Digest
-	var chains []digest.Digest
-	for i, raw := range layers {
-		w, err := s.NewLayerWriter(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := snapshot.ReadDiff(ctx, bytes.NewReader(raw), w.Put)
-		w.Abort() // the objects stay
-		if err != nil {
-			t.Fatalf("layer %d: %v", i, err)
-		}
-		ds = append(ds, d)
-		diffID := digest.FromBytes(raw)
-		if chain == "" {
-			chain = diffID
-		} else {
-			chain = digest.FromString(chain.String() + " " + diffID.String())
-		}
-		chains = append(chains, chain)
+	h := digest.SHA256.Digester()
+	for _, l := range layers {
+		h.Hash().Write(l)
 	}
-	dirs, err := snapshot.LayerDirs(ds)
+	img := snapshot.Image{Ref: snapshot.Ref{Transport: snapshot.Docker, Name: "reg/stack:" + h.Digest().Encoded()[:12]},
+		Digest: digest.FromString("config of " + h.Digest().String()), Content: layeredImage(layers)}
+	tr, _, err := snapshot.ImportImage(context.Background(), s, img, snapshot.ImportOptions{})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("import %d layers: %v", len(layers), err)
 	}
-	layerdirs := filepath.Join(s.Root(), "layerdirs", "sha256")
-	stack := filepath.Join(s.Root(), "stacks", "sha256", d.Encoded())
-	for _, d := range []string{layerdirs, stack} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
+	if _, _, ok, err := s.StackOf(tr.Digest); err != nil || !ok {
+		t.Fatalf("import %d layers: tree %s is no stack (%v)", len(layers), tr.Digest, err)
 	}
-	var lower []string
-	for i, l := range dirs {
-		parent := digest.Digest("")
-		if i > 0 {
-			parent = chains[i-1]
-		}
-		if _, err := s.PublishLayerDir(ctx, chains[i], digest.FromBytes(layers[i]), parent, l); err != nil {
-			t.Fatalf("layer %d: %v", i, err)
-		}
-		name := "layer@" + strconv.Itoa(i)
-		if err := os.Symlink("../../../layerdirs/sha256/"+chains[i].Encoded(), filepath.Join(stack, name)); err != nil {
-			t.Fatal(err)
-		}
-		lower = append([]string{name}, lower...)
+	return tr.Digest
+}
+
+// layeredImage is an image's content: its layers as tar streams, each
+// naming its diffID as a registry's does.
+type layeredImage [][]byte
+
+func (li layeredImage) Config(context.Context) (snapshot.Config, error) {
+	return snapshot.Config{}, nil
+}
+
+func (li layeredImage) Layers(context.Context) ([]snapshot.Layer, error) {
+	var out []snapshot.Layer
+	for _, l := range li {
+		out = append(out, tarLayer(l))
 	}
-	return stack, lower
+	return out, nil
+}
+
+type tarLayer []byte
+
+func (l tarLayer) DiffID() digest.Digest { return digest.FromBytes(l) }
+func (l tarLayer) Blob() digest.Digest   { return digest.FromBytes(l) }
+func (l tarLayer) Open(context.Context) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(l)), nil
+}
+
+// stackDir is tree d's directory and lower names, as run mounts them.
+func stackDir(t testing.TB, s *cache.Store, d digest.Digest) (string, []string) {
+	t.Helper()
+	dir, lower, ok, err := s.StackOf(d)
+	if err != nil || !ok {
+		t.Fatalf("tree %s: no stack (%v)", d, err)
+	}
+	return dir, lower
 }
 
 // useStack makes stackOf say that tree d is the stack dir, lower.
@@ -155,8 +150,7 @@ func hostEntries(t testing.TB, dir string) string {
 // file named layer@0 or a link elsewhere is not.
 func TestStackOnDisk(t *testing.T) {
 	s := newStore(t)
-	d := digest.FromString("t")
-	dir, lower := makeStack(t, s, d, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "b", Content: "2"}})
+	dir, lower := stackDir(t, s, importStack(t, s, []layerFile{{Name: "a", Content: "1"}}, []layerFile{{Name: "b", Content: "2"}}))
 	if got, ok, err := stackOnDisk(dir); err != nil || !ok || strings.Join(got, " ") != strings.Join(lower, " ") {
 		t.Errorf("the kit's stack: %q %v %v, want %q", got, ok, err, lower)
 	}

@@ -139,8 +139,9 @@ func TestWriteDowntime(t *testing.T) {
 		Restart: *st("podman restart app", 400, 410, 390), Upgrade: *st("stop + rm + run", 1000, 1100, 900),
 		RootswapRestart: st("systemctl restart", 300, 310, 290), RootswapMoved: st("tag moved", 600, 700, 500),
 		RootswapUpdate: st("update", 330, 340, 320), UpdateServe: st("serve", 800, 900, 700),
-		AutoUpdate: "`podman auto-update` fails here: dial unix /run/systemd/private",
-		TickMS:     21.5}, {Image: "big", Regime: regimeDowntime, Runs: 3, Order: "RUS",
+		RestartPhases: &Phases{Stop: *st("stop", 100), Prepare: *st("prepare", 20), Payload: *st("payload", 150)},
+		AutoUpdate:    "`podman auto-update` fails here: dial unix /run/systemd/private",
+		TickMS:        21.5}, {Image: "big", Regime: regimeDowntime, Runs: 3, Order: "RUS",
 		Restart: *st("podman restart app", 400), Upgrade: *st("stop + rm + run", 1000), RootswapNA: "no systemd test bed"},
 		{Image: "slow", Restart: *st("podman restart app", 400), Upgrade: *st("stop + rm + run", 1000),
 			RootswapRestart: st("systemctl restart", 600), RootswapUpdate: st("update", 800)}}
@@ -150,12 +151,15 @@ func TestWriteDowntime(t *testing.T) {
 		"| big | 400 ms (400 ms–400 ms) | 1.00 s (1.00 s–1.00 s) | n/a | n/a | n/a | n/a | n/a |",
 		"| quick | n/a | n/a | 800 ms (700 ms–900 ms) | n/a |",
 		"rootswap arms on big not measured: no systemd test bed",
+		"| quick | systemctl restart | 100 ms | 20.0 ms | 150 ms | 300 ms |",
 		"dial unix /run/systemd/private",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("rendered\n%s\nwant %q", b.String(), want)
 		}
 	}
+	r.Downtime = append(r.Downtime, Downtime{Image: "debian", RootswapRestart: st("", 500), RootswapUpdate: st("", 500)},
+		Downtime{Image: "big", RootswapRestart: st("", 600), RootswapUpdate: st("", 540)})
 	r.Config.Images = []string{"quick"}
 	r.evaluate()
 	var got []string
@@ -167,10 +171,58 @@ func TestWriteDowntime(t *testing.T) {
 		"PASS update's downtime vs Podman's stop + rm + run, quick 0.33× (330 ms vs 1.00 s)",
 		"n/a update's downtime vs a plain restart, big not measured: no systemd test bed",
 		"MISS update's downtime vs a plain restart, slow 1.33× (800 ms vs systemctl restart 600 ms)",
+		"PASS update's downtime, big vs debian (each over its own series' plain restart) 0.90× (big 0.90× its plain restart, debian 1.00×); unnormalised 1.08× (540 ms vs 500 ms)",
 		"MISS update's downtime vs Podman's stop + rm + run, slow 0.80× (800 ms vs 1.00 s); floor, a plain systemctl restart: 0.60× (600 ms)",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("targets:\n%s\nwant %q", strings.Join(got, "\n"), want)
 		}
+	}
+}
+
+// TestPhases: a restart is split at the unit's Stopping, Stopped, Starting
+// and Started messages inside its window and the payload's first line
+// after Started; a window missing one of them is left out.
+func TestPhases(t *testing.T) {
+	t0 := time.Unix(2000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	ev := map[string][]time.Time{
+		"Stopping": {at(10), at(5010)},
+		"Stopped":  {at(110), at(5210)},
+		"Starting": {at(120), at(5220)},
+		"Started":  {at(150), at(5300)},
+	}
+	ticks := []tick{{at(0), "r0"}, {at(400), "r0"}, {at(5000), "d0"}, {at(5700), "d1"}, {at(9000), "x"}}
+	wins := []window{{at(0), at(1000), "r0"}, {at(5000), at(6000), "d1"}, {at(8000), at(9500), "x"}}
+	p := phases(ev, ticks, wins)
+	if p == nil || len(p.Stop.SamplesMS) != 2 {
+		t.Fatalf("phases %+v, want two restarts (the third window has no journal entries)", p)
+	}
+	if got := [][]float64{p.Stop.SamplesMS, p.Prepare.SamplesMS, p.Payload.SamplesMS}; fmt.Sprint(got) != "[[100 200] [30 80] [250 400]]" {
+		t.Errorf("phases %v, want stop [100 200], prepare [30 80], payload [250 400]", got)
+	}
+	if phases(ev, ticks, wins[2:]) != nil {
+		t.Errorf("phases of a window without journal entries are not nil")
+	}
+}
+
+// TestProcessesWith finds a process by one of its arguments, and no longer
+// once it has exited.
+func TestProcessesWith(t *testing.T) {
+	arg := filepath.Join(t.TempDir(), "root")
+	cmd := exec.Command("sh", "-c", "sleep 30", arg) // arg is the shell's $0
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if got := processesWith(arg); !slices.Equal(got, []int{cmd.Process.Pid}) {
+		t.Errorf("processesWith(%s) = %v, want [%d]", arg, got, cmd.Process.Pid)
+	}
+	if got := processesWith(arg[:len(arg)-1]); len(got) != 0 {
+		t.Errorf("a prefix of the argument matched %v", got)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if got := processesWith(arg); len(got) != 0 {
+		t.Errorf("processesWith after the exit = %v", got)
 	}
 }

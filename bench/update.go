@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -31,6 +33,15 @@ type rootswapArm struct {
 	cur   string // the version the unit runs
 
 	restarts, moved, updates, movedServe, updateServe, updateRun []sample
+	// The S and D measurements' windows, split into phases afterwards.
+	restartWins, updateWins []window
+}
+
+// window is one measured restart: from its command's start to the 10th
+// line of version after it.
+type window struct {
+	from, to time.Time
+	version  string
 }
 
 // startRootswap boots the bed, installs and starts the unit on version
@@ -131,13 +142,17 @@ func (a *rootswapArm) arms(ctx context.Context, versions map[string]*manifest) [
 		return nil
 	}
 	return []arm{{"S", func(int) error {
+		from := time.Now()
 		g, _, err := a.tk.gapAfter(ctx, a.cur, restart)
 		a.restarts = append(a.restarts, sample{Wall: g})
+		a.restartWins = append(a.restartWins, window{from, time.Now(), a.cur})
 		return err
 	}}, {"T", func(i int) error {
 		return moveTo(fmt.Sprintf("t%d", i), &a.moved, &a.movedServe, restart)
 	}}, {"D", func(i int) error {
-		return moveTo(fmt.Sprintf("d%d", i), &a.updates, &a.updateServe, func() error {
+		from, next := time.Now(), fmt.Sprintf("d%d", i)
+		defer func() { a.updateWins = append(a.updateWins, window{from, time.Now(), next}) }()
+		return moveTo(next, &a.updates, &a.updateServe, func() error {
 			s, out, err := a.b.r.exec(ctx, a.bed.argv("/usr/local/bin/rootswap", "--root", a.store, "update", rsMachine)...)
 			if err != nil {
 				return err
@@ -151,8 +166,82 @@ func (a *rootswapArm) arms(ctx context.Context, versions map[string]*manifest) [
 	}}}
 }
 
+// Phases split restarts of the unit by its journal: Stop is systemd's
+// "Stopping" to "Stopped" (SIGTERM, the payload's exit, nspawn's teardown,
+// ExecStopPost), Prepare "Starting" to "Started" (ExecStartPre: prepare,
+// a cache hit), Payload "Started" to the new payload's first line (nspawn,
+// rootswap run, the init, sh).
+type Phases struct {
+	Stop    Stats `json:"stop"`
+	Prepare Stats `json:"prepare"`
+	Payload Stats `json:"payload"`
+}
+
+// journalEntry is one entry of journalctl -o json.
+type journalEntry struct {
+	Message  string `json:"MESSAGE"`
+	Realtime string `json:"__REALTIME_TIMESTAMP"`
+}
+
+// unitEvents returns the times of the unit's systemd messages that start
+// with each of prefixes, read from the bed's journal.
+func (a *rootswapArm) unitEvents(ctx context.Context, prefixes ...string) (map[string][]time.Time, error) {
+	out, err := a.bed.cmd(ctx, "journalctl", "-u", rsUnit, "--no-pager", "-o", "json", "--output-fields=MESSAGE,__REALTIME_TIMESTAMP").Output()
+	if err != nil {
+		return nil, fmt.Errorf("journalctl -u %s: %w", rsUnit, err)
+	}
+	ev := map[string][]time.Time{}
+	for _, line := range strings.Split(string(out), "\n") {
+		var e journalEntry
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue // a MESSAGE that is not UTF-8 comes as bytes: not systemd's
+		}
+		us, err := strconv.ParseInt(e.Realtime, 10, 64)
+		if err != nil {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(e.Message, p+" "+rsUnit) {
+				ev[p] = append(ev[p], time.UnixMicro(us))
+			}
+		}
+	}
+	return ev, nil
+}
+
+// phases splits each window's restart; nil if the journal cannot say.
+func phases(ev map[string][]time.Time, ticks []tick, wins []window) *Phases {
+	in := func(kind string, w window, after time.Time) time.Time {
+		for _, t := range ev[kind] {
+			if !t.Before(after) && t.Before(w.to) {
+				return t
+			}
+		}
+		return time.Time{}
+	}
+	var stop, prep, pay []sample
+	for _, w := range wins {
+		stopping := in("Stopping", w, w.from)
+		stopped := in("Stopped", w, stopping)
+		starting := in("Starting", w, stopped)
+		started := in("Started", w, starting)
+		first := firstAfter(ticks, w.version, started)
+		if stopping.IsZero() || stopped.IsZero() || starting.IsZero() || started.IsZero() || first.IsZero() {
+			continue
+		}
+		stop = append(stop, sample{Wall: stopped.Sub(stopping)})
+		prep = append(prep, sample{Wall: started.Sub(starting)})
+		pay = append(pay, sample{Wall: first.Sub(started)})
+	}
+	if len(stop) == 0 {
+		return nil
+	}
+	return &Phases{Stop: newStats("Stopping → Stopped", stop), Prepare: newStats("Starting → Started (ExecStartPre)", prep),
+		Payload: newStats("Started → the payload's first line", pay)}
+}
+
 // results fills in d's rootswap arms.
-func (a *rootswapArm) results(d *Downtime) {
+func (a *rootswapArm) results(ctx context.Context, d *Downtime) {
 	d.RootswapRestart = ptr(newStats("systemctl restart "+rsUnit, a.restarts))
 	d.RootswapMoved = ptr(newStats("tag moved; systemctl restart "+rsUnit+" (its prepare --pull imports the new version)", a.moved))
 	d.RootswapUpdate = ptr(newStats("tag moved; rootswap update "+rsMachine, a.updates))
@@ -160,4 +249,11 @@ func (a *rootswapArm) results(d *Downtime) {
 	d.UpdateServe = ptr(newStats("tag moved → the new version's first line, rootswap update", a.updateServe))
 	d.UpdateRun = ptr(newStats("rootswap update "+rsMachine+" (import, restart, 1 s health gate)", a.updateRun))
 	d.TickMS = min(d.TickMS, ms(tickSpacing(a.tk.snapshot())))
+	ev, err := a.unitEvents(ctx, "Stopping", "Stopped", "Starting", "Started")
+	if err != nil {
+		logf("  no phases: %v", err)
+		return
+	}
+	ticks := a.tk.snapshot()
+	d.RestartPhases, d.UpdatePhases = phases(ev, ticks, a.restartWins), phases(ev, ticks, a.updateWins)
 }

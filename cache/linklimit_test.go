@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/rootswap/rootswap/cache"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // ext4Limit is ext4's hard link limit per inode.

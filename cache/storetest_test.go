@@ -2,7 +2,7 @@ package cache_test
 
 import (
 	"github.com/rootswap/rootswap/cache"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // The internal tests of cache check their stores with storetest.Check too

@@ -22,7 +22,7 @@ import (
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/cache"
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 func activateTree(t testing.TB, s *cache.Store, name string, d digest.Digest) {

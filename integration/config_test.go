@@ -2,8 +2,6 @@ package integration
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -73,38 +71,15 @@ type probeReport struct {
 	Groups []int    `json:"groups"`
 }
 
-// probeBinary builds probe (static) once per test binary.
-var probeBinary struct {
-	path string
-	err  error
-}
+// probeBinary is probe, built (static) once per test binary.
+var probeBinary []byte
 
-func buildProbe(t *testing.T) string {
+func buildProbe(t *testing.T) []byte {
 	t.Helper()
-	if probeBinary.path != "" || probeBinary.err != nil {
-		if probeBinary.err != nil {
-			t.Fatal(probeBinary.err)
-		}
-		return probeBinary.path
+	if probeBinary == nil {
+		probeBinary = goBinary(t, "probe", probeSrc)
 	}
-	dir, err := os.MkdirTemp("", "rootswap-probe-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "main.go"), []byte(probeSrc), 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module probe\n\ngo 1.22\n"), 0o644)
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-trimpath", "-o", "probe", ".")
-	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build probe: %v\n%s", err, out)
-	}
-	probeBinary.path = filepath.Join(dir, "probe")
-	return probeBinary.path
+	return probeBinary
 }
 
 // probeImage builds (once per content) an image whose Dockerfile is
@@ -112,39 +87,12 @@ func buildProbe(t *testing.T) string {
 // and returns its reference.
 func probeImage(t *testing.T, dockerfile string, files map[string]string) string {
 	t.Helper()
-	probe := buildProbe(t)
-	bin, err := os.ReadFile(probe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := sha256.New()
-	h.Write([]byte(dockerfile))
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		h.Write([]byte("\n" + n + "\n" + files[n]))
-	}
-	h.Write(bin)
-	ref := "rootswap-test/config:" + hex.EncodeToString(h.Sum(nil))[:12]
-	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
-		return ref
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "probe"), bin, 0o755)
+	bin := buildProbe(t)
+	ctx := map[string]contextFile{"probe": {string(bin), 0o755}}
 	for n, c := range files {
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, n)), 0o755)
-		os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644)
+		ctx[n] = contextFile{c, 0o644}
 	}
-	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644)
-	cmd := exec.Command("docker", "build", "--network", "none", "--force-rm", "-t", ref, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker build %s: %v\n%s", ref, err, out)
-	}
-	return ref
+	return buildImage(t, "rootswap-test/config", dockerfile, ctx)
 }
 
 // firstReport finds probe's JSON line in out.

@@ -41,15 +41,7 @@ func TestPullRefusedKeepsRecord(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			r := startRegistry(t, registryOpts{})
 			s := newStore(t)
-			ref := "docker://" + r.Addr() + "/rootswap-test/refused:stable"
-
-			base := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "v1\n")))
-			cfg1 := imageConfig(t, base.diffID)
-			pushRaw(t, r, "rootswap-test/refused:stable", cfg1, []rawLayer{base}, nil)
-			v1 := digest.FromBytes(cfg1).String()
-			if out := s.ok("prepare", "--pull", "m", ref); !strings.Contains(out, v1) {
-				t.Fatalf("first prepare: %q, want %s", out, v1)
-			}
+			ref, base, v1 := prepareFirst(t, r, s, "rootswap-test/refused:stable")
 
 			// The tag moves to an image rootswap must refuse.
 			bad := storedGzip(t, layerTar(t, c.layer...))
@@ -63,22 +55,9 @@ func TestPullRefusedKeepsRecord(t *testing.T) {
 			if ms := s.machines(); len(ms) != 1 || ms[0].Digest != v1 {
 				t.Fatalf("after the refused pull the machines are %+v, want m at %s", ms, v1)
 			}
-
-			// Plain prepare: offline, the machine's tree is current.
-			before := r.Requests()
-			if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
-				t.Errorf("plain prepare after the refused pull: %q, want %s unchanged", out, v1)
-			}
-			if n := r.Requests() - before; n != 0 {
-				t.Errorf("plain prepare after the refused pull made %d registry requests, want none", n)
-			}
-
-			// The registry goes down: plain prepare still starts the
-			// machine from its tree, and so does --pull, with a warning.
-			r.Stop()
-			if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
-				t.Errorf("plain prepare with the registry down: %q, want %s unchanged", out, v1)
-			}
+			plainPrepareKeeps(t, r, s, ref, v1)
+			// --pull with the registry down starts from cache too, with
+			// a warning.
 			if out := s.ok("prepare", "--pull", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unreachable") {
 				t.Errorf("prepare --pull with the registry down: %q, want %s from cache", out, v1)
 			}
@@ -100,15 +79,7 @@ func TestPullNoSpaceKeepsRecord(t *testing.T) {
 	l := mountFS(t, img)
 	defer l.unmount()
 	s := storeOn(t, filepath.Join(l.dir, "store"))
-	ref := "docker://" + r.Addr() + "/rootswap-test/nospace:stable"
-
-	base := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "v1\n")))
-	cfg1 := imageConfig(t, base.diffID)
-	pushRaw(t, r, "rootswap-test/nospace:stable", cfg1, []rawLayer{base}, nil)
-	v1 := digest.FromBytes(cfg1).String()
-	if out := s.ok("prepare", "--pull", "m", ref); !strings.Contains(out, v1) {
-		t.Fatalf("first prepare: %q, want %s", out, v1)
-	}
+	ref, base, v1 := prepareFirst(t, r, s, "rootswap-test/nospace:stable")
 
 	big := storedGzip(t, layerTar(t, fileEnt("payload", strings.Repeat("v2 payload\n", 1<<16))))
 	cfg2 := imageConfig(t, base.diffID, big.diffID)
@@ -119,7 +90,34 @@ func TestPullNoSpaceKeepsRecord(t *testing.T) {
 	if got := s.linked("m"); got != v1 {
 		t.Fatalf("after the refused pull m links to %s, want %s", got, v1)
 	}
+	plainPrepareKeeps(t, r, s, ref, v1)
+	l.unfill(t)
+	s.check()
+}
 
+// prepareFirst pushes an image of one layer (etc/version v1) to r as tag
+// (repo:tag), prepares machine m from it with --pull, and returns the
+// image argument, its layer and its digest: the start of the sequences
+// above.
+func prepareFirst(t *testing.T, r *registry, s *store, tag string) (ref string, base rawLayer, v1 string) {
+	t.Helper()
+	ref = "docker://" + r.Addr() + "/" + tag
+	base = storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", "v1\n")))
+	cfg := imageConfig(t, base.diffID)
+	pushRaw(t, r, tag, cfg, []rawLayer{base}, nil)
+	v1 = digest.FromBytes(cfg).String()
+	if out := s.ok("prepare", "--pull", "m", ref); !strings.Contains(out, v1) {
+		t.Fatalf("first prepare: %q, want %s", out, v1)
+	}
+	return ref, base, v1
+}
+
+// plainPrepareKeeps checks what follows a refused `prepare --pull` of ref
+// for machine m, which runs v1: a plain `prepare` stays offline (no
+// registry request) and finds the machine's tree current, and so it does
+// once the registry is down. It leaves r stopped.
+func plainPrepareKeeps(t *testing.T, r *registry, s *store, ref, v1 string) {
+	t.Helper()
 	before := r.Requests()
 	if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
 		t.Errorf("plain prepare after the refused pull: %q, want %s unchanged", out, v1)
@@ -131,6 +129,4 @@ func TestPullNoSpaceKeepsRecord(t *testing.T) {
 	if out := s.ok("prepare", "m", ref); !strings.Contains(out, v1) || !strings.Contains(out, "unchanged") {
 		t.Errorf("plain prepare with the registry down: %q, want %s unchanged", out, v1)
 	}
-	l.unfill(t)
-	s.check()
 }

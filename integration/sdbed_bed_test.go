@@ -352,7 +352,15 @@ func (b *bed) writeFile(path, content string) {
 // A failing test prints the unit's journal.
 func (b *bed) install(name string, dropins map[string]string, unitArgs ...string) string {
 	b.t.Helper()
-	unit := "rootswap-" + name + ".service"
+	return b.installUnit("rootswap-"+name+".service", dropins, unitArgs...)
+}
+
+// installUnit runs `rootswap unit --install` in the bed with unitArgs
+// (its options, NAME, IMAGE…), which writes unit, plus drop-ins of unit
+// (file name → content), and reloads systemd. A failing test prints the
+// unit's journal.
+func (b *bed) installUnit(unit string, dropins map[string]string, unitArgs ...string) string {
+	b.t.Helper()
 	b.rootswap(append([]string{"unit", "--install", "--unit-dir", "/etc/systemd/system"}, unitArgs...)...)
 	for f, c := range dropins {
 		b.writeFile("/etc/systemd/system/"+unit+".d/"+f, c)

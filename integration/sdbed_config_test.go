@@ -150,3 +150,41 @@ func TestSdbedNspawnFileRunsTheImage(t *testing.T) {
 		t.Errorf("history: %+v", h)
 	}
 }
+
+// TestSdbedNspawnFileScratchCommand (issue 20 items 3 and 4 under
+// --nspawn-file): an image built FROM scratch (no /usr), installed with
+// `unit --nspawn-file … -- COMMAND`, runs under systemd-nspawn@NAME as
+// the service would run it: prepare --link-machines lays run's shim over
+// the tree where /var/lib/machines/NAME points (nspawn refuses a tree
+// without /usr), and the drop-in's nspawn-settings merges the COMMAND
+// with the image's config (COMMAND replaces CMD behind the ENTRYPOINT;
+// the image's env, working directory, user and stop signal apply).
+func TestSdbedNspawnFileScratchCommand(t *testing.T) {
+	needIntegration(t)
+	img := probeImage(t, "FROM scratch\nCOPY probe /probe\nENTRYPOINT [\"/probe\", \"ep\"]\nCMD [\"c1\"]\nENV A=1\nWORKDIR /work\nUSER 1234:5678\nSTOPSIGNAL SIGQUIT\n", nil)
+	b := bootBed(t)
+	unit := b.installNspawnFile("scr", map[string]string{"stoppost.conf": stopPost}, "scr", img, "--", "c 2", "wait")
+	if out, code := b.run("ls", "/etc/systemd/nspawn/scr.nspawn"); code == 0 {
+		t.Errorf("a static scr.nspawn was installed: %s", out)
+	}
+	var r probeReport
+	b.ok("systemctl", "start", unit)
+	b.waitFor("the payload's report", 2*time.Minute, func() bool {
+		for _, e := range b.journal("-u", unit) {
+			if strings.HasPrefix(e.Message, "{") && json.Unmarshal([]byte(e.Message), &r) == nil {
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("/run/systemd/nspawn/scr.nspawn:\n%s", b.ok("cat", "/run/systemd/nspawn/scr.nspawn"))
+	if want := []string{"/probe", "ep", "c 2", "wait"}; !slices.Equal(r.Args, want) || r.Cwd != "/work" || r.UID != 1234 || r.GID != 5678 || !slices.Contains(r.Env, "A=1") {
+		t.Errorf("argv %q cwd %s uid %d gid %d env %q; want %q in /work as 1234:5678 with A=1", r.Args, r.Cwd, r.UID, r.GID, r.Env, want)
+	}
+	b.waitJournal("up", 1, 2*time.Minute, func(e journalEntry) bool { return e.Message == "up" }, "-u", unit)
+	b.ok("systemctl", "stop", unit)
+	b.waitJournal("the payload's signal line", 1, time.Minute, func(e journalEntry) bool { return e.Message == "signal quit" }, "-u", unit)
+	if h := b.history("scr"); h.Failures != 0 {
+		t.Errorf("history: %+v", h)
+	}
+}

@@ -1,13 +1,8 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -113,8 +108,6 @@ func TestSdbedGCTimer(t *testing.T) {
 }
 
 // notifyReadySrc sends READY=1 to $NOTIFY_SOCKET and execs its arguments.
-// nspawn takes a notification only from the container's PID 1, so the
-// payload execs it rather than running it as a child.
 const notifyReadySrc = `package main
 
 import (
@@ -149,88 +142,73 @@ func main() {
 // a static /notify-ready (notifyReadySrc) and script as /run.sh.
 func notifyImage(t *testing.T, script string) string {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(notifyReadySrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module notifyready\n\ngo 1.22\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goBin, "build", "-trimpath", "-o", "notify-ready", ".")
-	build.Dir = dir
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod", "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build notify-ready: %v\n%s", err, out)
-	}
-	helper, err := os.ReadFile(filepath.Join(dir, "notify-ready"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	helper := goBinary(t, "notify-ready", notifyReadySrc)
 	v1, _ := testimage.Images(t)
-	h := sha256.New()
-	h.Write([]byte(testimage.ImageID(t, v1) + "\n" + script + "\n"))
-	h.Write(helper)
-	ref := "rootswap-test/sdbed-notify:" + hex.EncodeToString(h.Sum(nil))[:12]
-	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
-		return ref
-	}
-	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
 	df := "FROM " + v1 + "\nCOPY notify-ready /notify-ready\nCOPY run.sh /run.sh\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ".dockerignore"), []byte("*.go\ngo.mod\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker", "build", "--network", "none", "--force-rm", "-t", ref, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker build %s: %v\n%s", ref, err, out)
-	}
-	return ref
+	return buildImage(t, "rootswap-test/sdbed-notify", df, map[string]contextFile{"notify-ready": {string(helper), 0o755}, "run.sh": {script, 0o755}})
 }
 
 // TestSdbedNotifyReady: a --notify unit stays activating while its payload
 // runs but has not said READY=1 (it waits for a file the test creates in a
 // bind-mounted directory, so nothing depends on timing), and becomes
-// active once it does.
+// active once it does, though the payload is not the container's PID 1:
+// rootswap's init is, and relays READY=1 to nspawn, which takes it from
+// PID 1 only. So a stop is quick too, with no trap in the payload. Both
+// for the service unit and for systemd-nspawn@NAME (--nspawn-file).
 func TestSdbedNotifyReady(t *testing.T) {
 	needIntegration(t)
 	start := time.Now()
-	// The payload is PID 1, which ignores a SIGTERM it has no trap for: a
-	// stop would wait out the unit's stop timeout.
 	img := notifyImage(t, "#!/bin/sh\n"+
-		"trap 'exit 0' TERM\n"+
+		"echo payload pid $$\n"+
 		"echo payload waiting\n"+
 		"while [ ! -e /gate/open ]; do sleep 0.1; done\n"+
 		"echo payload sends READY=1\n"+
-		"exec /notify-ready /bin/sh -c 'trap \"exit 0\" TERM; echo payload ready; while true; do sleep 1; done'\n")
+		"exec /notify-ready /bin/sh -c 'echo payload ready; while true; do sleep 1; done'\n")
 	t.Logf("notify image built in %s", time.Since(start).Round(100*time.Millisecond))
 	b := bootBed(t)
-	b.ok("mkdir", "-p", "/run/gate")
-	unit := b.install("ready", nil, "--notify", "--bind", "/run/gate:/gate", "ready", img, "--", "/bin/sh", "/run.sh")
-	b.ok("systemctl", "start", "--no-block", unit)
-	b.waitJournal("payload waiting", 1, 2*time.Minute, func(e journalEntry) bool { return e.Message == "payload waiting" }, "-u", unit)
-	if got := strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)); got != "activating" {
-		t.Errorf("%s is %q while its payload has not said READY=1, want activating", unit, got)
-	}
-	b.ok("touch", "/run/gate/open")
-	b.waitFor(unit+" active", 2*time.Minute, func() bool {
-		return strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)) == "active"
-	})
-	var sent, ready bool
-	for _, e := range b.journal("-u", unit) {
-		sent = sent || e.Message == "payload sends READY=1"
-		ready = ready || e.Message == "payload ready"
-	}
-	if !sent || !ready {
-		t.Errorf("journal: payload sent READY=1 %v, ran on after it %v", sent, ready)
+	for _, kind := range []string{"service", "nspawn-file"} {
+		gate := "/run/gate-" + kind
+		b.ok("mkdir", "-p", gate)
+		// A stop timeout far above a stop's cost: a payload that is PID 1
+		// ignores the SIGTERM and waits it out.
+		args := []string{"--notify", "--stop-timeout", "30s", "--bind", gate + ":/gate", "ready-" + kind, img, "--", "/bin/sh", "/run.sh"}
+		var unit string
+		if kind == "service" {
+			unit = b.install("ready-"+kind, nil, args...)
+		} else {
+			unit = b.installNspawnFile("ready-"+kind, nil, args...)
+		}
+		b.ok("systemctl", "start", "--no-block", unit)
+		b.waitJournal("payload waiting", 1, 2*time.Minute, func(e journalEntry) bool { return e.Message == "payload waiting" }, "-u", unit)
+		if got := strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)); got != "activating" {
+			t.Errorf("%s is %q while its payload has not said READY=1, want activating", unit, got)
+		}
+		b.ok("touch", gate+"/open")
+		b.waitFor(unit+" active", 2*time.Minute, func() bool {
+			return strings.TrimSpace(b.ok("systemctl", "show", "-P", "ActiveState", unit)) == "active"
+		})
+		var sent, ready bool
+		pid := ""
+		for _, e := range b.journal("-u", unit) {
+			sent = sent || e.Message == "payload sends READY=1"
+			ready = ready || e.Message == "payload ready"
+			if p, ok := strings.CutPrefix(e.Message, "payload pid "); ok {
+				pid = p
+			}
+		}
+		if !sent || !ready {
+			t.Errorf("%s: journal: payload sent READY=1 %v, ran on after it %v", kind, sent, ready)
+		}
+		if pid == "" || pid == "1" {
+			t.Errorf("%s: the payload's PID is %q: want it behind rootswap's init", kind, pid)
+		}
+		stop := time.Now()
+		b.ok("systemctl", "stop", unit)
+		if took := time.Since(stop); took > 15*time.Second {
+			t.Errorf("%s: systemctl stop of a payload without a trap took %s", kind, took.Round(time.Millisecond))
+		} else {
+			t.Logf("%s: systemctl stop took %s", kind, took.Round(time.Millisecond))
+		}
 	}
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
 }

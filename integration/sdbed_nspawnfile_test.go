@@ -22,19 +22,7 @@ import (
 // failing test prints the unit's journal.
 func (b *bed) installNspawnFile(name string, dropins map[string]string, unitArgs ...string) string {
 	b.t.Helper()
-	unit := "systemd-nspawn@" + name + ".service"
-	b.rootswap(append([]string{"unit", "--install", "--unit-dir", "/etc/systemd/system", "--nspawn-file"}, unitArgs...)...)
-	for f, c := range dropins {
-		b.writeFile("/etc/systemd/system/"+unit+".d/"+f, c)
-	}
-	b.ok("systemctl", "daemon-reload")
-	b.t.Cleanup(func() {
-		if b.t.Failed() && b.pid != 0 {
-			out, _ := b.run("journalctl", "-u", unit, "--no-pager", "-o", "short-precise", "-n", "200")
-			b.t.Logf("journal of %s:\n%s", unit, out)
-		}
-	})
-	return unit
+	return b.installUnit("systemd-nspawn@"+name+".service", dropins, append([]string{"--nspawn-file"}, unitArgs...)...)
 }
 
 // TestSdbedNspawnFileCrashLoopRollback: under --nspawn-file a healthy
@@ -65,26 +53,7 @@ func TestSdbedNspawnFileCrashLoopRollback(t *testing.T) {
 	if len(rows) == 0 || rows[0].Generation != 1 || rows[0].Failures != 0 || !strings.HasPrefix(rows[0].LastResult, "stopped:") {
 		t.Errorf("the healthy generation's restart is not recorded as a stop: %+v", rows)
 	}
-	b.waitJournal("v2 crashes", 3, 2*time.Minute, func(e journalEntry) bool { return e.Message == "v2 crashing" }, "-u", unit)
-	warn := b.waitJournal("rollback warnings", 1, 2*time.Minute, func(e journalEntry) bool {
-		return strings.HasPrefix(e.Message, "rolled back a crash-looping generation")
-	}, "ROOTSWAP_MACHINE=app", "-p", "warning")
-	rolledBack := warn[0].Realtime
-	b.waitFor("a date line from the rolled-back generation", 2*time.Minute, func() bool {
-		for _, e := range b.journal("-u", unit) {
-			if isDate(e) && e.Realtime.After(rolledBack) {
-				return true
-			}
-		}
-		return false
-	})
-	var ms []machineJSON
-	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil {
-		t.Fatal(err)
-	}
-	if goodID := testimage.ImageID(t, good); len(ms) != 1 || ms[0].Digest != goodID {
-		t.Errorf("after the rollback machines are %+v, want app on %s", ms, goodID)
-	}
+	b.waitRolledBack(unit, "app", testimage.ImageID(t, good))
 	b.ok("systemctl", "stop", unit)
 	t.Logf("whole test: %s", time.Since(start).Round(100*time.Millisecond))
 }

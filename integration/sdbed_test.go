@@ -1,11 +1,8 @@
 package integration
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -25,24 +22,7 @@ import (
 func payloadImage(t *testing.T, script string) string {
 	t.Helper()
 	v1, _ := testimage.Images(t)
-	h := sha256.Sum256([]byte(testimage.ImageID(t, v1) + "\n" + script))
-	ref := "rootswap-test/sdbed:" + hex.EncodeToString(h[:])[:12]
-	if exec.Command("docker", "image", "inspect", ref).Run() == nil {
-		return ref
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM "+v1+"\nCOPY run.sh /run.sh\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("docker", "build", "--network", "none", "--force-rm", "-t", ref, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("docker build %s: %v\n%s", ref, err, out)
-	}
-	return ref
+	return payloadOn(t, v1, script)
 }
 
 // exports counts the containers rootswap had Docker create to export
@@ -413,17 +393,30 @@ func TestSdbedUpgradeAndCrashLoopRollback(t *testing.T) {
 
 	retag(bad)
 	b.ok("systemctl", "restart", unit)
+	warn := b.waitRolledBack(unit, "app", goodID)
+	if p := fmt.Sprint(warn.Fields["PRIORITY"]); p != "4" {
+		t.Errorf("rollback logged at priority %s, want 4 (warning)", p)
+	}
+	if h := b.rootswap("history", "--healthy-after", "2s", "app"); !strings.Contains(h, "failed") || !strings.Contains(h, "healthy") {
+		t.Errorf("history does not show the failed and the healthy generation:\n%s", h)
+	}
+}
+
+// waitRolledBack waits until unit's payload, the crash-looping
+// "v2 crashing" script, has crashed 3 times, rootswap has warned that it
+// rolled machine back, and a date line from the clock script of the
+// generation it rolled back to has come; then machine must be the only
+// one, at digest good. It returns the warning.
+func (b *bed) waitRolledBack(unit, machine, good string) journalEntry {
+	b.t.Helper()
 	b.waitJournal("v2 crashes", 3, 2*time.Minute, func(e journalEntry) bool { return e.Message == "v2 crashing" }, "-u", unit)
 	warn := b.waitJournal("rollback warnings", 1, 2*time.Minute, func(e journalEntry) bool {
 		return strings.HasPrefix(e.Message, "rolled back a crash-looping generation")
-	}, "ROOTSWAP_MACHINE=app", "-p", "warning")
-	if p := fmt.Sprint(warn[0].Fields["PRIORITY"]); p != "4" {
-		t.Errorf("rollback logged at priority %s, want 4 (warning)", p)
-	}
+	}, "ROOTSWAP_MACHINE="+machine, "-p", "warning")
 	rolledBack := warn[0].Realtime
 	b.waitFor("a date line from the rolled-back generation", 2*time.Minute, func() bool {
 		for _, e := range b.journal("-u", unit) {
-			if isDate(e) && e.Realtime.After(rolledBack) {
+			if dateLine.MatchString(e.Message) && e.Realtime.After(rolledBack) {
 				return true
 			}
 		}
@@ -431,14 +424,12 @@ func TestSdbedUpgradeAndCrashLoopRollback(t *testing.T) {
 	})
 	var ms []machineJSON
 	if err := json.Unmarshal([]byte(b.rootswap("list", "--json")), &ms); err != nil {
-		t.Fatal(err)
+		b.t.Fatal(err)
 	}
-	if len(ms) != 1 || ms[0].Digest != goodID {
-		t.Errorf("after the rollback machines are %+v, want app on %s", ms, goodID)
+	if len(ms) != 1 || ms[0].Name != machine || ms[0].Digest != good {
+		b.t.Errorf("after the rollback machines are %+v, want %s on %s", ms, machine, good)
 	}
-	if h := b.rootswap("history", "--healthy-after", "2s", "app"); !strings.Contains(h, "failed") || !strings.Contains(h, "healthy") {
-		t.Errorf("history does not show the failed and the healthy generation:\n%s", h)
-	}
+	return warn[0]
 }
 
 // TestSdbedNspawnFileMachinectlStart: `unit --nspawn-file` gives NAME.nspawn

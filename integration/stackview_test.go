@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,4 +91,58 @@ func TestMountKeepsTreeFromGC(t *testing.T) {
 	}
 	s.fail(2, []string{"nothing is mounted there"}, "umount", dir)
 	s.fail(2, []string{"inside the store"}, "mount", "web", filepath.Join(s.root, "tmp"))
+}
+
+// TestRunStackKeptWhileRunning: run of an image pulled from a registry (a
+// stack of its layers) shows the container the merged tree; while it
+// runs, gc --keep 0 after an upgrade keeps the tree and every layer
+// directory it stacks (the overlay on the tree's directory in run's
+// namespace), and removes the tree once the run has ended.
+func TestRunStackKeptWhileRunning(t *testing.T) {
+	needIntegration(t)
+	_, v2 := testimage.Images(t)
+	reg := startRegistry(t, registryOpts{})
+	ref := "docker://" + pushImageAs(t, reg, imageWithRun(t), "rootswap-test/stack-run:v1")
+	s := newStore(t)
+	s.ok("prepare", "app", ref)
+	d1 := s.machines()[0].Digest
+	links, err := filepath.Glob(filepath.Join(s.treePath(d1), "layer@*"))
+	if err != nil || len(links) < 2 {
+		t.Fatalf("tree %s is no stack of 2 layers or more: %v %v", d1, links, err)
+	}
+	if out := s.ok("run", "app", "/bin/cat", "/etc/rootswap-version"); !strings.Contains(out, "v1") {
+		t.Errorf("run of the stack: %q, want v1's /etc/rootswap-version", out)
+	}
+	cmd := exec.Command(rootswapBin(t), "--root", s.root, "run", "app", "/bin/sh", "-c", "trap 'exit 0' TERM; echo started; sleep 100000 & wait")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+			stopped = true
+		}
+	}
+	t.Cleanup(stop)
+	if line, _ := bufio.NewReader(stdout).ReadString('\n'); strings.TrimSpace(line) != "started" {
+		t.Fatalf("run: %q", line)
+	}
+	s.ok("prepare", "app", v2)
+	s.ok("gc", "--keep", "0")
+	for _, l := range links {
+		if _, err := os.Stat(l); err != nil { // follows the link into layerdirs/
+			t.Errorf("gc removed what a running stack stands on: %s: %v", l, err)
+		}
+	}
+	stop()
+	s.ok("gc", "--keep", "0")
+	if _, err := os.Lstat(s.treePath(d1)); !os.IsNotExist(err) {
+		t.Errorf("gc kept the stack after its run ended: %v", err)
+	}
 }

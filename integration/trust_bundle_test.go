@@ -64,6 +64,19 @@ func attachBundle(t *testing.T, reg *registry, repo string, m digest.Digest, b [
 	}
 }
 
+// pushLegacy pushes a cosign legacy signature manifest for manifest m of
+// repo holding payload pl with the layer annotations l carries (the
+// signature, and for a keyless one its certificate, chain and Rekor
+// entry), as cosign v2 writes them (see pushSignature).
+func pushLegacy(t *testing.T, reg *registry, repo string, m digest.Digest, pl []byte, l sigstoretest.Legacy) {
+	t.Helper()
+	config := []byte(fmt.Sprintf(`{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{"created":"0001-01-01T00:00:00Z"}],"os":"","rootfs":{"type":"layers","diff_ids":[%q]},"config":{}}`, digest.FromBytes(pl)))
+	tag := m.Algorithm().String() + "-" + m.Encoded() + ".sig"
+	pushRaw(t, reg, repo+":"+tag, config, []rawLayer{{mediaType: cosignPayloadType, blob: pl}}, func(om *ociManifest) {
+		om.Layers[0].Annotations = l.Annotations
+	})
+}
+
 // GitHub Actions' OIDC issuer and a release workflow's identity, as
 // Fulcio's certificates name them (the identity a URI SAN).
 const (
@@ -109,46 +122,8 @@ func TestTrustBundle(t *testing.T) {
 	}))
 	s.env = append(s.env, "ROOTSWAP_POLICY="+policyFile)
 
-	n := 0
-	push := func(nameTag string) (string, digest.Digest, string, digest.Digest) {
-		n++
-		l := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", fmt.Sprintf("%s %d\n", nameTag, n))))
-		cfg := imageConfig(t, l.diffID)
-		ref, m := pushRaw(t, reg, nameTag, cfg, []rawLayer{l}, nil)
-		return "docker://" + ref, m, digest.FromBytes(cfg).String(), digest.FromBytes(l.blob)
-	}
-	refused := func(ref string, blob digest.Digest, mention ...string) {
-		t.Helper()
-		before := len(s.images())
-		res := s.fail(1, append([]string{ref, "rejected by policy", policyFile}, mention...), "import", ref)
-		if msg := strings.TrimSpace(res.stderr); strings.Count(msg, "\n") != 0 {
-			t.Errorf("%s: the rejection is not one line:\n%s", ref, msg)
-		}
-		t.Logf("%s", strings.TrimSpace(res.stderr))
-		if got := reg.BlobGets(blob); got != 0 {
-			t.Errorf("%s: the layer blob was fetched %d times before the rejection", ref, got)
-		}
-		if after := len(s.images()); after != before {
-			t.Errorf("%s: %d trees after the rejection, %d before", ref, after, before)
-		}
-		s.verify("after the rejection of " + ref)
-	}
-	admitted := func(ref, img, how string) {
-		t.Helper()
-		if got := strings.TrimSpace(s.ok("import", ref)); got != img {
-			t.Fatalf("import %s: %q, want %s", ref, got, img)
-		}
-		out := s.ok("images", "--trust")
-		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(img, f[0]) {
-				if !strings.Contains(line, how) {
-					t.Errorf("images --trust for %s: %q, want %q", ref, line, how)
-				}
-				return
-			}
-		}
-		t.Errorf("images --trust lists no %s:\n%s", img, out)
-	}
+	rig := &trustRig{t: t, s: s, reg: reg, policy: policyFile}
+	push, refused, admitted := rig.push, rig.refused, rig.admitted
 	rk := sigstoretest.Options{Rekor: rekor}
 
 	t.Run("by key", func(t *testing.T) {
@@ -190,6 +165,18 @@ func TestTrustBundle(t *testing.T) {
 		ref, m, _, blob := push("bundle/ci:unlogged")
 		attachBundle(t, reg, "bundle/ci", m, ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{}))
 		refused(ref, blob, "no signature verifies with a certificate")
+	})
+	t.Run("keyless legacy signature (cosign v2)", func(t *testing.T) {
+		ref, m, img, _ := push("bundle/ci:v2")
+		pl := cosignPayload(a+"/bundle/ci", m)
+		pushLegacy(t, reg, "bundle/ci", m, pl, ca.SignLegacy(t, pl, ghIssuer, ghWorkflow, rk))
+		admitted(ref, img, "sigstoreSigned certificate "+ca.Fingerprint(t)+" issuer "+ghIssuer+" subject "+ghWorkflow+" rekor "+rfp+" for "+a+"/bundle/ci")
+	})
+	t.Run("keyless legacy signature, another workflow", func(t *testing.T) {
+		ref, m, _, blob := push("bundle/ci:v2evil")
+		pl := cosignPayload(a+"/bundle/ci", m)
+		pushLegacy(t, reg, "bundle/ci", m, pl, ca.SignLegacy(t, pl, ghIssuer, "https://github.com/org/app/.github/workflows/evil.yml@refs/heads/main", rk))
+		refused(ref, blob, "identity mismatch", "evil.yml")
 	})
 	t.Run("a machine keeps its tree", func(t *testing.T) {
 		ref, m, img, _ := push("bundle/key:stable")

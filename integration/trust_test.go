@@ -111,58 +111,24 @@ func TestTrustPolicy(t *testing.T) {
 	}
 	s.env = append(s.env, "ROOTSWAP_POLICY="+policyFile)
 
-	n := 0
-	// push pushes a new one-layer image as NAME:TAG and returns its ref,
-	// manifest digest, image digest and layer blob.
-	push := func(nameTag string) (string, digest.Digest, string, digest.Digest) {
-		n++
-		l := storedGzip(t, layerTar(t, dirEnt("etc/"), fileEnt("etc/version", fmt.Sprintf("%s %d\n", nameTag, n))))
-		cfg := imageConfig(t, l.diffID)
-		ref, m := pushRaw(t, reg, nameTag, cfg, []rawLayer{l}, nil)
-		return "docker://" + ref, m, digest.FromBytes(cfg).String(), digest.FromBytes(l.blob)
-	}
-	// refused imports ref and expects a rejection mentioning each of
-	// mention, with no blob of the image fetched and nothing stored.
-	refused := func(ref string, blob digest.Digest, mention ...string) {
+	rig := &trustRig{t: t, s: s, reg: reg, policy: policyFile}
+	push, refused, admitted := rig.push, rig.refused, rig.admitted
+	// sign pushes to repo a signature by k of manifest m, whose payload
+	// names identity, as cosign signs.
+	sign := func(repo string, m digest.Digest, identity string, k *ecdsa.PrivateKey) {
 		t.Helper()
-		before := len(s.images())
-		res := s.fail(1, append([]string{ref, "rejected by policy", policyFile}, mention...), "import", ref)
-		t.Logf("%s", strings.TrimSpace(res.stderr))
-		if got := reg.BlobGets(blob); got != 0 {
-			t.Errorf("%s: the layer blob was fetched %d times before the rejection", ref, got)
-		}
-		if after := len(s.images()); after != before {
-			t.Errorf("%s: %d trees after the rejection, %d before", ref, after, before)
-		}
-		s.verify("after the rejection of " + ref)
-	}
-	admitted := func(ref, img, how string) {
-		t.Helper()
-		if got := strings.TrimSpace(s.ok("import", ref)); got != img {
-			t.Fatalf("import %s: %q, want %s", ref, got, img)
-		}
-		out := s.ok("images", "--trust")
-		for _, line := range strings.Split(out, "\n") {
-			if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(img, f[0]) {
-				if !strings.Contains(line, how) {
-					t.Errorf("images --trust for %s: %q, want %q", ref, line, how)
-				}
-				return
-			}
-		}
-		t.Errorf("images --trust lists no %s:\n%s", img, out)
+		pl := cosignPayload(identity, m)
+		pushSignature(t, reg, repo, m, pl, cosignSign(t, k, pl))
 	}
 
 	t.Run("signed", func(t *testing.T) {
 		ref, m, img, _ := push("trust/signed:1")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/trust/signed", key)
 		admitted(ref, img, "sigstoreSigned key "+fp+" for "+a+"/trust/signed (scope docker:"+a+"/trust/signed)")
 	})
 	t.Run("signed by digest, default identity", func(t *testing.T) {
 		_, m, img, _ := push("trust/bydigest:1")
-		pl := cosignPayload(a+"/trust/bydigest", m)
-		pushSignature(t, reg, "trust/bydigest", m, pl, cosignSign(t, key, pl))
+		sign("trust/bydigest", m, a+"/trust/bydigest", key)
 		admitted("docker://"+a+"/trust/bydigest@"+m.String(), img, "sigstoreSigned key "+fp+" for "+a+"/trust/bydigest (scope docker:"+a+"/trust)")
 	})
 	t.Run("unsigned", func(t *testing.T) {
@@ -171,8 +137,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("wrong key", func(t *testing.T) {
 		ref, m, _, blob := push("trust/signed:wrongkey")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, other, pl))
+		sign("trust/signed", m, a+"/trust/signed", other)
 		refused(ref, blob, "no signature verifies with the scope's key")
 	})
 	t.Run("tampered payload", func(t *testing.T) {
@@ -192,8 +157,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("identity mismatch", func(t *testing.T) {
 		ref, m, _, blob := push("trust/signed:elsewhere")
-		pl := cosignPayload(a+"/evil/app", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/evil/app", key)
 		refused(ref, blob, "identity mismatch")
 	})
 	t.Run("default reject", func(t *testing.T) {
@@ -210,8 +174,7 @@ func TestTrustPolicy(t *testing.T) {
 	})
 	t.Run("a machine keeps its tree", func(t *testing.T) {
 		ref, m, img, _ := push("trust/signed:stable")
-		pl := cosignPayload(a+"/trust/signed", m)
-		pushSignature(t, reg, "trust/signed", m, pl, cosignSign(t, key, pl))
+		sign("trust/signed", m, a+"/trust/signed", key)
 		s.ok("prepare", "--pull", "m", ref)
 		_, _, _, blob := push("trust/signed:stable") // the tag moves to an unsigned image
 		s.fail(1, []string{"no signature"}, "prepare", "--pull", "m", ref)
@@ -359,4 +322,64 @@ func TestTrustMirror(t *testing.T) {
 	both := filepath.Join(dir, "both.json")
 	os.WriteFile(both, []byte(fmt.Sprintf(`{"default":[{"type":"sigstoreSigned","keyPath":%q,"signedIdentity":{"type":"matchRepository"}}],"transports":{"oci":{"":[{"type":"insecureAcceptAnything"}]}}}`, keyPath)), 0o644)
 	s.env = append(s.env, "ROOTSWAP_POLICY="+both) // the last one wins
+}
+
+// trustRig is a store with a signature policy (file policy) and the
+// registry it imports from, for the tests of the policy.
+type trustRig struct {
+	t      *testing.T
+	s      *store
+	reg    *registry
+	policy string
+	n      int
+}
+
+// push pushes a new one-layer image as NAME:TAG and returns its ref,
+// manifest digest, image digest and layer blob.
+func (r *trustRig) push(nameTag string) (string, digest.Digest, string, digest.Digest) {
+	r.n++
+	l := storedGzip(r.t, layerTar(r.t, dirEnt("etc/"), fileEnt("etc/version", fmt.Sprintf("%s %d\n", nameTag, r.n))))
+	cfg := imageConfig(r.t, l.diffID)
+	ref, m := pushRaw(r.t, r.reg, nameTag, cfg, []rawLayer{l}, nil)
+	return "docker://" + ref, m, digest.FromBytes(cfg).String(), digest.FromBytes(l.blob)
+}
+
+// refused imports ref and expects a one-line rejection mentioning each of
+// mention, with no blob of the image fetched and nothing stored.
+func (r *trustRig) refused(ref string, blob digest.Digest, mention ...string) {
+	t, s := r.t, r.s
+	t.Helper()
+	before := len(s.images())
+	res := s.fail(1, append([]string{ref, "rejected by policy", r.policy}, mention...), "import", ref)
+	if msg := strings.TrimSpace(res.stderr); strings.Count(msg, "\n") != 0 {
+		t.Errorf("%s: the rejection is not one line:\n%s", ref, msg)
+	}
+	t.Logf("%s", strings.TrimSpace(res.stderr))
+	if got := r.reg.BlobGets(blob); got != 0 {
+		t.Errorf("%s: the layer blob was fetched %d times before the rejection", ref, got)
+	}
+	if after := len(s.images()); after != before {
+		t.Errorf("%s: %d trees after the rejection, %d before", ref, after, before)
+	}
+	s.verify("after the rejection of " + ref)
+}
+
+// admitted imports ref, which must be image img, and expects `images
+// --trust` to say how, how it was admitted.
+func (r *trustRig) admitted(ref, img, how string) {
+	t, s := r.t, r.s
+	t.Helper()
+	if got := strings.TrimSpace(s.ok("import", ref)); got != img {
+		t.Fatalf("import %s: %q, want %s", ref, got, img)
+	}
+	out := s.ok("images", "--trust")
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(img, f[0]) {
+			if !strings.Contains(line, how) {
+				t.Errorf("images --trust for %s: %q, want %q", ref, line, how)
+			}
+			return
+		}
+	}
+	t.Errorf("images --trust lists no %s:\n%s", img, out)
 }

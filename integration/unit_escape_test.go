@@ -62,6 +62,29 @@ func parsedCommand(t *testing.T, unitPath string) []string {
 	return argv
 }
 
+// dropInCommand is the command of key (ExecStartPre…) in unitPath, as
+// systemd parses and expands it, whose words include word.
+func dropInCommand(t *testing.T, unitPath, key, word string) []string {
+	t.Helper()
+	cmds, err := sdverify.Commands(unitPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, argv := range cmds[key] {
+		if !slices.Contains(argv, word) {
+			continue
+		}
+		for i := 1; i < len(argv); i++ {
+			if argv[i], err = sdverify.ExpandDollars(argv[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return argv
+	}
+	t.Fatalf("%s: no %s= command with %q among %q", unitPath, key, word, cmds[key])
+	return nil
+}
+
 func needAnalyze(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
@@ -94,13 +117,14 @@ func TestServiceUnitDeliversArguments(t *testing.T) {
 }
 
 // TestNspawnFileDeliversArguments: NAME.nspawn's Parameters= and
-// Environment=, read by the real systemd-nspawn, and the drop-in's
-// ExecStart=, parsed by systemd's unit parser, run the payload with
-// exactly the arguments given to `rootswap unit --nspawn-file`.
+// Environment=, written by the drop-in's nspawn-settings and read by the
+// real systemd-nspawn, and the drop-in's ExecStart=, parsed by systemd's
+// unit parser, run the payload with exactly the arguments given to
+// `rootswap unit --nspawn-file`.
 //
-// Production has the file in /etc/systemd/nspawn (trusted) and the tree
-// at /var/lib/machines/NAME; the test may touch neither, so it puts the
-// file next to a copy of the tree, where nspawn also looks, and adds
+// Production has the file in /run/systemd/nspawn (trusted) and the tree
+// at /var/lib/machines/NAME; the test may touch neither, so it has
+// nspawn-settings put the file next to a copy of the tree, where nspawn also looks, and adds
 // --settings=trusted --register=no --directory=COPY to the drop-in's
 // command. The parser of the file is the same.
 func TestNspawnFileDeliversArguments(t *testing.T) {
@@ -140,11 +164,16 @@ func TestNspawnFileDeliversArguments(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(system, "systemd-nspawn@.service"), template, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			b, err := os.ReadFile(filepath.Join(dir, "nspawn", name+".nspawn"))
-			if err != nil {
-				t.Fatal(err)
+			// The drop-in's nspawn-settings, as systemd parses it, writes
+			// the file beside the copy (--dir) instead of /run.
+			writeSettings := dropInCommand(t, filepath.Join(system, "systemd-nspawn@"+name+".service"), "ExecStartPre", "nspawn-settings")
+			at := slices.Index(writeSettings, "nspawn-settings") + 1
+			writeSettings = slices.Insert(writeSettings, at, "--dir="+machines)
+			if out, err := exec.Command(writeSettings[0], writeSettings[1:]...).CombinedOutput(); err != nil {
+				t.Fatalf("%q: %v\n%s", writeSettings, err, out)
 			}
-			if err := os.WriteFile(filepath.Join(machines, name+".nspawn"), b, 0o644); err != nil {
+			b, err := os.ReadFile(filepath.Join(machines, name+".nspawn"))
+			if err != nil {
 				t.Fatal(err)
 			}
 			argv := parsedCommand(t, filepath.Join(system, "systemd-nspawn@"+name+".service"))

@@ -31,17 +31,17 @@ import (
 // attached by the same key do not sign the image.
 const CosignSignPredicate = "https://sigstore.dev/cosign/sign/v1"
 
-// bundleKind names the signature formats in admissions: a key-signed or a
-// certificate-signed Sigstore bundle.
-const (
-	bundleKey  = "bundle key"
-	bundleCert = "bundle certificate"
-)
-
 // verifyBundle checks Sigstore bundle raw against r for img: the part of
 // an admission it earns, or the rank and text of why not (the ranks of
 // verify: 1 another key, 2 malformed, 3 another digest, 4 identity).
-func (r Requirement) verifyBundle(img Image, raw []byte) (string, int, string) {
+func (r Requirement) verifyBundle(img Image, raw []byte) (part string, rank int, reason string) {
+	// A bundle is hostile input from a registry; a library's panic on
+	// one is a malformed bundle, never a crash.
+	defer func() {
+		if p := recover(); p != nil {
+			part, rank, reason = "", 2, fmt.Sprintf("a Sigstore bundle is malformed: its check failed (%v)", p)
+		}
+	}()
 	var b bundle.Bundle
 	if err := b.UnmarshalJSON(raw); err != nil {
 		return "", 2, "a Sigstore bundle is malformed: " + err.Error()
@@ -66,19 +66,25 @@ func (r Requirement) verifyBundle(img Image, raw []byte) (string, int, string) {
 		return "", 2, fmt.Sprintf("a Sigstore bundle names digest %q", d)
 	}
 	art := verify.WithArtifactDigest(alg, sum)
-	var part string
-	if r.Fulcio == nil {
-		part, reason = r.bundleByKey(&b, art)
-	} else {
-		part, reason = r.bundleByCert(&b, art)
-	}
+	part, reason = r.sigstore(&b, art)
 	switch {
 	case reason != "":
 		return "", 1, reason
 	case d != img.Manifest.String():
 		return "", 3, fmt.Sprintf("the signature is for manifest %s, not %s", d, img.Manifest)
 	}
-	return part, 0, ""
+	return SigstoreSigned + " bundle " + part, 0, ""
+}
+
+// sigstore verifies entity b with sigstore-go, by r's keys or its Fulcio
+// CA, for the artifact art: how (the middle of an admission's part: "key
+// FP [rekor FP]", "certificate CA issuer I subject S rekor FP"), or why
+// not.
+func (r Requirement) sigstore(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
+	if r.Fulcio == nil {
+		return r.bundleByKey(b, art)
+	}
+	return r.bundleByCert(b, art)
 }
 
 // bundleDigests returns the digests ("sha256:…") bundle b claims to sign:
@@ -120,7 +126,7 @@ func bundleDigests(b *bundle.Bundle) ([]string, string) {
 
 // bundleByKey verifies b with each of r's keys in turn; with a Rekor key,
 // b must also carry an entry that key logged.
-func (r Requirement) bundleByKey(b *bundle.Bundle, art verify.ArtifactPolicyOption) (string, string) {
+func (r Requirement) bundleByKey(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
 	logs, err := r.rekorLogs()
 	if err != nil {
 		return "", err.Error()
@@ -148,7 +154,7 @@ func (r Requirement) bundleByKey(b *bundle.Bundle, art verify.ArtifactPolicyOpti
 			return "", err.Error()
 		}
 		if _, last = v.Verify(b, verify.NewPolicy(art, verify.WithKey())); last == nil {
-			return SigstoreSigned + " " + bundleKey + " " + k.Fingerprint + r.rekorPart(), ""
+			return "key " + k.Fingerprint + r.rekorPart(), ""
 		}
 	}
 	if logs != nil {
@@ -160,7 +166,7 @@ func (r Requirement) bundleByKey(b *bundle.Bundle, art verify.ArtifactPolicyOpti
 // bundleByCert verifies b against r's Fulcio CA and Rekor key, offline:
 // the certificate chains to the CA at the time the Rekor entry's signed
 // promise says it was logged; then its issuer and subject must be r's.
-func (r Requirement) bundleByCert(b *bundle.Bundle, art verify.ArtifactPolicyOption) (string, string) {
+func (r Requirement) bundleByCert(b verify.SignedEntity, art verify.ArtifactPolicyOption) (string, string) {
 	logs, err := r.rekorLogs()
 	if err != nil {
 		return "", err.Error()
@@ -188,7 +194,7 @@ func (r Requirement) bundleByCert(b *bundle.Bundle, art verify.ArtifactPolicyOpt
 	if cert.Issuer != r.Fulcio.Issuer || cert.SubjectAlternativeName != r.Fulcio.Subject {
 		return "", fmt.Sprintf("identity mismatch: signed by %s (issuer %s), the scope wants %s (issuer %s)", cert.SubjectAlternativeName, cert.Issuer, r.Fulcio.Subject, r.Fulcio.Issuer)
 	}
-	return fmt.Sprintf("%s %s %s issuer %s subject %s%s", SigstoreSigned, bundleCert, r.Fulcio.Fingerprint, r.Fulcio.Issuer, r.Fulcio.Subject, r.rekorPart()), ""
+	return fmt.Sprintf("certificate %s issuer %s subject %s%s", r.Fulcio.Fingerprint, r.Fulcio.Issuer, r.Fulcio.Subject, r.rekorPart()), ""
 }
 
 // rekorPart is what an admission says of the Rekor key that had to log

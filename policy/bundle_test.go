@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -36,7 +37,7 @@ type bundleFixture struct {
 	m                  digest.Digest
 }
 
-func newBundleFixture(t *testing.T) *bundleFixture {
+func newBundleFixture(t testing.TB) *bundleFixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &bundleFixture{
@@ -78,6 +79,22 @@ func (f *bundleFixture) check(ref string, sigs ...Signature) (Admission, error) 
 
 func bundleSig(b []byte) Signature { return Signature{Bundle: b} }
 
+// legacySig is a legacy signature of payload pl as the registry source
+// hands it in: the payload and the annotations cosign writes.
+func legacySig(pl []byte, l sigstoretest.Legacy) Signature {
+	s := Signature{Payload: pl, Base64: l.Base64, Cert: l.Annotations["dev.sigstore.cosign/certificate"], Chain: l.Annotations["dev.sigstore.cosign/chain"]}
+	if r, ok := l.Annotations["dev.sigstore.cosign/bundle"]; ok {
+		s.Rekor = []byte(r)
+	}
+	return s
+}
+
+// simpleSigning is cosign's simple-signing payload for manifest m signed
+// as repository repo.
+func simpleSigning(repo string, m digest.Digest) []byte {
+	return fmt.Appendf(nil, `{"critical":{"identity":{"docker-reference":%q},"image":{"docker-manifest-digest":%q},"type":"cosign container image signature"},"optional":null}`, repo, m)
+}
+
 // TestCheckBundle: Sigstore bundles as cosign v3 attaches them, by key and
 // keyless, each admitted only for the manifest digest signed, by the key
 // or the CA, log and identity of the scope; each rejection says which
@@ -97,6 +114,10 @@ func TestCheckBundle(t *testing.T) {
 		return out
 	}()
 	fp, rfp := f.key.Fingerprint(t), f.rekor.Fingerprint(t)
+	ciPayload, loggedPayload, otherPayload := simpleSigning("r.example/ci", m), simpleSigning("r.example/logged:1", m), simpleSigning("r.example/ci", other)
+	// The same log, saying it logged the entry an hour and 55 minutes ago.
+	past := *f.rekor
+	past.At = time.Now().Add(-time.Hour - 55*time.Minute)
 	tests := []struct {
 		name, ref string
 		sigs      []Signature
@@ -117,7 +138,7 @@ func TestCheckBundle(t *testing.T) {
 		{"Rekor required, logged", "r.example/logged:1", []Signature{bundleSig(f.key.Sign(t, m, rk))}, "sigstoreSigned bundle key " + fp + " rekor " + rfp, ""},
 		{"Rekor required, not logged", "r.example/logged:1", []Signature{bundleSig(f.key.Sign(t, m, o))}, "", "no signature verifies"},
 		{"Rekor required, another log", "r.example/logged:1", []Signature{bundleSig(f.key.Sign(t, m, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies"},
-		{"Rekor required, legacy signature", "r.example/logged:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "no Rekor entry"},
+		{"Rekor required, legacy signature", "r.example/logged:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "a legacy signature without a Rekor entry"},
 		{"exact identity", "r.example/exact:1", []Signature{bundleSig(f.key.Sign(t, m, o))}, "", "identity mismatch: a Sigstore bundle signs the manifest digest alone"},
 		{"keyless workflow (URI)", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, rk))}, "sigstoreSigned bundle certificate sha256:", ""},
 		{"keyless email", "r.example/mail:1", []Signature{bundleSig(f.ca.Sign(t, m, "https://accounts.example", "dev@example.com", rk))}, "subject dev@example.com rekor " + rfp, ""},
@@ -128,9 +149,27 @@ func TestCheckBundle(t *testing.T) {
 		{"keyless, another CA", "r.example/ci:1", []Signature{bundleSig(f.otherCA.Sign(t, m, ghIssuer, ghWorkflow, rk))}, "", "no signature verifies with a certificate of the scope's CA"},
 		{"keyless, not logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, o))}, "", "no signature verifies with a certificate"},
 		{"keyless, another log", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies with a certificate"},
+		{"keyless, certificate expired since it was logged", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: &past, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "bundle certificate", ""},
+		{"keyless, logged after the certificate expired", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.rekor, IssuedAt: time.Now().Add(-2 * time.Hour)}))}, "", "no signature verifies with a certificate"},
 		{"keyless, another digest", "r.example/ci:1", []Signature{bundleSig(f.ca.Sign(t, other, ghIssuer, ghWorkflow, rk))}, "", "the signature is for manifest"},
 		{"keyless, by key", "r.example/ci:1", []Signature{bundleSig(f.key.Sign(t, m, rk))}, "", "no signature verifies with a certificate"},
-		{"keyless, legacy signature", "r.example/ci:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "keyless signatures are checked only in Sigstore bundles"},
+		{"keyless, legacy signature", "r.example/ci:1", []Signature{{Payload: []byte("{}"), Base64: "AAAA"}}, "", "a legacy signature without a certificate"},
+		{"keyless legacy (cosign v2)", "r.example/ci:1", []Signature{legacySig(ciPayload, f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, rk))}, "sigstoreSigned certificate " + f.ca.Fingerprint(t) + " issuer " + ghIssuer + " subject " + ghWorkflow + " rekor " + rfp + " for r.example/ci", ""},
+		{"keyless legacy, another workflow", "r.example/ci:1", []Signature{legacySig(ciPayload, f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow+"x", rk))}, "", "identity mismatch: signed by " + ghWorkflow + "x"},
+		{"keyless legacy, not logged", "r.example/ci:1", []Signature{legacySig(ciPayload, f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, o))}, "", "a legacy signature without a Rekor entry"},
+		{"keyless legacy, another log", "r.example/ci:1", []Signature{legacySig(ciPayload, f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies with a certificate"},
+		{"keyless legacy, another CA", "r.example/ci:1", []Signature{legacySig(ciPayload, f.otherCA.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, rk))}, "", "no signature verifies with a certificate"},
+		{"keyless legacy, tampered payload", "r.example/ci:1", []Signature{legacySig(simpleSigning("r.example/ci ", m), f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, rk))}, "", "no signature verifies with a certificate"},
+		{"keyless legacy, another digest", "r.example/ci:1", []Signature{legacySig(otherPayload, f.ca.SignLegacy(t, otherPayload, ghIssuer, ghWorkflow, rk))}, "", "the signature is for manifest"},
+		{"keyless legacy, another repository", "r.example/ci:1", []Signature{legacySig(simpleSigning("r.example/evil", m), f.ca.SignLegacy(t, simpleSigning("r.example/evil", m), ghIssuer, ghWorkflow, rk))}, "", "identity mismatch: signed for r.example/evil"},
+		{"keyless legacy, malformed Rekor annotation", "r.example/ci:1", []Signature{func() Signature {
+			s := legacySig(ciPayload, f.ca.SignLegacy(t, ciPayload, ghIssuer, ghWorkflow, rk))
+			s.Rekor = []byte(`{"Payload":{"body":"!"}}`)
+			return s
+		}()}, "", "Rekor entry is malformed"},
+		{"legacy by key, logged", "r.example/logged:1", []Signature{legacySig(loggedPayload, f.key.SignLegacy(t, loggedPayload, rk))}, "sigstoreSigned key " + fp + " rekor " + rfp + " for r.example/logged:1", ""},
+		{"legacy by key, logged elsewhere", "r.example/logged:1", []Signature{legacySig(loggedPayload, f.key.SignLegacy(t, loggedPayload, sigstoretest.Options{Rekor: f.otherRekor}))}, "", "no signature verifies"},
+		{"legacy by key, as cosign v2 writes it without a log", "r.example/app:1", []Signature{legacySig(simpleSigning("r.example/app:1", m), f.key.SignLegacy(t, simpleSigning("r.example/app:1", m), o))}, "sigstoreSigned key " + fp + " for r.example/app:1", ""},
 		{"key scope, keyless bundle", "r.example/app:1", []Signature{bundleSig(f.ca.Sign(t, m, ghIssuer, ghWorkflow, rk))}, "", "signed by another key"},
 	}
 	for _, tc := range tests {
@@ -175,6 +214,14 @@ func TestRecheckBundle(t *testing.T) {
 	byKey := admitted("r.example/app:1", f.key.Sign(t, f.m, sigstoretest.Options{}))
 	logged := admitted("r.example/logged:1", f.key.Sign(t, f.m, rk))
 	ci := admitted("r.example/ci:1", f.ca.Sign(t, f.m, ghIssuer, ghWorkflow, rk))
+	legacyCI := func() string {
+		pl := simpleSigning("r.example/ci", f.m)
+		a, err := f.check("r.example/ci:1", legacySig(pl, f.ca.SignLegacy(t, pl, ghIssuer, ghWorkflow, rk)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.String()
+	}()
 	policyWith := func(req string) *Policy {
 		t.Helper()
 		p, err := Parse([]byte(`{"default":[`+req+`]}`), "p2.json")
@@ -206,9 +253,12 @@ func TestRecheckBundle(t *testing.T) {
 		{"keyless, default scope", policyWith(fulcioReq(ghWorkflow)), "r.example/other:1", ci, ""},
 		{"keyless, another subject now", policyWith(fulcioReq("https://github.com/org/app/.github/workflows/other.yml@refs/heads/main")), "r.example/ci:1", ci, "identity mismatch"},
 		{"keyless, key now", f.p, "r.example/app:1", ci, "with no key of this scope"},
+		{"keyless legacy", f.p, "r.example/ci:2", legacyCI, ""},
+		{"keyless legacy, another repository", policyWith(fulcioReq(ghWorkflow)), "r.example/other:1", legacyCI, "identity mismatch: the stored tree was signed for r.example/ci"},
+		{"keyless legacy, another subject now", policyWith(fulcioReq(ghWorkflow + "x")), "r.example/ci:1", legacyCI, "identity mismatch"},
 		{"keyless, another identity's scope", f.p, "r.example/mail:1", ci, "identity mismatch"},
 		{"keyless, another CA now", policyWith(strings.Replace(fulcioReq(ghWorkflow), f.caPath, otherCA, 1)), "r.example/ci:1", ci, "with no certificate of this scope's CA"},
-		{"keyless, another log now", policyWith(strings.Replace(fulcioReq(ghWorkflow), f.rekorPath, otherRekor, 1)), "r.example/ci:1", ci, "with no certificate of this scope's CA logged by its Rekor key"},
+		{"keyless, another log now", policyWith(strings.Replace(fulcioReq(ghWorkflow), f.rekorPath, otherRekor, 1)), "r.example/ci:1", ci, "not checked against this scope's Rekor key"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -221,4 +271,21 @@ func TestRecheckBundle(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzBundle: whatever a registry serves as a bundle, the check answers
+// with an admission or a one-line rejection naming the image, never a
+// panic; the seeds are a bundle by key and a keyless one, both genuine.
+func FuzzBundle(f *testing.F) {
+	fx := newBundleFixture(f)
+	f.Add(fx.key.Sign(f, fx.m, sigstoretest.Options{}))
+	f.Add(fx.ca.Sign(f, fx.m, ghIssuer, ghWorkflow, sigstoretest.Options{Rekor: fx.rekor}))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, ref := range []string{"r.example/app:1", "r.example/ci:1"} {
+			_, err := fx.check(ref, bundleSig(b))
+			if err != nil && (!strings.Contains(err.Error(), "image docker://"+ref) || strings.Contains(err.Error(), "\n")) {
+				t.Fatalf("rejection %q: not one line naming the image", err)
+			}
+		}
+	})
 }

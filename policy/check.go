@@ -39,7 +39,12 @@ type Image struct {
 type Signature struct {
 	Payload []byte
 	Base64  string
-	Bundle  []byte
+	// A keyless or logged legacy signature's annotations: the signing
+	// certificate and its chain (PEM), and Rekor's signed entry timestamp
+	// with the entry (cosign's "bundle" annotation, JSON).
+	Cert, Chain string
+	Rekor       []byte
+	Bundle      []byte
 }
 
 // Signatures fetches an image's signatures, each bounded and verified
@@ -228,13 +233,13 @@ func (p *Policy) Recheck(img Image, admitted string) (Admission, error) {
 }
 
 // recorded returns the part of a tree's admission record that meets
-// sigstoreSigned requirement r for img, or why none does. The parts
-// read (see verify and verifyBundle):
+// sigstoreSigned requirement r for img, or why none does. A part reads
+// "sigstoreSigned [bundle] HOW [for REF]": "bundle" for a Sigstore
+// bundle (which signs no reference), "for REF" for a legacy signature's
+// signed reference, and HOW one of
 //
-//	sigstoreSigned key FP for REF                  a legacy signature by key FP for REF
-//	sigstoreSigned bundle key FP [rekor FP]        a bundle by key FP [logged by Rekor key FP]
-//	sigstoreSigned bundle certificate CA issuer I subject S rekor FP
-//	                                               a bundle by a certificate of CA for S by I, logged by FP
+//	key FP [rekor FP]                             by key FP [logged by Rekor key FP]
+//	certificate CA issuer I subject S rekor FP    by a certificate of CA for S by I, logged by FP
 func (r Requirement) recorded(img Image, parts []string) (string, string) {
 	want, err := normalize(img.Name)
 	if err != nil {
@@ -247,50 +252,64 @@ func (r Requirement) recorded(img Image, parts []string) (string, string) {
 	if r.Fulcio != nil {
 		reason = "the stored tree was admitted by " + strings.Join(parts, "; ") + ", with no certificate of this scope's CA logged by its Rekor key"
 	}
-	exact := r.Identity.Type == "exactReference" || r.Identity.Type == "exactRepository"
 	for _, part := range parts {
 		f := strings.Fields(part)
+		if len(f) < 3 || f[0] != SigstoreSigned {
+			continue
+		}
+		f = f[1:]
+		isBundle := f[0] == "bundle"
+		if isBundle {
+			f = f[1:]
+		}
+		var ref string
+		if n := len(f); n >= 2 && f[n-2] == "for" {
+			ref, f = f[n-1], f[:n-2]
+		}
+		if isBundle == (ref != "") {
+			continue // a bundle names no reference, a legacy signature one
+		}
+		var rekor string
 		switch {
-		case len(f) == 5 && f[0] == SigstoreSigned && f[1] == "key" && f[3] == "for":
-			if r.Fulcio != nil || r.Rekor != nil || !hasKey(r.Keys, f[2]) {
+		case len(f) == 2 && f[0] == "key", len(f) == 4 && f[0] == "key" && f[2] == "rekor":
+			if r.Fulcio != nil || !hasKey(r.Keys, f[1]) {
 				continue
 			}
-			signed, err := normalize(f[4])
-			if err != nil {
+			if len(f) == 4 {
+				rekor = f[3]
+			}
+		case len(f) == 8 && f[0] == "certificate" && f[2] == "issuer" && f[4] == "subject" && f[6] == "rekor":
+			if r.Fulcio == nil || f[1] != r.Fulcio.Fingerprint {
 				continue
 			}
-			if !r.Identity.match(want, signed) {
-				reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+			if f[3] != r.Fulcio.Issuer || f[5] != r.Fulcio.Subject {
+				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by %s (issuer %s), the scope wants %s (issuer %s)", f[5], f[3], r.Fulcio.Subject, r.Fulcio.Issuer)
 				continue
 			}
-			return part, ""
-		case (len(f) == 4 || len(f) == 6) && f[0] == SigstoreSigned && f[1]+" "+f[2] == bundleKey:
-			if r.Fulcio != nil || !hasKey(r.Keys, f[3]) {
-				continue
-			}
-			if r.Rekor != nil && (len(f) != 6 || f[4] != "rekor" || !hasKey(r.Rekor, f[5])) {
-				reason = "the stored tree's signature was not checked against this scope's Rekor key"
-				continue
-			}
-			if exact {
-				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by a Sigstore bundle, which names no docker reference that %s could match", r.Identity.Type)
-				continue
-			}
-			return part, ""
-		case len(f) == 10 && f[0] == SigstoreSigned && f[1]+" "+f[2] == bundleCert && f[4] == "issuer" && f[6] == "subject" && f[8] == "rekor":
-			if r.Fulcio == nil || f[3] != r.Fulcio.Fingerprint || !hasKey(r.Rekor, f[9]) {
-				continue
-			}
-			if f[5] != r.Fulcio.Issuer || f[7] != r.Fulcio.Subject {
-				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by %s (issuer %s), the scope wants %s (issuer %s)", f[7], f[5], r.Fulcio.Subject, r.Fulcio.Issuer)
-				continue
-			}
-			if exact {
+			rekor = f[7]
+		default:
+			continue
+		}
+		if r.Rekor != nil && !hasKey(r.Rekor, rekor) {
+			reason = "the stored tree's signature was not checked against this scope's Rekor key"
+			continue
+		}
+		if isBundle {
+			if r.Identity.Type == "exactReference" || r.Identity.Type == "exactRepository" {
 				reason = fmt.Sprintf("identity mismatch: the stored tree was signed by a Sigstore bundle, which names no docker reference that %s could match", r.Identity.Type)
 				continue
 			}
 			return part, ""
 		}
+		signed, err := normalize(ref)
+		if err != nil {
+			continue
+		}
+		if !r.Identity.match(want, signed) {
+			reason = fmt.Sprintf("identity mismatch: the stored tree was signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want)
+			continue
+		}
+		return part, ""
 	}
 	return "", reason
 }
@@ -330,29 +349,32 @@ func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 			worse(n, why)
 			continue
 		}
-		switch {
-		case r.Fulcio != nil:
-			worse(1, "signed by another key: a legacy (.sig) signature, and keyless signatures are checked only in Sigstore bundles")
-			continue
-		case r.Rekor != nil:
-			worse(1, "a legacy (.sig) signature carries no Rekor entry rootswap checks; the scope's Rekor key needs a Sigstore bundle")
-			continue
-		}
 		raw, err := base64.StdEncoding.DecodeString(s.Base64)
 		if err != nil {
 			worse(2, "a signature is not base64")
 			continue
 		}
-		var key *Key
-		for i := range r.Keys {
-			if verifySig(r.Keys[i].Public, s.Payload, raw) {
-				key = &r.Keys[i]
-				break
+		var how string
+		if r.Fulcio != nil || r.Rekor != nil {
+			h, n, why := r.verifyLegacySigstore(s, raw)
+			if why != "" {
+				worse(n, why)
+				continue
 			}
-		}
-		if key == nil {
-			worse(1, fmt.Sprintf("signed by another key: no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
-			continue
+			how = h
+		} else {
+			var key *Key
+			for i := range r.Keys {
+				if verifySig(r.Keys[i].Public, s.Payload, raw) {
+					key = &r.Keys[i]
+					break
+				}
+			}
+			if key == nil {
+				worse(1, fmt.Sprintf("signed by another key: no signature verifies with the scope's key%s (%d signature%s)", plural(len(r.Keys)), len(sigs), plural(len(sigs))))
+				continue
+			}
+			how = "key " + key.Fingerprint
 		}
 		var pl payload
 		if err := json.Unmarshal(s.Payload, &pl); err != nil {
@@ -376,7 +398,7 @@ func (r Requirement) verify(img Image, sigs []Signature) (string, string) {
 			worse(4, fmt.Sprintf("identity mismatch: signed for %s, which %s does not accept for %s", signed, r.Identity.Type, want))
 			continue
 		}
-		return r.Type + " key " + key.Fingerprint + " for " + signed.String(), ""
+		return r.Type + " " + how + " for " + signed.String(), ""
 	}
 	return "", reason
 }

@@ -21,7 +21,9 @@
 //     signed) and its signature; the payload's digest must be the
 //     manifest digest pulled, its reference must satisfy signedIdentity,
 //     and the signature must verify with one of the scope's keys (ECDSA,
-//     Ed25519 or RSA, PEM).
+//     Ed25519 or RSA, PEM). Under a Rekor key or a Fulcio CA (cosign v2's
+//     keyless signatures), its annotations' certificate, chain and Rekor
+//     entry are checked as a bundle's are.
 //   - a Sigstore bundle (cosign v3) signs the manifest digest alone: a
 //     DSSE in-toto statement of cosign's signature predicate whose subject
 //     is the digest, or a message signature over it. sigstore-go checks it

@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/rootswap/rootswap/internal/escapetest"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // FuzzExtract imports arbitrary bytes as a tar stream, seeded with the

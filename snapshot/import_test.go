@@ -17,8 +17,8 @@ import (
 
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/failpoint"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // fakeSource is an image's content: it serves tar streams from memory and counts what is asked of it.

@@ -26,8 +26,8 @@ import (
 	"github.com/rootswap/rootswap/index"
 	"github.com/rootswap/rootswap/internal/escapetest"
 	"github.com/rootswap/rootswap/internal/fsys"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/snapshot"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // The archives below are written block by block rather than with

@@ -1,14 +1,16 @@
 // Package unit writes the systemd units that run rootswap: a machine's
 // service (rootswap-NAME.service), the alternative for
-// systemd-nspawn@.service users (NAME.nspawn and a drop-in), the daily
+// systemd-nspawn@.service users (a drop-in, and NAME.nspawn, written by
+// WriteSettings at each start from the current image and the unit's
+// command, if any), the daily
 // gc service and timer, and the update service and timer (a low-priority
 // `rootswap update` of the machines marked --auto-update). It is its own package, not part of activate,
 // because it activates nothing: it describes how systemd calls the
 // rootswap binary, which then prepares and runs the machine.
 //
 // Vocabulary:
-//   - a File is one unit (or .nspawn file) named relative to the unit
-//     directory (/etc/systemd/system; ../nspawn/ for .nspawn files);
+//   - a File is one unit named relative to the unit directory
+//     (/etc/systemd/system);
 //   - a Spec is one machine's service: name, image, command, the nspawn
 //     choices (activate.NspawnOptions, which spells and checks them) and
 //     restart timing;

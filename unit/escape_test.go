@@ -174,7 +174,9 @@ func TestUnitsSystemdParses(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantAll := map[string][][]string{
-		"ExecStartPre": {{bin, "--root", store, "prepare", "--pull", "--link-machines", name, "img"}, {bin, "--root", store, "report", "--start", name}},
+		"ExecStartPre": {{bin, "--root", store, "prepare", "--pull", "--link-machines", name, "img"},
+			append([]string{bin, "--root", store, "nspawn-settings", "--nspawn-opt=" + opt, "--nspawn-opt=--hostname=x", name, "--"}, command...),
+			{bin, "--root", store, "report", "--start", name}},
 		"ExecStart":    {{"systemd-nspawn", "--quiet", "--keep-unit", "--link-journal=try-guest", "--settings=override", "--machine=" + name, opt, "--hostname=x"}},
 		"ExecStopPost": {{bin, "--root", store, "report", "--unit", "systemd-nspawn@" + name + ".service", name}},
 	}

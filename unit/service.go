@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,41 +175,33 @@ func serviceOptions(sp Spec, c execs) []*unit.UnitOption {
 // drop-in that prepares the image and records the start before every
 // start, reports after every stop (an operator's by systemd's stop or
 // restart job), and replaces the template's ExecStart, whose -U could
-// chown the shared tree; and the settings nspawn reads. With a command
-// (or -b) those are NAME.nspawn for /etc/systemd/nspawn, written now.
-// Without one they follow the image: the drop-in's `rootswap
-// nspawn-settings` writes them at each start, after prepare, from the
-// current image's config (activate.FileSettings, WriteSettings), and no
-// file is written now. Errors are as ServiceFiles'.
+// chown the shared tree. The settings nspawn reads follow the image, as
+// the service's `rootswap run` does, with or without a command: the
+// drop-in's `rootswap nspawn-settings`, given the spec's choices and
+// command, writes NAME.nspawn at each start, after prepare, from the
+// current image's config (activate.FileSettings, WriteSettings); no file
+// is written now. Errors are as ServiceFiles'.
 func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if err := sp.check(); err != nil {
 		return nil, err
 	}
 	name, o := sp.Name, sp.Nspawn
+	// The command and the settings go into a .nspawn file at each start:
+	// refuse now what it cannot hold, not at the first start.
+	if _, err := settingsOptions(o.Settings(), sp.Command); err != nil {
+		return nil, err
+	}
 	prepare, err := execLine(sp.prepareArgs(bin, root, "--pull", "--link-machines", name, sp.Image)...)
 	if err != nil {
 		return nil, err
 	}
-	pre := []string{prepare}
-	var files []File
-	if len(sp.Command) == 0 && !activate.ChoosesBoot(o.Extra) {
-		// After prepare, which may roll back: the settings of the tree
-		// that starts.
-		line, err := execLine(sp.settingsArgs(bin, root)...)
-		if err != nil {
-			return nil, err
-		}
-		pre = append(pre, line)
-	} else {
-		// rootswap's init, as `rootswap run` adds it: bin mounted
-		// read-only in front of the command.
-		initBind, command := o.FileInit(bin, sp.Command, sp.NoInit)
-		opts, err := settingsOptions(append(o.Settings(), initBind...), command)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, File{"../nspawn/" + name + ".nspawn", opts})
+	// After prepare, which may roll back: the settings of the tree that
+	// starts.
+	settings, err := execLine(sp.settingsArgs(bin, root)...)
+	if err != nil {
+		return nil, err
 	}
+	pre := []string{prepare, settings}
 	// nspawn is the main process, not `rootswap run`: report records the
 	// start after prepare, and after the stop asks systemd whether it was
 	// an operator's (a stop or restart job of the unit).
@@ -243,12 +236,13 @@ func NspawnFiles(bin, root string, sp Spec) ([]File, error) {
 	if sp.HealthyAfter > 0 {
 		dropin = append(dropin, unit.NewUnitOption("Service", "Environment", "ROOTSWAP_HEALTHY_AFTER="+sp.HealthyAfter.String()))
 	}
-	return append(files, File{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin}), nil
+	return []File{{"systemd-nspawn@" + name + ".service.d/rootswap.conf", dropin}}, nil
 }
 
 // settingsArgs is the `rootswap nspawn-settings` command line of bin on
 // store root that writes the spec's settings at each start: the spec's
-// machine choices as the flags of `unit` that gave them.
+// machine choices as the flags of `unit` that gave them, and its command
+// after "--" (so a word that looks like an option stays the command).
 func (sp *Spec) settingsArgs(bin, root string) []string {
 	a := []string{bin, "--root", root, "nspawn-settings"}
 	o := sp.Nspawn
@@ -271,14 +265,22 @@ func (sp *Spec) settingsArgs(bin, root string) []string {
 	if sp.Entrypoint != nil {
 		a = append(a, "--entrypoint="+*sp.Entrypoint)
 	}
-	return append(a, sp.Name)
+	a = append(a, sp.Name)
+	if len(sp.Command) > 0 {
+		a = append(append(a, "--"), sp.Command...)
+	}
+	return a
 }
 
 // settingsOptions are a .nspawn file's lines for the settings st and the
-// command line command (Parameters=; none if empty): Boot=no, then those.
-// An error wraps ErrInvalid: a word the file cannot hold.
+// command line command (Parameters=; none if empty): Boot=no unless st
+// sets Boot=, then those. An error wraps ErrInvalid: a word the file
+// cannot hold.
 func settingsOptions(st []activate.NspawnSetting, command []string) ([]*unit.UnitOption, error) {
-	opts := []*unit.UnitOption{unit.NewUnitOption("Exec", "Boot", "no")}
+	var opts []*unit.UnitOption
+	if !slices.ContainsFunc(st, func(s activate.NspawnSetting) bool { return s.Section == "Exec" && s.Key == "Boot" }) {
+		opts = append(opts, unit.NewUnitOption("Exec", "Boot", "no"))
+	}
 	if len(command) > 0 {
 		line, err := settingsWords(command)
 		if err != nil {
@@ -313,7 +315,7 @@ const shadowDir = "/etc/systemd/nspawn"
 // there atomically (a temporary file renamed into place, so a starting
 // nspawn never reads half of it), and returns its path. In SettingsDir
 // it first refuses a NAME.nspawn in /etc/systemd/nspawn, which nspawn
-// would read instead (left by a unit written with a command). An error
+// would read instead (left by a unit written with a command by rootswap before nspawn-settings took commands). An error
 // wrapping ErrInvalid is a word the file cannot hold.
 func WriteSettings(dir, name string, st []activate.NspawnSetting, command []string) (string, error) {
 	shadow := ""
@@ -328,7 +330,7 @@ func WriteSettings(dir, name string, st []activate.NspawnSetting, command []stri
 func writeSettings(dir, shadow, name string, st []activate.NspawnSetting, command []string) (string, error) {
 	if shadow != "" {
 		if _, err := os.Lstat(filepath.Join(shadow, name+".nspawn")); err == nil {
-			return "", fmt.Errorf("nspawn settings %s: %s/%s.nspawn exists and nspawn would read it instead of %s/%s.nspawn: remove it (a unit --nspawn-file with a COMMAND wrote it)", name, shadow, name, dir, name)
+			return "", fmt.Errorf("nspawn settings %s: %s/%s.nspawn exists and nspawn would read it instead of %s/%s.nspawn: remove it (an older rootswap unit --nspawn-file with a COMMAND wrote it)", name, shadow, name, dir, name)
 		}
 	}
 	opts, err := settingsOptions(st, command)

@@ -215,6 +215,10 @@ func TestUnitService(t *testing.T) {
 	}
 }
 
+// TestUnitNspawnFile: with a COMMAND the drop-in goes the way it goes
+// without one: nspawn-settings at each start, given the COMMAND after
+// "--", merges it with the image's config as run does; no static
+// NAME.nspawn is written, so the service and the file cannot disagree.
 func TestUnitNspawnFile(t *testing.T) {
 	store := filepath.Join(t.TempDir(), "store")
 	base := t.TempDir()
@@ -223,38 +227,36 @@ func TestUnitNspawnFile(t *testing.T) {
 	files, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app", "--serve"},
 		Nspawn: activate.NspawnOptions{BindsRO: []string{"/etc/ssl"}, ReadOnly: true}, RestartSec: 5 * time.Second})
 	install(t, dir, files, err)
-	n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn"))
-	for k, v := range map[string]string{"Exec/Boot": "no", "Exec/Parameters": "/run/rootswap-init container-init -- /app --serve", "Files/Volatile": "state",
-		"Files/ReadOnly": "yes", "Files/PrivateUsersOwnership": "map", "Files/BindReadOnly": "/etc/ssl\x00" + bin + ":/run/rootswap-init",
-		"Exec/KillSignal": "SIGTERM"} {
-		sec, name, _ := strings.Cut(k, "/")
-		if got := n[sec][name]; strings.Join(got, "\x00") != v {
-			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, strings.Split(v, "\x00"))
-		}
+	if _, err := os.Stat(filepath.Join(base, "nspawn", "web.nspawn")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("with a command a static web.nspawn is written: %v", err)
 	}
-	// -b without a command: the file as with one (the tree's init boots).
-	if files, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}}); err != nil || len(files) != 2 {
-		t.Errorf("--nspawn-file -b without a command: %v, %d files", err, len(files))
+	d := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
+	want := bin + " --root " + store + " nspawn-settings --bind-ro=/etc/ssl --read-only web -- /app --serve"
+	if got := d["Service"]["ExecStartPre"]; len(got) != 3 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") ||
+		got[1] != want || !strings.HasSuffix(got[2], " report --start web") {
+		t.Errorf("drop-in ExecStartPre:\n%s\nwant prepare, then\n%s\nthen report --start", strings.Join(got, "\n"), want)
 	}
-	// --no-init: the command as it is, no binary bound; the service says
-	// it to run.
+	// -b without a command: the same way (the tree's init boots).
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Extra: []string{"-b"}}})
+	install(t, dir, files, err)
+	if got := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))["Service"]["ExecStartPre"]; len(got) != 3 ||
+		!strings.HasSuffix(got[1], " nspawn-settings --nspawn-opt=-b web") {
+		t.Errorf("--nspawn-file -b: drop-in ExecStartPre %q", got)
+	}
+	// --no-init and a command that looks like an option: the service says
+	// them to run, the drop-in to nspawn-settings.
 	svc, err := ServiceFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app"}, NoInit: true})
 	if err != nil || !strings.Contains(fmt.Sprint(svc[0].opts), " run --no-init web --keep-unit ") {
 		t.Errorf("--no-init: service %v, %v", err, svc)
 	}
-	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app"}, NoInit: true, RestartSec: time.Second})
+	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"-x", "--"}, NoInit: true, RestartSec: time.Second})
 	install(t, dir, files, err)
-	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); strings.Join(n["Exec"]["Parameters"], " ") != "/app" || n["Files"]["BindReadOnly"] != nil {
-		t.Errorf("--no-init: web.nspawn Parameters %q BindReadOnly %q", n["Exec"]["Parameters"], n["Files"]["BindReadOnly"])
+	d = readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
+	if got := d["Service"]["ExecStartPre"]; len(got) != 3 || !strings.HasSuffix(got[1], " nspawn-settings --no-init web -- -x --") {
+		t.Errorf("--no-init -- -x --: drop-in ExecStartPre %q", got)
 	}
-	d := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))
 	if got := d["Service"]["ExecStart"]; len(got) != 2 || got[0] != "" || strings.Contains(got[1], "-U") || !strings.Contains(got[1], "--settings=override") {
 		t.Errorf("drop-in ExecStart %q: must reset the template's and never pass -U", got)
-	}
-	// prepare, then the start: a prepare that fails records no start.
-	if got := d["Service"]["ExecStartPre"]; len(got) != 2 || !strings.Contains(got[0], "prepare --pull --link-machines web reg/web:1") ||
-		!strings.HasSuffix(got[1], " report --start web") {
-		t.Errorf("drop-in ExecStartPre %q, want prepare then report --start", got)
 	}
 	// nspawn is the main process: report asks systemd about the unit's jobs.
 	if got := d["Service"]["ExecStopPost"]; len(got) != 1 || !strings.HasSuffix(got[0], " report --unit systemd-nspawn@web.service web") {
@@ -263,15 +265,19 @@ func TestUnitNspawnFile(t *testing.T) {
 	if got := d["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "10s" {
 		t.Errorf("drop-in TimeoutStopSec %q, want the default 10s", got)
 	}
-	// The user's --kill-signal wins: no KillSignal= overrides it (--settings=override).
 	files, err = NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", StopTimeout: 5 * time.Second, Command: []string{"/app"},
 		Nspawn: activate.NspawnOptions{Extra: []string{"--kill-signal=SIGINT"}}, RestartSec: 5 * time.Second})
 	install(t, dir, files, err)
-	if n := readUnit(t, filepath.Join(base, "nspawn", "web.nspawn")); n["Exec"]["KillSignal"] != nil {
-		t.Errorf("web.nspawn KillSignal = %q with the user's --kill-signal", n["Exec"]["KillSignal"])
-	}
 	if got := readUnit(t, filepath.Join(dir, "systemd-nspawn@web.service.d", "rootswap.conf"))["Service"]["TimeoutStopSec"]; len(got) != 1 || got[0] != "5s" {
 		t.Errorf("--stop-timeout 5s: drop-in TimeoutStopSec %q", got)
+	}
+	// A word a .nspawn file cannot hold is refused when the unit is
+	// written, not at its first start.
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Command: []string{"/app", "a\nb"}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a newline in the command: %v, want ErrInvalid", err)
+	}
+	if _, err := NspawnFiles(bin, store, Spec{Name: "web", Image: "reg/web:1", Nspawn: activate.NspawnOptions{Env: []string{"E=a\nb"}}}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a newline in --setenv: %v, want ErrInvalid", err)
 	}
 }
 
@@ -293,7 +299,7 @@ func TestUnitSourceDeps(t *testing.T) {
 		if daemon {
 			want, not = not, want
 		}
-		for _, f := range []File{svc[0], ns[1]} {
+		for _, f := range []File{svc[0], ns[0]} {
 			var wants, after []string
 			for _, o := range f.opts {
 				switch {
@@ -389,6 +395,15 @@ func TestUnitNspawnFileFollowsImage(t *testing.T) {
 		if got := n[sec][name]; strings.Join(got, "\x00") != v {
 			t.Errorf("web.nspawn [%s] %s = %q, want %q", sec, name, got, v)
 		}
+	}
+	// Boot=yes from the settings (-b) replaces the Boot=no of a file
+	// that gives a command.
+	boot, err := WriteSettings(filepath.Join(base, "boot"), "web", []activate.NspawnSetting{{Section: "Exec", Key: "Boot", Value: "yes"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readUnit(t, boot)["Exec"]["Boot"]; len(got) != 1 || got[0] != "yes" {
+		t.Errorf("with -b: web.nspawn Boot= %q, want yes alone", got)
 	}
 	if ents, _ := os.ReadDir(run); len(ents) != 1 {
 		t.Errorf("%s holds %d entries, want web.nspawn alone", run, len(ents))

@@ -479,9 +479,10 @@ The command runs under rootswap's init (this binary, bind-mounted read-only
 at /run/rootswap-init, as docker run --init mounts tini): it is the
 container's PID 1, passes every signal on to the command, reaps orphans and
 exits with the command's status, so a payload without a SIGTERM handler
-still stops at once. No init with --no-init (given before NAME), -b,
---as-pid2, --notify-ready, no command, or a command that is an init itself
-(tini, dumb-init, catatonit, s6's /init, systemd…).`,
+still stops at once; it relays the payload's sd_notify messages (READY=1 for
+--notify-ready) to nspawn, which takes them from PID 1 only. No init with
+--no-init (given before NAME), -b, --as-pid2, no command, or a command that
+is an init itself (tini, dumb-init, catatonit, s6's /init, systemd…).`,
 		Example: `  rootswap run web --bind=/srv/data:/data /usr/bin/web-server --port 80
   rootswap -q --lock-timeout 5s run -- web /bin/sh
   rootswap run --no-init web /usr/bin/tini -- /app`,

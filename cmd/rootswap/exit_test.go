@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rootswap/rootswap/internal/storetest"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 )
 
 // TestUnknownCommandExits2: a mistyped command is a usage error like a

@@ -36,10 +36,10 @@ ExecStart runs COMMAND in the current tree under systemd-nspawn, ExecStopPost
 reports how the run ended; Restart=always; Wants=/After=docker.service for an
 image from the Docker daemon, network-online.target for a docker://, oci: or
 docker-archive: one (see import --help), never Requires=. With --nspawn-file it gives a drop-in for
-systemd-nspawn@NAME.service instead, for machinectl users, and with a COMMAND
-NAME.nspawn for /etc/systemd/nspawn; without one the drop-in runs
-'rootswap nspawn-settings' before each start, which writes NAME.nspawn to
-/run/systemd/nspawn from the current image's config (see its --help).
+systemd-nspawn@NAME.service instead, for machinectl users: it runs
+'rootswap nspawn-settings' (with the COMMAND, if any) before each start,
+which writes NAME.nspawn to /run/systemd/nspawn from the current image's
+config, as run would run it (see its --help).
 
 --gc-timer gives rootswap-gc.service, a oneshot running this binary's gc on
 this store (--root), and rootswap-gc.timer, which starts it daily at a random
@@ -186,32 +186,41 @@ func (o *serviceFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&o.settingsFile, "nspawn-file", false, "print NAME.nspawn and a systemd-nspawn@NAME.service drop-in instead of a service")
 }
 
-// nspawnSettingsCmd is what the drop-in of `unit --nspawn-file` without
-// a COMMAND runs before each start.
+// nspawnSettingsCmd is what the drop-in of `unit --nspawn-file` runs
+// before each start.
 func nspawnSettingsCmd(g *globals) *cobra.Command {
 	var (
 		m   machineFlags
 		dir string
 	)
 	cmd := &cobra.Command{
-		Use:   "nspawn-settings [OPTIONS] NAME",
+		Use:   "nspawn-settings [OPTIONS] NAME [-- COMMAND ARGS…]",
 		Short: "Write NAME.nspawn from machine NAME's current image, as run would run it",
 		Long: `Nspawn-settings writes the systemd.nspawn(5) file of machine NAME's current
 tree to ` + unit.SettingsDir + `/NAME.nspawn (or --dir), replacing it atomically: the
 image's ENTRYPOINT and CMD (Parameters=, behind rootswap's init), Env
 (Environment=), WorkingDir (WorkingDirectory=), User (the init's --user) and
-StopSignal (KillSignal=), as 'rootswap run NAME' would use them, with the
-options (the flags of 'rootswap unit') overriding the image field by field.
+StopSignal (KillSignal=), as 'rootswap run NAME [-- COMMAND…]' would use
+them, with the options (the flags of 'rootswap unit') overriding the image
+field by field: a COMMAND replaces CMD, as 'docker run IMAGE COMMAND' does,
+and --entrypoint replaces ENTRYPOINT.
 
-The drop-in that 'rootswap unit --nspawn-file NAME IMAGE' writes without a
-COMMAND runs it before every start, after prepare, so systemd-nspawn@NAME
+The drop-in that 'rootswap unit --nspawn-file NAME IMAGE [-- COMMAND…]'
+writes runs it before every start, after prepare, so systemd-nspawn@NAME
 runs what the current image says, even once the next version changes its
-entrypoint. It refuses to write when /etc/systemd/nspawn/NAME.nspawn exists:
-nspawn would read that one instead.`,
+entrypoint. It refuses to write when /etc/systemd/nspawn/NAME.nspawn exists
+(an older rootswap wrote one for a unit with a COMMAND): nspawn would read
+that one instead.`,
 		Example: `  rootswap nspawn-settings --bind /srv/web:/data web
-  rootswap nspawn-settings --dir /tmp/settings web && cat /tmp/settings/web.nspawn`,
+  rootswap nspawn-settings --dir /tmp/settings web && cat /tmp/settings/web.nspawn
+  rootswap nspawn-settings web -- --port 8080   # replaces the image's CMD`,
 		ValidArgsFunction: g.complete("machine"),
-		Args:              exactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if at := cmd.ArgsLenAtDash(); len(args) == 0 || (at < 0 && len(args) != 1) || (at >= 0 && at != 1) {
+				return usage("nspawn-settings: give NAME [-- COMMAND ARGS…] (see --help)")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			bin, err := os.Executable()
 			if err != nil {
@@ -221,7 +230,7 @@ nspawn would read that one instead.`,
 			if err != nil {
 				return err
 			}
-			st, command, err := activate.FileSettings(s, args[0], bin, m.nspawn, activate.RunOptions{NoInit: m.noInit,
+			st, command, err := activate.FileSettings(s, args[0], bin, m.nspawn, args[1:], activate.RunOptions{NoInit: m.noInit,
 				Entrypoint: m.entrypoint.Entrypoint, EntrypointSet: m.entrypoint.EntrypointSet})
 			if err != nil {
 				return err

@@ -10,8 +10,8 @@ import (
 
 	"github.com/rootswap/rootswap/activate"
 	"github.com/rootswap/rootswap/index"
-	"github.com/rootswap/rootswap/internal/storetest"
 	"github.com/rootswap/rootswap/policy"
+	"github.com/rootswap/rootswap/snapshot/storetest"
 	"github.com/rootswap/rootswap/unit"
 )
 

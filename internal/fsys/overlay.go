@@ -38,6 +38,11 @@ type Overlay struct {
 // before 6.8 (no lowerdir+); tests set it to cover that path.
 var legacyOverlay = false
 
+// LegacyOverlayEnv, set to 1, does what legacyOverlay does for a whole
+// process: tests of other packages and of the built binary cover the
+// mount(2) path with it.
+const LegacyOverlayEnv = "ROOTSWAP_OVERLAY_MOUNT2"
+
 // MountOverlay mounts o at target, read-only when o has no upper
 // directory. It uses the new mount API, one fsconfig(lowerdir+) per
 // layer, where the kernel has it (6.8 and later); elsewhere mount(2) with
@@ -71,7 +76,7 @@ func MountOverlay(target string, o Overlay) error {
 			return fmt.Errorf("overlay at %s: path %q holds a character overlayfs options cannot carry plainly", target, p)
 		}
 	}
-	if !legacyOverlay {
+	if !legacyOverlay && os.Getenv(LegacyOverlayEnv) != "1" {
 		err := mountOverlayNew(target, o)
 		if !errors.Is(err, errNoLowerdirPlus) {
 			return err

@@ -42,6 +42,14 @@ const Command = "container-init"
 // in the image and works on a read-only root too.
 const Path = "/run/rootswap-init"
 
+// NotifyPath is where the init listens for the payload's sd_notify
+// messages (READY=1, STATUS=…) in the container, beside Path on nspawn's
+// /run tmpfs (see relayNotify).
+const NotifyPath = "/run/rootswap-init.notify"
+
+// notifyPath is NotifyPath; tests, whose init is no container's, move it.
+var notifyPath = NotifyPath
+
 // forwarded are the signals the init passes on to the payload: the stops
 // (SIGTERM, SIGINT, SIGQUIT and whatever STOPSIGNAL an image names), the
 // ones operators send by hand, and every real-time signal. Left out:
@@ -228,7 +236,10 @@ func Run(args []string, stderr io.Writer) int {
 		// PR_SET_CHILD_SUBREAPER: orphans come to this process, as to a PID 1.
 		syscall.RawSyscall(syscall.SYS_PRCTL, 36, 1, 0)
 	}
-	child, code := start(argv, o.Creds, stderr)
+	// Before the fork: a message the payload sends at once is queued.
+	env, stopRelay := relayNotify(os.Environ(), stderr)
+	defer stopRelay()
+	child, code := start(argv, env, o.Creds, stderr)
 	if child == 0 {
 		return code
 	}
@@ -248,12 +259,12 @@ func Run(args []string, stderr io.Writer) int {
 	return 0 // not reached: sigs is never closed
 }
 
-// start forks and execs argv as the payload (as creds, if not nil) in a
-// process group of its own, which becomes the terminal's foreground
-// group when the init's stdin is its controlling terminal (so Ctrl-C
-// reaches the payload once, not the init too). It returns the payload's
-// PID, or 0 and the status the init exits with.
-func start(argv []string, creds *Creds, stderr io.Writer) (int, int) {
+// start forks and execs argv as the payload (as creds, if not nil, with
+// the environment env) in a process group of its own, which becomes the
+// terminal's foreground group when the init's stdin is its controlling
+// terminal (so Ctrl-C reaches the payload once, not the init too). It
+// returns the payload's PID, or 0 and the status the init exits with.
+func start(argv, env []string, creds *Creds, stderr io.Writer) (int, int) {
 	path, code := lookPath(argv[0], stderr)
 	if code != 0 {
 		return 0, code
@@ -263,7 +274,7 @@ func start(argv []string, creds *Creds, stderr io.Writer) (int, int) {
 		attr.Foreground, attr.Ctty = true, 0
 	}
 	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
-		Env:   os.Environ(),
+		Env:   env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   attr,
 	})

@@ -16,8 +16,22 @@ import (
 // child process, the way nspawn runs rootswap's binary, and signal it.
 const initEnv = "PID1_TEST_AS_INIT"
 
+// notifyEnv moves the init's notify socket (NotifyPath) where a test
+// that is no container can make it.
+const notifyEnv = "PID1_TEST_NOTIFY_PATH"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(initEnv) == "1" {
+		if len(os.Args) > 2 && os.Args[1] == "-notify-send" {
+			// The payload of TestRelaysNotify: sd_notify as libsystemd does.
+			os.Exit(notifySend(os.Args[2]))
+		}
+		if len(os.Args) > 1 && os.Args[1] == "-notify-flood" {
+			os.Exit(notifyFlood())
+		}
+		if p := os.Getenv(notifyEnv); p != "" {
+			notifyPath = p
+		}
 		os.Exit(Run(os.Args[1:], os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -31,8 +45,14 @@ type initProc struct {
 
 func startInit(t *testing.T, argv ...string) *initProc {
 	t.Helper()
+	return startInitEnv(t, nil, argv...)
+}
+
+// startInitEnv is startInit with more variables for the init.
+func startInitEnv(t *testing.T, env []string, argv ...string) *initProc {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], argv...)
-	cmd.Env = append(os.Environ(), initEnv+"=1")
+	cmd.Env = append(append(os.Environ(), initEnv+"=1"), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

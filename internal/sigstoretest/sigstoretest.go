@@ -37,6 +37,7 @@ import (
 
 	"github.com/cyberphone/json-canonicalization/go/src/webpki.org/jsoncanonicalizer"
 	"github.com/opencontainers/go-digest"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	"github.com/sigstore/rekor/pkg/generated/client/entries"
 	"github.com/sigstore/rekor/pkg/generated/models"
 	"github.com/sigstore/rekor/pkg/types"
@@ -110,6 +111,9 @@ type Options struct {
 	Message []byte
 	// Rekor logs the signature there.
 	Rekor *Rekor
+	// IssuedAt is when a keyless certificate's 10 minutes of validity
+	// begin; zero is a minute ago.
+	IssuedAt time.Time
 }
 
 // Sign returns a bundle signing manifest m with k, as cosign v3's
@@ -121,9 +125,18 @@ func (k *Key) Sign(t testing.TB, m digest.Digest, o Options) []byte {
 
 func bundle(t testing.TB, kp sign.Keypair, cp sign.CertificateProvider, m digest.Digest, o Options) []byte {
 	t.Helper()
-	var content sign.Content = &sign.DSSEData{Data: Statement(m, cmp(o.Predicate, SignPredicate)), PayloadType: "application/vnd.in-toto+json"}
-	if o.Message != nil {
-		content = &sign.PlainData{Data: o.Message}
+	out, err := protojson.Marshal(protoBundle(t, kp, cp, m, o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func protoBundle(t testing.TB, kp sign.Keypair, cp sign.CertificateProvider, m digest.Digest, o Options) *protobundle.Bundle {
+	t.Helper()
+	var content sign.Content = &sign.PlainData{Data: o.Message}
+	if o.Message == nil {
+		content = &sign.DSSEData{Data: Statement(m, cmp(o.Predicate, SignPredicate)), PayloadType: "application/vnd.in-toto+json"}
 	}
 	opts := sign.BundleOptions{CertificateProvider: cp, Context: context.Background()}
 	if o.Rekor != nil {
@@ -133,11 +146,86 @@ func bundle(t testing.TB, kp sign.Keypair, cp sign.CertificateProvider, m digest
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := protojson.Marshal(b)
+	return b
+}
+
+// Legacy is a legacy signature as cosign v2 writes it (cosign's
+// specs/SIGNATURE_SPEC.md): the base64 signature of the simple-signing
+// payload, and the annotations of the payload's layer in the manifest
+// tagged sha256-HEX.sig: dev.cosignproject.cosign/signature; for a keyless
+// one dev.sigstore.cosign/certificate and dev.sigstore.cosign/chain (PEM);
+// for a logged one dev.sigstore.cosign/bundle, Rekor's signed entry
+// timestamp and what it signs: {"SignedEntryTimestamp": base64,
+// "Payload": {"body": base64 of the entry, "integratedTime", "logIndex",
+// "logID": hex}}.
+type Legacy struct {
+	Base64      string
+	Annotations map[string]string
+}
+
+// SignLegacy signs simple-signing payload pl as `cosign sign --key` (v2)
+// does, logged in o.Rekor if set.
+func (k *Key) SignLegacy(t testing.TB, pl []byte, o Options) Legacy {
+	t.Helper()
+	o.Message = pl
+	return legacy(t, protoBundle(t, k.kp, nil, "", o), nil)
+}
+
+// SignLegacy signs simple-signing payload pl keyless as cosign v2's
+// `cosign sign` does: an ephemeral key, a certificate from ca for subject
+// by issuer, logged in o.Rekor if set.
+func (ca *CA) SignLegacy(t testing.TB, pl []byte, issuer, subject string, o Options) Legacy {
+	t.Helper()
+	kp, err := sign.NewEphemeralKeypair(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
+	at := o.IssuedAt
+	if at.IsZero() {
+		at = time.Now().Add(-time.Minute)
+	}
+	o.Message = pl
+	return legacy(t, protoBundle(t, kp, provider{ca, issuer, subject, at}, "", o), ca)
+}
+
+// legacy takes a legacy signature's parts out of bundle b (a message
+// signature over the payload).
+func legacy(t testing.TB, b *protobundle.Bundle, ca *CA) Legacy {
+	t.Helper()
+	l := Legacy{
+		Base64:      base64.StdEncoding.EncodeToString(b.GetMessageSignature().GetSignature()),
+		Annotations: map[string]string{},
+	}
+	l.Annotations["dev.cosignproject.cosign/signature"] = l.Base64
+	if c := b.GetVerificationMaterial().GetCertificate(); c != nil {
+		l.Annotations["dev.sigstore.cosign/certificate"] = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.GetRawBytes()}))
+		var chain bytes.Buffer
+		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: ca.inter.Raw})
+		pem.Encode(&chain, &pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw})
+		l.Annotations["dev.sigstore.cosign/chain"] = chain.String()
+	}
+	if es := b.GetVerificationMaterial().GetTlogEntries(); len(es) > 0 {
+		e := es[0]
+		var ra struct {
+			SignedEntryTimestamp []byte `json:"SignedEntryTimestamp"`
+			Payload              struct {
+				Body           string `json:"body"`
+				IntegratedTime int64  `json:"integratedTime"`
+				LogIndex       int64  `json:"logIndex"`
+				LogID          string `json:"logID"`
+			} `json:"Payload"`
+		}
+		ra.SignedEntryTimestamp = e.GetInclusionPromise().GetSignedEntryTimestamp()
+		ra.Payload.Body = base64.StdEncoding.EncodeToString(e.GetCanonicalizedBody())
+		ra.Payload.IntegratedTime, ra.Payload.LogIndex = e.GetIntegratedTime(), e.GetLogIndex()
+		ra.Payload.LogID = hex.EncodeToString(e.GetLogId().GetKeyId())
+		j, err := json.Marshal(ra)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Annotations["dev.sigstore.cosign/bundle"] = string(j)
+	}
+	return l
 }
 
 func cmp(a, b string) string {
@@ -160,12 +248,12 @@ func NewCA(t testing.TB) *CA {
 	ca := &CA{}
 	ca.rootKey, ca.root = cert(t, &x509.Certificate{
 		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sigstoretest root"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}, nil, nil)
 	ca.interKey, ca.inter = cert(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "sigstoretest intermediate"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-24 * time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 	}, ca.root, ca.rootKey)
@@ -212,6 +300,7 @@ var oidIssuerV2 = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 57264, 1, 8}
 type provider struct {
 	ca              *CA
 	issuer, subject string
+	at              time.Time
 }
 
 // GetCertificate issues a 10-minute certificate for the keypair's public
@@ -224,7 +313,7 @@ func (p provider) GetCertificate(_ context.Context, kp sign.Keypair, _ *sign.Cer
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		NotBefore:    time.Now().Add(-time.Minute), NotAfter: time.Now().Add(10 * time.Minute),
+		NotBefore:    p.at, NotAfter: p.at.Add(10 * time.Minute),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageCodeSigning},
 		ExtraExtensions: []pkix.Extension{{Id: oidIssuerV2, Value: iss}},
 	}
@@ -250,7 +339,11 @@ func (ca *CA) Sign(t testing.TB, m digest.Digest, issuer, subject string, o Opti
 	if err != nil {
 		t.Fatal(err)
 	}
-	return bundle(t, kp, provider{ca, issuer, subject}, m, o)
+	at := o.IssuedAt
+	if at.IsZero() {
+		at = time.Now().Add(-time.Minute)
+	}
+	return bundle(t, kp, provider{ca, issuer, subject, at}, m, o)
 }
 
 // Rekor is a test transparency log: a sign.RekorClient that logs each
@@ -258,6 +351,8 @@ func (ca *CA) Sign(t testing.TB, m digest.Digest, issuer, subject string, o Opti
 // and an inclusion proof whose checkpoint it signs.
 type Rekor struct {
 	key *ecdsa.PrivateKey
+	// At is the time the log says it integrated each entry; zero is now.
+	At time.Time
 }
 
 // NewRekor generates the log's key.
@@ -267,7 +362,7 @@ func NewRekor(t testing.TB) *Rekor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Rekor{k}
+	return &Rekor{key: k}
 }
 
 // PublicPEM is the log's public key, as a policy's rekorPublicKeyPath
@@ -305,6 +400,9 @@ func (r *Rekor) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entrie
 	id := sha256.Sum256(der)
 	logID := hex.EncodeToString(id[:])
 	now, index, size := time.Now().Unix(), int64(0), int64(1)
+	if !r.At.IsZero() {
+		now = r.At.Unix()
+	}
 	b64 := base64.StdEncoding.EncodeToString(body)
 	// The signed entry timestamp: Rekor's signature over the canonical JSON
 	// of the entry's body, time, index and log ID.
@@ -341,4 +439,12 @@ func (r *Rekor) CreateLogEntry(params *entries.CreateLogEntryParams, _ ...entrie
 	}
 	uuid := hex.EncodeToString(leaf[:])
 	return &entries.CreateLogEntryCreated{ETag: uuid, Payload: models.LogEntry{uuid: anon}}, nil
+}
+
+// Fingerprint is "sha256:" and the hex sha256 of the root's DER, as a
+// policy names the CA.
+func (ca *CA) Fingerprint(t testing.TB) string {
+	t.Helper()
+	sum := sha256.Sum256(ca.root.Raw)
+	return "sha256:" + hex.EncodeToString(sum[:])
 }

@@ -5,25 +5,104 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/rootswap/rootswap/snapshot"
 )
 
-// The timeout the tests configure, and how long a bounded operation may
-// take under it: a generous multiple, so a loaded machine does not fail
-// the tests, yet far below what an unbounded wait (or the library's
-// one-second back-offs) takes.
-const (
-	testTimeout = 300 * time.Millisecond
+// testTimeout is the timeout the tests configure, and testLimit how long
+// a bounded operation may take under it: a generous multiple, yet far
+// below what an unbounded wait (or the library's one-second back-offs)
+// takes. The timeout is short, so that a stall costs a test little; but
+// it bounds healthy exchanges too (each try of a Resolve as a whole), so
+// TestMain sets it from what a healthy pull from a test registry takes on
+// this machine under its load at the time (see calibrate): a starved CPU
+// makes the timeout longer, not a healthy answer look like a stall.
+var (
+	testTimeout = minTestTimeout
 	testLimit   = 10 * testTimeout
 )
+
+// minTestTimeout is testTimeout on an idle machine; calibrate sets it to
+// timeoutFactor times the slowest of calibrationPulls healthy pulls when
+// that is more.
+const (
+	minTestTimeout   = 300 * time.Millisecond
+	timeoutFactor    = 8
+	calibrationPulls = 5
+)
+
+func TestMain(m *testing.M) {
+	slowest, err := calibrate()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "calibrating the registry timeout:", err)
+		os.Exit(1)
+	}
+	testTimeout = max(minTestTimeout, timeoutFactor*slowest)
+	testLimit = 10 * testTimeout
+	if testTimeout > minTestTimeout {
+		fmt.Fprintf(os.Stderr, "a healthy pull took up to %s: the tests' registry timeout is %s\n", slowest.Round(time.Millisecond), testTimeout.Round(time.Millisecond))
+	}
+	os.Exit(m.Run())
+}
+
+// calibrate returns the slowest of calibrationPulls healthy pulls
+// (Resolve and every layer read, with no timeout to speak of) of a
+// three-layer image from a test registry on loopback.
+func calibrate() (time.Duration, error) {
+	srv := httptest.NewServer(ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	img, err := random.Image(64<<10, 3)
+	if err != nil {
+		return 0, err
+	}
+	tag, err := name.NewTag(host + "/calibrate:v1")
+	if err != nil {
+		return 0, err
+	}
+	if err := remote.Write(tag, img); err != nil {
+		return 0, err
+	}
+	ref, err := ParseDocker(tag.String())
+	if err != nil {
+		return 0, err
+	}
+	ctx := context.Background()
+	var slowest time.Duration
+	for range calibrationPulls {
+		start := time.Now()
+		im, err := newSource(Options{Timeout: time.Minute}).Resolve(ctx, ref)
+		if err != nil {
+			return 0, err
+		}
+		ls, err := im.Layers(ctx)
+		if err != nil {
+			return 0, err
+		}
+		for _, l := range ls {
+			if _, err := readAll(ctx, l); err != nil {
+				return 0, err
+			}
+		}
+		slowest = max(slowest, time.Since(start))
+	}
+	return slowest, nil
+}
 
 // within runs f and fails the test if it does not return within limit.
 // It returns f's error and how long f took.

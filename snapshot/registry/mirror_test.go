@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 
@@ -97,7 +96,7 @@ func TestMirrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			conf := writeConf(t, fmt.Sprintf("[[registry]]\nprefix = %q\n", up.host)+c.mirrors)
 			var logs bytes.Buffer
-			src := newSource(Options{MirrorsFile: conf, Timeout: 500 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+			src := newSource(Options{MirrorsFile: conf, Timeout: testTimeout, Log: slog.New(slog.NewTextHandler(&logs, nil))})
 			mirror.mu.Lock()
 			mirror.gate = c.gate
 			mirror.mu.Unlock()

@@ -24,6 +24,11 @@ import (
 const (
 	SimpleSigningType   = "application/vnd.dev.cosign.simplesigning.v1+json"
 	SignatureAnnotation = "dev.cosignproject.cosign/signature"
+	// A keyless signature's certificate and chain (PEM), and a logged
+	// one's Rekor entry with its signed entry timestamp (JSON).
+	CertAnnotation  = "dev.sigstore.cosign/certificate"
+	ChainAnnotation = "dev.sigstore.cosign/chain"
+	RekorAnnotation = "dev.sigstore.cosign/bundle"
 )
 
 // Bounds on what a signature manifest may make rootswap read: payloads
@@ -141,7 +146,11 @@ func (ri *remoteImage) legacySignatures(ctx context.Context) ([]policy.Signature
 		if err != nil {
 			return nil, fmt.Errorf("%s: payload %s: %w", tag, l.Digest, err)
 		}
-		out = append(out, policy.Signature{Payload: b, Base64: l.Annotations[SignatureAnnotation]})
+		sig := policy.Signature{Payload: b, Base64: l.Annotations[SignatureAnnotation], Cert: l.Annotations[CertAnnotation], Chain: l.Annotations[ChainAnnotation]}
+		if r, ok := l.Annotations[RekorAnnotation]; ok {
+			sig.Rekor = []byte(r)
+		}
+		out = append(out, sig)
 	}
 	return out, nil
 }
@@ -164,7 +173,7 @@ func (ri *remoteImage) bundles(ctx context.Context) ([]policy.Signature, error) 
 		}
 		found = found[:0]
 		for _, d := range im.Manifests {
-			if strings.HasPrefix(d.ArtifactType, BundleTypePrefix) {
+			if maybeBundle(d) {
 				found = append(found, d)
 			}
 		}
@@ -214,6 +223,18 @@ func (ri *remoteImage) bundles(ctx context.Context) ([]policy.Signature, error) 
 	}
 	return out, nil
 }
+
+// maybeBundle reports whether referrer d may be a Sigstore bundle: its
+// artifactType says so, or says nothing telling, as in a referrers tag
+// some writers fill with the config's media type (the empty one) or
+// nothing; those manifests are read, and only their bundle layers kept.
+func maybeBundle(d v1.Descriptor) bool {
+	return strings.HasPrefix(d.ArtifactType, BundleTypePrefix) || d.ArtifactType == "" || d.ArtifactType == emptyConfigType
+}
+
+// emptyConfigType is the OCI empty descriptor's media type, the config of
+// an artifact manifest such as a bundle's.
+const emptyConfigType = "application/vnd.oci.empty.v1+json"
 
 // smallBlob reads blob l of endpoint from, at most max bytes, verified
 // against its descriptor.

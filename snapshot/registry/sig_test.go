@@ -42,6 +42,12 @@ func (d rawDoc) MediaType() (types.MediaType, error) { return d.mt, nil }
 // with the API lists it by the subject alone.
 func (s *server) attach(t *testing.T, repo string, m digest.Digest, bundle []byte, tagIndex bool) {
 	t.Helper()
+	s.attachAs(t, repo, m, bundle, tagIndex, bundleType)
+}
+
+// attachAs is attach with the artifactType the referrers tag lists.
+func (s *server) attachAs(t *testing.T, repo string, m digest.Digest, bundle []byte, tagIndex bool, listed string) {
+	t.Helper()
 	r, err := name.NewRepository(s.host + "/" + repo)
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +76,7 @@ func (s *server) attach(t *testing.T, repo string, m digest.Digest, bundle []byt
 		idx, _ := json.Marshal(map[string]any{
 			"schemaVersion": 2,
 			"mediaType":     types.OCIImageIndex,
-			"manifests":     []map[string]any{{"mediaType": types.OCIManifestSchema1, "digest": ad, "size": len(art), "artifactType": bundleType}},
+			"manifests":     []map[string]any{{"mediaType": types.OCIManifestSchema1, "digest": ad, "size": len(art), "artifactType": listed}},
 		})
 		if err := remote.Put(r.Tag(m.Algorithm().String()+"-"+m.Encoded()), rawDoc{idx, types.OCIImageIndex}); err != nil {
 			t.Fatal(err)
@@ -149,6 +155,20 @@ func TestSignaturesReferrers(t *testing.T) {
 		}
 		if !slices.Contains(paths, "/v2/app/referrers/"+m.String()) || !slices.Contains(paths, "/v2/app/manifests/"+tag) {
 			t.Errorf("asked %v: want the referrers API, then the referrers tag", paths)
+		}
+	})
+
+	t.Run("referrers tag listing the config's type", func(t *testing.T) {
+		// Some writers list a bundle under its config's media type, the
+		// empty one, or no artifactType at all: its manifest says.
+		for _, listed := range []string{"application/vnd.oci.empty.v1+json", ""} {
+			s := newServer(t)
+			s.push(t, "app:v1", img)
+			s.attachAs(t, "app", m, []byte(`{"tag":2}`), true, listed)
+			got, err := bundlesOf(t, newSource(Options{}), "docker://"+s.host+"/app:v1")
+			if err != nil || len(got) != 1 || got[0] != `{"tag":2}` {
+				t.Errorf("listed as %q: bundles %q, %v; want the one attached", listed, got, err)
+			}
 		}
 	})
 

@@ -420,6 +420,8 @@ func TestCrashLoopWithoutHealthyGeneration(t *testing.T) {
 	}
 }
 
+// TestLinkMachine links plain trees (TestLinkMachineStack: stacks, which
+// it mounts).
 func TestLinkMachine(t *testing.T) {
 	ctx := context.Background()
 	s := newStore(t)
@@ -435,18 +437,8 @@ func TestLinkMachine(t *testing.T) {
 	if err := LinkMachine(s, "m", dir); err != nil {
 		t.Fatal(err)
 	}
-	// The link reaches the current tree's directory (what machinectl is
-	// handed); its content is the tree's.
 	read := func() string {
-		real, err := filepath.EvalSymlinks(filepath.Join(dir, "m"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cur, err := CurrentTree(s, "m")
-		if err != nil || real != s.TreePath(cur) {
-			t.Fatalf("the link resolves to %s, want the current tree %s (%v)", real, s.TreePath(cur), err)
-		}
-		b, err := os.ReadFile(filepath.Join(storetest.Tree(t, s, cur), "etc", "version"))
+		b, err := os.ReadFile(filepath.Join(dir, "m", "etc", "version"))
 		if err != nil {
 			t.Fatal(err)
 		}

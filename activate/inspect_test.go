@@ -15,9 +15,8 @@ import (
 // the same config.
 func TestRunReadsConfigAtStart(t *testing.T) {
 	s := newStore(t)
-	// A plain tree (as imported before stacks): planRun reads the image's
-	// /etc/passwd from the tree's directory here, and from a stack only
-	// once run has mounted it (issue 19's run side).
+	// A plain tree: planRun plans from the tree's directory, which Run
+	// has mounted a stack on by then (run_stack_test.go covers stacks).
 	d := storetest.ImportPlain(t, s, "img:1", storetest.File{Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"},
 		storetest.File{Name: "etc/group", Content: "staff:x:50:app\n"})
 	if _, _, err := Activate(context.Background(), s, "web", d, "img:1", "test"); err != nil {

@@ -19,8 +19,8 @@ import (
 // is the next call's.
 func TestFileSettings(t *testing.T) {
 	s := newStore(t)
-	// A plain tree: FileSettings reads the image's /etc/passwd from the
-	// tree's directory, which a stack's is not (not done yet: issue 19).
+	// A plain tree: a stack's files FileSettings reads from the mount
+	// prepare --link-machines made of it.
 	d := storetest.ImportPlain(t, s, "img:1", storetest.File{Name: "etc/passwd", Content: "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"})
 	if _, _, err := Activate(context.Background(), s, "web", d, "img:1", "test"); err != nil {
 		t.Fatal(err)

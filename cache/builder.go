@@ -67,9 +67,18 @@ func (s *Store) NewBuilder(ctx context.Context) (*Builder, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.newBuilder(lock)
+}
+
+// newBuilder is NewBuilder for a caller that holds the store lock
+// already: lock, if not nil, is the Builder's to release.
+func (s *Store) newBuilder(lock *fsys.Lock) (*Builder, error) {
+	var err error
 	b := &Builder{s: s, lock: lock, mh: sha256.New(), started: time.Now()}
 	if b.st, err = s.NewStaging("import"); err != nil {
-		lock.Unlock()
+		if lock != nil {
+			lock.Unlock()
+		}
 		return nil, err
 	}
 	// The lease is written before the first object, so gc keeps them.
@@ -521,5 +530,7 @@ func (b *Builder) Abort() {
 	}
 	b.st.Remove()
 	b.st = nil
-	b.lock.Unlock()
+	if b.lock != nil {
+		b.lock.Unlock()
+	}
 }

@@ -229,3 +229,61 @@ func (b *Builder) markOpaque(name string) error {
 	f.Close()
 	return err
 }
+
+// rebuildLayerDir makes layer directory rec again from its manifest and
+// the objects it lists, in the publish order (staged, syncfs, the damaged
+// one moved aside into the staging, the new one renamed in). Its record
+// stays, unless the rebuilt list differs (a link past the link limit is a
+// copy now, or no longer): then its new manifest is renamed in and the
+// record says so. The caller holds the exclusive store lock (verify
+// --repair).
+func (s *Store) rebuildLayerDir(ctx context.Context, rec index.LayerDir) error {
+	lm, err := s.readLayerManifest(index.Layer{DiffID: rec.DiffID, Manifest: rec.Manifest, Files: rec.Files})
+	if err != nil {
+		return err
+	}
+	b, err := s.newBuilder(nil)
+	if err != nil {
+		return err
+	}
+	defer b.Abort()
+	b.keepMade = true
+	l := layerDirOf(lm)
+	if err := b.addLayerDir(ctx, l); err != nil {
+		return err
+	}
+	l.Entries = b.made
+	m := l.manifest(rec.DiffID)
+	var counts index.Layer
+	staged := filepath.Join(b.st.Dir, "layerdir-manifest")
+	mf, err := writeLayerManifest(staged, &m, &counts)
+	if err != nil {
+		return err
+	}
+	if err := fsys.Syncfs(s.root); err != nil {
+		return err
+	}
+	dst := s.LayerDirPath(rec.Chain)
+	if err := os.Rename(dst, filepath.Join(b.st.Dir, "old")); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if mf != rec.Manifest {
+		if err := os.Rename(staged, s.LayerManifestPath(mf)); err != nil {
+			return err
+		}
+	}
+	if err := fsys.RenameNoReplace(filepath.Join(b.st.Dir, "rootfs"), dst); err != nil {
+		return err
+	}
+	if err := fsys.SyncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	if mf == rec.Manifest {
+		return nil
+	}
+	if err := fsys.SyncDir(filepath.Dir(s.LayerManifestPath(mf))); err != nil {
+		return err
+	}
+	rec.Manifest, rec.Files, rec.Bytes = mf, counts.Files, counts.Bytes
+	return s.Update(func(tx *index.Tx) error { return tx.PutLayerDir(rec) })
+}

@@ -49,6 +49,7 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	}
 	rb.Lost = append(rb.Lost, "image refs of every tree (the next prepare of an image records its ref again)", "every pin (pin again what gc must keep)", "every lease (imports under way fail and can be run again)",
 		"every layer record (a layer cache: the next pull fetches those layers again; gc or verify --repair removes their manifests and objects)",
+		"every layer directory record: stacks are recovered marked broken, and the next prepare of each image publishes its layer directories again",
 		"every ref record (the next prepare --pull resolves each reference again)")
 
 	rb.Damaged = "index.db.damaged-" + time.Now().UTC().Format("20060102T150405.000000000Z")
@@ -163,6 +164,19 @@ func (s *Store) recoverTree(d digest.Digest) (index.Tree, string) {
 		return index.Tree{}, "manifest: " + err.Error()
 	}
 	t.Manifest = hashDigest(h)
+	if chains := s.StackLinks(d); len(chains) > 0 {
+		// A stack: its layer directories' records are lost with the
+		// index, so it cannot be checked; it is recovered marked broken,
+		// which the next prepare of its image mends by publishing the
+		// layer directories again (gc and repair keep them meanwhile).
+		for _, c := range chains {
+			if fi, err := os.Stat(s.LayerDirPath(c)); err != nil || !fi.IsDir() {
+				return index.Tree{}, fmt.Sprintf("stack: layer directory %s is missing", c)
+			}
+		}
+		t.Stack, t.Broken = chains, true
+		return t, ""
+	}
 	if probs := s.verifyTree(t, nil); len(probs) > 0 {
 		return index.Tree{}, fmt.Sprintf("does not match its manifest (%d problems; first: %s)", len(probs), probs[0])
 	}

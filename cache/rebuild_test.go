@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -129,5 +130,53 @@ func TestMissingIndexIsNotRecreatedEmpty(t *testing.T) {
 	}
 	if rep.Rebuilt == nil || rep.Rebuilt.Trees != 1 || rep.Rebuilt.Machines != 1 {
 		t.Fatalf("rebuilt %+v, want 1 tree and 1 machine", rep.Rebuilt)
+	}
+}
+
+// TestRebuildKeepsStacks: an index rebuilt from the disk recovers a stack
+// (its layer@N links) marked broken, since its layer directories' records
+// are lost; the directories are no leftovers for repair to remove, and
+// the stack's machine is recovered.
+func TestRebuildKeepsStacks(t *testing.T) {
+	ctx := context.Background()
+	s := testStore(t)
+	ids, dirs := stackLayers(t, s)
+	d := digest.FromString("image")
+	tr := publishStack(t, s, d, ids, dirs)
+	machine(t, s, "web", d)
+	if err := os.Truncate(s.indexPath(), 0); err != nil {
+		t.Fatal(err)
+	}
+	defer index.ForgetDamage()
+	rep, err := s.Verify(ctx, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rb := rep.Rebuilt; rb == nil || rb.Trees != 1 || rb.Machines != 1 || !strings.Contains(strings.Join(rb.Lost, "\n"), "layer directory record") {
+		t.Fatalf("rebuilt %+v, want the stack and its machine, and the layer directory records lost", rb)
+	}
+	var got index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { got, err = tx.Tree(d); return err }); err != nil {
+		t.Fatal(err)
+	}
+	if !got.Broken || !slices.Equal(got.Stack, tr.Stack) || got.Manifest != tr.Manifest {
+		t.Errorf("recovered %+v, want the stack %v, broken", got, tr.Stack)
+	}
+	for _, c := range tr.Stack {
+		if _, err := os.Stat(s.LayerDirPath(c)); err != nil {
+			t.Errorf("layer directory %s: %v", c, err)
+		}
+	}
+	for _, l := range rep.Leftovers {
+		if strings.HasPrefix(l, "layerdirs/") {
+			t.Errorf("leftover %s: a stack links to it", l)
+		}
+	}
+	// The next import of the image mends it: its layer directories are
+	// published again (the unrecorded ones moved aside) and the stack is
+	// rebuilt over the broken one.
+	publishStack(t, s, d, ids, dirs)
+	if err := s.View(func(tx *index.Tx) (err error) { got, err = tx.Tree(d); return err }); err != nil || got.Broken {
+		t.Errorf("after the next import: %+v %v, want it sound", got, err)
 	}
 }

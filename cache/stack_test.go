@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -227,4 +228,109 @@ func TestPublishLayerDirConcurrent(t *testing.T) {
 	if len(recs) != 5 {
 		t.Errorf("%d layer directory records, want 5 (one base, four tops)", len(recs))
 	}
+}
+
+// TestStackFS: a stack's files read as overlayfs shows them: the lower
+// layer's file, not one a whiteout or an opaque directory hides, the
+// upper one's; a symlink is not followed.
+func TestStackFS(t *testing.T) {
+	s := testStore(t)
+	ids, dirs := stackLayers(t, s)
+	dirs[1].Entries = append(dirs[1].Entries, ManifestEntry{Entry: Entry{Name: "etc/passwd", Kind: KindSymlink, Linkname: "/etc/shadow", ModTime: mtime}})
+	d := digest.FromString("image")
+	publishStack(t, s, d, ids, dirs)
+	sf, err := s.StackFS(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"etc/b": "b", "opt/y": "y"} {
+		if b, err := fs.ReadFile(sf, name); err != nil || string(b) != want {
+			t.Errorf("%s: %q %v, want %q", name, b, err, want)
+		}
+	}
+	for _, name := range []string{"etc/a", "opt/x", "nothing", "etc/b/under"} {
+		if _, err := fs.ReadFile(sf, name); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: %v, want ErrNotExist", name, err)
+		}
+	}
+	if _, err := fs.ReadFile(sf, "etc/passwd"); err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a symlink: %v, want refused", err)
+	}
+	if _, err := s.StackFS(digest.FromString("missing")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("StackFS of a missing tree: %v", err)
+	}
+}
+
+// TestRepairLayerDir: verify finds a layer directory that no longer
+// matches its manifest and the stack that names it; --repair rebuilds the
+// directory from its manifest and objects, and the stack is sound again.
+// One whose object is gone too cannot be rebuilt: it is removed, record
+// first, and its stack marked broken for the next prepare to re-import.
+func TestRepairLayerDir(t *testing.T) {
+	ctx := context.Background()
+	s := testStore(t)
+	ids, dirs := stackLayers(t, s)
+	d := digest.FromString("image")
+	tr := publishStack(t, s, d, ids, dirs)
+	low := s.LayerDirPath(tr.Stack[0])
+	if err := os.Remove(filepath.Join(low, "etc/b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(low, "extra"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Verify(ctx, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var saw []string
+	for _, p := range rep.Problems {
+		saw = append(saw, p.String())
+	}
+	all := strings.Join(saw, "\n")
+	for _, want := range []string{"layerdir " + tr.Stack[0].String() + " etc/b: missing", "layerdir " + tr.Stack[0].String() + " extra: not in the manifest", "tree " + d.String() + " layer@0"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("problems:\n%s\nwant one saying %q", all, want)
+		}
+	}
+	if rep, err = s.Verify(ctx, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(rep.Repaired, "\n"), "rebuilt layer directory "+tr.Stack[0].String()) {
+		t.Errorf("repaired %q, want the layer directory rebuilt", rep.Repaired)
+	}
+	if rep, err = s.Verify(ctx, nil, false); err != nil || len(rep.Problems) != 0 {
+		t.Fatalf("after repair: %v %v", rep.Problems, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(low, "etc/b")); err != nil || string(b) != "b" {
+		t.Errorf("etc/b after repair: %q %v", b, err)
+	}
+
+	// An object gone with the file: nothing to rebuild from.
+	top := s.LayerDirPath(tr.Stack[1])
+	obj := s.ObjectPath(dirs[1].Entries[2].Object) // opt/y
+	for _, p := range []string{filepath.Join(top, "opt/y"), obj} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rep, err = s.Verify(ctx, nil, true); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(rep.Repaired, "\n"), "removed damaged layer directory "+tr.Stack[1].String()) {
+		t.Errorf("repaired %q, want the layer directory removed", rep.Repaired)
+	}
+	var got index.Tree
+	if err := s.View(func(tx *index.Tx) (err error) { got, err = tx.Tree(d); return err }); err != nil || !got.Broken {
+		t.Errorf("the stack after its layer directory went: %+v %v, want broken", got, err)
+	}
+	if _, err := os.Stat(top); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the damaged layer directory is still there: %v", err)
+	}
+	// The store check would see the broken stack: the next import of the
+	// image publishes the directory again (here from its list, its
+	// object stored anew).
+	w, _ := putLayer(t, s, ids[1], "", []item{reg("opt/y", "y", 0o600)})
+	w.Abort()
+	publishStack(t, s, d, ids, dirs)
 }

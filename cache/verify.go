@@ -134,7 +134,17 @@ func (s *Store) Verify(ctx context.Context, only []digest.Digest, repair bool) (
 	}
 	sort.Slice(rep.Problems, func(i, j int) bool { return rep.Problems[i].String() < rep.Problems[j].String() })
 	if repair {
-		if err := s.repair(ctx, rep, badObjects, broken, adopt, lv.bad, ldv); err != nil {
+		// Corrupt objects first: a layer directory is rebuilt from sound
+		// ones only.
+		for d := range badObjects {
+			if err := os.Remove(s.ObjectPath(d)); err == nil {
+				rep.Repaired = append(rep.Repaired, "removed corrupt object "+d.String())
+			}
+		}
+		if err := s.repairLayerDirs(ctx, rep, trees, ldv, broken); err != nil {
+			return rep, err
+		}
+		if err := s.repair(ctx, rep, broken, adopt, lv.bad); err != nil {
 			return rep, err
 		}
 	}
@@ -396,9 +406,18 @@ func (s *Store) verifyTree(t index.Tree, badObjects map[digest.Digest]string) []
 	if n != t.Files {
 		bad("", "manifest lists %d entries, index says %d", n, t.Files)
 	}
-	// Anything in the tree the manifest does not list.
+	// Anything in the tree the manifest does not list, and every
+	// directory that cannot be read.
 	count := int64(0)
-	filepath.Walk(root, func(string, os.FileInfo, error) error { count++; return nil })
+	filepath.Walk(root, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			rel, _ := filepath.Rel(root, p)
+			bad(rel, "unreadable: %v", err)
+			return nil
+		}
+		count++
+		return nil
+	})
 	if count-1 > t.Files { // the root itself is not always listed
 		bad("", "tree has %d entries, manifest %d", count-1, t.Files)
 	}
@@ -543,9 +562,20 @@ func (s *Store) verifyMachines(machines map[string]indexedMachine, indexed, brok
 // count 1) and no sound layer lists.
 func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict, ldv layerDirVerdict) []string {
 	var out []string
+	// A layer directory a stack on disk links to is no leftover, recorded
+	// or not (an index rebuilt from the disk has no layer directory
+	// records: the next import of the image publishes them again).
+	linked := map[digest.Digest]bool{}
+	trees, _ := s.TreeDigests()
+	for _, d := range trees {
+		for _, c := range s.StackLinks(d) {
+			linked[c] = true
+		}
+	}
 	ldirs, _ := os.ReadDir(filepath.Join(s.root, "layerdirs", "sha256"))
 	for _, e := range ldirs {
-		if _, ok := ldv.recs[digest.NewDigestFromEncoded(digest.SHA256, e.Name())]; !ok {
+		c := digest.NewDigestFromEncoded(digest.SHA256, e.Name())
+		if _, ok := ldv.recs[c]; !ok && !linked[c] {
 			out = append(out, filepath.Join("layerdirs", "sha256", e.Name()))
 		}
 	}
@@ -584,7 +614,40 @@ func (s *Store) leftovers(indexed map[digest.Digest]bool, lv layerVerdict, ldv l
 	return out
 }
 
-func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[digest.Digest]string, broken map[digest.Digest]bool, adopt map[string]digest.Digest, badLayers []digest.Digest, ldv layerDirVerdict) error {
+// repairLayerDirs rebuilds each damaged layer directory from its
+// manifest and objects; one that cannot be (its manifest or an object is
+// gone) is removed, record first, so that the next import of an image
+// that stacks it publishes it again from its layers. A stack whose only
+// damage was a layer directory rebuilt here is no longer broken.
+func (s *Store) repairLayerDirs(ctx context.Context, rep *VerifyReport, trees []index.Tree, ldv layerDirVerdict, broken map[digest.Digest]bool) error {
+	if len(ldv.bad) == 0 {
+		return nil
+	}
+	var dropped []digest.Digest
+	fixed := layerDirVerdict{recs: ldv.recs, bad: map[digest.Digest]string{}}
+	for c, why := range ldv.bad {
+		if err := s.rebuildLayerDir(ctx, ldv.recs[c]); err != nil {
+			dropped = append(dropped, c)
+			fixed.bad[c] = why
+			continue
+		}
+		rep.Repaired = append(rep.Repaired, "rebuilt layer directory "+c.String()+" from its manifest")
+	}
+	if err := s.RemoveLayerDirs(ctx, dropped); err != nil {
+		return err
+	}
+	for _, c := range dropped {
+		rep.Repaired = append(rep.Repaired, "removed damaged layer directory "+c.String()+" (the next prepare publishes it again)")
+	}
+	for _, t := range trees {
+		if broken[t.Digest] && !t.Broken && len(t.Stack) > 0 && len(s.verifyStack(t, fixed)) == 0 {
+			delete(broken, t.Digest)
+		}
+	}
+	return nil
+}
+
+func (s *Store) repair(ctx context.Context, rep *VerifyReport, broken map[digest.Digest]bool, adopt map[string]digest.Digest, badLayers []digest.Digest) error {
 	// Bad layer records go: a layer is a cache. Their manifests and the
 	// objects only they listed are leftovers already, removed below.
 	if len(badLayers) > 0 {
@@ -601,21 +664,6 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[di
 		}
 		for _, d := range badLayers {
 			rep.Repaired = append(rep.Repaired, "dropped layer record "+d.String())
-		}
-	}
-	// Bad layer directories go, record first, so that the next import of
-	// an image that stacks one publishes it again from its layers; the
-	// stacks that name one are broken already.
-	if len(ldv.bad) > 0 {
-		var chains []digest.Digest
-		for c := range ldv.bad {
-			chains = append(chains, c)
-		}
-		if err := s.RemoveLayerDirs(ctx, chains); err != nil {
-			return err
-		}
-		for _, c := range chains {
-			rep.Repaired = append(rep.Repaired, "removed damaged layer directory "+c.String())
 		}
 	}
 	if len(adopt) > 0 {
@@ -635,13 +683,8 @@ func (s *Store) repair(ctx context.Context, rep *VerifyReport, badObjects map[di
 			rep.Repaired = append(rep.Repaired, fmt.Sprintf("machine %s: the index adopts its current link to %s", name, d))
 		}
 	}
-	// Corrupt objects leave objects/ so that a re-import writes them anew;
-	// every tree that names one is broken.
-	for d := range badObjects {
-		if err := os.Remove(s.ObjectPath(d)); err == nil {
-			rep.Repaired = append(rep.Repaired, "removed corrupt object "+d.String())
-		}
-	}
+	// Corrupt objects have left objects/ (Verify) so that a re-import
+	// writes them anew; every tree that names one is broken.
 	if len(broken) > 0 {
 		err := s.Update(func(tx *index.Tx) error {
 			for d := range broken {

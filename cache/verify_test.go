@@ -130,3 +130,63 @@ func TestVerifyLinkAheadOfIndex(t *testing.T) {
 		t.Fatalf("after repair: %v, %v", rep.Problems, err)
 	}
 }
+
+// deepDirs makes, under dir, directories nested until their path is
+// longer than PATH_MAX, through relative names (os.Root), so that a walk
+// by full paths cannot read the deepest: an unreadable directory, as
+// root, who reads everything else.
+func deepDirs(t *testing.T, dir string) {
+	t.Helper()
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("d", 250)
+	for range 20 {
+		if err := r.Mkdir(name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := r.OpenRoot(name)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = next
+	}
+	r.Close()
+}
+
+// TestVerifyReportsUnreadableDirectories: a directory of a plain tree or
+// of a layer directory that verify cannot read is a problem that says
+// so, never skipped.
+func TestVerifyReportsUnreadableDirectories(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "store"), Options{LockTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := build(t, s, digest.FromString("plain"), reg("f", "1", 0o644))
+	deepDirs(t, s.TreePath(plain.Digest))
+	ids, dirs := stackLayers(t, s)
+	st := publishStack(t, s, digest.FromString("stack"), ids, dirs)
+	deepDirs(t, s.LayerDirPath(st.Stack[0]))
+	rep, err := s.Verify(ctx, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"tree " + plain.Digest.String(), "layerdir " + st.Stack[0].String()} {
+		found := false
+		for _, p := range rep.Problems {
+			found = found || strings.HasPrefix(p.String(), want) && strings.Contains(p.Detail, "unreadable")
+		}
+		if !found {
+			t.Errorf("none of %d problems says %s has an unreadable directory", len(rep.Problems), want)
+		}
+	}
+	// Gone again, so the directories can be removed with the test's.
+	for _, p := range []string{s.TreePath(plain.Digest), s.LayerDirPath(st.Stack[0])} {
+		if err := os.RemoveAll(filepath.Join(p, strings.Repeat("d", 250))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -28,8 +28,8 @@ type layerDirVerdict struct {
 // record names, entry by entry (as a tree matches its own), every
 // whiteout is a 0:0 character device and every opaque directory is
 // marked, nothing is there that the manifest does not list, and every
-// directory is readable. What the sound ones keep (manifests, objects)
-// goes into lv.
+// directory is readable. What each readable manifest keeps (itself, its
+// objects) goes into lv.
 func (s *Store) verifyLayerDirs(rep *VerifyReport, chains []digest.Digest, badObjects map[digest.Digest]string, lv *layerVerdict) (layerDirVerdict, error) {
 	v := layerDirVerdict{recs: map[digest.Digest]index.LayerDir{}, bad: map[digest.Digest]string{}}
 	var recs []index.LayerDir
@@ -74,6 +74,14 @@ func (s *Store) verifyLayerDir(rec index.LayerDir, badObjects map[digest.Digest]
 		bad("", "%v", err)
 		return out
 	}
+	// Its manifest and objects are what repair rebuilds it from: no
+	// leftovers, even when the directory is damaged.
+	lv.manifests[rec.Manifest] = true
+	for _, e := range lm.Entries {
+		if e.Kind == KindFile {
+			lv.objects[e.Object] = true
+		}
+	}
 	if n := int64(len(lm.Entries) + len(lm.Whiteouts)); n != rec.Files {
 		bad("", "manifest lists %d entries, index says %d", n, rec.Files)
 	}
@@ -117,14 +125,6 @@ func (s *Store) verifyLayerDir(rec index.LayerDir, badObjects map[digest.Digest]
 	})
 	if err != nil {
 		bad("", "%v", err)
-	}
-	if len(out) == 0 {
-		lv.manifests[rec.Manifest] = true
-		for _, e := range lm.Entries {
-			if e.Kind == KindFile {
-				lv.objects[e.Object] = true
-			}
-		}
 	}
 	return out
 }

@@ -390,7 +390,7 @@ func (p *plan) staleLayerDirs(s *cache.Store, kept map[digest.Digest]bool, index
 		return err
 	}
 	for _, c := range onDisk {
-		if !recorded[c] {
+		if !recorded[c] && !wanted[c] {
 			if err := drop(c, "not recorded (left by a crash)"); err != nil {
 				return err
 			}

@@ -174,7 +174,7 @@ func TestRunScratchImage(t *testing.T) {
 			t.Errorf("%q: probe got argv %q", args, r.Args)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(s.treePath(s.images()[0].Digest), "usr")); err == nil {
+	if _, err := os.Stat(filepath.Join(s.view(s.images()[0].Digest), "usr")); err == nil {
 		t.Errorf("the store's tree of a FROM scratch image has a /usr")
 	}
 }

@@ -118,7 +118,7 @@ func TestFidelity(t *testing.T) {
 		t.Run(img, func(t *testing.T) {
 			s := newStore(t)
 			d := strings.TrimSpace(s.ok("import", img))
-			ours := describe(t, s.treePath(d))
+			ours := describe(t, s.view(d))
 
 			ref := exportTo(t, img)
 			theirs := describe(t, ref)
@@ -193,7 +193,7 @@ func TestUpgradeDedupeRollbackRun(t *testing.T) {
 			im2 = im
 		}
 	}
-	changed := changedBytes(t, s.treePath(d1), s.treePath(d2))
+	changed := changedBytes(t, s.view(d1), s.view(d2))
 	t.Logf("v1 %d bytes; v2 %d bytes, %d newly stored; changed or new files in v2: %d bytes", im1.Bytes, im2.Bytes, im2.NewBytes, changed)
 	if im2.NewBytes > changed*11/10+4096 || im2.NewBytes < changed {
 		t.Errorf("v2 stored %d new bytes, want about the %d bytes of changed files", im2.NewBytes, changed)
@@ -218,7 +218,7 @@ func TestUpgradeDedupeRollbackRun(t *testing.T) {
 
 	// The container rewrites and chmods files; the store must not change.
 	before := listing(t, s.root)
-	sums := describe(t, s.treePath(d2))
+	sums := describe(t, s.view(d2))
 	got := s.ok("run", "app", "/bin/sh", "-c",
 		"echo hacked > /etc/rootswap-version; chmod 0777 /bin/busybox; rm -f /etc/passwd; touch /new; cat /etc/rootswap-version")
 	if !strings.Contains(got, "hacked") {
@@ -227,7 +227,7 @@ func TestUpgradeDedupeRollbackRun(t *testing.T) {
 	if after := listing(t, s.root); after != before {
 		t.Errorf("run changed the store")
 	}
-	after := describe(t, s.treePath(d2))
+	after := describe(t, s.view(d2))
 	for p, e := range sums {
 		if after[p] != e {
 			t.Errorf("run changed %s in the tree: %+v → %+v", p, e, after[p])

@@ -269,7 +269,7 @@ func TestPrepareOnAFullDisk(t *testing.T) {
 	s := storeOn(t, filepath.Join(l.dir, "store"))
 	s.ok("prepare", "app", v1)
 	d1, gens0 := s.agree("app")
-	tree1 := describe(t, s.treePath(d1))
+	tree1 := s.stored(d1)
 	s.check()
 	l.unmount()
 
@@ -333,7 +333,7 @@ func TestPrepareOnAFullDisk(t *testing.T) {
 				if cur != d1 {
 					t.Errorf("failed prepare left current at %s, want %s", cur, d1)
 				}
-				if got := describe(t, s.treePath(d1)); !reflect.DeepEqual(got, tree1) {
+				if got := s.stored(d1); !reflect.DeepEqual(got, tree1) {
 					t.Errorf("failed prepare changed v1's tree")
 				}
 				if _, err := os.Stat(s.treePath(d2)); err == nil {

@@ -295,7 +295,7 @@ func TestPullHostile(t *testing.T) {
 		if got := strings.TrimSpace(s.ok("import", "docker://"+img.ref)); got != img.config.String() {
 			t.Fatalf("%s: import printed %s, want %s", c.name, got, img.config)
 		}
-		if l, err := os.Readlink(filepath.Join(s.treePath(img.config.String()), "link")); err != nil || l != hostileEscape {
+		if l, err := os.Readlink(filepath.Join(s.view(img.config.String()), "link")); err != nil || l != hostileEscape {
 			t.Fatalf("%s: the tree's link is %q %v, want a symlink to %s", c.name, l, err, hostileEscape)
 		}
 	}

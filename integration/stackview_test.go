@@ -146,3 +146,28 @@ func TestRunStackKeptWhileRunning(t *testing.T) {
 		t.Errorf("gc kept the stack after its run ended: %v", err)
 	}
 }
+
+// stored describes what the store holds of tree d on disk, without
+// mounting it: the tree's directory and, for a stack, every layer
+// directory a layer@N link names, each under its link's name. Comparing
+// two of these says whether anything of the tree changed, where a mount
+// cannot be made (a file system the test unmounts in between).
+func (s *store) stored(d string) map[string]entry {
+	s.t.Helper()
+	dir := s.treePath(strings.TrimSpace(d))
+	out := describe(s.t, dir)
+	links, err := filepath.Glob(filepath.Join(dir, "layer@*"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, l := range links {
+		target, err := filepath.EvalSymlinks(l)
+		if err != nil {
+			s.t.Fatalf("tree %s: %v", d, err)
+		}
+		for p, e := range describe(s.t, target) {
+			out[filepath.Join(filepath.Base(l), p)] = e
+		}
+	}
+	return out
+}

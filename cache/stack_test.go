@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -227,37 +226,6 @@ func TestPublishLayerDirConcurrent(t *testing.T) {
 	}
 	if len(recs) != 5 {
 		t.Errorf("%d layer directory records, want 5 (one base, four tops)", len(recs))
-	}
-}
-
-// TestStackFS: a stack's files read as overlayfs shows them: the lower
-// layer's file, not one a whiteout or an opaque directory hides, the
-// upper one's; a symlink is not followed.
-func TestStackFS(t *testing.T) {
-	s := testStore(t)
-	ids, dirs := stackLayers(t, s)
-	dirs[1].Entries = append(dirs[1].Entries, ManifestEntry{Entry: Entry{Name: "etc/passwd", Kind: KindSymlink, Linkname: "/etc/shadow", ModTime: mtime}})
-	d := digest.FromString("image")
-	publishStack(t, s, d, ids, dirs)
-	sf, err := s.StackFS(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]string{"etc/b": "b", "opt/y": "y"} {
-		if b, err := fs.ReadFile(sf, name); err != nil || string(b) != want {
-			t.Errorf("%s: %q %v, want %q", name, b, err, want)
-		}
-	}
-	for _, name := range []string{"etc/a", "opt/x", "nothing", "etc/b/under"} {
-		if _, err := fs.ReadFile(sf, name); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s: %v, want ErrNotExist", name, err)
-		}
-	}
-	if _, err := fs.ReadFile(sf, "etc/passwd"); err == nil || errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a symlink: %v, want refused", err)
-	}
-	if _, err := s.StackFS(digest.FromString("missing")); !errors.Is(err, ErrNotFound) {
-		t.Errorf("StackFS of a missing tree: %v", err)
 	}
 }
 

@@ -123,3 +123,50 @@ func TestStacksGoWithTheirTrees(t *testing.T) {
 		t.Errorf("second gc: %+v, want nothing removed", again)
 	}
 }
+
+// TestPlainTreesBesideStacks: a store written before stacks (a plain
+// tree, the machine's first generation) upgraded to a stack and back:
+// gc keeps whichever the machine's kept generations name, removes the
+// plain tree when no generation needs it any more, as before stacks,
+// and never touches the stack's layer directories for it; the store
+// stays sound throughout.
+func TestPlainTreesBesideStacks(t *testing.T) {
+	s := storetest.New(t)
+	plain := storetest.ImportPlain(t, s, "old:1", storetest.File{Name: "etc/version", Content: "old"}, storetest.File{Name: "usr/own", Content: "only the old tree"})
+	stacked := digest.FromString("new")
+	chains, _ := stackTree(t, s, stacked, "base", "top")
+	activateTree(t, s, "m", plain)
+	activateTree(t, s, "m", stacked)
+
+	// Both generations kept: nothing goes.
+	if rep := collect(t, s, Options{Keep: 2}); len(rep.Trees) != 0 || len(rep.LayerDirs) != 0 {
+		t.Fatalf("gc --keep 2 removed %+v and %+v, want nothing", rep.Trees, rep.LayerDirs)
+	}
+	// Back on the plain tree (a rollback): the plain tree is current, the
+	// stack a kept generation.
+	activateTree(t, s, "m", plain)
+	if rep := collect(t, s, Options{Keep: 2}); len(rep.Trees) != 0 || len(rep.LayerDirs) != 0 {
+		t.Fatalf("after the rollback gc --keep 2 removed %+v and %+v, want nothing", rep.Trees, rep.LayerDirs)
+	}
+	if !exists(filepath.Join(s.TreePath(plain), "usr", "own")) {
+		t.Fatal("the plain tree lost a file")
+	}
+	// On the stack again, keeping one generation: the plain tree goes,
+	// the stack and every layer directory it names stay.
+	activateTree(t, s, "m", stacked)
+	rep := collect(t, s, Options{Keep: 1})
+	if len(rep.Trees) != 1 || rep.Trees[0].Digest != plain || exists(s.TreePath(plain)) || indexed(t, s, plain) {
+		t.Errorf("gc --keep 1 removed %+v; plain tree on disk %v, indexed %v", rep.Trees, exists(s.TreePath(plain)), indexed(t, s, plain))
+	}
+	if len(rep.LayerDirs) != 0 {
+		t.Errorf("gc of a plain tree removed layer directories %+v", rep.LayerDirs)
+	}
+	for _, c := range chains {
+		if !exists(s.LayerDirPath(c)) || !layerDirRecorded(t, s, c) {
+			t.Errorf("layer directory %s of the current stack was removed", c)
+		}
+	}
+	if !exists(s.TreePath(stacked)) || !indexed(t, s, stacked) {
+		t.Error("the current stack was removed")
+	}
+}

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -39,6 +42,10 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	if err != nil {
 		return nil, err
 	}
+	dirs, err := s.recoverLayerDirs(rb, recs)
+	if err != nil {
+		return nil, err
+	}
 	machs, err := s.recoverMachines(rb, recs)
 	if err != nil {
 		return nil, err
@@ -49,13 +56,17 @@ func (s *Store) rebuild() (*Rebuild, error) {
 	}
 	rb.Lost = append(rb.Lost, "image refs of every tree (the next prepare of an image records its ref again)", "every pin (pin again what gc must keep)", "every lease (imports under way fail and can be run again)",
 		"every layer record (a layer cache: the next pull fetches those layers again; gc or verify --repair removes their manifests and objects)",
-		"every layer directory record: stacks are recovered marked broken, and the next prepare of each image publishes its layer directories again",
 		"every ref record (the next prepare --pull resolves each reference again)")
 
 	rb.Damaged = "index.db.damaged-" + time.Now().UTC().Format("20060102T150405.000000000Z")
 	err = s.db().Replace(filepath.Join(s.root, rb.Damaged), func(t *index.Tx) error {
 		for _, r := range recs {
 			if err := t.PutTree(r); err != nil {
+				return err
+			}
+		}
+		for _, r := range dirs {
+			if err := t.PutLayerDir(r); err != nil {
 				return err
 			}
 		}
@@ -165,10 +176,9 @@ func (s *Store) recoverTree(d digest.Digest) (index.Tree, string) {
 	}
 	t.Manifest = hashDigest(h)
 	if chains := s.StackLinks(d); len(chains) > 0 {
-		// A stack: its layer directories' records are lost with the
-		// index, so it cannot be checked; it is recovered marked broken,
-		// which the next prepare of its image mends by publishing the
-		// layer directories again (gc and repair keep them meanwhile).
+		// A stack: recovered marked broken until recoverLayerDirs finds
+		// every layer directory it names whole (gc and repair keep them
+		// meanwhile).
 		for _, c := range chains {
 			if fi, err := os.Stat(s.LayerDirPath(c)); err != nil || !fi.IsDir() {
 				return index.Tree{}, fmt.Sprintf("stack: layer directory %s is missing", c)
@@ -181,4 +191,125 @@ func (s *Store) recoverTree(d digest.Digest) (index.Tree, string) {
 		return index.Tree{}, fmt.Sprintf("does not match its manifest (%d problems; first: %s)", len(probs), probs[0])
 	}
 	return t, ""
+}
+
+// recoverLayerDirs makes the records of the layer directories the
+// recovered stacks in trees name, and marks a stack sound again once
+// every directory it names is matched. A directory's record is lost with
+// the index, but its layer manifest is on disk under layers/: the one
+// that describes the directory exactly (verify finds no problem, which
+// checks every entry, object and whiteout and that nothing else is
+// there) is its manifest; its parent is the layer below in the stack and
+// the lowest one's diffID is its chain ID (a higher one's diffID is not
+// on disk and stays empty: nothing reads it but messages). A directory
+// no manifest matches leaves its stacks broken, which the next prepare of
+// their image mends by publishing it again; rb.Lost says which.
+func (s *Store) recoverLayerDirs(rb *Rebuild, trees map[digest.Digest]index.Tree) ([]index.LayerDir, error) {
+	type candidate struct {
+		digest digest.Digest
+		lm     LayerManifest
+	}
+	var cands map[int64][]candidate // by entries on disk: entries and whiteouts, not opaque marks
+	load := func() error {
+		cands = map[int64][]candidate{}
+		ms, err := s.LayerManifestDigests()
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			lm, err := s.readLayerManifest(index.Layer{Manifest: m})
+			if err != nil {
+				continue // verify --repair reports or removes it
+			}
+			n := int64(len(lm.Entries))
+			for _, w := range lm.Whiteouts {
+				if !w.Opaque {
+					n++
+				}
+			}
+			cands[n] = append(cands[n], candidate{m, lm})
+		}
+		return nil
+	}
+	found := map[digest.Digest]*index.LayerDir{} // nil: no manifest matches
+	match := func(chain, parent digest.Digest, lowest bool) (*index.LayerDir, error) {
+		if r, ok := found[chain]; ok {
+			return r, nil
+		}
+		if cands == nil {
+			if err := load(); err != nil {
+				return nil, err
+			}
+		}
+		root := s.LayerDirPath(chain)
+		fi, err := os.Stat(root)
+		if err != nil {
+			found[chain] = nil
+			return nil, nil
+		}
+		var onDisk int64
+		_ = filepath.WalkDir(root, func(p string, _ fs.DirEntry, err error) error {
+			if err == nil {
+				onDisk++
+			}
+			return nil
+		})
+		rec := index.LayerDir{Chain: chain, Parent: parent, Created: fi.ModTime().UTC()}
+		if lowest {
+			rec.DiffID = chain
+		}
+		// The walk counts the directory itself; a manifest lists its
+		// root only when the layer does.
+		for _, n := range []int64{onDisk, onDisk - 1} {
+			for _, c := range cands[n] {
+				r := rec
+				r.Manifest, r.Files = c.digest, int64(len(c.lm.Entries)+len(c.lm.Whiteouts))
+				for _, e := range c.lm.Entries {
+					if e.Kind == KindFile {
+						r.Bytes += e.Size
+					}
+				}
+				lv := &layerVerdict{objects: map[digest.Digest]bool{}, manifests: map[digest.Digest]bool{}}
+				if len(s.verifyLayerDir(r, nil, lv)) == 0 {
+					found[chain] = &r
+					return &r, nil
+				}
+			}
+		}
+		found[chain] = nil
+		return nil, nil
+	}
+	var out []index.LayerDir
+	for _, d := range slices.Sorted(maps.Keys(trees)) {
+		t := trees[d]
+		if len(t.Stack) == 0 {
+			continue
+		}
+		whole := true
+		for i, c := range t.Stack {
+			parent := digest.Digest("")
+			if i > 0 {
+				parent = t.Stack[i-1]
+			}
+			r, err := match(c, parent, i == 0)
+			if err != nil {
+				return nil, err
+			}
+			if r == nil {
+				whole = false
+				rb.Lost = append(rb.Lost, fmt.Sprintf("tree %s: layer directory %s matches no layer manifest on disk: the stack is recovered marked broken, and the next prepare of its image publishes the directory again", d, c))
+				break
+			}
+		}
+		if whole {
+			t.Broken = false
+			trees[d] = t
+		}
+	}
+	for _, c := range slices.Sorted(maps.Keys(found)) {
+		if r := found[c]; r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out, nil
 }

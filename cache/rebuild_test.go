@@ -134,9 +134,12 @@ func TestMissingIndexIsNotRecreatedEmpty(t *testing.T) {
 }
 
 // TestRebuildKeepsStacks: an index rebuilt from the disk recovers a stack
-// (its layer@N links) marked broken, since its layer directories' records
-// are lost; the directories are no leftovers for repair to remove, and
-// the stack's machine is recovered.
+// (its layer@N links) and the records of its layer directories, each
+// matched with the layer manifest on disk that describes it exactly, so
+// the stack is sound, verify finds nothing, and the directories are no
+// leftovers. A directory that matches no manifest (damaged while the
+// index was lost) leaves its stack recovered marked broken, said in
+// Lost, which the next import of the image mends.
 func TestRebuildKeepsStacks(t *testing.T) {
 	ctx := context.Background()
 	s := testStore(t)
@@ -144,33 +147,69 @@ func TestRebuildKeepsStacks(t *testing.T) {
 	d := digest.FromString("image")
 	tr := publishStack(t, s, d, ids, dirs)
 	machine(t, s, "web", d)
-	if err := os.Truncate(s.indexPath(), 0); err != nil {
+	var before []index.LayerDir
+	if err := s.View(func(tx *index.Tx) (err error) { before, err = tx.LayerDirs(); return err }); err != nil {
 		t.Fatal(err)
 	}
-	defer index.ForgetDamage()
-	rep, err := s.Verify(ctx, nil, true)
-	if err != nil {
-		t.Fatal(err)
+	lose := func() *VerifyReport {
+		t.Helper()
+		if err := os.Truncate(s.indexPath(), 0); err != nil {
+			t.Fatal(err)
+		}
+		defer index.ForgetDamage()
+		rep, err := s.Verify(ctx, nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rb := rep.Rebuilt; rb == nil || rb.Trees != 1 || rb.Machines != 1 {
+			t.Fatalf("rebuilt %+v, want the stack and its machine", rb)
+		}
+		for _, l := range rep.Leftovers {
+			if strings.HasPrefix(l, "layerdirs/") {
+				t.Errorf("leftover %s: a stack links to it", l)
+			}
+		}
+		return rep
 	}
-	if rb := rep.Rebuilt; rb == nil || rb.Trees != 1 || rb.Machines != 1 || !strings.Contains(strings.Join(rb.Lost, "\n"), "layer directory record") {
-		t.Fatalf("rebuilt %+v, want the stack and its machine, and the layer directory records lost", rb)
-	}
+	lose()
 	var got index.Tree
-	if err := s.View(func(tx *index.Tx) (err error) { got, err = tx.Tree(d); return err }); err != nil {
+	var after []index.LayerDir
+	if err := s.View(func(tx *index.Tx) (err error) {
+		if got, err = tx.Tree(d); err != nil {
+			return err
+		}
+		after, err = tx.LayerDirs()
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	if !got.Broken || !slices.Equal(got.Stack, tr.Stack) || got.Manifest != tr.Manifest {
-		t.Errorf("recovered %+v, want the stack %v, broken", got, tr.Stack)
+	if got.Broken || !slices.Equal(got.Stack, tr.Stack) || got.Manifest != tr.Manifest {
+		t.Errorf("recovered %+v, want the stack %v, sound", got, tr.Stack)
 	}
-	for _, c := range tr.Stack {
-		if _, err := os.Stat(s.LayerDirPath(c)); err != nil {
-			t.Errorf("layer directory %s: %v", c, err)
+	if len(after) != len(before) {
+		t.Fatalf("recovered layer directory records %+v, want %+v", after, before)
+	}
+	for i := range before {
+		b, a := before[i], after[i]
+		if a.Chain != b.Chain || a.Parent != b.Parent || a.Manifest != b.Manifest || a.Files != b.Files || a.Bytes != b.Bytes || (b.Parent == "" && a.DiffID != b.DiffID) {
+			t.Errorf("recovered layer directory %+v, want %+v (diffID of a higher one not known)", a, b)
 		}
 	}
-	for _, l := range rep.Leftovers {
-		if strings.HasPrefix(l, "layerdirs/") {
-			t.Errorf("leftover %s: a stack links to it", l)
-		}
+	if rep, err := s.Verify(ctx, nil, false); err != nil || len(rep.Problems) != 0 {
+		t.Errorf("verify after the rebuild: %+v %v", rep, err)
+	}
+
+	// The top directory damaged (a file its layer never had): it matches
+	// no manifest any more.
+	if err := os.WriteFile(filepath.Join(s.LayerDirPath(tr.Stack[1]), "opt", "stray"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rep := lose()
+	if !strings.Contains(strings.Join(rep.Rebuilt.Lost, "\n"), "layer directory "+string(tr.Stack[1])+" matches no layer manifest") {
+		t.Errorf("lost %q, want the damaged layer directory named", rep.Rebuilt.Lost)
+	}
+	if err := s.View(func(tx *index.Tx) (err error) { got, err = tx.Tree(d); return err }); err != nil || !got.Broken {
+		t.Errorf("recovered %+v %v, want it marked broken", got, err)
 	}
 	// The next import of the image mends it: its layer directories are
 	// published again (the unrecorded ones moved aside) and the stack is

@@ -116,15 +116,15 @@ func findStoreMount(procDir, treesDir string) (storeMount, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		m, ok := parseMountinfo(sc.Text())
+		m, ok := fsys.ParseMountinfo(sc.Text())
 		// The longest mount point wins; at the same point a later line
 		// is mounted on top of an earlier one, so it wins too.
-		if !ok || !within(real, m.point) || len(m.point) < best {
+		if !ok || !within(real, m.Point) || len(m.Point) < best {
 			continue
 		}
-		best = len(m.point)
-		sm.dev = m.dev
-		sm.rel = filepath.Join(m.root, strings.TrimPrefix(real, m.point))
+		best = len(m.Point)
+		sm.dev = m.Dev
+		sm.rel = filepath.Join(m.Root, strings.TrimPrefix(real, m.Point))
 	}
 	return sm, sc.Err()
 }
@@ -132,26 +132,6 @@ func findStoreMount(procDir, treesDir string) (storeMount, error) {
 // within reports whether p is dir or below it.
 func within(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
-}
-
-// mount is the part of a mountinfo line the scan needs.
-type mount struct {
-	dev, root, point, fstype, source, superOpts string
-}
-
-// parseMountinfo splits one line of /proc/PID/mountinfo:
-//
-//	36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
-func parseMountinfo(line string) (mount, bool) {
-	pre, post, ok := strings.Cut(line, " - ")
-	if !ok {
-		return mount{}, false
-	}
-	a, b := strings.Fields(pre), strings.Fields(post)
-	if len(a) < 6 || len(b) < 3 {
-		return mount{}, false
-	}
-	return mount{dev: a[2], root: fsys.UnescapeMountinfo(a[3]), point: fsys.UnescapeMountinfo(a[4]), fstype: b[0], source: fsys.UnescapeMountinfo(b[1]), superOpts: fsys.UnescapeMountinfo(b[2])}, true
 }
 
 type mountUse struct {
@@ -165,35 +145,35 @@ func scanMountinfo(r io.Reader, sm storeMount) []mountUse {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		m, ok := parseMountinfo(sc.Text())
+		m, ok := fsys.ParseMountinfo(sc.Text())
 		if !ok {
 			continue
 		}
 		// A bind mount of a tree (or of a directory in it), wherever it is mounted.
-		if sm.dev != "" && m.dev == sm.dev {
-			if d, ok := treeOf(sm.rel, m.root); ok {
-				out = append(out, mountUse{d, "bind mount of " + m.root + " at " + m.point})
+		if sm.dev != "" && m.Dev == sm.dev {
+			if d, ok := treeOf(sm.rel, m.Root); ok {
+				out = append(out, mountUse{d, "bind mount of " + m.Root + " at " + m.Point})
 			}
 		}
 		// Anything mounted on or in a tree pins it as a mount point.
-		if d, ok := sm.treeOf(m.point); ok {
-			out = append(out, mountUse{d, m.fstype + " mounted at " + m.point})
+		if d, ok := sm.treeOf(m.Point); ok {
+			out = append(out, mountUse{d, m.FSType + " mounted at " + m.Point})
 		}
 		// A tree as the source: the overlay of a stack (run's, `rootswap
 		// mount`'s) names the stack's directory there (fsys.MountOverlay),
 		// whatever its lower directories' names say.
-		if d, ok := sm.treeOf(m.source); ok {
-			out = append(out, mountUse{d, fmt.Sprintf("%s of %s at %s", m.fstype, m.source, m.point)})
+		if d, ok := sm.treeOf(m.Source); ok {
+			out = append(out, mountUse{d, fmt.Sprintf("%s of %s at %s", m.FSType, m.Source, m.Point)})
 		}
 		// A tree named in the options: overlay's lowerdir=, upperdir=.
-		for _, opt := range strings.Split(m.superOpts, ",") {
+		for _, opt := range strings.Split(m.SuperOpts, ",") {
 			key, val, ok := strings.Cut(opt, "=")
 			if !ok {
 				continue
 			}
 			for _, p := range strings.Split(val, ":") {
 				if d, ok := sm.treeOf(p); ok {
-					out = append(out, mountUse{d, fmt.Sprintf("%s %s=%s at %s", m.fstype, key, p, m.point)})
+					out = append(out, mountUse{d, fmt.Sprintf("%s %s=%s at %s", m.FSType, key, p, m.Point)})
 				}
 			}
 		}

@@ -72,6 +72,9 @@ type MountInfo struct {
 	Point  string // where it is mounted
 	FSType string
 	Source string // the field after the fstype: a device, or what the mounter named
+	// SuperOpts are the file system's own options (an overlay's
+	// lowerdir=…), "" if the line has none.
+	SuperOpts string
 }
 
 // MountAt returns the topmost mount at dir (absolute, symlinks resolved)
@@ -106,5 +109,9 @@ func ParseMountinfo(line string) (MountInfo, bool) {
 	if len(a) < 6 || len(b) < 2 {
 		return MountInfo{}, false
 	}
-	return MountInfo{Dev: a[2], Root: UnescapeMountinfo(a[3]), Point: UnescapeMountinfo(a[4]), FSType: b[0], Source: UnescapeMountinfo(b[1])}, true
+	m := MountInfo{Dev: a[2], Root: UnescapeMountinfo(a[3]), Point: UnescapeMountinfo(a[4]), FSType: b[0], Source: UnescapeMountinfo(b[1])}
+	if len(b) > 2 {
+		m.SuperOpts = UnescapeMountinfo(b[2])
+	}
+	return m, true
 }
